@@ -1,0 +1,1 @@
+//! tidemark-agent: the node runtime (mongod control, backup, restore). Built in a later issue.

@@ -1,0 +1,2 @@
+//! mongod-sim: a test tool that behaves like a PSMDB mongod.
+fn main() {}
