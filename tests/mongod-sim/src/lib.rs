@@ -1,1 +1,18 @@
-//! mongod-sim
+//! mongod-sim: a test tool that behaves like a Percona Server for MongoDB `mongod` for what
+//! tidemark relies on, plus a harness that runs replica sets of it for tests.
+
+pub mod backup;
+pub mod catalog;
+pub mod client;
+pub mod commands;
+pub mod crud;
+pub mod harness;
+pub mod log;
+pub mod node;
+pub mod options;
+pub mod query;
+pub mod repl;
+pub mod replloop;
+pub mod server;
+pub mod storage;
+pub mod wire;

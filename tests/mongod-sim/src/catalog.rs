@@ -1,0 +1,196 @@
+//! The in-memory collections of one node: documents by record id, an `_id` index, and dirtiness
+//! for the next checkpoint.
+
+use bson::{Bson, Document, oid::ObjectId};
+use std::collections::{BTreeMap, HashMap};
+
+/// Index key for `_id` values: their BSON encoding.
+pub fn id_key(id: &Bson) -> Vec<u8> {
+    let mut d = Document::new();
+    d.insert("", id.clone());
+    d.to_vec().unwrap_or_default()
+}
+
+#[derive(Debug, Clone)]
+pub struct Collection {
+    pub ident: String,
+    pub idx_ident: String,
+    pub uuid: bson::Binary,
+    next_rid: u64,
+    docs: BTreeMap<u64, Document>,
+    ids: HashMap<Vec<u8>, u64>,
+    /// Changed since the last checkpoint, so its files must be rewritten.
+    pub dirty: bool,
+    pub data_size: u64,
+}
+
+impl Collection {
+    pub fn new(ident: String, idx_ident: String) -> Collection {
+        let uuid = bson::Binary { subtype: bson::spec::BinarySubtype::Uuid, bytes: bson::Uuid::new().bytes().to_vec() };
+        Collection {
+            ident,
+            idx_ident,
+            uuid,
+            next_rid: 1,
+            docs: BTreeMap::new(),
+            ids: HashMap::new(),
+            dirty: true,
+            data_size: 0,
+        }
+    }
+
+    fn doc_size(doc: &Document) -> u64 {
+        doc.to_vec().map(|v| v.len() as u64).unwrap_or(0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    pub fn docs(&self) -> impl DoubleEndedIterator<Item = &Document> {
+        self.docs.values()
+    }
+
+    pub fn get(&self, id: &Bson) -> Option<&Document> {
+        self.ids.get(&id_key(id)).and_then(|rid| self.docs.get(rid))
+    }
+
+    /// Inserts; fails with the duplicate `_id` when one exists.
+    pub fn insert(&mut self, doc: Document) -> Result<(), Bson> {
+        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        let key = id_key(&id);
+        if self.ids.contains_key(&key) {
+            return Err(id);
+        }
+        self.data_size += Self::doc_size(&doc);
+        let rid = self.next_rid;
+        self.next_rid += 1;
+        self.docs.insert(rid, doc);
+        self.ids.insert(key, rid);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Replaces the document with the same `_id`, or inserts it: how journal and oplog
+    /// entries (full images) are applied, which makes replaying them idempotent.
+    pub fn upsert(&mut self, doc: Document) {
+        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        if let Some(rid) = self.ids.get(&id_key(&id)).copied() {
+            let old = self.docs.insert(rid, doc.clone());
+            self.data_size = self.data_size + Self::doc_size(&doc) - old.map(|o| Self::doc_size(&o)).unwrap_or(0);
+            self.dirty = true;
+        } else {
+            let _ = self.insert(doc);
+        }
+    }
+
+    pub fn remove(&mut self, id: &Bson) -> Option<Document> {
+        let rid = self.ids.remove(&id_key(id))?;
+        let doc = self.docs.remove(&rid)?;
+        self.data_size -= Self::doc_size(&doc).min(self.data_size);
+        self.dirty = true;
+        Some(doc)
+    }
+
+    /// Removes every document matching `keep == false`, in natural order, returning them.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Document) -> bool) -> Vec<Document> {
+        let gone: Vec<Bson> =
+            self.docs.values().filter(|d| !keep(d)).map(|d| d.get("_id").cloned().unwrap_or(Bson::Null)).collect();
+        gone.iter().filter_map(|id| self.remove(id)).collect()
+    }
+}
+
+/// All collections of a node, keyed by namespace (`db.coll`).
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub colls: BTreeMap<String, Collection>,
+    pub next_ident: u64,
+    /// WiredTiger-like ident suffix, fixed per dbPath.
+    pub suffix: u64,
+    /// Files of dropped collections, deleted at the next checkpoint (never while a backup cursor is open).
+    pub dropped: Vec<String>,
+    pub catalog_dirty: bool,
+}
+
+impl Catalog {
+    pub fn new(suffix: u64) -> Catalog {
+        Catalog { suffix, catalog_dirty: true, ..Default::default() }
+    }
+
+    /// The collection for `ns`, created (implicitly, as mongod does on first write) when missing.
+    pub fn coll_mut(&mut self, ns: &str) -> &mut Collection {
+        if !self.colls.contains_key(ns) {
+            let n = self.next_ident;
+            self.next_ident += 2;
+            let c = Collection::new(
+                format!("collection-{n}-{}", self.suffix),
+                format!("index-{}-{}", n + 1, self.suffix),
+            );
+            self.colls.insert(ns.to_string(), c);
+            self.catalog_dirty = true;
+        }
+        self.colls.get_mut(ns).expect("just inserted")
+    }
+
+    pub fn drop_coll(&mut self, ns: &str) -> bool {
+        match self.colls.remove(ns) {
+            Some(c) => {
+                self.dropped.push(c.ident);
+                self.dropped.push(c.idx_ident);
+                self.catalog_dirty = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn databases(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (ns, c) in &self.colls {
+            let db = ns.split_once('.').map(|(d, _)| d).unwrap_or(ns);
+            *out.entry(db.to_string()).or_insert(0) += c.data_size;
+        }
+        out
+    }
+
+    /// Applies one journal/oplog-form operation (`op` i/u/d/c/n). Returns false when the
+    /// op is of a kind we do not know.
+    pub fn apply(&mut self, entry: &Document) -> bool {
+        let ns = entry.get_str("ns").unwrap_or_default();
+        let o = entry.get_document("o").cloned().unwrap_or_default();
+        match entry.get_str("op").unwrap_or_default() {
+            "i" | "u" => self.coll_mut(ns).upsert(o),
+            "d" => {
+                if let Some(c) = self.colls.get_mut(ns) {
+                    c.remove(o.get("_id").unwrap_or(&Bson::Null));
+                }
+            }
+            "c" => {
+                let db = ns.split_once('.').map(|(d, _)| d).unwrap_or(ns);
+                if let Ok(coll) = o.get_str("drop") {
+                    self.drop_coll(&format!("{db}.{coll}"));
+                } else if let Ok(coll) = o.get_str("create") {
+                    self.coll_mut(&format!("{db}.{coll}"));
+                } else if o.contains_key("dropDatabase") {
+                    let prefix = format!("{db}.");
+                    let names: Vec<String> = self.colls.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+                    for n in names {
+                        self.drop_coll(&n);
+                    }
+                }
+            }
+            "n" => {}
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// A fresh `_id` for documents inserted without one, as drivers and mongod add.
+pub fn new_id() -> Bson {
+    Bson::ObjectId(ObjectId::new())
+}

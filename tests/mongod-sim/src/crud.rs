@@ -1,0 +1,373 @@
+//! CRUD commands on any namespace, cursors (`find`, `getMore`, `killCursors`) and the
+//! non-backup part of `aggregate`.
+
+use crate::catalog::{id_key, new_id};
+use crate::node::{CmdError, Inner, Node, OPLOG_NS};
+use crate::query::{self, apply_update, matches, project, sort_docs, upsert_seed};
+use crate::repl::PRIMARY;
+use bson::{Bson, Document, doc};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn bad_value(msg: impl Into<String>) -> CmdError {
+    CmdError::new(2, "BadValue", msg)
+}
+
+fn num(v: Option<&Bson>) -> Option<i64> {
+    match v {
+        Some(Bson::Int32(i)) => Some(*i as i64),
+        Some(Bson::Int64(i)) => Some(*i),
+        Some(Bson::Double(d)) => Some(*d as i64),
+        _ => None,
+    }
+}
+
+fn coll_name(cmd: &Document, name: &str) -> Result<String, CmdError> {
+    cmd.get_str(name).map(str::to_string).map_err(|_| CmdError::new(73, "InvalidNamespace", format!("collection name must be a string for {name}")))
+}
+
+/// Refuses client writes where mongod would: on a replica-set member that is not primary
+/// (except to `local`), and waits while `fsync` holds its lock.
+pub async fn writable(node: &Node, db: &str) -> Result<(), CmdError> {
+    loop {
+        {
+            let g = node.lock();
+            if g.repl.set_name.is_some() && db != "local" && g.repl.state != PRIMARY {
+                return Err(CmdError::new(10107, "NotWritablePrimary", "not primary"));
+            }
+            if g.fsync_lock == 0 {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn snapshot(inner: &Inner, ns: &str, filter: &Document) -> Result<Vec<Document>, CmdError> {
+    let Some(c) = inner.catalog.colls.get(ns) else { return Ok(vec![]) };
+    let mut out = Vec::new();
+    for d in c.docs() {
+        if matches(d, filter).map_err(bad_value)? {
+            out.push(d.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The oplog's `_id` is our storage key, not part of real oplog entries.
+fn present(ns: &str, mut d: Document) -> Document {
+    if ns == OPLOG_NS {
+        d.remove("_id");
+    }
+    d
+}
+
+fn cursor_reply(inner: &mut Inner, ns: &str, mut docs: VecDeque<Document>, batch: usize, single: bool) -> Document {
+    let first: Vec<Document> = docs.drain(..batch.min(docs.len())).collect();
+    let id = if docs.is_empty() || single { 0 } else { inner.new_cursor(ns.to_string(), docs, false) };
+    doc! {"cursor": {"firstBatch": first, "id": id, "ns": ns}, "ok": 1.0}
+}
+
+pub async fn find(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document, CmdError> {
+    let coll = coll_name(cmd, "find")?;
+    let ns = format!("{db}.{coll}");
+    let filter = cmd.get_document("filter").cloned().unwrap_or_default();
+    let await_data = cmd.get_bool("awaitData").unwrap_or(false) && ns == OPLOG_NS;
+    let notified = node.oplog_changed.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    let mut docs = snapshot(&node.lock(), &ns, &filter)?;
+    if docs.is_empty() && await_data {
+        let wait = num(cmd.get("maxTimeMS")).unwrap_or(1000).clamp(1, 60_000) as u64;
+        let _ = tokio::time::timeout(Duration::from_millis(wait), notified).await;
+        docs = snapshot(&node.lock(), &ns, &filter)?;
+    }
+    if let Ok(sort) = cmd.get_document("sort") {
+        sort_docs(&mut docs, sort);
+    }
+    let skip = num(cmd.get("skip")).unwrap_or(0).max(0) as usize;
+    let limit = num(cmd.get("limit")).unwrap_or(0);
+    let proj = cmd.get_document("projection").cloned().unwrap_or_default();
+    let mut out: VecDeque<Document> = docs.into_iter().skip(skip).map(|d| project(present(&ns, d), &proj)).collect();
+    if limit != 0 {
+        out.truncate(limit.unsigned_abs() as usize);
+    }
+    let batch = num(cmd.get("batchSize")).map(|b| b.max(0) as usize).unwrap_or(101);
+    let single = cmd.get_bool("singleBatch").unwrap_or(false) || limit < 0;
+    Ok(cursor_reply(&mut node.lock(), &ns, out, batch, single))
+}
+
+pub async fn get_more(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document, CmdError> {
+    let id = num(cmd.get("getMore")).ok_or_else(|| bad_value("getMore needs a cursor id"))?;
+    let batch = num(cmd.get("batchSize")).map(|b| b.max(1) as usize).unwrap_or(usize::MAX);
+    let slow = node.faults().slow_reads_ms;
+    let (next, ns, done, backup) = {
+        let mut g = node.lock();
+        let c = g.cursors.get_mut(&id).ok_or_else(|| CmdError::new(43, "CursorNotFound", format!("cursor id {id} not found")))?;
+        c.last_used = std::time::Instant::now();
+        let next: Vec<Document> = c.pending.drain(..batch.min(c.pending.len())).collect();
+        let ns = c.ns.clone();
+        let done = c.pending.is_empty() && !c.backup;
+        if done {
+            g.cursors.remove(&id);
+        }
+        let backup = g.backup.as_ref().is_some_and(|b| b.cursor_id == id);
+        (next, ns, done, backup)
+    };
+    if backup && slow > 0 && !next.is_empty() {
+        tokio::time::sleep(Duration::from_millis(slow)).await;
+    }
+    let _ = db;
+    Ok(doc! {"cursor": {"nextBatch": next, "id": if done { 0 } else { id }, "ns": ns}, "ok": 1.0})
+}
+
+pub fn kill_cursors(node: &Node, cmd: &Document) -> Result<Document, CmdError> {
+    let ids: Vec<i64> = cmd.get_array("cursors").into_iter().flatten().filter_map(|v| num(Some(v))).collect();
+    let (mut killed, mut missing) = (Vec::new(), Vec::new());
+    let mut g = node.lock();
+    for id in ids {
+        if g.cursors.remove(&id).is_some() {
+            killed.push(id);
+            if g.backup.as_ref().is_some_and(|b| b.cursor_id == id) {
+                crate::backup::close(&mut g);
+            }
+        } else {
+            missing.push(id);
+        }
+    }
+    Ok(doc! {"cursorsKilled": killed, "cursorsNotFound": missing, "cursorsAlive": [], "cursorsUnknown": [], "ok": 1.0})
+}
+
+pub async fn insert(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document, CmdError> {
+    let coll = coll_name(cmd, "insert")?;
+    writable(node, db).await?;
+    let ns = format!("{db}.{coll}");
+    let ordered = cmd.get_bool("ordered").unwrap_or(true);
+    let mut g = node.lock();
+    let existing = g.catalog.colls.get(&ns);
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut ops = Vec::new();
+    let mut errors = Vec::new();
+    for (i, d) in cmd.get_array("documents").into_iter().flatten().enumerate() {
+        let Bson::Document(d) = d else { continue };
+        let mut d = d.clone();
+        if !d.contains_key("_id") {
+            let mut with_id = doc! {"_id": new_id()};
+            with_id.extend(d);
+            d = with_id;
+        }
+        let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+        let key = id_key(&id);
+        if existing.is_some_and(|c| c.get(&id).is_some()) || !seen.insert(key) {
+            errors.push(doc! {"index": i as i32, "code": 11000, "errmsg": format!("E11000 duplicate key error collection: {ns} index: _id_ dup key: {{ _id: {id} }}"), "keyPattern": {"_id": 1}, "keyValue": {"_id": id}});
+            if ordered {
+                break;
+            }
+            continue;
+        }
+        ops.push(doc! {"op": "i", "ns": &ns, "o": d});
+    }
+    let n = ops.len() as i32;
+    let log = g.should_log();
+    if !ops.is_empty() {
+        g.write(ops, log)?;
+    }
+    drop(g);
+    node.oplog_changed.notify_waiters();
+    let mut reply = doc! {"n": n};
+    if !errors.is_empty() {
+        reply.insert("writeErrors", errors);
+    }
+    reply.insert("ok", 1.0);
+    Ok(reply)
+}
+
+pub async fn update(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document, CmdError> {
+    let coll = coll_name(cmd, "update")?;
+    writable(node, db).await?;
+    let ns = format!("{db}.{coll}");
+    let mut g = node.lock();
+    let (mut n, mut modified) = (0i32, 0i32);
+    let mut upserted = Vec::new();
+    let mut ops = Vec::new();
+    for (i, u) in cmd.get_array("updates").into_iter().flatten().enumerate() {
+        let Bson::Document(u) = u else { continue };
+        let q = u.get_document("q").cloned().unwrap_or_default();
+        let Ok(upd) = u.get_document("u") else {
+            return Err(CmdError::new(9, "FailedToParse", "pipeline-style updates are not modelled by mongod-sim"));
+        };
+        let multi = u.get_bool("multi").unwrap_or(false);
+        let mut hits = snapshot(&g, &ns, &q)?;
+        if !multi {
+            hits.truncate(1);
+        }
+        if multi && !query::is_operator_update(upd) {
+            return Err(CmdError::new(9, "FailedToParse", "multi update is not supported for replacement-style update"));
+        }
+        if hits.is_empty() && u.get_bool("upsert").unwrap_or(false) {
+            let mut d = apply_update(&upsert_seed(&q), upd, true).map_err(bad_value)?;
+            if !d.contains_key("_id") {
+                let mut with_id = doc! {"_id": q.get("_id").cloned().unwrap_or_else(new_id)};
+                with_id.extend(d);
+                d = with_id;
+            }
+            upserted.push(doc! {"index": i as i32, "_id": d.get("_id").cloned().unwrap_or(Bson::Null)});
+            n += 1;
+            ops.push(doc! {"op": "i", "ns": &ns, "o": d});
+            continue;
+        }
+        for h in hits {
+            let new = apply_update(&h, upd, false).map_err(bad_value)?;
+            n += 1;
+            if new != h {
+                modified += 1;
+                ops.push(doc! {"op": "u", "ns": &ns, "o": new, "o2": {"_id": h.get("_id").cloned().unwrap_or(Bson::Null)}});
+            }
+        }
+    }
+    let log = g.should_log();
+    if !ops.is_empty() {
+        g.write(ops, log)?;
+    }
+    drop(g);
+    node.oplog_changed.notify_waiters();
+    let mut reply = doc! {"n": n, "nModified": modified};
+    if !upserted.is_empty() {
+        reply.insert("upserted", upserted);
+    }
+    reply.insert("ok", 1.0);
+    Ok(reply)
+}
+
+pub async fn delete(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document, CmdError> {
+    let coll = coll_name(cmd, "delete")?;
+    writable(node, db).await?;
+    let ns = format!("{db}.{coll}");
+    let mut g = node.lock();
+    let mut ops = Vec::new();
+    let mut gone: HashSet<Vec<u8>> = HashSet::new();
+    for d in cmd.get_array("deletes").into_iter().flatten() {
+        let Bson::Document(d) = d else { continue };
+        let q = d.get_document("q").cloned().unwrap_or_default();
+        let mut hits = snapshot(&g, &ns, &q)?;
+        hits.retain(|h| !gone.contains(&id_key(h.get("_id").unwrap_or(&Bson::Null))));
+        if num(d.get("limit")).unwrap_or(0) == 1 {
+            hits.truncate(1);
+        }
+        for h in hits {
+            let id = h.get("_id").cloned().unwrap_or(Bson::Null);
+            gone.insert(id_key(&id));
+            ops.push(doc! {"op": "d", "ns": &ns, "o": {"_id": id}});
+        }
+    }
+    let n = ops.len() as i32;
+    let log = g.should_log();
+    if !ops.is_empty() {
+        g.write(ops, log)?;
+    }
+    drop(g);
+    node.oplog_changed.notify_waiters();
+    Ok(doc! {"n": n, "ok": 1.0})
+}
+
+pub fn count(node: &Node, db: &str, cmd: &Document) -> Result<Document, CmdError> {
+    let ns = format!("{db}.{}", coll_name(cmd, "count")?);
+    let q = cmd.get_document("query").cloned().unwrap_or_default();
+    let n = snapshot(&node.lock(), &ns, &q)?.len();
+    Ok(doc! {"n": n as i64, "ok": 1.0})
+}
+
+pub async fn ddl(node: &Arc<Node>, db: &str, name: &str, cmd: &Document) -> Result<Document, CmdError> {
+    writable(node, db).await?;
+    let mut g = node.lock();
+    let log = g.should_log();
+    let reply = match name {
+        "drop" => {
+            let coll = coll_name(cmd, "drop")?;
+            let ns = format!("{db}.{coll}");
+            if g.catalog.colls.contains_key(&ns) {
+                g.write(vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": {"drop": &coll}}], log)?;
+            }
+            doc! {"nIndexesWas": 1, "ns": ns, "ok": 1.0}
+        }
+        "create" => {
+            let coll = coll_name(cmd, "create")?;
+            let ns = format!("{db}.{coll}");
+            if g.catalog.colls.contains_key(&ns) {
+                return Err(CmdError::new(48, "NamespaceExists", format!("Collection {ns} already exists.")));
+            }
+            g.write(vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": {"create": &coll}}], log)?;
+            doc! {"ok": 1.0}
+        }
+        _ => {
+            g.write(vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": {"dropDatabase": 1}}], log)?;
+            doc! {"dropped": db, "ok": 1.0}
+        }
+    };
+    Ok(reply)
+}
+
+pub fn list_collections(node: &Node, db: &str, cmd: &Document) -> Result<Document, CmdError> {
+    let filter = cmd.get_document("filter").cloned().unwrap_or_default();
+    let name_only = cmd.get_bool("nameOnly").unwrap_or(false);
+    let mut g = node.lock();
+    let prefix = format!("{db}.");
+    let mut out = VecDeque::new();
+    for (ns, c) in g.catalog.colls.iter().filter(|(ns, _)| ns.starts_with(&prefix)) {
+        let name = &ns[prefix.len()..];
+        let d = if name_only {
+            doc! {"name": name, "type": "collection"}
+        } else {
+            doc! {"name": name, "type": "collection", "options": {}, "info": {"readOnly": false, "uuid": c.uuid.clone()}, "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}}
+        };
+        if matches(&d, &filter).map_err(bad_value)? {
+            out.push_back(d);
+        }
+    }
+    Ok(cursor_reply(&mut g, &format!("{db}.$cmd.listCollections"), out, usize::MAX, true))
+}
+
+pub fn list_databases(node: &Node, cmd: &Document) -> Document {
+    let g = node.lock();
+    let name_only = cmd.get_bool("nameOnly").unwrap_or(false);
+    let dbs = g.catalog.databases();
+    let total: u64 = dbs.values().sum();
+    let list: Vec<Document> = dbs
+        .into_iter()
+        .map(|(name, size)| if name_only { doc! {"name": name} } else { doc! {"name": name, "sizeOnDisk": size as i64, "empty": size == 0} })
+        .collect();
+    doc! {"databases": list, "totalSize": total as i64, "totalSizeMb": (total / 1_048_576) as i64, "ok": 1.0}
+}
+
+/// `$match`, `$sort`, `$skip`, `$limit`, `$project` and `$count` over one collection.
+pub fn aggregate_plain(node: &Node, db: &str, cmd: &Document, pipeline: &[Document]) -> Result<Document, CmdError> {
+    let coll = cmd.get_str("aggregate").map_err(|_| CmdError::new(73, "InvalidNamespace", "aggregate: 1 is only for $backupCursor stages in mongod-sim"))?;
+    let ns = format!("{db}.{coll}");
+    let mut g = node.lock();
+    let mut docs: Vec<Document> = g.catalog.colls.get(&ns).map(|c| c.docs().cloned().map(|d| present(&ns, d)).collect()).unwrap_or_default();
+    for stage in pipeline {
+        let (name, arg) = stage.iter().next().ok_or_else(|| bad_value("empty pipeline stage"))?;
+        match (name.as_str(), arg) {
+            ("$match", Bson::Document(f)) => {
+                let mut kept = Vec::new();
+                for d in docs {
+                    if matches(&d, f).map_err(bad_value)? {
+                        kept.push(d);
+                    }
+                }
+                docs = kept;
+            }
+            ("$sort", Bson::Document(s)) => sort_docs(&mut docs, s),
+            ("$skip", v) => docs = docs.into_iter().skip(num(Some(v)).unwrap_or(0) as usize).collect(),
+            ("$limit", v) => docs.truncate(num(Some(v)).unwrap_or(0) as usize),
+            ("$project", Bson::Document(p)) => docs = docs.into_iter().map(|d| project(d, p)).collect(),
+            ("$count", Bson::String(field)) => docs = vec![doc! {field: docs.len() as i32}],
+            (other, _) => {
+                return Err(CmdError::new(40324, "Location40324", format!("Unrecognized pipeline stage name: '{other}'")));
+            }
+        }
+    }
+    let batch = cmd.get_document("cursor").ok().and_then(|c| num(c.get("batchSize"))).map(|b| b as usize).unwrap_or(101);
+    Ok(cursor_reply(&mut g, &ns, docs.into(), batch, false))
+}

@@ -1,0 +1,347 @@
+//! One simulated mongod: its state behind one lock, start-up recovery, the write path
+//! (journal + oplog), checkpoints and clean shutdown.
+
+use crate::catalog::Catalog;
+use crate::options::Options;
+use crate::repl::ReplState;
+use crate::slog;
+use crate::storage::{StorageError, Store};
+use bson::{Bson, DateTime, Document, Timestamp, doc};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+pub const OPLOG_NS: &str = "local.oplog.rs";
+pub const TRUNCATE_NS: &str = "local.replset.oplogTruncateAfterPoint";
+
+/// A server-side cursor (`find`, `aggregate`, `listCollections`…).
+pub struct Cursor {
+    pub ns: String,
+    pub pending: VecDeque<Document>,
+    pub last_used: Instant,
+    /// The backup cursor never exhausts: getMore returns empty batches until it is killed.
+    pub backup: bool,
+}
+
+/// The open `$backupCursor`, at most one.
+pub struct BackupState {
+    pub backup_id: bson::Binary,
+    pub cursor_id: i64,
+    /// Journal files numbered below this were listed by `$backupCursor`.
+    pub listed_journal_to: u64,
+}
+
+pub struct Inner {
+    pub catalog: Catalog,
+    pub store: Store,
+    /// Oplog top covered by the last checkpoint ("stable" timestamp).
+    pub checkpoint_ts: Timestamp,
+    pub last_ts: Timestamp,
+    pub repl: ReplState,
+    pub cursors: HashMap<i64, Cursor>,
+    pub next_cursor: i64,
+    pub backup: Option<BackupState>,
+    pub fsync_lock: u32,
+    /// Started standalone with `recoverFromOplogAsStandalone`: no stable checkpoints are taken.
+    pub recovering_standalone: bool,
+}
+
+/// Run-time fault switches (`--sim-*` flags, changeable with the `simFault` command).
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    pub refuse_shutdown: bool,
+    pub crash_at: Option<String>,
+    pub slow_reads_ms: u64,
+}
+
+pub struct Node {
+    pub opts: Options,
+    inner: Mutex<Inner>,
+    pub faults: Mutex<Faults>,
+    pub oplog_changed: tokio::sync::Notify,
+    pub shutdown: tokio::sync::Notify,
+    pub shutting_down: AtomicBool,
+    pub started: Instant,
+    conn_ids: AtomicU64,
+}
+
+/// A command failure, rendered as mongod's `{ok: 0, errmsg, code, codeName}`.
+#[derive(Debug, Clone)]
+pub struct CmdError {
+    pub code: i32,
+    pub code_name: &'static str,
+    pub errmsg: String,
+}
+
+impl CmdError {
+    pub fn new(code: i32, code_name: &'static str, errmsg: impl Into<String>) -> CmdError {
+        CmdError { code, code_name, errmsg: errmsg.into() }
+    }
+    pub fn to_doc(&self) -> Document {
+        doc! {"ok": 0.0, "errmsg": &self.errmsg, "code": self.code, "codeName": self.code_name}
+    }
+}
+
+impl From<StorageError> for CmdError {
+    fn from(e: StorageError) -> CmdError {
+        CmdError::new(8, "UnknownError", e.to_string())
+    }
+}
+
+pub fn db_of(ns: &str) -> &str {
+    ns.split_once('.').map(|(d, _)| d).unwrap_or(ns)
+}
+
+impl Node {
+    /// Opens the dbPath and runs start-up recovery.
+    pub fn open(opts: Options) -> Result<Arc<Node>, StorageError> {
+        let storage_options = doc! {"directoryPerDB": false, "directoryForIndexes": false};
+        let (mut store, rec) = Store::open(&opts.dbpath, opts.slow_reads_ms, storage_options)?;
+        let mut catalog = rec.catalog;
+        let mut applied = 0;
+        for record in &rec.journal {
+            for op in record.get_array("ops").into_iter().flatten() {
+                if let Bson::Document(op) = op
+                    && !op.get_bool("l").unwrap_or(false)
+                {
+                    catalog.apply(op);
+                    applied += 1;
+                }
+            }
+        }
+        if !rec.fresh {
+            slog!(I, "STORAGE", 22430, "initandlisten", "WiredTiger message", doc! {"message": format!("recovered {applied} journaled operations from {} records", rec.journal.len())});
+        }
+        let repl_mode = opts.repl_set.is_some();
+        let recovering = !repl_mode && opts.param_bool("recoverFromOplogAsStandalone");
+        // The truncate point is honoured in every mode, before any oplog application.
+        let mut truncate_journal = Vec::new();
+        if let Some(tdoc) = catalog.colls.get(TRUNCATE_NS).and_then(|c| c.docs().next().cloned())
+            && let Ok(point) = tdoc.get_timestamp("oplogTruncateAfterPoint")
+            && point != (Timestamp { time: 0, increment: 0 })
+        {
+            let removed = catalog.coll_mut(OPLOG_NS).retain(|e| e.get_timestamp("ts").map(|t| t <= point).unwrap_or(true));
+            slog!(I, "REPL", 21553, "initandlisten", "Truncating oplog after point", doc! {"truncateAfterPoint": point, "removedEntries": removed.len() as i64});
+            for e in removed {
+                truncate_journal.push(doc! {"op": "d", "ns": OPLOG_NS, "o": {"_id": e.get("_id").cloned().unwrap_or(Bson::Null)}, "l": false});
+            }
+            let mut cleared = tdoc.clone();
+            cleared.insert("oplogTruncateAfterPoint", Timestamp { time: 0, increment: 0 });
+            catalog.coll_mut(TRUNCATE_NS).upsert(cleared.clone());
+            truncate_journal.push(doc! {"op": "u", "ns": TRUNCATE_NS, "o": cleared, "l": false});
+        }
+        let mut checkpoint_ts = rec.checkpoint_ts;
+        let oplog_top = catalog.colls.get(OPLOG_NS).and_then(|c| c.docs().next_back()).and_then(|e| e.get_timestamp("ts").ok());
+        if repl_mode || recovering {
+            let entries: Vec<Document> = catalog
+                .colls
+                .get(OPLOG_NS)
+                .map(|c| c.docs().filter(|e| e.get_timestamp("ts").map(|t| t > checkpoint_ts).unwrap_or(false)).cloned().collect())
+                .unwrap_or_default();
+            for e in &entries {
+                catalog.apply(e);
+            }
+            if !entries.is_empty() || recovering {
+                slog!(I, "REPL", 21544, "initandlisten", "Recovering from stable timestamp", doc! {"stableTimestamp": checkpoint_ts, "topOfOplog": oplog_top.unwrap_or(checkpoint_ts), "appliedOps": entries.len() as i64});
+            }
+            if let Some(top) = oplog_top {
+                checkpoint_ts = checkpoint_ts.max(top);
+            }
+        }
+        if !truncate_journal.is_empty() {
+            store.journal_append(&doc! {"ts": checkpoint_ts, "ops": truncate_journal})?;
+        }
+        let last_ts = oplog_top.unwrap_or(checkpoint_ts).max(checkpoint_ts);
+        let repl = ReplState::load(&opts, &catalog, last_ts);
+        store.write_lock_file(Some(std::process::id()))?;
+        let faults = Faults {
+            refuse_shutdown: opts.refuse_shutdown,
+            crash_at: opts.crash_at.clone(),
+            slow_reads_ms: opts.slow_reads_ms,
+        };
+        let inner = Inner {
+            catalog,
+            store,
+            checkpoint_ts,
+            last_ts,
+            repl,
+            cursors: HashMap::new(),
+            next_cursor: 1,
+            backup: None,
+            fsync_lock: 0,
+            recovering_standalone: recovering,
+        };
+        Ok(Arc::new(Node {
+            opts,
+            inner: Mutex::new(inner),
+            faults: Mutex::new(faults),
+            oplog_changed: tokio::sync::Notify::new(),
+            shutdown: tokio::sync::Notify::new(),
+            shutting_down: AtomicBool::new(false),
+            started: Instant::now(),
+            conn_ids: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.conn_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Aborts the process if the named crash point is armed: the `kill -9` of tests.
+    pub fn crash_point(&self, point: &str) {
+        let armed = self.faults.lock().map(|f| f.crash_at.as_deref() == Some(point)).unwrap_or(false);
+        if armed {
+            slog!(F, "CONTROL", 4757800, "-", "Simulated crash", doc! {"point": point});
+            std::process::abort();
+        }
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.faults.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// Triggers the clean shutdown that `main` performs.
+    pub fn request_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.shutdown.notify_one();
+    }
+
+    /// Final checkpoint (unless recovering standalone without `takeUnstableCheckpointOnShutdown`)
+    /// and an empty `mongod.lock`.
+    pub fn finish_shutdown(&self) {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let skip = inner.recovering_standalone && !self.opts.param_bool("takeUnstableCheckpointOnShutdown");
+        if skip {
+            slog!(I, "STORAGE", 22323, "initandlisten", "Skipping checkpoint during clean shutdown because recovering from oplog as standalone");
+        } else {
+            let ts = inner.checkpoint_ts_now();
+            if let Err(e) = inner.store.checkpoint(&mut inner.catalog, ts) {
+                slog!(E, "STORAGE", 22320, "initandlisten", "Checkpoint at shutdown failed", doc! {"error": e.to_string()});
+            }
+            inner.checkpoint_ts = ts;
+        }
+        let _ = inner.store.write_lock_file(None);
+        slog!(I, "CONTROL", 20565, "initandlisten", "Now exiting");
+        slog!(I, "CONTROL", 23138, "initandlisten", "Shutting down", doc! {"exitCode": 0});
+    }
+}
+
+impl Inner {
+    /// The timestamp a checkpoint taken now stands for.
+    pub fn checkpoint_ts_now(&self) -> Timestamp {
+        if self.recovering_standalone || self.repl.enabled() {
+            self.oplog_top().unwrap_or(self.checkpoint_ts).max(self.checkpoint_ts)
+        } else {
+            self.checkpoint_ts
+        }
+    }
+
+    pub fn oplog_top(&self) -> Option<Timestamp> {
+        self.catalog.colls.get(OPLOG_NS).and_then(|c| c.docs().next_back()).and_then(|e| e.get_timestamp("ts").ok())
+    }
+
+    pub fn oplog_start(&self) -> Option<Timestamp> {
+        self.catalog.colls.get(OPLOG_NS).and_then(|c| c.docs().next()).and_then(|e| e.get_timestamp("ts").ok())
+    }
+
+    /// Takes a periodic checkpoint unless a backup cursor pins the files or we are recovering.
+    pub fn maybe_checkpoint(&mut self) -> Result<bool, StorageError> {
+        if self.backup.is_some() || self.recovering_standalone {
+            return Ok(false);
+        }
+        let dirty = self.catalog.catalog_dirty || self.catalog.colls.values().any(|c| c.dirty);
+        if !dirty {
+            return Ok(false);
+        }
+        let ts = self.checkpoint_ts_now();
+        self.store.checkpoint(&mut self.catalog, ts)?;
+        self.checkpoint_ts = ts;
+        Ok(true)
+    }
+
+    /// A new cluster time: mongod's hybrid logical clock, seconds plus a counter.
+    pub fn next_ts(&mut self) -> Timestamp {
+        let now = chrono::Utc::now().timestamp() as u32;
+        self.last_ts = if now > self.last_ts.time {
+            Timestamp { time: now, increment: 1 }
+        } else {
+            Timestamp { time: self.last_ts.time, increment: self.last_ts.increment + 1 }
+        };
+        self.last_ts
+    }
+
+    /// Applies and journals writes given in oplog form (`{op, ns, o, o2?}`). Writes outside
+    /// `local` on an initiated replica-set member also go to the oplog. Returns the last timestamp.
+    pub fn write(&mut self, ops: Vec<Document>, log: bool) -> Result<Timestamp, StorageError> {
+        let mut journal_ops = Vec::with_capacity(ops.len() * 2);
+        let mut ts = self.last_ts;
+        let logging = log && self.repl.enabled();
+        for mut op in ops {
+            let ns = op.get_str("ns").unwrap_or_default().to_string();
+            let logged = logging && db_of(&ns) != "local";
+            self.catalog.apply(&op);
+            if logged {
+                ts = self.next_ts();
+                let mut entry = doc! {"ts": ts, "t": self.repl.term, "v": 2i64};
+                for (k, v) in op.iter() {
+                    entry.insert(k.clone(), v.clone());
+                }
+                if let Some(c) = self.catalog.colls.get(&ns) {
+                    entry.insert("ui", c.uuid.clone());
+                }
+                entry.insert("wall", DateTime::now());
+                entry.insert("_id", Bson::Timestamp(ts));
+                self.catalog.coll_mut(OPLOG_NS).upsert(entry.clone());
+                journal_ops.push(doc! {"op": "i", "ns": OPLOG_NS, "o": entry, "l": false});
+            }
+            op.insert("l", logged);
+            journal_ops.push(op);
+        }
+        if !logging {
+            ts = self.next_ts();
+        }
+        self.store.journal_append(&doc! {"ts": ts, "ops": journal_ops})?;
+        Ok(ts)
+    }
+
+    /// Client writes are logged on a primary; the command layer refuses them elsewhere.
+    pub fn should_log(&self) -> bool {
+        self.repl.enabled() && self.repl.state == crate::repl::PRIMARY
+    }
+
+    /// Applies oplog entries fetched from a sync source, keeping them in our own oplog.
+    pub fn apply_oplog(&mut self, entries: &[Document]) -> Result<(), StorageError> {
+        let mut journal_ops = Vec::with_capacity(entries.len() * 2);
+        for e in entries {
+            let mut e = e.clone();
+            let ts = e.get_timestamp("ts").unwrap_or(self.last_ts);
+            e.insert("_id", Bson::Timestamp(ts));
+            self.catalog.apply(&e);
+            self.catalog.coll_mut(OPLOG_NS).upsert(e.clone());
+            self.last_ts = self.last_ts.max(ts);
+            journal_ops.push(doc! {"op": "i", "ns": OPLOG_NS, "o": &e, "l": false});
+            let mut data = doc! {"op": e.get_str("op").unwrap_or("n"), "ns": e.get_str("ns").unwrap_or_default(), "l": true};
+            if let Some(o) = e.get("o") {
+                data.insert("o", o.clone());
+            }
+            journal_ops.push(data);
+        }
+        if !journal_ops.is_empty() {
+            self.store.journal_append(&doc! {"ts": self.last_ts, "ops": journal_ops})?;
+        }
+        Ok(())
+    }
+
+    pub fn new_cursor(&mut self, ns: String, pending: VecDeque<Document>, backup: bool) -> i64 {
+        let id = self.next_cursor;
+        self.next_cursor += 1;
+        self.cursors.insert(id, Cursor { ns, pending, last_used: Instant::now(), backup });
+        id
+    }
+}

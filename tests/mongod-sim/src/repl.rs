@@ -1,0 +1,370 @@
+//! Replica-set state of one member: its config, what heartbeats told it about the others,
+//! elections, and the documents `hello` and `replSetGetStatus` report.
+
+use crate::catalog::Catalog;
+use crate::options::Options;
+use bson::{Bson, DateTime, Document, Timestamp, doc, oid::ObjectId};
+use std::collections::HashMap;
+use std::time::Instant;
+
+pub const STARTUP: i32 = 0;
+pub const PRIMARY: i32 = 1;
+pub const SECONDARY: i32 = 2;
+pub const STARTUP2: i32 = 5;
+pub const ARBITER: i32 = 7;
+pub const DOWN: i32 = 8;
+pub const REMOVED: i32 = 10;
+
+pub const CONFIG_NS: &str = "local.system.replset";
+pub const ELECTION_NS: &str = "local.replset.election";
+pub const MINVALID_NS: &str = "local.replset.minvalid";
+
+pub fn state_str(s: i32) -> &'static str {
+    match s {
+        PRIMARY => "PRIMARY",
+        SECONDARY => "SECONDARY",
+        STARTUP2 => "STARTUP2",
+        ARBITER => "ARBITER",
+        DOWN => "(not reachable/healthy)",
+        REMOVED => "REMOVED",
+        3 => "RECOVERING",
+        _ => "STARTUP",
+    }
+}
+
+/// "localhost:p" and "127.0.0.1:p" name the same member.
+pub fn same_host(a: &str, b: &str) -> bool {
+    let norm = |h: &str| h.replace("localhost:", "127.0.0.1:");
+    norm(a) == norm(b)
+}
+
+/// What heartbeats told us about another member.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub health: bool,
+    pub state: i32,
+    pub optime: Timestamp,
+    pub term: i64,
+    pub electable: bool,
+    pub last_heartbeat: Option<DateTime>,
+    pub ping_ms: i64,
+    pub up_since: Option<Instant>,
+}
+
+impl Default for Peer {
+    fn default() -> Peer {
+        Peer {
+            health: false,
+            state: DOWN,
+            optime: Timestamp { time: 0, increment: 0 },
+            term: -1,
+            electable: false,
+            last_heartbeat: None,
+            ping_ms: 0,
+            up_since: None,
+        }
+    }
+}
+
+pub struct ReplState {
+    pub set_name: Option<String>,
+    pub me: String,
+    pub config: Option<Document>,
+    pub state: i32,
+    pub term: i64,
+    pub peers: HashMap<String, Peer>,
+    pub step_down_until: Option<Instant>,
+    pub election_date: Option<DateTime>,
+    pub election_ts: Option<Timestamp>,
+    pub sync_source: Option<String>,
+}
+
+fn num(v: Option<&Bson>) -> f64 {
+    match v {
+        Some(Bson::Int32(i)) => *i as f64,
+        Some(Bson::Int64(i)) => *i as f64,
+        Some(Bson::Double(d)) => *d,
+        Some(Bson::Boolean(b)) => f64::from(u8::from(*b)),
+        _ => 0.0,
+    }
+}
+
+/// Member fields with mongod's defaults filled in.
+pub fn member_priority(m: &Document) -> f64 {
+    if m.get("priority").is_some() { num(m.get("priority")) } else if m.get_bool("arbiterOnly").unwrap_or(false) { 0.0 } else { 1.0 }
+}
+pub fn member_votes(m: &Document) -> f64 {
+    if m.get("votes").is_some() { num(m.get("votes")) } else { 1.0 }
+}
+pub fn member_arbiter(m: &Document) -> bool {
+    m.get_bool("arbiterOnly").unwrap_or(false)
+}
+pub fn member_hidden(m: &Document) -> bool {
+    m.get_bool("hidden").unwrap_or(false)
+}
+pub fn member_delay(m: &Document) -> i64 {
+    num(m.get("secondaryDelaySecs").or(m.get("slaveDelay"))) as i64
+}
+
+impl ReplState {
+    pub fn load(opts: &Options, catalog: &Catalog, last_ts: Timestamp) -> ReplState {
+        let mut rs = ReplState {
+            set_name: opts.repl_set.clone(),
+            me: opts.host(),
+            config: None,
+            state: STARTUP,
+            term: 0,
+            peers: HashMap::new(),
+            step_down_until: None,
+            election_date: None,
+            election_ts: None,
+            sync_source: None,
+        };
+        if rs.set_name.is_none() {
+            return rs;
+        }
+        rs.term = catalog
+            .colls
+            .get(ELECTION_NS)
+            .and_then(|c| c.docs().next())
+            .map(|d| num(d.get("term")) as i64)
+            .unwrap_or(0);
+        if let Some(cfg) = catalog.colls.get(CONFIG_NS).and_then(|c| c.docs().next()).cloned() {
+            let has_data = last_ts != Timestamp { time: 0, increment: 0 };
+            rs.adopt_config(cfg, has_data);
+        }
+        rs
+    }
+
+    /// Initiated and running with `--replSet`: writes go to the oplog.
+    pub fn enabled(&self) -> bool {
+        self.set_name.is_some() && self.config.is_some()
+    }
+
+    pub fn members(&self) -> Vec<Document> {
+        self.config
+            .as_ref()
+            .and_then(|c| c.get_array("members").ok())
+            .map(|a| a.iter().filter_map(|m| m.as_document().cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn my_member(&self) -> Option<Document> {
+        self.members().into_iter().find(|m| same_host(m.get_str("host").unwrap_or_default(), &self.me))
+    }
+
+    pub fn config_version(&self) -> i64 {
+        self.config.as_ref().map(|c| num(c.get("version")) as i64).unwrap_or(-2)
+    }
+
+    /// Takes a config; the state follows from our place in it and whether we hold data.
+    pub fn adopt_config(&mut self, cfg: Document, has_data: bool) {
+        self.config = Some(cfg);
+        let hosts: Vec<String> = self.members().iter().map(|m| m.get_str("host").unwrap_or_default().to_string()).collect();
+        self.peers.retain(|h, _| hosts.iter().any(|x| same_host(x, h)));
+        for h in hosts.iter().filter(|h| !same_host(h, &self.me)) {
+            self.peers.entry(h.clone()).or_default();
+        }
+        self.state = match self.my_member() {
+            None => REMOVED,
+            Some(m) if member_arbiter(&m) => ARBITER,
+            Some(_) if self.state == PRIMARY => PRIMARY,
+            Some(_) if self.state == SECONDARY || has_data => SECONDARY,
+            Some(_) => STARTUP2,
+        };
+    }
+
+    /// Whether we could be primary now.
+    pub fn electable(&self) -> bool {
+        let Some(me) = self.my_member() else { return false };
+        matches!(self.state, PRIMARY | SECONDARY)
+            && member_priority(&me) > 0.0
+            && !member_arbiter(&me)
+            && member_delay(&me) == 0
+            && self.step_down_until.is_none_or(|t| Instant::now() >= t)
+    }
+
+    pub fn primary_host(&self) -> Option<String> {
+        if self.state == PRIMARY {
+            return Some(self.me.clone());
+        }
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.health && p.state == PRIMARY)
+            .max_by_key(|(_, p)| p.term)
+            .map(|(h, _)| h.clone())
+    }
+
+    pub fn election_id(&self) -> ObjectId {
+        let mut b = [0u8; 12];
+        b[..4].copy_from_slice(&[0x7f, 0xff, 0xff, 0xff]);
+        b[4..].copy_from_slice(&self.term.to_be_bytes());
+        ObjectId::from_bytes(b)
+    }
+
+    /// Who should be primary, from our view: the healthy electable member with the highest
+    /// priority (ties to the first listed) among those fresh enough, if a majority of voters is up.
+    /// Returns `None` when no majority is visible.
+    pub fn choose_primary(&self, my_optime: Timestamp) -> Option<Option<String>> {
+        let members = self.members();
+        let voters: Vec<&Document> = members.iter().filter(|m| member_votes(m) > 0.0).collect();
+        let up = voters
+            .iter()
+            .filter(|m| {
+                let h = m.get_str("host").unwrap_or_default();
+                same_host(h, &self.me) || self.peers.get(h).is_some_and(|p| p.health)
+            })
+            .count();
+        if up * 2 <= voters.len() {
+            return None;
+        }
+        let mut candidates: Vec<(usize, f64, Timestamp, String)> = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            let h = m.get_str("host").unwrap_or_default().to_string();
+            if same_host(&h, &self.me) {
+                if self.electable() {
+                    candidates.push((i, member_priority(m), my_optime, self.me.clone()));
+                }
+            } else if let Some(p) = self.peers.get(&h)
+                && p.health
+                && p.electable
+            {
+                candidates.push((i, member_priority(m), p.optime, h));
+            }
+        }
+        let freshest = candidates.iter().map(|c| c.2).max()?;
+        // With a healthy primary, a higher-priority member may take over once within 2 s of it
+        // (mongod's priority takeover); without one, only the freshest may win (no lost writes).
+        let has_primary = self.primary_host().is_some();
+        let fresh = |t: Timestamp| if has_primary { t.time + 2 >= freshest.time } else { t >= freshest };
+        let best = candidates
+            .into_iter()
+            .filter(|c| fresh(c.2))
+            .max_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal).then(b.0.cmp(&a.0)));
+        Some(best.map(|c| c.3))
+    }
+
+    /// The replica-set fields of a `hello` reply.
+    pub fn hello_fields(&self, out: &mut Document, last_ts: Timestamp) {
+        let Some(set) = &self.set_name else { return };
+        let Some(cfg) = &self.config else {
+            out.insert("isreplicaset", true);
+            out.insert("info", "Does not have a valid replica set config");
+            return;
+        };
+        let (mut hosts, mut passives, mut arbiters) = (Vec::new(), Vec::new(), Vec::new());
+        for m in self.members() {
+            let h = Bson::String(m.get_str("host").unwrap_or_default().to_string());
+            if member_arbiter(&m) {
+                arbiters.push(h);
+            } else if member_hidden(&m) {
+                continue;
+            } else if member_priority(&m) == 0.0 {
+                passives.push(h);
+            } else {
+                hosts.push(h);
+            }
+        }
+        out.insert("hosts", hosts);
+        if !passives.is_empty() {
+            out.insert("passives", passives);
+        }
+        if !arbiters.is_empty() {
+            out.insert("arbiters", arbiters);
+        }
+        out.insert("setName", set.clone());
+        out.insert("setVersion", num(cfg.get("version")) as i32);
+        out.insert("isWritablePrimary", self.state == PRIMARY);
+        out.insert("ismaster", self.state == PRIMARY);
+        out.insert("secondary", self.state == SECONDARY);
+        if let Some(p) = self.primary_host() {
+            out.insert("primary", p);
+        }
+        if let Some(me) = self.my_member() {
+            if member_arbiter(&me) {
+                out.insert("arbiterOnly", true);
+            }
+            if member_priority(&me) == 0.0 && !member_arbiter(&me) {
+                out.insert("passive", true);
+            }
+            if member_hidden(&me) {
+                out.insert("hidden", true);
+            }
+            if member_delay(&me) > 0 {
+                out.insert("secondaryDelaySecs", member_delay(&me));
+            }
+            if let Ok(tags) = me.get_document("tags") {
+                out.insert("tags", tags.clone());
+            }
+        }
+        out.insert("me", self.me.clone());
+        if self.state == PRIMARY {
+            out.insert("electionId", self.election_id());
+        }
+        let wall = DateTime::from_millis(last_ts.time as i64 * 1000);
+        out.insert(
+            "lastWrite",
+            doc! {"opTime": {"ts": last_ts, "t": self.term}, "lastWriteDate": wall, "majorityOpTime": {"ts": last_ts, "t": self.term}, "majorityWriteDate": wall},
+        );
+    }
+
+    /// `replSetGetStatus` for an initiated member.
+    pub fn status(&self, last_ts: Timestamp, uptime_secs: i64, hb_ms: u64) -> Document {
+        let optime_date = |t: Timestamp| DateTime::from_millis(t.time as i64 * 1000);
+        let mut members = Vec::new();
+        let voters = self.members().iter().filter(|m| member_votes(m) > 0.0).count() as i32;
+        for m in self.members() {
+            let host = m.get_str("host").unwrap_or_default().to_string();
+            let mut d = doc! {"_id": m.get("_id").cloned().unwrap_or(Bson::Int32(0)), "name": &host};
+            if same_host(&host, &self.me) {
+                d.insert("health", 1.0);
+                d.insert("state", self.state);
+                d.insert("stateStr", state_str(self.state));
+                d.insert("uptime", uptime_secs);
+                d.insert("optime", doc! {"ts": last_ts, "t": self.term});
+                d.insert("optimeDate", optime_date(last_ts));
+                d.insert("syncSourceHost", self.sync_source.clone().unwrap_or_default());
+                d.insert("configVersion", self.config_version() as i32);
+                d.insert("self", true);
+                if self.state == PRIMARY {
+                    d.insert("electionTime", self.election_ts.unwrap_or(last_ts));
+                    d.insert("electionDate", self.election_date.unwrap_or_else(DateTime::now));
+                }
+            } else {
+                let p = self.peers.get(&host).cloned().unwrap_or_default();
+                let state = if p.health { p.state } else { DOWN };
+                d.insert("health", if p.health { 1.0 } else { 0.0 });
+                d.insert("state", state);
+                d.insert("stateStr", state_str(state));
+                d.insert("uptime", p.up_since.map(|t| t.elapsed().as_secs() as i64).unwrap_or(0));
+                d.insert("optime", doc! {"ts": p.optime, "t": p.term});
+                d.insert("optimeDurable", doc! {"ts": p.optime, "t": p.term});
+                d.insert("optimeDate", optime_date(p.optime));
+                d.insert("lastHeartbeat", p.last_heartbeat.unwrap_or(DateTime::from_millis(0)));
+                d.insert("lastHeartbeatRecv", p.last_heartbeat.unwrap_or(DateTime::from_millis(0)));
+                d.insert("pingMs", p.ping_ms);
+                d.insert("configVersion", self.config_version() as i32);
+                if !p.health {
+                    d.insert("lastHeartbeatMessage", "Error connecting to member");
+                }
+            }
+            members.push(Bson::Document(d));
+        }
+        doc! {
+            "set": self.set_name.clone().unwrap_or_default(),
+            "date": DateTime::now(),
+            "myState": self.state,
+            "term": self.term,
+            "heartbeatIntervalMillis": hb_ms as i64,
+            "majorityVoteCount": voters / 2 + 1,
+            "votingMembersCount": voters,
+            "optimes": {
+                "lastCommittedOpTime": {"ts": last_ts, "t": self.term},
+                "appliedOpTime": {"ts": last_ts, "t": self.term},
+                "durableOpTime": {"ts": last_ts, "t": self.term},
+            },
+            "members": members,
+            "ok": 1.0,
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The dbPath on disk, shaped like WiredTiger's: checksummed checkpoint files, a journal of
+//! timestamped operations, `storage.bson` and `mongod.lock`.
+
+use crate::catalog::{Catalog, Collection};
+use bson::{Bson, Document, Timestamp, doc};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Every `.wt` file opens with this magic, then a CRC-32 and the payload length.
+const MAGIC: &[u8; 8] = b"WTSIM\x01\0\0";
+const HEADER: usize = 8 + 4 + 8;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("Data directory {0} not found")]
+    NoDbPath(PathBuf),
+    #[error("checksum error reading file {file}: {why}")]
+    Corrupt { file: PathBuf, why: String },
+    #[error("missing file {0}, listed in the catalog")]
+    Missing(PathBuf),
+    #[error("i/o error on {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |e| StorageError::Io(path.to_path_buf(), e)
+}
+
+/// CRC-32 (IEEE), the checksum WiredTiger blocks carry.
+pub fn crc32(data: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, slot) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+            *slot = c;
+        }
+        t
+    });
+    let mut c = !0u32;
+    for &b in data {
+        c = table[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+/// Writes a checksummed list of documents through a temporary file and a rename, so a crash
+/// leaves either the old or the new file.
+pub fn write_file(path: &Path, docs: &[&Document]) -> Result<(), StorageError> {
+    let mut payload = Vec::new();
+    for d in docs {
+        d.to_writer(&mut payload).map_err(|e| StorageError::Io(path.to_path_buf(), std::io::Error::other(e)))?;
+    }
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&crc32(&payload).to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&payload);
+    let tmp = path.with_extension("wt.tmp");
+    fs::write(&tmp, &out).map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Reads and verifies a file written by [`write_file`].
+pub fn read_file(path: &Path) -> Result<Vec<Document>, StorageError> {
+    let bytes = fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => StorageError::Missing(path.to_path_buf()),
+        _ => StorageError::Io(path.to_path_buf(), e),
+    })?;
+    let corrupt = |why: &str| StorageError::Corrupt { file: path.to_path_buf(), why: why.to_string() };
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err(corrupt("bad file header"));
+    }
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes")) as usize;
+    let payload = &bytes[HEADER..];
+    if payload.len() != len {
+        return Err(corrupt("file size does not match its header"));
+    }
+    if crc32(payload) != crc {
+        return Err(corrupt("calculated block checksum doesn't match expected checksum"));
+    }
+    let mut docs = Vec::new();
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let n = i32::from_le_bytes(rest[..4.min(rest.len())].try_into().map_err(|_| corrupt("truncated"))?) as usize;
+        let d = Document::from_reader(rest.get(..n).ok_or_else(|| corrupt("truncated document"))?)
+            .map_err(|_| corrupt("invalid document"))?;
+        docs.push(d);
+        rest = &rest[n..];
+    }
+    Ok(docs)
+}
+
+pub fn journal_name(n: u64) -> String {
+    format!("WiredTigerLog.{n:010}")
+}
+
+/// What start-up recovered from disk.
+pub struct Recovered {
+    pub catalog: Catalog,
+    pub checkpoint_ts: Timestamp,
+    /// Journal records since the checkpoint, oldest first.
+    pub journal: Vec<Document>,
+    pub fresh: bool,
+}
+
+/// Owns the files of one dbPath.
+pub struct Store {
+    pub dbpath: PathBuf,
+    journal_no: u64,
+    journal: File,
+    /// First journal file that the last checkpoint does not cover.
+    journal_start: u64,
+    slow_reads_ms: u64,
+}
+
+impl Store {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dbpath.join(name)
+    }
+
+    fn open_journal(dbpath: &Path, n: u64) -> Result<File, StorageError> {
+        let p = dbpath.join("journal").join(journal_name(n));
+        OpenOptions::new().create(true).append(true).open(&p).map_err(io(&p))
+    }
+
+    fn slow(&self) {
+        if self.slow_reads_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(self.slow_reads_ms));
+        }
+    }
+
+    /// Opens a dbPath, creating the files of a new one, verifying every checksum of an old one.
+    pub fn open(dbpath: &Path, slow_reads_ms: u64, storage_options: Document) -> Result<(Store, Recovered), StorageError> {
+        if !dbpath.is_dir() {
+            return Err(StorageError::NoDbPath(dbpath.to_path_buf()));
+        }
+        let jdir = dbpath.join("journal");
+        fs::create_dir_all(&jdir).map_err(io(&jdir))?;
+        let fresh = !dbpath.join("WiredTiger").exists();
+        if fresh {
+            let suffix = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+                % 9_000_000_000_000_000_000) as u64;
+            let mut store = Store { dbpath: dbpath.to_path_buf(), journal: Self::open_journal(dbpath, 1)?, journal_no: 1, journal_start: 1, slow_reads_ms };
+            write_file(&store.path("WiredTiger"), &[&doc! {"version": "WiredTiger 11.2.0: (August 2, 2023)"}])?;
+            let sb = doc! {"storage": {"engine": "wiredTiger", "options": storage_options}};
+            let sbp = store.path("storage.bson");
+            fs::write(&sbp, sb.to_vec().unwrap_or_default()).map_err(io(&sbp))?;
+            let mut catalog = Catalog::new(suffix);
+            store.checkpoint(&mut catalog, Timestamp { time: 0, increment: 0 })?;
+            return Ok((store, Recovered { catalog, checkpoint_ts: Timestamp { time: 0, increment: 0 }, journal: vec![], fresh: true }));
+        }
+        let read = |name: &str| -> Result<Vec<Document>, StorageError> {
+            if slow_reads_ms > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(slow_reads_ms));
+            }
+            read_file(&dbpath.join(name))
+        };
+        read("WiredTiger")?;
+        let sbp = dbpath.join("storage.bson");
+        let sb = fs::read(&sbp).map_err(io(&sbp))?;
+        Document::from_reader(&sb[..]).map_err(|_| StorageError::Corrupt { file: sbp.clone(), why: "invalid BSON".into() })?;
+        let turtle = read("WiredTiger.turtle")?.into_iter().next().unwrap_or_default();
+        let checkpoint_ts = turtle.get_timestamp("checkpointTimestamp").unwrap_or(Timestamp { time: 0, increment: 0 });
+        let journal_start = turtle.get_i64("journalStart").unwrap_or(1) as u64;
+        let suffix = turtle.get_i64("identSuffix").unwrap_or(0) as u64;
+        read("WiredTiger.wt")?;
+        let sizes = read("sizeStorer.wt")?;
+        let entries = read("_mdb_catalog.wt")?;
+        let mut catalog = Catalog::new(suffix);
+        catalog.next_ident = turtle.get_i64("nextIdent").unwrap_or(0) as u64;
+        for e in &entries {
+            let ns = e.get_str("ns").unwrap_or_default().to_string();
+            let ident = e.get_str("ident").unwrap_or_default().to_string();
+            let idx = e.get_str("idxIdent").unwrap_or_default().to_string();
+            let mut c = Collection::new(ident.clone(), idx.clone());
+            if let Ok(u) = e.get_binary_generic("uuid") {
+                c.uuid.bytes = u.clone();
+            }
+            for d in read(&format!("{ident}.wt"))? {
+                let _ = c.insert(d);
+            }
+            let ids = read(&format!("{idx}.wt"))?;
+            if ids.len() != c.len() {
+                return Err(StorageError::Corrupt { file: dbpath.join(format!("{idx}.wt")), why: "index does not match its collection".into() });
+            }
+            c.dirty = false;
+            catalog.colls.insert(ns, c);
+        }
+        let _ = sizes;
+        // Any other .wt file must still be readable: WiredTiger verifies what it opens.
+        for entry in fs::read_dir(dbpath).map_err(io(dbpath))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".wt") && !dbpath.join(&name).is_dir() {
+                read(&name)?;
+            }
+            if name.ends_with(".wt.tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        catalog.catalog_dirty = false;
+        // Journal: every file from the checkpoint's start on; a torn record ends the newest file
+        // (what kill -9 leaves), anywhere else it is corruption.
+        let mut numbers: Vec<u64> = fs::read_dir(&jdir)
+            .map_err(io(&jdir))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("WiredTigerLog.").and_then(|n| n.parse().ok()))
+            .filter(|n| *n >= journal_start)
+            .collect();
+        numbers.sort();
+        let mut journal = Vec::new();
+        for (i, n) in numbers.iter().enumerate() {
+            let p = jdir.join(journal_name(*n));
+            let bytes = fs::read(&p).map_err(io(&p))?;
+            let last = i + 1 == numbers.len();
+            let mut pos = 0;
+            while pos < bytes.len() {
+                match read_record(&bytes[pos..]) {
+                    Some((d, used)) => {
+                        journal.push(d);
+                        pos += used;
+                    }
+                    None if last => break,
+                    None => return Err(StorageError::Corrupt { file: p.clone(), why: "torn journal record".into() }),
+                }
+            }
+        }
+        let next = numbers.last().copied().unwrap_or(journal_start).max(journal_start) + 1;
+        let store = Store { dbpath: dbpath.to_path_buf(), journal: Self::open_journal(dbpath, next)?, journal_no: next, journal_start, slow_reads_ms };
+        store.slow();
+        Ok((store, Recovered { catalog, checkpoint_ts, journal, fresh: false }))
+    }
+
+    /// Appends one record; the OS has it once `write` returns, which is what `kill -9` needs.
+    pub fn journal_append(&mut self, rec: &Document) -> Result<(), StorageError> {
+        let body = rec.to_vec().map_err(|e| StorageError::Io(self.dbpath.clone(), std::io::Error::other(e)))?;
+        let mut out = Vec::with_capacity(body.len() + 8);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        let p = self.dbpath.join("journal").join(journal_name(self.journal_no));
+        self.journal.write_all(&out).map_err(io(&p))
+    }
+
+    /// Switches to a new journal file so the previous ones never change again.
+    pub fn rotate_journal(&mut self) -> Result<(), StorageError> {
+        self.journal_no += 1;
+        self.journal = Self::open_journal(&self.dbpath, self.journal_no)?;
+        Ok(())
+    }
+
+    pub fn journal_no(&self) -> u64 {
+        self.journal_no
+    }
+
+    /// Journal files with numbers in `[from, to)`, with their sizes.
+    pub fn journal_files(&self, from: u64, to: u64) -> Vec<(PathBuf, u64)> {
+        (from..to)
+            .map(|n| self.dbpath.join("journal").join(journal_name(n)))
+            .filter_map(|p| fs::metadata(&p).ok().map(|m| (p, m.len())))
+            .collect()
+    }
+
+    /// Every file a backup must copy, with its size now: all but `mongod.lock`.
+    pub fn backup_files(&self) -> Vec<(PathBuf, u64)> {
+        let mut out: Vec<(PathBuf, u64)> = fs::read_dir(&self.dbpath)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n != "mongod.lock" && !n.ends_with(".tmp") && !n.starts_with('.')
+            })
+            .filter_map(|e| e.metadata().ok().map(|m| (e.path(), m.len())))
+            .collect();
+        out.sort();
+        out.extend(self.journal_files(self.journal_start, self.journal_no));
+        out
+    }
+
+    /// Writes the checkpoint: dirty collection and index files, the catalog, sizes, metadata and
+    /// last the turtle, which commits it. Journal files it covers are then removed.
+    pub fn checkpoint(&mut self, catalog: &mut Catalog, ts: Timestamp) -> Result<(), StorageError> {
+        self.rotate_journal()?;
+        for c in catalog.colls.values_mut().filter(|c| c.dirty) {
+            let docs: Vec<&Document> = c.docs().collect();
+            write_file(&self.path(&format!("{}.wt", c.ident)), &docs)?;
+            let ids: Vec<Document> = c.docs().map(|d| doc! {"_id": d.get("_id").cloned().unwrap_or(Bson::Null)}).collect();
+            write_file(&self.path(&format!("{}.wt", c.idx_ident)), &ids.iter().collect::<Vec<_>>())?;
+            c.dirty = false;
+        }
+        let entries: Vec<Document> = catalog
+            .colls
+            .iter()
+            .map(|(ns, c)| doc! {"ns": ns, "ident": &c.ident, "idxIdent": &c.idx_ident, "uuid": c.uuid.clone()})
+            .collect();
+        write_file(&self.path("_mdb_catalog.wt"), &entries.iter().collect::<Vec<_>>())?;
+        let sizes: Vec<Document> = catalog
+            .colls
+            .values()
+            .map(|c| doc! {"ident": &c.ident, "numRecords": c.len() as i64, "dataSize": c.data_size as i64})
+            .collect();
+        write_file(&self.path("sizeStorer.wt"), &sizes.iter().collect::<Vec<_>>())?;
+        let mut files: Vec<String> = catalog.colls.values().flat_map(|c| [c.ident.clone(), c.idx_ident.clone()]).collect();
+        files.extend(["_mdb_catalog".to_string(), "sizeStorer".to_string()]);
+        write_file(&self.path("WiredTiger.wt"), &[&doc! {"files": files, "checkpointTimestamp": ts}])?;
+        write_file(
+            &self.path("WiredTiger.turtle"),
+            &[&doc! {
+                "checkpointTimestamp": ts,
+                "journalStart": self.journal_no as i64,
+                "identSuffix": catalog.suffix as i64,
+                "nextIdent": catalog.next_ident as i64,
+            }],
+        )?;
+        for ident in catalog.dropped.drain(..) {
+            let _ = fs::remove_file(self.path(&format!("{ident}.wt")));
+        }
+        catalog.catalog_dirty = false;
+        for (p, _) in self.journal_files(self.journal_start, self.journal_no) {
+            let _ = fs::remove_file(p);
+        }
+        self.journal_start = self.journal_no;
+        Ok(())
+    }
+
+    pub fn write_lock_file(&self, pid: Option<u32>) -> Result<(), StorageError> {
+        let p = self.path("mongod.lock");
+        fs::write(&p, pid.map(|p| format!("{p}\n")).unwrap_or_default()).map_err(io(&p))
+    }
+}
+
+fn read_record(b: &[u8]) -> Option<(Document, usize)> {
+    if b.len() < 8 {
+        return None;
+    }
+    let len = u32::from_le_bytes(b[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(b[4..8].try_into().ok()?);
+    let body = b.get(8..8 + len)?;
+    if crc32(body) != crc {
+        return None;
+    }
+    Some((Document::from_reader(body).ok()?, 8 + len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_matches_reference() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn flipped_byte_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.wt");
+        write_file(&p, &[&doc! {"a": 1}]).unwrap();
+        assert_eq!(read_file(&p).unwrap(), vec![doc! {"a": 1}]);
+        let mut bytes = fs::read(&p).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0xFF;
+        fs::write(&p, bytes).unwrap();
+        assert!(matches!(read_file(&p), Err(StorageError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn checkpoint_and_journal_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, rec) = Store::open(dir.path(), 0, Document::new()).unwrap();
+        assert!(rec.fresh);
+        let mut cat = rec.catalog;
+        cat.coll_mut("d.c").insert(doc! {"_id": 1}).unwrap();
+        store.checkpoint(&mut cat, Timestamp { time: 5, increment: 1 }).unwrap();
+        store.journal_append(&doc! {"op": "i", "ns": "d.c", "o": {"_id": 2}}).unwrap();
+        drop(store);
+        let (_store, rec) = Store::open(dir.path(), 0, Document::new()).unwrap();
+        assert_eq!(rec.checkpoint_ts, Timestamp { time: 5, increment: 1 });
+        assert_eq!(rec.catalog.colls["d.c"].len(), 1);
+        assert_eq!(rec.journal.len(), 1);
+    }
+}
