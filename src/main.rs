@@ -1,1 +1,43 @@
-fn main() {}
+//! `tidemark`: one binary, many roles. This file parses the command line and maps outcomes
+//! to the documented exit codes; each verb lives in `cli/`.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, ExitStatus};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { ExitStatus::Usage } else { ExitStatus::Ok };
+            let _ = e.print();
+            return code.into();
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Validate(args) => cli::validate::run(args),
+        Command::Diff(args) => cli::diff::run(args),
+        Command::Schema => {
+            print!("{}", tidemark_schema::jsonschema::document_schema_text());
+            Ok(ExitStatus::Ok)
+        }
+    };
+    match result {
+        Ok(status) => status.into(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitStatus::Failure.into()
+        }
+    }
+}

@@ -1,1 +1,11 @@
-//! tidemark-reconciler
+//! tidemark-reconciler: desired-state sources, the control-plane view, and the pure planner.
+//!
+//! - [`source`]: where desired state comes from (directory, git), behind one seam;
+//! - [`control`]: opening the control plane and reading the observed state from it;
+//! - [`plan`]: `plan(desired, observed, now)`, a pure function, and its rendering;
+//! - [`preview`]: the document diffs `tidemark diff` shows.
+
+pub mod control;
+pub mod plan;
+pub mod preview;
+pub mod source;

@@ -1,1 +1,11 @@
-//! tidemark-schema
+//! tidemark-schema: every data contract of tidemark, pure (no I/O, no async).
+//!
+//! - [`model`]: the desired-state kinds operators write in YAML;
+//! - [`validate`]: turns YAML text into validated documents, collecting every error;
+//! - [`control`]: the control-plane layout and the records stored there;
+//! - [`jsonschema`]: the JSON Schema generated from the model for editors.
+
+pub mod control;
+pub mod jsonschema;
+pub mod model;
+pub mod validate;

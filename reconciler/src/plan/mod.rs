@@ -1,0 +1,17 @@
+//! The planner: `plan(desired, observed, now)` is a pure function from what operators
+//! declared and what the control plane holds to the steps that would converge them.
+//! Every step and every retention decision carries a human-readable reason.
+
+mod model;
+mod nodes;
+mod planner;
+mod render;
+mod restore;
+mod retention;
+
+pub use model::{
+    Action, DiskCheck, NodeChoice, Plan, RestoreNode, RestorePlan, RetentionDecision, Step,
+};
+pub use nodes::{BACKUP_MAX_LAG_SECONDS, HEARTBEAT_DEAD_AFTER_SECONDS};
+pub use planner::plan;
+pub use render::{human_bytes, render_plan};

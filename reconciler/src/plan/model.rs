@@ -1,0 +1,177 @@
+//! The plan's data: steps, their actions and reasons. This is also the `-o json` contract
+//! of `tidemark diff`, documented in `docs/diff-json.md`; change it only additively.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tidemark_schema::control::RunStatus;
+use tidemark_schema::model::BackupType;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub now: DateTime<Utc>,
+    pub steps: Vec<Step>,
+    /// Every retention decision, kept or deleted, each with its reasons.
+    pub retention: Vec<RetentionDecision>,
+}
+
+impl Plan {
+    /// Whether any step would change the cluster, the storage or the ledger.
+    pub fn has_changes(&self) -> bool {
+        self.steps.iter().any(|s| s.action.is_change())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    #[serde(flatten)]
+    pub action: Action,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum Action {
+    #[serde(rename_all = "camelCase")]
+    CreateSchedule {
+        schedule: String,
+        cluster: String,
+        storage: String,
+        backup_type: BackupType,
+        cron: String,
+        timezone: String,
+        suspended: bool,
+        next_run: Option<DateTime<Utc>>,
+        next_backup_name: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    UpdateSchedule {
+        schedule: String,
+        changed_fields: Vec<String>,
+        next_run: Option<DateTime<Utc>>,
+    },
+    #[serde(rename_all = "camelCase")]
+    SuspendSchedule { schedule: String },
+    #[serde(rename_all = "camelCase")]
+    ResumeSchedule {
+        schedule: String,
+        next_run: Option<DateTime<Utc>>,
+    },
+    #[serde(rename_all = "camelCase")]
+    RemoveSchedule {
+        schedule: String,
+        backups_kept: usize,
+    },
+    #[serde(rename_all = "camelCase")]
+    RunBackup {
+        backup: String,
+        cluster: String,
+        storage: String,
+        backup_type: BackupType,
+        nodes: Vec<NodeChoice>,
+    },
+    StartRestore(RestorePlan),
+    #[serde(rename_all = "camelCase")]
+    AlreadyRan {
+        kind: String,
+        name: String,
+        op_id: String,
+        started_at: DateTime<Utc>,
+        finished_at: Option<DateTime<Utc>>,
+        status: RunStatus,
+    },
+    #[serde(rename_all = "camelCase")]
+    DeleteBackup {
+        backup: String,
+        schedule: String,
+        storage: String,
+        stored_bytes: u64,
+        started_at: DateTime<Utc>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Blocked { kind: String, name: String },
+}
+
+impl Action {
+    pub fn is_change(&self) -> bool {
+        !matches!(self, Action::AlreadyRan { .. } | Action::Blocked { .. })
+    }
+}
+
+/// The node a backup copies from, per replica set.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeChoice {
+    pub replica_set: String,
+    /// `None` until agents report: the choice is then made when the backup starts.
+    pub node: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestorePlan {
+    pub restore: String,
+    pub cluster: String,
+    pub backup: String,
+    pub backup_started_at: DateTime<Utc>,
+    pub backup_last_write: Option<DateTime<Utc>>,
+    pub fallback_enabled: bool,
+    pub allow_partly_done: bool,
+    pub external: bool,
+    /// Bytes all nodes together download from storage.
+    pub download_bytes: u64,
+    /// In stop order: per replica set, secondaries first, the primary last.
+    pub nodes: Vec<RestoreNode>,
+    /// Arbiters and other members a physical restore does not touch.
+    pub skipped: Vec<String>,
+    pub post_restore: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreNode {
+    pub replica_set: String,
+    pub node: String,
+    /// Role from the node's heartbeat, `unknown` without one.
+    pub role: String,
+    pub download_bytes: u64,
+    /// Expected mongod starts on this node during and after the restore.
+    pub restarts: Vec<String>,
+    pub disk: DiskCheck,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "camelCase")]
+pub enum DiskCheck {
+    /// Fallback is off: no room for a second copy is needed.
+    NotNeeded,
+    /// No heartbeat with disk figures yet; the agent checks before touching anything.
+    #[serde(rename_all = "camelCase")]
+    Unknown { why: String },
+    #[serde(rename_all = "camelCase")]
+    Fits {
+        total_bytes: u64,
+        used_bytes: u64,
+        room_bytes: i128,
+        needed_bytes: u64,
+    },
+    #[serde(rename_all = "camelCase")]
+    TooSmall {
+        total_bytes: u64,
+        used_bytes: u64,
+        room_bytes: i128,
+        needed_bytes: u64,
+    },
+}
+
+/// Why a backup is kept or deleted, as restic's policy reports it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionDecision {
+    pub backup: String,
+    pub schedule: String,
+    pub keep: bool,
+    pub reasons: Vec<String>,
+}

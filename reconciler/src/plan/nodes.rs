@@ -1,0 +1,104 @@
+//! Which node of a replica set a backup copies from, by PBM's rules.
+
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use tidemark_schema::control::Heartbeat;
+use tidemark_schema::model::ReplicaSetSpec;
+
+use super::model::NodeChoice;
+
+/// PBM never picks a node lagging this much or more.
+pub const BACKUP_MAX_LAG_SECONDS: f64 = 21.0;
+/// A heartbeat older than this means the agent is dead (PBM: 240 s).
+pub const HEARTBEAT_DEAD_AFTER_SECONDS: i64 = 240;
+
+/// Whether a heartbeat is recent enough to trust.
+pub fn is_alive(hb: &Heartbeat, now: DateTime<Utc>) -> bool {
+    (now - hb.at).num_seconds() < HEARTBEAT_DEAD_AFTER_SECONDS
+}
+
+/// The heartbeats of one replica set, by node.
+pub fn heartbeats_of<'a>(
+    heartbeats: &'a [Heartbeat],
+    cluster: &str,
+    rs: &str,
+) -> BTreeMap<&'a str, &'a Heartbeat> {
+    heartbeats
+        .iter()
+        .filter(|h| h.cluster == cluster && h.replica_set == rs)
+        .map(|h| (h.node.as_str(), h))
+        .collect()
+}
+
+/// Picks the node for one replica set, or explains why none qualifies (`Err`).
+pub fn choose_node(
+    cluster: &str,
+    rs: &ReplicaSetSpec,
+    heartbeats: &[Heartbeat],
+    priority: Option<&BTreeMap<String, f64>>,
+    now: DateTime<Utc>,
+) -> Result<NodeChoice, String> {
+    let beats = heartbeats_of(heartbeats, cluster, &rs.name);
+    if beats.is_empty() {
+        return Ok(NodeChoice {
+            replica_set: rs.name.clone(),
+            node: None,
+            reason: "no agent has reported yet; the node is chosen when the backup starts".into(),
+        });
+    }
+    let mut rejected = Vec::new();
+    let mut best: Option<(f64, &str, String)> = None;
+    for member in &rs.members {
+        let Some(hb) = beats.get(member.as_str()) else {
+            rejected.push(format!("{member}: no heartbeat"));
+            continue;
+        };
+        let why_not = if !is_alive(hb, now) {
+            Some(format!("last heartbeat {}s ago", (now - hb.at).num_seconds()))
+        } else if !hb.healthy {
+            Some("agent unhealthy".to_string())
+        } else if hb.arbiter {
+            Some("arbiter".to_string())
+        } else if hb.delayed {
+            Some("delayed member".to_string())
+        } else if hb.role != "PRIMARY" && hb.role != "SECONDARY" {
+            Some(format!("state {}", hb.role))
+        } else if hb.lag_seconds >= BACKUP_MAX_LAG_SECONDS {
+            Some(format!("replication lag {:.0}s >= {BACKUP_MAX_LAG_SECONDS:.0}s", hb.lag_seconds))
+        } else if !hb.backup_cursor {
+            Some(format!("{} mongod has no $backupCursor", hb.flavor))
+        } else {
+            None
+        };
+        if let Some(why) = why_not {
+            rejected.push(format!("{member}: {why}"));
+            continue;
+        }
+        let (score, basis) = match priority.and_then(|p| p.get(member)) {
+            Some(s) => (*s, format!("priority {s} from the schedule")),
+            None if hb.hidden => (2.0, "hidden secondary, score 2.0".to_string()),
+            None if hb.role == "PRIMARY" => (0.5, "primary, score 0.5".to_string()),
+            None => (1.0, "secondary, score 1.0".to_string()),
+        };
+        // Strictly greater: ties go to the member listed first.
+        if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            best = Some((score, member.as_str(), basis));
+        }
+    }
+    match best {
+        Some((_, node, basis)) => Ok(NodeChoice {
+            replica_set: rs.name.clone(),
+            node: Some(node.to_string()),
+            reason: if rejected.is_empty() {
+                format!("highest score: {basis}")
+            } else {
+                format!("highest score: {basis}; not eligible: {}", rejected.join("; "))
+            },
+        }),
+        None => Err(format!(
+            "replica set {:?} has no node that can take a backup ({})",
+            rs.name,
+            rejected.join("; ")
+        )),
+    }
+}

@@ -1,0 +1,298 @@
+//! `plan(desired, observed, now)`: the pure heart of tidemark. No I/O, no clock: the same
+//! inputs always give the same plan, which is what the golden-file tests pin down.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use tidemark_schema::control::AppliedRevision;
+use tidemark_schema::model::{BackupScheduleSpec, Kind, Resource, scheduled_backup_name};
+use tidemark_schema::validate::{DesiredState, resource_from_canonical};
+
+use super::model::{Action, Plan, Step};
+use super::nodes::choose_node;
+use super::restore::{plan_restore, resolve_backup};
+use super::retention;
+use crate::control::ObservedState;
+
+pub fn plan(desired: &DesiredState, observed: &ObservedState, now: DateTime<Utc>) -> Plan {
+    let mut steps = Vec::new();
+    plan_schedules(desired, observed, now, &mut steps);
+    plan_backups(desired, observed, now, &mut steps);
+    plan_restores(desired, observed, now, &mut steps);
+    let retention = plan_retention(desired, observed, now, &mut steps);
+    Plan {
+        now,
+        steps,
+        retention,
+    }
+}
+
+fn step(action: Action, reason: impl Into<String>) -> Step {
+    Step {
+        action,
+        reason: reason.into(),
+    }
+}
+
+/// Schedules as last applied: name → spec, read back from the ledger's canonical YAML.
+fn applied_schedules(applied: Option<&AppliedRevision>) -> BTreeMap<String, BackupScheduleSpec> {
+    applied
+        .into_iter()
+        .flat_map(|a| a.documents.iter())
+        .filter(|d| d.kind == Kind::BackupSchedule.as_str())
+        .filter_map(|d| match resource_from_canonical(&d.canonical_yaml)? {
+            Resource::BackupSchedule(o) => Some((d.name.clone(), o.spec)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn plan_schedules(
+    desired: &DesiredState,
+    observed: &ObservedState,
+    now: DateTime<Utc>,
+    steps: &mut Vec<Step>,
+) {
+    let applied = applied_schedules(observed.applied.as_ref());
+    for (name, spec) in desired.schedules() {
+        let next_run = spec.next_run_after(now);
+        let Some(old) = applied.get(name) else {
+            steps.push(step(
+                Action::CreateSchedule {
+                    schedule: name.to_string(),
+                    cluster: spec.cluster.clone(),
+                    storage: spec.storage.clone(),
+                    backup_type: spec.backup_type,
+                    cron: spec.cron.clone(),
+                    timezone: spec.timezone.clone(),
+                    suspended: spec.suspend,
+                    next_run: next_run.filter(|_| !spec.suspend),
+                    next_backup_name: next_run
+                        .filter(|_| !spec.suspend)
+                        .map(|t| scheduled_backup_name(name, t)),
+                },
+                if spec.suspend {
+                    "new BackupSchedule, declared suspended: it takes no backups until resumed"
+                        .to_string()
+                } else {
+                    format!(
+                        "new BackupSchedule: {} backups of cluster {:?} to storage {:?}",
+                        spec.backup_type, spec.cluster, spec.storage
+                    )
+                },
+            ));
+            continue;
+        };
+        let changed = changed_fields(old, spec);
+        let other: Vec<String> = changed.iter().filter(|f| *f != "suspend").cloned().collect();
+        if !other.is_empty() {
+            steps.push(step(
+                Action::UpdateSchedule {
+                    schedule: name.to_string(),
+                    changed_fields: other.clone(),
+                    next_run: next_run.filter(|_| !spec.suspend),
+                },
+                format!("the declared spec changed: {}", other.join(", ")),
+            ));
+        }
+        if old.suspend != spec.suspend {
+            steps.push(if spec.suspend {
+                step(
+                    Action::SuspendSchedule {
+                        schedule: name.to_string(),
+                    },
+                    "suspend: true was set; no new backups, retention still applies",
+                )
+            } else {
+                step(
+                    Action::ResumeSchedule {
+                        schedule: name.to_string(),
+                        next_run,
+                    },
+                    "suspend was cleared; backups resume at the next cron time",
+                )
+            });
+        }
+    }
+    for name in applied.keys() {
+        if desired.schedule(name).is_none() {
+            let kept = observed
+                .backups
+                .iter()
+                .filter(|b| b.schedule.as_deref() == Some(name.as_str()))
+                .count();
+            steps.push(step(
+                Action::RemoveSchedule {
+                    schedule: name.clone(),
+                    backups_kept: kept,
+                },
+                format!(
+                    "the BackupSchedule was deleted from the desired state; it takes no more \
+                     backups, and its {kept} existing backup(s) are kept (only retention deletes)"
+                ),
+            ));
+        }
+    }
+}
+
+/// Top-level spec fields whose values differ.
+fn changed_fields(old: &BackupScheduleSpec, new: &BackupScheduleSpec) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return vec!["spec".into()];
+    };
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+/// A one-shot that already ran: its ledger record as an `AlreadyRan` step.
+fn already_ran(observed: &ObservedState, kind: Kind, name: &str) -> Option<Step> {
+    let record = observed
+        .oneshots
+        .get(&(kind.as_str().to_lowercase(), name.to_string()))?;
+    Some(step(
+        Action::AlreadyRan {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            op_id: record.op_id.clone(),
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+            status: record.status,
+        },
+        format!(
+            "a {kind} runs once per name; this one ran at {} ({}). Editing or re-applying it \
+             does nothing; to run it again, give it a new name",
+            record.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            record.status
+        ),
+    ))
+}
+
+fn blocked(kind: Kind, name: &str, reason: String) -> Step {
+    step(
+        Action::Blocked {
+            kind: kind.to_string(),
+            name: name.to_string(),
+        },
+        reason,
+    )
+}
+
+fn plan_backups(
+    desired: &DesiredState,
+    observed: &ObservedState,
+    now: DateTime<Utc>,
+    steps: &mut Vec<Step>,
+) {
+    for (name, spec) in desired.backups() {
+        if let Some(s) = already_ran(observed, Kind::Backup, name) {
+            steps.push(s);
+            continue;
+        }
+        if observed.backups.iter().any(|b| b.name == name) {
+            steps.push(blocked(
+                Kind::Backup,
+                name,
+                format!("a backup named {name:?} already exists in the catalog; choose another name"),
+            ));
+            continue;
+        }
+        let Some(cluster) = desired.cluster(&spec.cluster) else {
+            continue; // validation reports the missing cluster
+        };
+        let choices: Result<Vec<_>, String> = cluster
+            .all_replica_sets()
+            .map(|rs| choose_node(&spec.cluster, rs, &observed.heartbeats, None, now))
+            .collect();
+        match choices {
+            Ok(nodes) => steps.push(step(
+                Action::RunBackup {
+                    backup: name.to_string(),
+                    cluster: spec.cluster.clone(),
+                    storage: spec.storage.clone(),
+                    backup_type: spec.backup_type,
+                    nodes,
+                },
+                format!(
+                    "new one-shot Backup: it has not run yet (the ledger has no record of {name:?})"
+                ),
+            )),
+            Err(why) => steps.push(blocked(Kind::Backup, name, why)),
+        }
+    }
+}
+
+fn plan_restores(
+    desired: &DesiredState,
+    observed: &ObservedState,
+    now: DateTime<Utc>,
+    steps: &mut Vec<Step>,
+) {
+    for (name, spec) in desired.restores() {
+        if let Some(s) = already_ran(observed, Kind::Restore, name) {
+            steps.push(s);
+            continue;
+        }
+        let Some(cluster) = desired.cluster(&spec.cluster) else {
+            continue;
+        };
+        match plan_restore(name, spec, cluster, &observed.backups, &observed.heartbeats, now) {
+            Ok(p) => {
+                let reason = format!(
+                    "new one-shot Restore of backup {:?}: it stops {} node(s) and replaces \
+                     their data{}",
+                    p.backup,
+                    p.nodes.len(),
+                    if p.fallback_enabled {
+                        "; each node's current data is moved aside first and moved back if the \
+                         restore fails"
+                    } else {
+                        "; fallback is off, so current data is wiped"
+                    }
+                );
+                steps.push(step(Action::StartRestore(p), reason));
+            }
+            Err(why) => steps.push(blocked(Kind::Restore, name, why)),
+        }
+    }
+}
+
+fn plan_retention(
+    desired: &DesiredState,
+    observed: &ObservedState,
+    now: DateTime<Utc>,
+    steps: &mut Vec<Step>,
+) -> Vec<super::model::RetentionDecision> {
+    // Backups that restores still to run will need are never deleted under them.
+    let pinned: BTreeSet<String> = desired
+        .restores()
+        .filter(|(name, _)| already_ran(observed, Kind::Restore, name).is_none())
+        .filter_map(|(_, spec)| resolve_backup(spec, &observed.backups).ok())
+        .map(|b| b.name.clone())
+        .collect();
+    let mut decisions = Vec::new();
+    for (name, spec) in desired.schedules() {
+        for d in retention::decide(name, spec, &observed.backups, &pinned, now) {
+            if !d.keep
+                && let Some(b) = observed.backups.iter().find(|b| b.name == d.backup)
+            {
+                steps.push(step(
+                    Action::DeleteBackup {
+                        backup: b.name.clone(),
+                        schedule: name.to_string(),
+                        storage: b.storage.clone(),
+                        stored_bytes: b.stored_bytes(),
+                        started_at: b.started_at,
+                    },
+                    format!("retention of {name:?}: {}", d.reasons.join("; ")),
+                ));
+            }
+            decisions.push(d);
+        }
+    }
+    decisions
+}

@@ -1,0 +1,183 @@
+//! The plan as text for people: one line per step with a symbol, then its reason.
+
+use std::fmt::Write;
+
+use super::model::{Action, DiskCheck, Plan, RestorePlan};
+
+/// `1.5 GiB`, `312 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map_or("never".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+}
+
+pub fn render_plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    if plan.steps.is_empty() {
+        out.push_str("No changes: the desired state and the observed state agree.\n");
+        return out;
+    }
+    let changes = plan.steps.iter().filter(|s| s.action.is_change()).count();
+    let _ = writeln!(
+        out,
+        "Plan: {changes} change(s), {} note(s)",
+        plan.steps.len() - changes
+    );
+    for s in &plan.steps {
+        let _ = writeln!(out, "\n{}", headline(&s.action));
+        if let Action::StartRestore(r) = &s.action {
+            restore_details(&mut out, r);
+        }
+        if let Action::RunBackup { nodes, .. } = &s.action {
+            for n in nodes {
+                let _ = writeln!(
+                    out,
+                    "    {}: {} ({})",
+                    n.replica_set,
+                    n.node.as_deref().unwrap_or("chosen at start"),
+                    n.reason
+                );
+            }
+        }
+        let _ = writeln!(out, "    why: {}", s.reason);
+    }
+    out
+}
+
+fn headline(action: &Action) -> String {
+    match action {
+        Action::CreateSchedule {
+            schedule,
+            backup_type,
+            cron,
+            timezone,
+            next_run,
+            next_backup_name,
+            ..
+        } => format!(
+            "+ create schedule {schedule}: {backup_type} at {cron:?} {timezone}; next run {}{}",
+            time(*next_run),
+            next_backup_name
+                .as_ref()
+                .map_or(String::new(), |n| format!(" as {n}"))
+        ),
+        Action::UpdateSchedule {
+            schedule,
+            changed_fields,
+            next_run,
+        } => format!(
+            "~ update schedule {schedule}: {}; next run {}",
+            changed_fields.join(", "),
+            time(*next_run)
+        ),
+        Action::SuspendSchedule { schedule } => format!("~ suspend schedule {schedule}"),
+        Action::ResumeSchedule { schedule, next_run } => {
+            format!("~ resume schedule {schedule}; next run {}", time(*next_run))
+        }
+        Action::RemoveSchedule {
+            schedule,
+            backups_kept,
+        } => format!("- remove schedule {schedule} (its {backups_kept} backup(s) stay)"),
+        Action::RunBackup {
+            backup,
+            cluster,
+            storage,
+            backup_type,
+            ..
+        } => format!("+ run backup {backup}: {backup_type} backup of {cluster} to {storage}"),
+        Action::StartRestore(r) => format!(
+            "! start restore {}: cluster {} from backup {} ({} to download)",
+            r.restore,
+            r.cluster,
+            r.backup,
+            human_bytes(r.download_bytes)
+        ),
+        Action::AlreadyRan {
+            kind,
+            name,
+            started_at,
+            status,
+            ..
+        } => format!(
+            "= {kind} {name} already ran at {} ({status})",
+            started_at.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        Action::DeleteBackup {
+            backup,
+            storage,
+            stored_bytes,
+            ..
+        } => format!(
+            "- delete backup {backup} from {storage} ({})",
+            human_bytes(*stored_bytes)
+        ),
+        Action::Blocked { kind, name } => format!("x {kind} {name} is blocked"),
+    }
+}
+
+fn restore_details(out: &mut String, r: &RestorePlan) {
+    let _ = writeln!(
+        out,
+        "    backup taken {}, restores to {}",
+        time(Some(r.backup_started_at)),
+        time(r.backup_last_write)
+    );
+    let _ = writeln!(
+        out,
+        "    fallback {}, partly-done results {}",
+        if r.fallback_enabled { "on" } else { "off" },
+        if r.allow_partly_done { "accepted" } else { "rolled back" }
+    );
+    let _ = writeln!(out, "    nodes stopped, in order:");
+    for n in &r.nodes {
+        let disk = match &n.disk {
+            DiskCheck::NotNeeded => "no fallback disk check".to_string(),
+            DiskCheck::Unknown { why } => format!("disk unknown: {why}"),
+            DiskCheck::Fits {
+                room_bytes,
+                needed_bytes,
+                ..
+            } => format!(
+                "disk ok: needs {}, room {}",
+                human_bytes(*needed_bytes),
+                human_bytes((*room_bytes).max(0) as u64)
+            ),
+            DiskCheck::TooSmall {
+                room_bytes,
+                needed_bytes,
+                ..
+            } => format!(
+                "DISK TOO SMALL: needs {}, room {room_bytes} B",
+                human_bytes(*needed_bytes)
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "      {}/{} [{}]: download {}, {} restart(s); {disk}",
+            n.replica_set,
+            n.node,
+            n.role,
+            human_bytes(n.download_bytes),
+            n.restarts.len()
+        );
+    }
+    for s in &r.skipped {
+        let _ = writeln!(out, "      skipped: {s}");
+    }
+    for p in &r.post_restore {
+        let _ = writeln!(out, "    afterwards: {p}");
+    }
+}

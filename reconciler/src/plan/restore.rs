@@ -1,0 +1,199 @@
+//! Planning a restore: resolve the backup, check it can be restored onto this cluster,
+//! list the nodes it stops, the bytes they download, and each node's fallback disk check.
+
+use chrono::{DateTime, Utc};
+use tidemark_schema::control::{BackupRecord, Heartbeat};
+use tidemark_schema::model::{BackupType, ClusterSpec, RestoreSpec};
+
+use super::model::{DiskCheck, RestoreNode, RestorePlan};
+use super::nodes::{heartbeats_of, is_alive};
+
+/// The backup a restore resolves to, or why it cannot (`Err` is the blocked reason).
+pub fn resolve_backup<'a>(
+    spec: &RestoreSpec,
+    backups: &'a [BackupRecord],
+) -> Result<&'a BackupRecord, String> {
+    if let Some(name) = &spec.source.backup {
+        let Some(b) = backups.iter().find(|b| &b.name == name) else {
+            return Err(format!(
+                "backup {name:?} does not exist in the backup catalog"
+            ));
+        };
+        if !b.complete {
+            return Err(format!(
+                "backup {name:?} is incomplete (status {}): its manifest was never completed",
+                b.status
+            ));
+        }
+        if !b.is_good() {
+            return Err(format!("backup {name:?} ended with status {}", b.status));
+        }
+        return Ok(b);
+    }
+    let schedule = spec.source.latest_of.as_deref().unwrap_or_default();
+    backups
+        .iter()
+        .filter(|b| b.schedule.as_deref() == Some(schedule) && b.is_good())
+        .max_by(|a, b| (a.started_at, &a.name).cmp(&(b.started_at, &b.name)))
+        .ok_or_else(|| format!("schedule {schedule:?} has no good backup yet"))
+}
+
+/// Builds the restore plan, or the blocked reason.
+pub fn plan_restore(
+    name: &str,
+    spec: &RestoreSpec,
+    cluster: &ClusterSpec,
+    backups: &[BackupRecord],
+    heartbeats: &[Heartbeat],
+    now: DateTime<Utc>,
+) -> Result<RestorePlan, String> {
+    let backup = resolve_backup(spec, backups)?;
+    if backup.cluster != spec.cluster {
+        return Err(format!(
+            "backup {:?} is of cluster {:?}, not {:?}",
+            backup.name, backup.cluster, spec.cluster
+        ));
+    }
+    if backup.backup_type == BackupType::External && !spec.external {
+        return Err(format!(
+            "backup {:?} is an external (snapshot) backup: its files are in your snapshots, \
+             not in storage; set external: true and copy them in when asked",
+            backup.name
+        ));
+    }
+    let mut nodes = Vec::new();
+    let mut skipped = Vec::new();
+    for rs in cluster.all_replica_sets() {
+        let Some(part) = backup.replica_sets.iter().find(|r| r.name == rs.name) else {
+            return Err(format!(
+                "backup {:?} has no data for replica set {:?} (it holds: {})",
+                backup.name,
+                rs.name,
+                backup
+                    .replica_sets
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        let beats = heartbeats_of(heartbeats, &spec.cluster, &rs.name);
+        let mut rs_nodes = Vec::new();
+        for member in &rs.members {
+            let hb = beats.get(member.as_str()).copied();
+            if hb.is_some_and(|h| h.arbiter) {
+                skipped.push(format!("{member} (arbiter: holds no data)"));
+                continue;
+            }
+            let mut restarts = vec![
+                "standalone on a private port: reset replication metadata".to_string(),
+                "standalone: recover from the oplog to the backup's point".to_string(),
+            ];
+            if spec.post_restore.as_ref().is_some_and(|p| p.start_nodes) {
+                restarts.push("replica-set member (postRestore.startNodes)".to_string());
+            }
+            rs_nodes.push(RestoreNode {
+                replica_set: rs.name.clone(),
+                node: member.clone(),
+                role: hb.map_or("unknown".to_string(), |h| h.role.clone()),
+                download_bytes: if spec.external { 0 } else { part.stored_bytes },
+                restarts,
+                disk: disk_check(spec, hb, part.uncompressed_bytes, now),
+            });
+        }
+        // Secondaries stop first; the primary steps down and stops last.
+        rs_nodes.sort_by_key(|n| n.role == "PRIMARY");
+        nodes.extend(rs_nodes);
+    }
+    let too_small: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| match &n.disk {
+            DiskCheck::TooSmall {
+                total_bytes,
+                used_bytes,
+                room_bytes,
+                needed_bytes,
+            } => Some(format!(
+                "{}: 85% of {total_bytes} B total minus {used_bytes} B used leaves {room_bytes} B, \
+                 the backup needs {needed_bytes} B",
+                n.node
+            )),
+            _ => None,
+        })
+        .collect();
+    if !too_small.is_empty() {
+        return Err(format!(
+            "fallback needs room for the restored data next to the current data, and these \
+             nodes lack it: {}",
+            too_small.join("; ")
+        ));
+    }
+    let mut post_restore = Vec::new();
+    if let Some(p) = &spec.post_restore {
+        if p.start_nodes {
+            post_restore.push("start every node as a replica-set member and wait for a healthy set".into());
+        }
+        if let Some(s) = &p.fresh_backup {
+            post_restore.push(format!("take a fresh base backup with schedule {s:?}"));
+        }
+    }
+    if post_restore.is_empty() {
+        post_restore.push("leave mongod stopped; start the nodes yourself".into());
+    }
+    Ok(RestorePlan {
+        restore: name.to_string(),
+        cluster: spec.cluster.clone(),
+        backup: backup.name.clone(),
+        backup_started_at: backup.started_at,
+        backup_last_write: backup.last_write,
+        fallback_enabled: spec.fallback_enabled,
+        allow_partly_done: spec.allow_partly_done,
+        external: spec.external,
+        download_bytes: nodes.iter().map(|n| n.download_bytes).sum(),
+        nodes,
+        skipped,
+        post_restore,
+    })
+}
+
+fn disk_check(
+    spec: &RestoreSpec,
+    hb: Option<&Heartbeat>,
+    needed: u64,
+    now: DateTime<Utc>,
+) -> DiskCheck {
+    if !spec.fallback_enabled {
+        return DiskCheck::NotNeeded;
+    }
+    let Some(hb) = hb else {
+        return DiskCheck::Unknown {
+            why: "no heartbeat from this node yet; its agent checks before touching data".into(),
+        };
+    };
+    let Some(disk) = hb.disk else {
+        return DiskCheck::Unknown {
+            why: "the heartbeat has no disk figures".into(),
+        };
+    };
+    if !is_alive(hb, now) {
+        return DiskCheck::Unknown {
+            why: format!("last heartbeat is {}s old", (now - hb.at).num_seconds()),
+        };
+    }
+    let room = disk.fallback_room();
+    if disk.allows_fallback(needed) {
+        DiskCheck::Fits {
+            total_bytes: disk.total_bytes,
+            used_bytes: disk.used_bytes,
+            room_bytes: room,
+            needed_bytes: needed,
+        }
+    } else {
+        DiskCheck::TooSmall {
+            total_bytes: disk.total_bytes,
+            used_bytes: disk.used_bytes,
+            room_bytes: room,
+            needed_bytes: needed,
+        }
+    }
+}

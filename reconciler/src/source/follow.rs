@@ -1,0 +1,70 @@
+//! Following a source: a revision that does not validate is reported, and the last good
+//! desired state stays in force.
+
+use tidemark_schema::validate::{DesiredState, ValidationError, validate_files};
+
+use super::seam::{DesiredStateSource, SourceError};
+
+pub struct Follower<S> {
+    source: S,
+    current: Option<(String, DesiredState)>,
+    last_seen: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum PollOutcome {
+    /// The revision in force is still the newest.
+    Unchanged,
+    /// A new revision validated and is now in force.
+    Applied { revision: String },
+    /// A new revision did not validate; the previous one (if any) stays in force.
+    Rejected {
+        revision: String,
+        errors: Vec<ValidationError>,
+    },
+    /// The source could not be read; nothing changes.
+    SourceFailed(SourceError),
+}
+
+impl<S: DesiredStateSource> Follower<S> {
+    pub fn new(source: S) -> Self {
+        Follower {
+            source,
+            current: None,
+            last_seen: None,
+        }
+    }
+
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// The revision in force and its desired state.
+    pub fn current(&self) -> Option<(&str, &DesiredState)> {
+        self.current.as_ref().map(|(r, s)| (r.as_str(), s))
+    }
+
+    /// Loads the source; applies the revision if it is new and valid.
+    pub fn poll(&mut self) -> PollOutcome {
+        let revision = match self.source.load() {
+            Ok(r) => r,
+            Err(e) => return PollOutcome::SourceFailed(e),
+        };
+        if self.last_seen.as_deref() == Some(revision.id.as_str()) {
+            return PollOutcome::Unchanged;
+        }
+        self.last_seen = Some(revision.id.clone());
+        let validation = validate_files(&revision.files);
+        if validation.is_valid() {
+            self.current = Some((revision.id.clone(), validation.state));
+            PollOutcome::Applied {
+                revision: revision.id,
+            }
+        } else {
+            PollOutcome::Rejected {
+                revision: revision.id,
+                errors: validation.errors,
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! A git repository, cloned bare into a cache directory and fetched on an interval; the
+//! revision id is the commit SHA. Files are read straight from the commit's tree, so no
+//! work tree can drift from what was committed.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use git2::{FetchOptions, ObjectType, RemoteCallbacks, Repository, TreeWalkMode, TreeWalkResult};
+use sha2::{Digest, Sha256};
+use tidemark_schema::validate::SourceFile;
+
+use super::seam::{Changes, DesiredStateSource, Revision, SourceError, is_policy_path};
+
+#[derive(Clone, Debug)]
+pub struct GitOptions {
+    /// https, ssh, `file://` URL, or a local path.
+    pub url: String,
+    /// Branch, tag or commit; the remote's default branch when `None`.
+    pub reference: Option<String>,
+    /// Subdirectory of the repository holding the policies.
+    pub path: Option<String>,
+    /// How often to fetch.
+    pub interval: Duration,
+    /// Where clones are cached.
+    pub cache_dir: PathBuf,
+}
+
+pub struct GitSource {
+    options: GitOptions,
+    url: String,
+}
+
+impl GitSource {
+    /// Checks the URL's form; nothing is fetched until `load`.
+    pub fn new(options: GitOptions) -> Result<Self, SourceError> {
+        let url = normalize_url(&options.url)?;
+        Ok(GitSource { options, url })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> SourceError {
+        SourceError::Git {
+            url: self.options.url.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn repo_dir(&self) -> PathBuf {
+        let digest = Sha256::digest(self.url.as_bytes());
+        let id: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        self.options.cache_dir.join("git").join(id)
+    }
+
+    fn open_or_init(&self) -> Result<Repository, SourceError> {
+        let dir = self.repo_dir();
+        if dir.join("HEAD").exists() {
+            return Repository::open_bare(&dir).map_err(|e| self.err(e));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| self.err(format!("cache {}: {e}", dir.display())))?;
+        Repository::init_bare(&dir).map_err(|e| self.err(e))
+    }
+
+    /// Fetches branches and tags; returns the remote's default branch if it advertises one.
+    fn fetch(&self, repo: &Repository) -> Result<Option<String>, SourceError> {
+        let mut remote = repo.remote_anonymous(&self.url).map_err(|e| self.err(e))?;
+        let mut callbacks = RemoteCallbacks::new();
+        callbacks.credentials(|url, username, allowed| {
+            if allowed.contains(git2::CredentialType::SSH_KEY) {
+                return git2::Cred::ssh_key_from_agent(username.unwrap_or("git"));
+            }
+            if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+                let config = git2::Config::open_default()?;
+                return git2::Cred::credential_helper(&config, url, username);
+            }
+            git2::Cred::default()
+        });
+        let mut fetch = FetchOptions::new();
+        fetch.remote_callbacks(callbacks);
+        fetch.download_tags(git2::AutotagOption::All);
+        remote
+            .fetch(
+                &[
+                    "+refs/heads/*:refs/remotes/origin/*",
+                    "+refs/tags/*:refs/tags/*",
+                ],
+                Some(&mut fetch),
+                None,
+            )
+            .map_err(|e| self.err(e.message()))?;
+        Ok(remote
+            .default_branch()
+            .ok()
+            .and_then(|b| b.as_str().ok().map(|s| s.trim_start_matches("refs/heads/").to_string())))
+    }
+
+    fn resolve(&self, repo: &Repository, default_branch: Option<String>) -> Result<git2::Oid, SourceError> {
+        let wanted = self
+            .options
+            .reference
+            .clone()
+            .or(default_branch)
+            .unwrap_or_else(|| "main".into());
+        let candidates = [
+            format!("refs/remotes/origin/{wanted}"),
+            format!("refs/tags/{wanted}"),
+            wanted.clone(),
+        ];
+        for name in &candidates {
+            if let Ok(obj) = repo.revparse_single(name)
+                && let Ok(commit) = obj.peel_to_commit()
+            {
+                return Ok(commit.id());
+            }
+        }
+        let known: Vec<String> = repo
+            .references()
+            .map(|refs| {
+                refs.flatten()
+                    .filter_map(|r| r.shorthand().ok().map(|s| s.trim_start_matches("origin/").to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Err(SourceError::RefNotFound {
+            url: self.options.url.clone(),
+            reference: wanted,
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
+        })
+    }
+
+    fn read_commit(&self, repo: &Repository, oid: git2::Oid) -> Result<Vec<SourceFile>, SourceError> {
+        let commit_id = oid.to_string();
+        let broken = |e: git2::Error| SourceError::BrokenCommit {
+            url: self.options.url.clone(),
+            commit: commit_id.clone(),
+            message: e.message().to_string(),
+        };
+        let commit = repo.find_commit(oid).map_err(broken)?;
+        let mut tree = commit.tree().map_err(broken)?;
+        let subdir = self
+            .options
+            .path
+            .as_deref()
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty() && *p != ".");
+        if let Some(sub) = subdir {
+            let entry = tree.get_path(Path::new(sub)).map_err(|_| SourceError::PathNotFound {
+                url: self.options.url.clone(),
+                path: sub.to_string(),
+                commit: commit_id.clone(),
+            })?;
+            if entry.kind() != Some(ObjectType::Tree) {
+                return Err(SourceError::PathNotFound {
+                    url: self.options.url.clone(),
+                    path: sub.to_string(),
+                    commit: commit_id.clone(),
+                });
+            }
+            tree = repo.find_tree(entry.id()).map_err(broken)?;
+        }
+        let mut blobs = Vec::new();
+        tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+            let name = entry.name().unwrap_or_default();
+            if name.starts_with('.') {
+                return TreeWalkResult::Skip;
+            }
+            if entry.kind() == Some(ObjectType::Blob) {
+                let relative = format!("{dir}{name}");
+                if is_policy_path(&relative) {
+                    blobs.push((relative, entry.id()));
+                }
+            }
+            TreeWalkResult::Ok
+        })
+        .map_err(broken)?;
+        let mut files = Vec::with_capacity(blobs.len());
+        for (path, id) in blobs {
+            let blob = repo.find_blob(id).map_err(|e| SourceError::BrokenCommit {
+                url: self.options.url.clone(),
+                commit: commit_id.clone(),
+                message: format!("{path}: {}", e.message()),
+            })?;
+            files.push(SourceFile {
+                path,
+                bytes: blob.content().to_vec(),
+            });
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+}
+
+/// Accepts https, ssh (`ssh://` or `user@host:path`), `file://` and local paths; a local
+/// path becomes an absolute `file://` URL so the cache key does not depend on the cwd.
+fn normalize_url(url: &str) -> Result<String, SourceError> {
+    let bad = |message: String| SourceError::Git {
+        url: url.to_string(),
+        message,
+    };
+    if url.is_empty() {
+        return Err(bad("the URL is empty".into()));
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        return match scheme {
+            "https" | "http" | "ssh" | "git" if !rest.is_empty() => Ok(url.to_string()),
+            "file" => Ok(url.to_string()),
+            other => Err(bad(format!(
+                "the scheme {other:?} is not supported; use https://, ssh://, file:// or a local path"
+            ))),
+        };
+    }
+    let path = Path::new(url);
+    if path.exists() {
+        let absolute = std::fs::canonicalize(path).map_err(|e| bad(e.to_string()))?;
+        return Ok(format!("file://{}", absolute.display()));
+    }
+    // scp-like ssh syntax: git@host:org/repo.git
+    if let Some((host, _)) = url.split_once(':')
+        && host.contains('@')
+    {
+        return Ok(url.to_string());
+    }
+    Err(bad(
+        "not a URL (https://, ssh://, file://) and no such local path".into(),
+    ))
+}
+
+impl DesiredStateSource for GitSource {
+    fn describe(&self) -> String {
+        let mut d = format!("git {}", self.options.url);
+        if let Some(r) = &self.options.reference {
+            d.push_str(&format!(" ref {r}"));
+        }
+        if let Some(p) = &self.options.path {
+            d.push_str(&format!(" path {p}"));
+        }
+        d
+    }
+
+    fn load(&mut self) -> Result<Revision, SourceError> {
+        let repo = self.open_or_init()?;
+        let default_branch = self.fetch(&repo)?;
+        let oid = self.resolve(&repo, default_branch)?;
+        let files = self.read_commit(&repo, oid)?;
+        Ok(Revision {
+            id: oid.to_string(),
+            files,
+        })
+    }
+
+    fn changes(&self) -> Result<Changes, SourceError> {
+        // Git has no push notification we can rely on; poll on the interval. The thread
+        // ends when the receiver (and so the `Changes`) is dropped.
+        let (tx, rx) = mpsc::channel();
+        let interval = self.options.interval;
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                if tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Changes {
+            rx,
+            _guard: Box::new(()),
+        })
+    }
+}

@@ -1,0 +1,71 @@
+//! Object keys of the control plane, relative to the `--control` URL.
+//!
+//! Every key is built here so that the reconciler, the agents and the CLI cannot drift.
+
+/// Prefix of agent heartbeats: `agents/<cluster>/<rs>/<node>.json`.
+pub const AGENTS_PREFIX: &str = "agents";
+/// Prefix of ops: `ops/<op-id>/…`.
+pub const OPS_PREFIX: &str = "ops";
+/// The applied revision with the canonical YAML of every document.
+pub const APPLIED_KEY: &str = "ledger/applied.json";
+/// The last revision tried, valid or not, with its errors.
+pub const ATTEMPTED_KEY: &str = "ledger/attempted.json";
+/// Prefix of one-shot outcomes: `ledger/oneshots/<kind>/<name>.json`.
+pub const ONESHOTS_PREFIX: &str = "ledger/oneshots";
+/// Prefix of the backup catalog: `catalog/<backup>.json`.
+pub const CATALOG_PREFIX: &str = "catalog";
+/// Which reconciler leads.
+pub const LEASE_KEY: &str = "lease";
+
+/// Node ids are `host:port`; `:` is legal in object keys but not in every file system
+/// path, so keys spell it `host_port`.
+pub fn node_key_part(node: &str) -> String {
+    node.replace(':', "_")
+}
+
+pub fn heartbeat_key(cluster: &str, rs: &str, node: &str) -> String {
+    format!("{AGENTS_PREFIX}/{cluster}/{rs}/{}.json", node_key_part(node))
+}
+
+pub fn op_key(op_id: &str) -> String {
+    format!("{OPS_PREFIX}/{op_id}/op.json")
+}
+
+pub fn phase_key(op_id: &str, rs: &str, node: &str, phase: &str) -> String {
+    format!("{OPS_PREFIX}/{op_id}/{rs}/{}.{phase}.json", node_key_part(node))
+}
+
+pub fn result_key(op_id: &str) -> String {
+    format!("{OPS_PREFIX}/{op_id}/result.json")
+}
+
+/// `kind` is the document kind in lowercase (`backup`, `restore`).
+pub fn oneshot_key(kind: &str, name: &str) -> String {
+    format!("{ONESHOTS_PREFIX}/{kind}/{name}.json")
+}
+
+pub fn catalog_key(backup: &str) -> String {
+    format!("{CATALOG_PREFIX}/{backup}.json")
+}
+
+/// Op ids sort by creation time, so an agent lists `ops/` with an offset and sees only
+/// what is new: `<UTC time as YYYYMMDDTHHMMSSmmmZ>-<kind>-<name>`.
+pub fn op_id(at: chrono::DateTime<chrono::Utc>, kind: &str, name: &str) -> String {
+    format!("{}-{kind}-{name}", at.format("%Y%m%dT%H%M%S%3fZ"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_ids_sort_by_time() {
+        let a = op_id("2026-01-01T00:00:00Z".parse().unwrap(), "backup", "z");
+        let b = op_id("2026-01-01T00:00:00.001Z".parse().unwrap(), "backup", "a");
+        assert!(a < b, "{a} < {b}");
+        assert_eq!(
+            heartbeat_key("prod", "rs0", "db1:27017"),
+            "agents/prod/rs0/db1_27017.json"
+        );
+    }
+}

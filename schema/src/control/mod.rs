@@ -1,0 +1,8 @@
+//! The control plane: object-storage keys every tidemark process agrees on, and the
+//! records stored under them. See `docs/control-plane.md` for the layout and write order.
+
+mod keys;
+mod records;
+
+pub use keys::*;
+pub use records::*;

@@ -1,0 +1,206 @@
+//! Records stored in the control plane. Field names are camelCase JSON and stable: other
+//! tools read them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::BackupType;
+
+/// `ledger/applied.json`: the revision in force and every document's canonical YAML.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedRevision {
+    pub revision: String,
+    pub applied_at: DateTime<Utc>,
+    pub documents: Vec<AppliedDocument>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedDocument {
+    pub kind: String,
+    pub name: String,
+    pub file: String,
+    pub spec_hash: String,
+    pub canonical_yaml: String,
+}
+
+/// `ledger/attempted.json`: the last revision tried, and why it was refused if it was.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptedRevision {
+    pub revision: String,
+    pub attempted_at: DateTime<Utc>,
+    pub errors: Vec<String>,
+}
+
+/// Status of a one-shot or an op, with PBM's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RunStatus {
+    Starting,
+    Running,
+    Done,
+    PartlyDone,
+    Error,
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunStatus::Starting => "starting",
+            RunStatus::Running => "running",
+            RunStatus::Done => "done",
+            RunStatus::PartlyDone => "partlyDone",
+            RunStatus::Error => "error",
+        })
+    }
+}
+
+/// `ledger/oneshots/<kind>/<name>.json`: written when a one-shot starts, so it never runs
+/// twice, and updated when it ends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OneShotRecord {
+    pub kind: String,
+    pub name: String,
+    pub op_id: String,
+    pub started_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status: RunStatus,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// `catalog/<backup>.json`: the reconciler's record of a backup in a storage, copied from
+/// the backup's manifest once the manifest is complete.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    pub name: String,
+    pub cluster: String,
+    pub storage: String,
+    /// The schedule that took it; `None` for a one-shot `Backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(rename = "type")]
+    pub backup_type: BackupType,
+    pub status: RunStatus,
+    /// True once the completion marker (the backup manifest) is in storage.
+    pub complete: bool,
+    pub started_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The cluster-wide point in time the backup restores to (`$backupCursorExtend`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_write: Option<DateTime<Utc>>,
+    pub replica_sets: Vec<BackupReplicaSet>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupReplicaSet {
+    pub name: String,
+    /// The node the files were copied from.
+    pub node: String,
+    pub mongod_version: String,
+    /// Sum of the files' sizes as they are in the dbPath (the fallback disk check uses it).
+    pub uncompressed_bytes: u64,
+    /// Sum of the objects' sizes in storage (what a restore downloads).
+    pub stored_bytes: u64,
+}
+
+impl BackupRecord {
+    /// A backup that can be restored: complete, and done.
+    pub fn is_good(&self) -> bool {
+        self.complete && self.status == RunStatus::Done
+    }
+
+    pub fn uncompressed_bytes(&self) -> u64 {
+        self.replica_sets.iter().map(|r| r.uncompressed_bytes).sum()
+    }
+
+    pub fn stored_bytes(&self) -> u64 {
+        self.replica_sets.iter().map(|r| r.stored_bytes).sum()
+    }
+}
+
+/// `agents/<cluster>/<rs>/<node>.json`: rewritten every few seconds by each agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub cluster: String,
+    pub replica_set: String,
+    pub node: String,
+    pub at: DateTime<Utc>,
+    pub agent_version: String,
+    pub healthy: bool,
+    /// `PRIMARY`, `SECONDARY`, `ARBITER`, `STARTUP2`, … as mongod reports it; `DOWN` when
+    /// the agent cannot reach its mongod.
+    pub role: String,
+    #[serde(default)]
+    pub hidden: bool,
+    #[serde(default)]
+    pub delayed: bool,
+    #[serde(default)]
+    pub arbiter: bool,
+    #[serde(default)]
+    pub lag_seconds: f64,
+    /// `psmdb` or `community`.
+    pub flavor: String,
+    pub mongod_version: String,
+    pub backup_cursor: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskFacts>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// Figures of the file system that holds the dbPath, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskFacts {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+}
+
+impl DiskFacts {
+    /// PBM's rule, in signed arithmetic: `0.85 × total − used`. Negative when the disk is
+    /// already over 85 % full (PBM's unsigned version wraps around there).
+    pub fn fallback_room(&self) -> i128 {
+        (self.total_bytes as i128 * 85) / 100 - self.used_bytes as i128
+    }
+
+    /// Whether a backup of `needed` uncompressed bytes fits next to the fallback copy.
+    pub fn allows_fallback(&self, needed: u64) -> bool {
+        (needed as i128) < self.fallback_room()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_room_is_signed() {
+        let full = DiskFacts {
+            total_bytes: 100,
+            used_bytes: 95,
+            available_bytes: 5,
+        };
+        assert_eq!(full.fallback_room(), -10);
+        assert!(!full.allows_fallback(0));
+        let roomy = DiskFacts {
+            total_bytes: 1000,
+            used_bytes: 100,
+            available_bytes: 900,
+        };
+        assert_eq!(roomy.fallback_room(), 750);
+        assert!(roomy.allows_fallback(749));
+        assert!(!roomy.allows_fallback(750));
+    }
+}

@@ -1,0 +1,49 @@
+//! `Restore`: a one-shot physical restore. It runs once per name, ever.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreSpec {
+    pub cluster: String,
+    pub source: RestoreSource,
+    /// Move each node's data aside before restoring, and move it back if the restore fails.
+    #[serde(default)]
+    pub fallback_enabled: bool,
+    /// Accept a restore where some nodes failed if every replica set has one good node.
+    #[serde(default = "yes")]
+    pub allow_partly_done: bool,
+    /// Snapshot-based restore: the operator copies the files, then runs `restore-finish`.
+    #[serde(default)]
+    pub external: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_restore: Option<PostRestore>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Exactly one of the two must be given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreSource {
+    /// A backup by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// The newest good backup of this `BackupSchedule`, resolved when the restore starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_of: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostRestore {
+    /// Start every node as a replica-set member and wait for a healthy set.
+    #[serde(default)]
+    pub start_nodes: bool,
+    /// Take a fresh backup with this `BackupSchedule`'s settings as the new base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh_backup: Option<String>,
+}

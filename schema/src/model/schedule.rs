@@ -1,0 +1,165 @@
+//! `BackupSchedule`: when to back a cluster up, where to, and how long to keep it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// How a backup is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    /// `$backupCursor` file copies streamed to object storage.
+    Physical,
+    /// Snapshot-based: tidemark opens the cursor, the operator's snapshot copies the files.
+    External,
+}
+
+impl std::fmt::Display for BackupType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackupType::Physical => "physical",
+            BackupType::External => "external",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupScheduleSpec {
+    /// The `Cluster` to back up.
+    pub cluster: String,
+    /// The `BackupStorage` to write to.
+    pub storage: String,
+    #[serde(rename = "type")]
+    pub backup_type: BackupType,
+    /// 5 fields (`min hour dom month dow`), or 6 with seconds first.
+    pub cron: String,
+    /// IANA time zone the cron expression is read in.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// A suspended schedule takes no new backups; retention still applies.
+    #[serde(default)]
+    pub suspend: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// `host:port` → score; replaces PBM's default scores (primary 0.5, secondary 1.0,
+    /// hidden 2.0). The highest score wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<BTreeMap<String, f64>>,
+}
+
+fn default_timezone() -> String {
+    "UTC".to_string()
+}
+
+/// Which of a schedule's backups to keep: the `keepLast` newest good ones, plus any
+/// younger than `maxAge`. The newest good backup is never deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retention {
+    /// At least 1.
+    pub keep_last: u32,
+    /// Such as `30d`, `12h`, `1w2d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+}
+
+/// Parses a cron expression of 5 fields, or 6 with seconds first.
+pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+    let fields = expr.split_whitespace().count();
+    if fields != 5 && fields != 6 {
+        return Err(format!(
+            "{expr:?} has {fields} fields; a cron expression has 5 (minute hour day-of-month \
+             month day-of-week) or 6 (seconds first)"
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("{expr:?} is not a valid cron expression: {e}"))
+}
+
+/// Parses an IANA time zone name such as `Europe/Berlin`.
+pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
+    name.parse::<chrono_tz::Tz>().map_err(|_| {
+        let close = chrono_tz::TZ_VARIANTS
+            .iter()
+            .map(|tz| tz.name())
+            .filter(|candidate| strsim::jaro_winkler(candidate, name) > 0.9)
+            .max_by(|a, b| {
+                strsim::jaro_winkler(a, name).total_cmp(&strsim::jaro_winkler(b, name))
+            });
+        match close {
+            Some(c) => format!("{name:?} is not an IANA time zone; did you mean {c:?}?"),
+            None => format!("{name:?} is not an IANA time zone (such as UTC or Europe/Berlin)"),
+        }
+    })
+}
+
+impl BackupScheduleSpec {
+    /// The next time the schedule fires strictly after `now`, in UTC.
+    /// `None` when the expression or zone does not parse (validation reports those).
+    pub fn next_run_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let cron = parse_cron(&self.cron).ok()?;
+        let tz = parse_timezone(&self.timezone).ok()?;
+        cron.find_next_occurrence(&now.with_timezone(&tz), false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+/// The name of a backup that a schedule takes at `at`: `<schedule>-YYYYMMDDTHHMMSSZ`.
+pub fn scheduled_backup_name(schedule: &str, at: DateTime<Utc>) -> String {
+    format!("{schedule}-{}", at.format("%Y%m%dT%H%M%SZ"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_accepts_five_and_six_fields() {
+        assert!(parse_cron("0 2 * * *").is_ok());
+        assert!(parse_cron("30 0 2 * * *").is_ok());
+        assert!(parse_cron("0 2 * *").is_err());
+        assert!(parse_cron("0 2 * * * * 2030").is_err());
+        assert!(parse_cron("61 2 * * *").is_err());
+    }
+
+    #[test]
+    fn timezone_suggests_close_names() {
+        assert!(parse_timezone("Europe/Berlin").is_ok());
+        let err = parse_timezone("Europe/Berln").unwrap_err();
+        assert!(err.contains("Europe/Berlin"), "{err}");
+    }
+
+    #[test]
+    fn next_run_respects_the_time_zone() {
+        let spec = BackupScheduleSpec {
+            cluster: "c".into(),
+            storage: "s".into(),
+            backup_type: BackupType::Physical,
+            cron: "0 2 * * *".into(),
+            timezone: "Europe/Berlin".into(),
+            suspend: false,
+            retention: None,
+            priority: None,
+        };
+        let now = "2026-01-10T12:00:00Z".parse().unwrap();
+        // 02:00 in Berlin in winter is 01:00 UTC.
+        assert_eq!(
+            spec.next_run_after(now).unwrap().to_rfc3339(),
+            "2026-01-11T01:00:00+00:00"
+        );
+        assert_eq!(
+            scheduled_backup_name("nightly", spec.next_run_after(now).unwrap()),
+            "nightly-20260111T010000Z"
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! The semantic pass: rules that need the typed values or other documents — names, URLs,
+//! cron and time zones, cross-references, and PBM's restore rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::document::Document;
+use super::error::{ValidationError, hint};
+use crate::model::{
+    BackupScheduleSpec, BackupStorageSpec, ClusterSpec, Kind, Resource, RestoreSpec,
+    StorageScheme, looks_like_credential, name_problem, parse_cron, parse_max_age, parse_timezone,
+    url_has_userinfo,
+};
+
+/// Checks every document alone, then across documents; pushes every problem found.
+pub fn check(docs: &[Document], out: &mut Vec<ValidationError>) {
+    check_duplicates(docs, out);
+    let names = |kind: Kind| -> Vec<&str> {
+        docs.iter()
+            .filter(|d| d.kind() == kind)
+            .map(|d| d.name())
+            .collect()
+    };
+    let index = Index {
+        docs,
+        clusters: names(Kind::Cluster),
+        storages: names(Kind::BackupStorage),
+        schedules: names(Kind::BackupSchedule),
+    };
+    for doc in docs {
+        if let Some(problem) = name_problem(doc.name()) {
+            out.push(doc.error("metadata.name", format!("{:?} {problem}", doc.name())));
+        }
+        match &doc.resource {
+            Resource::Cluster(o) => check_cluster(doc, &o.spec, out),
+            Resource::BackupStorage(o) => check_storage(doc, &o.spec, out),
+            Resource::BackupSchedule(o) => check_schedule(doc, &o.spec, &index, out),
+            Resource::Backup(o) => {
+                index.reference(doc, "spec.cluster", Kind::Cluster, &o.spec.cluster, out);
+                index.reference(doc, "spec.storage", Kind::BackupStorage, &o.spec.storage, out);
+            }
+            Resource::Restore(o) => check_restore(doc, &o.spec, &index, out),
+        }
+    }
+}
+
+struct Index<'a> {
+    docs: &'a [Document],
+    clusters: Vec<&'a str>,
+    storages: Vec<&'a str>,
+    schedules: Vec<&'a str>,
+}
+
+impl Index<'_> {
+    /// Reports `field` when it names a `kind` that no document declares.
+    fn reference(
+        &self,
+        doc: &Document,
+        field: &str,
+        kind: Kind,
+        target: &str,
+        out: &mut Vec<ValidationError>,
+    ) -> bool {
+        let known = match kind {
+            Kind::Cluster => &self.clusters,
+            Kind::BackupStorage => &self.storages,
+            Kind::BackupSchedule => &self.schedules,
+            _ => return true,
+        };
+        if known.contains(&target) {
+            return true;
+        }
+        let listing = if known.is_empty() {
+            format!("no {kind} is declared")
+        } else {
+            format!("declared: {}", known.join(", "))
+        };
+        out.push(doc.error(
+            field,
+            format!(
+                "{kind} {target:?} does not exist{} ({listing})",
+                hint(target, known)
+            ),
+        ));
+        false
+    }
+
+    fn schedule(&self, name: &str) -> Option<&BackupScheduleSpec> {
+        self.docs.iter().find_map(|d| match &d.resource {
+            Resource::BackupSchedule(o) if o.metadata.name == name => Some(&o.spec),
+            _ => None,
+        })
+    }
+
+    fn cluster(&self, name: &str) -> Option<&ClusterSpec> {
+        self.docs.iter().find_map(|d| match &d.resource {
+            Resource::Cluster(o) if o.metadata.name == name => Some(&o.spec),
+            _ => None,
+        })
+    }
+}
+
+fn check_duplicates(docs: &[Document], out: &mut Vec<ValidationError>) {
+    let mut first: BTreeMap<(Kind, &str), &Document> = BTreeMap::new();
+    for doc in docs {
+        match first.get(&(doc.kind(), doc.name())) {
+            Some(earlier) => out.push(doc.error(
+                "metadata.name",
+                format!(
+                    "a second {} named {:?}; the first is in {}:{}",
+                    doc.kind(),
+                    doc.name(),
+                    earlier.file,
+                    earlier.pos("metadata.name").line
+                ),
+            )),
+            None => {
+                first.insert((doc.kind(), doc.name()), doc);
+            }
+        }
+    }
+}
+
+fn check_cluster(doc: &Document, spec: &ClusterSpec, out: &mut Vec<ValidationError>) {
+    if spec.replica_sets.is_empty() {
+        out.push(doc.error("spec.replicaSets", "a cluster needs at least one replica set"));
+    }
+    let mut rs_names = BTreeSet::new();
+    let mut members = BTreeSet::new();
+    let sets = spec
+        .replica_sets
+        .iter()
+        .enumerate()
+        .map(|(i, rs)| (format!("spec.replicaSets.{i}"), rs))
+        .chain(
+            spec.config_server
+                .iter()
+                .map(|rs| ("spec.configServer".to_string(), rs)),
+        );
+    for (path, rs) in sets {
+        if rs.name.is_empty() {
+            out.push(doc.error(&format!("{path}.name"), "a replica set name must not be empty"));
+        } else if !rs_names.insert(rs.name.as_str()) {
+            out.push(doc.error(
+                &format!("{path}.name"),
+                format!("the replica set name {:?} is used twice", rs.name),
+            ));
+        }
+        if rs.members.is_empty() {
+            out.push(doc.error(&format!("{path}.members"), "a replica set needs members"));
+        }
+        for (j, member) in rs.members.iter().enumerate() {
+            let field = format!("{path}.members.{j}");
+            if let Some(problem) = host_port_problem(member) {
+                out.push(doc.error(&field, problem));
+            } else if !members.insert(member.as_str()) {
+                out.push(doc.error(&field, format!("the member {member:?} is listed twice")));
+            }
+        }
+    }
+}
+
+/// `None` when `member` is a `host:port` with a port in 1..=65535.
+pub fn host_port_problem(member: &str) -> Option<String> {
+    let Some((host, port)) = member.rsplit_once(':') else {
+        return Some(format!("{member:?} is not host:port"));
+    };
+    if host.is_empty() {
+        return Some(format!("{member:?} has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => None,
+        _ => Some(format!("{member:?} has port {port:?}; expected 1-65535")),
+    }
+}
+
+fn check_storage(doc: &Document, spec: &BackupStorageSpec, out: &mut Vec<ValidationError>) {
+    if let Err(problem) = StorageScheme::of_url(&spec.url) {
+        out.push(doc.error("spec.url", problem));
+    }
+    if url_has_userinfo(&spec.url) || spec.url.contains("?") && looks_like_credential(&spec.url) {
+        out.push(doc.error(
+            "spec.url",
+            "the URL carries credentials; keep them out of git and set them in the \
+             environment of tidemark (for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
+        ));
+    }
+    match (spec.compression.level_range(), spec.compression_level) {
+        (None, Some(_)) => out.push(doc.error(
+            "spec.compressionLevel",
+            "a compression level makes no sense with compression: none",
+        )),
+        (Some((lo, hi)), Some(level)) if level < lo || level > hi => out.push(doc.error(
+            "spec.compressionLevel",
+            format!("{level} is out of range for this compression; use {lo}-{hi}"),
+        )),
+        _ => {}
+    }
+    for key in spec.options.iter().flat_map(|o| o.keys()) {
+        if looks_like_credential(key) {
+            out.push(doc.error(
+                &format!("spec.options.{key}"),
+                format!(
+                    "{key:?} looks like a credential; credentials never go in git — set them \
+                     in tidemark's environment instead"
+                ),
+            ));
+        }
+    }
+}
+
+fn check_schedule(
+    doc: &Document,
+    spec: &BackupScheduleSpec,
+    index: &Index,
+    out: &mut Vec<ValidationError>,
+) {
+    let cluster_ok = index.reference(doc, "spec.cluster", Kind::Cluster, &spec.cluster, out);
+    index.reference(doc, "spec.storage", Kind::BackupStorage, &spec.storage, out);
+    if let Err(problem) = parse_cron(&spec.cron) {
+        out.push(doc.error("spec.cron", problem));
+    }
+    if let Err(problem) = parse_timezone(&spec.timezone) {
+        out.push(doc.error("spec.timezone", problem));
+    }
+    if let Some(retention) = &spec.retention {
+        if retention.keep_last == 0 {
+            out.push(doc.error(
+                "spec.retention.keepLast",
+                "keepLast must be at least 1: the newest good backup is never deleted",
+            ));
+        }
+        if let Some(Err(problem)) = retention.max_age.as_deref().map(parse_max_age) {
+            out.push(doc.error("spec.retention.maxAge", problem));
+        }
+    }
+    if let (true, Some(priority)) = (cluster_ok, &spec.priority)
+        && let Some(cluster) = index.cluster(&spec.cluster)
+    {
+        let members: Vec<&str> = cluster
+            .all_replica_sets()
+            .flat_map(|rs| rs.members.iter().map(String::as_str))
+            .collect();
+        for (node, score) in priority {
+            let field = format!("spec.priority.{node}");
+            if !members.contains(&node.as_str()) {
+                out.push(doc.error(
+                    &field,
+                    format!(
+                        "{node:?} is not a member of cluster {:?}{}",
+                        spec.cluster,
+                        hint(node, &members)
+                    ),
+                ));
+            } else if !score.is_finite() || *score < 0.0 {
+                out.push(doc.error(&field, format!("{score} is not a score >= 0")));
+            }
+        }
+    }
+}
+
+fn check_restore(doc: &Document, spec: &RestoreSpec, index: &Index, out: &mut Vec<ValidationError>) {
+    index.reference(doc, "spec.cluster", Kind::Cluster, &spec.cluster, out);
+    match (&spec.source.backup, &spec.source.latest_of) {
+        (Some(_), Some(_)) => out.push(doc.error(
+            "spec.source",
+            "give either backup or latestOf, not both: a restore has exactly one source",
+        )),
+        (None, None) => out.push(doc.error(
+            "spec.source",
+            "give the source: backup: <name> or latestOf: <schedule>",
+        )),
+        (Some(backup), None) => {
+            let same_named = index.docs.iter().find_map(|d| match &d.resource {
+                Resource::Backup(o) if o.metadata.name == *backup => Some(&o.spec),
+                _ => None,
+            });
+            if let Some(b) = same_named
+                && b.cluster != spec.cluster
+            {
+                out.push(doc.error(
+                    "spec.source.backup",
+                    format!(
+                        "backup {backup:?} is of cluster {:?}, not {:?}",
+                        b.cluster, spec.cluster
+                    ),
+                ));
+            }
+        }
+        (None, Some(schedule)) => {
+            if index.reference(doc, "spec.source.latestOf", Kind::BackupSchedule, schedule, out)
+                && let Some(s) = index.schedule(schedule)
+                && s.cluster != spec.cluster
+            {
+                out.push(doc.error(
+                    "spec.source.latestOf",
+                    format!(
+                        "schedule {schedule:?} backs up cluster {:?}, not {:?}",
+                        s.cluster, spec.cluster
+                    ),
+                ));
+            }
+        }
+    }
+    if !spec.allow_partly_done && !spec.fallback_enabled {
+        out.push(doc.error(
+            "spec.allowPartlyDone",
+            "allowPartlyDone: false needs fallbackEnabled: true — without a fallback, a \
+             restore that fails on some nodes could be neither accepted nor rolled back",
+        ));
+    }
+    if let Some(post) = &spec.post_restore
+        && let Some(schedule) = &post.fresh_backup
+    {
+        if index.reference(
+            doc,
+            "spec.postRestore.freshBackup",
+            Kind::BackupSchedule,
+            schedule,
+            out,
+        ) && let Some(s) = index.schedule(schedule)
+            && s.cluster != spec.cluster
+        {
+            out.push(doc.error(
+                "spec.postRestore.freshBackup",
+                format!(
+                    "schedule {schedule:?} backs up cluster {:?}, not {:?}",
+                    s.cluster, spec.cluster
+                ),
+            ));
+        }
+        if !post.start_nodes {
+            out.push(doc.error(
+                "spec.postRestore.freshBackup",
+                "a fresh backup needs running nodes; set postRestore.startNodes: true",
+            ));
+        }
+    }
+}

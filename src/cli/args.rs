@@ -1,0 +1,85 @@
+//! Command-line arguments. Every flag of a long-running role can also come from the
+//! environment (`TIDEMARK_*`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tidemark",
+    version,
+    about = "GitOps reconciler for MongoDB physical backups and restores",
+    after_help = "Exit codes: 0 ok / no changes, 1 invalid input or failure, \
+                  2 diff found changes, 64 usage error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check desired-state files; report every error with file:line:column.
+    Validate(ValidateArgs),
+    /// Preview what the reconciler would do: document diffs and the plan, with reasons.
+    Diff(DiffArgs),
+    /// Print the JSON Schema of desired-state documents.
+    Schema,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Files or directories (searched recursively for *.yaml / *.yml).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct SourceArgs {
+    /// A directory of YAML files.
+    #[arg(long, env = "TIDEMARK_POLICIES", conflicts_with = "git", required_unless_present = "git")]
+    pub policies: Option<PathBuf>,
+    /// A git repository: https, ssh, file:// URL or a local path.
+    #[arg(long, env = "TIDEMARK_GIT")]
+    pub git: Option<String>,
+    /// Branch, tag or commit (default: the remote's default branch).
+    #[arg(long = "ref", env = "TIDEMARK_GIT_REF", requires = "git")]
+    pub reference: Option<String>,
+    /// Subdirectory of the repository holding the policies.
+    #[arg(long, env = "TIDEMARK_GIT_PATH", requires = "git")]
+    pub path: Option<String>,
+    /// How often to fetch, e.g. 30s, 5m.
+    #[arg(long, env = "TIDEMARK_GIT_INTERVAL", default_value = "60s", value_parser = parse_interval)]
+    pub interval: std::time::Duration,
+    /// Where git clones are cached (default: $XDG_CACHE_HOME/tidemark or ~/.cache/tidemark).
+    #[arg(long, env = "TIDEMARK_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The control plane: a directory, or a file://, s3://, gs:// or az:// URL.
+    #[arg(long, env = "TIDEMARK_CONTROL")]
+    pub control: String,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: OutputFormat,
+    /// Plan as of this time (RFC 3339) instead of now; for reproducible previews.
+    #[arg(long, env = "TIDEMARK_NOW", hide = true)]
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    tidemark_schema::model::parse_max_age(s).map(|m| m.duration)
+}

@@ -1,0 +1,26 @@
+//! The exit-code table (also in the README). Scripts and CI depend on it; never renumber.
+
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// 0: success; for `diff`, no changes.
+    Ok,
+    /// 1: invalid desired state, or a failure (unreadable source, control plane, …).
+    Failure,
+    /// 2: `diff` found changes (like `terraform plan -detailed-exitcode`).
+    Changes,
+    /// 64: the command line itself is wrong (EX_USAGE).
+    Usage,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(s: ExitStatus) -> ExitCode {
+        ExitCode::from(match s {
+            ExitStatus::Ok => 0,
+            ExitStatus::Failure => 1,
+            ExitStatus::Changes => 2,
+            ExitStatus::Usage => 64,
+        })
+    }
+}
