@@ -60,10 +60,10 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
-/// `did you mean "x"?` or nothing.
+/// ` (did you mean "x"?)` or nothing.
 pub fn hint(word: &str, candidates: &[&str]) -> String {
     match closest(word, candidates.iter().copied()) {
-        Some(c) => format!("; did you mean {c:?}?"),
+        Some(c) => format!(" (did you mean {c:?}?)"),
         None => String::new(),
     }
 }

@@ -77,7 +77,7 @@ impl Index<'_> {
         out.push(doc.error(
             field,
             format!(
-                "{kind} {target:?} does not exist{} ({listing})",
+                "{kind} {target:?} does not exist{}; {listing}",
                 hint(target, known)
             ),
         ));

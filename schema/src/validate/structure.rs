@@ -75,15 +75,9 @@ impl<'a> Walker<'a> {
             return;
         }
         if let Some(values) = schema.get("enum").and_then(J::as_array) {
-            let json = node.to_json();
-            if !values.contains(&json) {
-                let names: Vec<&str> = values.iter().filter_map(J::as_str).collect();
-                let suggestion = node.as_str().map(|s| hint(s, &names)).unwrap_or_default();
-                out.push(issue(format!(
-                    "{} is not one of {}{suggestion}",
-                    show(node),
-                    names.join(", ")
-                )));
+            let values: Vec<&J> = values.iter().collect();
+            if let Some(problem) = not_one_of(node, &values) {
+                out.push(issue(problem));
             }
             return;
         }
@@ -199,13 +193,28 @@ impl<'a> Walker<'a> {
                         pos: tag_node.pos,
                         field: join(path, key),
                         message: format!(
-                            "{} is not a known {key}{}; expected one of {}",
+                            "{} is not a known {key}{}; the kinds are {}",
                             show(tag_node),
                             hint(given, &names),
                             names.join(", ")
                         ),
                     });
                 }
+            }
+            return;
+        }
+        // A plain enum whose variants carry docs comes out as one `const` per branch.
+        let consts: Option<Vec<&J>> = branches
+            .iter()
+            .map(|b| b.get("const").filter(|_| b.get("properties").is_none()))
+            .collect();
+        if let Some(values) = consts {
+            if let Some(problem) = not_one_of(node, &values) {
+                out.push(Issue {
+                    pos: node.pos,
+                    field: path.to_string(),
+                    message: problem,
+                });
             }
             return;
         }
@@ -224,6 +233,24 @@ impl<'a> Walker<'a> {
         }
         out.extend(best.unwrap_or_default());
     }
+}
+
+/// Why `node` is none of `values`, or `None` when it is one of them.
+fn not_one_of(node: &Node, values: &[&J]) -> Option<String> {
+    let json = node.to_json();
+    if values.contains(&&json) {
+        return None;
+    }
+    let names: Vec<&str> = values.iter().filter_map(|v| v.as_str()).collect();
+    if let [only] = names.as_slice() {
+        return Some(format!("must be {only:?}, found {}", show(node)));
+    }
+    let suggestion = node.as_str().map(|s| hint(s, &names)).unwrap_or_default();
+    Some(format!(
+        "{} is not one of {}{suggestion}",
+        show(node),
+        names.join(", ")
+    ))
 }
 
 /// `(property, [(tag value, branch)])` when every branch fixes one property with `const`.

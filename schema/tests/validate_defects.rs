@@ -1,0 +1,348 @@
+//! Every defect the validator must catch, each alone in an otherwise valid set, then all
+//! together: each must be reported with its file and line, and none may hide another.
+
+use tidemark_schema::validate::{SourceFile, ValidationError, validate_files};
+
+const CLUSTER: &str = "\
+apiVersion: tidemark/v1
+kind: Cluster
+metadata:
+  name: prod
+spec:
+  replicaSets:
+    - name: rs0
+      members: [\"db1:27017\", \"db2:27017\", \"db3:27017\"]
+";
+
+const STORAGE: &str = "\
+apiVersion: tidemark/v1
+kind: BackupStorage
+metadata:
+  name: s3
+spec:
+  url: s3://bucket/prefix
+  options:
+    region: eu-west-1
+";
+
+const SCHEDULE: &str = "\
+apiVersion: tidemark/v1
+kind: BackupSchedule
+metadata:
+  name: nightly
+spec:
+  cluster: prod
+  storage: s3
+  type: physical
+  cron: \"0 2 * * *\"
+  timezone: Europe/Berlin
+  retention:
+    keepLast: 7
+    maxAge: 30d
+";
+
+const RESTORE: &str = "\
+apiVersion: tidemark/v1
+kind: Restore
+metadata:
+  name: drill
+spec:
+  cluster: prod
+  source:
+    latestOf: nightly
+  fallbackEnabled: true
+";
+
+fn base() -> Vec<SourceFile> {
+    [
+        ("cluster.yaml", CLUSTER),
+        ("storage.yaml", STORAGE),
+        ("schedule.yaml", SCHEDULE),
+        ("restore.yaml", RESTORE),
+    ]
+    .into_iter()
+    .map(|(p, t)| SourceFile {
+        path: p.into(),
+        bytes: t.as_bytes().to_vec(),
+    })
+    .collect()
+}
+
+/// A defect: the file it replaces or adds, its content, and what the error must say.
+struct Defect {
+    what: &'static str,
+    file: &'static str,
+    content: Vec<u8>,
+    line: u32,
+    says: &'static [&'static str],
+}
+
+fn replace(text: &str, from: &str, to: &str) -> Vec<u8> {
+    assert!(text.contains(from), "fixture lacks {from:?}");
+    text.replacen(from, to, 1).into_bytes()
+}
+
+/// A copy of a base document under another name, so that each defect lives in a document
+/// of its own and all of them can be present at once.
+fn renamed(text: &str, old: &str, new: &str) -> String {
+    text.replacen(&format!("name: {old}\n"), &format!("name: {new}\n"), 1)
+}
+
+fn defects() -> Vec<Defect> {
+    let schedule = |n: &str| renamed(SCHEDULE, "nightly", n);
+    let restore = |n: &str| renamed(RESTORE, "drill", n);
+    let storage = |n: &str| renamed(STORAGE, "s3", n);
+    let cluster = |n: &str| renamed(CLUSTER, "prod", n);
+    vec![
+        Defect {
+            what: "duplicate key",
+            file: "d-dupkey.yaml",
+            content: replace(&schedule("d-dupkey"), "  type: physical\n", "  type: physical\n  type: external\n"),
+            line: 9,
+            says: &["duplicate", "type"],
+        },
+        Defect {
+            what: "unknown field with a close match",
+            file: "d-unknown.yaml",
+            content: replace(&schedule("d-unknown"), "  timezone:", "  timeZone:"),
+            line: 10,
+            says: &["unknown field \"timeZone\"", "did you mean \"timezone\""],
+        },
+        Defect {
+            what: "wrong type",
+            file: "d-type.yaml",
+            content: replace(&restore("d-type"), "fallbackEnabled: true", "fallbackEnabled: [yes]"),
+            line: 9,
+            says: &["fallbackEnabled", "expected true or false, found a list"],
+        },
+        Defect {
+            what: "missing required field",
+            file: "d-required.yaml",
+            content: replace(&storage("d-required"), "  url: s3://bucket/prefix\n", ""),
+            line: 6,
+            says: &["missing required field \"url\""],
+        },
+        Defect {
+            what: "wrong apiVersion",
+            file: "d-api.yaml",
+            content: replace(&cluster("d-api"), "tidemark/v1", "tidemark/v2"),
+            line: 1,
+            says: &["apiVersion", "must be \"tidemark/v1\", found \"tidemark/v2\""],
+        },
+        Defect {
+            what: "invalid cron",
+            file: "d-cron.yaml",
+            content: replace(&schedule("d-cron"), "\"0 2 * * *\"", "\"0 25 * * *\""),
+            line: 9,
+            says: &["spec.cron", "not a valid cron expression"],
+        },
+        Defect {
+            what: "invalid time zone",
+            file: "d-tz.yaml",
+            content: replace(&schedule("d-tz"), "Europe/Berlin", "Europe/Berln"),
+            line: 10,
+            says: &["not an IANA time zone", "did you mean \"Europe/Berlin\""],
+        },
+        Defect {
+            what: "reference to a missing cluster",
+            file: "d-refcluster.yaml",
+            content: replace(&schedule("d-refcluster"), "cluster: prod", "cluster: prdo"),
+            line: 6,
+            says: &["Cluster \"prdo\" does not exist", "did you mean \"prod\""],
+        },
+        Defect {
+            what: "reference to a missing storage",
+            file: "d-refstorage.yaml",
+            content: replace(&schedule("d-refstorage"), "storage: s3", "storage: gcs"),
+            line: 7,
+            says: &["BackupStorage \"gcs\" does not exist"],
+        },
+        Defect {
+            what: "reference to a missing schedule",
+            file: "d-refschedule.yaml",
+            content: replace(&restore("d-refschedule"), "latestOf: nightly", "latestOf: weekly"),
+            line: 8,
+            says: &["BackupSchedule \"weekly\" does not exist"],
+        },
+        Defect {
+            what: "two documents of one kind with one name",
+            file: "d-samename.yaml",
+            content: CLUSTER.as_bytes().to_vec(),
+            line: 4,
+            says: &["a second Cluster named \"prod\"", "cluster.yaml:4"],
+        },
+        Defect {
+            what: "allowPartlyDone false without fallback",
+            file: "d-partly.yaml",
+            content: replace(
+                &restore("d-partly"),
+                "fallbackEnabled: true",
+                "fallbackEnabled: false\n  allowPartlyDone: false",
+            ),
+            line: 10,
+            says: &["allowPartlyDone: false needs fallbackEnabled: true"],
+        },
+        Defect {
+            what: "both backup and latestOf",
+            file: "d-bothsources.yaml",
+            content: replace(&restore("d-bothsources"), "latestOf: nightly", "latestOf: nightly\n    backup: b1"),
+            line: 8,
+            says: &["either backup or latestOf, not both"],
+        },
+        Defect {
+            what: "keepLast 0",
+            file: "d-keeplast.yaml",
+            content: replace(&schedule("d-keeplast"), "keepLast: 7", "keepLast: 0"),
+            line: 12,
+            says: &["keepLast must be at least 1"],
+        },
+        Defect {
+            what: "bad storage URL scheme",
+            file: "d-scheme.yaml",
+            content: replace(&storage("d-scheme"), "s3://bucket/prefix", "ftp://bucket/prefix"),
+            line: 6,
+            says: &["scheme \"ftp\" is not supported"],
+        },
+        Defect {
+            what: "inline credentials",
+            file: "d-creds.yaml",
+            content: replace(&storage("d-creds"), "region: eu-west-1", "region: eu-west-1\n    secret_access_key: abc"),
+            line: 9,
+            says: &["\"secret_access_key\" looks like a credential"],
+        },
+        Defect {
+            what: "non-UTF-8 file",
+            file: "d-latin1.yaml",
+            content: b"# caf\xe9\napiVersion: tidemark/v1\n".to_vec(),
+            line: 1,
+            says: &["not valid UTF-8"],
+        },
+        Defect {
+            what: "root that is not a mapping",
+            file: "d-list.yaml",
+            content: b"- apiVersion: tidemark/v1\n- kind: Cluster\n".to_vec(),
+            line: 1,
+            says: &["must be a mapping"],
+        },
+        Defect {
+            what: "unknown kind",
+            file: "d-kind.yaml",
+            content: b"apiVersion: tidemark/v1\nkind: Clustr\nmetadata: {name: x}\nspec: {}\n".to_vec(),
+            line: 2,
+            says: &["\"Clustr\" is not a known kind", "did you mean \"Cluster\""],
+        },
+        Defect {
+            what: "bad name",
+            file: "d-name.yaml",
+            content: cluster("Prod_1").into_bytes(),
+            line: 4,
+            says: &["\"Prod_1\" contains 'P'"],
+        },
+    ]
+}
+
+fn with(defect: &Defect) -> Vec<SourceFile> {
+    let mut files = base();
+    match files.iter_mut().find(|f| f.path == defect.file) {
+        Some(f) => f.bytes = defect.content.clone(),
+        None => files.push(SourceFile {
+            path: defect.file.into(),
+            bytes: defect.content.clone(),
+        }),
+    }
+    files
+}
+
+fn find<'a>(errors: &'a [ValidationError], d: &Defect) -> Option<&'a ValidationError> {
+    errors.iter().find(|e| {
+        let text = e.to_string();
+        e.file == d.file && e.line == d.line && d.says.iter().all(|s| text.contains(s))
+    })
+}
+
+#[test]
+fn the_base_set_is_valid() {
+    let v = validate_files(&base());
+    assert!(v.is_valid(), "{:#?}", v.errors);
+    assert_eq!(v.state.documents.len(), 4);
+}
+
+#[test]
+fn each_defect_alone_is_reported_with_file_and_line() {
+    let mut failures = Vec::new();
+    for d in defects() {
+        let v = validate_files(&with(&d));
+        if v.is_valid() {
+            failures.push(format!("{}: accepted", d.what));
+        } else if find(&v.errors, &d).is_none() {
+            let got: Vec<String> = v.errors.iter().map(ToString::to_string).collect();
+            failures.push(format!("{}: expected {}:{} saying {:?}, got {got:#?}", d.what, d.file, d.line, d.says));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn all_defects_together_are_all_reported_in_one_run() {
+    let all = defects();
+    let mut files = base();
+    files.extend(all.iter().map(|d| SourceFile {
+        path: d.file.into(),
+        bytes: d.content.clone(),
+    }));
+    let v = validate_files(&files);
+    let missing: Vec<&str> = all.iter().filter(|d| find(&v.errors, d).is_none()).map(|d| d.what).collect();
+    assert!(missing.is_empty(), "missing {missing:?} from {:#?}", v.errors);
+    // Nothing else: the base set contributes no errors, each defect exactly its own.
+    assert!(v.errors.iter().all(|e| e.file.starts_with("d-")), "{:#?}", v.errors);
+}
+
+#[test]
+fn several_errors_in_one_document_are_all_reported() {
+    let text = SCHEDULE
+        .replace("  timezone:", "  timeZone:")
+        .replace("keepLast: 7", "keepLast: many")
+        .replace("type: physical", "type: incremental");
+    let v = validate_files(&[SourceFile {
+        path: "s.yaml".into(),
+        bytes: text.into_bytes(),
+    }]);
+    let text: Vec<String> = v.errors.iter().map(ToString::to_string).collect();
+    let all = text.join("\n");
+    assert!(all.contains("unknown field \"timeZone\""), "{all}");
+    assert!(all.contains("keepLast: expected an integer, found \"many\""), "{all}");
+    assert!(all.contains("\"incremental\" is not one of physical, external"), "{all}");
+    assert!(all.contains("BackupSchedule \"nightly\""), "errors name the document: {all}");
+}
+
+#[test]
+fn a_billion_laughs_fails_fast_in_bounded_memory() {
+    let mut bomb = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut prev = 'a';
+    for name in 'b'..='j' {
+        bomb.push_str(&format!(
+            "{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+        ));
+        prev = name;
+    }
+    let started = std::time::Instant::now();
+    let v = validate_files(&[SourceFile {
+        path: "bomb.yaml".into(),
+        bytes: bomb.into_bytes(),
+    }]);
+    assert!(!v.is_valid());
+    assert_eq!(v.errors[0].file, "bomb.yaml");
+    // Not a timing test: a full expansion would be 9^10 nodes and never end at all.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn empty_documents_are_skipped_and_several_per_file_are_read() {
+    let text = format!("---\n---\n{CLUSTER}---\n{STORAGE}---\n");
+    let v = validate_files(&[SourceFile {
+        path: "all.yaml".into(),
+        bytes: text.into_bytes(),
+    }]);
+    assert!(v.is_valid(), "{:#?}", v.errors);
+    assert_eq!(v.state.documents.len(), 2);
+}
