@@ -20,6 +20,12 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Like [`human_bytes`], for the signed fallback room (negative on an over-85 % disk).
+pub fn human_signed(n: i128) -> String {
+    let magnitude = human_bytes(n.unsigned_abs().min(u64::MAX as u128) as u64);
+    if n < 0 { format!("-{magnitude}") } else { magnitude }
+}
+
 fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
     t.map_or("never".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
 }
@@ -66,10 +72,15 @@ fn headline(action: &Action) -> String {
             timezone,
             next_run,
             next_backup_name,
+            suspended,
             ..
         } => format!(
-            "+ create schedule {schedule}: {backup_type} at {cron:?} {timezone}; next run {}{}",
-            time(*next_run),
+            "+ create schedule {schedule}: {backup_type} at {cron:?} {timezone}; {}{}",
+            if *suspended {
+                "suspended".to_string()
+            } else {
+                format!("next run {}", time(*next_run))
+            },
             next_backup_name
                 .as_ref()
                 .map_or(String::new(), |n| format!(" as {n}"))
@@ -160,8 +171,9 @@ fn restore_details(out: &mut String, r: &RestorePlan) {
                 needed_bytes,
                 ..
             } => format!(
-                "DISK TOO SMALL: needs {}, room {room_bytes} B",
-                human_bytes(*needed_bytes)
+                "DISK TOO SMALL: needs {}, room {}",
+                human_bytes(*needed_bytes),
+                human_signed(*room_bytes)
             ),
         };
         let _ = writeln!(

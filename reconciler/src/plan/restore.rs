@@ -7,6 +7,7 @@ use tidemark_schema::model::{BackupType, ClusterSpec, RestoreSpec};
 
 use super::model::{DiskCheck, RestoreNode, RestorePlan};
 use super::nodes::{heartbeats_of, is_alive};
+use super::render::{human_bytes, human_signed};
 
 /// The backup a restore resolves to, or why it cannot (`Err` is the blocked reason).
 pub fn resolve_backup<'a>(
@@ -114,9 +115,13 @@ pub fn plan_restore(
                 room_bytes,
                 needed_bytes,
             } => Some(format!(
-                "{}: 85% of {total_bytes} B total minus {used_bytes} B used leaves {room_bytes} B, \
-                 the backup needs {needed_bytes} B",
-                n.node
+                "{}: 85% of {} total minus {} used leaves {} ({room_bytes} B), the backup needs {} \
+                 ({needed_bytes} B)",
+                n.node,
+                human_bytes(*total_bytes),
+                human_bytes(*used_bytes),
+                human_signed(*room_bytes),
+                human_bytes(*needed_bytes)
             )),
             _ => None,
         })

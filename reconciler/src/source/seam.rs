@@ -85,3 +85,16 @@ pub(crate) fn is_policy_path(relative: &str) -> bool {
     let hidden = relative.split('/').any(|part| part.starts_with('.'));
     !hidden && (relative.ends_with(".yaml") || relative.ends_with(".yml"))
 }
+
+/// A boxed source is a source, so callers can pick one at run time.
+impl<S: DesiredStateSource + ?Sized> DesiredStateSource for Box<S> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn load(&mut self) -> Result<Revision, SourceError> {
+        (**self).load()
+    }
+    fn changes(&self) -> Result<Changes, SourceError> {
+        (**self).changes()
+    }
+}
