@@ -1,0 +1,201 @@
+//! End-to-end tests of the `tidemark` binary: validate, diff and schema, with their exit
+//! codes and outputs, on the shipped examples and on broken input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+fn tidemark(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(args)
+        .env_remove("TIDEMARK_CONTROL")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run tidemark")
+}
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/policies")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn examples_validate_clean() {
+    let out = tidemark(&["validate", examples().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("valid: 8 document(s) in 7 file(s)"));
+}
+
+#[test]
+fn a_defect_exits_1_and_names_file_and_line() {
+    let dir = TempDir::new().unwrap();
+    copy_dir(&examples(), dir.path());
+    let nightly = dir.path().join("schedules/nightly.yaml");
+    let broken = std::fs::read_to_string(&nightly)
+        .unwrap()
+        .replacen("keepLast: 7", "keepLast: 0", 1);
+    std::fs::write(&nightly, broken).unwrap();
+    let out = tidemark(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("schedules/nightly.yaml:19:15: BackupSchedule \"orders-nightly\": spec.retention.keepLast: keepLast must be at least 1"),
+        "{err}"
+    );
+    let json = tidemark(&["validate", "-o", "json", dir.path().to_str().unwrap()]);
+    assert_eq!(json.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"][0]["line"], 19);
+    assert_eq!(v["errors"][0]["field"], "spec.retention.keepLast");
+}
+
+#[test]
+fn diff_against_an_empty_control_plane_lists_every_schedule() {
+    let control = TempDir::new().unwrap();
+    let out = tidemark(&[
+        "diff",
+        "--policies",
+        examples().to_str().unwrap(),
+        "--control",
+        control.path().to_str().unwrap(),
+        "--now",
+        "2026-03-01T12:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for schedule in ["orders-nightly", "catalog-nightly", "orders-hourly-snapshot"] {
+        assert!(stdout.contains(&format!("+ create schedule {schedule}:")), "{stdout}");
+    }
+    assert!(stdout.contains("next run 2026-03-02 01:00:00 UTC as orders-nightly-20260302T010000Z"), "{stdout}");
+    assert!(stdout.contains("why: new BackupSchedule"), "{stdout}");
+    assert!(stdout.contains("+kind: BackupSchedule"), "document diffs: {stdout}");
+    assert!(!stdout.contains("\x1b["), "no colour when not a terminal");
+
+    let json = tidemark(&[
+        "diff", "-o", "json", "--policies", examples().to_str().unwrap(),
+        "--control", control.path().to_str().unwrap(), "--now", "2026-03-01T12:00:00Z",
+    ]);
+    assert_eq!(json.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("diff -o json parses");
+    assert_eq!(v["changes"], true);
+    let steps = v["plan"]["steps"].as_array().unwrap();
+    let creates: Vec<&str> = steps
+        .iter()
+        .filter(|s| s["action"] == "createSchedule")
+        .map(|s| s["schedule"].as_str().unwrap())
+        .collect();
+    assert_eq!(creates, ["catalog-nightly", "orders-hourly-snapshot", "orders-nightly"]);
+    assert!(steps.iter().all(|s| s["reason"].as_str().is_some_and(|r| !r.is_empty())), "a reason on every step");
+    assert_eq!(v["documents"].as_array().unwrap().len(), 8);
+}
+
+#[test]
+fn diff_after_apply_shows_no_changes_then_an_edit() {
+    let control = TempDir::new().unwrap();
+    let policies = TempDir::new().unwrap();
+    copy_dir(&examples(), policies.path());
+    // Record the examples as applied, as the reconciler does after a successful pass.
+    let revision = {
+        use tidemark_reconciler::source::{DesiredStateSource, DirSource};
+        DirSource::new(policies.path()).load().unwrap()
+    };
+    let v = tidemark_schema::validate::validate_files(&revision.files);
+    let applied = v.state.to_applied(&revision.id, "2026-03-01T00:00:00Z".parse().unwrap());
+    std::fs::create_dir_all(control.path().join("ledger")).unwrap();
+    std::fs::write(
+        control.path().join("ledger/applied.json"),
+        serde_json::to_vec(&applied).unwrap(),
+    )
+    .unwrap();
+    let diff = |now: &str| {
+        tidemark(&[
+            "diff", "--policies", policies.path().to_str().unwrap(),
+            "--control", control.path().to_str().unwrap(), "--now", now,
+        ])
+    };
+    // The restore is still blocked (no backup yet) but that is a note, not a change.
+    let out = diff("2026-03-01T12:00:00Z");
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("No document changes."));
+
+    let nightly = policies.path().join("schedules/nightly.yaml");
+    let edited = std::fs::read_to_string(&nightly).unwrap().replacen("cron: \"0 2 * * *\"", "cron: \"0 3 * * *\"", 1);
+    std::fs::write(&nightly, edited).unwrap();
+    let out = diff("2026-03-01T12:00:00Z");
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("-  cron: 0 2 * * *\n+  cron: 0 3 * * *"), "{stdout}");
+    assert!(stdout.contains("~ update schedule orders-nightly: cron"), "{stdout}");
+}
+
+#[test]
+fn diff_of_an_invalid_revision_exits_1_and_keeps_the_applied_one() {
+    let policies = TempDir::new().unwrap();
+    std::fs::write(policies.path().join("bad.yaml"), "apiVersion: tidemark/v1\nkind: Cluster\n").unwrap();
+    let out = tidemark(&["diff", "--policies", policies.path().to_str().unwrap(), "--control", "/nonexistent/ctl"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.yaml:1:1"), "{err}");
+    assert!(err.contains("keep the last applied revision in force"), "{err}");
+}
+
+#[test]
+fn diff_reads_a_git_repository() {
+    let bare = TempDir::new().unwrap();
+    let work = TempDir::new().unwrap();
+    let cache = TempDir::new().unwrap();
+    let repo = git2::Repository::init(work.path()).unwrap();
+    copy_dir(&examples(), &work.path().join("policies"));
+    let mut index = repo.index().unwrap();
+    index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+    let commit = repo.commit(Some("refs/heads/main"), &sig, &sig, "policies", &tree, &[]).unwrap();
+    git2::Repository::init_bare(bare.path()).unwrap();
+    let mut remote = repo.remote_anonymous(&format!("file://{}", bare.path().display())).unwrap();
+    remote.push(&["refs/heads/main:refs/heads/main"], None).unwrap();
+
+    let out = tidemark(&[
+        "diff", "-o", "json", "--git", bare.path().to_str().unwrap(), "--ref", "main",
+        "--path", "policies", "--cache-dir", cache.path().to_str().unwrap(),
+        "--control", "/nonexistent/ctl",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["revision"], commit.to_string());
+
+    let out = tidemark(&["diff", "--git", bare.path().to_str().unwrap(), "--ref", "nope", "--cache-dir", cache.path().to_str().unwrap(), "--control", "/x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("ref \"nope\" not found"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn usage_errors_exit_64_and_schema_prints_the_checked_in_file() {
+    assert_eq!(tidemark(&["diff", "--policies", "x"]).status.code(), Some(64));
+    assert_eq!(tidemark(&["frobnicate"]).status.code(), Some(64));
+    let out = tidemark(&["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let checked_in = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/json/tidemark-v1.schema.json"),
+    )
+    .unwrap();
+    assert_eq!(text(&out.stdout), checked_in);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
