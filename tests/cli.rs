@@ -35,9 +35,10 @@ fn a_defect_exits_1_and_names_file_and_line() {
     let dir = TempDir::new().unwrap();
     copy_dir(&examples(), dir.path());
     let nightly = dir.path().join("schedules/nightly.yaml");
-    let broken = std::fs::read_to_string(&nightly)
-        .unwrap()
-        .replacen("keepLast: 7", "keepLast: 0", 1);
+    let broken =
+        std::fs::read_to_string(&nightly)
+            .unwrap()
+            .replacen("keepLast: 7", "keepLast: 0", 1);
     std::fs::write(&nightly, broken).unwrap();
     let out = tidemark(&["validate", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -68,17 +69,37 @@ fn diff_against_an_empty_control_plane_lists_every_schedule() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    for schedule in ["orders-nightly", "catalog-nightly", "orders-hourly-snapshot"] {
-        assert!(stdout.contains(&format!("+ create schedule {schedule}:")), "{stdout}");
+    for schedule in [
+        "orders-nightly",
+        "catalog-nightly",
+        "orders-hourly-snapshot",
+    ] {
+        assert!(
+            stdout.contains(&format!("+ create schedule {schedule}:")),
+            "{stdout}"
+        );
     }
-    assert!(stdout.contains("next run 2026-03-02 01:00:00 UTC as orders-nightly-20260302T010000Z"), "{stdout}");
+    assert!(
+        stdout.contains("next run 2026-03-02 01:00:00 UTC as orders-nightly-20260302T010000Z"),
+        "{stdout}"
+    );
     assert!(stdout.contains("why: new BackupSchedule"), "{stdout}");
-    assert!(stdout.contains("+kind: BackupSchedule"), "document diffs: {stdout}");
+    assert!(
+        stdout.contains("+kind: BackupSchedule"),
+        "document diffs: {stdout}"
+    );
     assert!(!stdout.contains("\x1b["), "no colour when not a terminal");
 
     let json = tidemark(&[
-        "diff", "-o", "json", "--policies", examples().to_str().unwrap(),
-        "--control", control.path().to_str().unwrap(), "--now", "2026-03-01T12:00:00Z",
+        "diff",
+        "-o",
+        "json",
+        "--policies",
+        examples().to_str().unwrap(),
+        "--control",
+        control.path().to_str().unwrap(),
+        "--now",
+        "2026-03-01T12:00:00Z",
     ]);
     assert_eq!(json.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("diff -o json parses");
@@ -89,8 +110,20 @@ fn diff_against_an_empty_control_plane_lists_every_schedule() {
         .filter(|s| s["action"] == "createSchedule")
         .map(|s| s["schedule"].as_str().unwrap())
         .collect();
-    assert_eq!(creates, ["catalog-nightly", "orders-hourly-snapshot", "orders-nightly"]);
-    assert!(steps.iter().all(|s| s["reason"].as_str().is_some_and(|r| !r.is_empty())), "a reason on every step");
+    assert_eq!(
+        creates,
+        [
+            "catalog-nightly",
+            "orders-hourly-snapshot",
+            "orders-nightly"
+        ]
+    );
+    assert!(
+        steps
+            .iter()
+            .all(|s| s["reason"].as_str().is_some_and(|r| !r.is_empty())),
+        "a reason on every step"
+    );
     assert_eq!(v["documents"].as_array().unwrap().len(), 8);
 }
 
@@ -105,7 +138,9 @@ fn diff_after_apply_shows_no_changes_then_an_edit() {
         DirSource::new(policies.path()).load().unwrap()
     };
     let v = tidemark_schema::validate::validate_files(&revision.files);
-    let applied = v.state.to_applied(&revision.id, "2026-03-01T00:00:00Z".parse().unwrap());
+    let applied = v
+        .state
+        .to_applied(&revision.id, "2026-03-01T00:00:00Z".parse().unwrap());
     std::fs::create_dir_all(control.path().join("ledger")).unwrap();
     std::fs::write(
         control.path().join("ledger/applied.json"),
@@ -114,34 +149,68 @@ fn diff_after_apply_shows_no_changes_then_an_edit() {
     .unwrap();
     let diff = |now: &str| {
         tidemark(&[
-            "diff", "--policies", policies.path().to_str().unwrap(),
-            "--control", control.path().to_str().unwrap(), "--now", now,
+            "diff",
+            "--policies",
+            policies.path().to_str().unwrap(),
+            "--control",
+            control.path().to_str().unwrap(),
+            "--now",
+            now,
         ])
     };
     // The restore is still blocked (no backup yet) but that is a note, not a change.
     let out = diff("2026-03-01T12:00:00Z");
-    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert!(text(&out.stdout).contains("No document changes."));
 
     let nightly = policies.path().join("schedules/nightly.yaml");
-    let edited = std::fs::read_to_string(&nightly).unwrap().replacen("cron: \"0 2 * * *\"", "cron: \"0 3 * * *\"", 1);
+    let edited = std::fs::read_to_string(&nightly).unwrap().replacen(
+        "cron: \"0 2 * * *\"",
+        "cron: \"0 3 * * *\"",
+        1,
+    );
     std::fs::write(&nightly, edited).unwrap();
     let out = diff("2026-03-01T12:00:00Z");
     assert_eq!(out.status.code(), Some(2));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("-  cron: 0 2 * * *\n+  cron: 0 3 * * *"), "{stdout}");
-    assert!(stdout.contains("~ update schedule orders-nightly: cron"), "{stdout}");
+    assert!(
+        stdout.contains("-  cron: 0 2 * * *\n+  cron: 0 3 * * *"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("~ update schedule orders-nightly: cron"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn diff_of_an_invalid_revision_exits_1_and_keeps_the_applied_one() {
     let policies = TempDir::new().unwrap();
-    std::fs::write(policies.path().join("bad.yaml"), "apiVersion: tidemark/v1\nkind: Cluster\n").unwrap();
-    let out = tidemark(&["diff", "--policies", policies.path().to_str().unwrap(), "--control", "/nonexistent/ctl"]);
+    std::fs::write(
+        policies.path().join("bad.yaml"),
+        "apiVersion: tidemark/v1\nkind: Cluster\n",
+    )
+    .unwrap();
+    let out = tidemark(&[
+        "diff",
+        "--policies",
+        policies.path().to_str().unwrap(),
+        "--control",
+        "/nonexistent/ctl",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("bad.yaml:1:1"), "{err}");
-    assert!(err.contains("keep the last applied revision in force"), "{err}");
+    assert!(
+        err.contains("keep the last applied revision in force"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -152,31 +221,66 @@ fn diff_reads_a_git_repository() {
     let repo = git2::Repository::init(work.path()).unwrap();
     copy_dir(&examples(), &work.path().join("policies"));
     let mut index = repo.index().unwrap();
-    index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+    index
+        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .unwrap();
     let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
     let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
-    let commit = repo.commit(Some("refs/heads/main"), &sig, &sig, "policies", &tree, &[]).unwrap();
+    let commit = repo
+        .commit(Some("refs/heads/main"), &sig, &sig, "policies", &tree, &[])
+        .unwrap();
     git2::Repository::init_bare(bare.path()).unwrap();
-    let mut remote = repo.remote_anonymous(&format!("file://{}", bare.path().display())).unwrap();
-    remote.push(&["refs/heads/main:refs/heads/main"], None).unwrap();
+    let mut remote = repo
+        .remote_anonymous(&format!("file://{}", bare.path().display()))
+        .unwrap();
+    remote
+        .push(&["refs/heads/main:refs/heads/main"], None)
+        .unwrap();
 
     let out = tidemark(&[
-        "diff", "-o", "json", "--git", bare.path().to_str().unwrap(), "--ref", "main",
-        "--path", "policies", "--cache-dir", cache.path().to_str().unwrap(),
-        "--control", "/nonexistent/ctl",
+        "diff",
+        "-o",
+        "json",
+        "--git",
+        bare.path().to_str().unwrap(),
+        "--ref",
+        "main",
+        "--path",
+        "policies",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--control",
+        "/nonexistent/ctl",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["revision"], commit.to_string());
 
-    let out = tidemark(&["diff", "--git", bare.path().to_str().unwrap(), "--ref", "nope", "--cache-dir", cache.path().to_str().unwrap(), "--control", "/x"]);
+    let out = tidemark(&[
+        "diff",
+        "--git",
+        bare.path().to_str().unwrap(),
+        "--ref",
+        "nope",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--control",
+        "/x",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("ref \"nope\" not found"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ref \"nope\" not found"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn usage_errors_exit_64_and_schema_prints_the_checked_in_file() {
-    assert_eq!(tidemark(&["diff", "--policies", "x"]).status.code(), Some(64));
+    assert_eq!(
+        tidemark(&["diff", "--policies", "x"]).status.code(),
+        Some(64)
+    );
     assert_eq!(tidemark(&["frobnicate"]).status.code(), Some(64));
     let out = tidemark(&["schema"]);
     assert_eq!(out.status.code(), Some(0));

@@ -57,7 +57,8 @@ fn check_case(case: &Path) -> Vec<String> {
     }
     if case.join("applied").is_dir() {
         let applied = load_state(&case.join("applied"));
-        observed.applied = Some(applied.to_applied("applied-revision", "2026-03-01T00:00:00Z".parse().unwrap()));
+        observed.applied =
+            Some(applied.to_applied("applied-revision", "2026-03-01T00:00:00Z".parse().unwrap()));
     }
     let p = plan(&desired, &observed, now);
     let text = render_plan(&p);
@@ -91,7 +92,11 @@ fn golden_plans() {
         .filter(|p| p.is_dir())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 5, "expected the golden cases in {}", root.display());
+    assert!(
+        cases.len() >= 5,
+        "expected the golden cases in {}",
+        root.display()
+    );
     let failures: Vec<String> = cases.iter().flat_map(|c| check_case(c)).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -12,7 +12,8 @@ use tidemark_reconciler::source::{
 };
 
 const CLUSTER: &str = "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: prod\nspec:\n  replicaSets:\n    - name: rs0\n      members: [\"db1:27017\"]\n";
-const STORAGE: &str = "apiVersion: tidemark/v1\nkind: BackupStorage\nmetadata:\n  name: s3\nspec:\n  url: s3://b/p\n";
+const STORAGE: &str =
+    "apiVersion: tidemark/v1\nkind: BackupStorage\nmetadata:\n  name: s3\nspec:\n  url: s3://b/p\n";
 
 /// A place that can publish revisions and a source that reads them.
 trait Fixture {
@@ -75,7 +76,8 @@ impl GitFixture {
 /// Writes a tree holding `files` (paths relative to this tree) and returns its id.
 fn write_tree(repo: &Repository, files: &[(String, Vec<u8>)]) -> git2::Oid {
     let mut builder = repo.treebuilder(None).unwrap();
-    let mut subdirs: std::collections::BTreeMap<String, Vec<(String, Vec<u8>)>> = Default::default();
+    let mut subdirs: std::collections::BTreeMap<String, Vec<(String, Vec<u8>)>> =
+        Default::default();
     for (path, bytes) in files {
         match path.split_once('/') {
             Some((dir, rest)) => subdirs
@@ -101,16 +103,25 @@ fn commit(repo_path: &Path, branch: &str, files: &[(String, Vec<u8>)], message: 
     let tree = repo.find_tree(write_tree(&repo, files)).unwrap();
     let sig = Signature::now("test", "test@example.invalid").unwrap();
     let refname = format!("refs/heads/{branch}");
-    let parent = repo.find_reference(&refname).ok().and_then(|r| r.peel_to_commit().ok());
+    let parent = repo
+        .find_reference(&refname)
+        .ok()
+        .and_then(|r| r.peel_to_commit().ok());
     let parents: Vec<&git2::Commit> = parent.iter().collect();
-    let oid = repo.commit(Some(&refname), &sig, &sig, message, &tree, &parents).unwrap();
+    let oid = repo
+        .commit(Some(&refname), &sig, &sig, message, &tree, &parents)
+        .unwrap();
     repo.set_head(&refname).unwrap();
     oid
 }
 
 impl Fixture for GitFixture {
     fn publish(&mut self, files: &[(&str, &str)]) {
-        let prefix = if self.subdir.is_empty() { String::new() } else { format!("{}/", self.subdir) };
+        let prefix = if self.subdir.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.subdir)
+        };
         let mut all: Vec<(String, Vec<u8>)> = files
             .iter()
             .map(|(p, t)| (format!("{prefix}{p}"), t.as_bytes().to_vec()))
@@ -138,7 +149,9 @@ impl Fixture for GitFixture {
 
 fn fixtures() -> Vec<Box<dyn Fixture>> {
     vec![
-        Box::new(DirFixture { dir: TempDir::new().unwrap() }),
+        Box::new(DirFixture {
+            dir: TempDir::new().unwrap(),
+        }),
         Box::new(GitFixture::new("")),
         Box::new(GitFixture::new("policies/prod")),
     ]
@@ -183,7 +196,11 @@ fn signals_changes() {
         // Let the watcher settle, then change a file: a real notify event (or a git poll).
         std::thread::sleep(Duration::from_millis(200));
         f.publish(&[("c.yaml", CLUSTER), ("s.yaml", STORAGE)]);
-        assert!(changes.wait(Duration::from_secs(10)), "{}: no change signalled", f.name());
+        assert!(
+            changes.wait(Duration::from_secs(10)),
+            "{}: no change signalled",
+            f.name()
+        );
     }
 }
 
@@ -196,13 +213,24 @@ fn an_invalid_revision_keeps_the_last_good_one_in_force() {
             PollOutcome::Applied { revision } => revision,
             other => panic!("{}: {other:?}", f.name()),
         };
-        assert!(matches!(follower.poll(), PollOutcome::Unchanged), "{}", f.name());
+        assert!(
+            matches!(follower.poll(), PollOutcome::Unchanged),
+            "{}",
+            f.name()
+        );
         // A commit that breaks validation: an unknown field.
-        f.publish(&[("c.yaml", &CLUSTER.replace("replicaSets", "replicaSet")), ("s.yaml", STORAGE)]);
+        f.publish(&[
+            ("c.yaml", &CLUSTER.replace("replicaSets", "replicaSet")),
+            ("s.yaml", STORAGE),
+        ]);
         match follower.poll() {
             PollOutcome::Rejected { revision, errors } => {
                 assert_ne!(revision, good);
-                assert!(errors[0].to_string().contains("c.yaml:6:"), "{}: {errors:?}", f.name());
+                assert!(
+                    errors[0].to_string().contains("c.yaml:6:"),
+                    "{}: {errors:?}",
+                    f.name()
+                );
             }
             other => panic!("{}: {other:?}", f.name()),
         }
@@ -211,7 +239,11 @@ fn an_invalid_revision_keeps_the_last_good_one_in_force() {
         assert_eq!(state.documents.len(), 2);
         // Fixing it applies the fix.
         f.publish(&[("c.yaml", CLUSTER)]);
-        assert!(matches!(follower.poll(), PollOutcome::Applied { .. }), "{}", f.name());
+        assert!(
+            matches!(follower.poll(), PollOutcome::Applied { .. }),
+            "{}",
+            f.name()
+        );
         assert_eq!(follower.current().unwrap().1.documents.len(), 1);
     }
 }
@@ -239,7 +271,12 @@ fn git_source_follows_new_commits_and_reports_the_sha() {
 #[test]
 fn git_errors_are_clear() {
     let f = GitFixture::new("");
-    commit(f.bare.path(), "main", &[("c.yaml".into(), CLUSTER.as_bytes().to_vec())], "one");
+    commit(
+        f.bare.path(),
+        "main",
+        &[("c.yaml".into(), CLUSTER.as_bytes().to_vec())],
+        "one",
+    );
     let opts = |url: String, reference: Option<&str>, path: Option<&str>| GitOptions {
         url,
         reference: reference.map(str::to_string),
@@ -247,23 +284,40 @@ fn git_errors_are_clear() {
         interval: Duration::from_secs(60),
         cache_dir: f.cache.path().to_path_buf(),
     };
-    let err = GitSource::new(opts(f.url(), Some("release-9"), None)).unwrap().load().unwrap_err();
+    let err = GitSource::new(opts(f.url(), Some("release-9"), None))
+        .unwrap()
+        .load()
+        .unwrap_err();
     assert!(matches!(err, SourceError::RefNotFound { .. }), "{err}");
-    assert!(err.to_string().contains("ref \"release-9\" not found"), "{err}");
+    assert!(
+        err.to_string().contains("ref \"release-9\" not found"),
+        "{err}"
+    );
     assert!(err.to_string().contains("main"), "lists known refs: {err}");
 
-    let err = GitSource::new(opts(f.url(), None, Some("nope"))).unwrap().load().unwrap_err();
+    let err = GitSource::new(opts(f.url(), None, Some("nope")))
+        .unwrap()
+        .load()
+        .unwrap_err();
     assert!(err.to_string().contains("path \"nope\" not found"), "{err}");
 
-    let err = GitSource::new(opts("ftp://example.invalid/repo".into(), None, None)).err().unwrap();
-    assert!(err.to_string().contains("scheme \"ftp\" is not supported"), "{err}");
+    let err = GitSource::new(opts("ftp://example.invalid/repo".into(), None, None))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("scheme \"ftp\" is not supported"),
+        "{err}"
+    );
 
     let missing = PathBuf::from(f.bare.path()).join("no-such-repo");
     let err = GitSource::new(opts(format!("file://{}", missing.display()), None, None))
         .unwrap()
         .load()
         .unwrap_err();
-    assert!(err.to_string().contains("no-such-repo"), "names the URL: {err}");
+    assert!(
+        err.to_string().contains("no-such-repo"),
+        "names the URL: {err}"
+    );
 }
 
 #[test]
@@ -273,11 +327,33 @@ fn a_broken_commit_is_reported_not_applied() {
     let mut follower = Follower::new(f.source());
     assert!(matches!(follower.poll(), PollOutcome::Applied { .. }));
     // A new commit whose policy blob is missing from the object database.
-    let oid = commit(f.bare.path(), "main", &[("c.yaml".into(), b"apiVersion: tidemark/v1\n# broken\n".to_vec())], "two");
+    let oid = commit(
+        f.bare.path(),
+        "main",
+        &[(
+            "c.yaml".into(),
+            b"apiVersion: tidemark/v1\n# broken\n".to_vec(),
+        )],
+        "two",
+    );
     let repo = Repository::open_bare(f.bare.path()).unwrap();
-    let blob = repo.find_commit(oid).unwrap().tree().unwrap().get_name("c.yaml").unwrap().id();
+    let blob = repo
+        .find_commit(oid)
+        .unwrap()
+        .tree()
+        .unwrap()
+        .get_name("c.yaml")
+        .unwrap()
+        .id();
     let hex = blob.to_string();
-    std::fs::remove_file(f.bare.path().join("objects").join(&hex[..2]).join(&hex[2..])).unwrap();
+    std::fs::remove_file(
+        f.bare
+            .path()
+            .join("objects")
+            .join(&hex[..2])
+            .join(&hex[2..]),
+    )
+    .unwrap();
     match follower.poll() {
         PollOutcome::SourceFailed(e) => {
             let text = e.to_string();
@@ -285,5 +361,9 @@ fn a_broken_commit_is_reported_not_applied() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(follower.current().unwrap().1.documents.len(), 1, "last good state stays");
+    assert_eq!(
+        follower.current().unwrap().1.documents.len(),
+        1,
+        "last good state stays"
+    );
 }

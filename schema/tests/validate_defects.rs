@@ -97,7 +97,11 @@ fn defects() -> Vec<Defect> {
         Defect {
             what: "duplicate key",
             file: "d-dupkey.yaml",
-            content: replace(&schedule("d-dupkey"), "  type: physical\n", "  type: physical\n  type: external\n"),
+            content: replace(
+                &schedule("d-dupkey"),
+                "  type: physical\n",
+                "  type: physical\n  type: external\n",
+            ),
             line: 9,
             says: &["duplicate", "type"],
         },
@@ -111,7 +115,11 @@ fn defects() -> Vec<Defect> {
         Defect {
             what: "wrong type",
             file: "d-type.yaml",
-            content: replace(&restore("d-type"), "fallbackEnabled: true", "fallbackEnabled: [yes]"),
+            content: replace(
+                &restore("d-type"),
+                "fallbackEnabled: true",
+                "fallbackEnabled: [yes]",
+            ),
             line: 9,
             says: &["fallbackEnabled", "expected true or false, found a list"],
         },
@@ -127,7 +135,10 @@ fn defects() -> Vec<Defect> {
             file: "d-api.yaml",
             content: replace(&cluster("d-api"), "tidemark/v1", "tidemark/v2"),
             line: 1,
-            says: &["apiVersion", "must be \"tidemark/v1\", found \"tidemark/v2\""],
+            says: &[
+                "apiVersion",
+                "must be \"tidemark/v1\", found \"tidemark/v2\"",
+            ],
         },
         Defect {
             what: "invalid cron",
@@ -160,7 +171,11 @@ fn defects() -> Vec<Defect> {
         Defect {
             what: "reference to a missing schedule",
             file: "d-refschedule.yaml",
-            content: replace(&restore("d-refschedule"), "latestOf: nightly", "latestOf: weekly"),
+            content: replace(
+                &restore("d-refschedule"),
+                "latestOf: nightly",
+                "latestOf: weekly",
+            ),
             line: 8,
             says: &["BackupSchedule \"weekly\" does not exist"],
         },
@@ -185,7 +200,11 @@ fn defects() -> Vec<Defect> {
         Defect {
             what: "both backup and latestOf",
             file: "d-bothsources.yaml",
-            content: replace(&restore("d-bothsources"), "latestOf: nightly", "latestOf: nightly\n    backup: b1"),
+            content: replace(
+                &restore("d-bothsources"),
+                "latestOf: nightly",
+                "latestOf: nightly\n    backup: b1",
+            ),
             line: 8,
             says: &["either backup or latestOf, not both"],
         },
@@ -199,14 +218,22 @@ fn defects() -> Vec<Defect> {
         Defect {
             what: "bad storage URL scheme",
             file: "d-scheme.yaml",
-            content: replace(&storage("d-scheme"), "s3://bucket/prefix", "ftp://bucket/prefix"),
+            content: replace(
+                &storage("d-scheme"),
+                "s3://bucket/prefix",
+                "ftp://bucket/prefix",
+            ),
             line: 6,
             says: &["scheme \"ftp\" is not supported"],
         },
         Defect {
             what: "inline credentials",
             file: "d-creds.yaml",
-            content: replace(&storage("d-creds"), "region: eu-west-1", "region: eu-west-1\n    secret_access_key: abc"),
+            content: replace(
+                &storage("d-creds"),
+                "region: eu-west-1",
+                "region: eu-west-1\n    secret_access_key: abc",
+            ),
             line: 9,
             says: &["\"secret_access_key\" looks like a credential"],
         },
@@ -227,7 +254,8 @@ fn defects() -> Vec<Defect> {
         Defect {
             what: "unknown kind",
             file: "d-kind.yaml",
-            content: b"apiVersion: tidemark/v1\nkind: Clustr\nmetadata: {name: x}\nspec: {}\n".to_vec(),
+            content: b"apiVersion: tidemark/v1\nkind: Clustr\nmetadata: {name: x}\nspec: {}\n"
+                .to_vec(),
             line: 2,
             says: &["\"Clustr\" is not a known kind", "did you mean \"Cluster\""],
         },
@@ -276,7 +304,10 @@ fn each_defect_alone_is_reported_with_file_and_line() {
             failures.push(format!("{}: accepted", d.what));
         } else if find(&v.errors, &d).is_none() {
             let got: Vec<String> = v.errors.iter().map(ToString::to_string).collect();
-            failures.push(format!("{}: expected {}:{} saying {:?}, got {got:#?}", d.what, d.file, d.line, d.says));
+            failures.push(format!(
+                "{}: expected {}:{} saying {:?}, got {got:#?}",
+                d.what, d.file, d.line, d.says
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -291,10 +322,22 @@ fn all_defects_together_are_all_reported_in_one_run() {
         bytes: d.content.clone(),
     }));
     let v = validate_files(&files);
-    let missing: Vec<&str> = all.iter().filter(|d| find(&v.errors, d).is_none()).map(|d| d.what).collect();
-    assert!(missing.is_empty(), "missing {missing:?} from {:#?}", v.errors);
+    let missing: Vec<&str> = all
+        .iter()
+        .filter(|d| find(&v.errors, d).is_none())
+        .map(|d| d.what)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?} from {:#?}",
+        v.errors
+    );
     // Nothing else: the base set contributes no errors, each defect exactly its own.
-    assert!(v.errors.iter().all(|e| e.file.starts_with("d-")), "{:#?}", v.errors);
+    assert!(
+        v.errors.iter().all(|e| e.file.starts_with("d-")),
+        "{:#?}",
+        v.errors
+    );
 }
 
 #[test]
@@ -310,14 +353,25 @@ fn several_errors_in_one_document_are_all_reported() {
     let text: Vec<String> = v.errors.iter().map(ToString::to_string).collect();
     let all = text.join("\n");
     assert!(all.contains("unknown field \"timeZone\""), "{all}");
-    assert!(all.contains("keepLast: expected an integer, found \"many\""), "{all}");
-    assert!(all.contains("\"incremental\" is not one of physical, external"), "{all}");
-    assert!(all.contains("BackupSchedule \"nightly\""), "errors name the document: {all}");
+    assert!(
+        all.contains("keepLast: expected an integer, found \"many\""),
+        "{all}"
+    );
+    assert!(
+        all.contains("\"incremental\" is not one of physical, external"),
+        "{all}"
+    );
+    assert!(
+        all.contains("BackupSchedule \"nightly\""),
+        "errors name the document: {all}"
+    );
 }
 
 #[test]
 fn a_billion_laughs_fails_fast_in_bounded_memory() {
-    let mut bomb = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
     let mut prev = 'a';
     for name in 'b'..='j' {
         bomb.push_str(&format!(

@@ -47,7 +47,12 @@ pub struct ValidateArgs {
 #[derive(Args, Debug)]
 pub struct SourceArgs {
     /// A directory of YAML files.
-    #[arg(long, env = "TIDEMARK_POLICIES", conflicts_with = "git", required_unless_present = "git")]
+    #[arg(
+        long,
+        env = "TIDEMARK_POLICIES",
+        conflicts_with = "git",
+        required_unless_present = "git"
+    )]
     pub policies: Option<PathBuf>,
     /// A git repository: https, ssh, file:// URL or a local path.
     #[arg(long, env = "TIDEMARK_GIT")]

@@ -8,9 +8,7 @@ use anyhow::Context;
 use tidemark_reconciler::control::{observe, open_control};
 use tidemark_reconciler::plan::{plan, render_plan};
 use tidemark_reconciler::preview::{Change, colorize, document_diffs};
-use tidemark_reconciler::source::{
-    DesiredStateSource, DirSource, GitOptions, GitSource, Revision,
-};
+use tidemark_reconciler::source::{DesiredStateSource, DirSource, GitOptions, GitSource, Revision};
 use tidemark_schema::validate::validate_files;
 
 use super::args::{DiffArgs, OutputFormat, SourceArgs};

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::de::DeserializeOwned;
 use tidemark_schema::control::{
     AGENTS_PREFIX, APPLIED_KEY, ATTEMPTED_KEY, AppliedRevision, AttemptedRevision, BackupRecord,
@@ -50,9 +50,9 @@ pub async fn observe(control: &ControlStore) -> Result<ObservedState, ControlErr
         .backups
         .sort_by(|a, b| (a.started_at, &a.name).cmp(&(b.started_at, &b.name)));
     observed.heartbeats = reader.all(AGENTS_PREFIX).await?;
-    observed
-        .heartbeats
-        .sort_by(|a, b| (&a.cluster, &a.replica_set, &a.node).cmp(&(&b.cluster, &b.replica_set, &b.node)));
+    observed.heartbeats.sort_by(|a, b| {
+        (&a.cluster, &a.replica_set, &a.node).cmp(&(&b.cluster, &b.replica_set, &b.node))
+    });
     Ok(observed)
 }
 
@@ -90,7 +90,12 @@ impl Reader<'_> {
             prefix: prefix.to_string(),
             source,
         };
-        let metas: Vec<_> = match self.store.list(Some(&Path::from(prefix))).try_collect().await {
+        let metas: Vec<_> = match self
+            .store
+            .list(Some(&Path::from(prefix)))
+            .try_collect()
+            .await
+        {
             Ok(m) => m,
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(list_err(e)),

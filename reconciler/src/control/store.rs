@@ -36,7 +36,8 @@ pub fn open_control(url: &str) -> Result<ControlStore, ControlError> {
             } else if !path.is_dir() {
                 return Err(bad(format!("{} is not a directory", path.display())));
             } else {
-                let local = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?;
+                let local =
+                    LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?;
                 Some(Arc::new(local))
             }
         }

@@ -52,7 +52,9 @@ pub enum Action {
         next_run: Option<DateTime<Utc>>,
     },
     #[serde(rename_all = "camelCase")]
-    SuspendSchedule { schedule: String },
+    SuspendSchedule {
+        schedule: String,
+    },
     #[serde(rename_all = "camelCase")]
     ResumeSchedule {
         schedule: String,
@@ -90,7 +92,10 @@ pub enum Action {
         started_at: DateTime<Utc>,
     },
     #[serde(rename_all = "camelCase")]
-    Blocked { kind: String, name: String },
+    Blocked {
+        kind: String,
+        name: String,
+    },
 }
 
 impl Action {

@@ -54,7 +54,10 @@ pub fn choose_node(
             continue;
         };
         let why_not = if !is_alive(hb, now) {
-            Some(format!("last heartbeat {}s ago", (now - hb.at).num_seconds()))
+            Some(format!(
+                "last heartbeat {}s ago",
+                (now - hb.at).num_seconds()
+            ))
         } else if !hb.healthy {
             Some("agent unhealthy".to_string())
         } else if hb.arbiter {
@@ -64,7 +67,10 @@ pub fn choose_node(
         } else if hb.role != "PRIMARY" && hb.role != "SECONDARY" {
             Some(format!("state {}", hb.role))
         } else if hb.lag_seconds >= BACKUP_MAX_LAG_SECONDS {
-            Some(format!("replication lag {:.0}s >= {BACKUP_MAX_LAG_SECONDS:.0}s", hb.lag_seconds))
+            Some(format!(
+                "replication lag {:.0}s >= {BACKUP_MAX_LAG_SECONDS:.0}s",
+                hb.lag_seconds
+            ))
         } else if !hb.backup_cursor {
             Some(format!("{} mongod has no $backupCursor", hb.flavor))
         } else {
@@ -92,7 +98,10 @@ pub fn choose_node(
             reason: if rejected.is_empty() {
                 format!("highest score: {basis}")
             } else {
-                format!("highest score: {basis}; not eligible: {}", rejected.join("; "))
+                format!(
+                    "highest score: {basis}; not eligible: {}",
+                    rejected.join("; ")
+                )
             },
         }),
         None => Err(format!(

@@ -84,7 +84,11 @@ fn plan_schedules(
             continue;
         };
         let changed = changed_fields(old, spec);
-        let other: Vec<String> = changed.iter().filter(|f| *f != "suspend").cloned().collect();
+        let other: Vec<String> = changed
+            .iter()
+            .filter(|f| *f != "suspend")
+            .cloned()
+            .collect();
         if !other.is_empty() {
             steps.push(step(
                 Action::UpdateSchedule {
@@ -197,7 +201,9 @@ fn plan_backups(
             steps.push(blocked(
                 Kind::Backup,
                 name,
-                format!("a backup named {name:?} already exists in the catalog; choose another name"),
+                format!(
+                    "a backup named {name:?} already exists in the catalog; choose another name"
+                ),
             ));
             continue;
         }
@@ -240,7 +246,14 @@ fn plan_restores(
         let Some(cluster) = desired.cluster(&spec.cluster) else {
             continue;
         };
-        match plan_restore(name, spec, cluster, &observed.backups, &observed.heartbeats, now) {
+        match plan_restore(
+            name,
+            spec,
+            cluster,
+            &observed.backups,
+            &observed.heartbeats,
+            now,
+        ) {
             Ok(p) => {
                 let reason = format!(
                     "new one-shot Restore of backup {:?}: it stops {} node(s) and replaces \

@@ -23,11 +23,17 @@ pub fn human_bytes(n: u64) -> String {
 /// Like [`human_bytes`], for the signed fallback room (negative on an over-85 % disk).
 pub fn human_signed(n: i128) -> String {
     let magnitude = human_bytes(n.unsigned_abs().min(u64::MAX as u128) as u64);
-    if n < 0 { format!("-{magnitude}") } else { magnitude }
+    if n < 0 {
+        format!("-{magnitude}")
+    } else {
+        magnitude
+    }
 }
 
 fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
-    t.map_or("never".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+    t.map_or("never".to_string(), |t| {
+        t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    })
 }
 
 pub fn render_plan(plan: &Plan) -> String {
@@ -150,7 +156,11 @@ fn restore_details(out: &mut String, r: &RestorePlan) {
         out,
         "    fallback {}, partly-done results {}",
         if r.fallback_enabled { "on" } else { "off" },
-        if r.allow_partly_done { "accepted" } else { "rolled back" }
+        if r.allow_partly_done {
+            "accepted"
+        } else {
+            "rolled back"
+        }
     );
     let _ = writeln!(out, "    nodes stopped, in order:");
     for n in &r.nodes {

@@ -136,7 +136,8 @@ pub fn plan_restore(
     let mut post_restore = Vec::new();
     if let Some(p) = &spec.post_restore {
         if p.start_nodes {
-            post_restore.push("start every node as a replica-set member and wait for a healthy set".into());
+            post_restore
+                .push("start every node as a replica-set member and wait for a healthy set".into());
         }
         if let Some(s) = &p.fresh_backup {
             post_restore.push(format!("take a fresh base backup with schedule {s:?}"));

@@ -44,7 +44,10 @@ pub fn decide(
                 reasons.push("newest good backup of the schedule: never deleted".to_string());
             }
             if i < keep_last {
-                reasons.push(format!("one of the {keep_last} newest (keepLast): #{}", i + 1));
+                reasons.push(format!(
+                    "one of the {keep_last} newest (keepLast): #{}",
+                    i + 1
+                ));
             }
             if let Some(m) = &max_age
                 && age.to_std().map_or(true, |a| a < m.duration)

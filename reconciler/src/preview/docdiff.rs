@@ -27,7 +27,10 @@ pub struct DocumentDiff {
 }
 
 /// Diffs of every document that was added, changed or removed, in kind/name order.
-pub fn document_diffs(desired: &DesiredState, applied: Option<&AppliedRevision>) -> Vec<DocumentDiff> {
+pub fn document_diffs(
+    desired: &DesiredState,
+    applied: Option<&AppliedRevision>,
+) -> Vec<DocumentDiff> {
     let old: BTreeMap<(String, String), (&str, &str)> = applied
         .into_iter()
         .flat_map(|a| a.documents.iter())

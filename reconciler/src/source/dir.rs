@@ -81,7 +81,10 @@ pub(crate) fn content_hash(files: &[SourceFile]) -> String {
     let digest = h.finalize();
     format!(
         "sha256:{}",
-        digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     )
 }
 

@@ -56,7 +56,8 @@ impl GitSource {
         if dir.join("HEAD").exists() {
             return Repository::open_bare(&dir).map_err(|e| self.err(e));
         }
-        std::fs::create_dir_all(&dir).map_err(|e| self.err(format!("cache {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| self.err(format!("cache {}: {e}", dir.display())))?;
         Repository::init_bare(&dir).map_err(|e| self.err(e))
     }
 
@@ -87,13 +88,18 @@ impl GitSource {
                 None,
             )
             .map_err(|e| self.err(e.message()))?;
-        Ok(remote
-            .default_branch()
-            .ok()
-            .and_then(|b| b.as_str().ok().map(|s| s.trim_start_matches("refs/heads/").to_string())))
+        Ok(remote.default_branch().ok().and_then(|b| {
+            b.as_str()
+                .ok()
+                .map(|s| s.trim_start_matches("refs/heads/").to_string())
+        }))
     }
 
-    fn resolve(&self, repo: &Repository, default_branch: Option<String>) -> Result<git2::Oid, SourceError> {
+    fn resolve(
+        &self,
+        repo: &Repository,
+        default_branch: Option<String>,
+    ) -> Result<git2::Oid, SourceError> {
         let wanted = self
             .options
             .reference
@@ -116,7 +122,11 @@ impl GitSource {
             .references()
             .map(|refs| {
                 refs.flatten()
-                    .filter_map(|r| r.shorthand().ok().map(|s| s.trim_start_matches("origin/").to_string()))
+                    .filter_map(|r| {
+                        r.shorthand()
+                            .ok()
+                            .map(|s| s.trim_start_matches("origin/").to_string())
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -131,7 +141,11 @@ impl GitSource {
         })
     }
 
-    fn read_commit(&self, repo: &Repository, oid: git2::Oid) -> Result<Vec<SourceFile>, SourceError> {
+    fn read_commit(
+        &self,
+        repo: &Repository,
+        oid: git2::Oid,
+    ) -> Result<Vec<SourceFile>, SourceError> {
         let commit_id = oid.to_string();
         let broken = |e: git2::Error| SourceError::BrokenCommit {
             url: self.options.url.clone(),
@@ -147,11 +161,13 @@ impl GitSource {
             .map(|p| p.trim_matches('/'))
             .filter(|p| !p.is_empty() && *p != ".");
         if let Some(sub) = subdir {
-            let entry = tree.get_path(Path::new(sub)).map_err(|_| SourceError::PathNotFound {
-                url: self.options.url.clone(),
-                path: sub.to_string(),
-                commit: commit_id.clone(),
-            })?;
+            let entry = tree
+                .get_path(Path::new(sub))
+                .map_err(|_| SourceError::PathNotFound {
+                    url: self.options.url.clone(),
+                    path: sub.to_string(),
+                    commit: commit_id.clone(),
+                })?;
             if entry.kind() != Some(ObjectType::Tree) {
                 return Err(SourceError::PathNotFound {
                     url: self.options.url.clone(),

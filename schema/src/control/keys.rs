@@ -24,7 +24,10 @@ pub fn node_key_part(node: &str) -> String {
 }
 
 pub fn heartbeat_key(cluster: &str, rs: &str, node: &str) -> String {
-    format!("{AGENTS_PREFIX}/{cluster}/{rs}/{}.json", node_key_part(node))
+    format!(
+        "{AGENTS_PREFIX}/{cluster}/{rs}/{}.json",
+        node_key_part(node)
+    )
 }
 
 pub fn op_key(op_id: &str) -> String {
@@ -32,7 +35,10 @@ pub fn op_key(op_id: &str) -> String {
 }
 
 pub fn phase_key(op_id: &str, rs: &str, node: &str, phase: &str) -> String {
-    format!("{OPS_PREFIX}/{op_id}/{rs}/{}.{phase}.json", node_key_part(node))
+    format!(
+        "{OPS_PREFIX}/{op_id}/{rs}/{}.{phase}.json",
+        node_key_part(node)
+    )
 }
 
 pub fn result_key(op_id: &str) -> String {

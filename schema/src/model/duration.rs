@@ -60,9 +60,15 @@ mod tests {
 
     #[test]
     fn parses_common_forms() {
-        assert_eq!(parse_max_age("30d").unwrap().duration.as_secs(), 30 * 86_400);
+        assert_eq!(
+            parse_max_age("30d").unwrap().duration.as_secs(),
+            30 * 86_400
+        );
         assert_eq!(parse_max_age("12h").unwrap().duration.as_secs(), 12 * 3600);
-        assert_eq!(parse_max_age("1w2d").unwrap().duration.as_secs(), 9 * 86_400);
+        assert_eq!(
+            parse_max_age("1w2d").unwrap().duration.as_secs(),
+            9 * 86_400
+        );
     }
 
     #[test]

@@ -112,7 +112,10 @@ pub fn name_problem(name: &str) -> Option<String> {
         return Some("must not be empty".into());
     }
     if name.len() > 63 {
-        return Some(format!("is {} characters long; at most 63 are allowed", name.len()));
+        return Some(format!(
+            "is {} characters long; at most 63 are allowed",
+            name.len()
+        ));
     }
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
     if let Some(c) = name.chars().find(|c| !ok_char(*c)) {

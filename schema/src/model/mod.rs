@@ -10,12 +10,12 @@ mod storage;
 
 pub use backup::BackupSpec;
 pub use cluster::{ClusterSpec, ReplicaSetSpec};
-pub use duration::{parse_max_age, MaxAge};
-pub use meta::{name_problem, ApiVersion, Kind, Metadata, Object, Resource, API_VERSION};
+pub use duration::{MaxAge, parse_max_age};
+pub use meta::{API_VERSION, ApiVersion, Kind, Metadata, Object, Resource, name_problem};
 pub use restore::{PostRestore, RestoreSource, RestoreSpec};
 pub use schedule::{
-    parse_cron, parse_timezone, scheduled_backup_name, BackupScheduleSpec, BackupType, Retention,
+    BackupScheduleSpec, BackupType, Retention, parse_cron, parse_timezone, scheduled_backup_name,
 };
 pub use storage::{
-    looks_like_credential, url_has_userinfo, BackupStorageSpec, Compression, StorageScheme,
+    BackupStorageSpec, Compression, StorageScheme, looks_like_credential, url_has_userinfo,
 };

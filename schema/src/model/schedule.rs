@@ -92,9 +92,7 @@ pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
             .iter()
             .map(|tz| tz.name())
             .filter(|candidate| strsim::jaro_winkler(candidate, name) > 0.9)
-            .max_by(|a, b| {
-                strsim::jaro_winkler(a, name).total_cmp(&strsim::jaro_winkler(b, name))
-            });
+            .max_by(|a, b| strsim::jaro_winkler(a, name).total_cmp(&strsim::jaro_winkler(b, name)));
         match close {
             Some(c) => format!("{name:?} is not an IANA time zone; did you mean {c:?}?"),
             None => format!("{name:?} is not an IANA time zone (such as UTC or Europe/Berlin)"),

@@ -126,7 +126,10 @@ mod tests {
 
     #[test]
     fn schemes() {
-        assert_eq!(StorageScheme::of_url("s3://b/p").unwrap(), StorageScheme::S3);
+        assert_eq!(
+            StorageScheme::of_url("s3://b/p").unwrap(),
+            StorageScheme::S3
+        );
         assert!(StorageScheme::of_url("ftp://x").is_err());
         assert!(StorageScheme::of_url("s3://").is_err());
         assert!(url_has_userinfo("s3://AKIA:xyz@bucket/p"));

@@ -54,7 +54,12 @@ impl std::fmt::Display for ValidationError {
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(&c.to_lowercase(), &word.to_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&c.to_lowercase(), &word.to_lowercase()),
+                c,
+            )
+        })
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)

@@ -32,23 +32,23 @@ fn options() -> serde_saphyr::Options {
 }
 
 /// The non-empty documents of a file, or the error that stopped the parse.
-pub fn parse_file(file: &SourceFile) -> Result<Vec<Node>, ValidationError> {
+pub fn parse_file(file: &SourceFile) -> Result<Vec<Node>, Box<ValidationError>> {
     let text = match std::str::from_utf8(&file.bytes) {
         Ok(text) => text,
         Err(e) => {
             let valid = &file.bytes[..e.valid_up_to()];
             let line = valid.iter().filter(|b| **b == b'\n').count() as u32 + 1;
-            let column = (valid.len() - valid.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1))
-                as u32
-                + 1;
-            return Err(ValidationError::at(
+            let column =
+                (valid.len() - valid.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1)) as u32
+                    + 1;
+            return Err(Box::new(ValidationError::at(
                 &file.path,
                 Pos { line, column },
                 format!(
                     "the file is not valid UTF-8 (byte offset {}); save it as UTF-8",
                     e.valid_up_to()
                 ),
-            ));
+            )));
         }
     };
     let docs: Vec<Node> =
@@ -60,7 +60,7 @@ pub fn parse_file(file: &SourceFile) -> Result<Vec<Node>, ValidationError> {
                     column: l.column() as u32,
                 })
                 .unwrap_or(Pos { line: 1, column: 1 });
-            ValidationError::at(&file.path, pos, yaml_message(&e))
+            Box::new(ValidationError::at(&file.path, pos, yaml_message(&e)))
         })?;
     Ok(docs
         .into_iter()

@@ -33,7 +33,7 @@ pub fn validate_files(files: &[SourceFile]) -> Validation {
         let trees = match parse_file(file) {
             Ok(trees) => trees,
             Err(e) => {
-                errors.push(e);
+                errors.push(*e);
                 continue;
             }
         };

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::document::Document;
 use super::error::{ValidationError, hint};
 use crate::model::{
-    BackupScheduleSpec, BackupStorageSpec, ClusterSpec, Kind, Resource, RestoreSpec,
-    StorageScheme, looks_like_credential, name_problem, parse_cron, parse_max_age, parse_timezone,
+    BackupScheduleSpec, BackupStorageSpec, ClusterSpec, Kind, Resource, RestoreSpec, StorageScheme,
+    looks_like_credential, name_problem, parse_cron, parse_max_age, parse_timezone,
     url_has_userinfo,
 };
 
@@ -36,7 +36,13 @@ pub fn check(docs: &[Document], out: &mut Vec<ValidationError>) {
             Resource::BackupSchedule(o) => check_schedule(doc, &o.spec, &index, out),
             Resource::Backup(o) => {
                 index.reference(doc, "spec.cluster", Kind::Cluster, &o.spec.cluster, out);
-                index.reference(doc, "spec.storage", Kind::BackupStorage, &o.spec.storage, out);
+                index.reference(
+                    doc,
+                    "spec.storage",
+                    Kind::BackupStorage,
+                    &o.spec.storage,
+                    out,
+                );
             }
             Resource::Restore(o) => check_restore(doc, &o.spec, &index, out),
         }
@@ -122,7 +128,10 @@ fn check_duplicates(docs: &[Document], out: &mut Vec<ValidationError>) {
 
 fn check_cluster(doc: &Document, spec: &ClusterSpec, out: &mut Vec<ValidationError>) {
     if spec.replica_sets.is_empty() {
-        out.push(doc.error("spec.replicaSets", "a cluster needs at least one replica set"));
+        out.push(doc.error(
+            "spec.replicaSets",
+            "a cluster needs at least one replica set",
+        ));
     }
     let mut rs_names = BTreeSet::new();
     let mut members = BTreeSet::new();
@@ -138,7 +147,10 @@ fn check_cluster(doc: &Document, spec: &ClusterSpec, out: &mut Vec<ValidationErr
         );
     for (path, rs) in sets {
         if rs.name.is_empty() {
-            out.push(doc.error(&format!("{path}.name"), "a replica set name must not be empty"));
+            out.push(doc.error(
+                &format!("{path}.name"),
+                "a replica set name must not be empty",
+            ));
         } else if !rs_names.insert(rs.name.as_str()) {
             out.push(doc.error(
                 &format!("{path}.name"),
@@ -258,7 +270,12 @@ fn check_schedule(
     }
 }
 
-fn check_restore(doc: &Document, spec: &RestoreSpec, index: &Index, out: &mut Vec<ValidationError>) {
+fn check_restore(
+    doc: &Document,
+    spec: &RestoreSpec,
+    index: &Index,
+    out: &mut Vec<ValidationError>,
+) {
     index.reference(doc, "spec.cluster", Kind::Cluster, &spec.cluster, out);
     match (&spec.source.backup, &spec.source.latest_of) {
         (Some(_), Some(_)) => out.push(doc.error(
@@ -287,8 +304,13 @@ fn check_restore(doc: &Document, spec: &RestoreSpec, index: &Index, out: &mut Ve
             }
         }
         (None, Some(schedule)) => {
-            if index.reference(doc, "spec.source.latestOf", Kind::BackupSchedule, schedule, out)
-                && let Some(s) = index.schedule(schedule)
+            if index.reference(
+                doc,
+                "spec.source.latestOf",
+                Kind::BackupSchedule,
+                schedule,
+                out,
+            ) && let Some(s) = index.schedule(schedule)
                 && s.cluster != spec.cluster
             {
                 out.push(doc.error(
