@@ -90,6 +90,29 @@ impl Index<'_> {
         false
     }
 
+    /// Reports `field` unless it names a schedule that backs up `cluster`.
+    fn schedule_of(
+        &self,
+        doc: &Document,
+        field: &str,
+        schedule: &str,
+        cluster: &str,
+        out: &mut Vec<ValidationError>,
+    ) {
+        if self.reference(doc, field, Kind::BackupSchedule, schedule, out)
+            && let Some(s) = self.schedule(schedule)
+            && s.cluster != cluster
+        {
+            out.push(doc.error(
+                field,
+                format!(
+                    "schedule {schedule:?} backs up cluster {:?}, not {cluster:?}",
+                    s.cluster
+                ),
+            ));
+        }
+    }
+
     fn schedule(&self, name: &str) -> Option<&BackupScheduleSpec> {
         self.docs.iter().find_map(|d| match &d.resource {
             Resource::BackupSchedule(o) if o.metadata.name == name => Some(&o.spec),
@@ -304,23 +327,7 @@ fn check_restore(
             }
         }
         (None, Some(schedule)) => {
-            if index.reference(
-                doc,
-                "spec.source.latestOf",
-                Kind::BackupSchedule,
-                schedule,
-                out,
-            ) && let Some(s) = index.schedule(schedule)
-                && s.cluster != spec.cluster
-            {
-                out.push(doc.error(
-                    "spec.source.latestOf",
-                    format!(
-                        "schedule {schedule:?} backs up cluster {:?}, not {:?}",
-                        s.cluster, spec.cluster
-                    ),
-                ));
-            }
+            index.schedule_of(doc, "spec.source.latestOf", schedule, &spec.cluster, out);
         }
     }
     if !spec.allow_partly_done && !spec.fallback_enabled {
@@ -333,23 +340,13 @@ fn check_restore(
     if let Some(post) = &spec.post_restore
         && let Some(schedule) = &post.fresh_backup
     {
-        if index.reference(
+        index.schedule_of(
             doc,
             "spec.postRestore.freshBackup",
-            Kind::BackupSchedule,
             schedule,
+            &spec.cluster,
             out,
-        ) && let Some(s) = index.schedule(schedule)
-            && s.cluster != spec.cluster
-        {
-            out.push(doc.error(
-                "spec.postRestore.freshBackup",
-                format!(
-                    "schedule {schedule:?} backs up cluster {:?}, not {:?}",
-                    s.cluster, spec.cluster
-                ),
-            ));
-        }
+        );
         if !post.start_nodes {
             out.push(doc.error(
                 "spec.postRestore.freshBackup",
