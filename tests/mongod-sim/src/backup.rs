@@ -10,11 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn unrecognized(stage: &str) -> CmdError {
-    CmdError::new(40324, "Location40324", format!("Unrecognized pipeline stage name: '{stage}'"))
+    CmdError::new(
+        40324,
+        "Location40324",
+        format!("Unrecognized pipeline stage name: '{stage}'"),
+    )
 }
 
 fn abs(p: &std::path::Path) -> String {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).to_string_lossy().into_owned()
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Opens the backup cursor: the metadata document first, then one document per file.
@@ -24,12 +31,19 @@ pub fn open(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdError> {
     }
     let mut g = node.lock();
     if g.backup.is_some() {
-        return Err(CmdError::new(50886, "Location50886", "The existing backup cursor must be closed before $backupCursor can succeed."));
+        return Err(CmdError::new(
+            50886,
+            "Location50886",
+            "The existing backup cursor must be closed before $backupCursor can succeed.",
+        ));
     }
     node.crash_point("backup-cursor-open");
     // Rotating makes every listed journal file final; later writes go to a new file.
     g.store.rotate_journal()?;
-    let backup_id = bson::Binary { subtype: bson::spec::BinarySubtype::Uuid, bytes: bson::Uuid::new().bytes().to_vec() };
+    let backup_id = bson::Binary {
+        subtype: bson::spec::BinarySubtype::Uuid,
+        bytes: bson::Uuid::new().bytes().to_vec(),
+    };
     let mut meta = doc! {"backupId": backup_id.clone(), "dbpath": abs(&node.opts.dbpath)};
     if let (Some(start), Some(end)) = (g.oplog_start(), g.oplog_top()) {
         meta.insert("oplogStart", doc! {"ts": start, "t": -1i64});
@@ -42,26 +56,67 @@ pub fn open(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdError> {
     let mut docs = VecDeque::new();
     docs.push_back(doc! {"metadata": meta});
     for (path, size) in g.store.backup_files() {
-        docs.push_back(doc! {"filename": path.to_string_lossy().into_owned(), "fileSize": size as i64});
+        docs.push_back(
+            doc! {"filename": path.to_string_lossy().into_owned(), "fileSize": size as i64},
+        );
     }
     let listed_journal_to = g.store.journal_no();
-    let batch = cmd.get_document("cursor").ok().and_then(|c| c.get("batchSize")).and_then(Bson::as_i32).map(|b| b as usize).unwrap_or(101);
+    let batch = cmd
+        .get_document("cursor")
+        .ok()
+        .and_then(|c| c.get("batchSize"))
+        .and_then(Bson::as_i32)
+        .map(|b| b as usize)
+        .unwrap_or(101);
     let first: Vec<Document> = docs.drain(..batch.min(docs.len())).collect();
     let id = g.new_cursor("admin.$cmd.aggregate".into(), docs, true);
-    g.backup = Some(BackupState { backup_id: backup_id.clone(), cursor_id: id, listed_journal_to });
-    slog!(I, "STORAGE", 24200, "conn", "Opened backup cursor", doc! {"backupId": backup_id, "term": g.repl.term});
+    g.backup = Some(BackupState {
+        backup_id: backup_id.clone(),
+        cursor_id: id,
+        listed_journal_to,
+    });
+    slog!(
+        I,
+        "STORAGE",
+        24200,
+        "conn",
+        "Opened backup cursor",
+        doc! {"backupId": backup_id, "term": g.repl.term}
+    );
     Ok(doc! {"cursor": {"firstBatch": first, "id": id, "ns": "admin.$cmd.aggregate"}, "ok": 1.0})
 }
 
 /// Waits until we have applied `timestamp`, then returns the journal files written since the
 /// cursor was opened (or last extended).
-pub async fn extend(node: &Arc<Node>, cmd: &Document, arg: &Document) -> Result<Document, CmdError> {
+pub async fn extend(
+    node: &Arc<Node>,
+    cmd: &Document,
+    arg: &Document,
+) -> Result<Document, CmdError> {
     if node.opts.flavor == Flavor::Community {
         return Err(unrecognized("$backupCursorExtend"));
     }
-    let want_id = arg.get("backupId").cloned().ok_or_else(|| CmdError::new(40414, "Location40414", "BSON field '$backupCursorExtend.backupId' is missing but a required field"))?;
-    let ts = arg.get_timestamp("timestamp").map_err(|_| CmdError::new(40414, "Location40414", "BSON field '$backupCursorExtend.timestamp' is missing but a required field"))?;
-    let deadline = Instant::now() + Duration::from_millis(cmd.get("maxTimeMS").and_then(Bson::as_i64).unwrap_or(60_000).max(1) as u64);
+    let want_id = arg.get("backupId").cloned().ok_or_else(|| {
+        CmdError::new(
+            40414,
+            "Location40414",
+            "BSON field '$backupCursorExtend.backupId' is missing but a required field",
+        )
+    })?;
+    let ts = arg.get_timestamp("timestamp").map_err(|_| {
+        CmdError::new(
+            40414,
+            "Location40414",
+            "BSON field '$backupCursorExtend.timestamp' is missing but a required field",
+        )
+    })?;
+    let deadline = Instant::now()
+        + Duration::from_millis(
+            cmd.get("maxTimeMS")
+                .and_then(Bson::as_i64)
+                .unwrap_or(60_000)
+                .max(1) as u64,
+        );
     loop {
         let notified = node.oplog_changed.notified();
         tokio::pin!(notified);
@@ -69,28 +124,56 @@ pub async fn extend(node: &Arc<Node>, cmd: &Document, arg: &Document) -> Result<
         {
             let mut g = node.lock();
             let Some(b) = g.backup.as_ref() else {
-                return Err(CmdError::new(51011, "Location51011", "Cannot extend backup cursor: no backup cursor is open"));
+                return Err(CmdError::new(
+                    51011,
+                    "Location51011",
+                    "Cannot extend backup cursor: no backup cursor is open",
+                ));
             };
             if Bson::Binary(b.backup_id.clone()) != want_id {
-                return Err(CmdError::new(51011, "Location51011", format!("Cannot extend backup cursor, backupId was not found: {want_id}")));
+                return Err(CmdError::new(
+                    51011,
+                    "Location51011",
+                    format!("Cannot extend backup cursor, backupId was not found: {want_id}"),
+                ));
             }
-            let top = g.oplog_top().unwrap_or(Timestamp { time: 0, increment: 0 });
+            let top = g.oplog_top().unwrap_or(Timestamp {
+                time: 0,
+                increment: 0,
+            });
             if top >= ts {
                 let from = b.listed_journal_to;
                 g.store.rotate_journal()?;
                 let to = g.store.journal_no();
-                let files: Vec<Document> =
-                    g.store.journal_files(from, to).into_iter().map(|(p, _)| doc! {"filename": p.to_string_lossy().into_owned()}).collect();
+                let files: Vec<Document> = g
+                    .store
+                    .journal_files(from, to)
+                    .into_iter()
+                    .map(|(p, _)| doc! {"filename": p.to_string_lossy().into_owned()})
+                    .collect();
                 if let Some(b) = g.backup.as_mut() {
                     b.listed_journal_to = to;
                 }
-                slog!(I, "STORAGE", 24202, "conn", "Backup cursor has been extended", doc! {"backupId": want_id, "extendTo": ts});
-                return Ok(doc! {"cursor": {"firstBatch": files, "id": 0i64, "ns": "admin.$cmd.aggregate"}, "ok": 1.0});
+                slog!(
+                    I,
+                    "STORAGE",
+                    24202,
+                    "conn",
+                    "Backup cursor has been extended",
+                    doc! {"backupId": want_id, "extendTo": ts}
+                );
+                return Ok(
+                    doc! {"cursor": {"firstBatch": files, "id": 0i64, "ns": "admin.$cmd.aggregate"}, "ok": 1.0},
+                );
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(CmdError::new(50, "MaxTimeMSExpired", format!("operation exceeded time limit waiting for {ts} to be applied")));
+            return Err(CmdError::new(
+                50,
+                "MaxTimeMSExpired",
+                format!("operation exceeded time limit waiting for {ts} to be applied"),
+            ));
         }
         let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), notified).await;
     }
@@ -100,7 +183,14 @@ pub async fn extend(node: &Arc<Node>, cmd: &Document, arg: &Document) -> Result<
 pub fn close(inner: &mut Inner) {
     if let Some(b) = inner.backup.take() {
         inner.cursors.remove(&b.cursor_id);
-        slog!(I, "STORAGE", 24203, "conn", "Closed backup cursor", doc! {"backupId": b.backup_id});
+        slog!(
+            I,
+            "STORAGE",
+            24203,
+            "conn",
+            "Closed backup cursor",
+            doc! {"backupId": b.backup_id}
+        );
     }
 }
 
@@ -108,10 +198,22 @@ pub fn close(inner: &mut Inner) {
 pub fn reap(node: &Node) {
     let timeout = Duration::from_millis(node.opts.cursor_timeout_ms());
     let mut g = node.lock();
-    let dead: Vec<i64> = g.cursors.iter().filter(|(_, c)| c.last_used.elapsed() > timeout).map(|(id, _)| *id).collect();
+    let dead: Vec<i64> = g
+        .cursors
+        .iter()
+        .filter(|(_, c)| c.last_used.elapsed() > timeout)
+        .map(|(id, _)| *id)
+        .collect();
     for id in dead {
         g.cursors.remove(&id);
-        slog!(I, "QUERY", 20529, "clientcursormon", "Cursor timed out", doc! {"cursorId": id});
+        slog!(
+            I,
+            "QUERY",
+            20529,
+            "clientcursormon",
+            "Cursor timed out",
+            doc! {"cursorId": id}
+        );
         if g.backup.as_ref().is_some_and(|b| b.cursor_id == id) {
             close(&mut g);
         }
@@ -122,7 +224,10 @@ pub fn is_backup_stage(pipeline: &[Document]) -> Option<(&str, Document)> {
     let first = pipeline.first()?;
     let (name, arg) = first.iter().next()?;
     match name.as_str() {
-        "$backupCursor" | "$backupCursorExtend" => Some((name.as_str(), arg.as_document().cloned().unwrap_or_default())),
+        "$backupCursor" | "$backupCursorExtend" => Some((
+            name.as_str(),
+            arg.as_document().cloned().unwrap_or_default(),
+        )),
         _ => None,
     }
 }

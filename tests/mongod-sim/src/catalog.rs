@@ -26,7 +26,10 @@ pub struct Collection {
 
 impl Collection {
     pub fn new(ident: String, idx_ident: String) -> Collection {
-        let uuid = bson::Binary { subtype: bson::spec::BinarySubtype::Uuid, bytes: bson::Uuid::new().bytes().to_vec() };
+        let uuid = bson::Binary {
+            subtype: bson::spec::BinarySubtype::Uuid,
+            bytes: bson::Uuid::new().bytes().to_vec(),
+        };
         Collection {
             ident,
             idx_ident,
@@ -81,7 +84,8 @@ impl Collection {
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         if let Some(rid) = self.ids.get(&id_key(&id)).copied() {
             let old = self.docs.insert(rid, doc.clone());
-            self.data_size = self.data_size + Self::doc_size(&doc) - old.map(|o| Self::doc_size(&o)).unwrap_or(0);
+            self.data_size = self.data_size + Self::doc_size(&doc)
+                - old.map(|o| Self::doc_size(&o)).unwrap_or(0);
             self.dirty = true;
         } else {
             let _ = self.insert(doc);
@@ -98,8 +102,12 @@ impl Collection {
 
     /// Removes every document matching `keep == false`, in natural order, returning them.
     pub fn retain(&mut self, mut keep: impl FnMut(&Document) -> bool) -> Vec<Document> {
-        let gone: Vec<Bson> =
-            self.docs.values().filter(|d| !keep(d)).map(|d| d.get("_id").cloned().unwrap_or(Bson::Null)).collect();
+        let gone: Vec<Bson> = self
+            .docs
+            .values()
+            .filter(|d| !keep(d))
+            .map(|d| d.get("_id").cloned().unwrap_or(Bson::Null))
+            .collect();
         gone.iter().filter_map(|id| self.remove(id)).collect()
     }
 }
@@ -118,7 +126,11 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn new(suffix: u64) -> Catalog {
-        Catalog { suffix, catalog_dirty: true, ..Default::default() }
+        Catalog {
+            suffix,
+            catalog_dirty: true,
+            ..Default::default()
+        }
     }
 
     /// The collection for `ns`, created (implicitly, as mongod does on first write) when missing.
@@ -177,7 +189,12 @@ impl Catalog {
                     self.coll_mut(&format!("{db}.{coll}"));
                 } else if o.contains_key("dropDatabase") {
                     let prefix = format!("{db}.");
-                    let names: Vec<String> = self.colls.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+                    let names: Vec<String> = self
+                        .colls
+                        .keys()
+                        .filter(|k| k.starts_with(&prefix))
+                        .cloned()
+                        .collect();
                     for n in names {
                         self.drop_coll(&n);
                     }

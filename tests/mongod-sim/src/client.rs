@@ -31,13 +31,23 @@ impl AsyncConn {
     pub async fn connect(host: &str, timeout: Duration) -> Result<AsyncConn, WireError> {
         let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(host))
             .await
-            .map_err(|_| WireError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")))??;
+            .map_err(|_| {
+                WireError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ))
+            })??;
         stream.set_nodelay(true)?;
         Ok(AsyncConn { stream, next_id: 1 })
     }
 
     /// Runs one command; replies with `ok: 0` are returned as documents, not errors.
-    pub async fn command(&mut self, db: &str, cmd: Document, timeout: Duration) -> Result<Document, WireError> {
+    pub async fn command(
+        &mut self,
+        db: &str,
+        cmd: Document,
+        timeout: Duration,
+    ) -> Result<Document, WireError> {
         self.next_id += 1;
         let bytes = wire::encode_msg(self.next_id, 0, &with_db(db, cmd))?;
         let fut = async {
@@ -49,9 +59,12 @@ impl AsyncConn {
             self.stream.read_exact(&mut body).await?;
             reply_doc(header, &body)
         };
-        tokio::time::timeout(timeout, fut)
-            .await
-            .map_err(|_| WireError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "command timed out")))?
+        tokio::time::timeout(timeout, fut).await.map_err(|_| {
+            WireError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "command timed out",
+            ))
+        })?
     }
 }
 

@@ -78,7 +78,10 @@ fn parsed_param(v: &str) -> Bson {
     match v {
         "true" => Bson::Boolean(true),
         "false" => Bson::Boolean(false),
-        _ => v.parse::<i64>().map(Bson::Int64).unwrap_or_else(|_| Bson::String(v.to_string())),
+        _ => v
+            .parse::<i64>()
+            .map(Bson::Int64)
+            .unwrap_or_else(|_| Bson::String(v.to_string())),
     }
 }
 
@@ -101,11 +104,18 @@ fn cmd_line_opts(node: &Node) -> Document {
         ClusterRole::None => {}
     }
     if !o.parameters.is_empty() {
-        let p: Document = o.parameters.iter().map(|(k, v)| (k.clone(), Bson::String(v.clone()))).collect();
+        let p: Document = o
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), Bson::String(v.clone())))
+            .collect();
         parsed.insert("setParameter", p);
     }
     if let Some(p) = &o.logpath {
-        parsed.insert("systemLog", doc! {"destination": "file", "path": p.to_string_lossy().into_owned()});
+        parsed.insert(
+            "systemLog",
+            doc! {"destination": "file", "path": p.to_string_lossy().into_owned()},
+        );
     }
     doc! {"argv": o.argv.clone(), "parsed": parsed, "ok": 1.0}
 }
@@ -136,26 +146,51 @@ fn not_repl() -> CmdError {
 }
 
 fn not_initiated() -> CmdError {
-    CmdError::new(94, "NotYetInitialized", "no replset config has been received")
+    CmdError::new(
+        94,
+        "NotYetInitialized",
+        "no replset config has been received",
+    )
 }
 
 fn initiate(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdError> {
     let mut g = node.lock();
     let set = g.repl.set_name.clone().ok_or_else(not_repl)?;
     if g.repl.config.is_some() {
-        return Err(CmdError::new(23, "AlreadyInitialized", "already initialized"));
+        return Err(CmdError::new(
+            23,
+            "AlreadyInitialized",
+            "already initialized",
+        ));
     }
     let mut cfg = match cmd.get("replSetInitiate") {
         Some(Bson::Document(c)) if !c.is_empty() => c.clone(),
         _ => doc! {"_id": &set, "members": [{"_id": 0, "host": &g.repl.me}]},
     };
     if cfg.get_str("_id").ok() != Some(set.as_str()) {
-        return Err(CmdError::new(93, "InvalidReplicaSetConfig", format!("Attempting to initiate a replica set with name {} but command line reports {set}; rejecting", cfg.get_str("_id").unwrap_or_default())));
+        return Err(CmdError::new(
+            93,
+            "InvalidReplicaSetConfig",
+            format!(
+                "Attempting to initiate a replica set with name {} but command line reports {set}; rejecting",
+                cfg.get_str("_id").unwrap_or_default()
+            ),
+        ));
     }
     let me = g.repl.me.clone();
     let members = cfg.get_array("members").cloned().unwrap_or_default();
-    if !members.iter().any(|m| m.as_document().and_then(|m| m.get_str("host").ok()).is_some_and(|h| same_host(h, &me))) {
-        return Err(CmdError::new(93, "InvalidReplicaSetConfig", format!("No host described in new configuration with version 1 for replica set {set} maps to this node")));
+    if !members.iter().any(|m| {
+        m.as_document()
+            .and_then(|m| m.get_str("host").ok())
+            .is_some_and(|h| same_host(h, &me))
+    }) {
+        return Err(CmdError::new(
+            93,
+            "InvalidReplicaSetConfig",
+            format!(
+                "No host described in new configuration with version 1 for replica set {set} maps to this node"
+            ),
+        ));
     }
     if !cfg.contains_key("version") {
         cfg.insert("version", 1);
@@ -163,9 +198,21 @@ fn initiate(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdError> {
     cfg.insert("term", 0i64);
     let inner = &mut *g;
     replloop::install_config(inner, cfg);
-    inner.write(vec![doc! {"op": "n", "ns": "", "o": {"msg": "initiating set"}}], true)?;
-    inner.repl.adopt_config(inner.repl.config.clone().unwrap_or_default(), true);
-    slog!(I, "REPL", 21356, "conn", "replSetInitiate config object parses ok", doc! {"numMembers": members.len() as i32});
+    inner.write(
+        vec![doc! {"op": "n", "ns": "", "o": {"msg": "initiating set"}}],
+        true,
+    )?;
+    inner
+        .repl
+        .adopt_config(inner.repl.config.clone().unwrap_or_default(), true);
+    slog!(
+        I,
+        "REPL",
+        21356,
+        "conn",
+        "replSetInitiate config object parses ok",
+        doc! {"numMembers": members.len() as i32}
+    );
     Ok(doc! {"ok": 1.0})
 }
 
@@ -175,15 +222,31 @@ fn reconfig(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdError> {
     let current = g.repl.config.clone().ok_or_else(not_initiated)?;
     let force = cmd.get_bool("force").unwrap_or(false);
     if g.repl.state != PRIMARY && !force {
-        return Err(CmdError::new(10107, "NotWritablePrimary", "replSetReconfig should only be run on a writable PRIMARY. Current state SECONDARY;"));
+        return Err(CmdError::new(
+            10107,
+            "NotWritablePrimary",
+            "replSetReconfig should only be run on a writable PRIMARY. Current state SECONDARY;",
+        ));
     }
-    let mut cfg = cmd.get_document("replSetReconfig").cloned().map_err(|_| CmdError::new(2, "BadValue", "replSetReconfig needs a config document"))?;
+    let mut cfg = cmd
+        .get_document("replSetReconfig")
+        .cloned()
+        .map_err(|_| CmdError::new(2, "BadValue", "replSetReconfig needs a config document"))?;
     let cur_v = current.get("version").and_then(Bson::as_i32).unwrap_or(1) as i64;
-    let new_v = cfg.get("version").and_then(|v| v.as_i32().map(i64::from).or(v.as_i64())).unwrap_or(cur_v + 1);
+    let new_v = cfg
+        .get("version")
+        .and_then(|v| v.as_i32().map(i64::from).or(v.as_i64()))
+        .unwrap_or(cur_v + 1);
     if force {
         cfg.insert("version", (cur_v + 10_000) as i32);
     } else if new_v <= cur_v {
-        return Err(CmdError::new(103, "NewReplicaSetConfigurationIncompatible", format!("New replica set configuration version must be greater than old, but {new_v} is not greater than {cur_v}")));
+        return Err(CmdError::new(
+            103,
+            "NewReplicaSetConfigurationIncompatible",
+            format!(
+                "New replica set configuration version must be greater than old, but {new_v} is not greater than {cur_v}"
+            ),
+        ));
     }
     replloop::install_config(&mut g, cfg);
     Ok(doc! {"ok": 1.0})
@@ -196,7 +259,11 @@ async fn wait_caught_up(node: &Node, secs: u64) -> bool {
         {
             let g = node.lock();
             let top = g.oplog_top();
-            if g.repl.peers.values().any(|p| p.health && p.electable && Some(p.optime) >= top) {
+            if g.repl
+                .peers
+                .values()
+                .any(|p| p.health && p.electable && Some(p.optime) >= top)
+            {
                 return true;
             }
         }
@@ -208,7 +275,14 @@ async fn wait_caught_up(node: &Node, secs: u64) -> bool {
 }
 
 fn secs(cmd: &Document, key: &str, default: u64) -> u64 {
-    cmd.get(key).and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)).or(v.as_f64().map(|f| f as i64))).map(|v| v.max(0) as u64).unwrap_or(default)
+    cmd.get(key)
+        .and_then(|v| {
+            v.as_i64()
+                .or(v.as_i32().map(i64::from))
+                .or(v.as_f64().map(|f| f as i64))
+        })
+        .map(|v| v.max(0) as u64)
+        .unwrap_or(default)
 }
 
 async fn step_down(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdError> {
@@ -216,13 +290,21 @@ async fn step_down(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdErro
         let g = node.lock();
         g.repl.set_name.as_ref().ok_or_else(not_repl)?;
         if g.repl.state != PRIMARY {
-            return Err(CmdError::new(10107, "NotWritablePrimary", "not primary so can't step down"));
+            return Err(CmdError::new(
+                10107,
+                "NotWritablePrimary",
+                "not primary so can't step down",
+            ));
         }
     }
     let period = secs(cmd, "replSetStepDown", 60);
     let force = cmd.get_bool("force").unwrap_or(false);
     if !force && !wait_caught_up(node, secs(cmd, "secondaryCatchUpPeriodSecs", 10)).await {
-        return Err(CmdError::new(262, "ExceededTimeLimit", "No electable secondaries caught up as of the deadline. Please use the replSetStepDown command with the argument {force: true} to force node to step down."));
+        return Err(CmdError::new(
+            262,
+            "ExceededTimeLimit",
+            "No electable secondaries caught up as of the deadline. Please use the replSetStepDown command with the argument {force: true} to force node to step down.",
+        ));
     }
     let mut g = node.lock();
     g.repl.step_down_until = Some(Instant::now() + Duration::from_secs(period));
@@ -232,21 +314,40 @@ async fn step_down(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdErro
 
 async fn shutdown(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Outcome, CmdError> {
     if db != "admin" {
-        return Err(CmdError::new(13, "Unauthorized", "shutdown must run from localhost when running db without auth"));
+        return Err(CmdError::new(
+            13,
+            "Unauthorized",
+            "shutdown must run from localhost when running db without auth",
+        ));
     }
     if node.faults().refuse_shutdown {
-        return Err(CmdError::new(1, "InternalError", "mongod-sim fault: shutdown refused (--sim-refuse-shutdown)"));
+        return Err(CmdError::new(
+            1,
+            "InternalError",
+            "mongod-sim fault: shutdown refused (--sim-refuse-shutdown)",
+        ));
     }
     let force = cmd.get_bool("force").unwrap_or(false);
     let primary = node.lock().repl.state == PRIMARY;
     if primary && !force {
         if !wait_caught_up(node, secs(cmd, "timeoutSecs", 10)).await {
-            return Err(CmdError::new(262, "ExceededTimeLimit", "No electable secondaries caught up as of the deadline. Please use the replSetStepDown command with the argument {force: true} to force node to step down."));
+            return Err(CmdError::new(
+                262,
+                "ExceededTimeLimit",
+                "No electable secondaries caught up as of the deadline. Please use the replSetStepDown command with the argument {force: true} to force node to step down.",
+            ));
         }
         replloop::step_down(&mut node.lock(), "shutdown");
     }
     node.crash_point("shutdown");
-    slog!(I, "COMMAND", 4695400, "conn", "Terminating via shutdown command", doc! {"force": force, "timeoutSecs": secs(cmd, "timeoutSecs", 10) as i64});
+    slog!(
+        I,
+        "COMMAND",
+        4695400,
+        "conn",
+        "Terminating via shutdown command",
+        doc! {"force": force, "timeoutSecs": secs(cmd, "timeoutSecs", 10) as i64}
+    );
     node.request_shutdown();
     Ok(Outcome::Close)
 }
@@ -256,41 +357,74 @@ fn db_hash(node: &Node, db: &str) -> Document {
     let prefix = format!("{db}.");
     let mut all = Sha256::new();
     let mut colls = Document::new();
-    for (ns, c) in g.catalog.colls.iter().filter(|(ns, _)| ns.starts_with(&prefix)) {
+    for (ns, c) in g
+        .catalog
+        .colls
+        .iter()
+        .filter(|(ns, _)| ns.starts_with(&prefix))
+    {
         // Hash in _id order so members that applied the same writes agree whatever their record order.
-        let mut docs: Vec<(Vec<u8>, Vec<u8>)> =
-            c.docs().map(|d| (crate::catalog::id_key(d.get("_id").unwrap_or(&Bson::Null)), d.to_vec().unwrap_or_default())).collect();
+        let mut docs: Vec<(Vec<u8>, Vec<u8>)> = c
+            .docs()
+            .map(|d| {
+                (
+                    crate::catalog::id_key(d.get("_id").unwrap_or(&Bson::Null)),
+                    d.to_vec().unwrap_or_default(),
+                )
+            })
+            .collect();
         docs.sort();
         let mut h = Sha256::new();
         for (_, bytes) in docs {
             h.update(&bytes);
         }
-        let hex: String = h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         all.update(hex.as_bytes());
         colls.insert(&ns[prefix.len()..], hex);
     }
-    let md5: String = all.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let md5: String = all.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     doc! {"host": node.opts.host(), "collections": colls, "md5": md5, "timeMillis": 0, "ok": 1.0}
 }
 
 fn sim_fault(node: &Node, cmd: &Document) -> Result<Document, CmdError> {
-    let mut f = node.faults.lock().map_err(|_| CmdError::new(1, "InternalError", "poisoned"))?;
+    let mut f = node
+        .faults
+        .lock()
+        .map_err(|_| CmdError::new(1, "InternalError", "poisoned"))?;
     if let Ok(b) = cmd.get_bool("refuseShutdown") {
         f.refuse_shutdown = b;
     }
     match cmd.get("crashAt") {
         Some(Bson::String(s)) if s == "now" => {
-            slog!(F, "CONTROL", 4757800, "conn", "Simulated crash", doc! {"point": "now"});
+            slog!(
+                F,
+                "CONTROL",
+                4757800,
+                "conn",
+                "Simulated crash",
+                doc! {"point": "now"}
+            );
             std::process::abort();
         }
         Some(Bson::String(s)) => f.crash_at = Some(s.clone()),
         Some(Bson::Null) => f.crash_at = None,
         _ => {}
     }
-    if let Some(ms) = cmd.get("slowReadsMs").and_then(|v| v.as_i64().or(v.as_i32().map(i64::from))) {
+    if let Some(ms) = cmd
+        .get("slowReadsMs")
+        .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)))
+    {
         f.slow_reads_ms = ms.max(0) as u64;
     }
-    Ok(doc! {"refuseShutdown": f.refuse_shutdown, "crashAt": f.crash_at.clone(), "slowReadsMs": f.slow_reads_ms as i64, "ok": 1.0})
+    Ok(
+        doc! {"refuseShutdown": f.refuse_shutdown, "crashAt": f.crash_at.clone(), "slowReadsMs": f.slow_reads_ms as i64, "ok": 1.0},
+    )
 }
 
 /// Fills the node with about `bytes` bytes of documents across `collections` collections.
@@ -301,7 +435,10 @@ async fn sim_fill(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdError
     let total = secs(cmd, "bytes", 1_048_576);
     let chunk = 64 * 1024u64;
     let n = total.div_ceil(chunk);
-    let payload = bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0x5a; chunk as usize] };
+    let payload = bson::Binary {
+        subtype: bson::spec::BinarySubtype::Generic,
+        bytes: vec![0x5a; chunk as usize],
+    };
     let mut inserted = 0i64;
     for batch in (0..n).collect::<Vec<_>>().chunks(64) {
         let mut g = node.lock();
@@ -352,7 +489,11 @@ async fn dispatch(node: &Arc<Node>, cmd: &Document, conn_id: u64) -> Result<Outc
             let g = node.lock();
             g.repl.set_name.as_ref().ok_or_else(not_repl)?;
             g.repl.config.as_ref().ok_or_else(not_initiated)?;
-            g.repl.status(g.oplog_top().unwrap_or(g.last_ts), node.started.elapsed().as_secs() as i64, node.opts.heartbeat_interval_ms)
+            g.repl.status(
+                g.oplog_top().unwrap_or(g.last_ts),
+                node.started.elapsed().as_secs() as i64,
+                node.opts.heartbeat_interval_ms,
+            )
         }
         "replSetGetConfig" => {
             let g = node.lock();
@@ -363,7 +504,9 @@ async fn dispatch(node: &Arc<Node>, cmd: &Document, conn_id: u64) -> Result<Outc
         }
         "replSetReconfig" => reconfig(node, cmd)?,
         "replSetStepDown" => step_down(node, cmd).await?,
-        "replSetHeartbeat" => replloop::handle_heartbeat(node, cmd).map_err(|(c, n, m)| CmdError::new(c, n, m))?,
+        "replSetHeartbeat" => {
+            replloop::handle_heartbeat(node, cmd).map_err(|(c, n, m)| CmdError::new(c, n, m))?
+        }
         "shutdown" => return shutdown(node, &db, cmd).await,
         "fsync" => {
             let mut g = node.lock();
@@ -380,7 +523,11 @@ async fn dispatch(node: &Arc<Node>, cmd: &Document, conn_id: u64) -> Result<Outc
         "fsyncUnlock" => {
             let mut g = node.lock();
             if g.fsync_lock == 0 {
-                return Err(CmdError::new(125, "CommandFailed", "fsyncUnlock called when not locked"));
+                return Err(CmdError::new(
+                    125,
+                    "CommandFailed",
+                    "fsyncUnlock called when not locked",
+                ));
             }
             g.fsync_lock -= 1;
             doc! {"info": "fsyncUnlock completed", "lockCount": g.fsync_lock as i64, "ok": 1.0}
@@ -403,7 +550,12 @@ async fn dispatch(node: &Arc<Node>, cmd: &Document, conn_id: u64) -> Result<Outc
         "listCollections" => crud::list_collections(node, &db, cmd)?,
         "listDatabases" => crud::list_databases(node, cmd),
         "aggregate" => {
-            let pipeline: Vec<Document> = cmd.get_array("pipeline").into_iter().flatten().filter_map(|s| s.as_document().cloned()).collect();
+            let pipeline: Vec<Document> = cmd
+                .get_array("pipeline")
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_document().cloned())
+                .collect();
             match backup::is_backup_stage(&pipeline) {
                 Some(("$backupCursor", _)) => backup::open(node, cmd)?,
                 Some((_, arg)) => backup::extend(node, cmd, &arg).await?,
@@ -414,7 +566,13 @@ async fn dispatch(node: &Arc<Node>, cmd: &Document, conn_id: u64) -> Result<Outc
         "killCursors" => crud::kill_cursors(node, cmd)?,
         "simFault" => sim_fault(node, cmd)?,
         "simFill" => sim_fill(node, cmd).await?,
-        other => return Err(CmdError::new(59, "CommandNotFound", format!("no such command: '{other}'"))),
+        other => {
+            return Err(CmdError::new(
+                59,
+                "CommandNotFound",
+                format!("no such command: '{other}'"),
+            ));
+        }
     };
     let _ = SECONDARY;
     let _ = repl::state_str;

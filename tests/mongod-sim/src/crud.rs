@@ -24,7 +24,13 @@ fn num(v: Option<&Bson>) -> Option<i64> {
 }
 
 fn coll_name(cmd: &Document, name: &str) -> Result<String, CmdError> {
-    cmd.get_str(name).map(str::to_string).map_err(|_| CmdError::new(73, "InvalidNamespace", format!("collection name must be a string for {name}")))
+    cmd.get_str(name).map(str::to_string).map_err(|_| {
+        CmdError::new(
+            73,
+            "InvalidNamespace",
+            format!("collection name must be a string for {name}"),
+        )
+    })
 }
 
 /// Refuses client writes where mongod would: on a replica-set member that is not primary
@@ -45,7 +51,9 @@ pub async fn writable(node: &Node, db: &str) -> Result<(), CmdError> {
 }
 
 fn snapshot(inner: &Inner, ns: &str, filter: &Document) -> Result<Vec<Document>, CmdError> {
-    let Some(c) = inner.catalog.colls.get(ns) else { return Ok(vec![]) };
+    let Some(c) = inner.catalog.colls.get(ns) else {
+        return Ok(vec![]);
+    };
     let mut out = Vec::new();
     for d in c.docs() {
         if matches(d, filter).map_err(bad_value)? {
@@ -63,9 +71,19 @@ fn present(ns: &str, mut d: Document) -> Document {
     d
 }
 
-fn cursor_reply(inner: &mut Inner, ns: &str, mut docs: VecDeque<Document>, batch: usize, single: bool) -> Document {
+fn cursor_reply(
+    inner: &mut Inner,
+    ns: &str,
+    mut docs: VecDeque<Document>,
+    batch: usize,
+    single: bool,
+) -> Document {
     let first: Vec<Document> = docs.drain(..batch.min(docs.len())).collect();
-    let id = if docs.is_empty() || single { 0 } else { inner.new_cursor(ns.to_string(), docs, false) };
+    let id = if docs.is_empty() || single {
+        0
+    } else {
+        inner.new_cursor(ns.to_string(), docs, false)
+    };
     doc! {"cursor": {"firstBatch": first, "id": id, "ns": ns}, "ok": 1.0}
 }
 
@@ -89,22 +107,32 @@ pub async fn find(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document
     let skip = num(cmd.get("skip")).unwrap_or(0).max(0) as usize;
     let limit = num(cmd.get("limit")).unwrap_or(0);
     let proj = cmd.get_document("projection").cloned().unwrap_or_default();
-    let mut out: VecDeque<Document> = docs.into_iter().skip(skip).map(|d| project(present(&ns, d), &proj)).collect();
+    let mut out: VecDeque<Document> = docs
+        .into_iter()
+        .skip(skip)
+        .map(|d| project(present(&ns, d), &proj))
+        .collect();
     if limit != 0 {
         out.truncate(limit.unsigned_abs() as usize);
     }
-    let batch = num(cmd.get("batchSize")).map(|b| b.max(0) as usize).unwrap_or(101);
+    let batch = num(cmd.get("batchSize"))
+        .map(|b| b.max(0) as usize)
+        .unwrap_or(101);
     let single = cmd.get_bool("singleBatch").unwrap_or(false) || limit < 0;
     Ok(cursor_reply(&mut node.lock(), &ns, out, batch, single))
 }
 
 pub async fn get_more(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document, CmdError> {
     let id = num(cmd.get("getMore")).ok_or_else(|| bad_value("getMore needs a cursor id"))?;
-    let batch = num(cmd.get("batchSize")).map(|b| b.max(1) as usize).unwrap_or(usize::MAX);
+    let batch = num(cmd.get("batchSize"))
+        .map(|b| b.max(1) as usize)
+        .unwrap_or(usize::MAX);
     let slow = node.faults().slow_reads_ms;
     let (next, ns, done, backup) = {
         let mut g = node.lock();
-        let c = g.cursors.get_mut(&id).ok_or_else(|| CmdError::new(43, "CursorNotFound", format!("cursor id {id} not found")))?;
+        let c = g.cursors.get_mut(&id).ok_or_else(|| {
+            CmdError::new(43, "CursorNotFound", format!("cursor id {id} not found"))
+        })?;
         c.last_used = std::time::Instant::now();
         let next: Vec<Document> = c.pending.drain(..batch.min(c.pending.len())).collect();
         let ns = c.ns.clone();
@@ -123,7 +151,12 @@ pub async fn get_more(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Docu
 }
 
 pub fn kill_cursors(node: &Node, cmd: &Document) -> Result<Document, CmdError> {
-    let ids: Vec<i64> = cmd.get_array("cursors").into_iter().flatten().filter_map(|v| num(Some(v))).collect();
+    let ids: Vec<i64> = cmd
+        .get_array("cursors")
+        .into_iter()
+        .flatten()
+        .filter_map(|v| num(Some(v)))
+        .collect();
     let (mut killed, mut missing) = (Vec::new(), Vec::new());
     let mut g = node.lock();
     for id in ids {
@@ -136,7 +169,9 @@ pub fn kill_cursors(node: &Node, cmd: &Document) -> Result<Document, CmdError> {
             missing.push(id);
         }
     }
-    Ok(doc! {"cursorsKilled": killed, "cursorsNotFound": missing, "cursorsAlive": [], "cursorsUnknown": [], "ok": 1.0})
+    Ok(
+        doc! {"cursorsKilled": killed, "cursorsNotFound": missing, "cursorsAlive": [], "cursorsUnknown": [], "ok": 1.0},
+    )
 }
 
 pub async fn insert(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document, CmdError> {
@@ -195,7 +230,11 @@ pub async fn update(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Docume
         let Bson::Document(u) = u else { continue };
         let q = u.get_document("q").cloned().unwrap_or_default();
         let Ok(upd) = u.get_document("u") else {
-            return Err(CmdError::new(9, "FailedToParse", "pipeline-style updates are not modelled by mongod-sim"));
+            return Err(CmdError::new(
+                9,
+                "FailedToParse",
+                "pipeline-style updates are not modelled by mongod-sim",
+            ));
         };
         let multi = u.get_bool("multi").unwrap_or(false);
         let mut hits = snapshot(&g, &ns, &q)?;
@@ -203,7 +242,11 @@ pub async fn update(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Docume
             hits.truncate(1);
         }
         if multi && !query::is_operator_update(upd) {
-            return Err(CmdError::new(9, "FailedToParse", "multi update is not supported for replacement-style update"));
+            return Err(CmdError::new(
+                9,
+                "FailedToParse",
+                "multi update is not supported for replacement-style update",
+            ));
         }
         if hits.is_empty() && u.get_bool("upsert").unwrap_or(false) {
             let mut d = apply_update(&upsert_seed(&q), upd, true).map_err(bad_value)?;
@@ -212,7 +255,8 @@ pub async fn update(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Docume
                 with_id.extend(d);
                 d = with_id;
             }
-            upserted.push(doc! {"index": i as i32, "_id": d.get("_id").cloned().unwrap_or(Bson::Null)});
+            upserted
+                .push(doc! {"index": i as i32, "_id": d.get("_id").cloned().unwrap_or(Bson::Null)});
             n += 1;
             ops.push(doc! {"op": "i", "ns": &ns, "o": d});
             continue;
@@ -278,7 +322,12 @@ pub fn count(node: &Node, db: &str, cmd: &Document) -> Result<Document, CmdError
     Ok(doc! {"n": n as i64, "ok": 1.0})
 }
 
-pub async fn ddl(node: &Arc<Node>, db: &str, name: &str, cmd: &Document) -> Result<Document, CmdError> {
+pub async fn ddl(
+    node: &Arc<Node>,
+    db: &str,
+    name: &str,
+    cmd: &Document,
+) -> Result<Document, CmdError> {
     writable(node, db).await?;
     let mut g = node.lock();
     let log = g.should_log();
@@ -287,7 +336,10 @@ pub async fn ddl(node: &Arc<Node>, db: &str, name: &str, cmd: &Document) -> Resu
             let coll = coll_name(cmd, "drop")?;
             let ns = format!("{db}.{coll}");
             if g.catalog.colls.contains_key(&ns) {
-                g.write(vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": {"drop": &coll}}], log)?;
+                g.write(
+                    vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": {"drop": &coll}}],
+                    log,
+                )?;
             }
             doc! {"nIndexesWas": 1, "ns": ns, "ok": 1.0}
         }
@@ -295,13 +347,23 @@ pub async fn ddl(node: &Arc<Node>, db: &str, name: &str, cmd: &Document) -> Resu
             let coll = coll_name(cmd, "create")?;
             let ns = format!("{db}.{coll}");
             if g.catalog.colls.contains_key(&ns) {
-                return Err(CmdError::new(48, "NamespaceExists", format!("Collection {ns} already exists.")));
+                return Err(CmdError::new(
+                    48,
+                    "NamespaceExists",
+                    format!("Collection {ns} already exists."),
+                ));
             }
-            g.write(vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": {"create": &coll}}], log)?;
+            g.write(
+                vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": {"create": &coll}}],
+                log,
+            )?;
             doc! {"ok": 1.0}
         }
         _ => {
-            g.write(vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": {"dropDatabase": 1}}], log)?;
+            g.write(
+                vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": {"dropDatabase": 1}}],
+                log,
+            )?;
             doc! {"dropped": db, "ok": 1.0}
         }
     };
@@ -314,7 +376,12 @@ pub fn list_collections(node: &Node, db: &str, cmd: &Document) -> Result<Documen
     let mut g = node.lock();
     let prefix = format!("{db}.");
     let mut out = VecDeque::new();
-    for (ns, c) in g.catalog.colls.iter().filter(|(ns, _)| ns.starts_with(&prefix)) {
+    for (ns, c) in g
+        .catalog
+        .colls
+        .iter()
+        .filter(|(ns, _)| ns.starts_with(&prefix))
+    {
         let name = &ns[prefix.len()..];
         let d = if name_only {
             doc! {"name": name, "type": "collection"}
@@ -325,7 +392,13 @@ pub fn list_collections(node: &Node, db: &str, cmd: &Document) -> Result<Documen
             out.push_back(d);
         }
     }
-    Ok(cursor_reply(&mut g, &format!("{db}.$cmd.listCollections"), out, usize::MAX, true))
+    Ok(cursor_reply(
+        &mut g,
+        &format!("{db}.$cmd.listCollections"),
+        out,
+        usize::MAX,
+        true,
+    ))
 }
 
 pub fn list_databases(node: &Node, cmd: &Document) -> Document {
@@ -335,19 +408,44 @@ pub fn list_databases(node: &Node, cmd: &Document) -> Document {
     let total: u64 = dbs.values().sum();
     let list: Vec<Document> = dbs
         .into_iter()
-        .map(|(name, size)| if name_only { doc! {"name": name} } else { doc! {"name": name, "sizeOnDisk": size as i64, "empty": size == 0} })
+        .map(|(name, size)| {
+            if name_only {
+                doc! {"name": name}
+            } else {
+                doc! {"name": name, "sizeOnDisk": size as i64, "empty": size == 0}
+            }
+        })
         .collect();
     doc! {"databases": list, "totalSize": total as i64, "totalSizeMb": (total / 1_048_576) as i64, "ok": 1.0}
 }
 
 /// `$match`, `$sort`, `$skip`, `$limit`, `$project` and `$count` over one collection.
-pub fn aggregate_plain(node: &Node, db: &str, cmd: &Document, pipeline: &[Document]) -> Result<Document, CmdError> {
-    let coll = cmd.get_str("aggregate").map_err(|_| CmdError::new(73, "InvalidNamespace", "aggregate: 1 is only for $backupCursor stages in mongod-sim"))?;
+pub fn aggregate_plain(
+    node: &Node,
+    db: &str,
+    cmd: &Document,
+    pipeline: &[Document],
+) -> Result<Document, CmdError> {
+    let coll = cmd.get_str("aggregate").map_err(|_| {
+        CmdError::new(
+            73,
+            "InvalidNamespace",
+            "aggregate: 1 is only for $backupCursor stages in mongod-sim",
+        )
+    })?;
     let ns = format!("{db}.{coll}");
     let mut g = node.lock();
-    let mut docs: Vec<Document> = g.catalog.colls.get(&ns).map(|c| c.docs().cloned().map(|d| present(&ns, d)).collect()).unwrap_or_default();
+    let mut docs: Vec<Document> = g
+        .catalog
+        .colls
+        .get(&ns)
+        .map(|c| c.docs().cloned().map(|d| present(&ns, d)).collect())
+        .unwrap_or_default();
     for stage in pipeline {
-        let (name, arg) = stage.iter().next().ok_or_else(|| bad_value("empty pipeline stage"))?;
+        let (name, arg) = stage
+            .iter()
+            .next()
+            .ok_or_else(|| bad_value("empty pipeline stage"))?;
         match (name.as_str(), arg) {
             ("$match", Bson::Document(f)) => {
                 let mut kept = Vec::new();
@@ -359,15 +457,40 @@ pub fn aggregate_plain(node: &Node, db: &str, cmd: &Document, pipeline: &[Docume
                 docs = kept;
             }
             ("$sort", Bson::Document(s)) => sort_docs(&mut docs, s),
-            ("$skip", v) => docs = docs.into_iter().skip(num(Some(v)).unwrap_or(0) as usize).collect(),
+            ("$skip", v) => {
+                docs = docs
+                    .into_iter()
+                    .skip(num(Some(v)).unwrap_or(0) as usize)
+                    .collect()
+            }
             ("$limit", v) => docs.truncate(num(Some(v)).unwrap_or(0) as usize),
-            ("$project", Bson::Document(p)) => docs = docs.into_iter().map(|d| project(d, p)).collect(),
+            ("$project", Bson::Document(p)) => {
+                docs = docs.into_iter().map(|d| project(d, p)).collect()
+            }
             ("$count", Bson::String(field)) => docs = vec![doc! {field: docs.len() as i32}],
+            // Only the whole-collection form drivers use for countDocuments: {_id: <const>, f: {$sum: n}}.
+            ("$group", Bson::Document(g)) => {
+                let mut out = doc! {"_id": g.get("_id").cloned().unwrap_or(Bson::Null)};
+                for (k, v) in g.iter().filter(|(k, _)| *k != "_id") {
+                    let per = v.as_document().and_then(|d| num(d.get("$sum"))).ok_or_else(|| bad_value("mongod-sim models $group only with constant $sum"))?;
+                    out.insert(k.clone(), per * docs.len() as i64);
+                }
+                docs = if docs.is_empty() { vec![] } else { vec![out] };
+            }
             (other, _) => {
-                return Err(CmdError::new(40324, "Location40324", format!("Unrecognized pipeline stage name: '{other}'")));
+                return Err(CmdError::new(
+                    40324,
+                    "Location40324",
+                    format!("Unrecognized pipeline stage name: '{other}'"),
+                ));
             }
         }
     }
-    let batch = cmd.get_document("cursor").ok().and_then(|c| num(c.get("batchSize"))).map(|b| b as usize).unwrap_or(101);
+    let batch = cmd
+        .get_document("cursor")
+        .ok()
+        .and_then(|c| num(c.get("batchSize")))
+        .map(|b| b as usize)
+        .unwrap_or(101);
     Ok(cursor_reply(&mut g, &ns, docs.into(), batch, false))
 }

@@ -10,7 +10,12 @@ static SINK: OnceLock<Mutex<Box<dyn Write + Send>>> = OnceLock::new();
 /// Sends log lines to `path` (appending, as mongod does with `--logappend`) or to stdout.
 pub fn init(path: Option<&std::path::Path>) -> std::io::Result<()> {
     let sink: Box<dyn Write + Send> = match path {
-        Some(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
+        Some(p) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        ),
         None => Box::new(std::io::stdout()),
     };
     let _ = SINK.set(Mutex::new(sink));
@@ -27,7 +32,9 @@ pub enum Sev {
 
 /// Writes one log line. `attr` is rendered as relaxed extended JSON, like mongod's.
 pub fn log(sev: Sev, component: &str, id: u32, ctx: &str, msg: &str, attr: Document) {
-    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string();
+    let now = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3f+00:00")
+        .to_string();
     let mut line = json!({
         "t": {"$date": now},
         "s": format!("{sev:?}"),
@@ -56,9 +63,11 @@ pub fn to_json(v: &Bson) -> Value {
         Bson::Double(d) => json!(d),
         Bson::String(s) => json!(s),
         Bson::Array(a) => Value::Array(a.iter().map(to_json).collect()),
-        Bson::Document(d) => {
-            Value::Object(d.iter().map(|(k, v)| (k.clone(), to_json(v))).collect::<Map<_, _>>())
-        }
+        Bson::Document(d) => Value::Object(
+            d.iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect::<Map<_, _>>(),
+        ),
         Bson::Boolean(b) => json!(b),
         Bson::Null => Value::Null,
         Bson::Int32(i) => json!(i),
@@ -78,7 +87,14 @@ pub fn to_json(v: &Bson) -> Value {
 #[macro_export]
 macro_rules! slog {
     ($sev:ident, $c:expr, $id:expr, $ctx:expr, $msg:expr) => {
-        $crate::log::log($crate::log::Sev::$sev, $c, $id, $ctx, $msg, bson::Document::new())
+        $crate::log::log(
+            $crate::log::Sev::$sev,
+            $c,
+            $id,
+            $ctx,
+            $msg,
+            bson::Document::new(),
+        )
     };
     ($sev:ident, $c:expr, $id:expr, $ctx:expr, $msg:expr, $attr:expr) => {
         $crate::log::log($crate::log::Sev::$sev, $c, $id, $ctx, $msg, $attr)

@@ -76,7 +76,11 @@ pub struct CmdError {
 
 impl CmdError {
     pub fn new(code: i32, code_name: &'static str, errmsg: impl Into<String>) -> CmdError {
-        CmdError { code, code_name, errmsg: errmsg.into() }
+        CmdError {
+            code,
+            code_name,
+            errmsg: errmsg.into(),
+        }
     }
     pub fn to_doc(&self) -> Document {
         doc! {"ok": 0.0, "errmsg": &self.errmsg, "code": self.code, "codeName": self.code_name}
@@ -111,39 +115,88 @@ impl Node {
             }
         }
         if !rec.fresh {
-            slog!(I, "STORAGE", 22430, "initandlisten", "WiredTiger message", doc! {"message": format!("recovered {applied} journaled operations from {} records", rec.journal.len())});
+            slog!(
+                I,
+                "STORAGE",
+                22430,
+                "initandlisten",
+                "WiredTiger message",
+                doc! {"message": format!("recovered {applied} journaled operations from {} records", rec.journal.len())}
+            );
         }
         let repl_mode = opts.repl_set.is_some();
         let recovering = !repl_mode && opts.param_bool("recoverFromOplogAsStandalone");
         // The truncate point is honoured in every mode, before any oplog application.
         let mut truncate_journal = Vec::new();
-        if let Some(tdoc) = catalog.colls.get(TRUNCATE_NS).and_then(|c| c.docs().next().cloned())
+        if let Some(tdoc) = catalog
+            .colls
+            .get(TRUNCATE_NS)
+            .and_then(|c| c.docs().next().cloned())
             && let Ok(point) = tdoc.get_timestamp("oplogTruncateAfterPoint")
-            && point != (Timestamp { time: 0, increment: 0 })
+            && point
+                != (Timestamp {
+                    time: 0,
+                    increment: 0,
+                })
         {
-            let removed = catalog.coll_mut(OPLOG_NS).retain(|e| e.get_timestamp("ts").map(|t| t <= point).unwrap_or(true));
-            slog!(I, "REPL", 21553, "initandlisten", "Truncating oplog after point", doc! {"truncateAfterPoint": point, "removedEntries": removed.len() as i64});
+            let removed = catalog
+                .coll_mut(OPLOG_NS)
+                .retain(|e| e.get_timestamp("ts").map(|t| t <= point).unwrap_or(true));
+            slog!(
+                I,
+                "REPL",
+                21553,
+                "initandlisten",
+                "Truncating oplog after point",
+                doc! {"truncateAfterPoint": point, "removedEntries": removed.len() as i64}
+            );
             for e in removed {
                 truncate_journal.push(doc! {"op": "d", "ns": OPLOG_NS, "o": {"_id": e.get("_id").cloned().unwrap_or(Bson::Null)}, "l": false});
             }
             let mut cleared = tdoc.clone();
-            cleared.insert("oplogTruncateAfterPoint", Timestamp { time: 0, increment: 0 });
+            cleared.insert(
+                "oplogTruncateAfterPoint",
+                Timestamp {
+                    time: 0,
+                    increment: 0,
+                },
+            );
             catalog.coll_mut(TRUNCATE_NS).upsert(cleared.clone());
             truncate_journal.push(doc! {"op": "u", "ns": TRUNCATE_NS, "o": cleared, "l": false});
         }
         let mut checkpoint_ts = rec.checkpoint_ts;
-        let oplog_top = catalog.colls.get(OPLOG_NS).and_then(|c| c.docs().next_back()).and_then(|e| e.get_timestamp("ts").ok());
+        let oplog_top = catalog
+            .colls
+            .get(OPLOG_NS)
+            .and_then(|c| c.docs().next_back())
+            .and_then(|e| e.get_timestamp("ts").ok());
         if repl_mode || recovering {
             let entries: Vec<Document> = catalog
                 .colls
                 .get(OPLOG_NS)
-                .map(|c| c.docs().filter(|e| e.get_timestamp("ts").map(|t| t > checkpoint_ts).unwrap_or(false)).cloned().collect())
+                .map(|c| {
+                    c.docs()
+                        .filter(|e| {
+                            e.get_timestamp("ts")
+                                .map(|t| t > checkpoint_ts)
+                                .unwrap_or(false)
+                        })
+                        .cloned()
+                        .collect()
+                })
                 .unwrap_or_default();
             for e in &entries {
                 catalog.apply(e);
             }
             if !entries.is_empty() || recovering {
-                slog!(I, "REPL", 21544, "initandlisten", "Recovering from stable timestamp", doc! {"stableTimestamp": checkpoint_ts, "topOfOplog": oplog_top.unwrap_or(checkpoint_ts), "appliedOps": entries.len() as i64});
+                slog!(
+                    I,
+                    "REPL",
+                    21544,
+                    "initandlisten",
+                    "Recovering from stable timestamp",
+                    doc! {"stableTimestamp": checkpoint_ts, "topOfOplog": oplog_top.unwrap_or(checkpoint_ts), "appliedOps": entries.len() as i64}
+                );
             }
             if let Some(top) = oplog_top {
                 checkpoint_ts = checkpoint_ts.max(top);
@@ -194,9 +247,20 @@ impl Node {
 
     /// Aborts the process if the named crash point is armed: the `kill -9` of tests.
     pub fn crash_point(&self, point: &str) {
-        let armed = self.faults.lock().map(|f| f.crash_at.as_deref() == Some(point)).unwrap_or(false);
+        let armed = self
+            .faults
+            .lock()
+            .map(|f| f.crash_at.as_deref() == Some(point))
+            .unwrap_or(false);
         if armed {
-            slog!(F, "CONTROL", 4757800, "-", "Simulated crash", doc! {"point": point});
+            slog!(
+                F,
+                "CONTROL",
+                4757800,
+                "-",
+                "Simulated crash",
+                doc! {"point": point}
+            );
             std::process::abort();
         }
     }
@@ -216,19 +280,40 @@ impl Node {
     pub fn finish_shutdown(&self) {
         let mut g = self.lock();
         let inner = &mut *g;
-        let skip = inner.recovering_standalone && !self.opts.param_bool("takeUnstableCheckpointOnShutdown");
+        let skip = inner.recovering_standalone
+            && !self.opts.param_bool("takeUnstableCheckpointOnShutdown");
         if skip {
-            slog!(I, "STORAGE", 22323, "initandlisten", "Skipping checkpoint during clean shutdown because recovering from oplog as standalone");
+            slog!(
+                I,
+                "STORAGE",
+                22323,
+                "initandlisten",
+                "Skipping checkpoint during clean shutdown because recovering from oplog as standalone"
+            );
         } else {
             let ts = inner.checkpoint_ts_now();
             if let Err(e) = inner.store.checkpoint(&mut inner.catalog, ts) {
-                slog!(E, "STORAGE", 22320, "initandlisten", "Checkpoint at shutdown failed", doc! {"error": e.to_string()});
+                slog!(
+                    E,
+                    "STORAGE",
+                    22320,
+                    "initandlisten",
+                    "Checkpoint at shutdown failed",
+                    doc! {"error": e.to_string()}
+                );
             }
             inner.checkpoint_ts = ts;
         }
         let _ = inner.store.write_lock_file(None);
         slog!(I, "CONTROL", 20565, "initandlisten", "Now exiting");
-        slog!(I, "CONTROL", 23138, "initandlisten", "Shutting down", doc! {"exitCode": 0});
+        slog!(
+            I,
+            "CONTROL",
+            23138,
+            "initandlisten",
+            "Shutting down",
+            doc! {"exitCode": 0}
+        );
     }
 }
 
@@ -236,18 +321,28 @@ impl Inner {
     /// The timestamp a checkpoint taken now stands for.
     pub fn checkpoint_ts_now(&self) -> Timestamp {
         if self.recovering_standalone || self.repl.enabled() {
-            self.oplog_top().unwrap_or(self.checkpoint_ts).max(self.checkpoint_ts)
+            self.oplog_top()
+                .unwrap_or(self.checkpoint_ts)
+                .max(self.checkpoint_ts)
         } else {
             self.checkpoint_ts
         }
     }
 
     pub fn oplog_top(&self) -> Option<Timestamp> {
-        self.catalog.colls.get(OPLOG_NS).and_then(|c| c.docs().next_back()).and_then(|e| e.get_timestamp("ts").ok())
+        self.catalog
+            .colls
+            .get(OPLOG_NS)
+            .and_then(|c| c.docs().next_back())
+            .and_then(|e| e.get_timestamp("ts").ok())
     }
 
     pub fn oplog_start(&self) -> Option<Timestamp> {
-        self.catalog.colls.get(OPLOG_NS).and_then(|c| c.docs().next()).and_then(|e| e.get_timestamp("ts").ok())
+        self.catalog
+            .colls
+            .get(OPLOG_NS)
+            .and_then(|c| c.docs().next())
+            .and_then(|e| e.get_timestamp("ts").ok())
     }
 
     /// Takes a periodic checkpoint unless a backup cursor pins the files or we are recovering.
@@ -269,9 +364,15 @@ impl Inner {
     pub fn next_ts(&mut self) -> Timestamp {
         let now = chrono::Utc::now().timestamp() as u32;
         self.last_ts = if now > self.last_ts.time {
-            Timestamp { time: now, increment: 1 }
+            Timestamp {
+                time: now,
+                increment: 1,
+            }
         } else {
-            Timestamp { time: self.last_ts.time, increment: self.last_ts.increment + 1 }
+            Timestamp {
+                time: self.last_ts.time,
+                increment: self.last_ts.increment + 1,
+            }
         };
         self.last_ts
     }
@@ -306,7 +407,8 @@ impl Inner {
         if !logging {
             ts = self.next_ts();
         }
-        self.store.journal_append(&doc! {"ts": ts, "ops": journal_ops})?;
+        self.store
+            .journal_append(&doc! {"ts": ts, "ops": journal_ops})?;
         Ok(ts)
     }
 
@@ -333,7 +435,8 @@ impl Inner {
             journal_ops.push(data);
         }
         if !journal_ops.is_empty() {
-            self.store.journal_append(&doc! {"ts": self.last_ts, "ops": journal_ops})?;
+            self.store
+                .journal_append(&doc! {"ts": self.last_ts, "ops": journal_ops})?;
         }
         Ok(())
     }
@@ -341,7 +444,15 @@ impl Inner {
     pub fn new_cursor(&mut self, ns: String, pending: VecDeque<Document>, backup: bool) -> i64 {
         let id = self.next_cursor;
         self.next_cursor += 1;
-        self.cursors.insert(id, Cursor { ns, pending, last_used: Instant::now(), backup });
+        self.cursors.insert(
+            id,
+            Cursor {
+                ns,
+                pending,
+                last_used: Instant::now(),
+                backup,
+            },
+        );
         id
     }
 }

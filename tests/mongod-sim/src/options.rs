@@ -11,7 +11,11 @@ pub const MONGO_VERSION: &str = "7.0.14";
 pub const PSMDB_VERSION: &str = "7.0.14-8";
 
 #[derive(Parser, Debug, Clone, Default)]
-#[command(name = "mongod-sim", disable_version_flag = true, about = "A test tool that behaves like a PSMDB mongod")]
+#[command(
+    name = "mongod-sim",
+    disable_version_flag = true,
+    about = "A test tool that behaves like a PSMDB mongod"
+)]
 pub struct Cli {
     #[arg(long = "dbpath")]
     pub dbpath: Option<PathBuf>,
@@ -149,8 +153,10 @@ impl Options {
     pub fn from_cli(cli: Cli, argv: Vec<String>) -> Result<Options, OptionsError> {
         let file = match &cli.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| OptionsError::Read(p.clone(), e))?;
-                serde_saphyr::from_str::<ConfigFile>(&text).map_err(|e| OptionsError::Yaml(p.clone(), e.to_string()))?
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| OptionsError::Read(p.clone(), e))?;
+                serde_saphyr::from_str::<ConfigFile>(&text)
+                    .map_err(|e| OptionsError::Yaml(p.clone(), e.to_string()))?
             }
             None => ConfigFile::default(),
         };
@@ -163,7 +169,9 @@ impl Options {
             parameters.insert(k, v);
         }
         for p in &cli.set_parameter {
-            let (k, v) = p.split_once('=').ok_or_else(|| OptionsError::SetParameter(p.clone()))?;
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| OptionsError::SetParameter(p.clone()))?;
             parameters.insert(k.to_string(), v.to_string());
         }
         let role_text = file.sharding.and_then(|s| s.cluster_role);
@@ -191,10 +199,21 @@ impl Options {
             dbpath: cli
                 .dbpath
                 .or(file.storage.and_then(|s| s.db_path))
-                .unwrap_or_else(|| PathBuf::from(if cluster_role == ClusterRole::ConfigSvr { "/data/configdb" } else { "/data/db" })),
+                .unwrap_or_else(|| {
+                    PathBuf::from(if cluster_role == ClusterRole::ConfigSvr {
+                        "/data/configdb"
+                    } else {
+                        "/data/db"
+                    })
+                }),
             port: cli.port.or(net.port).unwrap_or(default_port),
-            bind_ip: cli.bind_ip.or(net.bind_ip).unwrap_or_else(|| "127.0.0.1".to_string()),
-            repl_set: cli.repl_set.or(file.replication.and_then(|r| r.repl_set_name)),
+            bind_ip: cli
+                .bind_ip
+                .or(net.bind_ip)
+                .unwrap_or_else(|| "127.0.0.1".to_string()),
+            repl_set: cli
+                .repl_set
+                .or(file.replication.and_then(|r| r.repl_set_name)),
             cluster_role,
             parameters,
             logpath: cli.logpath.or(file.system_log.and_then(|s| s.path)),
@@ -211,7 +230,10 @@ impl Options {
 
     /// A boolean `--setParameter`, accepting mongod's spellings.
     pub fn param_bool(&self, name: &str) -> bool {
-        matches!(self.parameters.get(name).map(|s| s.as_str()), Some("true" | "1"))
+        matches!(
+            self.parameters.get(name).map(|s| s.as_str()),
+            Some("true" | "1")
+        )
     }
 
     /// The host:port other members and drivers use for this node.
@@ -224,7 +246,10 @@ impl Options {
     /// `cursorTimeoutMillis`, mongod's idle-cursor timeout (10 minutes by default), which also
     /// governs the backup cursor.
     pub fn cursor_timeout_ms(&self) -> u64 {
-        self.parameters.get("cursorTimeoutMillis").and_then(|v| v.parse().ok()).unwrap_or(600_000)
+        self.parameters
+            .get("cursorTimeoutMillis")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(600_000)
     }
 }
 
@@ -241,7 +266,15 @@ mod tests {
             "storage:\n  dbPath: /srv/db\nnet:\n  port: 29000\n  bindIp: 127.0.0.1\nreplication:\n  replSetName: rs0\nsharding:\n  clusterRole: shardsvr\nsetParameter:\n  recoverFromOplogAsStandalone: true\n",
         )
         .unwrap();
-        let cli = Cli::parse_from(["mongod-sim", "-f", path.to_str().unwrap(), "--port", "29001", "--setParameter", "a=b"]);
+        let cli = Cli::parse_from([
+            "mongod-sim",
+            "-f",
+            path.to_str().unwrap(),
+            "--port",
+            "29001",
+            "--setParameter",
+            "a=b",
+        ]);
         let o = Options::from_cli(cli, vec![]).unwrap();
         assert_eq!(o.dbpath, PathBuf::from("/srv/db"));
         assert_eq!(o.port, 29001);

@@ -60,7 +60,11 @@ pub fn compare(a: &Bson, b: &Bson) -> Ordering {
             }
             x.len().cmp(&y.len())
         }
-        (Bson::Binary(x), Bson::Binary(y)) => x.bytes.len().cmp(&y.bytes.len()).then_with(|| x.bytes.cmp(&y.bytes)),
+        (Bson::Binary(x), Bson::Binary(y)) => x
+            .bytes
+            .len()
+            .cmp(&y.bytes.len())
+            .then_with(|| x.bytes.cmp(&y.bytes)),
         (Bson::ObjectId(x), Bson::ObjectId(y)) => x.bytes().cmp(&y.bytes()),
         (Bson::Boolean(x), Bson::Boolean(y)) => x.cmp(y),
         (Bson::DateTime(x), Bson::DateTime(y)) => x.cmp(y),
@@ -103,7 +107,9 @@ fn cmp_op(field: Option<&Bson>, want: &Bson, ok: fn(Ordering) -> bool) -> bool {
         other => vec![other],
     };
     // Comparisons only match values of the same type family, as in mongod.
-    candidates.into_iter().any(|c| type_rank(c) == type_rank(want) && ok(compare(c, want)))
+    candidates
+        .into_iter()
+        .any(|c| type_rank(c) == type_rank(want) && ok(compare(c, want)))
 }
 
 fn field_matches(field: Option<&Bson>, cond: &Bson) -> Result<bool, String> {
@@ -228,7 +234,9 @@ pub fn apply_update(doc: &Document, u: &Document, inserting: bool) -> Result<Doc
     let mut out = doc.clone();
     for (op, args) in u {
         let Bson::Document(args) = args else {
-            return Err(format!("Modifiers operate on fields but we found type {args} instead"));
+            return Err(format!(
+                "Modifiers operate on fields but we found type {args} instead"
+            ));
         };
         for (path, v) in args {
             match op.as_str() {
@@ -287,7 +295,10 @@ pub fn sort_docs(docs: &mut [Document], spec: &Document) {
     docs.sort_by(|a, b| {
         for (k, dir) in spec {
             let null = Bson::Null;
-            let c = compare(get_path(a, k).unwrap_or(&null), get_path(b, k).unwrap_or(&null));
+            let c = compare(
+                get_path(a, k).unwrap_or(&null),
+                get_path(b, k).unwrap_or(&null),
+            );
             let c = if as_f64(dir) < 0.0 { c.reverse() } else { c };
             if c != Ordering::Equal {
                 return c;
@@ -333,14 +344,25 @@ mod tests {
         assert!(!matches(&d, &doc! {"a": {"$gt": "4"}}).unwrap());
         assert!(matches(&d, &doc! {"ts": {"$gt": Timestamp{time: 10, increment: 1}}}).unwrap());
         assert!(matches(&d, &doc! {"tags": "y", "s.n": 1}).unwrap());
-        assert!(matches(&d, &doc! {"$or": [{"a": 1}, {"missing": {"$exists": false}}]}).unwrap());
+        assert!(
+            matches(
+                &d,
+                &doc! {"$or": [{"a": 1}, {"missing": {"$exists": false}}]}
+            )
+            .unwrap()
+        );
         assert!(matches(&d, &doc! {"a": {"$bad": 1}}).is_err());
     }
 
     #[test]
     fn updates_apply() {
         let d = doc! {"_id": 1, "n": 1, "x": {"y": 2}};
-        let out = apply_update(&d, &doc! {"$inc": {"n": 2}, "$set": {"x.z": 3}, "$unset": {"x.y": ""}}, false).unwrap();
+        let out = apply_update(
+            &d,
+            &doc! {"$inc": {"n": 2}, "$set": {"x.z": 3}, "$unset": {"x.y": ""}},
+            false,
+        )
+        .unwrap();
         assert_eq!(out, doc! {"_id": 1, "n": 3, "x": {"z": 3}});
         let out = apply_update(&d, &doc! {"k": 1}, false).unwrap();
         assert_eq!(out, doc! {"_id": 1, "k": 1});

@@ -56,7 +56,10 @@ impl Default for Peer {
         Peer {
             health: false,
             state: DOWN,
-            optime: Timestamp { time: 0, increment: 0 },
+            optime: Timestamp {
+                time: 0,
+                increment: 0,
+            },
             term: -1,
             electable: false,
             last_heartbeat: None,
@@ -91,10 +94,20 @@ fn num(v: Option<&Bson>) -> f64 {
 
 /// Member fields with mongod's defaults filled in.
 pub fn member_priority(m: &Document) -> f64 {
-    if m.get("priority").is_some() { num(m.get("priority")) } else if m.get_bool("arbiterOnly").unwrap_or(false) { 0.0 } else { 1.0 }
+    if m.get("priority").is_some() {
+        num(m.get("priority"))
+    } else if m.get_bool("arbiterOnly").unwrap_or(false) {
+        0.0
+    } else {
+        1.0
+    }
 }
 pub fn member_votes(m: &Document) -> f64 {
-    if m.get("votes").is_some() { num(m.get("votes")) } else { 1.0 }
+    if m.get("votes").is_some() {
+        num(m.get("votes"))
+    } else {
+        1.0
+    }
 }
 pub fn member_arbiter(m: &Document) -> bool {
     m.get_bool("arbiterOnly").unwrap_or(false)
@@ -129,8 +142,17 @@ impl ReplState {
             .and_then(|c| c.docs().next())
             .map(|d| num(d.get("term")) as i64)
             .unwrap_or(0);
-        if let Some(cfg) = catalog.colls.get(CONFIG_NS).and_then(|c| c.docs().next()).cloned() {
-            let has_data = last_ts != Timestamp { time: 0, increment: 0 };
+        if let Some(cfg) = catalog
+            .colls
+            .get(CONFIG_NS)
+            .and_then(|c| c.docs().next())
+            .cloned()
+        {
+            let has_data = last_ts
+                != Timestamp {
+                    time: 0,
+                    increment: 0,
+                };
             rs.adopt_config(cfg, has_data);
         }
         rs
@@ -150,18 +172,28 @@ impl ReplState {
     }
 
     pub fn my_member(&self) -> Option<Document> {
-        self.members().into_iter().find(|m| same_host(m.get_str("host").unwrap_or_default(), &self.me))
+        self.members()
+            .into_iter()
+            .find(|m| same_host(m.get_str("host").unwrap_or_default(), &self.me))
     }
 
     pub fn config_version(&self) -> i64 {
-        self.config.as_ref().map(|c| num(c.get("version")) as i64).unwrap_or(-2)
+        self.config
+            .as_ref()
+            .map(|c| num(c.get("version")) as i64)
+            .unwrap_or(-2)
     }
 
     /// Takes a config; the state follows from our place in it and whether we hold data.
     pub fn adopt_config(&mut self, cfg: Document, has_data: bool) {
         self.config = Some(cfg);
-        let hosts: Vec<String> = self.members().iter().map(|m| m.get_str("host").unwrap_or_default().to_string()).collect();
-        self.peers.retain(|h, _| hosts.iter().any(|x| same_host(x, h)));
+        let hosts: Vec<String> = self
+            .members()
+            .iter()
+            .map(|m| m.get_str("host").unwrap_or_default().to_string())
+            .collect();
+        self.peers
+            .retain(|h, _| hosts.iter().any(|x| same_host(x, h)));
         for h in hosts.iter().filter(|h| !same_host(h, &self.me)) {
             self.peers.entry(h.clone()).or_default();
         }
@@ -176,7 +208,9 @@ impl ReplState {
 
     /// Whether we could be primary now.
     pub fn electable(&self) -> bool {
-        let Some(me) = self.my_member() else { return false };
+        let Some(me) = self.my_member() else {
+            return false;
+        };
         matches!(self.state, PRIMARY | SECONDARY)
             && member_priority(&me) > 0.0
             && !member_arbiter(&me)
@@ -236,11 +270,21 @@ impl ReplState {
         // With a healthy primary, a higher-priority member may take over once within 2 s of it
         // (mongod's priority takeover); without one, only the freshest may win (no lost writes).
         let has_primary = self.primary_host().is_some();
-        let fresh = |t: Timestamp| if has_primary { t.time + 2 >= freshest.time } else { t >= freshest };
+        let fresh = |t: Timestamp| {
+            if has_primary {
+                t.time + 2 >= freshest.time
+            } else {
+                t >= freshest
+            }
+        };
         let best = candidates
             .into_iter()
             .filter(|c| fresh(c.2))
-            .max_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal).then(b.0.cmp(&a.0)));
+            .max_by(|a, b| {
+                a.1.partial_cmp(&b.1)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(b.0.cmp(&a.0))
+            });
         Some(best.map(|c| c.3))
     }
 
@@ -312,10 +356,15 @@ impl ReplState {
     pub fn status(&self, last_ts: Timestamp, uptime_secs: i64, hb_ms: u64) -> Document {
         let optime_date = |t: Timestamp| DateTime::from_millis(t.time as i64 * 1000);
         let mut members = Vec::new();
-        let voters = self.members().iter().filter(|m| member_votes(m) > 0.0).count() as i32;
+        let voters = self
+            .members()
+            .iter()
+            .filter(|m| member_votes(m) > 0.0)
+            .count() as i32;
         for m in self.members() {
             let host = m.get_str("host").unwrap_or_default().to_string();
-            let mut d = doc! {"_id": m.get("_id").cloned().unwrap_or(Bson::Int32(0)), "name": &host};
+            let mut d =
+                doc! {"_id": m.get("_id").cloned().unwrap_or(Bson::Int32(0)), "name": &host};
             if same_host(&host, &self.me) {
                 d.insert("health", 1.0);
                 d.insert("state", self.state);
@@ -323,12 +372,18 @@ impl ReplState {
                 d.insert("uptime", uptime_secs);
                 d.insert("optime", doc! {"ts": last_ts, "t": self.term});
                 d.insert("optimeDate", optime_date(last_ts));
-                d.insert("syncSourceHost", self.sync_source.clone().unwrap_or_default());
+                d.insert(
+                    "syncSourceHost",
+                    self.sync_source.clone().unwrap_or_default(),
+                );
                 d.insert("configVersion", self.config_version() as i32);
                 d.insert("self", true);
                 if self.state == PRIMARY {
                     d.insert("electionTime", self.election_ts.unwrap_or(last_ts));
-                    d.insert("electionDate", self.election_date.unwrap_or_else(DateTime::now));
+                    d.insert(
+                        "electionDate",
+                        self.election_date.unwrap_or_else(DateTime::now),
+                    );
                 }
             } else {
                 let p = self.peers.get(&host).cloned().unwrap_or_default();
@@ -336,12 +391,23 @@ impl ReplState {
                 d.insert("health", if p.health { 1.0 } else { 0.0 });
                 d.insert("state", state);
                 d.insert("stateStr", state_str(state));
-                d.insert("uptime", p.up_since.map(|t| t.elapsed().as_secs() as i64).unwrap_or(0));
+                d.insert(
+                    "uptime",
+                    p.up_since
+                        .map(|t| t.elapsed().as_secs() as i64)
+                        .unwrap_or(0),
+                );
                 d.insert("optime", doc! {"ts": p.optime, "t": p.term});
                 d.insert("optimeDurable", doc! {"ts": p.optime, "t": p.term});
                 d.insert("optimeDate", optime_date(p.optime));
-                d.insert("lastHeartbeat", p.last_heartbeat.unwrap_or(DateTime::from_millis(0)));
-                d.insert("lastHeartbeatRecv", p.last_heartbeat.unwrap_or(DateTime::from_millis(0)));
+                d.insert(
+                    "lastHeartbeat",
+                    p.last_heartbeat.unwrap_or(DateTime::from_millis(0)),
+                );
+                d.insert(
+                    "lastHeartbeatRecv",
+                    p.last_heartbeat.unwrap_or(DateTime::from_millis(0)),
+                );
                 d.insert("pingMs", p.ping_ms);
                 d.insert("configVersion", self.config_version() as i32);
                 if !p.health {

@@ -4,7 +4,8 @@
 use crate::client::AsyncConn;
 use crate::node::{Inner, Node};
 use crate::repl::{
-    self, ARBITER, CONFIG_NS, ELECTION_NS, MINVALID_NS, PRIMARY, SECONDARY, STARTUP2, member_delay, same_host,
+    self, ARBITER, CONFIG_NS, ELECTION_NS, MINVALID_NS, PRIMARY, SECONDARY, STARTUP2, member_delay,
+    same_host,
 };
 use crate::slog;
 use bson::{Bson, DateTime, Document, Timestamp, doc};
@@ -13,12 +14,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-const ZERO: Timestamp = Timestamp { time: 0, increment: 0 };
+const ZERO: Timestamp = Timestamp {
+    time: 0,
+    increment: 0,
+};
 
 /// Stores a config we accept (initiate, reconfig or heard from a peer) and takes its state.
 pub fn install_config(inner: &mut Inner, cfg: Document) {
     let has_data = inner.oplog_top().is_some();
-    let _ = inner.write(vec![doc! {"op": "u", "ns": CONFIG_NS, "o": cfg.clone()}], false);
+    let _ = inner.write(
+        vec![doc! {"op": "u", "ns": CONFIG_NS, "o": cfg.clone()}],
+        false,
+    );
     let before = inner.repl.state;
     inner.repl.adopt_config(cfg, has_data);
     if before != inner.repl.state {
@@ -27,18 +34,38 @@ pub fn install_config(inner: &mut Inner, cfg: Document) {
 }
 
 fn log_transition(from: i32, to: i32) {
-    slog!(I, "REPL", 21358, "ReplCoord-0", "Replica set state transition", doc! {"newState": repl::state_str(to), "oldState": repl::state_str(from)});
+    slog!(
+        I,
+        "REPL",
+        21358,
+        "ReplCoord-0",
+        "Replica set state transition",
+        doc! {"newState": repl::state_str(to), "oldState": repl::state_str(from)}
+    );
 }
 
 /// Answers a peer's `replSetHeartbeat`, learning its state and exchanging configs.
-pub fn handle_heartbeat(node: &Node, cmd: &Document) -> Result<Document, (i32, &'static str, String)> {
+pub fn handle_heartbeat(
+    node: &Node,
+    cmd: &Document,
+) -> Result<Document, (i32, &'static str, String)> {
     let mut g = node.lock();
     let inner = &mut *g;
     let set = cmd.get_str("replSetHeartbeat").unwrap_or_default();
     match &inner.repl.set_name {
-        None => return Err((76, "NoReplicationEnabled", "not running with --replSet".into())),
+        None => {
+            return Err((
+                76,
+                "NoReplicationEnabled",
+                "not running with --replSet".into(),
+            ));
+        }
         Some(s) if s != set => {
-            return Err((93, "InconsistentReplicaSetNames", format!("Our set name of {s} does not match name {set} reported by remote node")));
+            return Err((
+                93,
+                "InconsistentReplicaSetNames",
+                format!("Our set name of {s} does not match name {set} reported by remote node"),
+            ));
         }
         _ => {}
     }
@@ -115,7 +142,10 @@ async fn peer_loop(node: Arc<Node>, host: String) {
                 return;
             }
             let mut d = heartbeat_doc(&g);
-            d.insert("replSetHeartbeat", g.repl.set_name.clone().unwrap_or_default());
+            d.insert(
+                "replSetHeartbeat",
+                g.repl.set_name.clone().unwrap_or_default(),
+            );
             if let Some(cfg) = &g.repl.config {
                 d.insert("config", cfg.clone());
             }
@@ -184,29 +214,60 @@ pub fn elect(node: &Node) {
     let my_optime = inner.oplog_top().unwrap_or(ZERO);
     let choice = inner.repl.choose_primary(my_optime);
     let me = inner.repl.me.clone();
-    let higher_primary = inner.repl.peers.values().any(|p| p.health && p.state == PRIMARY && p.term > inner.repl.term);
+    let higher_primary = inner
+        .repl
+        .peers
+        .values()
+        .any(|p| p.health && p.state == PRIMARY && p.term > inner.repl.term);
     match choice {
-        Some(Some(ref who)) if same_host(who, &me) && inner.repl.state != PRIMARY && !higher_primary => {
-            let max_term = inner.repl.peers.values().map(|p| p.term).max().unwrap_or(0).max(inner.repl.term);
+        Some(Some(ref who))
+            if same_host(who, &me) && inner.repl.state != PRIMARY && !higher_primary =>
+        {
+            let max_term = inner
+                .repl
+                .peers
+                .values()
+                .map(|p| p.term)
+                .max()
+                .unwrap_or(0)
+                .max(inner.repl.term);
             inner.repl.term = max_term + 1;
             let term = inner.repl.term;
-            let idx = inner.repl.members().iter().position(|m| same_host(m.get_str("host").unwrap_or_default(), &me)).unwrap_or(0);
+            let idx = inner
+                .repl
+                .members()
+                .iter()
+                .position(|m| same_host(m.get_str("host").unwrap_or_default(), &me))
+                .unwrap_or(0);
             let _ = inner.write(vec![doc! {"op": "u", "ns": ELECTION_NS, "o": {"_id": "election", "term": term, "candidateIndex": idx as i64}}], false);
             let before = inner.repl.state;
             inner.repl.state = PRIMARY;
             inner.repl.sync_source = None;
             inner.repl.election_date = Some(DateTime::now());
-            if let Ok(ts) = inner.write(vec![doc! {"op": "n", "ns": "", "o": {"msg": "new primary"}}], true) {
+            if let Ok(ts) = inner.write(
+                vec![doc! {"op": "n", "ns": "", "o": {"msg": "new primary"}}],
+                true,
+            ) {
                 inner.repl.election_ts = Some(ts);
             }
             log_transition(before, PRIMARY);
-            slog!(I, "REPL", 21331, "ReplCoord-0", "Transition to primary complete; database writes are now permitted", doc! {"term": term});
+            slog!(
+                I,
+                "REPL",
+                21331,
+                "ReplCoord-0",
+                "Transition to primary complete; database writes are now permitted",
+                doc! {"term": term}
+            );
             node.oplog_changed.notify_waiters();
         }
         _ if inner.repl.state == PRIMARY => {
             let keep = matches!(&choice, Some(Some(who)) if same_host(who, &me)) && !higher_primary;
             if !keep {
-                step_down(inner, "lost the election rule (majority, priority or a newer primary)");
+                step_down(
+                    inner,
+                    "lost the election rule (majority, priority or a newer primary)",
+                );
             }
         }
         _ => {}
@@ -217,7 +278,14 @@ pub fn step_down(inner: &mut Inner, why: &str) {
     if inner.repl.state == PRIMARY {
         inner.repl.state = SECONDARY;
         log_transition(PRIMARY, SECONDARY);
-        slog!(I, "REPL", 21402, "ReplCoord-0", "Stepping down", doc! {"reason": why});
+        slog!(
+            I,
+            "REPL",
+            21402,
+            "ReplCoord-0",
+            "Stepping down",
+            doc! {"reason": why}
+        );
     }
 }
 
@@ -231,12 +299,22 @@ async fn sync_loop(node: Arc<Node>) {
         }
         let (state, source, last, delay) = {
             let g = node.lock();
-            let source = g.repl.primary_host().filter(|p| !same_host(p, &g.repl.me)).or_else(|| {
-                // Before any primary exists, an empty member syncs from any member holding data.
-                (g.repl.state == STARTUP2)
-                    .then(|| g.repl.peers.iter().find(|(_, p)| p.health && p.state == SECONDARY && p.optime > ZERO).map(|(h, _)| h.clone()))
-                    .flatten()
-            });
+            let source = g
+                .repl
+                .primary_host()
+                .filter(|p| !same_host(p, &g.repl.me))
+                .or_else(|| {
+                    // Before any primary exists, an empty member syncs from any member holding data.
+                    (g.repl.state == STARTUP2)
+                        .then(|| {
+                            g.repl
+                                .peers
+                                .iter()
+                                .find(|(_, p)| p.health && p.state == SECONDARY && p.optime > ZERO)
+                                .map(|(h, _)| h.clone())
+                        })
+                        .flatten()
+                });
             let delay = g.repl.my_member().map(|m| member_delay(&m)).unwrap_or(0);
             (g.repl.state, source, g.oplog_top().unwrap_or(ZERO), delay)
         };
@@ -246,15 +324,29 @@ async fn sync_loop(node: Arc<Node>) {
             continue;
         };
         if conn.as_ref().is_none_or(|(h, _)| h != &source) {
-            conn = AsyncConn::connect(&source, Duration::from_secs(2)).await.ok().map(|c| (source.clone(), c));
+            conn = AsyncConn::connect(&source, Duration::from_secs(2))
+                .await
+                .ok()
+                .map(|c| (source.clone(), c));
         }
         let Some((_, c)) = conn.as_mut() else {
             tokio::time::sleep(idle).await;
             continue;
         };
-        let result = if state == STARTUP2 { initial_sync(&node, c, &source).await } else { pull(&node, c, &source, last, delay).await };
+        let result = if state == STARTUP2 {
+            initial_sync(&node, c, &source).await
+        } else {
+            pull(&node, c, &source, last, delay).await
+        };
         if let Err(e) = result {
-            slog!(W, "REPL", 21799, "BackgroundSync", "Sync source error", doc! {"syncSource": &source, "error": e});
+            slog!(
+                W,
+                "REPL",
+                21799,
+                "BackgroundSync",
+                "Sync source error",
+                doc! {"syncSource": &source, "error": e}
+            );
             conn = None;
             tokio::time::sleep(idle).await;
         }
@@ -265,22 +357,52 @@ async fn find_all(c: &mut AsyncConn, db: &str, cmd: Document) -> Result<Vec<Docu
     let t = Duration::from_secs(30);
     let coll = cmd.get_str("find").unwrap_or_default().to_string();
     let r = c.command(db, cmd, t).await.map_err(|e| e.to_string())?;
-    let cursor = r.get_document("cursor").map_err(|_| format!("find failed: {r}"))?;
-    let mut out: Vec<Document> =
-        cursor.get_array("firstBatch").into_iter().flatten().filter_map(|d| d.as_document().cloned()).collect();
+    let cursor = r
+        .get_document("cursor")
+        .map_err(|_| format!("find failed: {r}"))?;
+    let mut out: Vec<Document> = cursor
+        .get_array("firstBatch")
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_document().cloned())
+        .collect();
     let mut id = cursor.get_i64("id").unwrap_or(0);
     while id != 0 {
-        let r = c.command(db, doc! {"getMore": id, "collection": &coll, "batchSize": 10_000}, t).await.map_err(|e| e.to_string())?;
-        let cursor = r.get_document("cursor").map_err(|_| format!("getMore failed: {r}"))?;
-        out.extend(cursor.get_array("nextBatch").into_iter().flatten().filter_map(|d| d.as_document().cloned()));
+        let r = c
+            .command(
+                db,
+                doc! {"getMore": id, "collection": &coll, "batchSize": 10_000},
+                t,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let cursor = r
+            .get_document("cursor")
+            .map_err(|_| format!("getMore failed: {r}"))?;
+        out.extend(
+            cursor
+                .get_array("nextBatch")
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.as_document().cloned()),
+        );
         id = cursor.get_i64("id").unwrap_or(0);
     }
     Ok(out)
 }
 
-async fn pull(node: &Node, c: &mut AsyncConn, source: &str, last: Timestamp, delay: i64) -> Result<(), String> {
+async fn pull(
+    node: &Node,
+    c: &mut AsyncConn,
+    source: &str,
+    last: Timestamp,
+    delay: i64,
+) -> Result<(), String> {
     let cmd = doc! {"find": "oplog.rs", "filter": {"ts": {"$gt": last}}, "batchSize": 5000, "limit": 5000, "awaitData": true, "maxTimeMS": 500};
-    let r = c.command("local", cmd, Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
+    let r = c
+        .command("local", cmd, Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
     let batch: Vec<Document> = r
         .get_document("cursor")
         .map_err(|_| format!("oplog query failed: {r}"))?
@@ -292,7 +414,12 @@ async fn pull(node: &Node, c: &mut AsyncConn, source: &str, last: Timestamp, del
     let cutoff = DateTime::now().timestamp_millis() - delay * 1000;
     let ready: Vec<Document> = batch
         .iter()
-        .take_while(|e| delay == 0 || e.get_datetime("wall").map(|w| w.timestamp_millis() <= cutoff).unwrap_or(true))
+        .take_while(|e| {
+            delay == 0
+                || e.get_datetime("wall")
+                    .map(|w| w.timestamp_millis() <= cutoff)
+                    .unwrap_or(true)
+        })
         .cloned()
         .collect();
     let held_back = ready.len() < batch.len();
@@ -317,29 +444,66 @@ async fn pull(node: &Node, c: &mut AsyncConn, source: &str, last: Timestamp, del
 /// Clones every database but `local` from the source, then applies its oplog from the point
 /// the clone started, and becomes SECONDARY.
 async fn initial_sync(node: &Node, c: &mut AsyncConn, source: &str) -> Result<(), String> {
-    slog!(I, "INITSYNC", 21164, "ReplCoordExtern-0", "Starting initial sync", doc! {"syncSource": source});
+    slog!(
+        I,
+        "INITSYNC",
+        21164,
+        "ReplCoordExtern-0",
+        "Starting initial sync",
+        doc! {"syncSource": source}
+    );
     node.crash_point("initial-sync");
     let t = Duration::from_secs(30);
-    let top = find_all(c, "local", doc! {"find": "oplog.rs", "sort": {"$natural": -1}, "limit": 1}).await?;
-    let begin = top.first().and_then(|e| e.get_timestamp("ts").ok()).unwrap_or(ZERO);
-    let dbs = c.command("admin", doc! {"listDatabases": 1, "nameOnly": true}, t).await.map_err(|e| e.to_string())?;
+    let top = find_all(
+        c,
+        "local",
+        doc! {"find": "oplog.rs", "sort": {"$natural": -1}, "limit": 1},
+    )
+    .await?;
+    let begin = top
+        .first()
+        .and_then(|e| e.get_timestamp("ts").ok())
+        .unwrap_or(ZERO);
+    let dbs = c
+        .command("admin", doc! {"listDatabases": 1, "nameOnly": true}, t)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut cloned = 0usize;
-    for db in dbs.get_array("databases").into_iter().flatten().filter_map(|d| d.as_document()) {
+    for db in dbs
+        .get_array("databases")
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_document())
+    {
         let name = db.get_str("name").unwrap_or_default().to_string();
         if name == "local" {
             continue;
         }
         let colls = find_all_list(c, &name).await?;
         for coll in colls {
-            let docs = find_all(c, &name, doc! {"find": &coll, "filter": {}, "batchSize": 10_000}).await?;
+            let docs = find_all(
+                c,
+                &name,
+                doc! {"find": &coll, "filter": {}, "batchSize": 10_000},
+            )
+            .await?;
             cloned += docs.len();
             let ns = format!("{name}.{coll}");
-            let mut ops = vec![doc! {"op": "c", "ns": format!("{name}.$cmd"), "o": {"create": &coll}}];
-            ops.extend(docs.into_iter().map(|d| doc! {"op": "i", "ns": &ns, "o": d}));
+            let mut ops =
+                vec![doc! {"op": "c", "ns": format!("{name}.$cmd"), "o": {"create": &coll}}];
+            ops.extend(
+                docs.into_iter()
+                    .map(|d| doc! {"op": "i", "ns": &ns, "o": d}),
+            );
             node.lock().write(ops, false).map_err(|e| e.to_string())?;
         }
     }
-    let entries = find_all(c, "local", doc! {"find": "oplog.rs", "filter": {"ts": {"$gte": begin}}, "batchSize": 10_000}).await?;
+    let entries = find_all(
+        c,
+        "local",
+        doc! {"find": "oplog.rs", "filter": {"ts": {"$gte": begin}}, "batchSize": 10_000},
+    )
+    .await?;
     let mut g = node.lock();
     let inner = &mut *g;
     inner.apply_oplog(&entries).map_err(|e| e.to_string())?;
@@ -349,18 +513,37 @@ async fn initial_sync(node: &Node, c: &mut AsyncConn, source: &str) -> Result<()
         inner.repl.state = SECONDARY;
         log_transition(STARTUP2, SECONDARY);
     }
-    slog!(I, "INITSYNC", 21192, "ReplCoordExtern-0", "Initial sync done", doc! {"documentsCloned": cloned as i64, "oplogEntriesApplied": entries.len() as i64, "beginApplyingTimestamp": begin});
+    slog!(
+        I,
+        "INITSYNC",
+        21192,
+        "ReplCoordExtern-0",
+        "Initial sync done",
+        doc! {"documentsCloned": cloned as i64, "oplogEntriesApplied": entries.len() as i64, "beginApplyingTimestamp": begin}
+    );
     Ok(())
 }
 
 async fn find_all_list(c: &mut AsyncConn, db: &str) -> Result<Vec<String>, String> {
-    let r = c.command(db, doc! {"listCollections": 1, "nameOnly": true}, Duration::from_secs(30)).await.map_err(|e| e.to_string())?;
-    let cursor = r.get_document("cursor").map_err(|_| format!("listCollections failed: {r}"))?;
+    let r = c
+        .command(
+            db,
+            doc! {"listCollections": 1, "nameOnly": true},
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let cursor = r
+        .get_document("cursor")
+        .map_err(|_| format!("listCollections failed: {r}"))?;
     Ok(cursor
         .get_array("firstBatch")
         .into_iter()
         .flatten()
-        .filter_map(|d| d.as_document().and_then(|d| d.get_str("name").ok()).map(str::to_string))
+        .filter_map(|d| {
+            d.as_document()
+                .and_then(|d| d.get_str("name").ok())
+                .map(str::to_string)
+        })
         .collect())
 }
-

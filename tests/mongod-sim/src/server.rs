@@ -17,7 +17,13 @@ const MORE_TO_COME: u32 = 2;
 /// Binds every `bind_ip` address; mongod exits when it cannot.
 pub async fn bind(node: &Node) -> std::io::Result<Vec<TcpListener>> {
     let mut out = Vec::new();
-    for ip in node.opts.bind_ip.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for ip in node
+        .opts
+        .bind_ip
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let ip = if ip == "localhost" { "127.0.0.1" } else { ip };
         out.push(TcpListener::bind((ip, node.opts.port)).await?);
     }
@@ -34,7 +40,14 @@ pub async fn serve(node: Arc<Node>, listeners: Vec<TcpListener>) {
     if node.opts.repl_set.is_some() {
         crate::replloop::spawn(node.clone());
     }
-    slog!(I, "NETWORK", 23016, "listener", "Waiting for connections", doc! {"port": node.opts.port as i32, "ssl": "off"});
+    slog!(
+        I,
+        "NETWORK",
+        23016,
+        "listener",
+        "Waiting for connections",
+        doc! {"port": node.opts.port as i32, "ssl": "off"}
+    );
     node.shutdown.notified().await;
     node.finish_shutdown();
 }
@@ -44,7 +57,14 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let id = node.next_conn_id();
-                slog!(I, "NETWORK", 22943, "listener", "Connection accepted", doc! {"remote": peer.to_string(), "connectionId": id as i64});
+                slog!(
+                    I,
+                    "NETWORK",
+                    22943,
+                    "listener",
+                    "Connection accepted",
+                    doc! {"remote": peer.to_string(), "connectionId": id as i64}
+                );
                 tokio::spawn(connection(node.clone(), stream, id));
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -61,7 +81,14 @@ async fn checkpoint_loop(node: Arc<Node>) {
         }
         node.crash_point("checkpoint");
         if let Err(e) = node.lock().maybe_checkpoint() {
-            slog!(E, "STORAGE", 22320, "Checkpointer", "Checkpoint failed", doc! {"error": e.to_string()});
+            slog!(
+                E,
+                "STORAGE",
+                22320,
+                "Checkpointer",
+                "Checkpoint failed",
+                doc! {"error": e.to_string()}
+            );
         }
     }
 }
@@ -86,7 +113,14 @@ async fn connection(node: Arc<Node>, mut stream: TcpStream, conn_id: u64) {
         let header = Header::parse(&h);
         let len = header.length as usize;
         if !(16..=MAX_MESSAGE_SIZE).contains(&len) {
-            slog!(W, "NETWORK", 22988, &ctx, "Error receiving request from client. Ending connection from remote", doc! {"error": format!("invalid message length {len}")});
+            slog!(
+                W,
+                "NETWORK",
+                22988,
+                &ctx,
+                "Error receiving request from client. Ending connection from remote",
+                doc! {"error": format!("invalid message length {len}")}
+            );
             break;
         }
         let mut body = vec![0u8; len - 16];
@@ -97,20 +131,35 @@ async fn connection(node: Arc<Node>, mut stream: TcpStream, conn_id: u64) {
         let out = match wire::decode(header.op_code, &body) {
             Ok(Message::Msg { flags, body }) => {
                 if !body.contains_key("$db") {
-                    Some(wire::encode_msg(reply_id, header.request_id, &doc! {"ok": 0.0, "errmsg": "OP_MSG requests require a $db argument", "code": 40571, "codeName": "Location40571"}))
+                    Some(wire::encode_msg(
+                        reply_id,
+                        header.request_id,
+                        &doc! {"ok": 0.0, "errmsg": "OP_MSG requests require a $db argument", "code": 40571, "codeName": "Location40571"},
+                    ))
                 } else {
                     match commands::run(&node, body, conn_id).await {
-                        Outcome::Reply(doc) if flags & MORE_TO_COME == 0 => Some(wire::encode_msg(reply_id, header.request_id, &doc)),
+                        Outcome::Reply(doc) if flags & MORE_TO_COME == 0 => {
+                            Some(wire::encode_msg(reply_id, header.request_id, &doc))
+                        }
                         Outcome::Reply(_) => None,
                         Outcome::Close => break,
                     }
                 }
             }
-            Ok(Message::Query { collection, query }) => {
-                Some(wire::encode_reply(reply_id, header.request_id, &legacy_query(&node, &collection, query, conn_id)))
-            }
+            Ok(Message::Query { collection, query }) => Some(wire::encode_reply(
+                reply_id,
+                header.request_id,
+                &legacy_query(&node, &collection, query, conn_id),
+            )),
             Ok(Message::Reply { .. }) | Err(_) => {
-                slog!(W, "NETWORK", 22988, &ctx, "Error receiving request from client. Ending connection from remote", doc! {"opCode": header.op_code});
+                slog!(
+                    W,
+                    "NETWORK",
+                    22988,
+                    &ctx,
+                    "Error receiving request from client. Ending connection from remote",
+                    doc! {"opCode": header.op_code}
+                );
                 break;
             }
         };

@@ -36,7 +36,11 @@ pub fn crc32(data: &[u8]) -> u32 {
         for (i, slot) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *slot = c;
         }
@@ -54,7 +58,8 @@ pub fn crc32(data: &[u8]) -> u32 {
 pub fn write_file(path: &Path, docs: &[&Document]) -> Result<(), StorageError> {
     let mut payload = Vec::new();
     for d in docs {
-        d.to_writer(&mut payload).map_err(|e| StorageError::Io(path.to_path_buf(), std::io::Error::other(e)))?;
+        d.to_writer(&mut payload)
+            .map_err(|e| StorageError::Io(path.to_path_buf(), std::io::Error::other(e)))?;
     }
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(MAGIC);
@@ -72,7 +77,10 @@ pub fn read_file(path: &Path) -> Result<Vec<Document>, StorageError> {
         std::io::ErrorKind::NotFound => StorageError::Missing(path.to_path_buf()),
         _ => StorageError::Io(path.to_path_buf(), e),
     })?;
-    let corrupt = |why: &str| StorageError::Corrupt { file: path.to_path_buf(), why: why.to_string() };
+    let corrupt = |why: &str| StorageError::Corrupt {
+        file: path.to_path_buf(),
+        why: why.to_string(),
+    };
     if bytes.len() < HEADER || &bytes[..8] != MAGIC {
         return Err(corrupt("bad file header"));
     }
@@ -83,12 +91,18 @@ pub fn read_file(path: &Path) -> Result<Vec<Document>, StorageError> {
         return Err(corrupt("file size does not match its header"));
     }
     if crc32(payload) != crc {
-        return Err(corrupt("calculated block checksum doesn't match expected checksum"));
+        return Err(corrupt(
+            "calculated block checksum doesn't match expected checksum",
+        ));
     }
     let mut docs = Vec::new();
     let mut rest = payload;
     while !rest.is_empty() {
-        let n = i32::from_le_bytes(rest[..4.min(rest.len())].try_into().map_err(|_| corrupt("truncated"))?) as usize;
+        let n = i32::from_le_bytes(
+            rest[..4.min(rest.len())]
+                .try_into()
+                .map_err(|_| corrupt("truncated"))?,
+        ) as usize;
         let d = Document::from_reader(rest.get(..n).ok_or_else(|| corrupt("truncated document"))?)
             .map_err(|_| corrupt("invalid document"))?;
         docs.push(d);
@@ -127,7 +141,11 @@ impl Store {
 
     fn open_journal(dbpath: &Path, n: u64) -> Result<File, StorageError> {
         let p = dbpath.join("journal").join(journal_name(n));
-        OpenOptions::new().create(true).append(true).open(&p).map_err(io(&p))
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(io(&p))
     }
 
     fn slow(&self) {
@@ -137,7 +155,11 @@ impl Store {
     }
 
     /// Opens a dbPath, creating the files of a new one, verifying every checksum of an old one.
-    pub fn open(dbpath: &Path, slow_reads_ms: u64, storage_options: Document) -> Result<(Store, Recovered), StorageError> {
+    pub fn open(
+        dbpath: &Path,
+        slow_reads_ms: u64,
+        storage_options: Document,
+    ) -> Result<(Store, Recovered), StorageError> {
         if !dbpath.is_dir() {
             return Err(StorageError::NoDbPath(dbpath.to_path_buf()));
         }
@@ -145,16 +167,45 @@ impl Store {
         fs::create_dir_all(&jdir).map_err(io(&jdir))?;
         let fresh = !dbpath.join("WiredTiger").exists();
         if fresh {
-            let suffix = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+            let suffix = (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
                 % 9_000_000_000_000_000_000) as u64;
-            let mut store = Store { dbpath: dbpath.to_path_buf(), journal: Self::open_journal(dbpath, 1)?, journal_no: 1, journal_start: 1, slow_reads_ms };
-            write_file(&store.path("WiredTiger"), &[&doc! {"version": "WiredTiger 11.2.0: (August 2, 2023)"}])?;
+            let mut store = Store {
+                dbpath: dbpath.to_path_buf(),
+                journal: Self::open_journal(dbpath, 1)?,
+                journal_no: 1,
+                journal_start: 1,
+                slow_reads_ms,
+            };
+            write_file(
+                &store.path("WiredTiger"),
+                &[&doc! {"version": "WiredTiger 11.2.0: (August 2, 2023)"}],
+            )?;
             let sb = doc! {"storage": {"engine": "wiredTiger", "options": storage_options}};
             let sbp = store.path("storage.bson");
             fs::write(&sbp, sb.to_vec().unwrap_or_default()).map_err(io(&sbp))?;
             let mut catalog = Catalog::new(suffix);
-            store.checkpoint(&mut catalog, Timestamp { time: 0, increment: 0 })?;
-            return Ok((store, Recovered { catalog, checkpoint_ts: Timestamp { time: 0, increment: 0 }, journal: vec![], fresh: true }));
+            store.checkpoint(
+                &mut catalog,
+                Timestamp {
+                    time: 0,
+                    increment: 0,
+                },
+            )?;
+            return Ok((
+                store,
+                Recovered {
+                    catalog,
+                    checkpoint_ts: Timestamp {
+                        time: 0,
+                        increment: 0,
+                    },
+                    journal: vec![],
+                    fresh: true,
+                },
+            ));
         }
         let read = |name: &str| -> Result<Vec<Document>, StorageError> {
             if slow_reads_ms > 0 {
@@ -165,9 +216,20 @@ impl Store {
         read("WiredTiger")?;
         let sbp = dbpath.join("storage.bson");
         let sb = fs::read(&sbp).map_err(io(&sbp))?;
-        Document::from_reader(&sb[..]).map_err(|_| StorageError::Corrupt { file: sbp.clone(), why: "invalid BSON".into() })?;
-        let turtle = read("WiredTiger.turtle")?.into_iter().next().unwrap_or_default();
-        let checkpoint_ts = turtle.get_timestamp("checkpointTimestamp").unwrap_or(Timestamp { time: 0, increment: 0 });
+        Document::from_reader(&sb[..]).map_err(|_| StorageError::Corrupt {
+            file: sbp.clone(),
+            why: "invalid BSON".into(),
+        })?;
+        let turtle = read("WiredTiger.turtle")?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let checkpoint_ts = turtle
+            .get_timestamp("checkpointTimestamp")
+            .unwrap_or(Timestamp {
+                time: 0,
+                increment: 0,
+            });
         let journal_start = turtle.get_i64("journalStart").unwrap_or(1) as u64;
         let suffix = turtle.get_i64("identSuffix").unwrap_or(0) as u64;
         read("WiredTiger.wt")?;
@@ -188,7 +250,10 @@ impl Store {
             }
             let ids = read(&format!("{idx}.wt"))?;
             if ids.len() != c.len() {
-                return Err(StorageError::Corrupt { file: dbpath.join(format!("{idx}.wt")), why: "index does not match its collection".into() });
+                return Err(StorageError::Corrupt {
+                    file: dbpath.join(format!("{idx}.wt")),
+                    why: "index does not match its collection".into(),
+                });
             }
             c.dirty = false;
             catalog.colls.insert(ns, c);
@@ -210,7 +275,12 @@ impl Store {
         let mut numbers: Vec<u64> = fs::read_dir(&jdir)
             .map_err(io(&jdir))?
             .flatten()
-            .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("WiredTigerLog.").and_then(|n| n.parse().ok()))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .strip_prefix("WiredTigerLog.")
+                    .and_then(|n| n.parse().ok())
+            })
             .filter(|n| *n >= journal_start)
             .collect();
         numbers.sort();
@@ -227,24 +297,53 @@ impl Store {
                         pos += used;
                     }
                     None if last => break,
-                    None => return Err(StorageError::Corrupt { file: p.clone(), why: "torn journal record".into() }),
+                    None => {
+                        return Err(StorageError::Corrupt {
+                            file: p.clone(),
+                            why: "torn journal record".into(),
+                        });
+                    }
                 }
             }
         }
-        let next = numbers.last().copied().unwrap_or(journal_start).max(journal_start) + 1;
-        let store = Store { dbpath: dbpath.to_path_buf(), journal: Self::open_journal(dbpath, next)?, journal_no: next, journal_start, slow_reads_ms };
+        let next = numbers
+            .last()
+            .copied()
+            .unwrap_or(journal_start)
+            .max(journal_start)
+            + 1;
+        let store = Store {
+            dbpath: dbpath.to_path_buf(),
+            journal: Self::open_journal(dbpath, next)?,
+            journal_no: next,
+            journal_start,
+            slow_reads_ms,
+        };
         store.slow();
-        Ok((store, Recovered { catalog, checkpoint_ts, journal, fresh: false }))
+        Ok((
+            store,
+            Recovered {
+                catalog,
+                checkpoint_ts,
+                journal,
+                fresh: false,
+            },
+        ))
     }
 
     /// Appends one record; the OS has it once `write` returns, which is what `kill -9` needs.
     pub fn journal_append(&mut self, rec: &Document) -> Result<(), StorageError> {
-        let body = rec.to_vec().map_err(|e| StorageError::Io(self.dbpath.clone(), std::io::Error::other(e)))?;
+        let body = rec
+            .to_vec()
+            .map_err(|e| StorageError::Io(self.dbpath.clone(), std::io::Error::other(e)))?;
         let mut out = Vec::with_capacity(body.len() + 8);
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
         out.extend_from_slice(&crc32(&body).to_le_bytes());
         out.extend_from_slice(&body);
-        let p = self.dbpath.join("journal").join(journal_name(self.journal_no));
+        let p = self
+            .dbpath
+            .join("journal")
+            .join(journal_name(self.journal_no));
         self.journal.write_all(&out).map_err(io(&p))
     }
 
@@ -292,8 +391,14 @@ impl Store {
         for c in catalog.colls.values_mut().filter(|c| c.dirty) {
             let docs: Vec<&Document> = c.docs().collect();
             write_file(&self.path(&format!("{}.wt", c.ident)), &docs)?;
-            let ids: Vec<Document> = c.docs().map(|d| doc! {"_id": d.get("_id").cloned().unwrap_or(Bson::Null)}).collect();
-            write_file(&self.path(&format!("{}.wt", c.idx_ident)), &ids.iter().collect::<Vec<_>>())?;
+            let ids: Vec<Document> = c
+                .docs()
+                .map(|d| doc! {"_id": d.get("_id").cloned().unwrap_or(Bson::Null)})
+                .collect();
+            write_file(
+                &self.path(&format!("{}.wt", c.idx_ident)),
+                &ids.iter().collect::<Vec<_>>(),
+            )?;
             c.dirty = false;
         }
         let entries: Vec<Document> = catalog
@@ -301,16 +406,29 @@ impl Store {
             .iter()
             .map(|(ns, c)| doc! {"ns": ns, "ident": &c.ident, "idxIdent": &c.idx_ident, "uuid": c.uuid.clone()})
             .collect();
-        write_file(&self.path("_mdb_catalog.wt"), &entries.iter().collect::<Vec<_>>())?;
+        write_file(
+            &self.path("_mdb_catalog.wt"),
+            &entries.iter().collect::<Vec<_>>(),
+        )?;
         let sizes: Vec<Document> = catalog
             .colls
             .values()
             .map(|c| doc! {"ident": &c.ident, "numRecords": c.len() as i64, "dataSize": c.data_size as i64})
             .collect();
-        write_file(&self.path("sizeStorer.wt"), &sizes.iter().collect::<Vec<_>>())?;
-        let mut files: Vec<String> = catalog.colls.values().flat_map(|c| [c.ident.clone(), c.idx_ident.clone()]).collect();
+        write_file(
+            &self.path("sizeStorer.wt"),
+            &sizes.iter().collect::<Vec<_>>(),
+        )?;
+        let mut files: Vec<String> = catalog
+            .colls
+            .values()
+            .flat_map(|c| [c.ident.clone(), c.idx_ident.clone()])
+            .collect();
         files.extend(["_mdb_catalog".to_string(), "sizeStorer".to_string()]);
-        write_file(&self.path("WiredTiger.wt"), &[&doc! {"files": files, "checkpointTimestamp": ts}])?;
+        write_file(
+            &self.path("WiredTiger.wt"),
+            &[&doc! {"files": files, "checkpointTimestamp": ts}],
+        )?;
         write_file(
             &self.path("WiredTiger.turtle"),
             &[&doc! {
@@ -379,11 +497,27 @@ mod tests {
         assert!(rec.fresh);
         let mut cat = rec.catalog;
         cat.coll_mut("d.c").insert(doc! {"_id": 1}).unwrap();
-        store.checkpoint(&mut cat, Timestamp { time: 5, increment: 1 }).unwrap();
-        store.journal_append(&doc! {"op": "i", "ns": "d.c", "o": {"_id": 2}}).unwrap();
+        store
+            .checkpoint(
+                &mut cat,
+                Timestamp {
+                    time: 5,
+                    increment: 1,
+                },
+            )
+            .unwrap();
+        store
+            .journal_append(&doc! {"op": "i", "ns": "d.c", "o": {"_id": 2}})
+            .unwrap();
         drop(store);
         let (_store, rec) = Store::open(dir.path(), 0, Document::new()).unwrap();
-        assert_eq!(rec.checkpoint_ts, Timestamp { time: 5, increment: 1 });
+        assert_eq!(
+            rec.checkpoint_ts,
+            Timestamp {
+                time: 5,
+                increment: 1
+            }
+        );
         assert_eq!(rec.catalog.colls["d.c"].len(), 1);
         assert_eq!(rec.journal.len(), 1);
     }

@@ -32,7 +32,12 @@ pub struct Header {
 impl Header {
     pub fn parse(b: &[u8; 16]) -> Header {
         let f = |i: usize| i32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        Header { length: f(0), request_id: f(4), response_to: f(8), op_code: f(12) }
+        Header {
+            length: f(0),
+            request_id: f(4),
+            response_to: f(8),
+            op_code: f(12),
+        }
     }
 }
 
@@ -58,7 +63,9 @@ fn read_cstring(b: &[u8], pos: &mut usize) -> Result<String, WireError> {
 }
 
 fn read_i32(b: &[u8], pos: &mut usize) -> Result<i32, WireError> {
-    let s = b.get(*pos..*pos + 4).ok_or_else(|| WireError::Malformed("truncated".into()))?;
+    let s = b
+        .get(*pos..*pos + 4)
+        .ok_or_else(|| WireError::Malformed("truncated".into()))?;
     *pos += 4;
     Ok(i32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
@@ -66,7 +73,9 @@ fn read_i32(b: &[u8], pos: &mut usize) -> Result<i32, WireError> {
 fn read_doc(b: &[u8], pos: &mut usize) -> Result<Document, WireError> {
     let mut peek = *pos;
     let len = read_i32(b, &mut peek)? as usize;
-    let s = b.get(*pos..*pos + len).ok_or_else(|| WireError::Malformed("truncated document".into()))?;
+    let s = b
+        .get(*pos..*pos + len)
+        .ok_or_else(|| WireError::Malformed("truncated document".into()))?;
     *pos += len;
     Ok(Document::from_reader(s)?)
 }
@@ -77,7 +86,11 @@ pub fn decode(op_code: i32, body: &[u8]) -> Result<Message, WireError> {
     match op_code {
         OP_MSG => {
             let flags = read_i32(body, &mut pos)? as u32;
-            let end = if flags & CHECKSUM_PRESENT != 0 { body.len().saturating_sub(4) } else { body.len() };
+            let end = if flags & CHECKSUM_PRESENT != 0 {
+                body.len().saturating_sub(4)
+            } else {
+                body.len()
+            };
             let mut main: Option<Document> = None;
             let mut sequences: Vec<(String, Vec<Bson>)> = Vec::new();
             while pos < end {
@@ -98,7 +111,8 @@ pub fn decode(op_code: i32, body: &[u8]) -> Result<Message, WireError> {
                     k => return Err(WireError::Malformed(format!("unknown section kind {k}"))),
                 }
             }
-            let mut body = main.ok_or_else(|| WireError::Malformed("OP_MSG without a body section".into()))?;
+            let mut body =
+                main.ok_or_else(|| WireError::Malformed("OP_MSG without a body section".into()))?;
             for (id, docs) in sequences {
                 body.insert(id, docs);
             }
@@ -144,7 +158,11 @@ pub fn encode_msg(request_id: i32, response_to: i32, doc: &Document) -> Result<V
 }
 
 /// An OP_REPLY carrying one document, as mongod answers a legacy OP_QUERY command.
-pub fn encode_reply(request_id: i32, response_to: i32, doc: &Document) -> Result<Vec<u8>, WireError> {
+pub fn encode_reply(
+    request_id: i32,
+    response_to: i32,
+    doc: &Document,
+) -> Result<Vec<u8>, WireError> {
     let mut payload = Vec::new();
     payload.extend_from_slice(&8i32.to_le_bytes()); // AwaitCapable, as mongod sets it
     payload.extend_from_slice(&0i64.to_le_bytes());
@@ -155,7 +173,11 @@ pub fn encode_reply(request_id: i32, response_to: i32, doc: &Document) -> Result
 }
 
 /// A legacy OP_QUERY command, as older drivers send their first `isMaster`.
-pub fn encode_query(request_id: i32, collection: &str, query: &Document) -> Result<Vec<u8>, WireError> {
+pub fn encode_query(
+    request_id: i32,
+    collection: &str,
+    query: &Document,
+) -> Result<Vec<u8>, WireError> {
     let mut payload = 0i32.to_le_bytes().to_vec();
     payload.extend_from_slice(collection.as_bytes());
     payload.push(0);
@@ -174,7 +196,9 @@ mod tests {
     fn op_msg_round_trip_merges_sequences() {
         let mut payload = 0u32.to_le_bytes().to_vec();
         payload.push(0);
-        doc! {"insert": "c", "$db": "d"}.to_writer(&mut payload).unwrap();
+        doc! {"insert": "c", "$db": "d"}
+            .to_writer(&mut payload)
+            .unwrap();
         payload.push(1);
         let mut seq = Vec::new();
         seq.extend_from_slice(b"documents\0");
