@@ -3,9 +3,11 @@
 //! - [`model`]: the desired-state kinds operators write in YAML;
 //! - [`validate`]: turns YAML text into validated documents, collecting every error;
 //! - [`control`]: the control-plane layout and the records stored there;
+//! - [`manifest`]: the backup manifest and the storage layout of backups;
 //! - [`jsonschema`]: the JSON Schema generated from the model for editors.
 
 pub mod control;
 pub mod jsonschema;
+pub mod manifest;
 pub mod model;
 pub mod validate;

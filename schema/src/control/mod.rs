@@ -2,7 +2,9 @@
 //! records stored under them. See `docs/control-plane.md` for the layout and write order.
 
 mod keys;
+mod ops;
 mod records;
 
 pub use keys::*;
+pub use ops::*;
 pub use records::*;

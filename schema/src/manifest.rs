@@ -1,0 +1,204 @@
+//! The backup manifest: what a replica set's backup holds, file by file, and where its
+//! objects are in storage. Paths from a manifest are validated on read, because a
+//! manifest is input: a restore must never write outside the dbPath.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{BackupType, Compression};
+
+/// A MongoDB timestamp (`Timestamp(t, i)`): seconds and an ordinal within the second.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct OpTime {
+    pub t: u32,
+    pub i: u32,
+}
+
+impl std::fmt::Display for OpTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Timestamp({}, {})", self.t, self.i)
+    }
+}
+
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// `<backup>/<rs>/manifest.json`: written by the agent after every file is stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaSetManifest {
+    pub format: u32,
+    pub backup: String,
+    pub cluster: String,
+    pub replica_set: String,
+    /// The node (`host:port`) the files were copied from.
+    pub node: String,
+    #[serde(rename = "type")]
+    pub backup_type: BackupType,
+    pub compression: Compression,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// `$backupCursor`'s backupId.
+    pub backup_id: String,
+    pub checkpoint_timestamp: OpTime,
+    /// The point in time the data restores to (the cursor's oplogEnd, or the extension).
+    pub last_write: OpTime,
+    pub mongod_version: String,
+    /// `psmdb` or `community`.
+    pub flavor: String,
+    /// mongod's storage options that a restore must match (engine, directoryPerDB, …).
+    pub storage_options: BTreeMap<String, serde_json::Value>,
+    pub files: Vec<FileEntry>,
+    /// Sum of `uncompressedSize`: what the data needs on disk (the fallback check uses it).
+    pub uncompressed_bytes: u64,
+    /// Sum of `storedSize`: what a restore downloads.
+    pub stored_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileEntry {
+    /// Relative to the dbPath, `/`-separated.
+    pub path: String,
+    /// The size `$backupCursor` listed.
+    pub size: u64,
+    /// Bytes of the object in storage (after compression); 0 for external backups.
+    pub stored_size: u64,
+    /// Bytes copied from the file, which is what is written back on restore.
+    pub uncompressed_size: u64,
+    /// `blake3:<hex>` of the uncompressed bytes; empty for external backups.
+    pub checksum: String,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// Object key relative to the storage root; `None` for external backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest does not parse: {0}")]
+    Parse(String),
+    #[error("manifest format {0} is not supported (this tidemark reads format {MANIFEST_FORMAT})")]
+    Format(u32),
+    #[error("manifest file path {path:?} is unsafe: {why}")]
+    UnsafePath { path: String, why: &'static str },
+    #[error("manifest totals do not add up: {0}")]
+    Totals(String),
+}
+
+/// Why a manifest path could escape the dbPath, or `None` if it is a plain relative path.
+pub fn unsafe_path_reason(path: &str) -> Option<&'static str> {
+    if path.is_empty() {
+        return Some("empty");
+    }
+    if path.starts_with('/') || path.starts_with('\\') {
+        return Some("absolute");
+    }
+    if path.contains('\\') {
+        return Some("contains a backslash");
+    }
+    if path.contains('\0') {
+        return Some("contains a NUL byte");
+    }
+    for part in path.split('/') {
+        match part {
+            "" => return Some("has an empty component"),
+            "." | ".." => return Some("has a '.' or '..' component"),
+            _ => {}
+        }
+    }
+    None
+}
+
+impl ReplicaSetManifest {
+    /// Parses and validates a manifest read from storage.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
+        let m: ReplicaSetManifest =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+        if m.format != MANIFEST_FORMAT {
+            return Err(ManifestError::Format(m.format));
+        }
+        for f in &m.files {
+            if let Some(why) = unsafe_path_reason(&f.path) {
+                return Err(ManifestError::UnsafePath {
+                    path: f.path.clone(),
+                    why,
+                });
+            }
+            if let Some(object) = &f.object
+                && let Some(why) = unsafe_path_reason(object)
+            {
+                return Err(ManifestError::UnsafePath {
+                    path: object.clone(),
+                    why,
+                });
+            }
+        }
+        let uncompressed: u64 = m.files.iter().map(|f| f.uncompressed_size).sum();
+        let stored: u64 = m.files.iter().map(|f| f.stored_size).sum();
+        if uncompressed != m.uncompressed_bytes || stored != m.stored_bytes {
+            return Err(ManifestError::Totals(format!(
+                "files sum to {uncompressed} B uncompressed / {stored} B stored, the manifest says \
+                 {} / {}",
+                m.uncompressed_bytes, m.stored_bytes
+            )));
+        }
+        Ok(m)
+    }
+}
+
+/// Storage layout of backups, relative to a `BackupStorage` URL.
+pub mod layout {
+    use crate::model::Compression;
+
+    /// `<backup>/<rs>/manifest.json`: the replica set's part is complete once this exists.
+    pub fn rs_manifest_key(backup: &str, rs: &str) -> String {
+        format!("{backup}/{rs}/manifest.json")
+    }
+
+    /// `<backup>/backup.json`: the cluster-wide completion marker, written last.
+    pub fn backup_marker_key(backup: &str) -> String {
+        format!("{backup}/backup.json")
+    }
+
+    /// `<backup>/<rs>/files/<path>[.zst|.lz4]`.
+    pub fn file_object_key(backup: &str, rs: &str, path: &str, compression: Compression) -> String {
+        let ext = match compression {
+            Compression::Zstd => ".zst",
+            Compression::Lz4 => ".lz4",
+            Compression::None => "",
+        };
+        format!("{backup}/{rs}/files/{path}{ext}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/./b",
+            "a\\b",
+        ] {
+            assert!(unsafe_path_reason(bad).is_some(), "{bad:?}");
+        }
+        for good in [
+            "WiredTiger",
+            "journal/WiredTigerLog.0000000001",
+            "db/collection-1.wt",
+        ] {
+            assert!(unsafe_path_reason(good).is_none(), "{good:?}");
+        }
+    }
+}
