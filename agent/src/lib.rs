@@ -1,1 +1,1 @@
-//! tidemark-agent: the node runtime (mongod control, backup, restore). Built in a later issue.
+//! tidemark-agent: the node runtime (mongod control, backup, restore, fallback).

@@ -2,11 +2,7 @@
 //! a local directory and a real S3 API (`moto_server` on 127.0.0.1). The same records
 //! written under the documented layout must be observed identically.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use object_store::{ObjectStoreExt, PutPayload, path::Path};
 use tempfile::TempDir;
@@ -16,84 +12,12 @@ use tidemark_schema::control::{
     heartbeat_key, oneshot_key,
 };
 use tidemark_schema::model::BackupType;
-
-/// A moto S3 server on a free loopback port, killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // `python3 -m moto.server` works wherever pip put moto, shim or no shim.
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 is needed to run moto_server");
-        let started = Instant::now();
-        let mut moto = Moto { child, port };
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!(
-                    "moto_server exited ({status}): install it with python3 -m pip install 'moto[server]' (scripts/test does)"
-                );
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "moto_server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-
-    /// Creates a bucket with a plain HTTP PUT (object_store does not create buckets).
-    fn create_bucket(&self, bucket: &str) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port).unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use tidemark_testkit::Moto;
 
 fn s3_control(moto: &Moto, bucket: &str) -> ControlStore {
-    moto.create_bucket(bucket);
-    // Endpoint and credentials come from the environment in production; the test sets
-    // them on the builder so parallel tests do not race on process-wide variables.
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_url(format!("s3://{bucket}"))
-        .with_endpoint(format!("http://127.0.0.1:{}", moto.port))
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .build()
-        .unwrap();
     ControlStore {
         url: format!("s3://{bucket}"),
-        store: Some(Arc::new(store)),
+        store: Some(Arc::new(moto.store(bucket))),
     }
 }
 
