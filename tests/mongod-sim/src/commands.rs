@@ -5,7 +5,7 @@ use crate::backup;
 use crate::crud;
 use crate::node::{CmdError, Node};
 use crate::options::{ClusterRole, Flavor, MONGO_VERSION, PSMDB_VERSION};
-use crate::repl::{self, PRIMARY, SECONDARY, same_host};
+use crate::repl::{PRIMARY, same_host};
 use crate::replloop;
 use crate::slog;
 use bson::{Bson, DateTime, Document, doc};
@@ -574,7 +574,5 @@ async fn dispatch(node: &Arc<Node>, cmd: &Document, conn_id: u64) -> Result<Outc
             ));
         }
     };
-    let _ = SECONDARY;
-    let _ = repl::state_str;
     Ok(Outcome::Reply(reply))
 }

@@ -472,7 +472,12 @@ pub fn aggregate_plain(
             ("$group", Bson::Document(g)) => {
                 let mut out = doc! {"_id": g.get("_id").cloned().unwrap_or(Bson::Null)};
                 for (k, v) in g.iter().filter(|(k, _)| *k != "_id") {
-                    let per = v.as_document().and_then(|d| num(d.get("$sum"))).ok_or_else(|| bad_value("mongod-sim models $group only with constant $sum"))?;
+                    let per = v
+                        .as_document()
+                        .and_then(|d| num(d.get("$sum")))
+                        .ok_or_else(|| {
+                            bad_value("mongod-sim models $group only with constant $sum")
+                        })?;
                     out.insert(k.clone(), per * docs.len() as i64);
                 }
                 docs = if docs.is_empty() { vec![] } else { vec![out] };

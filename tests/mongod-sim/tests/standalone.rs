@@ -129,7 +129,7 @@ fn legacy_op_query_is_master_gets_op_reply() {
     let Message::Reply { documents } = wire::decode(header.op_code, &body).unwrap() else {
         panic!("not a reply")
     };
-    assert_eq!(documents[0].get_bool("ismaster").unwrap(), true);
+    assert!(documents[0].get_bool("ismaster").unwrap());
     assert_eq!(documents[0].get_i32("maxWireVersion").unwrap(), 21);
     assert!(!documents[0].contains_key("topologyVersion"));
     // Anything else over OP_QUERY is refused, as by mongod 6.0+.
@@ -177,12 +177,25 @@ async fn backup_cursor_round_trip() {
         .unwrap();
     let admin = c.database("admin");
     // Like PSMDB's, the backup cursor never exhausts: read batches until an empty nextBatch.
-    let r = admin.run_command(doc! {"aggregate": 1, "pipeline": [{"$backupCursor": {}}], "cursor": {"batchSize": 3}}).await.unwrap();
+    let r = admin
+        .run_command(
+            doc! {"aggregate": 1, "pipeline": [{"$backupCursor": {}}], "cursor": {"batchSize": 3}},
+        )
+        .await
+        .unwrap();
     let cur = r.get_document("cursor").unwrap();
     let id = cur.get_i64("id").unwrap();
-    let mut docs: Vec<Document> = cur.get_array("firstBatch").unwrap().iter().map(|d| d.as_document().unwrap().clone()).collect();
+    let mut docs: Vec<Document> = cur
+        .get_array("firstBatch")
+        .unwrap()
+        .iter()
+        .map(|d| d.as_document().unwrap().clone())
+        .collect();
     loop {
-        let r = admin.run_command(doc! {"getMore": id, "collection": "$cmd.aggregate"}).await.unwrap();
+        let r = admin
+            .run_command(doc! {"getMore": id, "collection": "$cmd.aggregate"})
+            .await
+            .unwrap();
         let next = r.get_document("cursor").unwrap();
         assert_eq!(next.get_i64("id").unwrap(), id);
         let batch = next.get_array("nextBatch").unwrap();
@@ -194,32 +207,80 @@ async fn backup_cursor_round_trip() {
     let meta = docs.remove(0);
     let meta = meta.get_document("metadata").unwrap();
     assert!(meta.get("backupId").is_some());
-    assert_eq!(std::path::Path::new(meta.get_str("dbpath").unwrap()), std::fs::canonicalize(&s.process.dbpath).unwrap());
-    let files: Vec<(String, i64)> = docs.iter().map(|d| (d.get_str("filename").unwrap().to_string(), d.get_i64("fileSize").unwrap())).collect();
-    let names: Vec<String> = files.iter().map(|(f, _)| f.rsplit('/').next().unwrap().to_string()).collect();
-    for want in ["WiredTiger", "WiredTiger.wt", "WiredTiger.turtle", "_mdb_catalog.wt", "sizeStorer.wt", "storage.bson"] {
-        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    assert_eq!(
+        std::path::Path::new(meta.get_str("dbpath").unwrap()),
+        std::fs::canonicalize(&s.process.dbpath).unwrap()
+    );
+    let files: Vec<(String, i64)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d.get_str("filename").unwrap().to_string(),
+                d.get_i64("fileSize").unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<String> = files
+        .iter()
+        .map(|(f, _)| f.rsplit('/').next().unwrap().to_string())
+        .collect();
+    for want in [
+        "WiredTiger",
+        "WiredTiger.wt",
+        "WiredTiger.turtle",
+        "_mdb_catalog.wt",
+        "sizeStorer.wt",
+        "storage.bson",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
     }
-    assert!(names.iter().any(|n| n.starts_with("collection-")), "{names:?}");
-    assert!(names.iter().any(|n| n.starts_with("WiredTigerLog.")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.starts_with("collection-")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("WiredTigerLog.")),
+        "{names:?}"
+    );
     assert!(!names.iter().any(|n| n == "mongod.lock"));
-    let before: Vec<Vec<u8>> = files.iter().map(|(f, _)| std::fs::read(f).unwrap()).collect();
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|(f, _)| std::fs::read(f).unwrap())
+        .collect();
     for ((f, size), bytes) in files.iter().zip(&before) {
         assert!(std::path::Path::new(f).is_absolute());
         assert_eq!(bytes.len() as i64, *size, "{f}");
     }
     // A second backup cursor is refused while this one is open.
-    let err = admin.aggregate(vec![doc! {"$backupCursor": {}}]).await.unwrap_err();
+    let err = admin
+        .aggregate(vec![doc! {"$backupCursor": {}}])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("existing backup cursor"), "{err}");
     // Writes and checkpoint intervals pass; the listed files do not change.
-    coll.insert_many((50..100).map(|i| doc! {"_id": i})).await.unwrap();
+    coll.insert_many((50..100).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(900)).await;
     for ((f, _), bytes) in files.iter().zip(&before) {
-        assert_eq!(&std::fs::read(f).unwrap(), bytes, "{f} changed under the backup cursor");
+        assert_eq!(
+            &std::fs::read(f).unwrap(),
+            bytes,
+            "{f} changed under the backup cursor"
+        );
     }
-    let r = admin.run_command(doc! {"killCursors": "$cmd.aggregate", "cursors": [id]}).await.unwrap();
+    let r = admin
+        .run_command(doc! {"killCursors": "$cmd.aggregate", "cursors": [id]})
+        .await
+        .unwrap();
     assert_eq!(r.get_array("cursorsKilled").unwrap().len(), 1);
-    let r = admin.run_command(doc! {"aggregate": 1, "pipeline": [{"$backupCursor": {}}], "cursor": {}}).await.unwrap();
+    let r = admin
+        .run_command(doc! {"aggregate": 1, "pipeline": [{"$backupCursor": {}}], "cursor": {}})
+        .await
+        .unwrap();
     assert_ne!(r.get_document("cursor").unwrap().get_i64("id").unwrap(), 0);
 }
 
