@@ -1,0 +1,278 @@
+//! Download of one manifest file: stream the object, decompress, write the destination,
+//! and prove it is the file that was backed up (byte count and blake3 from the manifest)
+//! before it counts as restored. The async side only moves chunks from the HTTP stream
+//! into a bounded channel; a blocking thread decompresses, hashes and writes. On any
+//! failure the partial destination is removed, so a restored dbPath never holds a file
+//! that only looks right.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use tidemark_schema::manifest::FileEntry;
+use tidemark_schema::model::Compression;
+use tokio::sync::mpsc;
+
+use super::codec::{CHUNK, ChannelReader, decoder, read_full};
+use super::error::{StorageError, is_disk_full};
+use super::open::BackupStore;
+use super::retry::{Failure, classify, with_retries};
+
+/// Downloaded chunks queued ahead of the writing thread.
+const CHANNEL_CHUNKS: usize = 8;
+
+/// Why the writing thread stopped, before the storage side is consulted.
+enum WriteFailure {
+    /// The data is not what the manifest describes (or does not decompress).
+    Corrupt(String),
+    /// The decoder failed; this is corruption unless the download stream broke first.
+    Decode(String),
+    DiskFull {
+        written: u64,
+    },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What the writing thread checks against.
+struct Expect {
+    size: u64,
+    blake3_hex: String,
+    mode: u32,
+}
+
+impl BackupStore {
+    /// Restores `entry` to `dest` (its parent directories are created). Transient storage
+    /// failures restart the download from the beginning.
+    pub async fn download_file(
+        &self,
+        entry: &FileEntry,
+        compression: Compression,
+        dest: &Path,
+    ) -> Result<(), StorageError> {
+        let key = entry
+            .object
+            .as_deref()
+            .ok_or_else(|| StorageError::NoObject {
+                path: entry.path.clone(),
+            })?;
+        let location = self.path(key)?;
+        let corrupt = |why: String| StorageError::Corrupt {
+            url: self.url.clone(),
+            key: key.to_string(),
+            path: entry.path.clone(),
+            why,
+        };
+        let blake3_hex = match entry.checksum.strip_prefix("blake3:") {
+            Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                hex.to_ascii_lowercase()
+            }
+            _ => {
+                return Err(corrupt(format!(
+                    "the manifest's checksum {:?} is not blake3:<64 hex digits>",
+                    entry.checksum
+                )));
+            }
+        };
+        let expect = Expect {
+            size: entry.uncompressed_size,
+            blake3_hex,
+            mode: entry.mode,
+        };
+        with_retries(&self.retry, &self.url, key, "download", |_| {
+            self.download_once(entry, key, &location, compression, dest, &expect)
+        })
+        .await
+    }
+
+    async fn download_once(
+        &self,
+        entry: &FileEntry,
+        key: &str,
+        location: &ObjectPath,
+        compression: Compression,
+        dest: &Path,
+        expect: &Expect,
+    ) -> Result<(), Failure> {
+        let store_err = |e: object_store::Error| classify(&self.url, key, "download", e);
+        let corrupt = |why: String| {
+            Failure::Fatal(StorageError::Corrupt {
+                url: self.url.clone(),
+                key: key.to_string(),
+                path: entry.path.clone(),
+                why,
+            })
+        };
+        let got = self.store.get(location).await.map_err(store_err)?;
+        if entry.stored_size != 0 && got.meta.size != entry.stored_size {
+            return Err(corrupt(format!(
+                "the object has {} bytes, the manifest says {}",
+                got.meta.size, entry.stored_size
+            )));
+        }
+        let mut stream = got.into_stream();
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let (reader, stream_failure) = ChannelReader::new(rx);
+        let writer = {
+            let dest = dest.to_path_buf();
+            let expect = Expect {
+                size: expect.size,
+                blake3_hex: expect.blake3_hex.clone(),
+                mode: expect.mode,
+            };
+            tokio::task::spawn_blocking(move || write_file(reader, compression, &dest, &expect))
+        };
+        while let Some(item) = stream.next().await {
+            let failed = item.is_err();
+            // A closed channel means the writer stopped; its result says why.
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+        drop(tx);
+        let written = writer.await.map_err(|join| {
+            Failure::Fatal(StorageError::Io {
+                op: "writing (the writer thread failed)",
+                path: dest.to_path_buf(),
+                source: std::io::Error::other(join.to_string()),
+            })
+        })?;
+        let Err(failure) = written else {
+            return Ok(());
+        };
+        // A broken download explains whatever the decoder or the size check said after it.
+        let broken = stream_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(e) = broken {
+            return Err(store_err(e));
+        }
+        Err(match failure {
+            WriteFailure::Corrupt(why) => corrupt(why),
+            WriteFailure::Decode(why) => {
+                corrupt(format!("{compression:?} decompression failed: {why}"))
+            }
+            WriteFailure::DiskFull { written } => Failure::Fatal(StorageError::DiskFull {
+                path: dest.to_path_buf(),
+                key: key.to_string(),
+                written,
+                expected: expect.size,
+            }),
+            WriteFailure::Io { op, path, source } => {
+                Failure::Fatal(StorageError::Io { op, path, source })
+            }
+        })
+    }
+}
+
+/// Runs on a blocking thread: decompresses `reader` into `dest` and verifies it. Removes
+/// `dest` on failure.
+fn write_file(
+    reader: ChannelReader,
+    compression: Compression,
+    dest: &Path,
+    expect: &Expect,
+) -> Result<(), WriteFailure> {
+    let io = |op: &'static str, path: &Path, source: std::io::Error| WriteFailure::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
+    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        std::fs::create_dir_all(parent).map_err(|e| io("cannot create directory", parent, e))?;
+    }
+    let file = File::create(dest).map_err(|e| {
+        if is_disk_full(&e) {
+            WriteFailure::DiskFull { written: 0 }
+        } else {
+            io("cannot create", dest, e)
+        }
+    })?;
+    let result = fill_and_verify(file, reader, compression, dest, expect);
+    if result.is_err()
+        && let Err(e) = std::fs::remove_file(dest)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %dest.display(), error = %e, "cannot remove a partly restored file");
+    }
+    if result.is_ok()
+        && let Some(parent) = parent
+    {
+        // The file's directory entry must survive a crash as much as its content.
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("cannot fsync directory", parent, e))?;
+    }
+    result
+}
+
+fn fill_and_verify(
+    mut file: File,
+    reader: ChannelReader,
+    compression: Compression,
+    dest: &Path,
+    expect: &Expect,
+) -> Result<(), WriteFailure> {
+    let write_err = |written: u64, e: std::io::Error| {
+        if is_disk_full(&e) {
+            WriteFailure::DiskFull { written }
+        } else {
+            WriteFailure::Io {
+                op: "cannot write",
+                path: dest.to_path_buf(),
+                source: e,
+            }
+        }
+    };
+    let mut data = decoder(compression, reader).map_err(|e| WriteFailure::Decode(e.to_string()))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut written = 0u64;
+    loop {
+        let n = read_full(&mut data, &mut buf).map_err(|e| WriteFailure::Decode(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        if written + n as u64 > expect.size {
+            return Err(WriteFailure::Corrupt(format!(
+                "it holds more than the {} bytes the manifest lists",
+                expect.size
+            )));
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n])
+            .map_err(|e| write_err(written, e))?;
+        written += n as u64;
+    }
+    if written != expect.size {
+        return Err(WriteFailure::Corrupt(format!(
+            "it holds {written} bytes, the manifest lists {}",
+            expect.size
+        )));
+    }
+    let actual = hasher.finalize().to_hex();
+    if actual.as_str() != expect.blake3_hex {
+        return Err(WriteFailure::Corrupt(format!(
+            "checksum mismatch: the manifest says blake3:{}, the data is blake3:{actual}",
+            expect.blake3_hex
+        )));
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(expect.mode & 0o7777))
+        .map_err(|e| WriteFailure::Io {
+            op: "cannot set the mode of",
+            path: dest.to_path_buf(),
+            source: e,
+        })?;
+    // Delayed allocation can report a full disk only here.
+    file.sync_all().map_err(|e| write_err(written, e))?;
+    Ok(())
+}

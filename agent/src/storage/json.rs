@@ -1,0 +1,162 @@
+//! Small objects the pipelines coordinate with: manifests and markers as JSON, existence
+//! checks, and removal of a failed backup's objects. Each call is one whole-object
+//! operation under the store's retry policy.
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::StorageError;
+use super::open::BackupStore;
+use super::retry::{Failure, classify, with_retries};
+
+impl BackupStore {
+    /// Writes `value` as JSON to `key`, replacing what is there.
+    pub async fn put_json<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let location = self.path(key)?;
+        let body = self.to_json(key, value)?;
+        with_retries(&self.retry, &self.url, key, "write", |_| async {
+            self.store
+                .put(&location, PutPayload::from_bytes(body.clone()))
+                .await
+                .map(drop)
+                .map_err(|e| classify(&self.url, key, "write", e))
+        })
+        .await
+    }
+
+    /// Writes `value` as JSON to `key` only if nothing is there (`AlreadyExists` if
+    /// something is). When an attempt fails in transit and a retry then finds the object,
+    /// the object counts as ours if it holds exactly these bytes.
+    pub async fn put_json_create<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let location = self.path(key)?;
+        let body = self.to_json(key, value)?;
+        with_retries(&self.retry, &self.url, key, "create", |attempt| {
+            let body = body.clone();
+            let location = &location;
+            async move {
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                };
+                match self
+                    .store
+                    .put_opts(location, PutPayload::from_bytes(body.clone()), opts)
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(
+                        object_store::Error::AlreadyExists { .. }
+                        | object_store::Error::Precondition { .. },
+                    ) => {
+                        if attempt > 1 {
+                            let existing = self.store.get(location).await;
+                            let existing = match existing {
+                                Ok(got) => got.bytes().await.ok(),
+                                Err(_) => None,
+                            };
+                            if existing.as_deref() == Some(&body[..]) {
+                                return Ok(());
+                            }
+                        }
+                        Err(Failure::Fatal(StorageError::AlreadyExists {
+                            url: self.url.clone(),
+                            key: key.to_string(),
+                        }))
+                    }
+                    Err(e) => Err(classify(&self.url, key, "create", e)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads JSON from `key`; `None` when there is no such object.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StorageError> {
+        let location = self.path(key)?;
+        let bytes = with_retries(&self.retry, &self.url, key, "read", |_| async {
+            let got = match self.store.get(&location).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(classify(&self.url, key, "read", e)),
+            };
+            got.bytes()
+                .await
+                .map(Some)
+                .map_err(|e| classify(&self.url, key, "read", e))
+        })
+        .await?;
+        bytes
+            .map(|b| {
+                serde_json::from_slice(&b).map_err(|source| StorageError::Json {
+                    url: self.url.clone(),
+                    key: key.to_string(),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// Whether an object exists at `key`.
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        let location = self.path(key)?;
+        with_retries(&self.retry, &self.url, key, "check", |_| async {
+            match self.store.head(&location).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(classify(&self.url, key, "check", e)),
+            }
+        })
+        .await
+    }
+
+    /// Deletes every object under `prefix` (whole path segments: `b1` does not match
+    /// `b10/…`) and returns how many were deleted. An empty prefix is refused: this
+    /// removes one failed backup, never the whole storage.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StorageError> {
+        let location = self.path(prefix)?;
+        with_retries(&self.retry, &self.url, prefix, "delete", |_| async {
+            let listed = self
+                .store
+                .list(Some(&location))
+                .map_ok(|meta| meta.location)
+                .boxed();
+            let mut deleted = 0u64;
+            let mut results = self.store.delete_stream(listed);
+            while let Some(r) = results.next().await {
+                match r {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                    Err(e) => return Err(classify(&self.url, prefix, "delete", e)),
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
+    fn to_json<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<bytes::Bytes, StorageError> {
+        serde_json::to_vec_pretty(value)
+            .map(bytes::Bytes::from)
+            .map_err(|source| StorageError::Json {
+                url: self.url.clone(),
+                key: key.to_string(),
+                source,
+            })
+    }
+}

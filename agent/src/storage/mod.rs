@@ -1,0 +1,16 @@
+//! Backup storage for the node agent: streams dbPath files to and from object storage
+//! (compressed, checksummed, retried) and reads/writes the small JSON objects (manifests,
+//! markers) the backup and restore pipelines need.
+
+mod codec;
+mod download;
+mod error;
+mod json;
+mod open;
+mod retry;
+mod upload;
+
+pub use error::StorageError;
+pub use open::BackupStore;
+pub use retry::RetryPolicy;
+pub use upload::{PART_SIZE, StoredObject};
