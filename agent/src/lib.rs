@@ -1,2 +1,21 @@
-//! tidemark-agent: the node runtime (mongod control, backup, restore, fallback).
+//! tidemark-agent: the node runtime. It runs next to one mongod, beats to the control
+//! plane, and carries out the ops addressed to its node: physical and external backups,
+//! restores with fallback and the disk check, and the follow-up instructions.
+//!
+//! - [`runner`]: the main loop and op dispatch;
+//! - [`backup`] and [`restore`]: one folder per pipeline, one file per stage;
+//! - [`mongod`]: the mongod seam (wire commands, the backup cursor, processes);
+//! - [`storage`]: the backup storage seam (streamed, compressed, checksummed objects);
+//! - [`control`]: heartbeats, ops and phase reports in the control plane.
+
+pub mod backup;
+pub mod config;
+pub mod control;
+pub mod disk;
+pub mod error;
+pub mod heartbeat;
+pub mod mongod;
+pub mod node;
+pub mod restore;
+pub mod runner;
 pub mod storage;

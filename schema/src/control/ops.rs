@@ -78,8 +78,10 @@ pub enum OpCommand {
     /// Delete the fallback directory of restore op `restore_op`.
     #[serde(rename_all = "camelCase")]
     RemoveFallback { restore_op: String },
-    /// Start mongod as a replica-set member again.
-    StartMongod,
+    /// Start mongod as a replica-set member again, with the command line it had before
+    /// restore op `restore_op` stopped it.
+    #[serde(rename_all = "camelCase")]
+    StartMongod { restore_op: String },
 }
 
 impl OpCommand {
@@ -90,7 +92,7 @@ impl OpCommand {
             OpCommand::RevertToFallback { .. } => "revertToFallback",
             OpCommand::WipeForInitialSync { .. } => "wipeForInitialSync",
             OpCommand::RemoveFallback { .. } => "removeFallback",
-            OpCommand::StartMongod => "startMongod",
+            OpCommand::StartMongod { .. } => "startMongod",
         }
     }
 }

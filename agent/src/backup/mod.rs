@@ -1,0 +1,10 @@
+//! The physical backup of one node, one file per stage: open the cursor and copy
+//! (`run`), the parallel upload (`copy`), the snapshot hand-over of external backups
+//! (`external`), and the manifest written last (`manifest`).
+
+mod copy;
+mod external;
+mod manifest;
+mod run;
+
+pub use run::run;

@@ -1,0 +1,130 @@
+//! Runs a backup op on this node: refuse non-PSMDB nodes, open `$backupCursor`, copy or
+//! hand over the files, extend to the cluster-wide point, close, then write the manifest.
+//! Data first, manifest last: a backup without its manifest is never trusted.
+
+use chrono::Utc;
+use serde_json::json;
+use tidemark_schema::control::{Op, OpCommand};
+use tidemark_schema::model::BackupType;
+
+use super::{copy, external, manifest};
+use crate::error::AgentError;
+use crate::mongod::{BackupCursor, CursorFile};
+use crate::node::{Details, InPhase, Node, PhaseFailure, j};
+use crate::storage::BackupStore;
+
+pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure> {
+    let OpCommand::Backup {
+        backup,
+        storage,
+        backup_type,
+        extend_to,
+        snapshot_command,
+    } = &op.command
+    else {
+        unreachable!("dispatched on the command kind");
+    };
+    let client = node.mongod().await.in_phase("cursor")?;
+    let facts = client.facts().await.in_phase("cursor")?;
+    if !facts.backup_cursor {
+        return Err(AgentError::Refused(format!(
+            "mongod {} is {} {}: it has no $backupCursor, so it cannot take a physical \
+             backup (that needs Percona Server for MongoDB); nothing was copied",
+            node.id, facts.flavor, facts.version
+        )))
+        .in_phase("cursor");
+    }
+    let cmdline = client.cmd_line_opts().await.in_phase("cursor")?;
+    let started_at = Utc::now();
+    node.running(op, "cursor", "opening $backupCursor").await?;
+    let cursor = BackupCursor::open(&client, node.cfg.cursor_keepalive)
+        .await
+        .in_phase("cursor")?;
+    let mut d = Details::new();
+    d.insert("files".into(), json!(cursor.files.len()));
+    d.insert("oplogEnd".into(), j(cursor.metadata.oplog_end));
+    d.insert("dbpath".into(), json!(cursor.metadata.dbpath));
+    node.done(
+        op,
+        "cursor",
+        format!("{} files listed", cursor.files.len()),
+        d,
+    )
+    .await?;
+
+    // Whatever happens next, the cursor is closed: an open one blocks checkpoints.
+    let body = async {
+        let store = BackupStore::open(storage).in_phase("copy")?;
+        let mut entries = match backup_type {
+            BackupType::Physical => {
+                copy::copy_files(node, op, &store, backup, &cursor.files, storage).await?
+            }
+            BackupType::External => {
+                external::hand_over(
+                    node,
+                    op,
+                    &cursor.metadata.dbpath,
+                    &cursor.files,
+                    snapshot_command.as_deref(),
+                )
+                .await?
+            }
+        };
+        let mut last_write = cursor.metadata.oplog_end.unwrap_or_default();
+        if let Some(target) = extend_to {
+            node.running(op, "extend", format!("extending the cursor to {target}"))
+                .await?;
+            let extra: Vec<CursorFile> = cursor.extend(*target).await.in_phase("extend")?;
+            let added = match backup_type {
+                BackupType::Physical => {
+                    copy::copy_files(node, op, &store, backup, &extra, storage).await?
+                }
+                BackupType::External => external::entries(&extra).in_phase("extend")?,
+            };
+            // A journal file listed again by the extension replaces its shorter copy.
+            entries.retain(|e| !added.iter().any(|a| a.path == e.path));
+            entries.extend(added);
+            last_write = last_write.max(*target);
+            let mut d = Details::new();
+            d.insert("extraFiles".into(), json!(extra.len()));
+            node.done(op, "extend", format!("extended to {target}"), d)
+                .await?;
+        }
+        Ok::<_, PhaseFailure>((store, entries, last_write))
+    }
+    .await;
+    let checkpoint = cursor.metadata.checkpoint_timestamp;
+    let closed = cursor.close().await.in_phase("close");
+    let (store, mut entries, last_write) = body?;
+    closed?;
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let m = manifest::build(manifest::Input {
+        node,
+        backup,
+        backup_type: *backup_type,
+        compression: storage.compression,
+        started_at,
+        facts: &facts,
+        cmdline: &cmdline,
+        checkpoint: checkpoint.unwrap_or(last_write),
+        last_write,
+        files: entries,
+    });
+    manifest::write(&store, &m).await.in_phase("manifest")?;
+    let mut d = Details::new();
+    d.insert("files".into(), json!(m.files.len()));
+    d.insert("uncompressedBytes".into(), json!(m.uncompressed_bytes));
+    d.insert("storedBytes".into(), json!(m.stored_bytes));
+    d.insert("lastWrite".into(), j(m.last_write));
+    Ok((
+        format!(
+            "backup {backup} of {} complete: {} files, {} B ({} B stored), restores to {}",
+            node.replica_set,
+            m.files.len(),
+            m.uncompressed_bytes,
+            m.stored_bytes,
+            m.last_write
+        ),
+        d,
+    ))
+}

@@ -1,0 +1,72 @@
+//! The agent's settings: flags, a YAML config file and `TIDEMARK_*` variables, merged.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything the agent needs to know that mongod cannot tell it.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Control-plane URL (a directory, `file://`, `s3://`, …).
+    pub control: String,
+    /// The cluster name, as in the `Cluster` document: heartbeats and ops are per cluster.
+    pub cluster: String,
+    /// How to reach this node's mongod. May carry credentials; never logged as is.
+    pub mongod_uri: String,
+    pub dbpath: PathBuf,
+    /// The mongod binary, for the restore's standalone starts and the final start.
+    pub mongod_bin: PathBuf,
+    /// `host:port` as the replica-set config names this node; learned from mongod when absent.
+    pub node_id: Option<String>,
+    /// The replica set; learned from mongod when absent (needed when mongod is down).
+    pub replica_set: Option<String>,
+    pub heartbeat_interval: Duration,
+    pub poll_interval: Duration,
+    /// Files copied at once during a backup.
+    pub parallel_files: usize,
+    /// How often the backup cursor is kept alive.
+    pub cursor_keepalive: Duration,
+    /// Extra arguments for the temporary standalone mongod starts of a restore.
+    pub standalone_args: Vec<String>,
+    /// How long mongod may take to start or stop.
+    pub mongod_timeout: Duration,
+}
+
+/// The YAML config file (`--config agent.yaml`): the same settings, camelCase.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentFile {
+    pub control: Option<String>,
+    pub cluster: Option<String>,
+    pub mongod_uri: Option<String>,
+    pub dbpath: Option<PathBuf>,
+    pub mongod_bin: Option<PathBuf>,
+    pub node_id: Option<String>,
+    pub replica_set: Option<String>,
+    pub heartbeat_interval: Option<String>,
+    pub poll_interval: Option<String>,
+    pub parallel_files: Option<usize>,
+    pub cursor_keepalive: Option<String>,
+    pub standalone_args: Option<Vec<String>>,
+    pub mongod_timeout: Option<String>,
+}
+
+impl AgentFile {
+    /// Reads and checks a config file; unknown keys are errors naming the file.
+    pub fn read(path: &std::path::Path) -> Result<AgentFile, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Parses durations such as `5s`, `250ms`, `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("{text:?} is not a duration such as 250ms, 5s or 2m"));
+    }
+    tidemark_schema::model::parse_max_age(text).map(|m| m.duration)
+}

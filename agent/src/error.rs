@@ -1,0 +1,42 @@
+//! The agent's error type: one variant per seam, each message naming the node, the object
+//! or the file, so a report says exactly what failed.
+
+use crate::mongod::MongodError;
+use crate::restore::FallbackError;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Mongod(#[from] MongodError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Fallback(#[from] FallbackError),
+    #[error("control plane {url}: {key}: {message}")]
+    Control {
+        url: String,
+        key: String,
+        message: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A check refused the op before anything was touched.
+    #[error("{0}")]
+    Refused(String),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl AgentError {
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> AgentError {
+        AgentError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}

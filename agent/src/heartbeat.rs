@@ -1,0 +1,56 @@
+//! The heartbeat: every few seconds, the node's facts and disk figures go to the control
+//! plane. The reconciler picks backup nodes and judges fallback room from them, and
+//! declares an agent dead when they stop.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tidemark_schema::control::Heartbeat;
+
+use crate::disk::disk_facts;
+use crate::node::Node;
+
+/// Builds one heartbeat. A mongod that does not answer is reported as `DOWN`, not as an
+/// error: during a restore that is expected.
+pub async fn beat(node: &Node) -> Heartbeat {
+    let facts = match node.mongod().await {
+        Ok(client) => client.facts().await.ok(),
+        Err(_) => None,
+    };
+    let disk = disk_facts(&node.cfg.dbpath).ok();
+    Heartbeat {
+        cluster: node.cluster.clone(),
+        replica_set: node.replica_set.clone(),
+        node: node.id.clone(),
+        at: Utc::now(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        healthy: true,
+        role: facts
+            .as_ref()
+            .map_or("DOWN".to_string(), |f| f.role.clone()),
+        hidden: facts.as_ref().is_some_and(|f| f.hidden),
+        delayed: facts.as_ref().is_some_and(|f| f.delayed),
+        arbiter: facts.as_ref().is_some_and(|f| f.arbiter),
+        lag_seconds: facts.as_ref().map_or(0.0, |f| f.lag_seconds),
+        flavor: facts
+            .as_ref()
+            .map_or("unknown".to_string(), |f| f.flavor.clone()),
+        mongod_version: facts
+            .as_ref()
+            .map_or("unknown".to_string(), |f| f.version.clone()),
+        backup_cursor: facts.as_ref().is_some_and(|f| f.backup_cursor),
+        disk,
+        extra: Default::default(),
+    }
+}
+
+/// Beats until the task is dropped. Failures to write are logged, never fatal.
+pub async fn run(node: Arc<Node>) {
+    loop {
+        let hb = beat(&node).await;
+        if let Err(e) = node.control.heartbeat(&hb).await {
+            tracing::warn!(error = %e, "heartbeat not written");
+        }
+        tokio::time::sleep(node.cfg.heartbeat_interval).await;
+    }
+}

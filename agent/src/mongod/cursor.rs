@@ -1,0 +1,279 @@
+//! PSMDB's `$backupCursor`: open it, read the file list, keep it alive while files are
+//! copied, extend it to a cluster-wide point, close it.
+//!
+//! The cursor pins the listed files: mongod takes no checkpoint over them while it is open.
+//! PSMDB kills a backup cursor that sees no `getMore` for a while, so a task sends one on
+//! an interval until the cursor is closed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::{Bson, Document, doc};
+use mongodb::ClientSession;
+use tidemark_schema::manifest::OpTime;
+use tokio::sync::Mutex;
+
+use super::client::{MongodClient, MongodError};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CursorMetadata {
+    pub backup_id: Bson,
+    pub dbpath: PathBuf,
+    pub oplog_start: Option<OpTime>,
+    pub oplog_end: Option<OpTime>,
+    pub checkpoint_timestamp: Option<OpTime>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CursorFile {
+    pub path: PathBuf,
+    /// `/`-separated, relative to the dbPath.
+    pub relative: String,
+    /// The bytes to copy (`fileSize`); extension files carry none and are copied whole.
+    pub size: Option<u64>,
+}
+
+pub struct BackupCursor {
+    client: MongodClient,
+    session: Arc<Mutex<ClientSession>>,
+    cursor_id: i64,
+    pub metadata: CursorMetadata,
+    pub files: Vec<CursorFile>,
+    keepalive: Option<tokio::task::JoinHandle<()>>,
+}
+
+const NS: &str = "$cmd.aggregate";
+
+fn optime(doc: Option<&Bson>) -> Option<OpTime> {
+    match doc? {
+        Bson::Timestamp(ts) => Some(OpTime {
+            t: ts.time,
+            i: ts.increment,
+        }),
+        Bson::Document(d) => optime(d.get("ts")),
+        _ => None,
+    }
+}
+
+fn to_ts(t: OpTime) -> bson::Timestamp {
+    bson::Timestamp {
+        time: t.t,
+        increment: t.i,
+    }
+}
+
+impl BackupCursor {
+    /// Opens the cursor and reads the whole file list.
+    pub async fn open(
+        client: &MongodClient,
+        keepalive: Duration,
+    ) -> Result<BackupCursor, MongodError> {
+        let err = |command: &str, e: mongodb::error::Error| MongodError::Command {
+            node: client.node.clone(),
+            command: command.to_string(),
+            message: e.to_string(),
+        };
+        let mut session = client
+            .client()
+            .start_session()
+            .await
+            .map_err(|e| err("startSession", e))?;
+        let reply = client
+            .client()
+            .database("admin")
+            .run_command(doc! {"aggregate": 1, "pipeline": [{"$backupCursor": {}}], "cursor": {}})
+            .session(&mut session)
+            .await
+            .map_err(|e| err("$backupCursor", e))?;
+        let cursor = reply
+            .get_document("cursor")
+            .map_err(|_| unexpected(client, "no cursor in the $backupCursor reply"))?;
+        let cursor_id = cursor.get_i64("id").unwrap_or(0);
+        let mut docs: Vec<Document> = batch(cursor, "firstBatch");
+        let mut id = cursor_id;
+        // Read until the list is exhausted. A PSMDB backup cursor stays open after its last
+        // document; it answers further getMores with empty batches until it is killed.
+        while id != 0 {
+            let more = client
+                .client()
+                .database("admin")
+                .run_command(doc! {"getMore": id, "collection": NS})
+                .session(&mut session)
+                .await
+                .map_err(|e| err("getMore", e))?;
+            let c = more
+                .get_document("cursor")
+                .map_err(|_| unexpected(client, "no cursor in a getMore reply"))?;
+            let next = batch(c, "nextBatch");
+            id = c.get_i64("id").unwrap_or(0);
+            if next.is_empty() {
+                break;
+            }
+            docs.extend(next);
+        }
+        let mut iter = docs.into_iter();
+        let meta = iter
+            .next()
+            .and_then(|d| d.get_document("metadata").ok().cloned())
+            .ok_or_else(|| {
+                unexpected(client, "the backup cursor's first document has no metadata")
+            })?;
+        let dbpath = PathBuf::from(meta.get_str("dbpath").unwrap_or_default());
+        let metadata = CursorMetadata {
+            backup_id: meta.get("backupId").cloned().unwrap_or(Bson::Null),
+            oplog_start: optime(meta.get("oplogStart")),
+            oplog_end: optime(meta.get("oplogEnd")),
+            checkpoint_timestamp: optime(meta.get("checkpointTimestamp")),
+            dbpath,
+        };
+        let files = iter
+            .map(|d| cursor_file(client, &metadata.dbpath, &d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let session = Arc::new(Mutex::new(session));
+        let keepalive = (cursor_id != 0)
+            .then(|| spawn_keepalive(client.clone(), session.clone(), cursor_id, keepalive));
+        Ok(BackupCursor {
+            client: client.clone(),
+            session,
+            cursor_id,
+            metadata,
+            files,
+            keepalive,
+        })
+    }
+
+    /// `$backupCursorExtend`: waits until the node has `timestamp` and returns the journal
+    /// files written since the cursor opened, to be copied whole.
+    pub async fn extend(&self, timestamp: OpTime) -> Result<Vec<CursorFile>, MongodError> {
+        let mut session = self.session.lock().await;
+        let reply = self
+            .client
+            .client()
+            .database("admin")
+            .run_command(doc! {
+                "aggregate": 1,
+                "pipeline": [{"$backupCursorExtend": {"backupId": self.metadata.backup_id.clone(), "timestamp": to_ts(timestamp)}}],
+                "cursor": {},
+            })
+            .session(&mut *session)
+            .await
+            .map_err(|e| MongodError::Command {
+                node: self.client.node.clone(),
+                command: "$backupCursorExtend".into(),
+                message: e.to_string(),
+            })?;
+        let cursor = reply
+            .get_document("cursor")
+            .map_err(|_| unexpected(&self.client, "no cursor in the $backupCursorExtend reply"))?;
+        batch(cursor, "firstBatch")
+            .iter()
+            .map(|d| cursor_file(&self.client, &self.metadata.dbpath, d))
+            .map(|f| f.map(|f| CursorFile { size: None, ..f }))
+            .collect()
+    }
+
+    /// Closes the cursor; mongod may checkpoint over the files again.
+    pub async fn close(mut self) -> Result<(), MongodError> {
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+        }
+        if self.cursor_id == 0 {
+            return Ok(());
+        }
+        let mut session = self.session.lock().await;
+        self.client
+            .client()
+            .database("admin")
+            .run_command(doc! {"killCursors": NS, "cursors": [self.cursor_id]})
+            .session(&mut *session)
+            .await
+            .map(|_| ())
+            .map_err(|e| MongodError::Command {
+                node: self.client.node.clone(),
+                command: "killCursors".into(),
+                message: e.to_string(),
+            })
+    }
+}
+
+impl Drop for BackupCursor {
+    fn drop(&mut self) {
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+        }
+    }
+}
+
+fn spawn_keepalive(
+    client: MongodClient,
+    session: Arc<Mutex<ClientSession>>,
+    id: i64,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let mut s = session.lock().await;
+            let result = client
+                .client()
+                .database("admin")
+                .run_command(doc! {"getMore": id, "collection": NS})
+                .session(&mut *s)
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(node = %client.node, error = %e, "backup cursor keep-alive failed");
+            }
+        }
+    })
+}
+
+fn batch(cursor: &Document, key: &str) -> Vec<Document> {
+    cursor
+        .get_array(key)
+        .map(|a| a.iter().filter_map(Bson::as_document).cloned().collect())
+        .unwrap_or_default()
+}
+
+fn unexpected(client: &MongodClient, message: &str) -> MongodError {
+    MongodError::Unexpected {
+        node: client.node.clone(),
+        message: message.to_string(),
+    }
+}
+
+/// A listed file, made relative to the dbPath. A file outside it is refused: a backup
+/// must never copy (or later restore) anything outside the data directory.
+fn cursor_file(
+    client: &MongodClient,
+    dbpath: &Path,
+    d: &Document,
+) -> Result<CursorFile, MongodError> {
+    let name = d
+        .get_str("filename")
+        .map_err(|_| unexpected(client, "a backup cursor document has no filename"))?;
+    let path = PathBuf::from(name);
+    let relative = path
+        .strip_prefix(dbpath)
+        .map_err(|_| {
+            unexpected(
+                client,
+                &format!(
+                    "the backup cursor lists {name}, outside the dbPath {}",
+                    dbpath.display()
+                ),
+            )
+        })?
+        .to_string_lossy()
+        .replace('\\', "/");
+    let size = match d.get("fileSize") {
+        Some(Bson::Int64(n)) => Some(*n as u64),
+        Some(Bson::Int32(n)) => Some(*n as u64),
+        _ => None,
+    };
+    Ok(CursorFile {
+        path,
+        relative,
+        size,
+    })
+}

@@ -1,0 +1,140 @@
+//! Running mongod: temporary standalone starts during a restore, the final start as a
+//! replica-set member, and the checks that say a stopped mongod is really gone.
+
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::client::{MongodClient, MongodError};
+
+/// How to start a mongod.
+#[derive(Clone, Debug)]
+pub struct StartSpec {
+    pub bin: PathBuf,
+    pub args: Vec<String>,
+    /// Where a readiness probe connects: `host:port`.
+    pub address: String,
+}
+
+/// A mongod this agent started.
+pub struct MongodProcess {
+    child: Child,
+    pub address: String,
+}
+
+impl MongodProcess {
+    /// Starts mongod in its own session, so it outlives the agent when it should (a
+    /// member started after a restore) and a signal to the agent does not reach it.
+    pub fn spawn(spec: &StartSpec) -> Result<MongodProcess, MongodError> {
+        let mut cmd = Command::new(&spec.bin);
+        cmd.args(&spec.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd.spawn().map_err(|e| MongodError::Process {
+            node: spec.address.clone(),
+            message: format!("cannot start {}: {e}", spec.bin.display()),
+        })?;
+        Ok(MongodProcess {
+            child,
+            address: spec.address.clone(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until mongod answers `hello`; fails early if the process exits.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<MongodClient, MongodError> {
+        let started = Instant::now();
+        let uri = format!("mongodb://{}/?directConnection=true", self.address);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(MongodError::Process {
+                    node: self.address.clone(),
+                    message: format!("mongod exited during start-up ({status})"),
+                });
+            }
+            if TcpStream::connect(&self.address).is_ok()
+                && let Ok(client) = MongodClient::connect(&uri).await
+                && client.admin(bson::doc! {"ping": 1}).await.is_ok()
+            {
+                return Ok(client);
+            }
+            if started.elapsed() > timeout {
+                return Err(MongodError::Process {
+                    node: self.address.clone(),
+                    message: format!("mongod did not answer within {timeout:?}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for the process to end by itself.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, MongodError> {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Ok(status);
+            }
+            if started.elapsed() > timeout {
+                return Err(MongodError::Process {
+                    node: self.address.clone(),
+                    message: format!("mongod did not exit within {timeout:?}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Lets the process run on without us (it has its own session).
+    pub fn detach(self) {
+        std::mem::forget(self.child);
+    }
+}
+
+/// True when `mongod.lock` is missing or empty: mongod removed its claim on the dbPath.
+pub fn lock_is_empty(dbpath: &Path) -> bool {
+    std::fs::metadata(dbpath.join("mongod.lock")).map_or(true, |m| m.len() == 0)
+}
+
+/// True when nothing accepts connections on `address`.
+pub fn port_is_free(address: &str) -> bool {
+    TcpStream::connect(address).is_err()
+}
+
+/// A mongod is stopped when its lock file is empty and its port is free.
+pub async fn wait_stopped(dbpath: &Path, address: &str, timeout: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        let lock = lock_is_empty(dbpath);
+        let port = port_is_free(address);
+        if lock && port {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(format!(
+                "mongod did not stop within {timeout:?}: {}{}",
+                if lock {
+                    ""
+                } else {
+                    "mongod.lock is not empty; "
+                },
+                if port { "" } else { "the port still answers" }
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

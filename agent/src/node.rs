@@ -1,0 +1,156 @@
+//! The node an agent serves: who it is, its settings, and how it reports phases.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use tidemark_schema::control::{Op, PhaseReport, PhaseStatus};
+
+use crate::config::AgentConfig;
+use crate::control::ControlPlane;
+use crate::error::AgentError;
+use crate::mongod::{MongodClient, MongodError};
+
+pub type Details = BTreeMap<String, serde_json::Value>;
+
+/// A failed phase: which one, and why.
+#[derive(Debug)]
+pub struct PhaseFailure {
+    pub phase: &'static str,
+    pub error: AgentError,
+}
+
+impl std::fmt::Display for PhaseFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "phase {}: {}", self.phase, self.error)
+    }
+}
+
+/// Attaches the phase name to any error, for `?` in pipelines.
+pub trait InPhase<T> {
+    fn in_phase(self, phase: &'static str) -> Result<T, PhaseFailure>;
+}
+
+impl<T, E: Into<AgentError>> InPhase<T> for Result<T, E> {
+    fn in_phase(self, phase: &'static str) -> Result<T, PhaseFailure> {
+        self.map_err(|e| PhaseFailure {
+            phase,
+            error: e.into(),
+        })
+    }
+}
+
+pub struct Node {
+    pub cfg: AgentConfig,
+    pub control: ControlPlane,
+    pub cluster: String,
+    pub replica_set: String,
+    /// `host:port` as in the replica-set config.
+    pub id: String,
+}
+
+impl Node {
+    pub fn targets_me(&self, op: &Op) -> bool {
+        op.cluster == self.cluster
+            && op
+                .targets
+                .iter()
+                .any(|t| t.replica_set == self.replica_set && t.node == self.id)
+    }
+
+    pub async fn report(
+        &self,
+        op: &Op,
+        phase: &str,
+        status: PhaseStatus,
+        message: impl Into<String>,
+        details: Details,
+    ) -> Result<(), AgentError> {
+        let message = message.into();
+        tracing::info!(op = %op.id, phase, ?status, %message, "phase");
+        self.control
+            .report(&PhaseReport {
+                op_id: op.id.clone(),
+                replica_set: self.replica_set.clone(),
+                node: self.id.clone(),
+                phase: phase.to_string(),
+                status,
+                at: Utc::now(),
+                message,
+                details,
+            })
+            .await
+    }
+
+    /// Reports a phase as running, for progress.
+    pub async fn running(
+        &self,
+        op: &Op,
+        phase: &str,
+        message: impl Into<String>,
+    ) -> Result<(), PhaseFailure> {
+        self.report(op, phase, PhaseStatus::Running, message, Details::new())
+            .await
+            .map_err(|error| PhaseFailure {
+                phase: "report",
+                error,
+            })
+    }
+
+    /// Reports a phase as done with its figures.
+    pub async fn done(
+        &self,
+        op: &Op,
+        phase: &'static str,
+        message: impl Into<String>,
+        details: Details,
+    ) -> Result<(), PhaseFailure> {
+        self.report(op, phase, PhaseStatus::Done, message, details)
+            .await
+            .in_phase(phase)
+    }
+
+    pub async fn mongod(&self) -> Result<MongodClient, MongodError> {
+        MongodClient::connect(&self.cfg.mongod_uri).await
+    }
+
+    /// `host:port` of this node's mongod as the agent reaches it (from the URI).
+    pub fn mongod_address(&self) -> String {
+        first_host(&self.cfg.mongod_uri).unwrap_or_else(|| self.id.clone())
+    }
+}
+
+/// The first `host:port` of a MongoDB URI, credentials and options stripped.
+pub fn first_host(uri: &str) -> Option<String> {
+    let rest = uri.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let first = hosts.split(',').next()?;
+    if first.is_empty() {
+        return None;
+    }
+    Some(if first.contains(':') {
+        first.to_string()
+    } else {
+        format!("{first}:27017")
+    })
+}
+
+/// A JSON value for report details.
+pub fn j(v: impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn first_host_strips_credentials_and_options() {
+        assert_eq!(
+            super::first_host("mongodb://u:p@db1:27018,db2:27018/?replicaSet=rs0").as_deref(),
+            Some("db1:27018")
+        );
+        assert_eq!(
+            super::first_host("mongodb://db1").as_deref(),
+            Some("db1:27017")
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! The fallback directory: the dbPath's content moved aside (renamed, same file system,
+//! no copy) before a restore, so a failed restore can put the node back exactly as it was.
+//!
+//! It lives inside the dbPath, which guarantees the same file system even when the dbPath
+//! is a mount point. A state file inside it records whether the move finished, so a
+//! revert after a crash mid-move never deletes an original that was not moved yet.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The fallback directory's name inside the dbPath.
+pub const FALLBACK_DIR: &str = ".tidemark-fallback";
+const STATE_FILE: &str = ".tidemark-fallback-state.json";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FallbackState {
+    /// The move started; some entries may still be in the dbPath.
+    Moving,
+    /// Every entry is in the fallback directory; the dbPath may hold restored files.
+    Moved,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StateRecord {
+    op_id: String,
+    state: FallbackState,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FallbackError {
+    #[error("fallback {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("fallback directory {0} already exists from op {1}; resolve that restore first")]
+    Busy(PathBuf, String),
+    #[error("no fallback directory for op {op} in {path}")]
+    Missing { op: String, path: PathBuf },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FallbackError + '_ {
+    move |source| FallbackError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub fn fallback_dir(dbpath: &Path) -> PathBuf {
+    dbpath.join(FALLBACK_DIR)
+}
+
+fn write_state(dir: &Path, op_id: &str, state: FallbackState) -> Result<(), FallbackError> {
+    let path = dir.join(STATE_FILE);
+    let tmp = dir.join(".tidemark-fallback-state.tmp");
+    let record = StateRecord {
+        op_id: op_id.to_string(),
+        state,
+    };
+    std::fs::write(&tmp, serde_json::to_vec(&record).expect("serializable")).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(())
+}
+
+fn read_state(dir: &Path) -> Option<StateRecord> {
+    serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).ok()?).ok()
+}
+
+/// The op and state of an existing fallback directory.
+pub fn fallback_of(dbpath: &Path) -> Option<(String, FallbackState)> {
+    read_state(&fallback_dir(dbpath)).map(|r| (r.op_id, r.state))
+}
+
+/// The dbPath's entries other than the fallback directory.
+fn entries(dbpath: &Path) -> Result<Vec<PathBuf>, FallbackError> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dbpath).map_err(io(dbpath))? {
+        let e = e.map_err(io(dbpath))?;
+        if e.file_name() != FALLBACK_DIR {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), FallbackError> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io(dir))
+}
+
+/// Moves every entry of the dbPath into the fallback directory. O(entries) renames.
+pub fn move_aside(dbpath: &Path, op_id: &str) -> Result<usize, FallbackError> {
+    let dir = fallback_dir(dbpath);
+    if let Some(existing) = read_state(&dir) {
+        if existing.op_id == op_id && existing.state == FallbackState::Moved {
+            return Ok(0); // already done: the step is idempotent
+        }
+        if existing.op_id != op_id {
+            return Err(FallbackError::Busy(dir, existing.op_id));
+        }
+    }
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    write_state(&dir, op_id, FallbackState::Moving)?;
+    let moved = entries(dbpath)?;
+    for entry in &moved {
+        let target = dir.join(entry.file_name().expect("a directory entry has a name"));
+        std::fs::rename(entry, &target).map_err(io(entry))?;
+    }
+    fsync_dir(&dir)?;
+    fsync_dir(dbpath)?;
+    write_state(&dir, op_id, FallbackState::Moved)?;
+    Ok(moved.len())
+}
+
+/// Puts the dbPath back exactly as it was before `op_id`'s restore, and removes the
+/// fallback directory.
+pub fn revert(dbpath: &Path, op_id: &str) -> Result<usize, FallbackError> {
+    let dir = fallback_dir(dbpath);
+    let Some(record) = read_state(&dir).filter(|r| r.op_id == op_id) else {
+        return Err(FallbackError::Missing {
+            op: op_id.to_string(),
+            path: dir,
+        });
+    };
+    if record.state == FallbackState::Moved {
+        // Everything in the dbPath now came from the restore.
+        remove_entries(dbpath)?;
+    }
+    let mut restored = 0;
+    for e in std::fs::read_dir(&dir).map_err(io(&dir))? {
+        let e = e.map_err(io(&dir))?;
+        let name = e.file_name();
+        if name == STATE_FILE {
+            continue;
+        }
+        std::fs::rename(e.path(), dbpath.join(&name)).map_err(io(&e.path()))?;
+        restored += 1;
+    }
+    fsync_dir(dbpath)?;
+    std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    Ok(restored)
+}
+
+/// Deletes every entry of the dbPath except the fallback directory.
+pub fn remove_entries(dbpath: &Path) -> Result<usize, FallbackError> {
+    let list = entries(dbpath)?;
+    for entry in &list {
+        let meta = std::fs::symlink_metadata(entry).map_err(io(entry))?;
+        if meta.is_dir() {
+            std::fs::remove_dir_all(entry).map_err(io(entry))?;
+        } else {
+            std::fs::remove_file(entry).map_err(io(entry))?;
+        }
+    }
+    Ok(list.len())
+}
+
+/// Deletes the fallback directory once the restore's outcome is final.
+pub fn remove(dbpath: &Path) -> Result<(), FallbackError> {
+    let dir = fallback_dir(dbpath);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&dir)(e)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(root, &p, out);
+                } else {
+                    let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                    out.push((rel, std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        walk(root, root, &mut out);
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn move_then_revert_gives_back_the_exact_tree() {
+        let d = tempfile::TempDir::new().unwrap();
+        std::fs::create_dir_all(d.path().join("journal")).unwrap();
+        std::fs::write(d.path().join("journal/WiredTigerLog.1"), b"j").unwrap();
+        std::fs::write(d.path().join("collection-1.wt"), b"data").unwrap();
+        let before = tree(d.path());
+        assert_eq!(move_aside(d.path(), "op1").unwrap(), 2);
+        assert_eq!(move_aside(d.path(), "op1").unwrap(), 0, "idempotent");
+        assert!(matches!(
+            move_aside(d.path(), "op2"),
+            Err(FallbackError::Busy(..))
+        ));
+        // The restore writes new files.
+        std::fs::write(d.path().join("collection-1.wt"), b"restored").unwrap();
+        std::fs::write(d.path().join("new.wt"), b"x").unwrap();
+        assert_eq!(revert(d.path(), "op1").unwrap(), 2);
+        assert_eq!(tree(d.path()), before);
+        assert!(!fallback_dir(d.path()).exists());
+    }
+
+    #[test]
+    fn revert_after_a_crash_mid_move_deletes_nothing_original() {
+        let d = tempfile::TempDir::new().unwrap();
+        std::fs::write(d.path().join("a.wt"), b"a").unwrap();
+        std::fs::write(d.path().join("b.wt"), b"b").unwrap();
+        let before = tree(d.path());
+        // Simulate a crash after moving only a.wt.
+        let dir = fallback_dir(d.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        write_state(&dir, "op1", FallbackState::Moving).unwrap();
+        std::fs::rename(d.path().join("a.wt"), dir.join("a.wt")).unwrap();
+        revert(d.path(), "op1").unwrap();
+        assert_eq!(tree(d.path()), before);
+    }
+}

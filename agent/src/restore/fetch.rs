@@ -1,0 +1,96 @@
+//! Downloads the backup's files into the dbPath, several at a time, verifying every
+//! checksum and restoring file modes. External restores wait for the operator's copy
+//! instead and then check that every listed file is there with its size.
+
+use futures::{StreamExt, TryStreamExt};
+use serde_json::json;
+use tidemark_schema::control::Op;
+use tidemark_schema::manifest::ReplicaSetManifest;
+
+use crate::error::AgentError;
+use crate::node::{Details, InPhase, Node, PhaseFailure};
+use crate::storage::BackupStore;
+
+pub async fn fetch(
+    node: &Node,
+    op: &Op,
+    store: &BackupStore,
+    manifest: &ReplicaSetManifest,
+) -> Result<(), PhaseFailure> {
+    const PHASE: &str = "fetch";
+    node.running(
+        op,
+        PHASE,
+        format!(
+            "downloading {} files ({} B)",
+            manifest.files.len(),
+            manifest.stored_bytes
+        ),
+    )
+    .await?;
+    let dbpath = &node.cfg.dbpath;
+    futures::stream::iter(manifest.files.iter())
+        .map(|entry| async move {
+            // Paths were validated when the manifest was read: relative, no `..`.
+            let dest = dbpath.join(&entry.path);
+            store
+                .download_file(entry, manifest.compression, &dest)
+                .await
+                .map_err(AgentError::from)
+        })
+        .buffer_unordered(node.cfg.parallel_files.max(1))
+        .try_collect::<Vec<()>>()
+        .await
+        .in_phase(PHASE)?;
+    let mut d = Details::new();
+    d.insert("files".into(), json!(manifest.files.len()));
+    d.insert("bytes".into(), json!(manifest.uncompressed_bytes));
+    node.done(op, PHASE, "every file downloaded and verified", d)
+        .await
+}
+
+/// External restore: report `copyReady`, wait for `restore-finish`, check the files.
+pub async fn await_external_copy(
+    node: &Node,
+    op: &Op,
+    manifest: &ReplicaSetManifest,
+) -> Result<(), PhaseFailure> {
+    let mut d = Details::new();
+    d.insert("dbpath".into(), json!(node.cfg.dbpath));
+    d.insert(
+        "files".into(),
+        json!(
+            manifest
+                .files
+                .iter()
+                .map(|f| json!({"path": f.path, "size": f.uncompressed_size}))
+                .collect::<Vec<_>>()
+        ),
+    );
+    node.done(
+        op,
+        "copyReady",
+        "mongod is stopped and the dbPath is empty: copy the snapshot's files in, then run `tidemark restore-finish`",
+        d,
+    )
+    .await?;
+    while !node.control.finished(&op.id).await.in_phase("copyReady")? {
+        tokio::time::sleep(node.cfg.poll_interval).await;
+    }
+    for f in &manifest.files {
+        let path = node.cfg.dbpath.join(&f.path);
+        let len = std::fs::metadata(&path)
+            .map_err(|e| AgentError::io(&path, e))
+            .in_phase("fetch")?
+            .len();
+        if len < f.uncompressed_size {
+            return Err(AgentError::Refused(format!(
+                "{} has {len} B after the snapshot copy; the backup lists {} B",
+                path.display(),
+                f.uncompressed_size
+            )))
+            .in_phase("fetch");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! The physical restore of one node, one file per stage as pgBackRest lays it out:
+//! `validate` (pre-checks while mongod is up), `disk` (the fallback space rule), `stop`,
+//! `fallback` (move aside or wipe), `fetch` (download and verify), `recover` (the
+//! standalone starts), `finish`; `run` drives them and `actions` holds the follow-up
+//! instructions (revert, wipe, remove the fallback, start as a member).
+
+mod actions;
+mod disk;
+mod fallback;
+mod fetch;
+mod recover;
+mod run;
+mod stop;
+mod validate;
+
+pub use actions::{remove_fallback, revert, start_member, wipe};
+pub use fallback::{FALLBACK_DIR, FallbackError, FallbackState, fallback_dir, fallback_of};
+pub use run::run;
+pub use validate::Captured;

@@ -1,0 +1,174 @@
+//! The standalone starts that turn copied files into a consistent node (DESIGN §5.6), on a
+//! private localhost port, logging into a restore log inside the dbPath:
+//! 1. reset the replication metadata and set the oplog truncate point to the backup's
+//!    last write;
+//! 2. recover from the oplog as a standalone and take a checkpoint at shutdown;
+//! 3. write the replica-set config the node had before the restore.
+
+use std::time::Duration;
+
+use bson::{Bson, Document, doc, oid::ObjectId};
+use serde_json::json;
+use tidemark_schema::control::Op;
+use tidemark_schema::manifest::OpTime;
+
+use super::validate::Captured;
+use crate::error::AgentError;
+use crate::mongod::{MongodClient, MongodError, MongodProcess, StartSpec};
+use crate::node::{Details, InPhase, Node, PhaseFailure};
+
+/// The restore log's name inside the dbPath; kept on failure, deleted on success.
+pub const RESTORE_LOG: &str = "tidemark-restore.log";
+
+fn free_port() -> Result<u16, AgentError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| AgentError::Refused(format!("no free local port: {e}")))
+}
+
+fn standalone(node: &Node, port: u16, params: &[&str]) -> StartSpec {
+    let dbpath = node.cfg.dbpath.display().to_string();
+    let log = node.cfg.dbpath.join(RESTORE_LOG).display().to_string();
+    let mut args: Vec<String> = vec![
+        "--dbpath".into(),
+        dbpath,
+        "--port".into(),
+        port.to_string(),
+        "--bind_ip".into(),
+        "127.0.0.1".into(),
+        "--logpath".into(),
+        log,
+        "--logappend".into(),
+    ];
+    for p in params {
+        args.push("--setParameter".into());
+        args.push((*p).into());
+    }
+    args.extend(node.cfg.standalone_args.iter().cloned());
+    StartSpec {
+        bin: node.cfg.mongod_bin.clone(),
+        args,
+        address: format!("127.0.0.1:{port}"),
+    }
+}
+
+/// Starts a standalone, runs `work` against it, shuts it down cleanly.
+async fn with_standalone<F, Fut>(node: &Node, params: &[&str], work: F) -> Result<(), AgentError>
+where
+    F: FnOnce(MongodClient) -> Fut,
+    Fut: std::future::Future<Output = Result<(), MongodError>>,
+{
+    let spec = standalone(node, free_port()?, params);
+    let mut process = MongodProcess::spawn(&spec)?;
+    let client = match process.wait_ready(node.cfg.mongod_timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(AgentError::Refused(format!(
+                "{e}; see {} in the dbPath",
+                RESTORE_LOG
+            )));
+        }
+    };
+    work(client.clone()).await?;
+    client.shutdown(false).await?;
+    let status = process.wait_exit(node.cfg.mongod_timeout).await?;
+    if !status.success() {
+        return Err(AgentError::Refused(format!(
+            "the standalone mongod exited with {status}; see {RESTORE_LOG} in the dbPath"
+        )));
+    }
+    Ok(())
+}
+
+async fn command(client: &MongodClient, db: &str, cmd: Document) -> Result<(), MongodError> {
+    let name = cmd.keys().next().cloned().unwrap_or_default();
+    client
+        .client()
+        .database(db)
+        .run_command(cmd)
+        .await
+        .map(|_| ())
+        .map_err(|e| MongodError::Command {
+            node: client.node.clone(),
+            command: name,
+            message: e.to_string(),
+        })
+}
+
+pub async fn recover(
+    node: &Node,
+    op: &Op,
+    last_write: OpTime,
+    captured: &Captured,
+) -> Result<(), PhaseFailure> {
+    const PHASE: &str = "recover";
+    let ts = bson::Timestamp {
+        time: last_write.t,
+        increment: last_write.i,
+    };
+    node.running(op, PHASE, "standalone 1/3: resetting replication metadata")
+        .await?;
+    with_standalone(node, &[], |c| async move {
+        for coll in ["replset.minvalid", "replset.oplogTruncateAfterPoint", "replset.election", "system.replset"] {
+            command(&c, "local", doc! {"delete": coll, "deletes": [{"q": {}, "limit": 0}]}).await?;
+        }
+        command(
+            &c,
+            "local",
+            doc! {"insert": "replset.oplogTruncateAfterPoint", "documents": [{"_id": "oplogTruncateAfterPoint", "oplogTruncateAfterPoint": ts}]},
+        )
+        .await?;
+        command(
+            &c,
+            "local",
+            doc! {"insert": "replset.minvalid", "documents": [{"_id": ObjectId::new(), "t": -1i64, "ts": bson::Timestamp { time: 0, increment: 1 }}]},
+        )
+        .await
+    })
+    .await
+    .in_phase(PHASE)?;
+
+    node.running(op, PHASE, "standalone 2/3: recovering from the oplog")
+        .await?;
+    with_standalone(
+        node,
+        &[
+            "recoverFromOplogAsStandalone=true",
+            "takeUnstableCheckpointOnShutdown=true",
+        ],
+        |_| async { Ok(()) },
+    )
+    .await
+    .in_phase(PHASE)?;
+
+    node.running(op, PHASE, "standalone 3/3: writing the replica-set config")
+        .await?;
+    let config = Bson::try_from(captured.replset_config.clone())
+        .ok()
+        .and_then(|b| b.as_document().cloned())
+        .ok_or_else(|| {
+            AgentError::Refused("the captured replica-set config is not a document".into())
+        })
+        .in_phase(PHASE)?;
+    with_standalone(node, &[], |c| async move {
+        command(
+            &c,
+            "local",
+            doc! {"insert": "system.replset", "documents": [config]},
+        )
+        .await
+    })
+    .await
+    .in_phase(PHASE)?;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::fs::remove_file(node.cfg.dbpath.join(RESTORE_LOG)),
+    )
+    .await;
+    let mut d = Details::new();
+    d.insert("truncatedAfter".into(), json!(last_write));
+    d.insert("standaloneStarts".into(), json!(3));
+    node.done(op, PHASE, format!("recovered to {last_write}"), d)
+        .await
+}

@@ -1,0 +1,82 @@
+//! Runs a restore op on this node, phase by phase; each phase is reported. Checks that
+//! can refuse (precheck, disk) run before anything is touched. After a failure the node
+//! is left stopped, with its fallback directory (if any) intact, for the reconciler to
+//! decide: move it back (cluster Error) or wipe the node for initial sync (PartlyDone).
+
+use std::time::Instant;
+
+use serde_json::json;
+use tidemark_schema::control::{Op, OpCommand};
+
+use super::{disk, fallback, fetch, recover, stop, validate};
+use crate::node::{Details, InPhase, Node, PhaseFailure};
+
+pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure> {
+    let OpCommand::Restore {
+        backup,
+        storage,
+        fallback_enabled,
+        external,
+    } = &op.command
+    else {
+        unreachable!("dispatched on the command kind");
+    };
+    let checked = validate::precheck(node, op, backup, storage).await?;
+    if *fallback_enabled {
+        disk::evaluate(node, op, checked.manifest.uncompressed_bytes).await?;
+    }
+    stop::stop(node, op, &checked.client, &checked.captured.role).await?;
+
+    let dbpath = &node.cfg.dbpath;
+    let started = Instant::now();
+    let mut d = Details::new();
+    if *fallback_enabled {
+        let moved = fallback::move_aside(dbpath, &op.id).in_phase("fallback")?;
+        d.insert("movedEntries".into(), json!(moved));
+        d.insert("fallbackDir".into(), json!(fallback::fallback_dir(dbpath)));
+    } else {
+        let removed = fallback::remove_entries(dbpath).in_phase("fallback")?;
+        d.insert("wipedEntries".into(), json!(removed));
+    }
+    d.insert(
+        "elapsedMs".into(),
+        json!(started.elapsed().as_millis() as u64),
+    );
+    node.done(
+        op,
+        "fallback",
+        if *fallback_enabled {
+            "the dbPath's content was moved into the fallback directory"
+        } else {
+            "fallback is off: the dbPath was wiped"
+        },
+        d,
+    )
+    .await?;
+
+    if *external {
+        fetch::await_external_copy(node, op, &checked.manifest).await?;
+    } else {
+        fetch::fetch(node, op, &checked.store, &checked.manifest).await?;
+    }
+    recover::recover(node, op, checked.manifest.last_write, &checked.captured).await?;
+
+    let mut d = Details::new();
+    d.insert("backup".into(), json!(backup));
+    d.insert("files".into(), json!(checked.manifest.files.len()));
+    d.insert("bytes".into(), json!(checked.manifest.uncompressed_bytes));
+    d.insert("lastWrite".into(), json!(checked.manifest.last_write));
+    d.insert("fallbackKept".into(), json!(*fallback_enabled));
+    Ok((
+        format!(
+            "restored backup {backup} to {}; mongod is stopped{}",
+            checked.manifest.last_write,
+            if *fallback_enabled {
+                "; the fallback directory stays until the cluster outcome is known"
+            } else {
+                ""
+            }
+        ),
+        d,
+    ))
+}
