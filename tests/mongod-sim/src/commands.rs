@@ -197,6 +197,7 @@ fn initiate(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdError> {
     }
     cfg.insert("term", 0i64);
     let inner = &mut *g;
+    inner.repl.initiated_here = true;
     replloop::install_config(inner, cfg);
     inner.write(
         vec![doc! {"op": "n", "ns": "", "o": {"msg": "initiating set"}}],

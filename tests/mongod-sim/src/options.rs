@@ -14,6 +14,7 @@ pub const PSMDB_VERSION: &str = "7.0.14-8";
 #[command(
     name = "mongod-sim",
     disable_version_flag = true,
+    args_override_self = true,
     about = "A test tool that behaves like a PSMDB mongod"
 )]
 pub struct Cli {

@@ -80,6 +80,11 @@ pub struct ReplState {
     pub election_date: Option<DateTime>,
     pub election_ts: Option<Timestamp>,
     pub sync_source: Option<String>,
+    /// When this process started: a restarted member waits an election timeout before
+    /// standing, so it hears the current primary first (as mongod does).
+    pub started: Instant,
+    /// This member ran `replSetInitiate` and may stand at once.
+    pub initiated_here: bool,
 }
 
 fn num(v: Option<&Bson>) -> f64 {
@@ -132,6 +137,8 @@ impl ReplState {
             election_date: None,
             election_ts: None,
             sync_source: None,
+            started: Instant::now(),
+            initiated_here: false,
         };
         if rs.set_name.is_none() {
             return rs;

@@ -211,6 +211,13 @@ pub fn elect(node: &Node) {
     if !inner.repl.enabled() || inner.repl.state == ARBITER {
         return;
     }
+    let election_timeout = Duration::from_millis(node.opts.heartbeat_interval_ms * 5);
+    if inner.repl.state != PRIMARY
+        && !inner.repl.initiated_here
+        && inner.repl.started.elapsed() < election_timeout
+    {
+        return;
+    }
     let my_optime = inner.oplog_top().unwrap_or(ZERO);
     let choice = inner.repl.choose_primary(my_optime);
     let me = inner.repl.me.clone();

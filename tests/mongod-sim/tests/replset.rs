@@ -515,3 +515,48 @@ fn sharded_layout_keeps_shard_identity() {
         .clone();
     assert_eq!(id.get_str("shardName").unwrap(), "rs0");
 }
+
+#[test]
+fn kill9_member_recovers_journal_and_oplog() {
+    let mut rs = ReplicaSet::start("rsk", 3).unwrap();
+    let p = rs.wait_for_primary(LONG).unwrap();
+    let victim = (p + 1) % 3;
+    // Restart the victim with checkpoints effectively off, so everything after is only journaled.
+    rs.stop(victim).unwrap();
+    rs.start_member_with_args(victim, &["--sim-checkpoint-interval-ms", "600000"])
+        .unwrap();
+    rs.process_mut(victim).unwrap().wait_ready(LONG).unwrap();
+    rs.wait_for_state(victim, 2, LONG).unwrap();
+    let docs: Vec<Document> = (0..40).map(|i| doc! {"_id": i}).collect();
+    rs.process(p)
+        .unwrap()
+        .command("app", doc! {"insert": "k", "documents": docs})
+        .unwrap();
+    wait_count(&rs, victim, "app", "k", 40);
+    rs.kill(victim);
+    // Started standalone, it sees only its last checkpoint: the replicated writes live in the
+    // oplog, which only replica-set start-up (or recoverFromOplogAsStandalone) replays.
+    let mut s = rs.start_standalone_on(victim, &[]).unwrap();
+    assert_eq!(
+        s.command("app", doc! {"count": "k"})
+            .unwrap()
+            .get_i64("n")
+            .unwrap(),
+        0
+    );
+    let oplog = s
+        .command(
+            "local",
+            doc! {"count": "oplog.rs", "query": {"ns": "app.k"}},
+        )
+        .unwrap();
+    assert_eq!(
+        oplog.get_i64("n").unwrap(),
+        40,
+        "the oplog itself was recovered from the journal"
+    );
+    s.kill();
+    rs.restart(victim).unwrap();
+    rs.wait_for_state(victim, 2, LONG).unwrap();
+    assert_eq!(count_on(&rs, victim, "app", "k"), 40);
+}

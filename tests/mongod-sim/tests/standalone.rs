@@ -511,3 +511,32 @@ fn config_file_and_version() {
     assert_eq!(line["msg"], "MongoDB starting");
     assert!(line["t"]["$date"].is_string());
 }
+
+#[test]
+fn crash_at_checkpoint_recovers_on_restart() {
+    let mut s = Standalone::start(&[]).unwrap();
+    let docs: Vec<Document> = (0..30).map(|i| doc! {"_id": i}).collect();
+    s.process
+        .command("app", doc! {"insert": "c", "documents": docs})
+        .unwrap();
+    s.process
+        .command("admin", doc! {"simFault": 1, "crashAt": "checkpoint"})
+        .unwrap();
+    let status = s.process.wait_exit(Duration::from_secs(20)).unwrap();
+    assert!(!status.success(), "the simulated crash aborts: {status}");
+    let mut p = Process::spawn(
+        &s.process.dbpath,
+        &s.dir.path().join("2.log"),
+        free_port().unwrap(),
+        &fast_flags(),
+    )
+    .unwrap();
+    p.wait_ready(Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        p.command("app", doc! {"count": "c"})
+            .unwrap()
+            .get_i64("n")
+            .unwrap(),
+        30
+    );
+}
