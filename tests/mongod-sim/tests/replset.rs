@@ -560,3 +560,59 @@ fn kill9_member_recovers_journal_and_oplog() {
     rs.wait_for_state(victim, 2, LONG).unwrap();
     assert_eq!(count_on(&rs, victim, "app", "k"), 40);
 }
+
+#[test]
+fn reconfig_spreads_to_every_member() {
+    let rs = ReplicaSet::start("rsr", 3).unwrap();
+    let p = rs.wait_for_primary(LONG).unwrap();
+    let mut cfg = rs
+        .process(p)
+        .unwrap()
+        .command("admin", doc! {"replSetGetConfig": 1})
+        .unwrap()
+        .get_document("config")
+        .unwrap()
+        .clone();
+    let mut members = cfg.get_array("members").unwrap().clone();
+    members[2]
+        .as_document_mut()
+        .unwrap()
+        .insert("priority", 0.0);
+    members[2].as_document_mut().unwrap().insert("hidden", true);
+    cfg.insert("members", members);
+    cfg.insert("version", 2);
+    cfg.remove("term");
+    let stale = rs
+        .process(p)
+        .unwrap()
+        .command("admin", doc! {"replSetReconfig": cfg.clone()})
+        .unwrap();
+    assert_eq!(stale.get_f64("ok").unwrap(), 1.0, "{stale}");
+    cfg.insert("version", 2);
+    let again = rs
+        .process(p)
+        .unwrap()
+        .command("admin", doc! {"replSetReconfig": cfg})
+        .unwrap();
+    assert_eq!(
+        again.get_i32("code").unwrap(),
+        103,
+        "a version that is not newer is refused: {again}"
+    );
+    let deadline = Instant::now() + LONG;
+    loop {
+        let h = rs
+            .process(2)
+            .unwrap()
+            .command("admin", doc! {"hello": 1})
+            .unwrap();
+        if h.get_i32("setVersion").unwrap() == 2 && h.get_bool("hidden").unwrap_or(false) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member 2 never adopted version 2: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
