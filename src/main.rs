@@ -25,13 +25,20 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| {
+                    // The agent is a daemon: its phases are worth seeing by default.
+                    let level = if matches!(cli.command, Command::Agent(_)) { "info" } else { "warn" };
+                    tracing_subscriber::EnvFilter::new(level)
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Validate(args) => cli::validate::run(args),
         Command::Diff(args) => cli::diff::run(args),
+        Command::Agent(args) => cli::agent::run(*args),
+        Command::BackupFinish(args) => cli::finish::run(args),
+        Command::RestoreFinish(args) => cli::finish::run(args),
         Command::Schema => {
             print!("{}", tidemark_schema::jsonschema::document_schema_text());
             Ok(ExitStatus::Ok)

@@ -26,6 +26,61 @@ pub enum Command {
     Diff(DiffArgs),
     /// Print the JSON Schema of desired-state documents.
     Schema,
+    /// Run the node agent next to one mongod.
+    Agent(Box<AgentArgs>),
+    /// Tell the agents of an external backup that the snapshot copy is complete.
+    BackupFinish(FinishArgs),
+    /// Tell the agents of an external restore that the files are copied in.
+    RestoreFinish(FinishArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The control plane: a directory, or a file://, s3://, gs:// or az:// URL.
+    #[arg(long, env = "TIDEMARK_CONTROL")]
+    pub control: Option<String>,
+    /// The cluster name, as in the Cluster document.
+    #[arg(long, env = "TIDEMARK_CLUSTER")]
+    pub cluster: Option<String>,
+    /// This node's mongod, e.g. mongodb://127.0.0.1:27017 (credentials are never logged).
+    #[arg(long, env = "TIDEMARK_MONGOD_URI")]
+    pub mongod_uri: Option<String>,
+    #[arg(long, env = "TIDEMARK_DBPATH")]
+    pub dbpath: Option<PathBuf>,
+    /// The mongod binary used for the restore's standalone starts.
+    #[arg(long, env = "TIDEMARK_MONGOD_BIN")]
+    pub mongod_bin: Option<PathBuf>,
+    /// host:port as the replica-set config names this node (learned from mongod if absent).
+    #[arg(long, env = "TIDEMARK_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The replica set (learned from mongod if absent; needed while mongod is down).
+    #[arg(long, env = "TIDEMARK_REPLICA_SET")]
+    pub replica_set: Option<String>,
+    /// A YAML file with any of these settings (camelCase); flags and env win over it.
+    #[arg(long, env = "TIDEMARK_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "TIDEMARK_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<String>,
+    #[arg(long, env = "TIDEMARK_POLL_INTERVAL")]
+    pub poll_interval: Option<String>,
+    /// Files copied or downloaded at once.
+    #[arg(long, env = "TIDEMARK_PARALLEL_FILES")]
+    pub parallel_files: Option<usize>,
+    #[arg(long, env = "TIDEMARK_CURSOR_KEEPALIVE")]
+    pub cursor_keepalive: Option<String>,
+    /// Extra argument for the restore's standalone mongod starts (repeatable).
+    #[arg(long = "standalone-arg", allow_hyphen_values = true)]
+    pub standalone_args: Vec<String>,
+    #[arg(long, env = "TIDEMARK_MONGOD_TIMEOUT")]
+    pub mongod_timeout: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct FinishArgs {
+    #[arg(long, env = "TIDEMARK_CONTROL")]
+    pub control: String,
+    /// The op id the agents reported with `copyReady`.
+    pub op_id: String,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

@@ -1,8 +1,11 @@
 //! The command line: argument types, the exit-code table and the verbs.
 
+pub mod agent;
 mod args;
 pub mod diff;
 mod exit;
+pub mod finish;
+mod writable;
 pub mod validate;
 
 pub use args::{Cli, Command};

@@ -1,0 +1,92 @@
+//! `tidemark agent`: merges flags, environment and the config file, then runs the agent
+//! until SIGINT or SIGTERM.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tidemark_agent::config::{AgentConfig, AgentFile, parse_duration};
+use tidemark_agent::control::ControlPlane;
+use tidemark_agent::mongod::redact_uri;
+use tidemark_agent::runner;
+
+use super::args::AgentArgs;
+use super::exit::ExitStatus;
+use super::writable::open_writable_control;
+
+fn duration(flag: Option<String>, file: Option<String>, default: Duration, name: &str) -> anyhow::Result<Duration> {
+    match flag.or(file) {
+        Some(text) => parse_duration(&text).map_err(|e| anyhow::anyhow!("{name}: {e}")),
+        None => Ok(default),
+    }
+}
+
+fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
+    let file = match &args.config {
+        Some(path) => AgentFile::read(path).map_err(anyhow::Error::msg)?,
+        None => AgentFile::default(),
+    };
+    let missing = |what: &str| anyhow::anyhow!("give --{what} (or TIDEMARK_{}, or `{}` in the config file)", what.replace('-', "_").to_uppercase(), camel(what));
+    Ok(AgentConfig {
+        control: args.control.or(file.control).ok_or_else(|| missing("control"))?,
+        cluster: args.cluster.or(file.cluster).ok_or_else(|| missing("cluster"))?,
+        mongod_uri: args.mongod_uri.or(file.mongod_uri).ok_or_else(|| missing("mongod-uri"))?,
+        dbpath: args.dbpath.or(file.dbpath).ok_or_else(|| missing("dbpath"))?,
+        mongod_bin: args.mongod_bin.or(file.mongod_bin).ok_or_else(|| missing("mongod-bin"))?,
+        node_id: args.node_id.or(file.node_id),
+        replica_set: args.replica_set.or(file.replica_set),
+        heartbeat_interval: duration(args.heartbeat_interval, file.heartbeat_interval, Duration::from_secs(5), "heartbeat-interval")?,
+        poll_interval: duration(args.poll_interval, file.poll_interval, Duration::from_secs(1), "poll-interval")?,
+        parallel_files: args.parallel_files.or(file.parallel_files).unwrap_or(4),
+        cursor_keepalive: duration(args.cursor_keepalive, file.cursor_keepalive, Duration::from_secs(60), "cursor-keepalive")?,
+        standalone_args: if args.standalone_args.is_empty() {
+            file.standalone_args.unwrap_or_default()
+        } else {
+            args.standalone_args
+        },
+        mongod_timeout: duration(args.mongod_timeout, file.mongod_timeout, Duration::from_secs(300), "mongod-timeout")?,
+    })
+}
+
+fn camel(flag: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in flag.chars() {
+        if c == '-' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<ExitStatus> {
+    let cfg = config(args)?;
+    tracing::info!(
+        control = %cfg.control,
+        mongod = %redact_uri(&cfg.mongod_uri),
+        dbpath = %cfg.dbpath.display(),
+        "starting agent"
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let store = open_writable_control(&cfg.control)?;
+        let control = ControlPlane::new(&cfg.control, store);
+        let node = runner::identify(cfg, control).await.context("identifying this node")?;
+        runner::run(node, shutdown_signal()).await?;
+        Ok(ExitStatus::Ok)
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping on signal");
+}
