@@ -397,6 +397,7 @@ async fn s3_down_is_unavailable_naming_the_object() {
         "{err:?}"
     );
     let msg = err.to_string();
+    eprintln!("storage down: {msg}");
     assert!(msg.contains(&key) && msg.contains("s3://down/p"), "{msg}");
     assert!(
         !msg.contains("secret") && !msg.contains("test:test"),
