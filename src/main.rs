@@ -24,14 +24,18 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
-                .unwrap_or_else(|_| {
-                    // The agent is a daemon: its phases are worth seeing by default.
-                    let level = if matches!(cli.command, Command::Agent(_)) { "info" } else { "warn" };
-                    tracing_subscriber::EnvFilter::new(level)
-                }),
+            tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| {
+                // The agent is a daemon: its phases are worth seeing by default.
+                let level = if matches!(cli.command, Command::Agent(_)) {
+                    "info"
+                } else {
+                    "warn"
+                };
+                tracing_subscriber::EnvFilter::new(level)
+            }),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Validate(args) => cli::validate::run(args),

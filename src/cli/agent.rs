@@ -13,7 +13,12 @@ use super::args::AgentArgs;
 use super::exit::ExitStatus;
 use super::writable::open_writable_control;
 
-fn duration(flag: Option<String>, file: Option<String>, default: Duration, name: &str) -> anyhow::Result<Duration> {
+fn duration(
+    flag: Option<String>,
+    file: Option<String>,
+    default: Duration,
+    name: &str,
+) -> anyhow::Result<Duration> {
     match flag.or(file) {
         Some(text) => parse_duration(&text).map_err(|e| anyhow::anyhow!("{name}: {e}")),
         None => Ok(default),
@@ -25,25 +30,66 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         Some(path) => AgentFile::read(path).map_err(anyhow::Error::msg)?,
         None => AgentFile::default(),
     };
-    let missing = |what: &str| anyhow::anyhow!("give --{what} (or TIDEMARK_{}, or `{}` in the config file)", what.replace('-', "_").to_uppercase(), camel(what));
+    let missing = |what: &str| {
+        anyhow::anyhow!(
+            "give --{what} (or TIDEMARK_{}, or `{}` in the config file)",
+            what.replace('-', "_").to_uppercase(),
+            camel(what)
+        )
+    };
     Ok(AgentConfig {
-        control: args.control.or(file.control).ok_or_else(|| missing("control"))?,
-        cluster: args.cluster.or(file.cluster).ok_or_else(|| missing("cluster"))?,
-        mongod_uri: args.mongod_uri.or(file.mongod_uri).ok_or_else(|| missing("mongod-uri"))?,
-        dbpath: args.dbpath.or(file.dbpath).ok_or_else(|| missing("dbpath"))?,
-        mongod_bin: args.mongod_bin.or(file.mongod_bin).ok_or_else(|| missing("mongod-bin"))?,
+        control: args
+            .control
+            .or(file.control)
+            .ok_or_else(|| missing("control"))?,
+        cluster: args
+            .cluster
+            .or(file.cluster)
+            .ok_or_else(|| missing("cluster"))?,
+        mongod_uri: args
+            .mongod_uri
+            .or(file.mongod_uri)
+            .ok_or_else(|| missing("mongod-uri"))?,
+        dbpath: args
+            .dbpath
+            .or(file.dbpath)
+            .ok_or_else(|| missing("dbpath"))?,
+        mongod_bin: args
+            .mongod_bin
+            .or(file.mongod_bin)
+            .ok_or_else(|| missing("mongod-bin"))?,
         node_id: args.node_id.or(file.node_id),
         replica_set: args.replica_set.or(file.replica_set),
-        heartbeat_interval: duration(args.heartbeat_interval, file.heartbeat_interval, Duration::from_secs(5), "heartbeat-interval")?,
-        poll_interval: duration(args.poll_interval, file.poll_interval, Duration::from_secs(1), "poll-interval")?,
+        heartbeat_interval: duration(
+            args.heartbeat_interval,
+            file.heartbeat_interval,
+            Duration::from_secs(5),
+            "heartbeat-interval",
+        )?,
+        poll_interval: duration(
+            args.poll_interval,
+            file.poll_interval,
+            Duration::from_secs(1),
+            "poll-interval",
+        )?,
         parallel_files: args.parallel_files.or(file.parallel_files).unwrap_or(4),
-        cursor_keepalive: duration(args.cursor_keepalive, file.cursor_keepalive, Duration::from_secs(60), "cursor-keepalive")?,
+        cursor_keepalive: duration(
+            args.cursor_keepalive,
+            file.cursor_keepalive,
+            Duration::from_secs(60),
+            "cursor-keepalive",
+        )?,
         standalone_args: if args.standalone_args.is_empty() {
             file.standalone_args.unwrap_or_default()
         } else {
             args.standalone_args
         },
-        mongod_timeout: duration(args.mongod_timeout, file.mongod_timeout, Duration::from_secs(300), "mongod-timeout")?,
+        mongod_timeout: duration(
+            args.mongod_timeout,
+            file.mongod_timeout,
+            Duration::from_secs(300),
+            "mongod-timeout",
+        )?,
     })
 }
 
@@ -75,7 +121,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitStatus> {
     runtime.block_on(async {
         let store = open_writable_control(&cfg.control)?;
         let control = ControlPlane::new(&cfg.control, store);
-        let node = runner::identify(cfg, control).await.context("identifying this node")?;
+        let node = runner::identify(cfg, control)
+            .await
+            .context("identifying this node")?;
         runner::run(node, shutdown_signal()).await?;
         Ok(ExitStatus::Ok)
     })

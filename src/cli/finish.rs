@@ -15,7 +15,11 @@ pub fn run(args: FinishArgs) -> anyhow::Result<ExitStatus> {
         let store = open_writable_control(&args.control)?;
         let op = op_key(&args.op_id);
         if store.head(&Path::from(op.as_str())).await.is_err() {
-            anyhow::bail!("no op {} in the control plane {} ({op} is missing)", args.op_id, args.control);
+            anyhow::bail!(
+                "no op {} in the control plane {} ({op} is missing)",
+                args.op_id,
+                args.control
+            );
         }
         let key = finish_key(&args.op_id);
         let signal = FinishSignal {

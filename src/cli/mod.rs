@@ -5,8 +5,8 @@ mod args;
 pub mod diff;
 mod exit;
 pub mod finish;
-mod writable;
 pub mod validate;
+mod writable;
 
 pub use args::{Cli, Command};
 pub use exit::ExitStatus;

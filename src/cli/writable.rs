@@ -6,7 +6,9 @@ use object_store::ObjectStore;
 use tidemark_reconciler::control::open_control;
 
 pub fn open_writable_control(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    let local = url.strip_prefix("file://").or((!url.contains("://")).then_some(url));
+    let local = url
+        .strip_prefix("file://")
+        .or((!url.contains("://")).then_some(url));
     if let Some(path) = local {
         std::fs::create_dir_all(path)
             .map_err(|e| anyhow::anyhow!("control plane directory {path}: {e}"))?;

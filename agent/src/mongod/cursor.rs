@@ -181,12 +181,11 @@ impl BackupCursor {
         if self.cursor_id == 0 {
             return Ok(());
         }
-        let mut session = self.session.lock().await;
+        // The driver refuses killCursors inside a session; cursors are killed by id.
         self.client
             .client()
             .database("admin")
             .run_command(doc! {"killCursors": NS, "cursors": [self.cursor_id]})
-            .session(&mut *session)
             .await
             .map(|_| ())
             .map_err(|e| MongodError::Command {

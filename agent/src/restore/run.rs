@@ -25,7 +25,14 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     if *fallback_enabled {
         disk::evaluate(node, op, checked.manifest.uncompressed_bytes).await?;
     }
-    stop::stop(node, op, &checked.client, &checked.captured.role).await?;
+    stop::stop(
+        node,
+        op,
+        &checked.client,
+        &checked.captured.role,
+        &checked.captured.replset_config,
+    )
+    .await?;
 
     let dbpath = &node.cfg.dbpath;
     let started = Instant::now();
