@@ -563,6 +563,7 @@ fn an_agent_killed_mid_restore_never_reports_done_for_missing_files() {
     let done_before_kill = rig.report(&op, 0, "done").is_some();
     rig.start_agent(0);
     let r = rig.wait_final(&op, 0);
+    eprintln!("after the kill: {} ({})", r.phase, r.message);
     if r.phase == "done" {
         // Only acceptable if every file really is there: the node starts with all data.
         assert!(
