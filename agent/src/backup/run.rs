@@ -110,7 +110,10 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         last_write,
         files: entries,
     });
+    // The data must be durable before the manifest that vouches for it exists.
+    store.flush().await.in_phase("manifest")?;
     manifest::write(&store, &m).await.in_phase("manifest")?;
+    store.flush().await.in_phase("manifest")?;
     let mut d = Details::new();
     d.insert("files".into(), json!(m.files.len()));
     d.insert("uncompressedBytes".into(), json!(m.uncompressed_bytes));

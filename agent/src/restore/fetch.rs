@@ -42,6 +42,13 @@ pub async fn fetch(
         .try_collect::<Vec<()>>()
         .await
         .in_phase(PHASE)?;
+    // One flush for every file written: nothing is reported fetched before it is durable.
+    let root = dbpath.clone();
+    tokio::task::spawn_blocking(move || crate::storage::sync_filesystem(&root))
+        .await
+        .map_err(|e| AgentError::Refused(format!("flushing the restored files failed: {e}")))
+        .in_phase(PHASE)?
+        .in_phase(PHASE)?;
     let mut d = Details::new();
     d.insert("files".into(), json!(manifest.files.len()));
     d.insert("bytes".into(), json!(manifest.uncompressed_bytes));

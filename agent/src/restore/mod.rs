@@ -6,7 +6,7 @@
 
 mod actions;
 mod disk;
-mod fallback;
+pub mod fallback;
 mod fetch;
 mod recover;
 mod run;

@@ -26,7 +26,7 @@ use super::retry::{Failure, classify, with_retries};
 const CHANNEL_CHUNKS: usize = 8;
 
 /// Why the writing thread stopped, before the storage side is consulted.
-enum WriteFailure {
+pub(crate) enum WriteFailure {
     /// The data is not what the manifest describes (or does not decompress).
     Corrupt(String),
     /// The decoder failed; this is corruption unless the download stream broke first.
@@ -42,10 +42,10 @@ enum WriteFailure {
 }
 
 /// What the writing thread checks against.
-struct Expect {
-    size: u64,
-    blake3_hex: String,
-    mode: u32,
+pub(crate) struct Expect {
+    pub(crate) size: u64,
+    pub(crate) blake3_hex: String,
+    pub(crate) mode: u32,
 }
 
 impl BackupStore {
@@ -86,6 +86,11 @@ impl BackupStore {
             blake3_hex,
             mode: entry.mode,
         };
+        if let Some(root) = &self.local_root {
+            return self
+                .download_local(root, entry, key, compression, dest, &expect)
+                .await;
+        }
         with_retries(&self.retry, &self.url, key, "download", |_| {
             self.download_once(entry, key, &location, compression, dest, &expect)
         })
@@ -155,28 +160,52 @@ impl BackupStore {
         if let Some(e) = broken {
             return Err(store_err(e));
         }
-        Err(match failure {
+        Err(Failure::Fatal(self.write_error(
+            failure,
+            key,
+            entry,
+            compression,
+            dest,
+            expect.size,
+        )))
+    }
+
+    /// The storage error for a failed write of `entry` to `dest`.
+    pub(crate) fn write_error(
+        &self,
+        failure: WriteFailure,
+        key: &str,
+        entry: &FileEntry,
+        compression: Compression,
+        dest: &Path,
+        expected: u64,
+    ) -> StorageError {
+        let corrupt = |why: String| StorageError::Corrupt {
+            url: self.url.clone(),
+            key: key.to_string(),
+            path: entry.path.clone(),
+            why,
+        };
+        match failure {
             WriteFailure::Corrupt(why) => corrupt(why),
             WriteFailure::Decode(why) => {
                 corrupt(format!("{compression:?} decompression failed: {why}"))
             }
-            WriteFailure::DiskFull { written } => Failure::Fatal(StorageError::DiskFull {
+            WriteFailure::DiskFull { written } => StorageError::DiskFull {
                 path: dest.to_path_buf(),
                 key: key.to_string(),
                 written,
-                expected: expect.size,
-            }),
-            WriteFailure::Io { op, path, source } => {
-                Failure::Fatal(StorageError::Io { op, path, source })
-            }
-        })
+                expected,
+            },
+            WriteFailure::Io { op, path, source } => StorageError::Io { op, path, source },
+        }
     }
 }
 
 /// Runs on a blocking thread: decompresses `reader` into `dest` and verifies it. Removes
 /// `dest` on failure.
-fn write_file(
-    reader: ChannelReader,
+pub(crate) fn write_file<R: std::io::Read + Send + 'static>(
+    reader: R,
     compression: Compression,
     dest: &Path,
     expect: &Expect,
@@ -204,20 +233,14 @@ fn write_file(
     {
         tracing::warn!(path = %dest.display(), error = %e, "cannot remove a partly restored file");
     }
-    if result.is_ok()
-        && let Some(parent) = parent
-    {
-        // The file's directory entry must survive a crash as much as its content.
-        File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io("cannot fsync directory", parent, e))?;
-    }
+    // No fsync per file: the restore flushes the whole file system once, after the last
+    // file (`sync_filesystem`), and reports nothing done before that flush succeeded.
     result
 }
 
-fn fill_and_verify(
+fn fill_and_verify<R: std::io::Read + Send + 'static>(
     mut file: File,
-    reader: ChannelReader,
+    reader: R,
     compression: Compression,
     dest: &Path,
     expect: &Expect,
@@ -272,7 +295,8 @@ fn fill_and_verify(
             path: dest.to_path_buf(),
             source: e,
         })?;
-    // Delayed allocation can report a full disk only here.
-    file.sync_all().map_err(|e| write_err(written, e))?;
+    // Delayed allocation may report a full disk only at the flush; the caller's
+    // `sync_filesystem` turns that into an error too.
+    let _ = write_err;
     Ok(())
 }

@@ -6,11 +6,13 @@ mod codec;
 mod download;
 mod error;
 mod json;
+mod local;
 mod open;
 mod retry;
 mod upload;
 
 pub use error::StorageError;
+pub use local::sync_filesystem;
 pub use open::BackupStore;
 pub use retry::RetryPolicy;
 pub use upload::{PART_SIZE, StoredObject};

@@ -32,6 +32,9 @@ pub struct BackupStore {
     pub(crate) url: String,
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) retry: RetryPolicy,
+    /// For `file://` storage: the directory, so whole files are streamed straight to and
+    /// from disk (see `local.rs`) instead of through object_store's staging copies.
+    pub(crate) local_root: Option<PathBuf>,
 }
 
 impl BackupStore {
@@ -77,6 +80,7 @@ impl BackupStore {
             .collect();
         let scheme = StorageScheme::of_url(url).map_err(bad)?;
         let rest = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
+        let mut local_root = None;
         let store: Arc<dyn ObjectStore> = match scheme {
             StorageScheme::File => {
                 if let Some(key) = target.options.keys().next() {
@@ -92,6 +96,9 @@ impl BackupStore {
                 }
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
+                let dir = std::fs::canonicalize(&dir)
+                    .map_err(|e| bad(format!("cannot resolve {}: {e}", dir.display())))?;
+                local_root = Some(dir.clone());
                 Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?)
             }
             StorageScheme::S3 | StorageScheme::Gcs | StorageScheme::Azure => {
@@ -115,6 +122,7 @@ impl BackupStore {
             url: url.to_string(),
             store,
             retry: RetryPolicy::default(),
+            local_root,
         })
     }
 
@@ -125,6 +133,7 @@ impl BackupStore {
             url: url.to_string(),
             store,
             retry: RetryPolicy::default(),
+            local_root: None,
         }
     }
 

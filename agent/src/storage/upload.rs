@@ -42,9 +42,9 @@ pub struct StoredObject {
 }
 
 /// What the reading thread reports once it has read and compressed everything.
-struct Produced {
-    uncompressed: u64,
-    checksum: String,
+pub(crate) struct Produced {
+    pub(crate) uncompressed: u64,
+    pub(crate) checksum: String,
 }
 
 impl BackupStore {
@@ -59,6 +59,11 @@ impl BackupStore {
         limit: u64,
     ) -> Result<StoredObject, StorageError> {
         let location = self.path(key)?;
+        if let Some(root) = &self.local_root {
+            return self
+                .upload_local(root, src, key, compression, level, limit)
+                .await;
+        }
         with_retries(&self.retry, &self.url, key, "upload", |_| {
             self.upload_once(src, &location, key, compression, level, limit)
         })
@@ -180,12 +185,23 @@ async fn join_producer(
 
 /// Runs on a blocking thread: reads `limit` bytes of `src`, hashes them and sends them
 /// compressed through `tx`.
-fn produce(
+pub(crate) fn produce(
     src: PathBuf,
     compression: Compression,
     level: Option<i32>,
     limit: u64,
     tx: mpsc::Sender<Bytes>,
+) -> Result<Produced, StorageError> {
+    produce_into(src, compression, level, limit, ChannelWriter::new(tx))
+}
+
+/// Reads `limit` bytes of `src`, hashes them and writes them compressed into `sink`.
+pub(crate) fn produce_into<W: Write>(
+    src: PathBuf,
+    compression: Compression,
+    level: Option<i32>,
+    limit: u64,
+    sink: W,
 ) -> Result<Produced, StorageError> {
     let io = |op: &'static str, source: std::io::Error| StorageError::Io {
         op,
@@ -201,8 +217,7 @@ fn produce(
             expected: limit,
         });
     }
-    let mut encoder = Encoder::new(compression, level, ChannelWriter::new(tx))
-        .map_err(|e| io("compressing", e))?;
+    let mut encoder = Encoder::new(compression, level, sink).map_err(|e| io("compressing", e))?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;

@@ -89,6 +89,7 @@ pub fn plan_restore(
             let mut restarts = vec![
                 "standalone on a private port: reset replication metadata".to_string(),
                 "standalone: recover from the oplog to the backup's point".to_string(),
+                "standalone: write the replica-set config".to_string(),
             ];
             if spec.post_restore.as_ref().is_some_and(|p| p.start_nodes) {
                 restarts.push("replica-set member (postRestore.startNodes)".to_string());

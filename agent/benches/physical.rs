@@ -1,0 +1,310 @@
+//! Benchmark of the agent's data path against `cp -r` of the same tree, measured in the same
+//! run (the machine is noisy; only ratios mean something). Prints `name: value` lines.
+//!
+//! `cargo bench -p tidemark-agent --bench physical` (env `TIDEMARK_BENCH_GIB`, default 4).
+//!
+//! The tree is a synthetic dbPath: about 1,000 files of mixed sizes, half-compressible like
+//! WiredTiger pages. The backup and restore go through `BackupStore` to `file://` with the
+//! agent's default parallelism (4 files at a time), exactly the calls the pipelines make.
+//! A restore is not done before its files are durable (one `syncfs` after the last file),
+//! so `restore_vs_cp_ratio` compares it with `cp -r` followed by `sync`; the figures
+//! without the flush on either side are printed too.
+//! Peak RSS is measured in a child process that runs only the backup.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use futures::{StreamExt, TryStreamExt};
+use tidemark_agent::storage::BackupStore;
+use tidemark_schema::control::StorageTarget;
+use tidemark_schema::manifest::FileEntry;
+use tidemark_schema::model::Compression;
+
+const PARALLEL: usize = 4;
+const FILES: usize = 1000;
+
+fn store(root: &Path, compression: Compression) -> BackupStore {
+    BackupStore::open(&StorageTarget {
+        url: format!("file://{}", root.display()),
+        compression,
+        compression_level: None,
+        options: Default::default(),
+    })
+    .expect("file storage opens")
+}
+
+/// Writes the synthetic dbPath: sizes spread over two orders of magnitude, content
+/// half random (incompressible) and half repeated (compressible).
+fn generate(dir: &Path, total: u64) -> Vec<(String, u64)> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir.join("journal")).unwrap();
+    // Weights 1..=100 (a few big collections, many small ones), scaled to `total`.
+    let weights: Vec<u64> = (0..FILES as u64).map(|i| 1 + (i * 7919) % 100).collect();
+    let sum: u64 = weights.iter().sum();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut block = vec![0u8; 1 << 20];
+    let mut files = Vec::new();
+    for (i, w) in weights.iter().enumerate() {
+        let size = total * w / sum;
+        let name = match i {
+            0..=9 => format!("journal/WiredTigerLog.{i:010}"),
+            _ if i % 2 == 0 => format!("collection-{i}-8421.wt"),
+            _ => format!("index-{i}-8421.wt"),
+        };
+        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(&name)).unwrap());
+        let mut left = size;
+        while left > 0 {
+            for (j, chunk) in block.chunks_mut(8).enumerate() {
+                if j % 2 == 0 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    chunk.copy_from_slice(&x.to_le_bytes());
+                } else {
+                    chunk.copy_from_slice(b"WTPAGE00");
+                }
+            }
+            let n = left.min(block.len() as u64) as usize;
+            f.write_all(&block[..n]).unwrap();
+            left -= n as u64;
+        }
+        f.flush().unwrap();
+        files.push((name, size));
+    }
+    files
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn secs(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+fn run(cmd: &mut Command) {
+    let status = cmd.status().expect("runs");
+    assert!(status.success(), "{cmd:?}: {status}");
+}
+
+async fn backup(
+    src: &Path,
+    files: &[(String, u64)],
+    dest: &Path,
+    compression: Compression,
+) -> Vec<FileEntry> {
+    let store = store(dest, compression);
+    futures::stream::iter(files.iter())
+        .map(|(name, size)| {
+            let store = &store;
+            async move {
+                let key = format!("b1/rs0/files/{name}");
+                let stored = store
+                    .upload_file(&src.join(name), &key, compression, None, *size)
+                    .await?;
+                Ok::<_, tidemark_agent::storage::StorageError>(FileEntry {
+                    path: name.clone(),
+                    size: *size,
+                    stored_size: stored.stored_size,
+                    uncompressed_size: stored.uncompressed_size,
+                    checksum: stored.checksum,
+                    mode: 0o600,
+                    object: Some(key),
+                })
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .try_collect()
+        .await
+        .expect("backup succeeds")
+}
+
+/// What the backup pipeline does before its manifest: make the objects durable.
+async fn flush(dest: &Path) {
+    store(dest, Compression::None).flush().await.expect("flush");
+}
+
+async fn restore(entries: &[FileEntry], from: &Path, compression: Compression, dest: &Path) {
+    let store = store(from, compression);
+    futures::stream::iter(entries.iter())
+        .map(|e| {
+            let store = &store;
+            async move {
+                store
+                    .download_file(e, compression, &dest.join(&e.path))
+                    .await
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("restore succeeds");
+}
+
+/// What the fetch phase does after its last file.
+fn sync(dest: &Path) {
+    tidemark_agent::storage::sync_filesystem(dest).expect("syncfs");
+}
+
+fn peak_rss_of_child_backup(src: &Path, dest: &Path) -> f64 {
+    let status = Command::new(std::env::current_exe().unwrap())
+        .env("TIDEMARK_BENCH_CHILD_SRC", src)
+        .env("TIDEMARK_BENCH_CHILD_DEST", dest)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let usage =
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+    usage.max_rss() as f64 / 1024.0 // KiB on Linux
+}
+
+fn list(dir: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p: PathBuf = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.push((rel, std::fs::metadata(&p).unwrap().len()));
+            }
+        }
+    }
+    out
+}
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    if let (Some(src), Some(dest)) = (
+        std::env::var_os("TIDEMARK_BENCH_CHILD_SRC"),
+        std::env::var_os("TIDEMARK_BENCH_CHILD_DEST"),
+    ) {
+        let src = PathBuf::from(src);
+        let files = list(&src);
+        rt.block_on(backup(&src, &files, Path::new(&dest), Compression::Zstd));
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` asks what benchmarks exist
+    }
+    let gib: f64 = std::env::var("TIDEMARK_BENCH_GIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4.0);
+    let total = (gib * (1u64 << 30) as f64) as u64;
+    let work = tempfile::Builder::new()
+        .prefix("tidemark-bench")
+        .tempdir_in(
+            std::env::var_os("TIDEMARK_BENCH_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir),
+        )
+        .unwrap();
+    let src = work.path().join("dbpath");
+    let files = generate(&src, total);
+    let bytes: u64 = files.iter().map(|f| f.1).sum();
+    println!("dbpath_files: {}", files.len());
+    println!("dbpath_gib: {:.2}", bytes as f64 / (1u64 << 30) as f64);
+
+    // Every timed section starts with no dirty pages, so no one pays for another's writes.
+    // Each contender is timed twice: the copy alone, and the copy made durable.
+    let cp = work.path().join("cp");
+    let timed_cp = || {
+        run(&mut Command::new("sync"));
+        let copy = secs(|| run(Command::new("cp").arg("-r").arg(&src).arg(&cp)));
+        let durable = copy + secs(|| run(Command::new("sync").arg("-f").arg(&cp)));
+        std::fs::remove_dir_all(&cp).unwrap();
+        (copy, durable)
+    };
+    // Writeback makes single runs swing by 3x here, so contenders alternate and each
+    // figure is the median of `TIDEMARK_BENCH_ROUNDS` runs (default 3).
+    let rounds: usize = std::env::var("TIDEMARK_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let backup_dir = work.path().join("plain");
+    let mut entries = Vec::new();
+    let (mut cp_t, mut cp_sync_t, mut backup_t, mut backup_sync_t) =
+        (vec![], vec![], vec![], vec![]);
+    for round in 0..rounds {
+        let (c, cs) = timed_cp();
+        cp_t.push(c);
+        cp_sync_t.push(cs);
+        if round > 0 {
+            std::fs::remove_dir_all(&backup_dir).unwrap();
+        }
+        run(&mut Command::new("sync"));
+        let b =
+            secs(|| entries = rt.block_on(backup(&src, &files, &backup_dir, Compression::None)));
+        backup_t.push(b);
+        backup_sync_t.push(b + secs(|| rt.block_on(flush(&backup_dir))));
+    }
+    let (cp_secs, cp_sync_secs) = (median(cp_t), median(cp_sync_t));
+    let (backup_secs, backup_durable_secs) = (median(backup_t), median(backup_sync_t));
+    println!("cp_r_seconds: {cp_secs:.2}");
+    println!("cp_r_sync_seconds: {cp_sync_secs:.2}");
+    println!("backup_seconds: {backup_secs:.2}");
+    println!("backup_vs_cp_ratio: {:.3}", backup_secs / cp_secs);
+    println!(
+        "backup_durable_vs_cp_sync_ratio: {:.3}",
+        backup_durable_secs / cp_sync_secs
+    );
+
+    run(&mut Command::new("sync"));
+    let zstd_dir = work.path().join("zstd");
+    let mut zentries = Vec::new();
+    let zstd_secs =
+        secs(|| zentries = rt.block_on(backup(&src, &files, &zstd_dir, Compression::Zstd)));
+    let stored: u64 = zentries.iter().map(|e| e.stored_size).sum();
+    println!(
+        "zstd_backup_mib_per_s: {:.1}",
+        bytes as f64 / (1u64 << 20) as f64 / zstd_secs
+    );
+    println!(
+        "zstd_compression_ratio: {:.2}",
+        bytes as f64 / stored as f64
+    );
+    std::fs::remove_dir_all(&zstd_dir).unwrap();
+
+    let restored = work.path().join("restored");
+    let (mut cp_t, mut cp_sync_t, mut write_t, mut restore_t) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        let (c, cs) = timed_cp();
+        cp_t.push(c);
+        cp_sync_t.push(cs);
+        run(&mut Command::new("sync"));
+        let w = secs(|| rt.block_on(restore(&entries, &backup_dir, Compression::None, &restored)));
+        write_t.push(w);
+        restore_t.push(w + secs(|| sync(&restored)));
+        std::fs::remove_dir_all(&restored).unwrap();
+    }
+    let restore_secs = median(restore_t);
+    println!("restore_seconds: {restore_secs:.2}");
+    println!(
+        "restore_vs_cp_ratio: {:.3}",
+        restore_secs / median(cp_sync_t)
+    );
+    println!(
+        "restore_unsynced_vs_cp_ratio: {:.3}",
+        median(write_t) / median(cp_t)
+    );
+
+    let t = Instant::now();
+    let moved = tidemark_agent::restore::fallback::move_aside(&src, "bench-op").unwrap();
+    let prepare_ms = t.elapsed().as_secs_f64() * 1000.0;
+    tidemark_agent::restore::fallback::revert(&src, "bench-op").unwrap();
+    println!("fallback_entries_moved: {moved}");
+    println!("fallback_prepare_ms: {prepare_ms:.2}");
+
+    let rss_dir = work.path().join("rss");
+    println!(
+        "agent_peak_rss_mib: {:.1}",
+        peak_rss_of_child_backup(&src, &rss_dir)
+    );
+}
