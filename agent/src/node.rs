@@ -109,6 +109,28 @@ impl Node {
             .in_phase(phase)
     }
 
+    /// Waits until `key` exists in the control plane. The op's `result.json` appearing
+    /// first means its author ended it: that is an error, and nothing more is done.
+    pub async fn wait_for(&self, op: &Op, key: &str, what: &str) -> Result<(), AgentError> {
+        let result = tidemark_schema::control::result_key(&op.id);
+        loop {
+            if self.control.get::<serde_json::Value>(key).await?.is_some() {
+                return Ok(());
+            }
+            if self
+                .control
+                .get::<serde_json::Value>(&result)
+                .await?
+                .is_some()
+            {
+                return Err(AgentError::Refused(format!(
+                    "the op was ended (its result.json exists) while waiting for {what}"
+                )));
+            }
+            tokio::time::sleep(self.cfg.poll_interval).await;
+        }
+    }
+
     pub async fn mongod(&self) -> Result<MongodClient, MongodError> {
         MongodClient::connect(&self.cfg.mongod_uri).await
     }

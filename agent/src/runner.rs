@@ -55,11 +55,15 @@ pub async fn run(
             match node.control.op_ids_after(last.as_deref()).await {
                 Ok(ids) => {
                     for id in ids {
-                        if let Err(e) = consider(&node, &id).await {
-                            tracing::warn!(op = %id, error = %e, "op not handled; will retry");
-                            break;
+                        match consider(&node, &id).await {
+                            Ok(Seen::Handled) => last = Some(id),
+                            // Its author is still writing it: look again next time.
+                            Ok(Seen::NotReady) => break,
+                            Err(e) => {
+                                tracing::warn!(op = %id, error = %e, "op not handled; will retry");
+                                break;
+                            }
                         }
-                        last = Some(id);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list ops"),
@@ -75,14 +79,88 @@ pub async fn run(
     Ok(())
 }
 
+enum Seen {
+    Handled,
+    NotReady,
+}
+
 /// Decides what to do with one op: skip, run, or fail an interrupted run.
-async fn consider(node: &Node, id: &str) -> Result<(), AgentError> {
-    let Some(op) = node.control.op(id).await? else {
-        return Ok(()); // a half-written op directory: its author has not finished
+async fn consider(node: &Node, id: &str) -> Result<Seen, AgentError> {
+    let raw = match node
+        .control
+        .get::<serde_json::Value>(&tidemark_schema::control::op_key(id))
+        .await?
+    {
+        Some(raw) => raw,
+        // The op directory exists but its op.json does not yet: look again, unless the
+        // op is old enough that its author clearly gave up (a stray directory must not
+        // block every later op).
+        None if is_recent(id) => return Ok(Seen::NotReady),
+        None => {
+            tracing::warn!(op = %id, "an op directory without op.json; skipping it");
+            return Ok(Seen::Handled);
+        }
+    };
+    let op: Op = match serde_json::from_value(raw.clone()) {
+        Ok(op) => op,
+        Err(e) => return unreadable(node, id, &raw, e).await.map(|_| Seen::Handled),
     };
     if !node.targets_me(&op) {
+        return Ok(Seen::Handled);
+    }
+    run_if_needed(node, &op).await.map(|_| Seen::Handled)
+}
+
+/// Whether an op id (which starts with its UTC creation time) is under five minutes old.
+fn is_recent(id: &str) -> bool {
+    let stamp = id.get(..19).unwrap_or_default();
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%3fZ")
+        .map(|t| chrono::Utc::now().naive_utc() - t < chrono::Duration::minutes(5))
+        .unwrap_or(false)
+}
+
+/// An op this agent cannot read (say, a command of a newer reconciler): if it names this
+/// node, say so in an error report rather than leaving the author waiting.
+async fn unreadable(
+    node: &Node,
+    id: &str,
+    raw: &serde_json::Value,
+    e: serde_json::Error,
+) -> Result<(), AgentError> {
+    let mine = raw["cluster"] == node.cluster.as_str()
+        && raw["targets"].as_array().is_some_and(|ts| {
+            ts.iter().any(|t| {
+                t["replicaSet"] == node.replica_set.as_str() && t["node"] == node.id.as_str()
+            })
+        });
+    tracing::warn!(op = %id, error = %e, mine, "unreadable op");
+    if !mine {
         return Ok(());
     }
+    let op = Op {
+        id: id.to_string(),
+        created_at: chrono::Utc::now(),
+        cluster: node.cluster.clone(),
+        targets: Vec::new(),
+        command: OpCommand::StartMongod {
+            restore_op: String::new(),
+        },
+    };
+    node.report(
+        &op,
+        PHASE_ERROR,
+        PhaseStatus::Error,
+        format!(
+            "this agent (version {}) cannot read the op: {e}; nothing was done",
+            env!("CARGO_PKG_VERSION")
+        ),
+        Details::new(),
+    )
+    .await
+}
+
+async fn run_if_needed(node: &Node, op: &Op) -> Result<(), AgentError> {
+    let id = op.id.as_str();
     if node
         .control
         .get::<serde_json::Value>(&result_key(id))
@@ -120,10 +198,10 @@ async fn consider(node: &Node, id: &str) -> Result<(), AgentError> {
         let mut details = Details::new();
         details.insert("interruptedPhase".into(), json!(last.phase));
         return node
-            .report(&op, PHASE_ERROR, PhaseStatus::Error, message, details)
+            .report(op, PHASE_ERROR, PhaseStatus::Error, message, details)
             .await;
     }
-    execute(node, &op).await
+    execute(node, op).await
 }
 
 /// Runs an op to its end and writes the final report.

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use serde_json::json;
-use tidemark_schema::control::Op;
+use tidemark_schema::control::{Op, finish_key};
 use tidemark_schema::manifest::FileEntry;
 
 use crate::error::AgentError;
@@ -67,12 +67,10 @@ pub async fn hand_over(
         Some(argv) => run_snapshot(node, op, dbpath, files, argv)
             .await
             .in_phase("snapshot")?,
-        None => loop {
-            if node.control.finished(&op.id).await.in_phase("copyReady")? {
-                break;
-            }
-            tokio::time::sleep(node.cfg.poll_interval).await;
-        },
+        None => node
+            .wait_for(op, &finish_key(&op.id), "backup-finish")
+            .await
+            .in_phase("copyReady")?,
     }
     Ok(list)
 }

@@ -55,40 +55,52 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     // Whatever happens next, the cursor is closed: an open one blocks checkpoints.
     let body = async {
         let store = BackupStore::open(storage).in_phase("copy")?;
-        let mut entries = match backup_type {
+        let mut last_write = cursor.metadata.oplog_end.unwrap_or_default();
+        // A snapshot must include the journal up to the extension point, so an external
+        // backup extends before it hands the files over; a physical one extends after
+        // copying, and copies the extra journal files.
+        let extend = |files: Vec<CursorFile>| async {
+            let Some(target) = extend_to else {
+                return Ok::<_, PhaseFailure>((files, Vec::new()));
+            };
+            node.running(op, "extend", format!("extending the cursor to {target}"))
+                .await?;
+            let extra: Vec<CursorFile> = cursor.extend(*target).await.in_phase("extend")?;
+            let mut d = Details::new();
+            d.insert("extraFiles".into(), json!(extra.len()));
+            node.done(op, "extend", format!("extended to {target}"), d)
+                .await?;
+            Ok((files, extra))
+        };
+        let entries = match backup_type {
             BackupType::Physical => {
-                copy::copy_files(node, op, &store, backup, &cursor.files, storage).await?
+                let mut entries =
+                    copy::copy_files(node, op, &store, backup, &cursor.files, storage).await?;
+                let (_, extra) = extend(Vec::new()).await?;
+                if !extra.is_empty() {
+                    let added = copy::copy_files(node, op, &store, backup, &extra, storage).await?;
+                    // A journal file listed again by the extension replaces its shorter copy.
+                    entries.retain(|e| !added.iter().any(|a| a.path == e.path));
+                    entries.extend(added);
+                }
+                entries
             }
             BackupType::External => {
+                let (mut files, extra) = extend(cursor.files.clone()).await?;
+                files.retain(|f| !extra.iter().any(|x| x.relative == f.relative));
+                files.extend(extra);
                 external::hand_over(
                     node,
                     op,
                     &cursor.metadata.dbpath,
-                    &cursor.files,
+                    &files,
                     snapshot_command.as_deref(),
                 )
                 .await?
             }
         };
-        let mut last_write = cursor.metadata.oplog_end.unwrap_or_default();
         if let Some(target) = extend_to {
-            node.running(op, "extend", format!("extending the cursor to {target}"))
-                .await?;
-            let extra: Vec<CursorFile> = cursor.extend(*target).await.in_phase("extend")?;
-            let added = match backup_type {
-                BackupType::Physical => {
-                    copy::copy_files(node, op, &store, backup, &extra, storage).await?
-                }
-                BackupType::External => external::entries(&extra).in_phase("extend")?,
-            };
-            // A journal file listed again by the extension replaces its shorter copy.
-            entries.retain(|e| !added.iter().any(|a| a.path == e.path));
-            entries.extend(added);
             last_write = last_write.max(*target);
-            let mut d = Details::new();
-            d.insert("extraFiles".into(), json!(extra.len()));
-            node.done(op, "extend", format!("extended to {target}"), d)
-                .await?;
         }
         Ok::<_, PhaseFailure>((store, entries, last_write))
     }

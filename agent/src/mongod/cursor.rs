@@ -41,6 +41,9 @@ pub struct BackupCursor {
     pub metadata: CursorMetadata,
     pub files: Vec<CursorFile>,
     keepalive: Option<tokio::task::JoinHandle<()>>,
+    /// The first keep-alive failure: once the cursor is gone, files are no longer pinned
+    /// and the backup must not be trusted.
+    lost: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 const NS: &str = "$cmd.aggregate";
@@ -131,8 +134,16 @@ impl BackupCursor {
             .map(|d| cursor_file(client, &metadata.dbpath, &d))
             .collect::<Result<Vec<_>, _>>()?;
         let session = Arc::new(Mutex::new(session));
-        let keepalive = (cursor_id != 0)
-            .then(|| spawn_keepalive(client.clone(), session.clone(), cursor_id, keepalive));
+        let lost = Arc::new(std::sync::Mutex::new(None));
+        let keepalive = (cursor_id != 0).then(|| {
+            spawn_keepalive(
+                client.clone(),
+                session.clone(),
+                cursor_id,
+                keepalive,
+                lost.clone(),
+            )
+        });
         Ok(BackupCursor {
             client: client.clone(),
             session,
@@ -140,6 +151,7 @@ impl BackupCursor {
             metadata,
             files,
             keepalive,
+            lost,
         })
     }
 
@@ -178,21 +190,41 @@ impl BackupCursor {
         if let Some(k) = self.keepalive.take() {
             k.abort();
         }
+        if let Some(why) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(unexpected(
+                &self.client,
+                &format!(
+                    "the backup cursor was lost while files were copied ({why}): the files \
+                     were no longer pinned, so this backup cannot be trusted"
+                ),
+            ));
+        }
         if self.cursor_id == 0 {
             return Ok(());
         }
         // The driver refuses killCursors inside a session; cursors are killed by id.
-        self.client
+        let reply = self
+            .client
             .client()
             .database("admin")
             .run_command(doc! {"killCursors": NS, "cursors": [self.cursor_id]})
             .await
-            .map(|_| ())
             .map_err(|e| MongodError::Command {
                 node: self.client.node.clone(),
                 command: "killCursors".into(),
                 message: e.to_string(),
-            })
+            })?;
+        // A cursor mongod no longer knew had died earlier: the copy was not pinned.
+        if reply
+            .get_array("cursorsNotFound")
+            .is_ok_and(|a| !a.is_empty())
+        {
+            return Err(unexpected(
+                &self.client,
+                "the backup cursor was already gone when the copy ended; this backup cannot be trusted",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -209,6 +241,7 @@ fn spawn_keepalive(
     session: Arc<Mutex<ClientSession>>,
     id: i64,
     every: Duration,
+    lost: Arc<std::sync::Mutex<Option<String>>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -222,6 +255,10 @@ fn spawn_keepalive(
                 .await;
             if let Err(e) = result {
                 tracing::warn!(node = %client.node, error = %e, "backup cursor keep-alive failed");
+                lost.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| e.to_string());
+                return;
             }
         }
     })

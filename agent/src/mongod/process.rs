@@ -18,10 +18,23 @@ pub struct StartSpec {
     pub address: String,
 }
 
-/// A mongod this agent started.
+/// A mongod this agent started. Dropped without `detach`, it is killed: a temporary
+/// standalone must never outlive a failed step and hold the dbPath's lock.
 pub struct MongodProcess {
-    child: Child,
+    child: Option<Child>,
     pub address: String,
+}
+
+impl Drop for MongodProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take()
+            && matches!(child.try_wait(), Ok(None))
+        {
+            tracing::warn!(pid = child.id(), address = %self.address, "killing a mongod left running by a failed step");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl MongodProcess {
@@ -46,13 +59,19 @@ impl MongodProcess {
             message: format!("cannot start {}: {e}", spec.bin.display()),
         })?;
         Ok(MongodProcess {
-            child,
+            child: Some(child),
             address: spec.address.clone(),
         })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits until mongod answers `hello`; fails early if the process exits.
@@ -60,7 +79,7 @@ impl MongodProcess {
         let started = Instant::now();
         let uri = format!("mongodb://{}/?directConnection=true", self.address);
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.try_wait() {
                 return Err(MongodError::Process {
                     node: self.address.clone(),
                     message: format!("mongod exited during start-up ({status})"),
@@ -86,7 +105,7 @@ impl MongodProcess {
     pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, MongodError> {
         let started = Instant::now();
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.try_wait() {
                 return Ok(status);
             }
             if started.elapsed() > timeout {
@@ -100,8 +119,10 @@ impl MongodProcess {
     }
 
     /// Lets the process run on without us (it has its own session).
-    pub fn detach(self) {
-        std::mem::forget(self.child);
+    pub fn detach(mut self) {
+        if let Some(child) = self.child.take() {
+            std::mem::forget(child);
+        }
     }
 }
 

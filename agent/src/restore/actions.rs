@@ -50,7 +50,7 @@ pub async fn remove_fallback(
     node: &Node,
     restore_op: &str,
 ) -> Result<(String, Details), PhaseFailure> {
-    fallback::remove(&node.cfg.dbpath).in_phase("removeFallback")?;
+    fallback::remove(&node.cfg.dbpath, restore_op).in_phase("removeFallback")?;
     Ok((
         format!("fallback directory of restore {restore_op} removed"),
         Details::new(),

@@ -20,6 +20,9 @@ pub enum FallbackState {
     Moving,
     /// Every entry is in the fallback directory; the dbPath may hold restored files.
     Moved,
+    /// A revert wiped the restored files and is moving the originals back: whatever is in
+    /// the dbPath now is original, so a retried revert must not wipe again.
+    Reverting,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,9 +64,14 @@ fn write_state(dir: &Path, op_id: &str, state: FallbackState) -> Result<(), Fall
         op_id: op_id.to_string(),
         state,
     };
-    std::fs::write(&tmp, serde_json::to_vec(&record).expect("serializable")).map_err(io(&tmp))?;
+    // The state decides what a revert may delete, so it must survive a power loss before
+    // anything it describes happens: write, fsync, rename, fsync the directory.
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    std::io::Write::write_all(&mut f, &serde_json::to_vec(&record).expect("serializable"))
+        .and_then(|_| f.sync_all())
+        .map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    Ok(())
+    fsync_dir(dir)
 }
 
 fn read_state(dir: &Path) -> Option<StateRecord> {
@@ -131,6 +139,8 @@ pub fn revert(dbpath: &Path, op_id: &str) -> Result<usize, FallbackError> {
     if record.state == FallbackState::Moved {
         // Everything in the dbPath now came from the restore.
         remove_entries(dbpath)?;
+        fsync_dir(dbpath)?;
+        write_state(&dir, op_id, FallbackState::Reverting)?;
     }
     let mut restored = 0;
     for e in std::fs::read_dir(&dir).map_err(io(&dir))? {
@@ -161,9 +171,15 @@ pub fn remove_entries(dbpath: &Path) -> Result<usize, FallbackError> {
     Ok(list.len())
 }
 
-/// Deletes the fallback directory once the restore's outcome is final.
-pub fn remove(dbpath: &Path) -> Result<(), FallbackError> {
+/// Deletes the fallback directory of `op_id` once the restore's outcome is final. A
+/// fallback of another restore is never touched; a missing one is already removed.
+pub fn remove(dbpath: &Path, op_id: &str) -> Result<(), FallbackError> {
     let dir = fallback_dir(dbpath);
+    if let Some(record) = read_state(&dir)
+        && record.op_id != op_id
+    {
+        return Err(FallbackError::Busy(dir, record.op_id));
+    }
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&dir)(e)),
         _ => Ok(()),
@@ -210,6 +226,38 @@ mod tests {
         std::fs::write(d.path().join("new.wt"), b"x").unwrap();
         assert_eq!(revert(d.path(), "op1").unwrap(), 2);
         assert_eq!(tree(d.path()), before);
+        assert!(!fallback_dir(d.path()).exists());
+    }
+
+    #[test]
+    fn a_retried_revert_never_deletes_the_originals() {
+        let d = tempfile::TempDir::new().unwrap();
+        std::fs::write(d.path().join("a.wt"), b"a").unwrap();
+        std::fs::write(d.path().join("b.wt"), b"b").unwrap();
+        let before = tree(d.path());
+        move_aside(d.path(), "op1").unwrap();
+        std::fs::write(d.path().join("a.wt"), b"restored").unwrap();
+        // A revert that stopped after moving one original back.
+        let dir = fallback_dir(d.path());
+        remove_entries(d.path()).unwrap();
+        write_state(&dir, "op1", FallbackState::Reverting).unwrap();
+        std::fs::rename(dir.join("a.wt"), d.path().join("a.wt")).unwrap();
+        revert(d.path(), "op1").unwrap();
+        assert_eq!(tree(d.path()), before);
+    }
+
+    #[test]
+    fn remove_leaves_another_restores_fallback_alone() {
+        let d = tempfile::TempDir::new().unwrap();
+        std::fs::write(d.path().join("a.wt"), b"a").unwrap();
+        move_aside(d.path(), "op1").unwrap();
+        assert!(matches!(
+            remove(d.path(), "op0"),
+            Err(FallbackError::Busy(..))
+        ));
+        assert!(fallback_dir(d.path()).join("a.wt").exists());
+        remove(d.path(), "op1").unwrap();
+        remove(d.path(), "op1").unwrap();
         assert!(!fallback_dir(d.path()).exists());
     }
 

@@ -81,9 +81,13 @@ pub async fn await_external_copy(
         d,
     )
     .await?;
-    while !node.control.finished(&op.id).await.in_phase("copyReady")? {
-        tokio::time::sleep(node.cfg.poll_interval).await;
-    }
+    node.wait_for(
+        op,
+        &tidemark_schema::control::finish_key(&op.id),
+        "restore-finish",
+    )
+    .await
+    .in_phase("copyReady")?;
     for f in &manifest.files {
         let path = node.cfg.dbpath.join(&f.path);
         let len = std::fs::metadata(&path)

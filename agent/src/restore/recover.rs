@@ -27,7 +27,7 @@ fn free_port() -> Result<u16, AgentError> {
         .map_err(|e| AgentError::Refused(format!("no free local port: {e}")))
 }
 
-fn standalone(node: &Node, port: u16, params: &[&str]) -> StartSpec {
+fn standalone(node: &Node, port: u16, params: &[&str], captured: &Captured) -> StartSpec {
     let dbpath = node.cfg.dbpath.display().to_string();
     let log = node.cfg.dbpath.join(RESTORE_LOG).display().to_string();
     let mut args: Vec<String> = vec![
@@ -45,6 +45,7 @@ fn standalone(node: &Node, port: u16, params: &[&str]) -> StartSpec {
         args.push("--setParameter".into());
         args.push((*p).into());
     }
+    args.extend(captured.standalone_args.iter().cloned());
     args.extend(node.cfg.standalone_args.iter().cloned());
     StartSpec {
         bin: node.cfg.mongod_bin.clone(),
@@ -54,12 +55,17 @@ fn standalone(node: &Node, port: u16, params: &[&str]) -> StartSpec {
 }
 
 /// Starts a standalone, runs `work` against it, shuts it down cleanly.
-async fn with_standalone<F, Fut>(node: &Node, params: &[&str], work: F) -> Result<(), AgentError>
+async fn with_standalone<F, Fut>(
+    node: &Node,
+    captured: &Captured,
+    params: &[&str],
+    work: F,
+) -> Result<(), AgentError>
 where
     F: FnOnce(MongodClient) -> Fut,
     Fut: std::future::Future<Output = Result<(), MongodError>>,
 {
-    let spec = standalone(node, free_port()?, params);
+    let spec = standalone(node, free_port()?, params, captured);
     let mut process = MongodProcess::spawn(&spec)?;
     let client = match process.wait_ready(node.cfg.mongod_timeout).await {
         Ok(c) => c,
@@ -109,7 +115,7 @@ pub async fn recover(
     };
     node.running(op, PHASE, "standalone 1/3: resetting replication metadata")
         .await?;
-    with_standalone(node, &[], |c| async move {
+    with_standalone(node, captured, &[], |c| async move {
         for coll in ["replset.minvalid", "replset.oplogTruncateAfterPoint", "replset.election", "system.replset"] {
             command(&c, "local", doc! {"delete": coll, "deletes": [{"q": {}, "limit": 0}]}).await?;
         }
@@ -133,6 +139,7 @@ pub async fn recover(
         .await?;
     with_standalone(
         node,
+        captured,
         &[
             "recoverFromOplogAsStandalone=true",
             "takeUnstableCheckpointOnShutdown=true",
@@ -151,7 +158,7 @@ pub async fn recover(
             AgentError::Refused("the captured replica-set config is not a document".into())
         })
         .in_phase(PHASE)?;
-    with_standalone(node, &[], |c| async move {
+    with_standalone(node, captured, &[], |c| async move {
         command(
             &c,
             "local",

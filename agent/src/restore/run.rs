@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use serde_json::json;
-use tidemark_schema::control::{Op, OpCommand};
+use tidemark_schema::control::{Op, OpCommand, go_key};
 
 use super::{disk, fallback, fetch, recover, stop, validate};
 use crate::node::{Details, InPhase, Node, PhaseFailure};
@@ -17,13 +17,21 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         storage,
         fallback_enabled,
         external,
+        wait_for_go,
     } = &op.command
     else {
         unreachable!("dispatched on the command kind");
     };
-    let checked = validate::precheck(node, op, backup, storage).await?;
+    let checked = validate::precheck(node, op, backup, storage, *external).await?;
     if *fallback_enabled {
         disk::evaluate(node, op, checked.manifest.uncompressed_bytes).await?;
+    }
+    if *wait_for_go {
+        node.done(op, "ready", "checks passed; waiting for go", Details::new())
+            .await?;
+        node.wait_for(op, &go_key(&op.id), "go")
+            .await
+            .in_phase("ready")?;
     }
     stop::stop(
         node,

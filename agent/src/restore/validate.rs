@@ -22,6 +22,10 @@ pub struct Captured {
     pub replset_config: serde_json::Value,
     pub role: String,
     pub version: String,
+    /// mongod options the files need to be opened at all (directory layout, encryption),
+    /// passed to every temporary standalone start.
+    #[serde(default)]
+    pub standalone_args: Vec<String>,
 }
 
 pub struct Checked {
@@ -40,6 +44,7 @@ pub async fn precheck(
     op: &Op,
     backup: &str,
     storage: &StorageTarget,
+    external: bool,
 ) -> Result<Checked, PhaseFailure> {
     const PHASE: &str = "precheck";
     node.running(op, PHASE, "checking the node and the backup")
@@ -55,6 +60,16 @@ pub async fn precheck(
                 .collect()
         })
         .unwrap_or_default();
+    check_dbpath(node, &cmdline).in_phase(PHASE)?;
+    if let Some((other, _)) = super::fallback::fallback_of(&node.cfg.dbpath)
+        && other != op.id
+    {
+        return Err(AgentError::Refused(format!(
+            "the dbPath still holds the fallback of restore {other}; revert or remove it first; \
+             nothing was touched"
+        )))
+        .in_phase(PHASE);
+    }
     let config = client.replset_config().await.in_phase(PHASE)?;
     let store = BackupStore::open(storage).in_phase(PHASE)?;
     let key = layout::rs_manifest_key(backup, &node.replica_set);
@@ -81,7 +96,9 @@ pub async fn precheck(
         )))
         .in_phase(PHASE);
     }
+    check_restorable(backup, &manifest, external).in_phase(PHASE)?;
     let captured = Captured {
+        standalone_args: storage_args(&cmdline),
         argv,
         // Canonical extended JSON keeps every BSON type (int32 vs int64) for the round trip.
         replset_config: bson::Bson::Document(config).into_canonical_extjson(),
@@ -130,4 +147,85 @@ async fn read_object(store: &BackupStore, key: &str) -> Result<Option<bytes::Byt
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(err(e)),
     }
+}
+
+/// The agent's `--dbpath` must be the directory mongod really uses: a restore into any
+/// other directory would move or wipe the wrong data.
+fn check_dbpath(node: &Node, cmdline: &bson::Document) -> Result<(), AgentError> {
+    let Ok(theirs) = cmdline
+        .get_document("parsed")
+        .and_then(|p| p.get_document("storage"))
+        .and_then(|s| s.get_str("dbPath"))
+    else {
+        return Ok(()); // mongod's default dbPath is not reported; nothing to compare
+    };
+    let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (ours, theirs) = (canon(&node.cfg.dbpath), canon(std::path::Path::new(theirs)));
+    if ours != theirs {
+        return Err(AgentError::Refused(format!(
+            "the agent's --dbpath {} is not mongod's dbPath {}; nothing was touched",
+            ours.display(),
+            theirs.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Everything about the backup that would otherwise fail only after mongod is stopped.
+fn check_restorable(
+    backup: &str,
+    m: &ReplicaSetManifest,
+    external: bool,
+) -> Result<(), AgentError> {
+    use tidemark_schema::model::BackupType;
+    if m.backup_type == BackupType::External && !external {
+        return Err(AgentError::Refused(format!(
+            "backup {backup} is an external (snapshot) backup: its files are not in storage; \
+             restore it with external: true; nothing was touched"
+        )));
+    }
+    if !external
+        && let Some(f) = m
+            .files
+            .iter()
+            .find(|f| f.object.is_none() || !f.checksum.starts_with("blake3:"))
+    {
+        return Err(AgentError::Refused(format!(
+            "backup {backup} lists {} without a stored object and checksum; nothing was touched",
+            f.path
+        )));
+    }
+    Ok(())
+}
+
+/// Storage and encryption options from `getCmdLineOpts` that a standalone start needs to
+/// read the same files.
+fn storage_args(cmdline: &bson::Document) -> Vec<String> {
+    let parsed = cmdline.get_document("parsed").ok();
+    let storage = parsed.and_then(|p| p.get_document("storage").ok());
+    let security = parsed.and_then(|p| p.get_document("security").ok());
+    let mut args = Vec::new();
+    if storage.is_some_and(|s| s.get_bool("directoryPerDB").unwrap_or(false)) {
+        args.push("--directoryperdb".to_string());
+    }
+    let engine = storage
+        .and_then(|s| s.get_document("wiredTiger").ok())
+        .and_then(|w| w.get_document("engineConfig").ok());
+    if engine.is_some_and(|e| e.get_bool("directoryForIndexes").unwrap_or(false)) {
+        args.push("--wiredTigerDirectoryForIndexes".to_string());
+    }
+    if let Some(sec) = security {
+        if sec.get_bool("enableEncryption").unwrap_or(false) {
+            args.push("--enableEncryption".to_string());
+        }
+        if let Ok(key) = sec.get_str("encryptionKeyFile") {
+            args.push("--encryptionKeyFile".to_string());
+            args.push(key.to_string());
+        }
+        if let Ok(cipher) = sec.get_str("encryptionCipherMode") {
+            args.push("--encryptionCipherMode".to_string());
+            args.push(cipher.to_string());
+        }
+    }
+    args
 }

@@ -68,6 +68,11 @@ pub enum OpCommand {
         fallback_enabled: bool,
         #[serde(default)]
         external: bool,
+        /// Wait after the checks (precheck, disk) until `go.json` exists, so that the
+        /// reconciler can abort the whole restore before any node is touched when one
+        /// node fails its checks. `result.json` appearing instead aborts.
+        #[serde(default)]
+        wait_for_go: bool,
     },
     /// Put the dbPath back exactly as before restore op `restore_op`.
     #[serde(rename_all = "camelCase")]
@@ -139,4 +144,9 @@ pub struct FinishSignal {
 
 pub fn finish_key(op_id: &str) -> String {
     format!("{}/{op_id}/finish.json", super::OPS_PREFIX)
+}
+
+/// `ops/<op-id>/go.json`: every node passed its checks; restores may touch data now.
+pub fn go_key(op_id: &str) -> String {
+    format!("{}/{op_id}/go.json", super::OPS_PREFIX)
 }

@@ -1,0 +1,379 @@
+//! The test rig shared by the agent's end-to-end suites: a mongod-sim replica set, one
+//! `tidemark agent` per member, a control-plane directory and a backup storage. Tests play
+//! the reconciler: they write ops through the schema types and read the agents' reports.
+// Each suite uses a subset of the rig.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bson::{Document, doc};
+use mongod_sim::harness::{ReplicaSet, binary};
+use tempfile::TempDir;
+use tidemark_agent::storage::BackupStore;
+use tidemark_schema::control::{
+    Op, OpCommand, OpTarget, PhaseReport, StorageTarget, op_key, phase_key,
+};
+use tidemark_schema::manifest::{OpTime, ReplicaSetManifest, layout};
+use tidemark_schema::model::{BackupType, Compression};
+use tidemark_testkit::Moto;
+
+pub const CLUSTER: &str = "c1";
+/// Set only in a re-executed run inside a mount namespace: the small tmpfs, and a
+/// directory on the normal disk for the control plane and the storage.
+pub const TMPFS_VAR: &str = "TIDEMARK_TEST_TMPFS";
+pub const OUTSIDE_VAR: &str = "TIDEMARK_TEST_OUTSIDE";
+pub const LONG: Duration = Duration::from_secs(90);
+
+/// A replica set, one agent per member, a control plane and a backup storage.
+pub struct Rig {
+    pub rs: ReplicaSet,
+    pub control: TempDir,
+    pub storage_dir: TempDir,
+    pub storage_url: String,
+    pub agent_env: Vec<(&'static str, String)>,
+    /// How the test reads storage itself (the same seam the agent uses).
+    pub reader: Option<BackupStore>,
+    pub agents: Vec<Option<Child>>,
+    pub seq: u32,
+}
+
+impl Rig {
+    pub fn new(name: &str, members: usize, sim_args: &[&str]) -> Rig {
+        let rs = ReplicaSet::start_with(name, vec![Default::default(); members], sim_args)
+            .expect("replica set starts");
+        // Inside the small-disk namespace, only the dbPaths go on the small disk.
+        let outside = || match std::env::var_os(OUTSIDE_VAR) {
+            Some(dir) => TempDir::new_in(dir).unwrap(),
+            None => TempDir::new().unwrap(),
+        };
+        let storage_dir = outside();
+        let storage_url = format!("file://{}", storage_dir.path().display());
+        Rig {
+            agents: (0..members).map(|_| None).collect(),
+            rs,
+            control: outside(),
+            storage_dir,
+            storage_url,
+            agent_env: Vec::new(),
+            reader: None,
+            seq: 0,
+        }
+    }
+
+    pub fn use_s3(&mut self, moto: &Moto, bucket: &str) {
+        moto.create_bucket(bucket);
+        self.storage_url = format!("s3://{bucket}/backups");
+        self.agent_env = moto.env();
+        self.reader =
+            Some(BackupStore::open_with_env(&self.storage(Compression::Zstd), moto.env()).unwrap());
+    }
+
+    pub fn storage(&self, compression: Compression) -> StorageTarget {
+        StorageTarget {
+            url: self.storage_url.clone(),
+            compression,
+            compression_level: None,
+            options: Default::default(),
+        }
+    }
+
+    pub fn node(&self, i: usize) -> String {
+        self.rs.host(i)
+    }
+
+    pub fn start_agent(&mut self, i: usize) {
+        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["agent", "--cluster", CLUSTER, "--control"])
+            .arg(self.control.path())
+            .arg("--mongod-uri")
+            .arg(format!("mongodb://{}/?directConnection=true", self.node(i)))
+            .arg("--dbpath")
+            .arg(self.rs.dbpath(i))
+            .arg("--mongod-bin")
+            .arg(binary().expect("cargo builds mongod-sim for the workspace tests"))
+            .args(["--node-id", &self.node(i), "--replica-set", &self.rs.name])
+            .args(["--heartbeat-interval", "1s", "--poll-interval", "200ms"])
+            .args(["--cursor-keepalive", "1s", "--mongod-timeout", "60s"])
+            .args(["--parallel-files", "2"])
+            .args([
+                "--standalone-arg=--sim-checkpoint-interval-ms",
+                "--standalone-arg=300",
+            ])
+            .envs(self.agent_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("TIDEMARK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.control.path().join(format!("agent{i}.log"))).unwrap(),
+            )
+            .spawn()
+            .expect("tidemark agent starts");
+        self.agents[i] = Some(child);
+    }
+
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(mut c) = self.agents[i].take() {
+            let _ = c.kill(); // SIGKILL: no chance to clean up
+            let _ = c.wait();
+        }
+    }
+
+    pub fn agent_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.control.path().join(format!("agent{i}.log")))
+            .unwrap_or_default()
+    }
+
+    /// Writes an op for `targets`, as the reconciler would; returns its id.
+    pub fn op(&mut self, command: OpCommand, targets: &[usize]) -> String {
+        self.seq += 1;
+        let now = chrono::Utc::now();
+        let id = format!(
+            "{}-{:03}-{}",
+            now.format("%Y%m%dT%H%M%S%3fZ"),
+            self.seq,
+            command.name()
+        );
+        let op = Op {
+            id: id.clone(),
+            created_at: now,
+            cluster: CLUSTER.into(),
+            targets: targets
+                .iter()
+                .map(|&i| OpTarget {
+                    replica_set: self.rs.name.clone(),
+                    node: self.node(i),
+                })
+                .collect(),
+            command,
+        };
+        let path = self.control.path().join(op_key(&id));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_vec_pretty(&op).unwrap()).unwrap();
+        id
+    }
+
+    pub fn report_of_last_backup_extended(&self) -> bool {
+        let ops = self.control.path().join("ops");
+        std::fs::read_dir(ops).unwrap().any(|e| {
+            let dir = e.unwrap().path();
+            dir.join(&self.rs.name).is_dir()
+                && std::fs::read_dir(dir.join(&self.rs.name))
+                    .unwrap()
+                    .any(|f| {
+                        f.unwrap()
+                            .file_name()
+                            .to_string_lossy()
+                            .ends_with(".extend.json")
+                    })
+        })
+    }
+
+    pub fn report(&self, op: &str, i: usize, phase: &str) -> Option<PhaseReport> {
+        let key = phase_key(op, &self.rs.name, &self.node(i), phase);
+        let bytes = std::fs::read(self.control.path().join(key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Waits for node `i`'s final report (`done` or `error`) of `op`.
+    pub fn wait_final(&self, op: &str, i: usize) -> PhaseReport {
+        let started = Instant::now();
+        loop {
+            for phase in ["done", "error"] {
+                if let Some(r) = self.report(op, i, phase) {
+                    return r;
+                }
+            }
+            assert!(
+                started.elapsed() < LONG,
+                "no final report of {op} from node {i}; agent log:\n{}",
+                self.agent_log(i)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn wait_done(&self, op: &str, i: usize) -> PhaseReport {
+        let r = self.wait_final(op, i);
+        assert_eq!(
+            r.phase,
+            "done",
+            "{}: {}\nagent log:\n{}",
+            r.node,
+            r.message,
+            self.agent_log(i)
+        );
+        r
+    }
+
+    pub fn backup(&mut self, name: &str, from: usize, compression: Compression) -> PhaseReport {
+        self.backup_to(name, from, compression, None)
+    }
+
+    pub fn backup_to(
+        &mut self,
+        name: &str,
+        from: usize,
+        compression: Compression,
+        extend_to: Option<OpTime>,
+    ) -> PhaseReport {
+        let op = self.op(
+            OpCommand::Backup {
+                backup: name.into(),
+                storage: self.storage(compression),
+                backup_type: BackupType::Physical,
+                extend_to,
+                snapshot_command: None,
+            },
+            &[from],
+        );
+        self.wait_done(&op, from)
+    }
+
+    pub fn restore_op(&mut self, backup: &str, fallback: bool, targets: &[usize]) -> String {
+        self.op(
+            OpCommand::Restore {
+                backup: backup.into(),
+                storage: self.storage(Compression::Zstd),
+                fallback_enabled: fallback,
+                external: false,
+                wait_for_go: false,
+            },
+            targets,
+        )
+    }
+
+    /// The timestamp of the newest oplog entry on the primary.
+    pub fn last_write(&self) -> OpTime {
+        let p = self.primary();
+        let reply = self
+            .rs
+            .process(p)
+            .unwrap()
+            .command(
+                "local",
+                doc! {"find": "oplog.rs", "filter": {}, "sort": {"ts": -1}, "limit": 1},
+            )
+            .unwrap();
+        let ts = reply
+            .get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap()[0]
+            .as_document()
+            .unwrap()
+            .get_timestamp("ts")
+            .unwrap();
+        OpTime {
+            t: ts.time,
+            i: ts.increment,
+        }
+    }
+
+    pub fn primary(&self) -> usize {
+        self.rs.wait_for_primary(LONG).expect("a primary")
+    }
+
+    pub fn insert(&self, ids: std::ops::Range<i32>) {
+        let p = self.primary();
+        let docs: Vec<Document> = ids
+            .map(|i| doc! {"_id": i, "payload": "x".repeat(100)})
+            .collect();
+        let reply = self
+            .rs
+            .process(p)
+            .unwrap()
+            .command("app", doc! {"insert": "items", "documents": docs})
+            .unwrap();
+        assert_eq!(reply.get_f64("ok").unwrap_or(0.0), 1.0, "{reply}");
+    }
+
+    pub fn ids_on(&self, i: usize) -> Vec<i32> {
+        let reply = self
+            .rs
+            .process(i)
+            .unwrap()
+            .command(
+                "app",
+                doc! {"find": "items", "filter": {}, "batchSize": 100000, "sort": {"_id": 1}},
+            )
+            .unwrap();
+        reply
+            .get_document("cursor")
+            .and_then(|c| c.get_array("firstBatch"))
+            .map(|b| {
+                b.iter()
+                    .filter_map(|d| d.as_document()?.get_i32("_id").ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn manifest(&self, backup: &str) -> ReplicaSetManifest {
+        let key = layout::rs_manifest_key(backup, &self.rs.name);
+        let bytes = match &self.reader {
+            None => std::fs::read(self.storage_dir.path().join(&key)).expect("manifest written"),
+            Some(store) => {
+                use object_store::ObjectStoreExt;
+                let runtime = tokio::runtime::Runtime::new().unwrap();
+                runtime
+                    .block_on(async {
+                        store
+                            .object_store()
+                            .get(&object_store::path::Path::from(key.as_str()))
+                            .await?
+                            .bytes()
+                            .await
+                    })
+                    .expect("manifest written")
+                    .to_vec()
+            }
+        };
+        ReplicaSetManifest::from_json(&bytes).unwrap()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        for i in 0..self.agents.len() {
+            self.kill_agent(i);
+        }
+    }
+}
+
+/// A hash of every file under `root` (path, mode and bytes), skipping `skip`.
+pub fn tree_hash(root: &Path, skip: Option<&str>) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if skip.is_some_and(|s| p.file_name().is_some_and(|n| n == s))
+                && p.parent() == Some(root)
+            {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                files.push(p)
+            }
+        }
+    }
+    files.sort();
+    let mut h = blake3::Hasher::new();
+    for f in files {
+        h.update(f.strip_prefix(root).unwrap().to_string_lossy().as_bytes());
+        h.update(
+            &std::fs::metadata(&f)
+                .unwrap()
+                .permissions()
+                .mode()
+                .to_le_bytes(),
+        );
+        h.update(&std::fs::read(&f).unwrap());
+    }
+    h.finalize().to_hex().to_string()
+}
