@@ -4,10 +4,12 @@
 #[path = "support/rig.rs"]
 mod rig;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bson::{Document, doc};
+use tempfile::TempDir;
 use tidemark_schema::control::{OpCommand, finish_key};
 use tidemark_schema::manifest::layout;
 use tidemark_schema::model::{BackupType, Compression};
@@ -397,4 +399,87 @@ fn a_restore_waiting_for_go_touches_nothing_until_go_and_an_abort_leaves_the_nod
     );
     rig.wait_done(&remove, 0);
     assert!(!rig.rs.dbpath(0).join(".tidemark-fallback").exists());
+}
+
+/// Copies every file under `from` into `to`, keeping relative paths.
+fn copy_tree(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn external_backup_by_snapshot_command_then_external_restore() {
+    let mut rig = Rig::new("snp", 1, &[]);
+    rig.insert(0..15);
+    rig.start_agent(0);
+    std::thread::sleep(Duration::from_millis(800));
+    // The "snapshot tool": copies the listed files, as LVM or a cloud snapshot would.
+    let snapshot = TempDir::new().unwrap();
+    let script = format!(
+        r#"while read -r f; do rel="${{f#"$TIDEMARK_DBPATH"/}}"; mkdir -p "{snap}/$(dirname "$rel")"; cp "$f" "{snap}/$rel"; done < "$TIDEMARK_FILE_LIST""#,
+        snap = snapshot.path().display()
+    );
+    let op = rig.op(
+        OpCommand::Backup {
+            backup: "snap1".into(),
+            storage: rig.storage(Compression::Zstd),
+            backup_type: BackupType::External,
+            extend_to: None,
+            snapshot_command: Some(vec!["sh".into(), "-c".into(), script]),
+        },
+        &[0],
+    );
+    rig.wait_done(&op, 0);
+    let manifest = rig.manifest("snap1");
+    for f in &manifest.files {
+        let copied = std::fs::metadata(snapshot.path().join(&f.path))
+            .expect("the command copied every listed file");
+        assert!(copied.len() >= f.size, "{}", f.path);
+    }
+    rig.insert(100..103);
+
+    let restore = rig.op(
+        OpCommand::Restore {
+            backup: "snap1".into(),
+            storage: rig.storage(Compression::Zstd),
+            fallback_enabled: false,
+            external: true,
+            wait_for_go: false,
+        },
+        &[0],
+    );
+    let started = Instant::now();
+    while rig.report(&restore, 0, "copyReady").is_none() {
+        assert!(started.elapsed() < LONG, "{}", rig.agent_log(0));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        rig.report(&restore, 0, "done").is_none(),
+        "waits for restore-finish"
+    );
+    // The operator puts the snapshot's files into the (now empty) dbPath, then says so.
+    copy_tree(snapshot.path(), &rig.rs.dbpath(0));
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["restore-finish", "--control"])
+        .arg(rig.control.path())
+        .arg(&restore)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rig.wait_done(&restore, 0);
+    rig.rs.members[0] = None;
+    rig.rs.restart(0).unwrap();
+    assert_eq!(rig.ids_on(rig.primary()), (0..15).collect::<Vec<_>>());
 }
