@@ -5,8 +5,7 @@
 mod rig;
 
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bson::{Document, doc};
 use tempfile::TempDir;
@@ -198,18 +197,7 @@ fn external_backup_waits_for_finish_then_writes_the_manifest() {
         },
         &[0],
     );
-    let started = Instant::now();
-    let ready = loop {
-        if let Some(r) = rig.report(&op, 0, "copyReady") {
-            break r;
-        }
-        assert!(
-            started.elapsed() < LONG,
-            "no copyReady; {}",
-            rig.agent_log(0)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let ready = rig.wait_phase(&op, 0, &["copyReady"]);
     let listed = ready.details["files"].as_array().unwrap().len();
     assert!(listed > 3, "{ready:?}");
     std::thread::sleep(Duration::from_millis(600));
@@ -223,17 +211,7 @@ fn external_backup_waits_for_finish_then_writes_the_manifest() {
         "no manifest before finish"
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["backup-finish", "--control"])
-        .arg(rig.control.path())
-        .arg(&op)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rig.finish("backup-finish", &op);
     assert!(rig.control.path().join(finish_key(&op)).exists());
     rig.wait_done(&op, 0);
     let m = rig.manifest("snap1");
@@ -266,11 +244,7 @@ fn an_agent_killed_mid_restore_never_reports_done_for_missing_files() {
     rig.backup("b1", 0, Compression::Zstd);
     let op = rig.restore_op("b1", true, &[0]);
     // Kill the agent as soon as the download starts.
-    let started = Instant::now();
-    while rig.report(&op, 0, "fetch").is_none() {
-        assert!(started.elapsed() < LONG, "{}", rig.agent_log(0));
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    rig.wait_phase(&op, 0, &["fetch"]);
     rig.kill_agent(0);
     let done_before_kill = rig.report(&op, 0, "done").is_some();
     rig.start_agent(0);
@@ -329,13 +303,7 @@ fn a_restore_waiting_for_go_touches_nothing_until_go_and_an_abort_leaves_the_nod
             &[0],
         )
     };
-    let wait_ready = |rig: &Rig, op: &str| {
-        let started = Instant::now();
-        while rig.report(op, 0, "ready").is_none() {
-            assert!(started.elapsed() < LONG, "{}", rig.agent_log(0));
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let wait_ready = |rig: &Rig, op: &str| drop(rig.wait_phase(op, 0, &["ready"]));
     // Abort: the reconciler ends the op because another node failed its checks.
     let aborted = restore(&mut rig);
     wait_ready(&rig, &aborted);
@@ -456,30 +424,85 @@ fn external_backup_by_snapshot_command_then_external_restore() {
         },
         &[0],
     );
-    let started = Instant::now();
-    while rig.report(&restore, 0, "copyReady").is_none() {
-        assert!(started.elapsed() < LONG, "{}", rig.agent_log(0));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    rig.wait_phase(&restore, 0, &["copyReady"]);
     assert!(
         rig.report(&restore, 0, "done").is_none(),
         "waits for restore-finish"
     );
     // The operator puts the snapshot's files into the (now empty) dbPath, then says so.
     copy_tree(snapshot.path(), &rig.rs.dbpath(0));
-    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["restore-finish", "--control"])
-        .arg(rig.control.path())
-        .arg(&restore)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rig.finish("restore-finish", &restore);
     rig.wait_done(&restore, 0);
     rig.rs.members[0] = None;
     rig.rs.restart(0).unwrap();
     assert_eq!(rig.ids_on(rig.primary()), (0..15).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_manifest_naming_a_path_outside_the_dbpath_is_refused_before_anything_is_touched() {
+    let mut rig = Rig::new("esc", 1, &[]);
+    rig.insert(0..8);
+    rig.start_agent(0);
+    std::thread::sleep(Duration::from_millis(800));
+    rig.backup("b1", 0, Compression::Zstd);
+    // A tampered (or corrupted) manifest whose file would land outside the dbPath.
+    let key = layout::rs_manifest_key("b1", &rig.rs.name);
+    let path = rig.storage_dir.path().join(&key);
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    m["files"][0]["path"] = "../../outside.wt".into();
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    let op = rig.restore_op("b1", true, &[0]);
+    let r = rig.wait_final(&op, 0);
+    assert_eq!(r.phase, "error", "{}", r.message);
+    assert!(r.message.contains("phase precheck"), "{}", r.message);
+    assert!(
+        r.message.contains("\"../../outside.wt\" is unsafe"),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains(&key), "names the object: {}", r.message);
+    assert!(
+        rig.report(&op, 0, "stop").is_none(),
+        "mongod was never stopped"
+    );
+    assert_eq!(
+        rig.ids_on(0),
+        (0..8).collect::<Vec<_>>(),
+        "the node still serves its data"
+    );
+}
+
+#[test]
+fn an_op_the_agent_cannot_read_is_reported_and_does_not_block_later_ops() {
+    let mut rig = Rig::new("unr", 1, &[]);
+    rig.start_agent(0);
+    // An op of a newer reconciler: a command kind this agent does not know.
+    let id = format!(
+        "{}-000-future",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ")
+    );
+    let raw = serde_json::json!({
+        "id": id, "createdAt": chrono::Utc::now(), "cluster": CLUSTER,
+        "targets": [{"replicaSet": rig.rs.name, "node": rig.node(0)}],
+        "command": {"kind": "teleport"},
+    });
+    let path = rig
+        .control
+        .path()
+        .join(tidemark_schema::control::op_key(&id));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, serde_json::to_vec(&raw).unwrap()).unwrap();
+    let r = rig.wait_final(&id, 0);
+    assert_eq!(r.phase, "error");
+    assert!(r.message.contains("cannot read the op"), "{}", r.message);
+    assert!(r.message.contains("teleport"), "{}", r.message);
+    // The next op still runs.
+    let next = rig.op(
+        OpCommand::RemoveFallback {
+            restore_op: "none".into(),
+        },
+        &[0],
+    );
+    rig.wait_done(&next, 0);
 }

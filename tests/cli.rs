@@ -303,3 +303,25 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn an_agent_config_file_with_an_unknown_key_exits_1_naming_the_file() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(&config, "control: /tmp/x\nclustr: prod\n").unwrap();
+    let out = tidemark(&["agent", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("agent.yaml"), "{err}");
+    assert!(err.contains("clustr"), "{err}");
+
+    // A complete file but for one setting: the message says how to give it.
+    std::fs::write(&config, "control: /tmp/x\ncluster: prod\n").unwrap();
+    let out = tidemark(&["agent", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("give --mongod-uri (or TIDEMARK_MONGOD_URI"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -9,8 +9,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tidemark_schema::control::{
-    Heartbeat, OPS_PREFIX, Op, PhaseReport, finish_key, heartbeat_key, node_key_part, op_key,
-    phase_key,
+    Heartbeat, OPS_PREFIX, Op, PhaseReport, heartbeat_key, node_key_part, op_key, phase_key,
 };
 
 use crate::error::AgentError;
@@ -120,29 +119,5 @@ impl ControlPlane {
 
     pub async fn op(&self, id: &str) -> Result<Option<Op>, AgentError> {
         self.get(&op_key(id)).await
-    }
-
-    /// Writes an op, as the reconciler (or a test, or the CLI) does.
-    pub async fn create_op(&self, op: &Op) -> Result<(), AgentError> {
-        let key = op_key(&op.id);
-        let bytes = serde_json::to_vec_pretty(op).map_err(|e| self.err(&key, e))?;
-        self.store
-            .put_opts(
-                &Path::from(key.as_str()),
-                PutPayload::from(bytes),
-                object_store::PutMode::Create.into(),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| self.err(&key, e))
-    }
-
-    pub async fn finished(&self, op: &str) -> Result<bool, AgentError> {
-        let key = finish_key(op);
-        match self.store.head(&Path::from(key.as_str())).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(self.err(&key, e)),
-        }
     }
 }

@@ -8,14 +8,15 @@ use chrono::Utc;
 use tidemark_schema::control::Heartbeat;
 
 use crate::disk::disk_facts;
+use crate::mongod::MongodClient;
 use crate::node::Node;
 
 /// Builds one heartbeat. A mongod that does not answer is reported as `DOWN`, not as an
 /// error: during a restore that is expected.
-pub async fn beat(node: &Node) -> Heartbeat {
-    let facts = match node.mongod().await {
-        Ok(client) => client.facts().await.ok(),
-        Err(_) => None,
+pub async fn beat(node: &Node, client: Option<&MongodClient>) -> Heartbeat {
+    let facts = match client {
+        Some(client) => client.facts().await.ok(),
+        None => None,
     };
     let disk = disk_facts(&node.cfg.dbpath).ok();
     Heartbeat {
@@ -46,8 +47,14 @@ pub async fn beat(node: &Node) -> Heartbeat {
 
 /// Beats until the task is dropped. Failures to write are logged, never fatal.
 pub async fn run(node: Arc<Node>) {
+    // One client for the agent's life: the driver reconnects by itself while mongod is
+    // down, so a new client (and its monitoring tasks) per beat would only add churn.
+    let mut client: Option<MongodClient> = None;
     loop {
-        let hb = beat(&node).await;
+        if client.is_none() {
+            client = node.mongod().await.ok();
+        }
+        let hb = beat(&node, client.as_ref()).await;
         if let Err(e) = node.control.heartbeat(&hb).await {
             tracing::warn!(error = %e, "heartbeat not written");
         }

@@ -65,11 +65,24 @@ impl Node {
         message: impl Into<String>,
         details: Details,
     ) -> Result<(), AgentError> {
+        self.report_for(&op.id, phase, status, message, details)
+            .await
+    }
+
+    /// Like `report`, for an op known only by its id (one this agent cannot read).
+    pub async fn report_for(
+        &self,
+        op_id: &str,
+        phase: &str,
+        status: PhaseStatus,
+        message: impl Into<String>,
+        details: Details,
+    ) -> Result<(), AgentError> {
         let message = message.into();
-        tracing::info!(op = %op.id, phase, ?status, %message, "phase");
+        tracing::info!(op = %op_id, phase, ?status, %message, "phase");
         self.control
             .report(&PhaseReport {
-                op_id: op.id.clone(),
+                op_id: op_id.to_string(),
                 replica_set: self.replica_set.clone(),
                 node: self.id.clone(),
                 phase: phase.to_string(),

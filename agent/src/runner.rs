@@ -137,17 +137,8 @@ async fn unreadable(
     if !mine {
         return Ok(());
     }
-    let op = Op {
-        id: id.to_string(),
-        created_at: chrono::Utc::now(),
-        cluster: node.cluster.clone(),
-        targets: Vec::new(),
-        command: OpCommand::StartMongod {
-            restore_op: String::new(),
-        },
-    };
-    node.report(
-        &op,
+    node.report_for(
+        id,
         PHASE_ERROR,
         PhaseStatus::Error,
         format!(

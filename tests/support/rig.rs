@@ -176,22 +176,40 @@ impl Rig {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Waits for node `i`'s final report (`done` or `error`) of `op`.
-    pub fn wait_final(&self, op: &str, i: usize) -> PhaseReport {
+    /// Waits for the first of `phases` that node `i` reports for `op`.
+    pub fn wait_phase(&self, op: &str, i: usize, phases: &[&str]) -> PhaseReport {
         let started = Instant::now();
         loop {
-            for phase in ["done", "error"] {
-                if let Some(r) = self.report(op, i, phase) {
-                    return r;
-                }
+            if let Some(r) = phases.iter().find_map(|p| self.report(op, i, p)) {
+                return r;
             }
             assert!(
                 started.elapsed() < LONG,
-                "no final report of {op} from node {i}; agent log:\n{}",
+                "no {phases:?} report of {op} from node {i}; agent log:\n{}",
                 self.agent_log(i)
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Waits for node `i`'s final report (`done` or `error`) of `op`.
+    pub fn wait_final(&self, op: &str, i: usize) -> PhaseReport {
+        self.wait_phase(op, i, &["done", "error"])
+    }
+
+    /// Runs `tidemark backup-finish` or `restore-finish` for `op`, as an operator does.
+    pub fn finish(&self, verb: &str, op: &str) {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args([verb, "--control"])
+            .arg(self.control.path())
+            .arg(op)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn wait_done(&self, op: &str, i: usize) -> PhaseReport {

@@ -14,6 +14,6 @@ mod stop;
 mod validate;
 
 pub use actions::{remove_fallback, revert, start_member, wipe};
-pub use fallback::{FALLBACK_DIR, FallbackError, FallbackState, fallback_dir, fallback_of};
+pub use fallback::{FALLBACK_DIR, FallbackError, fallback_dir, fallback_of};
 pub use run::run;
 pub use validate::Captured;
