@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bson::doc;
 use tempfile::TempDir;
+use tidemark_schema::control::Phase;
 use tidemark_schema::model::Compression;
 
 use rig::*;
@@ -121,7 +122,7 @@ fn inner_disk_evaluation() {
 
     let op = rig.restore_op("b1", true, &[0]);
     let r = rig.wait_final(&op, 0);
-    assert_eq!(r.phase, "error", "{}", r.message);
+    assert_eq!(r.phase, Phase::Error, "{}", r.message);
     assert!(
         r.message
             .contains("not enough disk for a restore with fallback"),
@@ -194,7 +195,7 @@ fn inner_disk_fills_during_download() {
 
     let op = rig.restore_op("b1", false, &[0]);
     let r = rig.wait_final(&op, 0);
-    assert_eq!(r.phase, "error", "{}", r.message);
+    assert_eq!(r.phase, Phase::Error, "{}", r.message);
     assert!(r.message.contains("phase fetch"), "{}", r.message);
     assert!(
         r.message.contains("no space left on the device"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bson::{Document, doc};
 use tempfile::TempDir;
-use tidemark_schema::control::{OpCommand, finish_key};
+use tidemark_schema::control::{OpCommand, Phase, finish_key};
 use tidemark_schema::manifest::layout;
 use tidemark_schema::model::{BackupType, Compression};
 use tidemark_testkit::Moto;
@@ -122,7 +122,7 @@ fn a_corrupted_object_fails_the_node_and_fallback_restores_it_byte_for_byte() {
 
     let op = rig.restore_op("b1", true, &[0]);
     let failed = rig.wait_final(&op, 0);
-    assert_eq!(failed.phase, "error", "{}", failed.message);
+    assert_eq!(failed.phase, Phase::Error, "{}", failed.message);
     assert!(failed.message.contains("phase fetch"), "{}", failed.message);
     assert!(
         failed.message.contains(&victim.path),
@@ -173,7 +173,7 @@ fn community_mongod_refuses_a_physical_backup() {
         &[0],
     );
     let r = rig.wait_final(&op, 0);
-    assert_eq!(r.phase, "error");
+    assert_eq!(r.phase, Phase::Error);
     assert!(r.message.contains("no $backupCursor"), "{}", r.message);
     assert!(r.message.contains("community"), "{}", r.message);
     assert!(
@@ -250,7 +250,7 @@ fn an_agent_killed_mid_restore_never_reports_done_for_missing_files() {
     rig.start_agent(0);
     let r = rig.wait_final(&op, 0);
     eprintln!("after the kill: {} ({})", r.phase, r.message);
-    if r.phase == "done" {
+    if r.phase == Phase::Done {
         // Only acceptable if every file really is there: the node starts with all data.
         assert!(
             done_before_kill,
@@ -318,7 +318,7 @@ fn a_restore_waiting_for_go_touches_nothing_until_go_and_an_abort_leaves_the_nod
         .join(tidemark_schema::control::result_key(&aborted));
     std::fs::write(result, br#"{"status":"error"}"#).unwrap();
     let r = rig.wait_final(&aborted, 0);
-    assert_eq!(r.phase, "error");
+    assert_eq!(r.phase, Phase::Error);
     assert!(r.message.contains("while waiting for go"), "{}", r.message);
     assert_eq!(
         rig.ids_on(0),
@@ -454,7 +454,7 @@ fn a_manifest_naming_a_path_outside_the_dbpath_is_refused_before_anything_is_tou
 
     let op = rig.restore_op("b1", true, &[0]);
     let r = rig.wait_final(&op, 0);
-    assert_eq!(r.phase, "error", "{}", r.message);
+    assert_eq!(r.phase, Phase::Error, "{}", r.message);
     assert!(r.message.contains("phase precheck"), "{}", r.message);
     assert!(
         r.message.contains("\"../../outside.wt\" is unsafe"),
@@ -494,7 +494,7 @@ fn an_op_the_agent_cannot_read_is_reported_and_does_not_block_later_ops() {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, serde_json::to_vec(&raw).unwrap()).unwrap();
     let r = rig.wait_final(&id, 0);
-    assert_eq!(r.phase, "error");
+    assert_eq!(r.phase, Phase::Error);
     assert!(r.message.contains("cannot read the op"), "{}", r.message);
     assert!(r.message.contains("teleport"), "{}", r.message);
     // The next op still runs.

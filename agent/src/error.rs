@@ -4,6 +4,7 @@
 use crate::mongod::MongodError;
 use crate::restore::FallbackError;
 use crate::storage::StorageError;
+use tidemark_store::control::ControlError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -13,12 +14,8 @@ pub enum AgentError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Fallback(#[from] FallbackError),
-    #[error("control plane {url}: {key}: {message}")]
-    Control {
-        url: String,
-        key: String,
-        message: String,
-    },
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error("{path}: {source}")]
     Io {
         path: String,

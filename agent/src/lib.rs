@@ -6,7 +6,7 @@
 //! - [`backup`] and [`restore`]: one folder per pipeline, one file per stage;
 //! - [`mongod`]: the mongod seam (wire commands, the backup cursor, processes);
 //! - [`storage`]: the backup storage seam (streamed, compressed, checksummed objects);
-//! - [`control`]: heartbeats, ops and phase reports in the control plane.
+//! - [`control`]: the shared control-plane client (from `tidemark-store`).
 
 pub mod backup;
 pub mod config;
@@ -18,4 +18,4 @@ pub mod mongod;
 pub mod node;
 pub mod restore;
 pub mod runner;
-pub mod storage;
+pub use tidemark_store::storage;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use tidemark_schema::control::{Op, PhaseReport, PhaseStatus};
+use tidemark_schema::control::{NodeOutcome, Op, Phase, PhaseReport, PhaseStatus};
 
 use crate::config::AgentConfig;
 use crate::control::ControlPlane;
@@ -15,7 +15,7 @@ pub type Details = BTreeMap<String, serde_json::Value>;
 /// A failed phase: which one, and why.
 #[derive(Debug)]
 pub struct PhaseFailure {
-    pub phase: &'static str,
+    pub phase: Phase,
     pub error: AgentError,
 }
 
@@ -27,11 +27,11 @@ impl std::fmt::Display for PhaseFailure {
 
 /// Attaches the phase name to any error, for `?` in pipelines.
 pub trait InPhase<T> {
-    fn in_phase(self, phase: &'static str) -> Result<T, PhaseFailure>;
+    fn in_phase(self, phase: Phase) -> Result<T, PhaseFailure>;
 }
 
 impl<T, E: Into<AgentError>> InPhase<T> for Result<T, E> {
-    fn in_phase(self, phase: &'static str) -> Result<T, PhaseFailure> {
+    fn in_phase(self, phase: Phase) -> Result<T, PhaseFailure> {
         self.map_err(|e| PhaseFailure {
             phase,
             error: e.into(),
@@ -60,7 +60,7 @@ impl Node {
     pub async fn report(
         &self,
         op: &Op,
-        phase: &str,
+        phase: Phase,
         status: PhaseStatus,
         message: impl Into<String>,
         details: Details,
@@ -69,42 +69,85 @@ impl Node {
             .await
     }
 
+    /// Writes a node's final report: `done`, or `error` naming the phase that failed and
+    /// whether the node was touched (machine-readable, for the reconciler's decision).
+    pub async fn finish_for(
+        &self,
+        op_id: &str,
+        failed: Option<Phase>,
+        message: impl Into<String>,
+        details: Details,
+    ) -> Result<(), AgentError> {
+        let (phase, status, outcome) = match failed {
+            None => (Phase::Done, PhaseStatus::Done, NodeOutcome::Done),
+            Some(p) if p.touches_node() => (Phase::Error, PhaseStatus::Error, NodeOutcome::Failed),
+            Some(_) => (Phase::Error, PhaseStatus::Error, NodeOutcome::Refused),
+        };
+        self.write_report(
+            op_id,
+            phase,
+            status,
+            message.into(),
+            details,
+            Some(outcome),
+            failed,
+        )
+        .await
+    }
+
     /// Like `report`, for an op known only by its id (one this agent cannot read).
     pub async fn report_for(
         &self,
         op_id: &str,
-        phase: &str,
+        phase: Phase,
         status: PhaseStatus,
         message: impl Into<String>,
         details: Details,
     ) -> Result<(), AgentError> {
-        let message = message.into();
-        tracing::info!(op = %op_id, phase, ?status, %message, "phase");
+        self.write_report(op_id, phase, status, message.into(), details, None, None)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write_report(
+        &self,
+        op_id: &str,
+        phase: Phase,
+        status: PhaseStatus,
+        message: String,
+        details: Details,
+        outcome: Option<NodeOutcome>,
+        failed_phase: Option<Phase>,
+    ) -> Result<(), AgentError> {
+        tracing::info!(op = %op_id, %phase, ?status, %message, "phase");
         self.control
             .report(&PhaseReport {
                 op_id: op_id.to_string(),
                 replica_set: self.replica_set.clone(),
                 node: self.id.clone(),
-                phase: phase.to_string(),
+                phase,
                 status,
                 at: Utc::now(),
                 message,
+                outcome,
+                failed_phase,
                 details,
             })
             .await
+            .map_err(AgentError::from)
     }
 
     /// Reports a phase as running, for progress.
     pub async fn running(
         &self,
         op: &Op,
-        phase: &str,
+        phase: Phase,
         message: impl Into<String>,
     ) -> Result<(), PhaseFailure> {
         self.report(op, phase, PhaseStatus::Running, message, Details::new())
             .await
             .map_err(|error| PhaseFailure {
-                phase: "report",
+                phase: Phase::Report,
                 error,
             })
     }
@@ -113,7 +156,7 @@ impl Node {
     pub async fn done(
         &self,
         op: &Op,
-        phase: &'static str,
+        phase: Phase,
         message: impl Into<String>,
         details: Details,
     ) -> Result<(), PhaseFailure> {
@@ -122,22 +165,34 @@ impl Node {
             .in_phase(phase)
     }
 
+    /// A phase boundary of a restore: if the op's author wrote `abort.json`, stop here and
+    /// fail as `reached` (the last phase this node completed), so the reconciler knows
+    /// exactly what the node needs. Only called between phases, never inside one.
+    pub async fn boundary(&self, op: &Op, reached: Phase) -> Result<(), PhaseFailure> {
+        let key = tidemark_schema::control::abort_key(&op.id);
+        if self.control.exists(&key).await.in_phase(reached)? {
+            return Err(PhaseFailure {
+                phase: reached,
+                error: AgentError::Refused(format!(
+                    "the op was aborted ({key} exists); stopped after phase {reached}"
+                )),
+            });
+        }
+        Ok(())
+    }
+
     /// Waits until `key` exists in the control plane. The op's `result.json` appearing
     /// first means its author ended it: that is an error, and nothing more is done.
     pub async fn wait_for(&self, op: &Op, key: &str, what: &str) -> Result<(), AgentError> {
         let result = tidemark_schema::control::result_key(&op.id);
+        let abort = tidemark_schema::control::abort_key(&op.id);
         loop {
-            if self.control.get::<serde_json::Value>(key).await?.is_some() {
+            if self.control.exists(key).await? {
                 return Ok(());
             }
-            if self
-                .control
-                .get::<serde_json::Value>(&result)
-                .await?
-                .is_some()
-            {
+            if self.control.exists(&result).await? || self.control.exists(&abort).await? {
                 return Err(AgentError::Refused(format!(
-                    "the op was ended (its result.json exists) while waiting for {what}"
+                    "the op was ended (its result.json or abort.json exists) while waiting for {what}"
                 )));
             }
             tokio::time::sleep(self.cfg.poll_interval).await;

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use tidemark_schema::control::{Op, OpCommand, PHASE_DONE, PHASE_ERROR, PhaseStatus, result_key};
+use std::collections::BTreeSet;
+
+use tidemark_schema::control::{Op, OpCommand, Phase, go_key, result_key};
 
 use crate::config::AgentConfig;
 use crate::control::ControlPlane;
@@ -50,18 +52,26 @@ pub async fn run(
     tracing::info!(cluster = %node.cluster, rs = %node.replica_set, node = %node.id, "agent started");
     let beats = tokio::spawn(heartbeat::run(node.clone()));
     let work = async {
-        let mut last: Option<String> = None;
+        // Every op id seen to its end by this process. Not a cursor over sorted ids: ids
+        // carry their author's clock, so an op created later can sort earlier, and it
+        // must still run.
+        let mut handled: BTreeSet<String> = BTreeSet::new();
         loop {
-            match node.control.op_ids_after(last.as_deref()).await {
+            match node.control.op_ids().await {
                 Ok(ids) => {
                     for id in ids {
+                        if handled.contains(&id) {
+                            continue;
+                        }
                         match consider(&node, &id).await {
-                            Ok(Seen::Handled) => last = Some(id),
-                            // Its author is still writing it: look again next time.
-                            Ok(Seen::NotReady) => break,
+                            Ok(Seen::Handled) => {
+                                handled.insert(id);
+                            }
+                            // Its author is still writing it: look again next time, and
+                            // meanwhile go on with the others.
+                            Ok(Seen::NotReady) => {}
                             Err(e) => {
                                 tracing::warn!(op = %id, error = %e, "op not handled; will retry");
-                                break;
                             }
                         }
                     }
@@ -92,14 +102,9 @@ async fn consider(node: &Node, id: &str) -> Result<Seen, AgentError> {
         .await?
     {
         Some(raw) => raw,
-        // The op directory exists but its op.json does not yet: look again, unless the
-        // op is old enough that its author clearly gave up (a stray directory must not
-        // block every later op).
-        None if is_recent(id) => return Ok(Seen::NotReady),
-        None => {
-            tracing::warn!(op = %id, "an op directory without op.json; skipping it");
-            return Ok(Seen::Handled);
-        }
+        // The op directory exists but its op.json does not yet (or never will: reports
+        // of a stray directory). Look again next time; it blocks no other op.
+        None => return Ok(Seen::NotReady),
     };
     let op: Op = match serde_json::from_value(raw.clone()) {
         Ok(op) => op,
@@ -108,15 +113,22 @@ async fn consider(node: &Node, id: &str) -> Result<Seen, AgentError> {
     if !node.targets_me(&op) {
         return Ok(Seen::Handled);
     }
+    if op.id != id {
+        // A copied or hand-edited op: its reports would go under another op's key.
+        node.finish_for(
+            id,
+            Some(Phase::Precheck),
+            format!(
+                "op.json under ops/{id}/ carries the id {:?}; refusing an op whose id does \
+                 not match its key; nothing was done",
+                op.id
+            ),
+            Details::new(),
+        )
+        .await?;
+        return Ok(Seen::Handled);
+    }
     run_if_needed(node, &op).await.map(|_| Seen::Handled)
-}
-
-/// Whether an op id (which starts with its UTC creation time) is under five minutes old.
-fn is_recent(id: &str) -> bool {
-    let stamp = id.get(..19).unwrap_or_default();
-    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%3fZ")
-        .map(|t| chrono::Utc::now().naive_utc() - t < chrono::Duration::minutes(5))
-        .unwrap_or(false)
 }
 
 /// An op this agent cannot read (say, a command of a newer reconciler): if it names this
@@ -137,10 +149,9 @@ async fn unreadable(
     if !mine {
         return Ok(());
     }
-    node.report_for(
+    node.finish_for(
         id,
-        PHASE_ERROR,
-        PhaseStatus::Error,
+        Some(Phase::Precheck),
         format!(
             "this agent (version {}) cannot read the op: {e}; nothing was done",
             env!("CARGO_PKG_VERSION")
@@ -164,10 +175,7 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<(), AgentError> {
         .control
         .reports(id, &node.replica_set, &node.id)
         .await?;
-    if reports
-        .iter()
-        .any(|r| r.phase == PHASE_DONE || r.phase == PHASE_ERROR)
-    {
+    if reports.iter().any(|r| r.phase.is_final()) {
         return Ok(());
     }
     if let Some(last) = reports.last() {
@@ -188,8 +196,24 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<(), AgentError> {
         );
         let mut details = Details::new();
         details.insert("interruptedPhase".into(), json!(last.phase));
+        // The phase it was in failed; but a node that had passed its checks and seen `go`
+        // may have gone on to stop mongod before the report of `stop` was written.
+        let mut failed = last.phase;
+        if !failed.touches_node() && node.control.exists(&go_key(id)).await? {
+            failed = Phase::Stop;
+        }
+        return node.finish_for(id, Some(failed), message, details).await;
+    }
+    if let Some(deadline) = op.deadline
+        && chrono::Utc::now() > deadline
+    {
         return node
-            .report(op, PHASE_ERROR, PhaseStatus::Error, message, details)
+            .finish_for(
+                id,
+                Some(Phase::Precheck),
+                format!("the op's deadline {deadline} passed before this node started it; nothing was done"),
+                Details::new(),
+            )
             .await;
     }
     execute(node, op).await
@@ -209,22 +233,13 @@ pub async fn execute(node: &Node, op: &Op) -> Result<(), AgentError> {
         OpCommand::StartMongod { restore_op } => restore::start_member(node, restore_op).await,
     };
     match outcome {
-        Ok((message, details)) => {
-            node.report(op, PHASE_DONE, PhaseStatus::Done, message, details)
-                .await
-        }
+        Ok((message, details)) => node.finish_for(&op.id, None, message, details).await,
         Err(failure) => {
             tracing::error!(op = %op.id, %failure, "op failed");
             let mut details = Details::new();
             details.insert("phase".into(), json!(failure.phase));
-            node.report(
-                op,
-                PHASE_ERROR,
-                PhaseStatus::Error,
-                failure.to_string(),
-                details,
-            )
-            .await
+            node.finish_for(&op.id, Some(failure.phase), failure.to_string(), details)
+                .await
         }
     }
 }

@@ -5,7 +5,7 @@
 //! - [`plan`]: `plan(desired, observed, now)`, a pure function, and its rendering;
 //! - [`preview`]: the document diffs `tidemark diff` shows.
 
-pub mod control;
+pub use tidemark_store::control;
 pub mod plan;
 pub mod preview;
 pub mod source;

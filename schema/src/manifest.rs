@@ -111,6 +111,15 @@ pub fn unsafe_path_reason(path: &str) -> Option<&'static str> {
             _ => {}
         }
     }
+    // The agent's own entries at the top of the dbPath: a restore must never write into
+    // the fallback copy it may have to move back, nor over its state or pid files.
+    let first = path.split('/').next().unwrap_or_default();
+    if first.starts_with(".tidemark") {
+        return Some("points into tidemark's own files (the fallback directory or its state)");
+    }
+    if path == "mongod.lock" {
+        return Some("is mongod.lock, which a backup never holds");
+    }
     None
 }
 
@@ -122,7 +131,14 @@ impl ReplicaSetManifest {
         if m.format != MANIFEST_FORMAT {
             return Err(ManifestError::Format(m.format));
         }
+        let mut seen = std::collections::BTreeSet::new();
         for f in &m.files {
+            if !seen.insert(f.path.as_str()) {
+                return Err(ManifestError::UnsafePath {
+                    path: f.path.clone(),
+                    why: "is listed twice",
+                });
+            }
             if let Some(why) = unsafe_path_reason(&f.path) {
                 return Err(ManifestError::UnsafePath {
                     path: f.path.clone(),
@@ -190,6 +206,9 @@ mod tests {
             "a//b",
             "a/./b",
             "a\\b",
+            ".tidemark-fallback/collection-1.wt",
+            ".tidemark-fallback-state.json",
+            "mongod.lock",
         ] {
             assert!(unsafe_path_reason(bad).is_some(), "{bad:?}");
         }

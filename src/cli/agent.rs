@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tidemark_agent::config::{AgentConfig, AgentFile, parse_duration};
-use tidemark_agent::control::ControlPlane;
 use tidemark_agent::mongod::redact_uri;
 use tidemark_agent::runner;
 
@@ -119,8 +118,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitStatus> {
     );
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let store = open_writable_control(&cfg.control)?;
-        let control = ControlPlane::new(&cfg.control, store);
+        let control = open_writable_control(&cfg.control)?;
         let node = runner::identify(cfg, control)
             .await
             .context("identifying this node")?;

@@ -43,7 +43,7 @@ pub struct AgentArgs {
     #[arg(long, env = "TIDEMARK_CLUSTER")]
     pub cluster: Option<String>,
     /// This node's mongod, e.g. mongodb://127.0.0.1:27017 (credentials are never logged).
-    #[arg(long, env = "TIDEMARK_MONGOD_URI")]
+    #[arg(long, env = "TIDEMARK_MONGOD_URI", hide_env_values = true)]
     pub mongod_uri: Option<String>,
     #[arg(long, env = "TIDEMARK_DBPATH")]
     pub dbpath: Option<PathBuf>,

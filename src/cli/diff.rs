@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tidemark_reconciler::control::{observe, open_control};
+use tidemark_reconciler::control::{ControlPlane, observe};
 use tidemark_reconciler::plan::{plan, render_plan};
 use tidemark_reconciler::preview::{Change, colorize, document_diffs};
 use tidemark_reconciler::source::{DesiredStateSource, DirSource, GitOptions, GitSource, Revision};
@@ -32,7 +32,7 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitStatus> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let control = open_control(&args.control)?;
+    let control = ControlPlane::open(&args.control)?;
     let observed = runtime.block_on(observe(&control))?;
     let diffs = document_diffs(&validation.state, observed.applied.as_ref());
     let plan = plan(&validation.state, &observed, now);

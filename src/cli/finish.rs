@@ -1,7 +1,7 @@
 //! `tidemark backup-finish` / `restore-finish`: the operator's snapshot copy is done.
 
-use object_store::{ObjectStoreExt, PutMode, PutPayload, path::Path};
 use tidemark_schema::control::{FinishSignal, finish_key, op_key};
+use tidemark_store::control::Created;
 
 use super::args::FinishArgs;
 use super::exit::ExitStatus;
@@ -12,9 +12,9 @@ pub fn run(args: FinishArgs) -> anyhow::Result<ExitStatus> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let store = open_writable_control(&args.control)?;
+        let control = open_writable_control(&args.control)?;
         let op = op_key(&args.op_id);
-        if store.head(&Path::from(op.as_str())).await.is_err() {
+        if !control.exists(&op).await? {
             anyhow::bail!(
                 "no op {} in the control plane {} ({op} is missing)",
                 args.op_id,
@@ -26,19 +26,11 @@ pub fn run(args: FinishArgs) -> anyhow::Result<ExitStatus> {
             op_id: args.op_id.clone(),
             at: chrono::Utc::now(),
         };
-        match store
-            .put_opts(
-                &Path::from(key.as_str()),
-                PutPayload::from(serde_json::to_vec_pretty(&signal)?),
-                PutMode::Create.into(),
-            )
-            .await
-        {
-            Ok(_) => println!("op {}: finish signalled", args.op_id),
-            Err(object_store::Error::AlreadyExists { .. }) => {
+        match control.create(&key, &signal).await? {
+            Created::New => println!("op {}: finish signalled", args.op_id),
+            Created::Existed => {
                 println!("op {}: finish was already signalled", args.op_id)
             }
-            Err(e) => anyhow::bail!("{key}: {e}"),
         }
         Ok(ExitStatus::Ok)
     })

@@ -147,6 +147,7 @@ impl Rig {
                 })
                 .collect(),
             command,
+            deadline: None,
         };
         let path = self.control.path().join(op_key(&id));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -216,7 +217,7 @@ impl Rig {
         let r = self.wait_final(op, i);
         assert_eq!(
             r.phase,
-            "done",
+            tidemark_schema::control::Phase::Done,
             "{}: {}\nagent log:\n{}",
             r.node,
             r.message,

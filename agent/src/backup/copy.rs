@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tidemark_schema::control::Phase;
 
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
@@ -28,7 +29,7 @@ pub async fn copy_files(
     let last_progress = std::sync::Mutex::new(Instant::now());
     node.running(
         op,
-        "copy",
+        Phase::Copy,
         format!("copying {} files ({total_bytes} B)", files.len()),
     )
     .await?;
@@ -54,14 +55,14 @@ pub async fn copy_files(
                     done_bytes.load(Ordering::Relaxed),
                     total_bytes
                 );
-                let _ = node.running(op, "copy", msg).await;
+                let _ = node.running(op, Phase::Copy, msg).await;
             }
             Ok::<_, AgentError>(entry)
         })
         .buffer_unordered(node.cfg.parallel_files.max(1))
         .try_collect()
         .await
-        .in_phase("copy")?;
+        .in_phase(Phase::Copy)?;
     let mut d = Details::new();
     d.insert("files".into(), json!(entries.len()));
     d.insert(
@@ -72,8 +73,13 @@ pub async fn copy_files(
         "storedBytes".into(),
         json!(entries.iter().map(|e| e.stored_size).sum::<u64>()),
     );
-    node.done(op, "copy", format!("{} files copied", entries.len()), d)
-        .await?;
+    node.done(
+        op,
+        Phase::Copy,
+        format!("{} files copied", entries.len()),
+        d,
+    )
+    .await?;
     Ok(entries)
 }
 

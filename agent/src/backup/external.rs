@@ -3,6 +3,7 @@
 //! `tidemark backup-finish` — or runs the op's snapshot command itself.
 
 use std::path::Path;
+use tidemark_schema::control::Phase;
 
 use serde_json::json;
 use tidemark_schema::control::{Op, finish_key};
@@ -40,7 +41,7 @@ pub async fn hand_over(
     files: &[CursorFile],
     snapshot_command: Option<&[String]>,
 ) -> Result<Vec<FileEntry>, PhaseFailure> {
-    let list = entries(files).in_phase("copyReady")?;
+    let list = entries(files).in_phase(Phase::CopyReady)?;
     let mut d = Details::new();
     d.insert("dbpath".into(), json!(dbpath));
     d.insert(
@@ -58,7 +59,7 @@ pub async fn hand_over(
     };
     node.done(
         op,
-        "copyReady",
+        Phase::CopyReady,
         format!("{} files are ready to copy; {how}", list.len()),
         d,
     )
@@ -66,11 +67,11 @@ pub async fn hand_over(
     match snapshot_command {
         Some(argv) => run_snapshot(node, op, dbpath, files, argv)
             .await
-            .in_phase("snapshot")?,
+            .in_phase(Phase::Snapshot)?,
         None => node
             .wait_for(op, &finish_key(&op.id), "backup-finish")
             .await
-            .in_phase("copyReady")?,
+            .in_phase(Phase::CopyReady)?,
     }
     Ok(list)
 }
@@ -91,7 +92,7 @@ async fn run_snapshot(
         .map(|f| format!("{}\n", f.path.display()))
         .collect();
     std::fs::write(&list_path, listing).map_err(|e| AgentError::io(&list_path, e))?;
-    node.running(op, "snapshot", format!("running {program}"))
+    node.running(op, Phase::Snapshot, format!("running {program}"))
         .await
         .ok();
     let status = tokio::process::Command::new(program)

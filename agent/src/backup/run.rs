@@ -4,6 +4,7 @@
 
 use chrono::Utc;
 use serde_json::json;
+use tidemark_schema::control::Phase;
 use tidemark_schema::control::{Op, OpCommand};
 use tidemark_schema::model::BackupType;
 
@@ -24,29 +25,30 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     else {
         unreachable!("dispatched on the command kind");
     };
-    let client = node.mongod().await.in_phase("cursor")?;
-    let facts = client.facts().await.in_phase("cursor")?;
+    let client = node.mongod().await.in_phase(Phase::Cursor)?;
+    let facts = client.facts().await.in_phase(Phase::Cursor)?;
     if !facts.backup_cursor {
         return Err(AgentError::Refused(format!(
             "mongod {} is {} {}: it has no $backupCursor, so it cannot take a physical \
              backup (that needs Percona Server for MongoDB); nothing was copied",
             node.id, facts.flavor, facts.version
         )))
-        .in_phase("cursor");
+        .in_phase(Phase::Cursor);
     }
-    let cmdline = client.cmd_line_opts().await.in_phase("cursor")?;
+    let cmdline = client.cmd_line_opts().await.in_phase(Phase::Cursor)?;
     let started_at = Utc::now();
-    node.running(op, "cursor", "opening $backupCursor").await?;
+    node.running(op, Phase::Cursor, "opening $backupCursor")
+        .await?;
     let cursor = BackupCursor::open(&client, node.cfg.cursor_keepalive)
         .await
-        .in_phase("cursor")?;
+        .in_phase(Phase::Cursor)?;
     let mut d = Details::new();
     d.insert("files".into(), json!(cursor.files.len()));
     d.insert("oplogEnd".into(), j(cursor.metadata.oplog_end));
     d.insert("dbpath".into(), json!(cursor.metadata.dbpath));
     node.done(
         op,
-        "cursor",
+        Phase::Cursor,
         format!("{} files listed", cursor.files.len()),
         d,
     )
@@ -54,7 +56,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
 
     // Whatever happens next, the cursor is closed: an open one blocks checkpoints.
     let body = async {
-        let store = BackupStore::open(storage).in_phase("copy")?;
+        let store = BackupStore::open(storage).in_phase(Phase::Copy)?;
         let mut last_write = cursor.metadata.oplog_end.unwrap_or_default();
         // A snapshot must include the journal up to the extension point, so an external
         // backup extends before it hands the files over; a physical one extends after
@@ -63,12 +65,16 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
             let Some(target) = extend_to else {
                 return Ok::<_, PhaseFailure>((files, Vec::new()));
             };
-            node.running(op, "extend", format!("extending the cursor to {target}"))
-                .await?;
-            let extra: Vec<CursorFile> = cursor.extend(*target).await.in_phase("extend")?;
+            node.running(
+                op,
+                Phase::Extend,
+                format!("extending the cursor to {target}"),
+            )
+            .await?;
+            let extra: Vec<CursorFile> = cursor.extend(*target).await.in_phase(Phase::Extend)?;
             let mut d = Details::new();
             d.insert("extraFiles".into(), json!(extra.len()));
-            node.done(op, "extend", format!("extended to {target}"), d)
+            node.done(op, Phase::Extend, format!("extended to {target}"), d)
                 .await?;
             Ok((files, extra))
         };
@@ -106,7 +112,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     }
     .await;
     let checkpoint = cursor.metadata.checkpoint_timestamp;
-    let closed = cursor.close().await.in_phase("close");
+    let closed = cursor.close().await.in_phase(Phase::Close);
     let (store, mut entries, last_write) = body?;
     closed?;
     entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -123,9 +129,11 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         files: entries,
     });
     // The data must be durable before the manifest that vouches for it exists.
-    store.flush().await.in_phase("manifest")?;
-    manifest::write(&store, &m).await.in_phase("manifest")?;
-    store.flush().await.in_phase("manifest")?;
+    store.flush().await.in_phase(Phase::Manifest)?;
+    manifest::write(&store, &m)
+        .await
+        .in_phase(Phase::Manifest)?;
+    store.flush().await.in_phase(Phase::Manifest)?;
     let mut d = Details::new();
     d.insert("files".into(), json!(m.files.len()));
     d.insert("uncompressedBytes".into(), json!(m.uncompressed_bytes));

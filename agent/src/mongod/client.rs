@@ -45,15 +45,61 @@ pub struct NodeFacts {
 
 /// Removes the password (and user) from a MongoDB URI, for logs and messages.
 pub fn redact_uri(uri: &str) -> String {
-    match uri.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            match authority.rsplit_once('@') {
-                Some((_, hosts)) => format!("{scheme}://***@{hosts}{tail}"),
-                None => uri.to_string(),
-            }
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((_, hosts)) => format!("***@{hosts}"),
+        None => authority.to_string(),
+    };
+    // Options can carry secrets too (`password=`, `authMechanismProperties=AWS_SESSION_TOKEN:…`,
+    // `tlsCertificateKeyFilePassword=`): keep the option names, hide values that may be one.
+    let tail = match tail.split_once('?') {
+        None => tail.to_string(),
+        Some((path, query)) => {
+            let opts: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if is_secret_option(k) => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", opts.join("&"))
         }
-        None => uri.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+fn is_secret_option(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "authmechanismproperties",
+        "key",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn credentials_and_secret_options_are_hidden() {
+        let r = super::redact_uri(
+            "mongodb://u:pw@db1:27017/?authSource=admin&tlsCertificateKeyFilePassword=s3cr3t&authMechanismProperties=AWS_SESSION_TOKEN:tok",
+        );
+        assert!(
+            !r.contains("pw") && !r.contains("s3cr3t") && !r.contains("tok"),
+            "{r}"
+        );
+        assert!(r.contains("authSource=admin"), "{r}");
+        assert_eq!(
+            super::redact_uri("mongodb://db1:27017"),
+            "mongodb://db1:27017"
+        );
     }
 }
 

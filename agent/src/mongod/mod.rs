@@ -6,4 +6,7 @@ mod process;
 
 pub use client::{MongodClient, MongodError, NodeFacts, redact_uri};
 pub use cursor::{BackupCursor, CursorFile, CursorMetadata};
-pub use process::{MongodProcess, StartSpec, lock_is_empty, port_is_free, wait_stopped};
+pub use process::{
+    MongodProcess, STANDALONE_PID_FILE, StartSpec, kill_leftover_standalone, lock_is_empty,
+    lock_is_released, port_is_free, wait_stopped,
+};

@@ -131,6 +131,63 @@ pub fn lock_is_empty(dbpath: &Path) -> bool {
     std::fs::metadata(dbpath.join("mongod.lock")).map_or(true, |m| m.len() == 0)
 }
 
+/// The file in the dbPath that records the pid of a temporary standalone the agent
+/// started, so that an agent restarted after dying mid-`recover` can stop it.
+pub const STANDALONE_PID_FILE: &str = ".tidemark-standalone.pid";
+
+/// The pid a non-empty `mongod.lock` names (mongod writes its pid there).
+pub fn lock_holder(dbpath: &Path) -> Option<i32> {
+    std::fs::read_to_string(dbpath.join("mongod.lock"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether a process with this pid exists (ours or not).
+pub fn process_alive(pid: i32) -> bool {
+    use nix::errno::Errno;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) | Err(Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+/// True when no mongod holds the dbPath: the lock is empty, or it names a process that no
+/// longer exists (a mongod killed with SIGKILL leaves its pid behind).
+pub fn lock_is_released(dbpath: &Path) -> bool {
+    lock_is_empty(dbpath) || lock_holder(dbpath).is_some_and(|pid| !process_alive(pid))
+}
+
+/// Kills a temporary standalone recorded in the dbPath, if it still runs there: one left
+/// behind by an agent that died during `recover`. Returns the pid it stopped.
+pub async fn kill_leftover_standalone(dbpath: &Path) -> Option<i32> {
+    let pid_file = dbpath.join(STANDALONE_PID_FILE);
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // Only a process that is a mongod on this dbPath: pids are reused.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let ours = String::from_utf8_lossy(&cmdline).contains(&*dbpath.to_string_lossy());
+    if !(ours && process_alive(pid)) {
+        let _ = std::fs::remove_file(&pid_file);
+        return None;
+    }
+    tracing::warn!(pid, dbpath = %dbpath.display(), "killing a standalone mongod left by an earlier run");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let started = Instant::now();
+    while process_alive(pid) && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::fs::remove_file(&pid_file);
+    Some(pid)
+}
+
 /// True when nothing accepts connections on `address`.
 pub fn port_is_free(address: &str) -> bool {
     TcpStream::connect(address).is_err()

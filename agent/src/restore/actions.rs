@@ -2,17 +2,22 @@
 //! initial sync, remove the fallback, start mongod as a replica-set member.
 
 use serde_json::json;
-use tidemark_schema::control::{PhaseReport, phase_key};
+use tidemark_schema::control::{Phase, PhaseReport, phase_key, restore_log_key};
 
 use super::fallback;
 use super::validate::Captured;
 use crate::error::AgentError;
-use crate::mongod::{MongodProcess, StartSpec, port_is_free};
+use crate::mongod::{
+    MongodProcess, StartSpec, kill_leftover_standalone, lock_is_released, port_is_free,
+};
 use crate::node::{Details, InPhase, Node, PhaseFailure};
 
-/// Refuses to touch the dbPath while a mongod serves it.
-fn ensure_stopped(node: &Node, phase: &'static str) -> Result<(), PhaseFailure> {
-    if !port_is_free(&node.mongod_address()) || !crate::mongod::lock_is_empty(&node.cfg.dbpath) {
+/// Refuses to touch the dbPath while a mongod serves it. A temporary standalone left by
+/// an earlier run of this agent (it died during `recover`) is stopped first, and a lock
+/// file naming a process that no longer exists is a stale claim, not a running mongod.
+async fn ensure_stopped(node: &Node, phase: Phase) -> Result<(), PhaseFailure> {
+    kill_leftover_standalone(&node.cfg.dbpath).await;
+    if !port_is_free(&node.mongod_address()) || !lock_is_released(&node.cfg.dbpath) {
         return Err(AgentError::Refused(format!(
             "mongod is running on {}; stop it before changing its dbPath",
             node.mongod_address()
@@ -22,9 +27,26 @@ fn ensure_stopped(node: &Node, phase: &'static str) -> Result<(), PhaseFailure> 
     Ok(())
 }
 
+/// The restore log explains why a node failed; a revert or a wipe empties the dbPath that
+/// holds it, so its last MiB goes to the control plane first, next to the node's reports
+/// (`ops/<restore>/<rs>/<node>.restore.log`). Failing to save it never blocks the revert.
+async fn keep_restore_log(node: &Node, restore_op: &str) {
+    let path = node.cfg.dbpath.join(super::recover::RESTORE_LOG);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return;
+    };
+    let tail = &bytes[bytes.len().saturating_sub(1 << 20)..];
+    let key = restore_log_key(restore_op, &node.replica_set, &node.id);
+    let text = String::from_utf8_lossy(tail).into_owned();
+    if let Err(e) = node.control.put(&key, &text).await {
+        tracing::warn!(error = %e, "could not keep the restore log in the control plane");
+    }
+}
+
 pub async fn revert(node: &Node, restore_op: &str) -> Result<(String, Details), PhaseFailure> {
-    ensure_stopped(node, "revert")?;
-    let n = fallback::revert(&node.cfg.dbpath, restore_op).in_phase("revert")?;
+    ensure_stopped(node, Phase::Revert).await?;
+    keep_restore_log(node, restore_op).await;
+    let n = fallback::revert(&node.cfg.dbpath, restore_op).in_phase(Phase::Revert)?;
     let mut d = Details::new();
     d.insert("restoredEntries".into(), json!(n));
     Ok((
@@ -34,8 +56,9 @@ pub async fn revert(node: &Node, restore_op: &str) -> Result<(String, Details), 
 }
 
 pub async fn wipe(node: &Node, restore_op: &str) -> Result<(String, Details), PhaseFailure> {
-    ensure_stopped(node, "wipe")?;
-    let n = fallback::remove_entries(&node.cfg.dbpath).in_phase("wipe")?;
+    ensure_stopped(node, Phase::Wipe).await?;
+    keep_restore_log(node, restore_op).await;
+    let n = fallback::remove_entries(&node.cfg.dbpath).in_phase(Phase::Wipe)?;
     let mut d = Details::new();
     d.insert("removedEntries".into(), json!(n));
     Ok((
@@ -50,7 +73,7 @@ pub async fn remove_fallback(
     node: &Node,
     restore_op: &str,
 ) -> Result<(String, Details), PhaseFailure> {
-    fallback::remove(&node.cfg.dbpath, restore_op).in_phase("removeFallback")?;
+    fallback::remove(&node.cfg.dbpath, restore_op).in_phase(Phase::RemoveFallback)?;
     Ok((
         format!("fallback directory of restore {restore_op} removed"),
         Details::new(),
@@ -63,7 +86,7 @@ pub async fn start_member(
     node: &Node,
     restore_op: &str,
 ) -> Result<(String, Details), PhaseFailure> {
-    const PHASE: &str = "start";
+    const PHASE: Phase = Phase::Start;
     let key = phase_key(restore_op, &node.replica_set, &node.id, "precheck");
     let report: PhaseReport = node
         .control

@@ -4,13 +4,14 @@
 
 use serde_json::json;
 use tidemark_schema::control::Op;
+use tidemark_schema::control::Phase;
 
 use crate::disk::{DiskVerdict, disk_facts};
 use crate::error::AgentError;
 use crate::node::{Details, InPhase, Node, PhaseFailure};
 
 pub async fn evaluate(node: &Node, op: &Op, needed: u64) -> Result<DiskVerdict, PhaseFailure> {
-    const PHASE: &str = "disk";
+    const PHASE: Phase = Phase::Disk;
     let facts = disk_facts(&node.cfg.dbpath)
         .map_err(|e| AgentError::io(&node.cfg.dbpath, e))
         .in_phase(PHASE)?;

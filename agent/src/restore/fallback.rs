@@ -44,6 +44,16 @@ pub enum FallbackError {
     Busy(PathBuf, String),
     #[error("no fallback directory for op {op} in {path}")]
     Missing { op: String, path: PathBuf },
+    #[error("fallback state {path} cannot be read ({why}); refusing to guess what it holds")]
+    Unreadable { path: PathBuf, why: String },
+    #[error(
+        "the fallback directory {path} of op {op} is {state:?}: removing it now could lose the node's only copy"
+    )]
+    InTransit {
+        path: PathBuf,
+        op: String,
+        state: FallbackState,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FallbackError + '_ {
@@ -74,13 +84,33 @@ fn write_state(dir: &Path, op_id: &str, state: FallbackState) -> Result<(), Fall
     fsync_dir(dir)
 }
 
-fn read_state(dir: &Path) -> Option<StateRecord> {
-    serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).ok()?).ok()
+/// The state record; `None` when there is none. A record that exists but does not parse
+/// is an error: "no fallback" would let a caller delete or overwrite the only copy.
+fn read_state(dir: &Path) -> Result<Option<StateRecord>, FallbackError> {
+    let path = dir.join(STATE_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        // No state file: no fallback, or one created by a process that died before its
+        // first state write, so nothing was moved into it yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(FallbackError::Unreadable {
+                path,
+                why: e.to_string(),
+            });
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| FallbackError::Unreadable {
+            path,
+            why: e.to_string(),
+        })
 }
 
 /// The op and state of an existing fallback directory.
-pub fn fallback_of(dbpath: &Path) -> Option<(String, FallbackState)> {
-    read_state(&fallback_dir(dbpath)).map(|r| (r.op_id, r.state))
+pub fn fallback_of(dbpath: &Path) -> Result<Option<(String, FallbackState)>, FallbackError> {
+    Ok(read_state(&fallback_dir(dbpath))?.map(|r| (r.op_id, r.state)))
 }
 
 /// The dbPath's entries other than the fallback directory.
@@ -105,7 +135,7 @@ fn fsync_dir(dir: &Path) -> Result<(), FallbackError> {
 /// Moves every entry of the dbPath into the fallback directory. O(entries) renames.
 pub fn move_aside(dbpath: &Path, op_id: &str) -> Result<usize, FallbackError> {
     let dir = fallback_dir(dbpath);
-    if let Some(existing) = read_state(&dir) {
+    if let Some(existing) = read_state(&dir)? {
         if existing.op_id == op_id && existing.state == FallbackState::Moved {
             return Ok(0); // already done: the step is idempotent
         }
@@ -114,6 +144,8 @@ pub fn move_aside(dbpath: &Path, op_id: &str) -> Result<usize, FallbackError> {
         }
     }
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    // The new directory's entry must be durable before anything is moved into it.
+    fsync_dir(dbpath)?;
     write_state(&dir, op_id, FallbackState::Moving)?;
     let moved = entries(dbpath)?;
     for entry in &moved {
@@ -130,7 +162,7 @@ pub fn move_aside(dbpath: &Path, op_id: &str) -> Result<usize, FallbackError> {
 /// fallback directory.
 pub fn revert(dbpath: &Path, op_id: &str) -> Result<usize, FallbackError> {
     let dir = fallback_dir(dbpath);
-    let Some(record) = read_state(&dir).filter(|r| r.op_id == op_id) else {
+    let Some(record) = read_state(&dir)?.filter(|r| r.op_id == op_id) else {
         return Err(FallbackError::Missing {
             op: op_id.to_string(),
             path: dir,
@@ -168,6 +200,8 @@ pub fn remove_entries(dbpath: &Path) -> Result<usize, FallbackError> {
             std::fs::remove_file(entry).map_err(io(entry))?;
         }
     }
+    // Make the removals durable: a wiped node that crashes must not come back half-full.
+    fsync_dir(dbpath)?;
     Ok(list.len())
 }
 
@@ -175,10 +209,17 @@ pub fn remove_entries(dbpath: &Path) -> Result<usize, FallbackError> {
 /// fallback of another restore is never touched; a missing one is already removed.
 pub fn remove(dbpath: &Path, op_id: &str) -> Result<(), FallbackError> {
     let dir = fallback_dir(dbpath);
-    if let Some(record) = read_state(&dir)
-        && record.op_id != op_id
-    {
-        return Err(FallbackError::Busy(dir, record.op_id));
+    if let Some(record) = read_state(&dir)? {
+        if record.op_id != op_id {
+            return Err(FallbackError::Busy(dir, record.op_id));
+        }
+        if record.state != FallbackState::Moved {
+            return Err(FallbackError::InTransit {
+                path: dir,
+                op: record.op_id,
+                state: record.state,
+            });
+        }
     }
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&dir)(e)),

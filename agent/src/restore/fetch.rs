@@ -5,6 +5,7 @@
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use tidemark_schema::control::Op;
+use tidemark_schema::control::Phase;
 use tidemark_schema::manifest::ReplicaSetManifest;
 
 use crate::error::AgentError;
@@ -17,7 +18,7 @@ pub async fn fetch(
     store: &BackupStore,
     manifest: &ReplicaSetManifest,
 ) -> Result<(), PhaseFailure> {
-    const PHASE: &str = "fetch";
+    const PHASE: Phase = Phase::Fetch;
     node.running(
         op,
         PHASE,
@@ -76,7 +77,7 @@ pub async fn await_external_copy(
     );
     node.done(
         op,
-        "copyReady",
+        Phase::CopyReady,
         "mongod is stopped and the dbPath is empty: copy the snapshot's files in, then run `tidemark restore-finish`",
         d,
     )
@@ -87,12 +88,12 @@ pub async fn await_external_copy(
         "restore-finish",
     )
     .await
-    .in_phase("copyReady")?;
+    .in_phase(Phase::CopyReady)?;
     for f in &manifest.files {
         let path = node.cfg.dbpath.join(&f.path);
         let len = std::fs::metadata(&path)
             .map_err(|e| AgentError::io(&path, e))
-            .in_phase("fetch")?
+            .in_phase(Phase::Fetch)?
             .len();
         if len < f.uncompressed_size {
             return Err(AgentError::Refused(format!(
@@ -100,7 +101,7 @@ pub async fn await_external_copy(
                 path.display(),
                 f.uncompressed_size
             )))
-            .in_phase("fetch");
+            .in_phase(Phase::Fetch);
         }
     }
     Ok(())

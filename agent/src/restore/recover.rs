@@ -6,6 +6,7 @@
 //! 3. write the replica-set config the node had before the restore.
 
 use std::time::Duration;
+use tidemark_schema::control::Phase;
 
 use bson::{Bson, Document, doc, oid::ObjectId};
 use serde_json::json;
@@ -14,7 +15,7 @@ use tidemark_schema::manifest::OpTime;
 
 use super::validate::Captured;
 use crate::error::AgentError;
-use crate::mongod::{MongodClient, MongodError, MongodProcess, StartSpec};
+use crate::mongod::{MongodClient, MongodError, MongodProcess, STANDALONE_PID_FILE, StartSpec};
 use crate::node::{Details, InPhase, Node, PhaseFailure};
 
 /// The restore log's name inside the dbPath; kept on failure, deleted on success.
@@ -67,6 +68,11 @@ where
 {
     let spec = standalone(node, free_port()?, params, captured);
     let mut process = MongodProcess::spawn(&spec)?;
+    // Recorded so that an agent restarted after dying here can stop this standalone
+    // before it reverts or wipes the dbPath (it outlives us: it runs in its own session).
+    let pid_file = node.cfg.dbpath.join(STANDALONE_PID_FILE);
+    std::fs::write(&pid_file, process.pid().to_string())
+        .map_err(|e| AgentError::io(&pid_file, e))?;
     let client = match process.wait_ready(node.cfg.mongod_timeout).await {
         Ok(c) => c,
         Err(e) => {
@@ -79,6 +85,7 @@ where
     work(client.clone()).await?;
     client.shutdown(false).await?;
     let status = process.wait_exit(node.cfg.mongod_timeout).await?;
+    let _ = std::fs::remove_file(&pid_file);
     if !status.success() {
         return Err(AgentError::Refused(format!(
             "the standalone mongod exited with {status}; see {RESTORE_LOG} in the dbPath"
@@ -108,7 +115,7 @@ pub async fn recover(
     last_write: OpTime,
     captured: &Captured,
 ) -> Result<(), PhaseFailure> {
-    const PHASE: &str = "recover";
+    const PHASE: Phase = Phase::Recover;
     let ts = bson::Timestamp {
         time: last_write.t,
         increment: last_write.i,

@@ -4,6 +4,7 @@
 //! decide: move it back (cluster Error) or wipe the node for initial sync (PartlyDone).
 
 use std::time::Instant;
+use tidemark_schema::control::Phase;
 
 use serde_json::json;
 use tidemark_schema::control::{Op, OpCommand, go_key};
@@ -27,12 +28,18 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         disk::evaluate(node, op, checked.manifest.uncompressed_bytes).await?;
     }
     if *wait_for_go {
-        node.done(op, "ready", "checks passed; waiting for go", Details::new())
-            .await?;
+        node.done(
+            op,
+            Phase::Ready,
+            "checks passed; waiting for go",
+            Details::new(),
+        )
+        .await?;
         node.wait_for(op, &go_key(&op.id), "go")
             .await
-            .in_phase("ready")?;
+            .in_phase(Phase::Ready)?;
     }
+    node.boundary(op, Phase::Ready).await?;
     stop::stop(
         node,
         op,
@@ -42,15 +49,16 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     )
     .await?;
 
+    node.boundary(op, Phase::Stop).await?;
     let dbpath = &node.cfg.dbpath;
     let started = Instant::now();
     let mut d = Details::new();
     if *fallback_enabled {
-        let moved = fallback::move_aside(dbpath, &op.id).in_phase("fallback")?;
+        let moved = fallback::move_aside(dbpath, &op.id).in_phase(Phase::Fallback)?;
         d.insert("movedEntries".into(), json!(moved));
         d.insert("fallbackDir".into(), json!(fallback::fallback_dir(dbpath)));
     } else {
-        let removed = fallback::remove_entries(dbpath).in_phase("fallback")?;
+        let removed = fallback::remove_entries(dbpath).in_phase(Phase::Fallback)?;
         d.insert("wipedEntries".into(), json!(removed));
     }
     d.insert(
@@ -59,7 +67,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     );
     node.done(
         op,
-        "fallback",
+        Phase::Fallback,
         if *fallback_enabled {
             "the dbPath's content was moved into the fallback directory"
         } else {
@@ -69,11 +77,13 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     )
     .await?;
 
+    node.boundary(op, Phase::Fallback).await?;
     if *external {
         fetch::await_external_copy(node, op, &checked.manifest).await?;
     } else {
         fetch::fetch(node, op, &checked.store, &checked.manifest).await?;
     }
+    node.boundary(op, Phase::Fetch).await?;
     recover::recover(node, op, checked.manifest.last_write, &checked.captured).await?;
 
     let mut d = Details::new();

@@ -2,6 +2,7 @@
 //! empty and the port is free.
 
 use std::time::Instant;
+use tidemark_schema::control::Phase;
 
 use serde_json::json;
 use tidemark_schema::control::Op;
@@ -17,7 +18,7 @@ pub async fn stop(
     role: &str,
     captured_config: &serde_json::Value,
 ) -> Result<(), PhaseFailure> {
-    const PHASE: &str = "stop";
+    const PHASE: Phase = Phase::Stop;
     node.running(op, PHASE, format!("stopping mongod ({role})"))
         .await?;
     let started = Instant::now();

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tidemark_schema::control::Phase;
 use tidemark_schema::control::{Op, StorageTarget};
 use tidemark_schema::manifest::{ReplicaSetManifest, layout};
 
@@ -46,7 +47,7 @@ pub async fn precheck(
     storage: &StorageTarget,
     external: bool,
 ) -> Result<Checked, PhaseFailure> {
-    const PHASE: &str = "precheck";
+    const PHASE: Phase = Phase::Precheck;
     node.running(op, PHASE, "checking the node and the backup")
         .await?;
     let client = node.mongod().await.in_phase(PHASE)?;
@@ -61,7 +62,7 @@ pub async fn precheck(
         })
         .unwrap_or_default();
     check_dbpath(node, &cmdline).in_phase(PHASE)?;
-    if let Some((other, _)) = super::fallback::fallback_of(&node.cfg.dbpath)
+    if let Some((other, _)) = super::fallback::fallback_of(&node.cfg.dbpath).in_phase(PHASE)?
         && other != op.id
     {
         return Err(AgentError::Refused(format!(

@@ -41,6 +41,14 @@ pub fn phase_key(op_id: &str, rs: &str, node: &str, phase: &str) -> String {
     )
 }
 
+/// The restore log a node kept before a revert or a wipe emptied its dbPath (JSON string).
+pub fn restore_log_key(op_id: &str, rs: &str, node: &str) -> String {
+    format!(
+        "{OPS_PREFIX}/{op_id}/{rs}/{}.restore-log.json",
+        node_key_part(node)
+    )
+}
+
 pub fn result_key(op_id: &str) -> String {
     format!("{OPS_PREFIX}/{op_id}/result.json")
 }

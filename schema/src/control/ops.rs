@@ -20,6 +20,10 @@ pub struct Op {
     /// The nodes that must act; an agent ignores ops that do not name it.
     pub targets: Vec<OpTarget>,
     pub command: OpCommand,
+    /// A node that has not started the op by then refuses it, touching nothing: an op
+    /// that waited out a long outage must not surprise anyone when the agent returns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +106,91 @@ impl OpCommand {
     }
 }
 
+/// A phase of an op on one node. The restore's phases come first, in the order they run;
+/// `done` and `error` are final: an op has ended on a node exactly when one of them exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    // Restore, in order.
+    Precheck,
+    Disk,
+    Ready,
+    Stop,
+    Fallback,
+    Fetch,
+    CopyReady,
+    Recover,
+    // Backup.
+    Cursor,
+    Copy,
+    Snapshot,
+    Extend,
+    Close,
+    Manifest,
+    // Follow-up instructions after a restore.
+    Revert,
+    Wipe,
+    RemoveFallback,
+    Start,
+    /// Writing a report to the control plane failed.
+    Report,
+    // Final.
+    Done,
+    Error,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Precheck => "precheck",
+            Phase::Disk => "disk",
+            Phase::Ready => "ready",
+            Phase::Stop => "stop",
+            Phase::Fallback => "fallback",
+            Phase::Fetch => "fetch",
+            Phase::CopyReady => "copyReady",
+            Phase::Recover => "recover",
+            Phase::Cursor => "cursor",
+            Phase::Copy => "copy",
+            Phase::Snapshot => "snapshot",
+            Phase::Extend => "extend",
+            Phase::Close => "close",
+            Phase::Manifest => "manifest",
+            Phase::Revert => "revert",
+            Phase::Wipe => "wipe",
+            Phase::RemoveFallback => "removeFallback",
+            Phase::Start => "start",
+            Phase::Report => "report",
+            Phase::Done => "done",
+            Phase::Error => "error",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Done | Phase::Error)
+    }
+
+    /// Whether a restore that reached this phase may have changed the node: mongod
+    /// stopped (`stop`) or its dbPath replaced (`fallback` and later). The checks before
+    /// (`precheck`, `disk`, `ready`) touch nothing.
+    pub fn touches_node(self) -> bool {
+        !matches!(self, Phase::Precheck | Phase::Disk | Phase::Ready)
+    }
+
+    /// Whether a restore that reached this phase may have changed the dbPath's content
+    /// (moved into the fallback, wiped, or partly written). A node that only reached
+    /// `stop` still holds its old data.
+    pub fn touches_data(self) -> bool {
+        self.touches_node() && self != Phase::Stop
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The state of one phase on one node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -111,27 +200,39 @@ pub enum PhaseStatus {
     Error,
 }
 
-/// `ops/<op-id>/<rs>/<node>.<phase>.json`. The phases `done` and `error` are final: an op
-/// has ended on a node exactly when one of them exists.
+/// How an op ended on a node, machine-readable so the decision flow never parses text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NodeOutcome {
+    Done,
+    /// A check refused the op before anything on the node was touched.
+    Refused,
+    /// The op failed after touching the node (`failedPhase` says how far it got).
+    Failed,
+}
+
+/// `ops/<op-id>/<rs>/<node>.<phase>.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PhaseReport {
     pub op_id: String,
     pub replica_set: String,
     pub node: String,
-    pub phase: String,
+    pub phase: Phase,
     pub status: PhaseStatus,
     pub at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// Final reports only: done, refused (untouched) or failed (touched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<NodeOutcome>,
+    /// Error reports only: the phase that failed, which is the last one the node reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_phase: Option<Phase>,
     /// Figures worth keeping: disk numbers, byte counts, file names, timestamps.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub details: BTreeMap<String, serde_json::Value>,
 }
-
-/// The final phases.
-pub const PHASE_DONE: &str = "done";
-pub const PHASE_ERROR: &str = "error";
 
 /// `ops/<op-id>/finish.json`: written by `tidemark backup-finish` / `restore-finish` when
 /// the operator's snapshot copy is complete.
@@ -144,6 +245,12 @@ pub struct FinishSignal {
 
 pub fn finish_key(op_id: &str) -> String {
     format!("{}/{op_id}/finish.json", super::OPS_PREFIX)
+}
+
+/// `ops/<op-id>/abort.json`: the op's author asks every node to stop at its next phase
+/// boundary (a restore then fails there, reporting how far it got).
+pub fn abort_key(op_id: &str) -> String {
+    format!("{}/{op_id}/abort.json", super::OPS_PREFIX)
 }
 
 /// `ops/<op-id>/go.json`: every node passed its checks; restores may touch data now.

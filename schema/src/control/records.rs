@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::control::Phase;
 use crate::model::BackupType;
 
 /// `ledger/applied.json`: the revision in force and every document's canonical YAML.
@@ -73,6 +74,79 @@ pub struct OneShotRecord {
     pub status: RunStatus,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+}
+
+/// `ops/<op-id>/result.json`: the cluster-wide outcome of an op, written once (create-if-
+/// absent) by the reconciler after every node's final report was read or the node was
+/// declared lost. Agents stop waiting on an op once it exists.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpResult {
+    pub op_id: String,
+    pub status: RunStatus,
+    pub decided_at: DateTime<Utc>,
+    /// Why, in one sentence: the rule of the decision flow that applied.
+    pub reason: String,
+    /// Restores: every node, what happened to it and what it needs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeVerdict>,
+}
+
+/// One node of a decided restore.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeVerdict {
+    pub replica_set: String,
+    pub node: String,
+    pub fate: NodeFate,
+    /// The last phase the node reached (for a failed node: the phase that failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// What the reconciler does to the node next, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remedies: Vec<Remedy>,
+    /// What an operator must know or do that tidemark cannot (a lost node, partial data).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NodeFate {
+    Done,
+    /// Failed its checks before anything was touched.
+    Refused,
+    /// Failed after being touched.
+    Failed,
+    /// Its agent went silent past the dead threshold before a final report.
+    Lost,
+}
+
+/// A follow-up instruction for one node after a restore is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Remedy {
+    /// Move the fallback directory back: the dbPath as before the restore.
+    Revert,
+    /// Empty the dbPath so the node initial-syncs from the restored members.
+    Wipe,
+    /// Delete the fallback directory.
+    RemoveFallback,
+    /// Start mongod as a replica-set member again.
+    Start,
+}
+
+impl Remedy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Remedy::Revert => "revert",
+            Remedy::Wipe => "wipe",
+            Remedy::RemoveFallback => "removeFallback",
+            Remedy::Start => "start",
+        }
+    }
 }
 
 /// `catalog/<backup>.json`: the reconciler's record of a backup in a storage, copied from

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
-use tidemark_agent::storage::{BackupStore, PART_SIZE, RetryPolicy, StorageError, StoredObject};
 use tidemark_schema::control::StorageTarget;
 use tidemark_schema::manifest::{FileEntry, layout};
 use tidemark_schema::model::Compression;
+use tidemark_store::storage::{BackupStore, PART_SIZE, RetryPolicy, StorageError, StoredObject};
 use tidemark_testkit::Moto;
 
 const CODECS: [Compression; 3] = [Compression::Zstd, Compression::Lz4, Compression::None];

@@ -6,10 +6,10 @@
 use std::io::Write;
 use std::process::Command;
 
-use tidemark_agent::storage::{BackupStore, StorageError};
 use tidemark_schema::control::StorageTarget;
 use tidemark_schema::manifest::FileEntry;
 use tidemark_schema::model::Compression;
+use tidemark_store::storage::{BackupStore, StorageError};
 
 /// Set (to the tmpfs mount point) only in the re-executed inner run.
 const FULL_DIR_VAR: &str = "TIDEMARK_TEST_FULL_DIR";

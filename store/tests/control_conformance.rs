@@ -4,32 +4,41 @@
 
 use std::sync::Arc;
 
-use object_store::{ObjectStoreExt, PutPayload, path::Path};
+use object_store::local::LocalFileSystem;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
 use tempfile::TempDir;
-use tidemark_reconciler::control::{ControlError, ControlStore, observe, open_control};
 use tidemark_schema::control::{
     BackupRecord, BackupReplicaSet, DiskFacts, Heartbeat, OneShotRecord, RunStatus, catalog_key,
     heartbeat_key, oneshot_key,
 };
 use tidemark_schema::model::BackupType;
+use tidemark_store::control::{ControlError, ControlPlane, Created, observe};
 use tidemark_testkit::Moto;
 
-fn s3_control(moto: &Moto, bucket: &str) -> ControlStore {
-    ControlStore {
-        url: format!("s3://{bucket}"),
-        store: Some(Arc::new(moto.store(bucket))),
+/// A backend: the client under test, and a raw handle on the same store through which
+/// the test writes what a buggy or older writer could have left there.
+struct Backend {
+    control: ControlPlane,
+    raw: Arc<dyn ObjectStore>,
+}
+
+fn s3_backend(moto: &Moto, bucket: &str) -> Backend {
+    let raw: Arc<dyn ObjectStore> = Arc::new(moto.store(bucket));
+    Backend {
+        control: ControlPlane::from_store(&format!("s3://{bucket}"), raw.clone()),
+        raw,
     }
 }
 
-fn dir_control(dir: &TempDir) -> ControlStore {
-    open_control(dir.path().to_str().unwrap()).unwrap()
+fn dir_backend(dir: &TempDir) -> Backend {
+    Backend {
+        control: ControlPlane::open_writable(dir.path().to_str().unwrap()).unwrap(),
+        raw: Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap()),
+    }
 }
 
-async fn put(control: &ControlStore, key: &str, bytes: Vec<u8>) {
-    control
-        .store
-        .as_ref()
-        .unwrap()
+async fn put(b: &Backend, key: &str, bytes: Vec<u8>) {
+    b.raw
         .put(&Path::from(key), PutPayload::from(bytes))
         .await
         .unwrap();
@@ -92,46 +101,59 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
 }
 
 /// The suite every backend must pass.
-async fn conformance(control: ControlStore) {
+async fn conformance(b: Backend) {
+    let control = &b.control;
     assert_eq!(
-        observe(&control).await.unwrap(),
+        observe(control).await.unwrap(),
         Default::default(),
         "{}: empty",
-        control.url
+        control.url()
     );
+    // Create-if-absent: exactly one of two writers creates; the first value stays.
+    assert_eq!(
+        control.create("ledger/x.json", &1).await.unwrap(),
+        Created::New
+    );
+    assert_eq!(
+        control.create("ledger/x.json", &2).await.unwrap(),
+        Created::Existed
+    );
+    assert_eq!(control.get::<i32>("ledger/x.json").await.unwrap(), Some(1));
+    control.delete("ledger/x.json").await.unwrap();
+    assert!(!control.exists("ledger/x.json").await.unwrap());
     let (oneshot, backup, heartbeat) = records();
     put(
-        &control,
+        &b,
         &oneshot_key("restore", "drill"),
         serde_json::to_vec(&oneshot).unwrap(),
     )
     .await;
     put(
-        &control,
+        &b,
         &catalog_key(&backup.name),
         serde_json::to_vec(&backup).unwrap(),
     )
     .await;
     put(
-        &control,
+        &b,
         &heartbeat_key("prod", "rs0", "db2:27017"),
         serde_json::to_vec(&heartbeat).unwrap(),
     )
     .await;
-    let observed = observe(&control).await.unwrap();
+    let observed = observe(control).await.unwrap();
     assert_eq!(
         observed.oneshots.get(&("restore".into(), "drill".into())),
         Some(&oneshot),
         "{}",
-        control.url
+        control.url()
     );
-    assert_eq!(observed.backups, vec![backup], "{}", control.url);
-    assert_eq!(observed.heartbeats, vec![heartbeat], "{}", control.url);
+    assert_eq!(observed.backups, vec![backup], "{}", control.url());
+    assert_eq!(observed.heartbeats, vec![heartbeat], "{}", control.url());
     assert!(observed.applied.is_none());
 
     // A corrupt object is an error that names the object, never a silent skip.
-    put(&control, &catalog_key("broken"), b"{not json".to_vec()).await;
-    let err = observe(&control).await.unwrap_err();
+    put(&b, &catalog_key("broken"), b"{not json".to_vec()).await;
+    let err = observe(control).await.unwrap_err();
     assert!(matches!(err, ControlError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("catalog/broken.json"), "{err}");
 }
@@ -139,22 +161,23 @@ async fn conformance(control: ControlStore) {
 #[tokio::test]
 async fn local_directory_backend() {
     let dir = TempDir::new().unwrap();
-    conformance(dir_control(&dir)).await;
+    conformance(dir_backend(&dir)).await;
 }
 
 #[tokio::test]
 async fn s3_backend_on_moto() {
     let moto = Moto::start();
-    conformance(s3_control(&moto, "tidemark-control")).await;
+    conformance(s3_backend(&moto, "tidemark-control")).await;
 }
 
 #[tokio::test]
 async fn a_missing_directory_is_an_empty_control_plane_and_bad_urls_are_named() {
-    let observed = observe(&open_control("/nonexistent/tidemark-control").unwrap())
+    let observed = observe(&ControlPlane::open("/nonexistent/tidemark-control").unwrap())
         .await
         .unwrap();
     assert_eq!(observed, Default::default());
-    let err = open_control("ftp://host/x").err().unwrap();
+    assert!(!std::path::Path::new("/nonexistent/tidemark-control").exists());
+    let err = ControlPlane::open("ftp://host/x").err().unwrap();
     assert!(err.to_string().contains("ftp://host/x"), "{err}");
     assert!(
         err.to_string().contains("scheme \"ftp\" is not supported"),

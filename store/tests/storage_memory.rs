@@ -4,10 +4,10 @@
 
 use std::io::Write;
 
-use tidemark_agent::storage::BackupStore;
 use tidemark_schema::control::StorageTarget;
 use tidemark_schema::manifest::FileEntry;
 use tidemark_schema::model::Compression;
+use tidemark_store::storage::BackupStore;
 
 const MIB: u64 = 1024 * 1024;
 const FILE: u64 = 256 * MIB;

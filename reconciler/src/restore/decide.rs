@@ -1,0 +1,332 @@
+//! The seeds' decision flow as two pure functions: `decide` turns every node's outcome into
+//! the cluster's (Done, PartlyDone or Error), and `remedy` says what each node needs next,
+//! from the decision and the last phase the node reached (DESIGN §5's table).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tidemark_schema::control::{NodeFate, Phase, Remedy, RunStatus};
+
+/// One node's outcome as the decision sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeState {
+    pub replica_set: String,
+    pub node: String,
+    pub fate: NodeFate,
+    /// The last phase reached; for a failed node, the phase that failed.
+    pub phase: Option<Phase>,
+}
+
+/// What the Restore document declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub fallback_enabled: bool,
+    pub allow_partly_done: bool,
+}
+
+/// The cluster outcome and the rule that gave it.
+pub fn decide(nodes: &[NodeState], policy: Policy) -> (RunStatus, String) {
+    let failed: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.fate != NodeFate::Done)
+        .map(|n| n.node.as_str())
+        .collect();
+    if failed.is_empty() {
+        return (
+            RunStatus::Done,
+            format!("all {} node(s) restored", nodes.len()),
+        );
+    }
+    let mut done_per_rs: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in nodes {
+        let c = done_per_rs.entry(n.replica_set.as_str()).or_default();
+        if n.fate == NodeFate::Done {
+            *c += 1;
+        }
+    }
+    let without: Vec<&str> = done_per_rs
+        .iter()
+        .filter(|(_, c)| **c == 0)
+        .map(|(rs, _)| *rs)
+        .collect();
+    if !without.is_empty() {
+        return (
+            RunStatus::Error,
+            format!(
+                "no node was restored in replica set(s) {}; failed: {}",
+                without.join(", "),
+                failed.join(", ")
+            ),
+        );
+    }
+    if !policy.allow_partly_done {
+        return (
+            RunStatus::Error,
+            format!(
+                "node(s) {} failed and allowPartlyDone is false",
+                failed.join(", ")
+            ),
+        );
+    }
+    (
+        RunStatus::PartlyDone,
+        format!(
+            "every replica set has a restored node; {} failed and will initial-sync from them",
+            failed.join(", ")
+        ),
+    )
+}
+
+/// What a node needs after the decision, in order, and a note for the operator.
+pub fn remedy(status: RunStatus, policy: Policy, node: &NodeState) -> (Vec<Remedy>, String) {
+    // A node lost before it reported `stop` may still have stopped mongod: treat it as
+    // stopped. Refused nodes reached no further than their checks.
+    let phase = node.phase.unwrap_or(Phase::Precheck);
+    let touched_node = node.fate == NodeFate::Done
+        || (node.fate != NodeFate::Refused
+            && (phase.touches_node() || node.fate == NodeFate::Lost));
+    let touched_data = node.fate == NodeFate::Done || (touched_node && phase.touches_data());
+    let fb = policy.fallback_enabled;
+    let (mut remedies, note) = match status {
+        RunStatus::Done | RunStatus::PartlyDone if node.fate == NodeFate::Done => {
+            (fallback_removal(fb, true), String::new())
+        }
+        RunStatus::PartlyDone => {
+            if touched_node {
+                // Its old data (even intact, after only a stop) would diverge from the
+                // restored members: it must initial-sync from them.
+                let mut r = vec![Remedy::Wipe];
+                r.extend(fallback_removal(fb, touched_data));
+                (r, "wiped; it initial-syncs from the restored members".into())
+            } else {
+                (Vec::new(), "untouched".into())
+            }
+        }
+        _ => {
+            // Error: put back what can be put back.
+            if !touched_node {
+                (Vec::new(), "untouched: it never stopped".into())
+            } else if !touched_data {
+                (
+                    vec![Remedy::Start],
+                    "stopped with its data intact; started again".into(),
+                )
+            } else if fb {
+                (
+                    vec![Remedy::Revert, Remedy::Start],
+                    "its data is moved back from the fallback directory".into(),
+                )
+            } else if node.fate == NodeFate::Done {
+                (
+                    Vec::new(),
+                    "holds the restored data while the restore as a whole failed (fallback is \
+                     off, so its previous data is gone); mongod is left stopped"
+                        .into(),
+                )
+            } else {
+                (
+                    Vec::new(),
+                    format!(
+                        "holds PARTIAL data (failed in {phase} with fallback off); mongod is left \
+                         stopped: restore it again or wipe it and let it initial-sync"
+                    ),
+                )
+            }
+        }
+    };
+    if node.fate == NodeFate::Lost && !remedies.is_empty() {
+        let what: Vec<&str> = remedies.iter().map(|r| r.as_str()).collect();
+        remedies.clear();
+        return (
+            remedies,
+            format!(
+                "node lost: its agent stopped reporting; when it returns it needs: {} \
+                 (tidemark cannot do it without the agent)",
+                what.join(", ")
+            ),
+        );
+    }
+    (remedies, note)
+}
+
+fn fallback_removal(fallback_enabled: bool, touched_data: bool) -> Vec<Remedy> {
+    if fallback_enabled && touched_data {
+        vec![Remedy::RemoveFallback]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The follow-up stages in the order they run: every node's revert or wipe first, then
+/// the removal of fallback directories, then the starts.
+pub const STAGES: [Remedy; 4] = [
+    Remedy::Revert,
+    Remedy::Wipe,
+    Remedy::RemoveFallback,
+    Remedy::Start,
+];
+
+/// The replica sets of a restore, for messages.
+pub fn replica_sets(nodes: &[NodeState]) -> BTreeSet<&str> {
+    nodes.iter().map(|n| n.replica_set.as_str()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use NodeFate::*;
+
+    fn n(rs: &str, node: &str, fate: NodeFate, phase: Option<Phase>) -> NodeState {
+        NodeState {
+            replica_set: rs.into(),
+            node: node.into(),
+            fate,
+            phase,
+        }
+    }
+
+    const PARTLY: Policy = Policy {
+        fallback_enabled: true,
+        allow_partly_done: true,
+    };
+    const STRICT: Policy = Policy {
+        fallback_enabled: true,
+        allow_partly_done: false,
+    };
+    const NO_FB: Policy = Policy {
+        fallback_enabled: false,
+        allow_partly_done: true,
+    };
+
+    #[test]
+    fn decision_table() {
+        let done = |rs, node| n(rs, node, Done, Some(Phase::Done));
+        let failed = |rs, node, p| n(rs, node, Failed, Some(p));
+        let cases: Vec<(Vec<NodeState>, Policy, RunStatus)> = vec![
+            (vec![done("a", "1"), done("a", "2")], PARTLY, RunStatus::Done),
+            (vec![done("a", "1"), done("a", "2")], STRICT, RunStatus::Done),
+            (
+                vec![done("a", "1"), failed("a", "2", Phase::Recover)],
+                PARTLY,
+                RunStatus::PartlyDone,
+            ),
+            (
+                vec![done("a", "1"), failed("a", "2", Phase::Recover)],
+                STRICT,
+                RunStatus::Error,
+            ),
+            (
+                vec![done("a", "1"), n("a", "2", Lost, Some(Phase::Fetch))],
+                PARTLY,
+                RunStatus::PartlyDone,
+            ),
+            // Every replica set needs one restored node.
+            (
+                vec![
+                    done("a", "1"),
+                    failed("b", "3", Phase::Fetch),
+                    failed("b", "4", Phase::Stop),
+                ],
+                PARTLY,
+                RunStatus::Error,
+            ),
+            (
+                vec![failed("a", "1", Phase::Fetch)],
+                PARTLY,
+                RunStatus::Error,
+            ),
+            (
+                vec![done("a", "1"), n("a", "2", Refused, Some(Phase::Disk))],
+                NO_FB,
+                RunStatus::PartlyDone,
+            ),
+        ];
+        for (i, (nodes, policy, want)) in cases.into_iter().enumerate() {
+            let (got, why) = decide(&nodes, policy);
+            assert_eq!(got, want, "case {i}: {why}");
+            assert!(!why.is_empty());
+        }
+    }
+
+    #[test]
+    fn remedy_table() {
+        use Remedy::*;
+        let cases: Vec<(RunStatus, Policy, NodeState, Vec<Remedy>)> = vec![
+            // Error with fallback: by the phase reached.
+            (RunStatus::Error, STRICT, n("a", "1", Refused, Some(Phase::Disk)), vec![]),
+            (RunStatus::Error, STRICT, n("a", "1", Failed, Some(Phase::Stop)), vec![Start]),
+            (
+                RunStatus::Error,
+                STRICT,
+                n("a", "1", Failed, Some(Phase::Fallback)),
+                vec![Revert, Start],
+            ),
+            (
+                RunStatus::Error,
+                STRICT,
+                n("a", "1", Failed, Some(Phase::Fetch)),
+                vec![Revert, Start],
+            ),
+            (
+                RunStatus::Error,
+                STRICT,
+                n("a", "1", Failed, Some(Phase::Recover)),
+                vec![Revert, Start],
+            ),
+            // A node that finished is reverted too: the cluster goes back as a whole.
+            (
+                RunStatus::Error,
+                STRICT,
+                n("a", "1", Done, Some(Phase::Done)),
+                vec![Revert, Start],
+            ),
+            // Error without fallback: nothing to move back.
+            (RunStatus::Error, NO_FB, n("a", "1", Failed, Some(Phase::Fetch)), vec![]),
+            (RunStatus::Error, NO_FB, n("a", "1", Failed, Some(Phase::Stop)), vec![Start]),
+            // PartlyDone: failed nodes are wiped, whatever they reached after the checks.
+            (
+                RunStatus::PartlyDone,
+                PARTLY,
+                n("a", "1", Failed, Some(Phase::Stop)),
+                vec![Wipe],
+            ),
+            (
+                RunStatus::PartlyDone,
+                PARTLY,
+                n("a", "1", Failed, Some(Phase::Recover)),
+                vec![Wipe, RemoveFallback],
+            ),
+            (
+                RunStatus::PartlyDone,
+                PARTLY,
+                n("a", "1", Done, Some(Phase::Done)),
+                vec![RemoveFallback],
+            ),
+            (RunStatus::PartlyDone, NO_FB, n("a", "1", Failed, Some(Phase::Fetch)), vec![Wipe]),
+            (
+                RunStatus::Done,
+                PARTLY,
+                n("a", "1", Done, Some(Phase::Done)),
+                vec![RemoveFallback],
+            ),
+            (RunStatus::Done, NO_FB, n("a", "1", Done, Some(Phase::Done)), vec![]),
+            // A lost node gets nothing (its agent is gone) but a note saying what it needs.
+            (RunStatus::PartlyDone, PARTLY, n("a", "1", Lost, Some(Phase::Fetch)), vec![]),
+        ];
+        for (i, (status, policy, node, want)) in cases.into_iter().enumerate() {
+            let (got, note) = remedy(status, policy, &node);
+            assert_eq!(got, want, "case {i}: {status} {node:?} ({note})");
+        }
+        let (_, note) = remedy(
+            RunStatus::PartlyDone,
+            PARTLY,
+            &n("a", "1", Lost, Some(Phase::Fetch)),
+        );
+        assert!(note.contains("node lost") && note.contains("wipe"), "{note}");
+        let (_, note) = remedy(
+            RunStatus::Error,
+            NO_FB,
+            &n("a", "1", Failed, Some(Phase::Fetch)),
+        );
+        assert!(note.contains("PARTIAL"), "{note}");
+    }
+}

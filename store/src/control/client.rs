@@ -1,0 +1,336 @@
+//! `ControlPlane`: the one client of the control plane. The reconciler, every agent and the
+//! CLI open it from the same `--control` URL and go through the same retries, so a write
+//! that one of them makes is read back identically by the others.
+//!
+//! It is a thin layer over [`BackupStore`]: the control plane is an object store like the
+//! backup storage (same URL schemes, same credentials from the environment, same retry
+//! policy); what this adds is the record types and the keys of `tidemark_schema::control`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tidemark_schema::control::{
+    AGENTS_PREFIX, Heartbeat, OPS_PREFIX, Op, Phase, PhaseReport, StorageTarget, heartbeat_key,
+    node_key_part, op_key, phase_key,
+};
+
+use super::error::ControlError;
+use crate::storage::{BackupStore, StorageError};
+
+/// An opened control plane. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ControlPlane {
+    url: String,
+    /// `None` for a local directory that does not exist yet, opened read-only: a fresh
+    /// control plane in which nothing exists (so `tidemark diff` creates nothing).
+    store: Option<BackupStore>,
+}
+
+/// What a create-if-absent write found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// This call created the object.
+    New,
+    /// Someone had created it already; the existing object was left alone.
+    Existed,
+}
+
+impl ControlPlane {
+    /// Opens the control plane for reading. A local directory that does not exist is an
+    /// empty control plane, not an error, and is not created.
+    pub fn open(url: &str) -> Result<ControlPlane, ControlError> {
+        Self::open_inner(url, false)
+    }
+
+    /// Opens the control plane for reading and writing; a local directory is created.
+    pub fn open_writable(url: &str) -> Result<ControlPlane, ControlError> {
+        Self::open_inner(url, true)
+    }
+
+    /// Wraps an object store built by the caller (tests that configure a client
+    /// themselves); `url` is only used in messages.
+    pub fn from_store(url: &str, store: Arc<dyn ObjectStore>) -> ControlPlane {
+        ControlPlane {
+            url: url.to_string(),
+            store: Some(BackupStore::from_store(url, store)),
+        }
+    }
+
+    fn open_inner(url: &str, create: bool) -> Result<ControlPlane, ControlError> {
+        let bad = |message: String| ControlError::BadUrl {
+            url: url.to_string(),
+            message,
+        };
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let target_url = match scheme {
+            "" | "file" => {
+                let path = PathBuf::from(rest);
+                if path.exists() && !path.is_dir() {
+                    return Err(bad(format!("{} is not a directory", path.display())));
+                }
+                if !path.exists() {
+                    if !create {
+                        return Ok(ControlPlane {
+                            url: url.to_string(),
+                            store: None,
+                        });
+                    }
+                    std::fs::create_dir_all(&path)
+                        .map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
+                }
+                let abs = std::fs::canonicalize(&path)
+                    .map_err(|e| bad(format!("cannot resolve {}: {e}", path.display())))?;
+                format!("file://{}", abs.display())
+            }
+            "s3" | "gs" | "az" => url.to_string(),
+            other => {
+                return Err(bad(format!(
+                    "the scheme {other:?} is not supported; use a directory, file://, s3://, \
+                     gs:// or az://"
+                )));
+            }
+        };
+        let target = StorageTarget {
+            url: target_url,
+            compression: Default::default(),
+            compression_level: None,
+            options: Default::default(),
+        };
+        let store = BackupStore::open(&target).map_err(|e| bad(e.to_string()))?;
+        Ok(ControlPlane {
+            url: url.to_string(),
+            store: Some(store),
+        })
+    }
+
+    /// The URL as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn writable(&self) -> Result<&BackupStore, ControlError> {
+        self.store.as_ref().ok_or_else(|| ControlError::ReadOnly {
+            url: self.url.clone(),
+        })
+    }
+
+    fn storage(&self, e: StorageError) -> ControlError {
+        match e {
+            StorageError::Json { key, source, .. } => ControlError::Corrupt {
+                url: self.url.clone(),
+                key,
+                message: source.to_string(),
+            },
+            other => ControlError::Storage {
+                url: self.url.clone(),
+                source: other,
+            },
+        }
+    }
+
+    /// Reads a JSON record; `None` when it does not exist. An object that does not parse
+    /// is `Corrupt`, naming its key: never skipped silently.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ControlError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        store.get_json(key).await.map_err(|e| self.storage(e))
+    }
+
+    /// Whether an object exists at `key`.
+    pub async fn exists(&self, key: &str) -> Result<bool, ControlError> {
+        let Some(store) = &self.store else {
+            return Ok(false);
+        };
+        store.exists(key).await.map_err(|e| self.storage(e))
+    }
+
+    /// Writes a record, replacing what is there. Only for keys with one writer.
+    pub async fn put<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), ControlError> {
+        self.writable()?
+            .put_json(key, value)
+            .await
+            .map_err(|e| self.storage(e))
+    }
+
+    /// Writes a record only if none exists: of two writers racing, exactly one gets
+    /// `Created::New`. For everything that must happen once (ops, ledger records, results).
+    pub async fn create<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<Created, ControlError> {
+        match self.writable()?.put_json_create(key, value).await {
+            Ok(()) => Ok(Created::New),
+            Err(StorageError::AlreadyExists { .. }) => Ok(Created::Existed),
+            Err(e) => Err(self.storage(e)),
+        }
+    }
+
+    /// Every key under `prefix` (whole path segments), sorted. A missing prefix is empty.
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, ControlError> {
+        let Some(store) = &self.store else {
+            return Ok(Vec::new());
+        };
+        let listed: Result<Vec<_>, _> = store
+            .object_store()
+            .list(Some(&Path::from(prefix)))
+            .try_collect()
+            .await;
+        let mut keys: Vec<String> = match listed {
+            Ok(metas) => metas.into_iter().map(|m| m.location.to_string()).collect(),
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => {
+                return Err(ControlError::List {
+                    url: self.url.clone(),
+                    prefix: prefix.to_string(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Every `*.json` record under `prefix`, parsed, in key order.
+    pub async fn all<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, ControlError> {
+        let mut out = Vec::new();
+        for key in self.keys(prefix).await? {
+            if key.ends_with(".json")
+                && let Some(v) = self.get(&key).await?
+            {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names of the "directories" directly under `prefix`.
+    pub async fn children(&self, prefix: &str) -> Result<Vec<String>, ControlError> {
+        let Some(store) = &self.store else {
+            return Ok(Vec::new());
+        };
+        let listing = match store
+            .object_store()
+            .list_with_delimiter(Some(&Path::from(prefix)))
+            .await
+        {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(ControlError::List {
+                    url: self.url.clone(),
+                    prefix: prefix.to_string(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Deletes one object; a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), ControlError> {
+        let store = self.writable()?;
+        match store.object_store().delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(ControlError::Write {
+                url: self.url.clone(),
+                key: key.to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    // ----- typed records -----
+
+    pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), ControlError> {
+        self.put(&heartbeat_key(&hb.cluster, &hb.replica_set, &hb.node), hb)
+            .await
+    }
+
+    /// Every heartbeat of a cluster.
+    pub async fn heartbeats(&self, cluster: &str) -> Result<Vec<Heartbeat>, ControlError> {
+        self.all(&format!("{AGENTS_PREFIX}/{cluster}")).await
+    }
+
+    pub async fn report(&self, r: &PhaseReport) -> Result<(), ControlError> {
+        self.put(
+            &phase_key(&r.op_id, &r.replica_set, &r.node, r.phase.as_str()),
+            r,
+        )
+        .await
+    }
+
+    /// Every phase report of an op, from every node, oldest first.
+    pub async fn op_reports(&self, op: &str) -> Result<Vec<PhaseReport>, ControlError> {
+        let mut out = Vec::new();
+        for key in self.keys(&format!("{OPS_PREFIX}/{op}")).await? {
+            // ops/<op>/<rs>/<node>.<phase>.json: three segments below ops/<op>.
+            if key.matches('/').count() == 3
+                && is_report_key(&key)
+                && let Some(r) = self.get::<PhaseReport>(&key).await?
+            {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|r| r.at);
+        Ok(out)
+    }
+
+    /// Every phase report one node wrote for an op, oldest first.
+    pub async fn reports(
+        &self,
+        op: &str,
+        rs: &str,
+        node: &str,
+    ) -> Result<Vec<PhaseReport>, ControlError> {
+        let prefix = format!("{OPS_PREFIX}/{op}/{rs}/");
+        let mine = format!("{prefix}{}.", node_key_part(node));
+        let mut out = Vec::new();
+        for key in self.keys(&prefix).await? {
+            if key.starts_with(&mine)
+                && is_report_key(&key)
+                && let Some(r) = self.get::<PhaseReport>(&key).await?
+            {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|r| r.at);
+        Ok(out)
+    }
+
+    /// Every op id, in key order. Ids start with their author's clock, which no reader may
+    /// rely on: an op created later can carry an earlier id.
+    pub async fn op_ids(&self) -> Result<Vec<String>, ControlError> {
+        self.children(OPS_PREFIX).await
+    }
+
+    pub async fn op(&self, id: &str) -> Result<Option<Op>, ControlError> {
+        self.get(&op_key(id)).await
+    }
+}
+
+/// Whether a key is a phase report (`…/<node>.<phase>.json` with a known phase), not
+/// another record kept next to the reports (a restore log).
+fn is_report_key(key: &str) -> bool {
+    let Some(stem) = key.strip_suffix(".json") else {
+        return false;
+    };
+    let phase = stem.rsplit('.').next().unwrap_or_default();
+    serde_json::from_value::<Phase>(serde_json::Value::String(phase.to_string())).is_ok()
+}

@@ -1,0 +1,37 @@
+//! Errors at the control-plane seam, each naming the URL and the object involved.
+
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control plane URL {url:?}: {message}")]
+    BadUrl { url: String, message: String },
+    #[error("control plane {url}: cannot list {prefix:?}: {message}")]
+    List {
+        url: String,
+        prefix: String,
+        message: String,
+    },
+    #[error("control plane {url}: cannot write {key:?}: {message}")]
+    Write {
+        url: String,
+        key: String,
+        message: String,
+    },
+    #[error("control plane {url}: object {key:?} is corrupt: {message}")]
+    Corrupt {
+        url: String,
+        key: String,
+        message: String,
+    },
+    /// Reading, writing or creating one object failed (after retries); the storage error
+    /// names the object.
+    #[error("control plane {url}: {source}")]
+    Storage {
+        url: String,
+        #[source]
+        source: StorageError,
+    },
+    #[error("control plane {url} does not exist yet and was opened read-only")]
+    ReadOnly { url: String },
+}
