@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| {
                 // The agent is a daemon: its phases are worth seeing by default.
-                let level = if matches!(cli.command, Command::Agent(_)) {
+                let level = if matches!(cli.command, Command::Agent(_) | Command::Reconcile(_)) {
                     "info"
                 } else {
                     "warn"
@@ -41,6 +41,9 @@ fn main() -> ExitCode {
         Command::Validate(args) => cli::validate::run(args),
         Command::Diff(args) => cli::diff::run(args),
         Command::Agent(args) => cli::agent::run(*args),
+        Command::Reconcile(args) => cli::reconcile::run(args),
+        Command::DescribeBackup(args) => cli::describe::run(args, "backup"),
+        Command::DescribeRestore(args) => cli::describe::run(args, "restore"),
         Command::BackupFinish(args) => cli::finish::run(args),
         Command::RestoreFinish(args) => cli::finish::run(args),
         Command::Schema => {

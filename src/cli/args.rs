@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about = "GitOps reconciler for MongoDB physical backups and restores",
     after_help = "Exit codes: 0 ok / no changes, 1 invalid input or failure, \
-                  2 diff found changes, 64 usage error."
+                  2 diff found changes, 3 reconcile --once: operations still running, \
+                  64 usage error."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -28,6 +29,12 @@ pub enum Command {
     Schema,
     /// Run the node agent next to one mongod.
     Agent(Box<AgentArgs>),
+    /// Run the reconciler: follow the desired state and drive the agents until they agree.
+    Reconcile(ReconcileArgs),
+    /// Show a backup: its status, and per replica set and node the phase and outcome.
+    DescribeBackup(DescribeArgs),
+    /// Show a restore: its status, and per replica set and node the phase and outcome.
+    DescribeRestore(DescribeArgs),
     /// Tell the agents of an external backup that the snapshot copy is complete.
     BackupFinish(FinishArgs),
     /// Tell the agents of an external restore that the files are copied in.
@@ -76,6 +83,43 @@ pub struct AgentArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The control plane: a directory, or a file://, s3://, gs:// or az:// URL.
+    #[arg(long, env = "TIDEMARK_CONTROL")]
+    pub control: String,
+    /// Run one pass and exit: 0 nothing running, 1 failed, 3 operations still running.
+    #[arg(long, env = "TIDEMARK_ONCE")]
+    pub once: bool,
+    /// An agent silent this long is dead (PBM: 240s).
+    #[arg(long, env = "TIDEMARK_DEAD_AFTER", default_value = "240s", value_parser = parse_fine)]
+    pub dead_after: std::time::Duration,
+    /// How often running operations are followed.
+    #[arg(long, env = "TIDEMARK_FOLLOW_INTERVAL", default_value = "2s", value_parser = parse_fine)]
+    pub follow_interval: std::time::Duration,
+    /// A node that has not started an op within this time refuses it.
+    #[arg(long, env = "TIDEMARK_OP_DEADLINE", default_value = "1h", value_parser = parse_fine)]
+    pub op_deadline: std::time::Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct DescribeArgs {
+    /// The Backup or Restore name.
+    pub name: String,
+    #[arg(long, env = "TIDEMARK_CONTROL")]
+    pub control: String,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: OutputFormat,
+    /// Follow the operation to its end; exit 0 when done, 1 otherwise.
+    #[arg(long)]
+    pub wait: bool,
+    /// A node whose agent is silent this long shows as lost (as the reconciler's flag).
+    #[arg(long, env = "TIDEMARK_DEAD_AFTER", default_value = "240s", value_parser = parse_fine)]
+    pub dead_after: std::time::Duration,
+}
+
+#[derive(Args, Debug)]
 pub struct FinishArgs {
     #[arg(long, env = "TIDEMARK_CONTROL")]
     pub control: String,
@@ -118,7 +162,7 @@ pub struct SourceArgs {
     /// Subdirectory of the repository holding the policies.
     #[arg(long, env = "TIDEMARK_GIT_PATH", requires = "git")]
     pub path: Option<String>,
-    /// How often to fetch, e.g. 30s, 5m.
+    /// How often to fetch (git) and to run a pass without a change (reconcile), e.g. 30s, 5m.
     #[arg(long, env = "TIDEMARK_GIT_INTERVAL", default_value = "60s", value_parser = parse_interval)]
     pub interval: std::time::Duration,
     /// Where git clones are cached (default: $XDG_CACHE_HOME/tidemark or ~/.cache/tidemark).
@@ -142,4 +186,9 @@ pub struct DiffArgs {
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     tidemark_schema::model::parse_max_age(s).map(|m| m.duration)
+}
+
+/// Durations down to milliseconds (`500ms`, `4s`, `1h`), as the agent's flags take them.
+fn parse_fine(s: &str) -> Result<std::time::Duration, String> {
+    tidemark_agent::config::parse_duration(s).map_err(|e| e.to_string())
 }

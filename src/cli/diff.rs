@@ -93,7 +93,17 @@ fn short(id: &str) -> &str {
 }
 
 fn load_source(args: &SourceArgs) -> anyhow::Result<(String, Revision)> {
-    let mut source: Box<dyn DesiredStateSource> = match (&args.policies, &args.git) {
+    let mut source = open_source(args)?;
+    let description = source.describe();
+    let revision = source
+        .load()
+        .with_context(|| format!("reading {description}"))?;
+    Ok((description, revision))
+}
+
+/// The desired-state source the flags name (shared by `diff` and `reconcile`).
+pub fn open_source(args: &SourceArgs) -> anyhow::Result<Box<dyn DesiredStateSource>> {
+    Ok(match (&args.policies, &args.git) {
         (Some(dir), _) => Box::new(DirSource::new(dir)),
         (None, Some(url)) => Box::new(GitSource::new(GitOptions {
             url: url.clone(),
@@ -103,12 +113,7 @@ fn load_source(args: &SourceArgs) -> anyhow::Result<(String, Revision)> {
             cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
         })?),
         (None, None) => anyhow::bail!("give --policies DIR or --git URL"),
-    };
-    let description = source.describe();
-    let revision = source
-        .load()
-        .with_context(|| format!("reading {description}"))?;
-    Ok((description, revision))
+    })
 }
 
 fn default_cache_dir() -> PathBuf {

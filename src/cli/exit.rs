@@ -10,6 +10,8 @@ pub enum ExitStatus {
     Failure,
     /// 2: `diff` found changes (like `terraform plan -detailed-exitcode`).
     Changes,
+    /// 3: `reconcile --once`: operations are still running (run it again to follow them).
+    Running,
     /// 64: the command line itself is wrong (EX_USAGE).
     Usage,
 }
@@ -20,6 +22,7 @@ impl From<ExitStatus> for ExitCode {
             ExitStatus::Ok => 0,
             ExitStatus::Failure => 1,
             ExitStatus::Changes => 2,
+            ExitStatus::Running => 3,
             ExitStatus::Usage => 64,
         })
     }

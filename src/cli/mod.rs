@@ -2,9 +2,11 @@
 
 pub mod agent;
 mod args;
+pub mod describe;
 pub mod diff;
 mod exit;
 pub mod finish;
+pub mod reconcile;
 pub mod validate;
 mod writable;
 

@@ -55,6 +55,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
             finished_at: None,
             status: RunStatus::Running,
             message: String::new(),
+            started_with: None,
         },
         BackupRecord {
             name: "nightly-20260301T010000Z".into(),

@@ -84,6 +84,11 @@ impl Rig {
     }
 
     pub fn start_agent(&mut self, i: usize) {
+        self.start_agent_with(i, &[]);
+    }
+
+    /// Starts node `i`'s agent with extra flags (say, a fault for its standalone starts).
+    pub fn start_agent_with(&mut self, i: usize, extra: &[&str]) {
         let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .args(["agent", "--cluster", CLUSTER, "--control"])
             .arg(self.control.path())
@@ -97,6 +102,7 @@ impl Rig {
             .args(["--heartbeat-interval", "1s", "--poll-interval", "200ms"])
             .args(["--cursor-keepalive", "1s", "--mongod-timeout", "60s"])
             .args(["--parallel-files", "2"])
+            .args(extra)
             .args([
                 "--standalone-arg=--sim-checkpoint-interval-ms",
                 "--standalone-arg=300",

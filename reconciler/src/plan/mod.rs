@@ -12,6 +12,6 @@ mod retention;
 pub use model::{
     Action, DiskCheck, NodeChoice, Plan, RestoreNode, RestorePlan, RetentionDecision, Step,
 };
-pub use nodes::{BACKUP_MAX_LAG_SECONDS, HEARTBEAT_DEAD_AFTER_SECONDS};
+pub use nodes::{BACKUP_MAX_LAG_SECONDS, HEARTBEAT_DEAD_AFTER_SECONDS, choose_node};
 pub use planner::plan;
 pub use render::{human_bytes, render_plan};

@@ -2,7 +2,7 @@
 //! the cluster's (Done, PartlyDone or Error), and `remedy` says what each node needs next,
 //! from the decision and the last phase the node reached (DESIGN §5's table).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use tidemark_schema::control::{NodeFate, Phase, Remedy, RunStatus};
 
@@ -96,7 +96,10 @@ pub fn remedy(status: RunStatus, policy: Policy, node: &NodeState) -> (Vec<Remed
                 // restored members: it must initial-sync from them.
                 let mut r = vec![Remedy::Wipe];
                 r.extend(fallback_removal(fb, touched_data));
-                (r, "wiped; it initial-syncs from the restored members".into())
+                (
+                    r,
+                    "wiped; it initial-syncs from the restored members".into(),
+                )
             } else {
                 (Vec::new(), "untouched".into())
             }
@@ -165,11 +168,6 @@ pub const STAGES: [Remedy; 4] = [
     Remedy::Start,
 ];
 
-/// The replica sets of a restore, for messages.
-pub fn replica_sets(nodes: &[NodeState]) -> BTreeSet<&str> {
-    nodes.iter().map(|n| n.replica_set.as_str()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,8 +200,16 @@ mod tests {
         let done = |rs, node| n(rs, node, Done, Some(Phase::Done));
         let failed = |rs, node, p| n(rs, node, Failed, Some(p));
         let cases: Vec<(Vec<NodeState>, Policy, RunStatus)> = vec![
-            (vec![done("a", "1"), done("a", "2")], PARTLY, RunStatus::Done),
-            (vec![done("a", "1"), done("a", "2")], STRICT, RunStatus::Done),
+            (
+                vec![done("a", "1"), done("a", "2")],
+                PARTLY,
+                RunStatus::Done,
+            ),
+            (
+                vec![done("a", "1"), done("a", "2")],
+                STRICT,
+                RunStatus::Done,
+            ),
             (
                 vec![done("a", "1"), failed("a", "2", Phase::Recover)],
                 PARTLY,
@@ -252,8 +258,18 @@ mod tests {
         use Remedy::*;
         let cases: Vec<(RunStatus, Policy, NodeState, Vec<Remedy>)> = vec![
             // Error with fallback: by the phase reached.
-            (RunStatus::Error, STRICT, n("a", "1", Refused, Some(Phase::Disk)), vec![]),
-            (RunStatus::Error, STRICT, n("a", "1", Failed, Some(Phase::Stop)), vec![Start]),
+            (
+                RunStatus::Error,
+                STRICT,
+                n("a", "1", Refused, Some(Phase::Disk)),
+                vec![],
+            ),
+            (
+                RunStatus::Error,
+                STRICT,
+                n("a", "1", Failed, Some(Phase::Stop)),
+                vec![Start],
+            ),
             (
                 RunStatus::Error,
                 STRICT,
@@ -280,8 +296,18 @@ mod tests {
                 vec![Revert, Start],
             ),
             // Error without fallback: nothing to move back.
-            (RunStatus::Error, NO_FB, n("a", "1", Failed, Some(Phase::Fetch)), vec![]),
-            (RunStatus::Error, NO_FB, n("a", "1", Failed, Some(Phase::Stop)), vec![Start]),
+            (
+                RunStatus::Error,
+                NO_FB,
+                n("a", "1", Failed, Some(Phase::Fetch)),
+                vec![],
+            ),
+            (
+                RunStatus::Error,
+                NO_FB,
+                n("a", "1", Failed, Some(Phase::Stop)),
+                vec![Start],
+            ),
             // PartlyDone: failed nodes are wiped, whatever they reached after the checks.
             (
                 RunStatus::PartlyDone,
@@ -301,16 +327,31 @@ mod tests {
                 n("a", "1", Done, Some(Phase::Done)),
                 vec![RemoveFallback],
             ),
-            (RunStatus::PartlyDone, NO_FB, n("a", "1", Failed, Some(Phase::Fetch)), vec![Wipe]),
+            (
+                RunStatus::PartlyDone,
+                NO_FB,
+                n("a", "1", Failed, Some(Phase::Fetch)),
+                vec![Wipe],
+            ),
             (
                 RunStatus::Done,
                 PARTLY,
                 n("a", "1", Done, Some(Phase::Done)),
                 vec![RemoveFallback],
             ),
-            (RunStatus::Done, NO_FB, n("a", "1", Done, Some(Phase::Done)), vec![]),
+            (
+                RunStatus::Done,
+                NO_FB,
+                n("a", "1", Done, Some(Phase::Done)),
+                vec![],
+            ),
             // A lost node gets nothing (its agent is gone) but a note saying what it needs.
-            (RunStatus::PartlyDone, PARTLY, n("a", "1", Lost, Some(Phase::Fetch)), vec![]),
+            (
+                RunStatus::PartlyDone,
+                PARTLY,
+                n("a", "1", Lost, Some(Phase::Fetch)),
+                vec![],
+            ),
         ];
         for (i, (status, policy, node, want)) in cases.into_iter().enumerate() {
             let (got, note) = remedy(status, policy, &node);
@@ -321,7 +362,10 @@ mod tests {
             PARTLY,
             &n("a", "1", Lost, Some(Phase::Fetch)),
         );
-        assert!(note.contains("node lost") && note.contains("wipe"), "{note}");
+        assert!(
+            note.contains("node lost") && note.contains("wipe"),
+            "{note}"
+        );
         let (_, note) = remedy(
             RunStatus::Error,
             NO_FB,

@@ -58,6 +58,11 @@ pub fn oneshot_key(kind: &str, name: &str) -> String {
     format!("{ONESHOTS_PREFIX}/{kind}/{name}.json")
 }
 
+/// A one-shot the planner cannot start yet, and why: `ledger/waiting/<kind>/<name>.json`.
+pub fn waiting_key(kind: &str, name: &str) -> String {
+    format!("ledger/waiting/{kind}/{name}.json")
+}
+
 pub fn catalog_key(backup: &str) -> String {
     format!("{CATALOG_PREFIX}/{backup}.json")
 }

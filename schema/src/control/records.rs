@@ -74,6 +74,43 @@ pub struct OneShotRecord {
     pub status: RunStatus,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// What the one-shot was started with (its op and declared settings), so that it is
+    /// finished as declared even when its document is edited or deleted meanwhile, and a
+    /// crash between this record and its op can be completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_with: Option<serde_json::Value>,
+}
+
+impl OneShotRecord {
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self.status,
+            RunStatus::Done | RunStatus::PartlyDone | RunStatus::Error
+        )
+    }
+}
+
+/// `ledger/waiting/<kind>/<name>.json`: a one-shot that cannot start yet, and why;
+/// rewritten every pass while it waits, deleted when it starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingRecord {
+    pub kind: String,
+    pub name: String,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// `<backup>/backup.json` in the backup storage: the cluster-wide completion marker,
+/// written by the reconciler after every replica set's manifest was read back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupMarker {
+    pub backup: String,
+    pub cluster: String,
+    pub op_id: String,
+    pub completed_at: DateTime<Utc>,
+    pub replica_sets: Vec<BackupReplicaSet>,
 }
 
 /// `ops/<op-id>/result.json`: the cluster-wide outcome of an op, written once (create-if-

@@ -128,7 +128,7 @@ impl ControlPlane {
             },
             other => ControlError::Storage {
                 url: self.url.clone(),
-                source: other,
+                source: Box::new(other),
             },
         }
     }

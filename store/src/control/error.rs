@@ -30,7 +30,7 @@ pub enum ControlError {
     Storage {
         url: String,
         #[source]
-        source: StorageError,
+        source: Box<StorageError>,
     },
     #[error("control plane {url} does not exist yet and was opened read-only")]
     ReadOnly { url: String },

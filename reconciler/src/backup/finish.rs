@@ -1,0 +1,122 @@
+//! Following a backup to its end. The cluster-wide completion marker (`backup.json`) and
+//! the catalog entry are written only after every replica set's manifest was read back
+//! from storage: a backup with any failed replica set is `error` and never restorable.
+
+use chrono::{DateTime, Utc};
+use tidemark_schema::control::{
+    BackupMarker, BackupRecord, BackupReplicaSet, OneShotRecord, OpCommand, OpResult, RunStatus,
+    catalog_key,
+};
+use tidemark_schema::manifest::{ReplicaSetManifest, layout};
+use tidemark_store::storage::BackupStore;
+
+use super::start::BackupSettings;
+use crate::execute::{ExecError, Executor, Progress, who};
+
+pub async fn advance(
+    ex: &Executor,
+    record: &OneShotRecord,
+    now: DateTime<Utc>,
+) -> Result<Progress, ExecError> {
+    let op = ex.op_of(record).await?;
+    let settings: BackupSettings = Executor::settings_of(record)?;
+    let OpCommand::Backup { backup, .. } = &op.command else {
+        return Err(ExecError::Invalid(format!("{}: not a backup op", op.id)));
+    };
+    let views = ex.views(&op, now).await?;
+    if !views.iter().all(|v| v.settled()) {
+        return Ok(Progress::Running);
+    }
+    let mut failures = Vec::new();
+    for v in &views {
+        match v.final_report() {
+            Some(r) if r.status == tidemark_schema::control::PhaseStatus::Done => {}
+            Some(r) => failures.push(format!("{}: {}", who(v), r.message)),
+            None => failures.push(format!(
+                "{}: node lost (last heartbeat {})",
+                who(v),
+                v.heartbeat
+                    .as_ref()
+                    .map_or("never".to_string(), |h| h.at.to_rfc3339())
+            )),
+        }
+    }
+    let mut parts = Vec::new();
+    let mut last_write = None;
+    if failures.is_empty() {
+        let store = BackupStore::open_with_env(&settings.storage, ex.storage_env.clone())?;
+        for v in &views {
+            let key = layout::rs_manifest_key(backup, &v.replica_set);
+            let manifest = match store.get_json::<serde_json::Value>(&key).await? {
+                None => {
+                    failures.push(format!(
+                        "{}: reported done but {key} is not in {}",
+                        who(v),
+                        store.url()
+                    ));
+                    continue;
+                }
+                Some(raw) => ReplicaSetManifest::from_json(raw.to_string().as_bytes())
+                    .map_err(|e| ExecError::Invalid(format!("{}: {key}: {e}", store.url())))?,
+            };
+            let t = DateTime::from_timestamp(manifest.last_write.t.into(), 0);
+            last_write = last_write.max(t);
+            parts.push(BackupReplicaSet {
+                name: manifest.replica_set.clone(),
+                node: manifest.node.clone(),
+                mongod_version: manifest.mongod_version.clone(),
+                uncompressed_bytes: manifest.uncompressed_bytes,
+                stored_bytes: manifest.stored_bytes,
+            });
+        }
+        if failures.is_empty() {
+            let marker = BackupMarker {
+                backup: backup.clone(),
+                cluster: op.cluster.clone(),
+                op_id: op.id.clone(),
+                completed_at: now,
+                replica_sets: parts.clone(),
+            };
+            store
+                .put_json(&layout::backup_marker_key(backup), &marker)
+                .await?;
+            store.flush().await?;
+        }
+    }
+    let status = if failures.is_empty() {
+        RunStatus::Done
+    } else {
+        RunStatus::Error
+    };
+    let catalog = BackupRecord {
+        name: backup.clone(),
+        cluster: op.cluster.clone(),
+        storage: settings.storage_name.clone(),
+        schedule: settings.schedule.clone(),
+        backup_type: settings.backup_type,
+        status,
+        complete: status == RunStatus::Done,
+        started_at: record.started_at,
+        finished_at: Some(now),
+        last_write,
+        replica_sets: parts,
+    };
+    ex.control.put(&catalog_key(backup), &catalog).await?;
+    let reason = if failures.is_empty() {
+        format!(
+            "every replica set's manifest is in storage; backup.json written ({} replica set(s))",
+            views.len()
+        )
+    } else {
+        format!("failed, never restorable: {}", failures.join("; "))
+    };
+    ex.decide_once(OpResult {
+        op_id: op.id.clone(),
+        status,
+        decided_at: now,
+        reason: reason.clone(),
+        nodes: Vec::new(),
+    })
+    .await?;
+    ex.finish_record(record, status, reason, now).await
+}

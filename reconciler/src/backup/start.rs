@@ -1,0 +1,64 @@
+//! Starting a backup: one node per replica set, chosen by the planner's priority rules.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tidemark_schema::control::{Op, OpCommand, OpTarget, StorageTarget, op_id};
+use tidemark_schema::model::BackupType;
+
+use crate::execute::{ExecError, Executor};
+use crate::plan::NodeChoice;
+
+/// What a backup was started with, kept in its ledger record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSettings {
+    pub cluster: String,
+    pub storage_name: String,
+    pub storage: StorageTarget,
+    pub backup_type: BackupType,
+    #[serde(default)]
+    pub schedule: Option<String>,
+}
+
+/// Starts backup `name` on the chosen nodes; `Ok(Some(reason))` when it must wait.
+pub async fn start(
+    ex: &Executor,
+    name: &str,
+    settings: BackupSettings,
+    nodes: &[NodeChoice],
+    now: DateTime<Utc>,
+) -> Result<Option<String>, ExecError> {
+    let mut targets = Vec::new();
+    for choice in nodes {
+        match &choice.node {
+            Some(node) => targets.push(OpTarget {
+                replica_set: choice.replica_set.clone(),
+                node: node.clone(),
+            }),
+            None => {
+                return Ok(Some(format!(
+                    "replica set {}: {}",
+                    choice.replica_set, choice.reason
+                )));
+            }
+        }
+    }
+    let op = Op {
+        id: op_id(now, "backup", name),
+        created_at: now,
+        cluster: settings.cluster.clone(),
+        targets,
+        command: OpCommand::Backup {
+            backup: name.to_string(),
+            storage: settings.storage.clone(),
+            backup_type: settings.backup_type,
+            extend_to: None,
+            snapshot_command: None,
+        },
+        deadline: Some(now + ex.op_deadline),
+    };
+    let settings =
+        serde_json::to_value(&settings).map_err(|e| ExecError::Invalid(e.to_string()))?;
+    ex.start_oneshot("Backup", name, &op, settings, now).await?;
+    Ok(None)
+}

@@ -1,0 +1,163 @@
+//! What every executor step needs: the control plane, the clock readings of this pass and
+//! the thresholds; plus the one error type of the executor and the per-node view of an op.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use tidemark_schema::control::{
+    Heartbeat, OneShotRecord, Op, OpResult, PhaseReport, RunStatus, oneshot_key, result_key,
+};
+use tidemark_store::control::{ControlError, ControlPlane, Created};
+use tidemark_store::storage::StorageError;
+
+/// Errors of the executor: one per seam it crosses.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Settings and handles of one reconciler.
+#[derive(Clone, Debug)]
+pub struct Executor {
+    pub control: ControlPlane,
+    /// An agent silent for longer is dead (PBM: 240 s).
+    pub dead_after: chrono::Duration,
+    /// A node that has not started an op by then refuses it.
+    pub op_deadline: chrono::Duration,
+    /// Extra environment for opening backup storage (tests pass moto's endpoint here).
+    pub storage_env: Vec<(String, String)>,
+}
+
+/// How far an operation got in this pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Still running: agents are working, or a follow-up step waits.
+    Running,
+    /// Ended; its outcome is in the ledger.
+    Finished(RunStatus),
+}
+
+/// One target node of an op as its reports and heartbeat show it.
+#[derive(Clone, Debug)]
+pub struct NodeView {
+    pub replica_set: String,
+    pub node: String,
+    pub reports: Vec<PhaseReport>,
+    pub heartbeat: Option<Heartbeat>,
+    pub lost: bool,
+}
+
+impl NodeView {
+    pub fn final_report(&self) -> Option<&PhaseReport> {
+        self.reports.iter().find(|r| r.phase.is_final())
+    }
+
+    /// The newest report that is not the final one.
+    pub fn last_phase(&self) -> Option<&PhaseReport> {
+        self.reports.iter().rev().find(|r| !r.phase.is_final())
+    }
+
+    pub fn reported(&self, phase: tidemark_schema::control::Phase) -> bool {
+        self.reports.iter().any(|r| r.phase == phase)
+    }
+
+    /// Ended on this node: a final report, or its agent is gone.
+    pub fn settled(&self) -> bool {
+        self.final_report().is_some() || self.lost
+    }
+}
+
+impl Executor {
+    /// Every target of `op` with its reports and whether its agent is lost.
+    pub async fn views(&self, op: &Op, now: DateTime<Utc>) -> Result<Vec<NodeView>, ExecError> {
+        let reports = self.control.op_reports(&op.id).await?;
+        let beats: BTreeMap<(String, String), Heartbeat> = self
+            .control
+            .heartbeats(&op.cluster)
+            .await?
+            .into_iter()
+            .map(|h| ((h.replica_set.clone(), h.node.clone()), h))
+            .collect();
+        Ok(op
+            .targets
+            .iter()
+            .map(|t| {
+                let heartbeat = beats.get(&(t.replica_set.clone(), t.node.clone())).cloned();
+                let mine: Vec<PhaseReport> = reports
+                    .iter()
+                    .filter(|r| r.replica_set == t.replica_set && r.node == t.node)
+                    .cloned()
+                    .collect();
+                let lost = heartbeat
+                    .as_ref()
+                    .is_none_or(|h| now - h.at > self.dead_after);
+                NodeView {
+                    replica_set: t.replica_set.clone(),
+                    node: t.node.clone(),
+                    reports: mine,
+                    heartbeat,
+                    lost,
+                }
+            })
+            .collect())
+    }
+
+    /// Writes the op's result once; returns the result in force (ours or an earlier one).
+    pub async fn decide_once(&self, result: OpResult) -> Result<OpResult, ExecError> {
+        let key = result_key(&result.op_id);
+        match self.control.create(&key, &result).await? {
+            Created::New => Ok(result),
+            Created::Existed => self
+                .control
+                .get(&key)
+                .await?
+                .ok_or_else(|| ExecError::Invalid(format!("{key} vanished after it existed"))),
+        }
+    }
+
+    /// Rewrites a one-shot's ledger record (one writer: the reconciler).
+    pub async fn record(&self, record: &OneShotRecord) -> Result<(), ExecError> {
+        let key = oneshot_key(&record.kind.to_lowercase(), &record.name);
+        Ok(self.control.put(&key, record).await?)
+    }
+
+    /// Ends a one-shot in the ledger with its outcome.
+    pub async fn finish_record(
+        &self,
+        record: &OneShotRecord,
+        status: RunStatus,
+        message: String,
+        now: DateTime<Utc>,
+    ) -> Result<Progress, ExecError> {
+        let mut r = record.clone();
+        r.status = status;
+        r.message = message;
+        r.finished_at = Some(now);
+        self.record(&r).await?;
+        tracing::info!(kind = %r.kind, name = %r.name, %status, message = %r.message, "finished");
+        Ok(Progress::Finished(status))
+    }
+}
+
+/// A node's "host:port (rs)" for messages.
+pub fn who(v: &NodeView) -> String {
+    format!("{} ({})", v.node, v.replica_set)
+}
+
+/// A storage's settings as agents need them in an op (no credentials: those come from
+/// each process's environment).
+pub fn storage_target(
+    spec: &tidemark_schema::model::BackupStorageSpec,
+) -> tidemark_schema::control::StorageTarget {
+    tidemark_schema::control::StorageTarget {
+        url: spec.url.clone(),
+        compression: spec.compression,
+        compression_level: spec.compression_level,
+        options: spec.options.clone().unwrap_or_default(),
+    }
+}

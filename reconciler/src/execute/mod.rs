@@ -1,0 +1,8 @@
+//! The executor: the I/O edge that carries out a plan's steps through the control plane
+//! and follows running operations. It keeps nothing in memory: every call re-reads the
+//! records it needs, so a restarted or a second reconciler continues where one stopped.
+
+mod context;
+mod oneshot;
+
+pub use context::{ExecError, Executor, NodeView, Progress, storage_target, who};

@@ -1,0 +1,246 @@
+//! After the decision: each node's remedies, in stages (revert or wipe, then the removal
+//! of fallback directories, then the starts), the post-restore steps the Restore asked
+//! for, and the outcome in the ledger, once.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use tidemark_schema::control::{
+    OneShotRecord, Op, OpCommand, OpResult, OpTarget, PhaseStatus, Remedy, RunStatus, oneshot_key,
+    result_key,
+};
+use tidemark_schema::validate::DesiredState;
+use tidemark_store::control::Created;
+
+use super::decide::STAGES;
+use super::start::RestoreSettings;
+use crate::backup::{self, BackupSettings};
+use crate::execute::{ExecError, Executor, Progress, storage_target, who};
+use crate::plan::choose_node;
+
+/// The id of the follow-up op of `restore_op` for one stage.
+pub fn stage_op_id(restore_op: &str, stage: Remedy) -> String {
+    format!("{restore_op}.{}", stage.as_str())
+}
+
+pub async fn advance(
+    ex: &Executor,
+    record: &OneShotRecord,
+    op: &Op,
+    settings: &RestoreSettings,
+    result: &OpResult,
+    desired: Option<&DesiredState>,
+    now: DateTime<Utc>,
+) -> Result<Progress, ExecError> {
+    // Nodes whose remedy failed get no further remedy: a node whose revert failed must
+    // not be started on whatever its dbPath now holds.
+    let mut stuck: BTreeSet<String> = BTreeSet::new();
+    let mut notes: Vec<String> = Vec::new();
+    let mut started_at = None;
+    for stage in STAGES {
+        let targets: Vec<OpTarget> = result
+            .nodes
+            .iter()
+            .filter(|n| n.remedies.contains(&stage) && !stuck.contains(&n.node))
+            .map(|n| OpTarget {
+                replica_set: n.replica_set.clone(),
+                node: n.node.clone(),
+            })
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let id = stage_op_id(&op.id, stage);
+        let Some(stage_op) = ex.control.op(&id).await? else {
+            let restore_op = op.id.clone();
+            let command = match stage {
+                Remedy::Revert => OpCommand::RevertToFallback { restore_op },
+                Remedy::Wipe => OpCommand::WipeForInitialSync { restore_op },
+                Remedy::RemoveFallback => OpCommand::RemoveFallback { restore_op },
+                Remedy::Start => OpCommand::StartMongod { restore_op },
+            };
+            let stage_op = Op {
+                id: id.clone(),
+                created_at: now,
+                cluster: op.cluster.clone(),
+                targets,
+                command,
+                deadline: Some(now + ex.op_deadline),
+            };
+            if ex
+                .control
+                .create(&tidemark_schema::control::op_key(&id), &stage_op)
+                .await?
+                == Created::New
+            {
+                tracing::info!(op = %id, "follow-up step written");
+            }
+            return Ok(Progress::Running);
+        };
+        if stage == Remedy::Start {
+            started_at = Some(stage_op.created_at);
+        }
+        let views = ex.views(&stage_op, now).await?;
+        if !views.iter().all(|v| v.settled()) {
+            return Ok(Progress::Running);
+        }
+        for v in &views {
+            match v.final_report() {
+                Some(r) if r.status == PhaseStatus::Done => {}
+                Some(r) => {
+                    stuck.insert(v.node.clone());
+                    notes.push(format!(
+                        "{} failed on {}: {}",
+                        stage.as_str(),
+                        who(v),
+                        r.message
+                    ));
+                }
+                None => {
+                    stuck.insert(v.node.clone());
+                    notes.push(format!(
+                        "{} not done on {}: node lost; it still needs it",
+                        stage.as_str(),
+                        who(v)
+                    ));
+                }
+            }
+        }
+        // Settled: close the step, so an agent that comes back later does not act on a
+        // decision that is no longer current.
+        if !ex.control.exists(&result_key(&id)).await? {
+            ex.decide_once(OpResult {
+                op_id: id.clone(),
+                status: if views.iter().all(|v| {
+                    v.final_report()
+                        .is_some_and(|r| r.status == PhaseStatus::Done)
+                }) {
+                    RunStatus::Done
+                } else {
+                    RunStatus::Error
+                },
+                decided_at: now,
+                reason: format!("follow-up {} of {}", stage.as_str(), op.id),
+                nodes: Vec::new(),
+            })
+            .await?;
+        }
+    }
+    if result.status != RunStatus::Error && settings.start_nodes {
+        if let Some(since) = started_at
+            && let Some(waiting) = unhealthy(ex, op, result, &stuck, since).await?
+        {
+            tracing::info!(restore = %record.name, %waiting, "waiting for a healthy replica set");
+            return Ok(Progress::Running);
+        }
+        if let Some(schedule) = &settings.fresh_backup {
+            match fresh_backup(ex, record, schedule, desired, now).await? {
+                Fresh::Running => return Ok(Progress::Running),
+                Fresh::Ended(note) => notes.push(note),
+            }
+        }
+    }
+    let mut message = result.reason.clone();
+    for n in &result.nodes {
+        if !n.note.is_empty() && (n.note.contains("lost") || n.note.contains("PARTIAL")) {
+            notes.push(format!("{}: {}", n.node, n.note));
+        }
+    }
+    if !notes.is_empty() {
+        message = format!("{message}. {}", notes.join("; "));
+    }
+    ex.finish_record(record, result.status, message, now).await
+}
+
+/// `Some(what is missing)` until every started node is PRIMARY or SECONDARY again,
+/// initial syncs included, as the agents' heartbeats after the start show.
+async fn unhealthy(
+    ex: &Executor,
+    op: &Op,
+    result: &OpResult,
+    stuck: &BTreeSet<String>,
+    since: DateTime<Utc>,
+) -> Result<Option<String>, ExecError> {
+    let beats = ex.control.heartbeats(&op.cluster).await?;
+    let mut missing = Vec::new();
+    let mut primary = false;
+    for n in result
+        .nodes
+        .iter()
+        .filter(|n| n.remedies.contains(&Remedy::Start) && !stuck.contains(&n.node))
+    {
+        let hb = beats
+            .iter()
+            .find(|h| h.replica_set == n.replica_set && h.node == n.node && h.at > since);
+        match hb {
+            Some(h) if h.role == "PRIMARY" || h.role == "SECONDARY" => {
+                primary |= h.role == "PRIMARY";
+            }
+            Some(h) => missing.push(format!("{} is {}", n.node, h.role)),
+            None => missing.push(format!("{}: no heartbeat since the start", n.node)),
+        }
+    }
+    if !primary && missing.is_empty() {
+        missing.push("no primary yet".into());
+    }
+    Ok((!missing.is_empty()).then(|| missing.join(", ")))
+}
+
+enum Fresh {
+    Running,
+    Ended(String),
+}
+
+/// `postRestore.freshBackup`: a backup through the named schedule, as the new base.
+async fn fresh_backup(
+    ex: &Executor,
+    record: &OneShotRecord,
+    schedule: &str,
+    desired: Option<&DesiredState>,
+    now: DateTime<Utc>,
+) -> Result<Fresh, ExecError> {
+    let name = format!("{}-fresh-base", record.name);
+    if let Some(b) = ex
+        .control
+        .get::<OneShotRecord>(&oneshot_key("backup", &name))
+        .await?
+    {
+        if !b.is_final() {
+            return Ok(Fresh::Running);
+        }
+        return Ok(Fresh::Ended(format!(
+            "fresh base backup {name}: {} {}",
+            b.status, b.message
+        )));
+    }
+    let found = desired.and_then(|d| {
+        let s = d.schedule(schedule)?;
+        Some((s, d.storage(&s.storage)?, d.cluster(&s.cluster)?))
+    });
+    let Some((spec, storage, cluster)) = found else {
+        return Ok(Fresh::Ended(format!(
+            "no fresh base backup: schedule {schedule:?} (or its storage or cluster) is not in \
+             the desired state"
+        )));
+    };
+    let beats = ex.control.heartbeats(&spec.cluster).await?;
+    let mut nodes = Vec::new();
+    for rs in cluster.all_replica_sets() {
+        match choose_node(&spec.cluster, rs, &beats, spec.priority.as_ref(), now) {
+            Ok(c) => nodes.push(c),
+            Err(why) => {
+                tracing::info!(%why, "fresh base backup waits for a node");
+                return Ok(Fresh::Running);
+            }
+        }
+    }
+    let settings = BackupSettings {
+        cluster: spec.cluster.clone(),
+        storage_name: spec.storage.clone(),
+        storage: storage_target(storage),
+        backup_type: spec.backup_type,
+        schedule: Some(schedule.to_string()),
+    };
+    backup::start(ex, &name, settings, &nodes, now).await?;
+    Ok(Fresh::Running)
+}

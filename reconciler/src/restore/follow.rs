@@ -1,0 +1,197 @@
+//! Following a restore: `go` once every node is ready, abort (nothing touched) when one is
+//! not; then, once every node has a final report or is lost, the decision, written once.
+
+use chrono::{DateTime, Utc};
+use tidemark_schema::control::{
+    NodeFate, NodeOutcome, NodeVerdict, OneShotRecord, OpResult, Phase, Remedy, RunStatus, go_key,
+    result_key,
+};
+use tidemark_schema::validate::DesiredState;
+
+use super::decide::{NodeState, Policy, decide, remedy};
+use super::finish;
+use super::start::RestoreSettings;
+use crate::execute::{ExecError, Executor, NodeView, Progress, who};
+
+pub async fn advance(
+    ex: &Executor,
+    record: &OneShotRecord,
+    desired: Option<&DesiredState>,
+    now: DateTime<Utc>,
+) -> Result<Progress, ExecError> {
+    let op = ex.op_of(record).await?;
+    let settings: RestoreSettings = Executor::settings_of(record)?;
+    let result = match ex.control.get::<OpResult>(&result_key(&op.id)).await? {
+        Some(r) => r,
+        None => {
+            let views = ex.views(&op, now).await?;
+            let go = ex.control.exists(&go_key(&op.id)).await?;
+            let decided = if go {
+                after_go(&op.id, &views, &settings, now)
+            } else {
+                before_go(ex, &op.id, &views, now).await?
+            };
+            match decided {
+                Some(r) => ex.decide_once(r).await?,
+                None => return Ok(Progress::Running),
+            }
+        }
+    };
+    finish::advance(ex, record, &op, &settings, &result, desired, now).await
+}
+
+/// Before `go`: write it once every node is ready; abort when a node refused or is lost.
+async fn before_go(
+    ex: &Executor,
+    op_id: &str,
+    views: &[NodeView],
+    now: DateTime<Utc>,
+) -> Result<Option<OpResult>, ExecError> {
+    let blockers: Vec<String> = views
+        .iter()
+        .filter_map(|v| match v.final_report() {
+            Some(r) => Some(format!("{}: {}", who(v), r.message)),
+            None if v.lost => Some(format!("{}: {}", who(v), lost_message(v))),
+            None => None,
+        })
+        .collect();
+    if blockers.is_empty() {
+        if views.iter().all(|v| v.reported(Phase::Ready)) {
+            ex.control
+                .create(&go_key(op_id), &serde_json::json!({"at": now}))
+                .await?;
+            tracing::info!(op = %op_id, "every node is ready: go");
+        }
+        return Ok(None);
+    }
+    // Nothing was touched anywhere: no node passes `ready` without `go`. The result makes
+    // every waiting agent stop, untouched.
+    let nodes = views
+        .iter()
+        .map(|v| NodeVerdict {
+            replica_set: v.replica_set.clone(),
+            node: v.node.clone(),
+            fate: if v.lost && v.final_report().is_none() {
+                NodeFate::Lost
+            } else {
+                NodeFate::Refused
+            },
+            phase: v.last_phase().map(|r| r.phase),
+            message: v
+                .final_report()
+                .map(|r| r.message.clone())
+                .unwrap_or_else(|| "aborted before it was touched".into()),
+            remedies: Vec::new(),
+            note: "untouched: mongod kept running with its data".into(),
+        })
+        .collect();
+    Ok(Some(OpResult {
+        op_id: op_id.to_string(),
+        status: RunStatus::Error,
+        decided_at: now,
+        reason: format!(
+            "aborted before any node was touched: {}",
+            blockers.join("; ")
+        ),
+        nodes,
+    }))
+}
+
+fn lost_message(v: &NodeView) -> String {
+    format!(
+        "node lost, last heartbeat {}{}",
+        v.heartbeat
+            .as_ref()
+            .map_or("never".to_string(), |h| h.at.to_rfc3339()),
+        v.last_phase()
+            .map(|r| format!(", last phase {}", r.phase))
+            .unwrap_or_default()
+    )
+}
+
+/// After `go`: once every node settled, the decision flow and each node's remedies.
+fn after_go(
+    op_id: &str,
+    views: &[NodeView],
+    settings: &RestoreSettings,
+    now: DateTime<Utc>,
+) -> Option<OpResult> {
+    if !views.iter().all(|v| v.settled()) {
+        return None;
+    }
+    let states: Vec<NodeState> = views.iter().map(node_state).collect();
+    let policy = Policy {
+        fallback_enabled: settings.fallback_enabled,
+        allow_partly_done: settings.allow_partly_done,
+    };
+    let (status, reason) = decide(&states, policy);
+    let nodes = views
+        .iter()
+        .zip(&states)
+        .map(|(v, s)| {
+            let (mut remedies, note) = remedy(status, policy, s);
+            if settings.start_nodes
+                && status != RunStatus::Error
+                && s.fate != NodeFate::Lost
+                && !remedies.contains(&Remedy::Start)
+            {
+                remedies.push(Remedy::Start);
+            }
+            NodeVerdict {
+                replica_set: v.replica_set.clone(),
+                node: v.node.clone(),
+                fate: s.fate,
+                phase: s.phase,
+                message: match v.final_report() {
+                    Some(r) => r.message.clone(),
+                    None => lost_message(v),
+                },
+                remedies,
+                note,
+            }
+        })
+        .collect();
+    Some(OpResult {
+        op_id: op_id.to_string(),
+        status,
+        decided_at: now,
+        reason,
+        nodes,
+    })
+}
+
+fn node_state(v: &NodeView) -> NodeState {
+    let (fate, phase) = match v.final_report() {
+        Some(r) => match r.outcome {
+            Some(NodeOutcome::Done) => (NodeFate::Done, Some(Phase::Done)),
+            Some(NodeOutcome::Refused) => (NodeFate::Refused, r.failed_phase),
+            // A report without an outcome (an older agent) counts as failed after touching:
+            // the safe side, since a revert of an untouched node is a no-op.
+            Some(NodeOutcome::Failed) | None
+                if r.status == tidemark_schema::control::PhaseStatus::Done =>
+            {
+                (NodeFate::Done, Some(Phase::Done))
+            }
+            Some(NodeOutcome::Failed) | None => (
+                NodeFate::Failed,
+                r.failed_phase.or(v.last_phase().map(|l| l.phase)),
+            ),
+        },
+        None => (
+            NodeFate::Lost,
+            // After go, a node that last said `ready` may already be stopping mongod.
+            Some(
+                v.last_phase()
+                    .map(|r| r.phase)
+                    .filter(|p| p.touches_node())
+                    .unwrap_or(Phase::Stop),
+            ),
+        ),
+    };
+    NodeState {
+        replica_set: v.replica_set.clone(),
+        node: v.node.clone(),
+        fate,
+        phase,
+    }
+}

@@ -1,0 +1,189 @@
+//! Starting a restore. Pre-flight, touching nothing: every data-bearing member has a live
+//! agent, its mongod's major.minor matches the backup's, and the backup's storage answers
+//! with the completion marker and every manifest. Then the op goes to every node at once
+//! with `waitForGo`, so that no node is touched until all of them passed their checks.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tidemark_schema::control::{
+    BackupMarker, Heartbeat, Op, OpCommand, OpTarget, StorageTarget, op_id,
+};
+use tidemark_schema::manifest::layout;
+use tidemark_store::storage::BackupStore;
+
+use crate::execute::{ExecError, Executor};
+use crate::plan::RestorePlan;
+
+/// What a restore was started with, kept in its ledger record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSettings {
+    pub cluster: String,
+    pub backup: String,
+    pub fallback_enabled: bool,
+    pub allow_partly_done: bool,
+    pub external: bool,
+    #[serde(default)]
+    pub start_nodes: bool,
+    #[serde(default)]
+    pub fresh_backup: Option<String>,
+}
+
+/// What stops a restore from starting now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotNow {
+    /// It may start later (an agent not reporting yet, storage not answering).
+    Wait(String),
+    /// It never will (another mongod version): it ends as refused, nothing touched.
+    Refuse(String),
+}
+
+/// `major.minor` of a version string (`7.0.14-8` → `7.0`).
+fn major_minor(v: &str) -> &str {
+    let mut dots = v.match_indices('.');
+    match dots.nth(1) {
+        Some((i, _)) => &v[..i],
+        None => v,
+    }
+}
+
+/// The checks that need the world (heartbeats, storage); the planner did the rest.
+pub async fn preflight(
+    ex: &Executor,
+    plan: &RestorePlan,
+    storage: &StorageTarget,
+    heartbeats: &[Heartbeat],
+    now: DateTime<Utc>,
+) -> Result<(), NotNow> {
+    let mut wait = Vec::new();
+    let mut refuse = Vec::new();
+    let store = BackupStore::open_with_env(storage, ex.storage_env.clone())
+        .map_err(|e| NotNow::Wait(format!("backup storage: {e}")))?;
+    let marker: Option<BackupMarker> = match store
+        .get_json(&layout::backup_marker_key(&plan.backup))
+        .await
+    {
+        Ok(m) => m,
+        Err(e) => return Err(NotNow::Wait(format!("backup storage unreachable: {e}"))),
+    };
+    let Some(marker) = marker else {
+        return Err(NotNow::Refuse(format!(
+            "backup {:?} has no completion marker {} in {}: it is not complete",
+            plan.backup,
+            layout::backup_marker_key(&plan.backup),
+            store.url()
+        )));
+    };
+    for n in &plan.nodes {
+        let hb = heartbeats.iter().find(|h| {
+            h.cluster == plan.cluster && h.replica_set == n.replica_set && h.node == n.node
+        });
+        let Some(hb) = hb else {
+            wait.push(format!("{}: no agent has reported", n.node));
+            continue;
+        };
+        if now - hb.at > ex.dead_after {
+            wait.push(format!(
+                "{}: agent silent since {} (dead after {}s)",
+                n.node,
+                hb.at.to_rfc3339(),
+                ex.dead_after.num_seconds()
+            ));
+            continue;
+        }
+        if let Some(part) = marker.replica_sets.iter().find(|r| r.name == n.replica_set)
+            && major_minor(&part.mongod_version) != major_minor(&hb.mongod_version)
+        {
+            refuse.push(format!(
+                "{}: mongod {} cannot restore a backup taken with {} (major.minor must match)",
+                n.node, hb.mongod_version, part.mongod_version
+            ));
+        }
+        if let Some(part) = marker.replica_sets.iter().find(|r| r.name == n.replica_set)
+            && !plan.external
+            && !store
+                .exists(&layout::rs_manifest_key(&plan.backup, &part.name))
+                .await
+                .unwrap_or(false)
+        {
+            refuse.push(format!(
+                "replica set {}: manifest {} is missing from {}",
+                part.name,
+                layout::rs_manifest_key(&plan.backup, &part.name),
+                store.url()
+            ));
+        }
+    }
+    if !refuse.is_empty() {
+        refuse.extend(wait);
+        return Err(NotNow::Refuse(refuse.join("; ")));
+    }
+    if !wait.is_empty() {
+        return Err(NotNow::Wait(wait.join("; ")));
+    }
+    Ok(())
+}
+
+/// Records the restore and writes its op. `Ok(Some(reason))` when it must wait.
+pub async fn start(
+    ex: &Executor,
+    plan: &RestorePlan,
+    settings: RestoreSettings,
+    storage: StorageTarget,
+    heartbeats: &[Heartbeat],
+    now: DateTime<Utc>,
+) -> Result<Option<String>, ExecError> {
+    let op = Op {
+        id: op_id(now, "restore", &plan.restore),
+        created_at: now,
+        cluster: plan.cluster.clone(),
+        targets: plan
+            .nodes
+            .iter()
+            .map(|n| OpTarget {
+                replica_set: n.replica_set.clone(),
+                node: n.node.clone(),
+            })
+            .collect(),
+        command: OpCommand::Restore {
+            backup: plan.backup.clone(),
+            storage: storage.clone(),
+            fallback_enabled: plan.fallback_enabled,
+            external: plan.external,
+            wait_for_go: true,
+        },
+        deadline: Some(now + ex.op_deadline),
+    };
+    let problem = preflight(ex, plan, &storage, heartbeats, now).await;
+    let settings_json =
+        serde_json::to_value(&settings).map_err(|e| ExecError::Invalid(e.to_string()))?;
+    match problem {
+        Ok(()) => {
+            ex.start_oneshot("Restore", &plan.restore, &op, settings_json, now)
+                .await?;
+            Ok(None)
+        }
+        Err(NotNow::Wait(why)) => Ok(Some(why)),
+        Err(NotNow::Refuse(why)) => {
+            // It ran, in the sense that matters: it was refused once, for good, and a new
+            // name is needed to try again. No op is written, so no node ever sees it.
+            if ex
+                .start_oneshot_refused("Restore", &plan.restore, &op, settings_json, &why, now)
+                .await?
+            {
+                tracing::error!(restore = %plan.restore, reason = %why, "restore refused; nothing was touched");
+            }
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn major_minor_of_versions() {
+        assert_eq!(super::major_minor("7.0.14-8"), "7.0");
+        assert_eq!(super::major_minor("8.0"), "8.0");
+        assert_eq!(super::major_minor("6"), "6");
+    }
+}

@@ -1,0 +1,80 @@
+//! When passes run: at once on a change of the source, otherwise every `interval`; after a
+//! failed pass, sooner, with exponential backoff, so that a flapping control plane is
+//! neither hammered nor left alone for a whole interval. The loop never dies of a pass.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::pass::{PassReport, Reconciler};
+use crate::source::DesiredStateSource;
+
+#[derive(Clone, Debug)]
+pub struct LoopOptions {
+    pub interval: Duration,
+    /// Operations in flight are followed this often, even without a source change.
+    pub follow_interval: Duration,
+}
+
+/// Runs passes until `stop` is set (checked between passes, never inside one, so a
+/// SIGTERM never cuts a write sequence in half). Returns the last pass's report.
+pub async fn run_loop<S: DesiredStateSource>(
+    rec: &mut Reconciler<S>,
+    opts: &LoopOptions,
+    stop: Arc<AtomicBool>,
+) -> PassReport {
+    let changes = match rec.follower.source().changes() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the source; polling every interval");
+            None
+        }
+    };
+    let mut failures = 0u32;
+    let mut last = PassReport::default();
+    while !stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        let wait = match rec.pass(chrono::Utc::now()).await {
+            Ok(report) => {
+                failures = 0;
+                for e in &report.errors {
+                    tracing::error!(error = %e, "pass step failed; retrying next pass");
+                }
+                let busy = !report.running.is_empty() || !report.waiting.is_empty();
+                last = report;
+                if busy {
+                    opts.follow_interval
+                } else {
+                    opts.interval
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                let backoff = Duration::from_millis(500)
+                    .saturating_mul(2u32.saturating_pow(failures.min(10)))
+                    .min(opts.interval);
+                tracing::error!(error = %e, failures, ?backoff, "pass failed; backing off");
+                last.errors = vec![e.to_string()];
+                backoff
+            }
+        };
+        tracing::debug!(elapsed = ?started.elapsed(), "pass");
+        // Sleep until the next pass, waking at once on a source change or on stop.
+        let until = Instant::now() + wait;
+        while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+            let slice = (until - Instant::now()).min(Duration::from_millis(200));
+            let changed = match &changes {
+                Some(c) => tokio::task::block_in_place(|| c.wait(slice)),
+                None => {
+                    tokio::time::sleep(slice).await;
+                    false
+                }
+            };
+            if changed {
+                tracing::info!("the source changed");
+                break;
+            }
+        }
+    }
+    last
+}

@@ -1,0 +1,8 @@
+//! The reconcile loop: `pass` (load, observe, plan, execute, follow) and `looper` (when
+//! passes run, backoff after a failed one, and the stop signal).
+
+mod looper;
+mod pass;
+
+pub use looper::{LoopOptions, run_loop};
+pub use pass::{PassReport, Reconciler, desired_from_applied};

@@ -1,0 +1,259 @@
+//! One reconcile pass: load the desired state (the last good one stays in force), record
+//! the applied and attempted revisions, observe the control plane, `plan`, start what the
+//! plan says, and advance every one-shot that has not ended. Level-triggered: nothing it
+//! needs is kept between passes but the desired state, which is rebuilt from the ledger
+//! after a restart.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use tidemark_schema::control::{APPLIED_KEY, ATTEMPTED_KEY, AttemptedRevision};
+use tidemark_schema::model::Kind;
+use tidemark_schema::validate::{DesiredState, SourceFile, validate_files};
+use tidemark_store::control::observe;
+
+use crate::backup::{self, BackupSettings};
+use crate::execute::{ExecError, Executor, Progress, storage_target};
+use crate::plan::{Action, plan};
+use crate::restore::{self, RestoreSettings};
+use crate::source::{DesiredStateSource, Follower, PollOutcome};
+
+/// What one pass did, for logs and `--once`'s exit code.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    pub revision: Option<String>,
+    /// Operations still running after the pass.
+    pub running: Vec<String>,
+    /// Operations that ended in this pass, with their status.
+    pub finished: Vec<String>,
+    /// One-shots waiting to start, with why.
+    pub waiting: Vec<String>,
+    /// What went wrong (the pass went on past each).
+    pub errors: Vec<String>,
+}
+
+pub struct Reconciler<S> {
+    pub follower: Follower<S>,
+    pub ex: Executor,
+    /// The desired state rebuilt from the ledger, used while the source has no valid one.
+    fallback: Option<(String, DesiredState)>,
+}
+
+/// Rebuilds the desired state recorded in `ledger/applied.json` (its canonical YAML).
+pub fn desired_from_applied(
+    applied: &tidemark_schema::control::AppliedRevision,
+) -> Option<DesiredState> {
+    let mut files: BTreeMap<&str, String> = BTreeMap::new();
+    for d in &applied.documents {
+        let text = files.entry(d.file.as_str()).or_default();
+        text.push_str("---\n");
+        text.push_str(&d.canonical_yaml);
+        text.push('\n');
+    }
+    let files: Vec<SourceFile> = files
+        .into_iter()
+        .map(|(path, text)| SourceFile {
+            path: path.to_string(),
+            bytes: text.into_bytes(),
+        })
+        .collect();
+    let v = validate_files(&files);
+    v.is_valid().then_some(v.state)
+}
+
+impl<S: DesiredStateSource> Reconciler<S> {
+    pub fn new(source: S, ex: Executor) -> Self {
+        Reconciler {
+            follower: Follower::new(source),
+            ex,
+            fallback: None,
+        }
+    }
+
+    /// One pass. Errors of single steps are collected, never fatal to the pass.
+    pub async fn pass(&mut self, now: DateTime<Utc>) -> Result<PassReport, ExecError> {
+        let mut report = PassReport::default();
+        let outcome = tokio::task::block_in_place(|| self.follower.poll());
+        match outcome {
+            PollOutcome::Unchanged => {}
+            PollOutcome::Applied { revision } => {
+                let (_, state) = self.follower.current().expect("just applied");
+                self.ex
+                    .control
+                    .put(APPLIED_KEY, &state.to_applied(&revision, now))
+                    .await?;
+                self.attempted(&revision, Vec::new(), now).await?;
+                tracing::info!(%revision, "applied");
+            }
+            PollOutcome::Rejected { revision, errors } => {
+                let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                tracing::error!(%revision, errors = errors.len(), "revision does not validate; the last good one stays in force");
+                for e in &errors {
+                    tracing::error!("{e}");
+                }
+                self.attempted(&revision, errors, now).await?;
+            }
+            PollOutcome::SourceFailed(e) => {
+                report
+                    .errors
+                    .push(format!("reading the desired state: {e}"));
+            }
+        }
+        let observed = observe(&self.ex.control).await?;
+        if self.follower.current().is_none()
+            && self.fallback.is_none()
+            && let Some(applied) = &observed.applied
+            && let Some(state) = desired_from_applied(applied)
+        {
+            tracing::warn!(revision = %applied.revision, "the source has no valid revision; keeping the ledger's applied revision in force");
+            self.fallback = Some((applied.revision.clone(), state));
+        }
+        let desired = self
+            .follower
+            .current()
+            .or(self.fallback.as_ref().map(|(r, s)| (r.as_str(), s)));
+        report.revision = desired.map(|(r, _)| r.to_string());
+        if let Some((_, desired)) = desired {
+            let plan = plan(desired, &observed, now);
+            for step in &plan.steps {
+                if let Err(e) = self
+                    .start(
+                        desired,
+                        &step.action,
+                        &step.reason,
+                        &observed.heartbeats,
+                        now,
+                        &mut report,
+                    )
+                    .await
+                {
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+        // Every one-shot that has not ended, whatever the desired state says now: deleting
+        // or editing a Restore never stops or undoes one that started.
+        let observed = observe(&self.ex.control).await?;
+        let desired = desired.map(|(_, s)| s);
+        for ((kind, name), record) in &observed.oneshots {
+            if record.is_final() {
+                continue;
+            }
+            let progress = match kind.as_str() {
+                "restore" => restore::advance(&self.ex, record, desired, now).await,
+                "backup" => backup::advance(&self.ex, record, now).await,
+                other => Err(ExecError::Invalid(format!("unknown one-shot kind {other}"))),
+            };
+            match progress {
+                Ok(Progress::Running) => report.running.push(format!("{kind} {name}")),
+                Ok(Progress::Finished(s)) => report.finished.push(format!("{kind} {name}: {s}")),
+                Err(e) => {
+                    report.running.push(format!("{kind} {name}"));
+                    report.errors.push(format!("{kind} {name}: {e}"));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn attempted(
+        &self,
+        revision: &str,
+        errors: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ExecError> {
+        let record = AttemptedRevision {
+            revision: revision.to_string(),
+            attempted_at: now,
+            errors,
+        };
+        Ok(self.ex.control.put(ATTEMPTED_KEY, &record).await?)
+    }
+
+    /// Carries out one plan step that starts something.
+    async fn start(
+        &self,
+        desired: &DesiredState,
+        action: &Action,
+        reason: &str,
+        heartbeats: &[tidemark_schema::control::Heartbeat],
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<(), ExecError> {
+        let wait = match action {
+            Action::RunBackup {
+                backup: name,
+                cluster,
+                storage,
+                backup_type,
+                nodes,
+            } => {
+                let Some(spec) = desired.storage(storage) else {
+                    return Ok(());
+                };
+                let settings = BackupSettings {
+                    cluster: cluster.clone(),
+                    storage_name: storage.clone(),
+                    storage: storage_target(spec),
+                    backup_type: *backup_type,
+                    schedule: None,
+                };
+                backup::start(&self.ex, name, settings, nodes, now)
+                    .await?
+                    .map(|w| (Kind::Backup, name.clone(), w))
+            }
+            Action::StartRestore(p) => {
+                let (Some(spec), Some(backup)) = (
+                    desired.restore(&p.restore),
+                    self.backup_storage(desired, &p.backup).await?,
+                ) else {
+                    return Ok(());
+                };
+                let settings = RestoreSettings {
+                    cluster: p.cluster.clone(),
+                    backup: p.backup.clone(),
+                    fallback_enabled: spec.fallback_enabled,
+                    allow_partly_done: spec.allow_partly_done,
+                    external: spec.external,
+                    start_nodes: spec.post_restore.as_ref().is_some_and(|r| r.start_nodes),
+                    fresh_backup: spec
+                        .post_restore
+                        .as_ref()
+                        .and_then(|r| r.fresh_backup.clone()),
+                };
+                restore::start(&self.ex, p, settings, backup, heartbeats, now)
+                    .await?
+                    .map(|w| (Kind::Restore, p.restore.clone(), w))
+            }
+            Action::Blocked { kind, name } => Some((
+                if kind == "Restore" {
+                    Kind::Restore
+                } else {
+                    Kind::Backup
+                },
+                name.clone(),
+                reason.to_string(),
+            )),
+            _ => None,
+        };
+        if let Some((kind, name, why)) = wait {
+            self.ex.waiting(kind.as_str(), &name, &why, now).await?;
+            report.waiting.push(format!("{kind} {name}: {why}"));
+        }
+        Ok(())
+    }
+
+    /// The storage a backup of the catalog lives in, as agents need it.
+    async fn backup_storage(
+        &self,
+        desired: &DesiredState,
+        backup: &str,
+    ) -> Result<Option<tidemark_schema::control::StorageTarget>, ExecError> {
+        let record: Option<tidemark_schema::control::BackupRecord> = self
+            .ex
+            .control
+            .get(&tidemark_schema::control::catalog_key(backup))
+            .await?;
+        Ok(record.and_then(|r| desired.storage(&r.storage).map(storage_target)))
+    }
+}

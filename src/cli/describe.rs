@@ -1,0 +1,234 @@
+//! `tidemark describe-backup` / `describe-restore`: one operation as an operator needs to
+//! see it — its status, and per replica set and node the phase, progress, last heartbeat,
+//! outcome and reason. `-o json` for scripts; `--wait` follows it to its end.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tidemark_schema::control::{
+    OneShotRecord, OpResult, PhaseStatus, RunStatus, WaitingRecord, oneshot_key, result_key,
+    waiting_key,
+};
+use tidemark_store::control::ControlPlane;
+
+use super::args::{DescribeArgs, OutputFormat};
+use super::exit::ExitStatus;
+
+pub fn run(args: DescribeArgs, kind: &str) -> anyhow::Result<ExitStatus> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let control = ControlPlane::open(&args.control)?;
+        let tty = std::io::stderr().is_terminal();
+        let mut last_line = String::new();
+        loop {
+            let view = describe(&control, kind, &args.name, &args).await?;
+            let status = view["status"].as_str().unwrap_or_default().to_string();
+            let ended = matches!(status.as_str(), "done" | "partlyDone" | "error");
+            if args.wait && !ended {
+                let line = progress_line(&view);
+                if line != last_line {
+                    if tty {
+                        eprint!("\r\x1b[2K{line}");
+                    } else {
+                        eprintln!("{line}");
+                    }
+                    last_line = line;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            if args.wait && tty && !last_line.is_empty() {
+                eprintln!();
+            }
+            match args.output {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+                OutputFormat::Text => print!("{}", render(&view)),
+            }
+            if view.get("found") == Some(&Value::Bool(false)) {
+                return Ok(ExitStatus::Failure);
+            }
+            return Ok(if !args.wait || status == "done" {
+                ExitStatus::Ok
+            } else {
+                ExitStatus::Failure
+            });
+        }
+    })
+}
+
+/// The whole view of one operation, as JSON (the `-o json` contract).
+async fn describe(
+    control: &ControlPlane,
+    kind: &str,
+    name: &str,
+    args: &DescribeArgs,
+) -> anyhow::Result<Value> {
+    let Some(record) = control
+        .get::<OneShotRecord>(&oneshot_key(kind, name))
+        .await?
+    else {
+        if let Some(w) = control
+            .get::<WaitingRecord>(&waiting_key(kind, name))
+            .await?
+        {
+            return Ok(json!({
+                "kind": kind, "name": name, "status": "waiting",
+                "reason": w.reason, "since": w.at, "replicaSets": [],
+            }));
+        }
+        return Ok(json!({
+            "kind": kind, "name": name, "found": false, "status": "unknown",
+            "reason": format!("no {kind} named {name:?} has started or is waiting in {}", control.url()),
+            "replicaSets": [],
+        }));
+    };
+    let now = chrono::Utc::now();
+    let dead_after = chrono::Duration::from_std(args.dead_after)?;
+    let op = control.op(&record.op_id).await?;
+    let result: Option<OpResult> = control.get(&result_key(&record.op_id)).await?;
+    let reports = control.op_reports(&record.op_id).await?;
+    let beats = match &op {
+        Some(op) => control.heartbeats(&op.cluster).await?,
+        None => Vec::new(),
+    };
+    let mut sets: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    let mut copy_ready = false;
+    for t in op.iter().flat_map(|o| o.targets.iter()) {
+        let mine: Vec<_> = reports
+            .iter()
+            .filter(|r| r.replica_set == t.replica_set && r.node == t.node)
+            .collect();
+        let fin = mine.iter().find(|r| r.phase.is_final());
+        let last = mine.iter().rev().find(|r| !r.phase.is_final());
+        let hb = beats
+            .iter()
+            .find(|h| h.replica_set == t.replica_set && h.node == t.node);
+        let lost = fin.is_none() && hb.is_none_or(|h| now - h.at > dead_after);
+        let verdict = result.as_ref().and_then(|r| {
+            r.nodes
+                .iter()
+                .find(|n| n.node == t.node && n.replica_set == t.replica_set)
+        });
+        if fin.is_none()
+            && last
+                .is_some_and(|r| r.phase.as_str() == "copyReady" && r.status == PhaseStatus::Done)
+        {
+            copy_ready = true;
+        }
+        let outcome = match (verdict, fin) {
+            (Some(v), _) => json!(v.fate),
+            (None, Some(r)) => json!(r.outcome.map_or(r.phase.as_str(), |o| match o {
+                tidemark_schema::control::NodeOutcome::Done => "done",
+                tidemark_schema::control::NodeOutcome::Refused => "refused",
+                tidemark_schema::control::NodeOutcome::Failed => "failed",
+            })),
+            (None, None) if lost => json!("lost"),
+            _ => Value::Null,
+        };
+        let reason = match (verdict, fin) {
+            (Some(v), _) => v.message.clone(),
+            (None, Some(r)) => r.message.clone(),
+            (None, None) if lost => format!(
+                "node lost, last heartbeat {}",
+                hb.map_or("never".to_string(), |h| h.at.to_rfc3339())
+            ),
+            _ => String::new(),
+        };
+        sets.entry(t.replica_set.clone()).or_default().push(json!({
+            "node": t.node,
+            "phase": last.map(|r| r.phase.as_str()),
+            "progress": last.map(|r| r.message.clone()).unwrap_or_default(),
+            "lastHeartbeat": hb.map(|h| h.at),
+            "outcome": outcome,
+            "reason": reason,
+            "remedies": verdict.map(|v| v.remedies.clone()).unwrap_or_default(),
+            "note": verdict.map(|v| v.note.clone()).unwrap_or_default(),
+        }));
+    }
+    let status = match record.status {
+        RunStatus::Done => "done",
+        RunStatus::PartlyDone => "partlyDone",
+        RunStatus::Error => "error",
+        _ if copy_ready => "copyReady",
+        _ => "running",
+    };
+    Ok(json!({
+        "kind": kind,
+        "name": name,
+        "status": status,
+        "opId": record.op_id,
+        "startedAt": record.started_at,
+        "finishedAt": record.finished_at,
+        "decision": result.as_ref().map(|r| json!({"status": r.status, "reason": r.reason, "at": r.decided_at})),
+        "reason": record.message,
+        "replicaSets": sets.into_iter().map(|(name, nodes)| json!({"name": name, "nodes": nodes})).collect::<Vec<_>>(),
+    }))
+}
+
+fn progress_line(view: &Value) -> String {
+    let mut parts = Vec::new();
+    for rs in view["replicaSets"].as_array().into_iter().flatten() {
+        for n in rs["nodes"].as_array().into_iter().flatten() {
+            parts.push(format!(
+                "{} {}",
+                n["node"].as_str().unwrap_or_default(),
+                n["outcome"]
+                    .as_str()
+                    .or(n["phase"].as_str())
+                    .unwrap_or("waiting")
+            ));
+        }
+    }
+    format!(
+        "{} {}: {} [{}]",
+        view["kind"].as_str().unwrap_or_default(),
+        view["name"].as_str().unwrap_or_default(),
+        view["status"].as_str().unwrap_or_default(),
+        parts.join(", ")
+    )
+}
+
+fn render(view: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let mut out = format!(
+        "{} {}: {}\n",
+        s(&view["kind"]),
+        s(&view["name"]),
+        s(&view["status"])
+    );
+    if !view["opId"].is_null() {
+        out.push_str(&format!("  op:      {}\n", s(&view["opId"])));
+        out.push_str(&format!("  started: {}\n", s(&view["startedAt"])));
+    }
+    if !view["finishedAt"].is_null() {
+        out.push_str(&format!("  ended:   {}\n", s(&view["finishedAt"])));
+    }
+    if !s(&view["reason"]).is_empty() {
+        out.push_str(&format!("  reason:  {}\n", s(&view["reason"])));
+    }
+    for rs in view["replicaSets"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  replica set {}\n", s(&rs["name"])));
+        for n in rs["nodes"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "    {}: {} (phase {}, last heartbeat {})\n",
+                s(&n["node"]),
+                n["outcome"].as_str().unwrap_or("in progress"),
+                n["phase"].as_str().unwrap_or("-"),
+                n["lastHeartbeat"].as_str().unwrap_or("never"),
+            ));
+            for key in ["progress", "reason", "note"] {
+                if !s(&n[key]).is_empty() {
+                    out.push_str(&format!("      {key}: {}\n", s(&n[key])));
+                }
+            }
+            if let Some(r) = n["remedies"].as_array().filter(|r| !r.is_empty()) {
+                let r: Vec<String> = r.iter().map(s).collect();
+                out.push_str(&format!("      remedies: {}\n", r.join(", ")));
+            }
+        }
+    }
+    out
+}
