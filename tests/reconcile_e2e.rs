@@ -318,3 +318,93 @@ fn files_hash(dbpath: &Path) -> String {
     }
     h.finalize().to_hex().to_string()
 }
+
+#[test]
+fn a_corrupted_backup_object_gives_error_and_the_original_data_everywhere() {
+    let w = &mut prepared("rcor", None);
+    // Flip a byte in the middle of every stored collection file of the backup.
+    let files = w
+        .rig
+        .storage_dir
+        .path()
+        .join("b1")
+        .join(&w.rig.rs.name)
+        .join("files");
+    for e in std::fs::read_dir(&files).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("collection-")
+        {
+            let mut bytes = std::fs::read(&p).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xff;
+            std::fs::write(&p, bytes).unwrap();
+        }
+    }
+    let v = w.restore("r1", "b1", "  fallbackEnabled: true\n");
+    assert_eq!(v["status"], "error", "{v:#}");
+    for n in nodes_of(&v) {
+        assert_eq!(n["outcome"], "failed", "{n:#}");
+        assert_eq!(n["phase"], "fetch", "{n:#}");
+    }
+    let want: Vec<i32> = (0..50).chain(1000..1010).collect();
+    for i in 0..3 {
+        w.wait_ids(i, &want);
+    }
+}
+
+#[test]
+fn a_reconciler_killed_mid_restore_is_taken_over_and_the_restore_runs_once() {
+    let w = &mut prepared("rkill", None);
+    w.write(
+        "restore-r1.yaml",
+        &format!(
+            "apiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: r1\nspec:\n  cluster: \
+             {CLUSTER}\n  source:\n    backup: b1\n  fallbackEnabled: true\n  postRestore:\n    \
+             startNodes: true\n"
+        ),
+    );
+    // Kill -9 the reconciler once the nodes got `go`, in the middle of the restore.
+    let ops = w.rig.control.path().join("ops");
+    let started = Instant::now();
+    let restore_op = loop {
+        let found = std::fs::read_dir(&ops).ok().and_then(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| {
+                    n.contains("-restore-r1")
+                        && !n.contains('.')
+                        && ops.join(n).join("go.json").exists()
+                })
+        });
+        if let Some(op) = found {
+            break op;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no go.json");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut old = w.reconciler.take().unwrap();
+    old.kill().unwrap(); // SIGKILL
+    old.wait().unwrap();
+    w.start_reconciler();
+    let v = w.wait_end("restore", "r1");
+    assert_eq!(v["status"], "done", "{v:#}\n{}", w.reconciler_log());
+    assert_eq!(
+        v["opId"],
+        restore_op.as_str(),
+        "the new process finished the same op"
+    );
+    let restore_ops: Vec<String> = std::fs::read_dir(&ops)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("-restore-r1") && !n.contains('.'))
+        .collect();
+    assert_eq!(restore_ops, vec![restore_op], "the restore ran once");
+    let want: Vec<i32> = (0..50).collect();
+    for i in 0..3 {
+        w.wait_ids(i, &want);
+    }
+}
