@@ -170,11 +170,14 @@ impl Node {
     /// exactly what the node needs. Only called between phases, never inside one.
     pub async fn boundary(&self, op: &Op, reached: Phase) -> Result<(), PhaseFailure> {
         let key = tidemark_schema::control::abort_key(&op.id);
-        if self.control.exists(&key).await.in_phase(reached)? {
+        let result = tidemark_schema::control::result_key(&op.id);
+        if self.control.exists(&key).await.in_phase(reached)?
+            || self.control.exists(&result).await.in_phase(reached)?
+        {
             return Err(PhaseFailure {
                 phase: reached,
                 error: AgentError::Refused(format!(
-                    "the op was aborted ({key} exists); stopped after phase {reached}"
+                    "the op was aborted or decided without this node ({key} or result.json exists); stopped after phase {reached}"
                 )),
             });
         }
@@ -187,13 +190,15 @@ impl Node {
         let result = tidemark_schema::control::result_key(&op.id);
         let abort = tidemark_schema::control::abort_key(&op.id);
         loop {
-            if self.control.exists(key).await? {
-                return Ok(());
-            }
+            // An end (result or abort) wins over the awaited key: two reconcilers racing
+            // may write both, and a node must then stay untouched.
             if self.control.exists(&result).await? || self.control.exists(&abort).await? {
                 return Err(AgentError::Refused(format!(
                     "the op was ended (its result.json or abort.json exists) while waiting for {what}"
                 )));
+            }
+            if self.control.exists(key).await? {
+                return Ok(());
             }
             tokio::time::sleep(self.cfg.poll_interval).await;
         }

@@ -56,8 +56,13 @@ pub async fn advance(
                     ));
                     continue;
                 }
-                Some(raw) => ReplicaSetManifest::from_json(raw.to_string().as_bytes())
-                    .map_err(|e| ExecError::Invalid(format!("{}: {key}: {e}", store.url())))?,
+                Some(raw) => match ReplicaSetManifest::from_json(raw.to_string().as_bytes()) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        failures.push(format!("{}: {key} in {}: {e}", who(v), store.url()));
+                        continue;
+                    }
+                },
             };
             let t = DateTime::from_timestamp(manifest.last_write.t.into(), 0);
             last_write = last_write.max(t);
@@ -69,25 +74,51 @@ pub async fn advance(
                 stored_bytes: manifest.stored_bytes,
             });
         }
-        if failures.is_empty() {
-            let marker = BackupMarker {
-                backup: backup.clone(),
-                cluster: op.cluster.clone(),
-                op_id: op.id.clone(),
-                completed_at: now,
-                replica_sets: parts.clone(),
-            };
-            store
-                .put_json(&layout::backup_marker_key(backup), &marker)
-                .await?;
-            store.flush().await?;
+    }
+    let reason = if failures.is_empty() {
+        format!(
+            "every replica set's manifest is in storage; backup.json written ({} replica set(s))",
+            views.len()
+        )
+    } else {
+        format!("failed, never restorable: {}", failures.join("; "))
+    };
+    // Decide once, first: what a second writer or an earlier pass decided is what the
+    // marker, the catalog and the ledger then say.
+    let result = ex
+        .decide_once(OpResult {
+            op_id: op.id.clone(),
+            status: if failures.is_empty() {
+                RunStatus::Done
+            } else {
+                RunStatus::Error
+            },
+            decided_at: now,
+            reason,
+            nodes: Vec::new(),
+        })
+        .await?;
+    let status = result.status;
+    if status == RunStatus::Done {
+        let store = BackupStore::open_with_env(&settings.storage, ex.storage_env.clone())?;
+        let key = layout::backup_marker_key(backup);
+        let marker = BackupMarker {
+            backup: backup.clone(),
+            cluster: op.cluster.clone(),
+            op_id: op.id.clone(),
+            completed_at: result.decided_at,
+            replica_sets: parts.clone(),
+        };
+        store.put_json(&key, &marker).await?;
+        store.flush().await?;
+        // Read back before the catalog calls the backup restorable.
+        if store.get_json::<BackupMarker>(&key).await?.as_ref() != Some(&marker) {
+            return Err(ExecError::Invalid(format!(
+                "{key} in {} does not read back as written",
+                store.url()
+            )));
         }
     }
-    let status = if failures.is_empty() {
-        RunStatus::Done
-    } else {
-        RunStatus::Error
-    };
     let catalog = BackupRecord {
         name: backup.clone(),
         cluster: op.cluster.clone(),
@@ -102,21 +133,5 @@ pub async fn advance(
         replica_sets: parts,
     };
     ex.control.put(&catalog_key(backup), &catalog).await?;
-    let reason = if failures.is_empty() {
-        format!(
-            "every replica set's manifest is in storage; backup.json written ({} replica set(s))",
-            views.len()
-        )
-    } else {
-        format!("failed, never restorable: {}", failures.join("; "))
-    };
-    ex.decide_once(OpResult {
-        op_id: op.id.clone(),
-        status,
-        decided_at: now,
-        reason: reason.clone(),
-        nodes: Vec::new(),
-    })
-    .await?;
-    ex.finish_record(record, status, reason, now).await
+    ex.finish_record(record, status, result.reason, now).await
 }

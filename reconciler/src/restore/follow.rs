@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
-    NodeFate, NodeOutcome, NodeVerdict, OneShotRecord, OpResult, Phase, Remedy, RunStatus, go_key,
-    result_key,
+    NodeFate, NodeOutcome, NodeVerdict, OneShotRecord, OpResult, Phase, Remedy, RunStatus,
+    abort_key, go_key, result_key,
 };
 use tidemark_schema::validate::DesiredState;
 
@@ -32,7 +32,14 @@ pub async fn advance(
                 before_go(ex, &op.id, &views, now).await?
             };
             match decided {
-                Some(r) => ex.decide_once(r).await?,
+                Some(r) => {
+                    // A lost node may only be partitioned: make it stop at its next phase
+                    // boundary rather than finish a restore the cluster decided without it.
+                    ex.control
+                        .create(&abort_key(&op.id), &serde_json::json!({"at": now}))
+                        .await?;
+                    ex.decide_once(r).await?
+                }
                 None => return Ok(Progress::Running),
             }
         }

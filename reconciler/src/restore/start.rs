@@ -91,7 +91,13 @@ pub async fn preflight(
             ));
             continue;
         }
-        if let Some(part) = marker.replica_sets.iter().find(|r| r.name == n.replica_set)
+        if !hb.mongod_version.starts_with(|c: char| c.is_ascii_digit()) {
+            // mongod did not answer its agent ("unknown"): ask again later.
+            wait.push(format!(
+                "{}: mongod version not known yet ({})",
+                n.node, hb.mongod_version
+            ));
+        } else if let Some(part) = marker.replica_sets.iter().find(|r| r.name == n.replica_set)
             && major_minor(&part.mongod_version) != major_minor(&hb.mongod_version)
         {
             refuse.push(format!(
@@ -99,12 +105,16 @@ pub async fn preflight(
                 n.node, hb.mongod_version, part.mongod_version
             ));
         }
-        if let Some(part) = marker.replica_sets.iter().find(|r| r.name == n.replica_set)
-            && !plan.external
-            && !store
+        let part = marker.replica_sets.iter().find(|r| r.name == n.replica_set);
+        let present = match part {
+            Some(part) if !plan.external => store
                 .exists(&layout::rs_manifest_key(&plan.backup, &part.name))
                 .await
-                .unwrap_or(false)
+                .map_err(|e| NotNow::Wait(format!("backup storage unreachable: {e}")))?,
+            _ => true,
+        };
+        if let Some(part) = part
+            && !present
         {
             refuse.push(format!(
                 "replica set {}: manifest {} is missing from {}",
