@@ -59,6 +59,7 @@ pub async fn start(
     };
     let settings =
         serde_json::to_value(&settings).map_err(|e| ExecError::Invalid(e.to_string()))?;
-    ex.start_oneshot("Backup", name, &op, settings, now).await?;
+    ex.start_oneshot("Backup", name, &op, settings, None, now)
+        .await?;
     Ok(None)
 }

@@ -12,14 +12,17 @@ use tidemark_store::control::Created;
 use super::context::{ExecError, Executor};
 
 impl Executor {
-    /// Records and starts a one-shot. Returns false when the ledger already had it (another
-    /// pass or reconciler started it first); nothing is written then.
+    /// Records and starts a one-shot: the ledger record (create-if-absent) first, then its
+    /// op. With `refused`, the one-shot is recorded as ended with `error` before it touched
+    /// anything, and no op is written at all. Returns false when the ledger already had it
+    /// (another pass or reconciler came first); nothing more is written then.
     pub async fn start_oneshot(
         &self,
         kind: &str,
         name: &str,
         op: &Op,
         settings: serde_json::Value,
+        refused: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool, ExecError> {
         let record = OneShotRecord {
@@ -27,50 +30,31 @@ impl Executor {
             name: name.to_string(),
             op_id: op.id.clone(),
             started_at: now,
-            finished_at: None,
-            status: RunStatus::Running,
-            message: String::new(),
-            started_with: Some(json!({ "op": op, "settings": settings })),
+            finished_at: refused.map(|_| now),
+            status: if refused.is_some() {
+                RunStatus::Error
+            } else {
+                RunStatus::Running
+            },
+            message: refused
+                .map(|why| format!("refused before touching any node: {why}"))
+                .unwrap_or_default(),
+            started_with: Some(
+                json!({ "op": op, "settings": settings, "refused": refused.is_some() }),
+            ),
         };
         let key = oneshot_key(&kind.to_lowercase(), name);
         if self.control.create(&key, &record).await? == Created::Existed {
             return Ok(false);
         }
-        self.control.create(&op_key(&op.id), op).await?;
+        if refused.is_none() {
+            self.control.create(&op_key(&op.id), op).await?;
+        }
         self.control
             .delete(&waiting_key(&kind.to_lowercase(), name))
             .await?;
-        tracing::info!(kind, name, op = %op.id, "started");
+        tracing::info!(kind, name, op = %op.id, refused = refused.is_some(), "started");
         Ok(true)
-    }
-
-    /// Records a one-shot as refused before it touched anything: it ran once, with status
-    /// `error`, and no op was ever written. Returns false when the ledger already had it.
-    pub async fn start_oneshot_refused(
-        &self,
-        kind: &str,
-        name: &str,
-        op: &Op,
-        settings: serde_json::Value,
-        why: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, ExecError> {
-        let record = OneShotRecord {
-            kind: kind.to_string(),
-            name: name.to_string(),
-            op_id: op.id.clone(),
-            started_at: now,
-            finished_at: Some(now),
-            status: RunStatus::Error,
-            message: format!("refused before touching any node: {why}"),
-            started_with: Some(json!({ "op": op, "settings": settings, "refused": true })),
-        };
-        let key = oneshot_key(&kind.to_lowercase(), name);
-        let created = self.control.create(&key, &record).await? == Created::New;
-        self.control
-            .delete(&waiting_key(&kind.to_lowercase(), name))
-            .await?;
-        Ok(created)
     }
 
     /// The op of a one-shot; written now from the ledger record when a crash came between

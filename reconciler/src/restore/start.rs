@@ -169,7 +169,7 @@ pub async fn start(
         serde_json::to_value(&settings).map_err(|e| ExecError::Invalid(e.to_string()))?;
     match problem {
         Ok(()) => {
-            ex.start_oneshot("Restore", &plan.restore, &op, settings_json, now)
+            ex.start_oneshot("Restore", &plan.restore, &op, settings_json, None, now)
                 .await?;
             Ok(None)
         }
@@ -178,7 +178,14 @@ pub async fn start(
             // It ran, in the sense that matters: it was refused once, for good, and a new
             // name is needed to try again. No op is written, so no node ever sees it.
             if ex
-                .start_oneshot_refused("Restore", &plan.restore, &op, settings_json, &why, now)
+                .start_oneshot(
+                    "Restore",
+                    &plan.restore,
+                    &op,
+                    settings_json,
+                    Some(&why),
+                    now,
+                )
                 .await?
             {
                 tracing::error!(restore = %plan.restore, reason = %why, "restore refused; nothing was touched");
