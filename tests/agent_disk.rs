@@ -5,52 +5,13 @@
 mod rig;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use bson::doc;
-use tempfile::TempDir;
 use tidemark_schema::control::Phase;
 use tidemark_schema::model::Compression;
 
 use rig::*;
-
-/// Re-runs test `inner` of this binary inside a private mount namespace where a tmpfs of
-/// `size` is the temp dir, so every dbPath the harness makes lives on a small real disk.
-fn on_a_small_disk(inner: &str, size: &str) {
-    let tmpfs = TempDir::new().unwrap();
-    let outside = TempDir::new().unwrap();
-    let script = r#"mount -t tmpfs -o size="$2" tmpfs "$0" && exec "$1" --exact "$3" --nocapture --test-threads=1"#;
-    let mut attempts = vec![vec!["-m"], vec!["-rm"]];
-    let out = loop {
-        let flags = attempts.remove(0);
-        let out = Command::new("unshare")
-            .args(&flags)
-            .args(["sh", "-c", script])
-            .arg(tmpfs.path())
-            .arg(std::env::current_exe().unwrap())
-            .args([size, inner])
-            .env(TMPFS_VAR, tmpfs.path())
-            .env(OUTSIDE_VAR, outside.path())
-            .env("TMPDIR", tmpfs.path())
-            .output()
-            .expect("unshare (util-linux) runs");
-        // Without root, fall back to a user namespace that maps us to root.
-        if out.status.success()
-            || attempts.is_empty()
-            || !String::from_utf8_lossy(&out.stderr).contains("unshare")
-        {
-            break out;
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains(&format!("INNER OK {inner}")),
-        "inner run {inner} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn fill(rig: &Rig, db: &str, bytes: u64) {
     let p = rig.primary();
@@ -95,10 +56,10 @@ fn du(dir: &Path) -> u64 {
 
 #[test]
 fn the_disk_evaluation_refuses_a_fallback_restore_on_a_small_disk() {
-    on_a_small_disk("inner_disk_evaluation", "96m");
+    in_mount_namespace("inner_disk_evaluation", Some("96m"));
 }
 
-/// Runs only inside `on_a_small_disk`; does nothing in a normal run.
+/// Runs only inside `in_mount_namespace`; does nothing in a normal run.
 #[test]
 fn inner_disk_evaluation() {
     let Some(tmpfs) = std::env::var_os(TMPFS_VAR).map(PathBuf::from) else {
@@ -155,10 +116,10 @@ fn inner_disk_evaluation() {
 
 #[test]
 fn a_disk_that_fills_during_a_restore_without_fallback_is_a_clear_error() {
-    on_a_small_disk("inner_disk_fills_during_download", "128m");
+    in_mount_namespace("inner_disk_fills_during_download", Some("128m"));
 }
 
-/// Runs only inside `on_a_small_disk`; does nothing in a normal run.
+/// Runs only inside `in_mount_namespace`; does nothing in a normal run.
 #[test]
 fn inner_disk_fills_during_download() {
     let Some(tmpfs) = std::env::var_os(TMPFS_VAR).map(PathBuf::from) else {

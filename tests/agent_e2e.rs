@@ -4,7 +4,6 @@
 #[path = "support/rig.rs"]
 mod rig;
 
-use std::path::Path;
 use std::time::Duration;
 
 use bson::{Document, doc};
@@ -367,20 +366,6 @@ fn a_restore_waiting_for_go_touches_nothing_until_go_and_an_abort_leaves_the_nod
     );
     rig.wait_done(&remove, 0);
     assert!(!rig.rs.dbpath(0).join(".tidemark-fallback").exists());
-}
-
-/// Copies every file under `from` into `to`, keeping relative paths.
-fn copy_tree(from: &Path, to: &Path) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let target = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&p, &target);
-        } else {
-            std::fs::copy(&p, &target).unwrap();
-        }
-    }
 }
 
 #[test]

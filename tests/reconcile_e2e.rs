@@ -4,233 +4,18 @@
 
 #[path = "support/rig.rs"]
 mod rig;
+#[path = "support/world.rs"]
+mod world;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bson::doc;
-use mongod_sim::client::BlockingConn;
-use serde_json::Value;
-use tempfile::TempDir;
-
 use rig::*;
-
-/// A rig plus a policy directory and a running reconciler.
-struct World {
-    rig: Rig,
-    policies: TempDir,
-    reconciler: Option<Child>,
-}
-
-impl World {
-    fn new(name: &str) -> World {
-        let rig = Rig::new(name, 3, &[]);
-        let policies = TempDir::new().unwrap();
-        let members: Vec<String> = (0..3)
-            .map(|i| format!("        - {}", rig.node(i)))
-            .collect();
-        std::fs::write(
-            policies.path().join("cluster.yaml"),
-            format!(
-                "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: {CLUSTER}\nspec:\n  \
-                 replicaSets:\n    - name: {}\n      members:\n{}\n---\napiVersion: tidemark/v1\n\
-                 kind: BackupStorage\nmetadata:\n  name: local\nspec:\n  url: {}\n",
-                rig.rs.name,
-                members.join("\n"),
-                rig.storage_url
-            ),
-        )
-        .unwrap();
-        World {
-            rig,
-            policies,
-            reconciler: None,
-        }
-    }
-
-    fn write(&self, file: &str, yaml: &str) {
-        std::fs::write(self.policies.path().join(file), yaml).unwrap();
-    }
-
-    fn start_reconciler(&mut self) {
-        let log = std::fs::File::create(self.rig.control.path().join("reconciler.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(["reconcile", "--policies"])
-            .arg(self.policies.path())
-            .arg("--control")
-            .arg(self.rig.control.path())
-            .args([
-                "--interval",
-                "2s",
-                "--follow-interval",
-                "300ms",
-                "--dead-after",
-                "5s",
-            ])
-            .env("TIDEMARK_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.reconciler = Some(child);
-    }
-
-    fn reconciler_log(&self) -> String {
-        std::fs::read_to_string(self.rig.control.path().join("reconciler.log")).unwrap_or_default()
-    }
-
-    /// `tidemark describe-<kind> NAME -o json`.
-    fn describe(&self, kind: &str, name: &str) -> Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args([&format!("describe-{kind}"), name, "-o", "json", "--control"])
-            .arg(self.rig.control.path())
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    }
-
-    /// Waits until the operation ended; returns its view.
-    fn wait_end(&self, kind: &str, name: &str) -> Value {
-        let started = Instant::now();
-        loop {
-            let v = self.describe(kind, name);
-            if matches!(v["status"].as_str(), Some("done" | "partlyDone" | "error")) {
-                return v;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(150),
-                "{kind} {name} did not end: {v:#}\nreconciler log:\n{}\nagent logs:\n{}\n{}\n{}",
-                self.reconciler_log(),
-                self.rig.agent_log(0),
-                self.rig.agent_log(1),
-                self.rig.agent_log(2)
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    /// Ids of `app.items` on node `i`, asked over the wire (the node may have been
-    /// started by its agent, not by the rig).
-    fn ids_at(&self, i: usize) -> Option<Vec<i32>> {
-        let mut c = BlockingConn::connect(&self.rig.node(i), Duration::from_secs(2)).ok()?;
-        let reply = c
-            .command(
-                "app",
-                doc! {"find": "items", "filter": {}, "batchSize": 100000, "sort": {"_id": 1}, "$readPreference": {"mode": "secondaryPreferred"}},
-            )
-            .ok()?;
-        let batch = reply
-            .get_document("cursor")
-            .ok()?
-            .get_array("firstBatch")
-            .ok()?;
-        Some(
-            batch
-                .iter()
-                .filter_map(|d| d.as_document()?.get_i32("_id").ok())
-                .collect(),
-        )
-    }
-
-    /// Waits until node `i` serves exactly `want`.
-    fn wait_ids(&self, i: usize, want: &[i32]) {
-        let started = Instant::now();
-        loop {
-            let got = self.ids_at(i);
-            if got.as_deref() == Some(want) {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(90),
-                "node {i} serves {:?} ids (want {}): {:?}",
-                got.as_ref().map(Vec::len),
-                want.len(),
-                got.map(|g| g.into_iter().take(5).collect::<Vec<_>>())
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    fn backup(&mut self, name: &str) {
-        self.write(
-            &format!("backup-{name}.yaml"),
-            &format!(
-                "apiVersion: tidemark/v1\nkind: Backup\nmetadata:\n  name: {name}\nspec:\n  \
-                 cluster: {CLUSTER}\n  storage: local\n  type: physical\n"
-            ),
-        );
-        let v = self.wait_end("backup", name);
-        assert_eq!(v["status"], "done", "{v:#}\n{}", self.reconciler_log());
-        assert!(
-            self.rig
-                .storage_dir
-                .path()
-                .join(name)
-                .join("backup.json")
-                .exists(),
-            "the completion marker is written"
-        );
-    }
-
-    fn restore(&mut self, name: &str, backup: &str, extra: &str) -> Value {
-        self.write(
-            &format!("restore-{name}.yaml"),
-            &format!(
-                "apiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: {name}\nspec:\n  \
-                 cluster: {CLUSTER}\n  source:\n    backup: {backup}\n{extra}"
-            ),
-        );
-        self.wait_end("restore", name)
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.reconciler.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // Members started by agents are not the rig's children: stop them over the wire.
-        for i in 0..3 {
-            if let Ok(mut c) = BlockingConn::connect(&self.rig.node(i), Duration::from_millis(500))
-            {
-                let _ = c.command("admin", doc! {"shutdown": 1, "force": true});
-            }
-        }
-    }
-}
-
-/// Data written, agents and reconciler up, backup `b1` taken, then data written after it.
-fn prepared(name: &str, faulty_recover: Option<usize>) -> World {
-    let mut w = World::new(name);
-    w.rig.insert(0..50);
-    for i in 0..3 {
-        if Some(i) == faulty_recover {
-            w.rig
-                .start_agent_with(i, &["--standalone-arg=--sim-fail-startup=injected fault"]);
-        } else {
-            w.rig.start_agent(i);
-        }
-    }
-    std::thread::sleep(Duration::from_millis(800));
-    w.start_reconciler();
-    w.backup("b1");
-    w.rig.insert(1000..1010);
-    w
-}
-
-fn nodes_of(v: &Value) -> Vec<Value> {
-    v["replicaSets"][0]["nodes"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
+use world::*;
 
 #[test]
 fn backup_then_restore_is_done_on_every_node_with_start_nodes() {
-    let w = &mut prepared("rdone", None);
+    let w = &mut prepared(World::new("rdone"), None);
     let v = w.restore(
         "r1",
         "b1",
@@ -249,7 +34,7 @@ fn backup_then_restore_is_done_on_every_node_with_start_nodes() {
 
 #[test]
 fn a_node_that_cannot_recover_gives_partly_done_and_initial_syncs() {
-    let w = &mut prepared("rpart", Some(2));
+    let w = &mut prepared(World::new("rpart"), Some(2));
     let v = w.restore(
         "r1",
         "b1",
@@ -271,7 +56,7 @@ fn a_node_that_cannot_recover_gives_partly_done_and_initial_syncs() {
 
 #[test]
 fn strict_policy_gives_error_and_every_node_is_as_before() {
-    let w = &mut prepared("rerr", Some(2));
+    let w = &mut prepared(World::new("rerr"), Some(2));
     // Let a checkpoint put the post-backup writes into files, then record every dbPath.
     std::thread::sleep(Duration::from_millis(800));
     let before: Vec<String> = (0..3).map(|i| files_hash(&w.rig.rs.dbpath(i))).collect();
@@ -321,7 +106,7 @@ fn files_hash(dbpath: &Path) -> String {
 
 #[test]
 fn a_corrupted_backup_object_gives_error_and_the_original_data_everywhere() {
-    let w = &mut prepared("rcor", None);
+    let w = &mut prepared(World::new("rcor"), None);
     // Flip a byte in the middle of every stored collection file of the backup.
     let files = w
         .rig
@@ -357,7 +142,7 @@ fn a_corrupted_backup_object_gives_error_and_the_original_data_everywhere() {
 
 #[test]
 fn a_reconciler_killed_mid_restore_is_taken_over_and_the_restore_runs_once() {
-    let w = &mut prepared("rkill", None);
+    let w = &mut prepared(World::new("rkill"), None);
     w.write(
         "restore-r1.yaml",
         &format!(

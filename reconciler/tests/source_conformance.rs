@@ -205,6 +205,28 @@ fn signals_changes() {
 }
 
 #[test]
+fn reading_the_directory_is_not_a_change() {
+    // Every pass reads every file; if a read counted as a change, each pass would start the
+    // next one at once, forever.
+    let mut f = DirFixture {
+        dir: TempDir::new().unwrap(),
+    };
+    f.publish(&[("c.yaml", CLUSTER), ("s.yaml", STORAGE)]);
+    let mut source = f.source();
+    let changes = source.changes().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        source.load().unwrap();
+        assert!(
+            !changes.wait(Duration::from_millis(400)),
+            "reading the files was signalled as a change"
+        );
+    }
+    f.publish(&[("c.yaml", CLUSTER)]);
+    assert!(changes.wait(Duration::from_secs(10)), "a real change is");
+}
+
+#[test]
 fn an_invalid_revision_keeps_the_last_good_one_in_force() {
     for mut f in fixtures() {
         f.publish(&[("c.yaml", CLUSTER), ("s.yaml", STORAGE)]);

@@ -300,18 +300,27 @@ impl Rig {
         self.rs.wait_for_primary(LONG).expect("a primary")
     }
 
+    /// Inserts on the primary; asks again when an election moved it in between.
     pub fn insert(&self, ids: std::ops::Range<i32>) {
-        let p = self.primary();
         let docs: Vec<Document> = ids
             .map(|i| doc! {"_id": i, "payload": "x".repeat(100)})
             .collect();
-        let reply = self
-            .rs
-            .process(p)
-            .unwrap()
-            .command("app", doc! {"insert": "items", "documents": docs})
-            .unwrap();
-        assert_eq!(reply.get_f64("ok").unwrap_or(0.0), 1.0, "{reply}");
+        let started = Instant::now();
+        loop {
+            let p = self.primary();
+            let reply = self
+                .rs
+                .process(p)
+                .unwrap()
+                .command("app", doc! {"insert": "items", "documents": docs.clone()})
+                .unwrap();
+            if reply.get_i32("code").ok() == Some(10107) && started.elapsed() < LONG {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            assert_eq!(reply.get_f64("ok").unwrap_or(0.0), 1.0, "{reply}");
+            return;
+        }
     }
 
     pub fn ids_on(&self, i: usize) -> Vec<i32> {
@@ -363,6 +372,92 @@ impl Drop for Rig {
     fn drop(&mut self) {
         for i in 0..self.agents.len() {
             self.kill_agent(i);
+        }
+    }
+}
+
+/// Re-runs test `inner` of this binary inside a private mount namespace (`unshare -m`),
+/// where the test may mount tmpfs disks of its own. With `tmpfs_size`, a tmpfs of that
+/// size is the temp dir, so every dbPath the harness makes lives on a small real disk.
+/// The inner run sees `TMPFS_VAR` (empty without `tmpfs_size`) and prints `INNER OK`.
+pub fn in_mount_namespace(inner: &str, tmpfs_size: Option<&str>) {
+    let tmpfs = TempDir::new().unwrap();
+    let outside = TempDir::new().unwrap();
+    let script = match tmpfs_size {
+        Some(_) => {
+            r#"mount -t tmpfs -o size="$2" tmpfs "$0" && exec "$1" --exact "$3" --nocapture --test-threads=1"#
+        }
+        None => r#"exec "$1" --exact "$3" --nocapture --test-threads=1"#,
+    };
+    let mut attempts = vec![vec!["-m"], vec!["-rm"]];
+    let out = loop {
+        let flags = attempts.remove(0);
+        let mut cmd = Command::new("unshare");
+        cmd.args(&flags)
+            .args(["sh", "-c", script])
+            .arg(tmpfs.path())
+            .arg(std::env::current_exe().unwrap())
+            .args([tmpfs_size.unwrap_or("-"), inner])
+            .env(OUTSIDE_VAR, outside.path());
+        match tmpfs_size {
+            Some(_) => cmd.env(TMPFS_VAR, tmpfs.path()).env("TMPDIR", tmpfs.path()),
+            None => cmd.env(TMPFS_VAR, ""),
+        };
+        let out = cmd.output().expect("unshare (util-linux) runs");
+        // Without root, fall back to a user namespace that maps us to root.
+        if out.status.success()
+            || attempts.is_empty()
+            || !String::from_utf8_lossy(&out.stderr).contains("unshare")
+        {
+            break out;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("INNER OK {inner}")),
+        "inner run {inner} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Mounts a tmpfs of `size` on `dir` (inside `in_mount_namespace` only), keeping what
+/// `dir` held: its files are copied aside, the tmpfs mounted over it, and copied back.
+pub fn mount_small_disk(dir: &Path, size: &str) {
+    let aside = TempDir::new().unwrap();
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", dir.display()))
+        .arg(aside.path()));
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o"])
+        .arg(format!("size={size}"))
+        .arg("tmpfs")
+        .arg(dir));
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", aside.path().display()))
+        .arg(dir));
+}
+
+/// Copies every file under `from` into `to`, keeping relative paths.
+pub fn copy_tree(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
         }
     }
 }

@@ -117,7 +117,12 @@ impl DesiredStateSource for DirSource {
         let mut debouncer = new_debouncer(self.debounce, None, move |result| {
             if let Ok(events) = result {
                 let events: Vec<notify_debouncer_full::DebouncedEvent> = events;
-                if !events.is_empty() {
+                // Reading the files (every pass does) raises open/close events: those are
+                // not changes, and signalling them would make passes feed themselves.
+                if events
+                    .iter()
+                    .any(|e| !matches!(e.event.kind, notify::EventKind::Access(_)))
+                {
                     let _ = tx.send(());
                 }
             }

@@ -1,0 +1,384 @@
+//! The world of the reconciler's end-to-end suites: a rig (a mongod-sim replica set of 3,
+//! one agent per member, a control plane, a backup storage), the desired state as YAML in
+//! a directory or in a bare git repository, and a `tidemark reconcile` process.
+// Each suite uses a subset of the world.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bson::doc;
+use mongod_sim::client::BlockingConn;
+use serde_json::Value;
+use tempfile::TempDir;
+
+use super::rig::*;
+
+/// Where the reconciler reads the desired state from.
+pub enum Source {
+    /// `--policies DIR`: the policy directory itself.
+    Dir,
+    /// `--git BARE --ref main`: the policy directory is a work tree pushed to `bare`.
+    Git {
+        repo: git2::Repository,
+        bare: TempDir,
+        cache: TempDir,
+    },
+}
+
+/// A rig plus a policy directory and a running reconciler.
+pub struct World {
+    pub rig: Rig,
+    pub policies: TempDir,
+    pub source: Source,
+    pub reconciler: Option<Child>,
+}
+
+impl World {
+    pub fn new(name: &str) -> World {
+        let rig = Rig::new(name, 3, &[]);
+        let policies = TempDir::new().unwrap();
+        let members: Vec<String> = (0..3)
+            .map(|i| format!("        - {}", rig.node(i)))
+            .collect();
+        std::fs::write(
+            policies.path().join("cluster.yaml"),
+            format!(
+                "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: {CLUSTER}\nspec:\n  \
+                 replicaSets:\n    - name: {}\n      members:\n{}\n---\napiVersion: tidemark/v1\n\
+                 kind: BackupStorage\nmetadata:\n  name: local\nspec:\n  url: {}\n",
+                rig.rs.name,
+                members.join("\n"),
+                rig.storage_url
+            ),
+        )
+        .unwrap();
+        World {
+            rig,
+            policies,
+            source: Source::Dir,
+            reconciler: None,
+        }
+    }
+
+    /// The same world, its policies kept in git: a work tree pushed to a bare repository
+    /// that the reconciler clones and fetches, as it would from a git server.
+    pub fn new_git(name: &str) -> World {
+        let mut w = World::new(name);
+        let repo = git2::Repository::init(w.policies.path()).unwrap();
+        let bare = TempDir::new().unwrap();
+        git2::Repository::init_bare(bare.path()).unwrap();
+        w.source = Source::Git {
+            repo,
+            bare,
+            cache: TempDir::new().unwrap(),
+        };
+        w.commit("cluster and storage");
+        w
+    }
+
+    pub fn write(&self, file: &str, yaml: &str) {
+        std::fs::write(self.policies.path().join(file), yaml).unwrap();
+    }
+
+    /// Commits the whole policy directory and pushes it; returns the commit id.
+    pub fn commit(&self, message: &str) -> String {
+        let Source::Git { repo, bare, .. } = &self.source else {
+            panic!("commit needs a git world");
+        };
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("dba", "dba@example.invalid").unwrap();
+        let parent = repo
+            .find_reference("refs/heads/main")
+            .ok()
+            .and_then(|r| r.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        let commit = repo
+            .commit(
+                Some("refs/heads/main"),
+                &sig,
+                &sig,
+                message,
+                &tree,
+                &parents,
+            )
+            .unwrap();
+        let mut remote = repo
+            .remote_anonymous(&format!("file://{}", bare.path().display()))
+            .unwrap();
+        remote
+            .push(&["+refs/heads/main:refs/heads/main"], None)
+            .unwrap();
+        commit.to_string()
+    }
+
+    pub fn start_reconciler(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.rig.control.path().join("reconciler.log"))
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+        cmd.arg("reconcile");
+        match &self.source {
+            Source::Dir => {
+                cmd.arg("--policies").arg(self.policies.path());
+            }
+            Source::Git { bare, cache, .. } => {
+                cmd.arg("--git")
+                    .arg(bare.path())
+                    .args(["--ref", "main", "--cache-dir"])
+                    .arg(cache.path());
+            }
+        }
+        let child = cmd
+            .arg("--control")
+            .arg(self.rig.control.path())
+            .args([
+                "--interval",
+                "2s",
+                "--follow-interval",
+                "300ms",
+                "--dead-after",
+                "5s",
+            ])
+            .env("TIDEMARK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.reconciler = Some(child);
+    }
+
+    pub fn kill_reconciler(&mut self) {
+        if let Some(mut c) = self.reconciler.take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn reconciler_log(&self) -> String {
+        std::fs::read_to_string(self.rig.control.path().join("reconciler.log")).unwrap_or_default()
+    }
+
+    pub fn logs(&self) -> String {
+        format!(
+            "reconciler log:\n{}\nagent logs:\n{}\n{}\n{}",
+            self.reconciler_log(),
+            self.rig.agent_log(0),
+            self.rig.agent_log(1),
+            self.rig.agent_log(2)
+        )
+    }
+
+    /// A control-plane document, as JSON (`None` while it does not exist).
+    pub fn control_json(&self, key: &str) -> Option<Value> {
+        let bytes = std::fs::read(self.rig.control.path().join(key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// `tidemark describe-<kind> NAME -o json`.
+    pub fn describe(&self, kind: &str, name: &str) -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args([&format!("describe-{kind}"), name, "-o", "json", "--control"])
+            .arg(self.rig.control.path())
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Waits until the operation's status is one of `statuses`; returns its view.
+    pub fn wait_status(&self, kind: &str, name: &str, statuses: &[&str]) -> Value {
+        let started = Instant::now();
+        loop {
+            let v = self.describe(kind, name);
+            if v["status"].as_str().is_some_and(|s| statuses.contains(&s)) {
+                return v;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(150),
+                "{kind} {name} did not reach {statuses:?}: {v:#}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Waits until the operation ended; returns its view.
+    pub fn wait_end(&self, kind: &str, name: &str) -> Value {
+        self.wait_status(kind, name, &["done", "partlyDone", "error"])
+    }
+
+    /// Ids of `app.items` on node `i`, asked over the wire (the node may have been
+    /// started by its agent, not by the rig).
+    pub fn ids_at(&self, i: usize) -> Option<Vec<i32>> {
+        let mut c = BlockingConn::connect(&self.rig.node(i), Duration::from_secs(2)).ok()?;
+        let reply = c
+            .command(
+                "app",
+                doc! {"find": "items", "filter": {}, "batchSize": 100000, "sort": {"_id": 1}, "$readPreference": {"mode": "secondaryPreferred"}},
+            )
+            .ok()?;
+        let batch = reply
+            .get_document("cursor")
+            .ok()?
+            .get_array("firstBatch")
+            .ok()?;
+        Some(
+            batch
+                .iter()
+                .filter_map(|d| d.as_document()?.get_i32("_id").ok())
+                .collect(),
+        )
+    }
+
+    /// Waits until node `i` serves exactly `want`.
+    pub fn wait_ids(&self, i: usize, want: &[i32]) {
+        let started = Instant::now();
+        loop {
+            let got = self.ids_at(i);
+            if got.as_deref() == Some(want) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "node {i} serves {:?} ids (want {}): {:?}\n{}",
+                got.as_ref().map(Vec::len),
+                want.len(),
+                got.map(|g| g.into_iter().take(5).collect::<Vec<_>>()),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    pub fn backup_yaml(&self, name: &str, backup_type: &str) {
+        self.write(
+            &format!("backup-{name}.yaml"),
+            &format!(
+                "apiVersion: tidemark/v1\nkind: Backup\nmetadata:\n  name: {name}\nspec:\n  \
+                 cluster: {CLUSTER}\n  storage: local\n  type: {backup_type}\n"
+            ),
+        );
+    }
+
+    pub fn restore_yaml(&self, name: &str, backup: &str, extra: &str) {
+        self.write(
+            &format!("restore-{name}.yaml"),
+            &format!(
+                "apiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: {name}\nspec:\n  \
+                 cluster: {CLUSTER}\n  source:\n    backup: {backup}\n{extra}"
+            ),
+        );
+    }
+
+    /// A physical backup through the reconciler, waited for and checked `done`.
+    pub fn backup(&mut self, name: &str) {
+        self.backup_yaml(name, "physical");
+        if matches!(self.source, Source::Git { .. }) {
+            self.commit(&format!("backup {name}"));
+        }
+        let v = self.wait_end("backup", name);
+        assert_eq!(v["status"], "done", "{v:#}\n{}", self.reconciler_log());
+        assert!(
+            self.rig
+                .storage_dir
+                .path()
+                .join(name)
+                .join("backup.json")
+                .exists(),
+            "the completion marker is written"
+        );
+    }
+
+    pub fn restore(&mut self, name: &str, backup: &str, extra: &str) -> Value {
+        self.restore_yaml(name, backup, extra);
+        if matches!(self.source, Source::Git { .. }) {
+            self.commit(&format!("restore {name}"));
+        }
+        self.wait_end("restore", name)
+    }
+
+    /// The restore op's id as `describe-restore` shows it, once there is one.
+    pub fn op_of(&self, kind: &str, name: &str) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(id) = self.describe(kind, name)["opId"].as_str() {
+                return id.to_string();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "{kind} {name} has no op: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether node `i` reported phase `phase` of `op`.
+    pub fn reported(&self, op: &str, i: usize, phase: &str) -> bool {
+        self.rig.report(op, i, phase).is_some()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.reconciler.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Members started by agents are not the rig's children: stop them over the wire.
+        for i in 0..3 {
+            if let Ok(mut c) = BlockingConn::connect(&self.rig.node(i), Duration::from_millis(500))
+            {
+                let _ = c.command("admin", doc! {"shutdown": 1, "force": true});
+            }
+        }
+    }
+}
+
+/// Data written, agents and reconciler up, backup `b1` taken, then data written after it.
+pub fn prepared(w: World, faulty_recover: Option<usize>) -> World {
+    let mut w = w;
+    w.rig.insert(0..50);
+    // Every member applied the writes before the backup, whichever member takes it (a
+    // lagging secondary's backup is consistent, but to an earlier point in time).
+    let written: Vec<i32> = (0..50).collect();
+    for i in 0..3 {
+        w.wait_ids(i, &written);
+    }
+    for i in 0..3 {
+        if Some(i) == faulty_recover {
+            w.rig
+                .start_agent_with(i, &["--standalone-arg=--sim-fail-startup=injected fault"]);
+        } else {
+            w.rig.start_agent(i);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    w.start_reconciler();
+    w.backup("b1");
+    w.rig.insert(1000..1010);
+    w
+}
+
+pub fn nodes_of(v: &Value) -> Vec<Value> {
+    v["replicaSets"][0]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The view of node `i` in a describe output.
+pub fn node_view(w: &World, v: &Value, i: usize) -> Value {
+    nodes_of(v)
+        .into_iter()
+        .find(|n| n["node"] == w.rig.node(i))
+        .unwrap_or(Value::Null)
+}
