@@ -325,6 +325,27 @@ fn a_restore_waiting_for_go_touches_nothing_until_go_and_an_abort_leaves_the_nod
         "mongod kept running with its data"
     );
 
+    // A closed gate (another node refused on its own first): untouched too.
+    let closed = restore(&mut rig);
+    wait_ready(&rig, &closed);
+    let gate = rig
+        .control
+        .path()
+        .join(tidemark_schema::control::go_key(&closed));
+    std::fs::write(
+        gate,
+        br#"{"at":"2026-01-01T00:00:00Z","abort":"db9:27017: its agent restarted before go"}"#,
+    )
+    .unwrap();
+    let r = rig.wait_final(&closed, 0);
+    assert_eq!(r.phase, Phase::Error);
+    assert!(
+        r.message.contains("its agent restarted before go"),
+        "{}",
+        r.message
+    );
+    assert!(rig.report(&closed, 0, "stop").is_none(), "nothing touched");
+
     // Go: the restore proceeds.
     let op = restore(&mut rig);
     wait_ready(&rig, &op);
@@ -490,4 +511,32 @@ fn an_op_the_agent_cannot_read_is_reported_and_does_not_block_later_ops() {
         &[0],
     );
     rig.wait_done(&next, 0);
+}
+
+#[test]
+fn a_wipe_stops_a_member_still_serving_its_old_data_then_empties_the_dbpath() {
+    // A node that failed at `stop` in a PartlyDone restore still runs on its old data; the
+    // wipe the decision sends must not be refused for it, or the node would diverge.
+    let mut rig = Rig::new("wip", 3, &[]);
+    rig.insert(0..5);
+    rig.start_agent(2);
+    std::thread::sleep(Duration::from_millis(800));
+    let wipe = rig.op(
+        OpCommand::WipeForInitialSync {
+            restore_op: "r-earlier".into(),
+        },
+        &[2],
+    );
+    let r = rig.wait_done(&wipe, 2);
+    assert!(r.message.contains("dbPath emptied"), "{}", r.message);
+    assert!(
+        rig.rs.process_mut(2).unwrap().wait_exit(LONG).is_ok(),
+        "mongod was stopped"
+    );
+    let left: Vec<_> = std::fs::read_dir(rig.rs.dbpath(2))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "the dbPath is empty: {left:?}");
 }

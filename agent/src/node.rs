@@ -185,22 +185,65 @@ impl Node {
     }
 
     /// Waits until `key` exists in the control plane. The op's `result.json` appearing
-    /// first means its author ended it: that is an error, and nothing more is done.
+    /// first means its author ended it, and a key holding `abort` (a closed gate) means
+    /// the wait ended without it: both are errors, and nothing more is done. A control
+    /// plane that does not answer is asked again: a node must not refuse on its own while
+    /// the reconciler may be opening the gate for everyone.
     pub async fn wait_for(&self, op: &Op, key: &str, what: &str) -> Result<(), AgentError> {
         let result = tidemark_schema::control::result_key(&op.id);
         let abort = tidemark_schema::control::abort_key(&op.id);
         loop {
-            // An end (result or abort) wins over the awaited key: two reconcilers racing
-            // may write both, and a node must then stay untouched.
-            if self.control.exists(&result).await? || self.control.exists(&abort).await? {
-                return Err(AgentError::Refused(format!(
-                    "the op was ended (its result.json or abort.json exists) while waiting for {what}"
-                )));
-            }
-            if self.control.exists(key).await? {
-                return Ok(());
+            match self.ended_or_arrived(&result, &abort, key).await {
+                Ok(None) => {}
+                Ok(Some(Ok(()))) => return Ok(()),
+                Ok(Some(Err(why))) => {
+                    return Err(AgentError::Refused(format!(
+                        "the op was ended while waiting for {what}: {why}"
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control plane unreadable while waiting for {what}; asking again");
+                }
             }
             tokio::time::sleep(self.cfg.poll_interval).await;
+        }
+    }
+
+    /// One look: `Some(Ok)` when `key` arrived open, `Some(Err(why))` when the op ended.
+    async fn ended_or_arrived(
+        &self,
+        result: &str,
+        abort: &str,
+        key: &str,
+    ) -> Result<Option<Result<(), String>>, AgentError> {
+        // An end (result or abort) wins over the awaited key: two reconcilers racing may
+        // write both, and a node must then stay untouched.
+        if self.control.exists(result).await? || self.control.exists(abort).await? {
+            return Ok(Some(Err("its result.json or abort.json exists".into())));
+        }
+        let Some(v) = self.control.get::<serde_json::Value>(key).await? else {
+            return Ok(None);
+        };
+        Ok(Some(match v.get("abort").and_then(|a| a.as_str()) {
+            Some(why) => Err(format!("{key} closed: {why}")),
+            None => Ok(()),
+        }))
+    }
+
+    /// Closes a restore's gate before this node refuses on its own while waiting for go,
+    /// so that no other node is told to go on without it. `Ok(true)`: closed (by us or
+    /// earlier); `Ok(false)`: it was already open, so other nodes may be past `go`.
+    pub async fn close_gate(&self, op_id: &str, why: &str) -> Result<bool, AgentError> {
+        use tidemark_schema::control::{Gate, go_key};
+        let key = go_key(op_id);
+        let gate = Gate::abort(chrono::Utc::now(), format!("{}: {why}", self.id));
+        match self.control.create(&key, &gate).await? {
+            tidemark_store::control::Created::New => Ok(true),
+            tidemark_store::control::Created::Existed => Ok(self
+                .control
+                .get::<Gate>(&key)
+                .await?
+                .is_some_and(|g| !g.is_go())),
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 use std::collections::BTreeSet;
 
-use tidemark_schema::control::{Op, OpCommand, Phase, go_key, result_key};
+use tidemark_schema::control::{Op, OpCommand, Phase, result_key};
 
 use crate::config::AgentConfig;
 use crate::control::ControlPlane;
@@ -194,13 +194,29 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<(), AgentError> {
                 _ => "",
             }
         );
+        if matches!(op.command, OpCommand::Restore { .. }) {
+            // A temporary standalone of `recover` outlives the agent that started it; left
+            // running it would hold the lock whatever the decision (even "left stopped").
+            crate::mongod::kill_leftover_standalone(&node.cfg.dbpath).await;
+        }
         let mut details = Details::new();
         details.insert("interruptedPhase".into(), json!(last.phase));
         // The phase it was in failed; but a node that had passed its checks and seen `go`
         // may have gone on to stop mongod before the report of `stop` was written.
         let mut failed = last.phase;
-        if !failed.touches_node() && node.control.exists(&go_key(id)).await? {
-            failed = Phase::Stop;
+        if let OpCommand::Restore { wait_for_go, .. } = &op.command
+            && !failed.touches_node()
+        {
+            // Refusing before go closes the gate first, so no other node goes on without
+            // this one. Past `ready` with the gate open (or no gate at all), the process
+            // before the restart may have gone on to stop mongod before reporting `stop`.
+            let closed = *wait_for_go
+                && node
+                    .close_gate(id, "its agent restarted before go; nothing was touched")
+                    .await?;
+            if !closed && last.phase == Phase::Ready {
+                failed = Phase::Stop;
+            }
         }
         return node.finish_for(id, Some(failed), message, details).await;
     }

@@ -56,6 +56,13 @@ pub async fn revert(node: &Node, restore_op: &str) -> Result<(String, Details), 
 }
 
 pub async fn wipe(node: &Node, restore_op: &str) -> Result<(String, Details), PhaseFailure> {
+    // A node that failed at `stop` (or never stopped) may still serve its old data as a
+    // member of the set. The cluster decided it must initial-sync from the restored
+    // members, so its mongod is shut down here rather than left to diverge.
+    kill_leftover_standalone(&node.cfg.dbpath).await;
+    if !port_is_free(&node.mongod_address()) {
+        stop_own_mongod(node).await.in_phase(Phase::Wipe)?;
+    }
     ensure_stopped(node, Phase::Wipe).await?;
     keep_restore_log(node, restore_op).await;
     let n = fallback::remove_entries(&node.cfg.dbpath).in_phase(Phase::Wipe)?;
@@ -67,6 +74,23 @@ pub async fn wipe(node: &Node, restore_op: &str) -> Result<(String, Details), Ph
         ),
         d,
     ))
+}
+
+/// Shuts the node's mongod down (forced: its data is about to be wiped) and waits until
+/// the lock is released and the port free.
+async fn stop_own_mongod(node: &Node) -> Result<(), AgentError> {
+    tracing::warn!(node = %node.id, "mongod still runs on the data to wipe; shutting it down");
+    let client = node.mongod().await?;
+    if let Err(e) = client.shutdown(true).await {
+        tracing::warn!(error = %e, "shutdown answered with an error; waiting for the stop");
+    }
+    crate::mongod::wait_stopped(
+        &node.cfg.dbpath,
+        &node.mongod_address(),
+        node.cfg.mongod_timeout,
+    )
+    .await
+    .map_err(AgentError::Refused)
 }
 
 pub async fn remove_fallback(

@@ -42,8 +42,6 @@ pub enum FallbackError {
     },
     #[error("fallback directory {0} already exists from op {1}; resolve that restore first")]
     Busy(PathBuf, String),
-    #[error("no fallback directory for op {op} in {path}")]
-    Missing { op: String, path: PathBuf },
     #[error("fallback state {path} cannot be read ({why}); refusing to guess what it holds")]
     Unreadable { path: PathBuf, why: String },
     #[error(
@@ -162,12 +160,18 @@ pub fn move_aside(dbpath: &Path, op_id: &str) -> Result<usize, FallbackError> {
 /// fallback directory.
 pub fn revert(dbpath: &Path, op_id: &str) -> Result<usize, FallbackError> {
     let dir = fallback_dir(dbpath);
-    let Some(record) = read_state(&dir)?.filter(|r| r.op_id == op_id) else {
-        return Err(FallbackError::Missing {
-            op: op_id.to_string(),
-            path: dir,
-        });
+    let Some(record) = read_state(&dir)? else {
+        // No state: either nothing was ever moved (the agent died before the state's first
+        // write), or this revert already finished and removed the directory before its
+        // report was written. Either way the dbPath holds its data as before the restore.
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&dir)(e)),
+            _ => return Ok(0),
+        }
     };
+    if record.op_id != op_id {
+        return Err(FallbackError::Busy(dir, record.op_id));
+    }
     if record.state == FallbackState::Moved {
         // Everything in the dbPath now came from the restore.
         remove_entries(dbpath)?;
@@ -213,7 +217,9 @@ pub fn remove(dbpath: &Path, op_id: &str) -> Result<(), FallbackError> {
         if record.op_id != op_id {
             return Err(FallbackError::Busy(dir, record.op_id));
         }
-        if record.state != FallbackState::Moved {
+        // `Moving` is accepted: this is only sent once the outcome is final, for a node
+        // that was restored or wiped, so whatever half-move is in there is not needed.
+        if record.state == FallbackState::Reverting {
             return Err(FallbackError::InTransit {
                 path: dir,
                 op: record.op_id,
@@ -221,6 +227,25 @@ pub fn remove(dbpath: &Path, op_id: &str) -> Result<(), FallbackError> {
             });
         }
     }
+    if !dir.exists() {
+        return Ok(());
+    }
+    // The data first and the state file last: a removal cut short keeps its state, so it
+    // is finished by the next try, and a later restore never mistakes the leftovers for
+    // an empty fallback directory.
+    for e in std::fs::read_dir(&dir).map_err(io(&dir))? {
+        let p = e.map_err(io(&dir))?.path();
+        if p.file_name().is_some_and(|n| n == STATE_FILE) {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(&p).map_err(io(&p))?;
+        if meta.is_dir() {
+            std::fs::remove_dir_all(&p).map_err(io(&p))?;
+        } else {
+            std::fs::remove_file(&p).map_err(io(&p))?;
+        }
+    }
+    fsync_dir(&dir)?;
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&dir)(e)),
         _ => Ok(()),
@@ -315,5 +340,56 @@ mod tests {
         std::fs::rename(d.path().join("a.wt"), dir.join("a.wt")).unwrap();
         revert(d.path(), "op1").unwrap();
         assert_eq!(tree(d.path()), before);
+    }
+
+    #[test]
+    fn a_revert_that_finished_before_its_report_succeeds_again() {
+        let d = tempfile::TempDir::new().unwrap();
+        std::fs::write(d.path().join("a.wt"), b"a").unwrap();
+        let before = tree(d.path());
+        move_aside(d.path(), "op1").unwrap();
+        std::fs::write(d.path().join("a.wt"), b"restored").unwrap();
+        revert(d.path(), "op1").unwrap();
+        // The agent died before reporting; the reconciler's step runs it again.
+        assert_eq!(revert(d.path(), "op1").unwrap(), 0);
+        assert_eq!(tree(d.path()), before);
+        // Another restore's fallback is still never taken for ours.
+        move_aside(d.path(), "op2").unwrap();
+        assert!(matches!(
+            revert(d.path(), "op1"),
+            Err(FallbackError::Busy(..))
+        ));
+    }
+
+    #[test]
+    fn a_removal_cut_short_keeps_its_state_and_finishes_on_the_next_try() {
+        let d = tempfile::TempDir::new().unwrap();
+        std::fs::write(d.path().join("a.wt"), b"a").unwrap();
+        std::fs::write(d.path().join("b.wt"), b"b").unwrap();
+        move_aside(d.path(), "op1").unwrap();
+        // A removal that deleted one file, then died: the state is still there.
+        std::fs::remove_file(fallback_dir(d.path()).join("a.wt")).unwrap();
+        assert!(matches!(
+            move_aside(d.path(), "op2"),
+            Err(FallbackError::Busy(..))
+        ));
+        remove(d.path(), "op1").unwrap();
+        assert!(!fallback_dir(d.path()).exists());
+    }
+
+    #[test]
+    fn a_half_moved_fallback_is_removed_after_the_outcome_but_a_reverting_one_is_not() {
+        let d = tempfile::TempDir::new().unwrap();
+        let dir = fallback_dir(d.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        write_state(&dir, "op1", FallbackState::Moving).unwrap();
+        remove(d.path(), "op1").unwrap();
+        assert!(!dir.exists());
+        std::fs::create_dir_all(&dir).unwrap();
+        write_state(&dir, "op1", FallbackState::Reverting).unwrap();
+        assert!(matches!(
+            remove(d.path(), "op1"),
+            Err(FallbackError::InTransit { .. })
+        ));
     }
 }

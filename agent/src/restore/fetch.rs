@@ -19,6 +19,8 @@ pub async fn fetch(
     manifest: &ReplicaSetManifest,
 ) -> Result<(), PhaseFailure> {
     const PHASE: Phase = Phase::Fetch;
+    let started_at = chrono::Utc::now();
+    let started = std::time::Instant::now();
     node.running(
         op,
         PHASE,
@@ -53,6 +55,9 @@ pub async fn fetch(
     let mut d = Details::new();
     d.insert("files".into(), json!(manifest.files.len()));
     d.insert("bytes".into(), json!(manifest.uncompressed_bytes));
+    // How long the data path took, durable, so the rest of a restore can be told apart.
+    d.insert("startedAt".into(), json!(started_at));
+    d.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
     node.done(op, PHASE, "every file downloaded and verified", d)
         .await
 }

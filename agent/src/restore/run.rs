@@ -53,6 +53,18 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     let dbpath = &node.cfg.dbpath;
     let started = Instant::now();
     let mut d = Details::new();
+    // Said before the first entry moves: an agent killed from here on must be known to
+    // have touched the data, so that the decision reverts it rather than just starting it.
+    node.running(
+        op,
+        Phase::Fallback,
+        if *fallback_enabled {
+            "moving the dbPath's content into the fallback directory"
+        } else {
+            "fallback is off: wiping the dbPath"
+        },
+    )
+    .await?;
     if *fallback_enabled {
         let moved = fallback::move_aside(dbpath, &op.id).in_phase(Phase::Fallback)?;
         d.insert("movedEntries".into(), json!(moved));

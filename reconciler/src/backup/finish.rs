@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
     BackupMarker, BackupRecord, BackupReplicaSet, OneShotRecord, OpCommand, OpResult, RunStatus,
-    catalog_key,
+    catalog_key, result_key,
 };
 use tidemark_schema::manifest::{ReplicaSetManifest, layout};
 use tidemark_store::storage::BackupStore;
@@ -23,10 +23,16 @@ pub async fn advance(
     let OpCommand::Backup { backup, .. } = &op.command else {
         return Err(ExecError::Invalid(format!("{}: not a backup op", op.id)));
     };
+    // Once decided, the decision stands: a lost agent that comes back after an Error was
+    // written (and, seeing it, does nothing) must not make the backup wait forever.
+    let decided: Option<OpResult> = ex.control.get(&result_key(&op.id)).await?;
     let views = ex.views(&op, now).await?;
-    if !views.iter().all(|v| v.settled()) {
+    if decided.is_none() && !views.iter().all(|v| v.settled()) {
         return Ok(Progress::Running);
     }
+    let decided_error = decided
+        .as_ref()
+        .is_some_and(|r| r.status != RunStatus::Done);
     let mut failures = Vec::new();
     for v in &views {
         match v.final_report() {
@@ -43,7 +49,7 @@ pub async fn advance(
     }
     let mut parts = Vec::new();
     let mut last_write = None;
-    if failures.is_empty() {
+    if failures.is_empty() && !decided_error {
         let store = BackupStore::open_with_env(&settings.storage, ex.storage_env.clone())?;
         for v in &views {
             let key = layout::rs_manifest_key(backup, &v.replica_set);
@@ -99,6 +105,14 @@ pub async fn advance(
         })
         .await?;
     let status = result.status;
+    if status == RunStatus::Done && !failures.is_empty() {
+        // Decided Done by an earlier pass, and now a manifest does not read back: never
+        // write a marker that leaves a replica set out. Try again next pass.
+        return Err(ExecError::Invalid(format!(
+            "backup {backup} was decided done but now: {}",
+            failures.join("; ")
+        )));
+    }
     if status == RunStatus::Done {
         let store = BackupStore::open_with_env(&settings.storage, ex.storage_env.clone())?;
         let key = layout::backup_marker_key(backup);

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
-    OneShotRecord, Op, OpCommand, OpResult, OpTarget, PhaseStatus, Remedy, RunStatus, oneshot_key,
-    result_key,
+    NodeFate, NodeVerdict, OneShotRecord, Op, OpCommand, OpResult, OpTarget, PhaseStatus, Remedy,
+    RunStatus, oneshot_key, result_key,
 };
 use tidemark_schema::validate::DesiredState;
 use tidemark_store::control::Created;
@@ -15,7 +15,7 @@ use tidemark_store::control::Created;
 use super::decide::STAGES;
 use super::start::RestoreSettings;
 use crate::backup::{self, BackupSettings};
-use crate::execute::{ExecError, Executor, Progress, storage_target, who};
+use crate::execute::{ExecError, Executor, NodeView, Progress, storage_target, who};
 use crate::plan::choose_node;
 
 /// The id of the follow-up op of `restore_op` for one stage.
@@ -80,50 +80,22 @@ pub async fn advance(
         if stage == Remedy::Start {
             started_at = Some(stage_op.created_at);
         }
-        let views = ex.views(&stage_op, now).await?;
-        if !views.iter().all(|v| v.settled()) {
-            return Ok(Progress::Running);
-        }
-        for v in &views {
-            match v.final_report() {
-                Some(r) if r.status == PhaseStatus::Done => {}
-                Some(r) => {
-                    stuck.insert(v.node.clone());
-                    notes.push(format!(
-                        "{} failed on {}: {}",
-                        stage.as_str(),
-                        who(v),
-                        r.message
-                    ));
+        // Once a stage is closed its verdicts are final: a lost agent that comes back
+        // later (and, seeing the result, does nothing) must not reopen it.
+        let closed = match ex.control.get::<OpResult>(&result_key(&id)).await? {
+            Some(closed) => closed,
+            None => {
+                let views = ex.views(&stage_op, now).await?;
+                if !views.iter().all(|v| v.settled()) {
+                    return Ok(Progress::Running);
                 }
-                None => {
-                    stuck.insert(v.node.clone());
-                    notes.push(format!(
-                        "{} not done on {}: node lost; it still needs it",
-                        stage.as_str(),
-                        who(v)
-                    ));
-                }
+                ex.decide_once(stage_result(&id, stage, &op.id, &views, now))
+                    .await?
             }
-        }
-        // Settled: close the step, so an agent that comes back later does not act on a
-        // decision that is no longer current.
-        if !ex.control.exists(&result_key(&id)).await? {
-            ex.decide_once(OpResult {
-                op_id: id.clone(),
-                status: if views.iter().all(|v| {
-                    v.final_report()
-                        .is_some_and(|r| r.status == PhaseStatus::Done)
-                }) {
-                    RunStatus::Done
-                } else {
-                    RunStatus::Error
-                },
-                decided_at: now,
-                reason: format!("follow-up {} of {}", stage.as_str(), op.id),
-                nodes: Vec::new(),
-            })
-            .await?;
+        };
+        for n in closed.nodes.iter().filter(|n| n.fate != NodeFate::Done) {
+            stuck.insert(n.node.clone());
+            notes.push(n.message.clone());
         }
     }
     if result.status != RunStatus::Error && settings.start_nodes {
@@ -150,6 +122,56 @@ pub async fn advance(
         message = format!("{message}. {}", notes.join("; "));
     }
     ex.finish_record(record, result.status, message, now).await
+}
+
+/// The closing record of one follow-up stage, with each node's verdict.
+fn stage_result(
+    id: &str,
+    stage: Remedy,
+    restore_op: &str,
+    views: &[NodeView],
+    now: DateTime<Utc>,
+) -> OpResult {
+    let nodes: Vec<NodeVerdict> = views
+        .iter()
+        .map(|v| {
+            let (fate, message) = match v.final_report() {
+                Some(r) if r.status == PhaseStatus::Done => (NodeFate::Done, r.message.clone()),
+                Some(r) => (
+                    NodeFate::Failed,
+                    format!("{} failed on {}: {}", stage.as_str(), who(v), r.message),
+                ),
+                None => (
+                    NodeFate::Lost,
+                    format!(
+                        "{} not done on {}: node lost; it still needs it",
+                        stage.as_str(),
+                        who(v)
+                    ),
+                ),
+            };
+            NodeVerdict {
+                replica_set: v.replica_set.clone(),
+                node: v.node.clone(),
+                fate,
+                phase: None,
+                message,
+                remedies: Vec::new(),
+                note: String::new(),
+            }
+        })
+        .collect();
+    OpResult {
+        op_id: id.to_string(),
+        status: if nodes.iter().all(|n| n.fate == NodeFate::Done) {
+            RunStatus::Done
+        } else {
+            RunStatus::Error
+        },
+        decided_at: now,
+        reason: format!("follow-up {} of {restore_op}", stage.as_str()),
+        nodes,
+    }
 }
 
 /// `Some(what is missing)` until every started node is PRIMARY or SECONDARY again,

@@ -3,10 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
-    NodeFate, NodeOutcome, NodeVerdict, OneShotRecord, OpResult, Phase, Remedy, RunStatus,
+    Gate, NodeFate, NodeOutcome, NodeVerdict, OneShotRecord, OpResult, Phase, Remedy, RunStatus,
     abort_key, go_key, result_key,
 };
 use tidemark_schema::validate::DesiredState;
+use tidemark_store::control::Created;
 
 use super::decide::{NodeState, Policy, decide, remedy};
 use super::finish;
@@ -25,11 +26,10 @@ pub async fn advance(
         Some(r) => r,
         None => {
             let views = ex.views(&op, now).await?;
-            let go = ex.control.exists(&go_key(&op.id)).await?;
-            let decided = if go {
-                after_go(&op.id, &views, &settings, now)
-            } else {
-                before_go(ex, &op.id, &views, now).await?
+            let gate: Option<Gate> = ex.control.get(&go_key(&op.id)).await?;
+            let decided = match gate {
+                Some(g) if g.is_go() => after_go(&op.id, &views, &settings, now),
+                _ => before_go(ex, &op.id, &views, gate, now).await?,
             };
             match decided {
                 Some(r) => {
@@ -47,14 +47,17 @@ pub async fn advance(
     finish::advance(ex, record, &op, &settings, &result, desired, now).await
 }
 
-/// Before `go`: write it once every node is ready; abort when a node refused or is lost.
+/// Before `go`: open the gate once every node is ready; close it and abort when a node
+/// refused or is lost, or when an agent closed it. The gate is created once, so go and
+/// abort can never both be in force.
 async fn before_go(
     ex: &Executor,
     op_id: &str,
     views: &[NodeView],
+    gate: Option<Gate>,
     now: DateTime<Utc>,
 ) -> Result<Option<OpResult>, ExecError> {
-    let blockers: Vec<String> = views
+    let mut blockers: Vec<String> = views
         .iter()
         .filter_map(|v| match v.final_report() {
             Some(r) => Some(format!("{}: {}", who(v), r.message)),
@@ -62,13 +65,37 @@ async fn before_go(
             None => None,
         })
         .collect();
+    if let Some(why) = gate.as_ref().and_then(|g| g.abort.clone()) {
+        blockers.insert(0, format!("gate closed by {why}"));
+    }
+    let key = go_key(op_id);
     if blockers.is_empty() {
         if views.iter().all(|v| v.reported(Phase::Ready)) {
-            ex.control
-                .create(&go_key(op_id), &serde_json::json!({"at": now}))
-                .await?;
-            tracing::info!(op = %op_id, "every node is ready: go");
+            match ex.control.create(&key, &Gate::go(now)).await? {
+                Created::New => tracing::info!(op = %op_id, "every node is ready: go"),
+                // An agent closed it first: the next pass aborts.
+                Created::Existed => {}
+            }
         }
+        return Ok(None);
+    }
+    if gate.is_none()
+        && ex
+            .control
+            .create(
+                &key,
+                &Gate::abort(now, format!("the reconciler: {}", blockers.join("; "))),
+            )
+            .await?
+            == Created::Existed
+        && ex
+            .control
+            .get::<Gate>(&key)
+            .await?
+            .is_some_and(|g| g.is_go())
+    {
+        // Opened by an earlier pass or another writer: nodes may be past go, so the
+        // decision is the flow's, taken once every node settled.
         return Ok(None);
     }
     // Nothing was touched anywhere: no node passes `ready` without `go`. The result makes

@@ -253,7 +253,36 @@ pub fn abort_key(op_id: &str) -> String {
     format!("{}/{op_id}/abort.json", super::OPS_PREFIX)
 }
 
-/// `ops/<op-id>/go.json`: every node passed its checks; restores may touch data now.
+/// `ops/<op-id>/go.json`: the gate of a restore waiting for go. It is created once, never
+/// overwritten, by whoever decides first: the reconciler with `go` once every node is
+/// ready, or the reconciler or an agent with `abort` (then no node is ever touched).
 pub fn go_key(op_id: &str) -> String {
     format!("{}/{op_id}/go.json", super::OPS_PREFIX)
+}
+
+/// The content of `go.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Gate {
+    pub at: DateTime<Utc>,
+    /// Set when the gate was closed instead of opened: who closed it and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<String>,
+}
+
+impl Gate {
+    pub fn go(at: DateTime<Utc>) -> Gate {
+        Gate { at, abort: None }
+    }
+
+    pub fn abort(at: DateTime<Utc>, why: impl Into<String>) -> Gate {
+        Gate {
+            at,
+            abort: Some(why.into()),
+        }
+    }
+
+    pub fn is_go(&self) -> bool {
+        self.abort.is_none()
+    }
 }

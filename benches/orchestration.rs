@@ -1,0 +1,234 @@
+//! Benchmark of the reconciler's orchestration: a replica set of 3 restored through
+//! `tidemark reconcile` and three `tidemark agent`s, all with their default poll and
+//! heartbeat intervals, from the Restore file being written to the restore being Done,
+//! minus the slowest node's `fetch` (the data path, benchmarked on its own in the agent's
+//! `physical` bench). What is left is the time tidemark's coordination adds: the pre-flight,
+//! the go barrier, stopping, moving aside, recovering, deciding and removing the fallback.
+//!
+//! `cargo bench --bench orchestration` (env `TIDEMARK_BENCH_GIB`, default 1; rounds
+//! `TIDEMARK_BENCH_ROUNDS`, default 5). Prints `name: value` lines; each figure is the
+//! median of the rounds with its min–max beside it.
+
+#[path = "../tests/support/rig.rs"]
+mod rig;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bson::doc;
+use chrono::{DateTime, Utc};
+use rig::{CLUSTER, Rig};
+use tidemark_schema::control::{
+    Heartbeat, OneShotRecord, Phase, PhaseReport, PhaseStatus, heartbeat_key, oneshot_key,
+    phase_key,
+};
+
+fn read<T: serde::de::DeserializeOwned>(control: &Path, key: &str) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(control.join(key)).ok()?).ok()
+}
+
+fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `median (min–max)` of seconds.
+fn spread(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    format!(
+        "{:.2} (min–max {:.2}–{:.2})",
+        v[v.len() / 2],
+        v[0],
+        v[v.len() - 1]
+    )
+}
+
+fn start_agent(rig: &Rig, i: usize) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["agent", "--cluster", CLUSTER, "--control"])
+        .arg(rig.control.path())
+        .arg("--mongod-uri")
+        .arg(format!("mongodb://{}/?directConnection=true", rig.node(i)))
+        .arg("--dbpath")
+        .arg(rig.rs.dbpath(i))
+        .arg("--mongod-bin")
+        .arg(mongod_sim::harness::binary().unwrap())
+        .args(["--node-id", &rig.node(i), "--replica-set", &rig.rs.name])
+        .env("TIDEMARK_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(rig.control.path().join(format!("agent{i}.log"))).unwrap())
+        .spawn()
+        .expect("tidemark agent starts")
+}
+
+/// The one-shot's final record.
+fn wait_final(control: &Path, kind: &str, name: &str) -> OneShotRecord {
+    wait_until(&format!("{kind} {name}"), Duration::from_secs(1800), || {
+        read::<OneShotRecord>(control, &oneshot_key(kind, name)).filter(|r| r.is_final())
+    })
+}
+
+/// Every member answers with a primary, and each agent has sent a heartbeat since `since`
+/// that saw its mongod (the pre-flight needs it).
+fn wait_ready(rig: &Rig, since: DateTime<Utc>) {
+    rig.rs.wait_settled(Duration::from_secs(120)).unwrap();
+    for i in 0..3 {
+        let key = heartbeat_key(CLUSTER, &rig.rs.name, &rig.node(i));
+        wait_until("a fresh heartbeat", Duration::from_secs(60), || {
+            read::<Heartbeat>(rig.control.path(), &key).filter(|h| h.at > since && h.role != "DOWN")
+        });
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let gib: f64 = std::env::var("TIDEMARK_BENCH_GIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let rounds: usize = std::env::var("TIDEMARK_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    // mongod-sim is another package's binary: make sure this profile has it.
+    if mongod_sim::harness::binary().is_err() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "mongod-sim",
+                "--bin",
+                "mongod-sim",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building mongod-sim");
+    }
+
+    let mut rig = Rig::new("bench", 3, &[]);
+    let bytes = (gib * (1u64 << 30) as f64) as i64;
+    let p = rig.primary();
+    let reply = rig
+        .rs
+        .process(p)
+        .unwrap()
+        .command(
+            "admin",
+            doc! {"simFill": 1, "db": "big", "bytes": bytes, "collections": 8},
+        )
+        .unwrap();
+    assert_eq!(reply.get_f64("ok").unwrap_or(0.0), 1.0, "{reply}");
+    rig.insert(0..10);
+    // Every member holds the data before the backup (whichever member takes it).
+    for i in 0..3 {
+        wait_until("replication", Duration::from_secs(600), || {
+            (rig.ids_on(i).len() == 10).then_some(())
+        });
+    }
+    let mut agents: Vec<Child> = (0..3).map(|i| start_agent(&rig, i)).collect();
+
+    let policies = tempfile::TempDir::new().unwrap();
+    let members: Vec<String> = (0..3)
+        .map(|i| format!("        - {}", rig.node(i)))
+        .collect();
+    std::fs::write(
+        policies.path().join("cluster.yaml"),
+        format!(
+            "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: {CLUSTER}\nspec:\n  \
+             replicaSets:\n    - name: {}\n      members:\n{}\n---\napiVersion: tidemark/v1\n\
+             kind: BackupStorage\nmetadata:\n  name: local\nspec:\n  url: {}\n",
+            rig.rs.name,
+            members.join("\n"),
+            rig.storage_url
+        ),
+    )
+    .unwrap();
+    let mut reconciler = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["reconcile", "--policies"])
+        .arg(policies.path())
+        .arg("--control")
+        .arg(rig.control.path())
+        .env("TIDEMARK_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(rig.control.path().join("reconciler.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let control = rig.control.path().to_path_buf();
+    wait_ready(&rig, Utc::now() - chrono::Duration::seconds(1));
+    std::fs::write(
+        policies.path().join("backup.yaml"),
+        format!(
+            "apiVersion: tidemark/v1\nkind: Backup\nmetadata:\n  name: b1\nspec:\n  cluster: \
+             {CLUSTER}\n  storage: local\n  type: physical\n"
+        ),
+    )
+    .unwrap();
+    let b = wait_final(&control, "backup", "b1");
+    assert_eq!(b.status.to_string(), "done", "{}", b.message);
+    println!("restore_gib: {gib:.2}");
+
+    let (mut overhead, mut total, mut fetch) = (vec![], vec![], vec![]);
+    for round in 0..rounds {
+        let name = format!("r{round}");
+        let written = Utc::now();
+        std::fs::write(
+            policies.path().join(format!("{name}.yaml")),
+            format!(
+                "apiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: {name}\nspec:\n  \
+                 cluster: {CLUSTER}\n  source:\n    backup: b1\n  fallbackEnabled: true\n"
+            ),
+        )
+        .unwrap();
+        let r = wait_final(&control, "restore", &name);
+        assert_eq!(r.status.to_string(), "done", "{}", r.message);
+        let took = (r.finished_at.unwrap() - written).as_seconds_f64();
+        let slowest_fetch = (0..3)
+            .map(|i| {
+                let key = phase_key(&r.op_id, &rig.rs.name, &rig.node(i), "fetch");
+                let done: PhaseReport = read(&control, &key).expect("a fetch report");
+                assert_eq!((done.phase, done.status), (Phase::Fetch, PhaseStatus::Done));
+                done.details["seconds"]
+                    .as_f64()
+                    .expect("the fetch report says how long it took")
+            })
+            .fold(0.0, f64::max);
+        total.push(took);
+        fetch.push(slowest_fetch);
+        overhead.push(took - slowest_fetch);
+        eprintln!("round {round}: {took:.2}s to done, slowest fetch {slowest_fetch:.2}s");
+        // The restore leaves mongod stopped (no startNodes): start the members again.
+        let since = Utc::now();
+        for i in 0..3 {
+            rig.rs.members[i] = None;
+            rig.rs.restart(i).unwrap();
+        }
+        wait_ready(&rig, since);
+    }
+    println!("restore_seconds: {}", spread(total));
+    println!("slowest_fetch_seconds: {}", spread(fetch));
+    println!("restore_orchestration_overhead_s: {}", spread(overhead));
+
+    let _ = reconciler.kill();
+    let _ = reconciler.wait();
+    for a in &mut agents {
+        let _ = a.kill();
+        let _ = a.wait();
+    }
+    for i in 0..3 {
+        if let Ok(p) = rig.rs.process(i) {
+            let _ = p.command("admin", doc! {"shutdown": 1, "force": true});
+        }
+    }
+}
