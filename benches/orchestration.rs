@@ -88,6 +88,24 @@ fn wait_ready(rig: &Rig, since: DateTime<Utc>) {
     }
 }
 
+/// Documents in `app.items` on member `i`, read there even when it is a secondary.
+fn count_items(rig: &Rig, i: usize) -> Option<i64> {
+    let reply = rig
+        .rs
+        .process(i)
+        .ok()?
+        .command(
+            "app",
+            doc! {"count": "items", "$readPreference": {"mode": "secondaryPreferred"}},
+        )
+        .ok()?;
+    reply
+        .get_i32("n")
+        .map(i64::from)
+        .or_else(|_| reply.get_i64("n"))
+        .ok()
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -133,27 +151,13 @@ fn main() {
     // Every member holds the data before the backup (whichever member takes it).
     for i in 0..3 {
         wait_until("replication", Duration::from_secs(600), || {
-            (rig.ids_on(i).len() == 10).then_some(())
+            (count_items(&rig, i) == Some(10)).then_some(())
         });
     }
     let mut agents: Vec<Child> = (0..3).map(|i| start_agent(&rig, i)).collect();
 
     let policies = tempfile::TempDir::new().unwrap();
-    let members: Vec<String> = (0..3)
-        .map(|i| format!("        - {}", rig.node(i)))
-        .collect();
-    std::fs::write(
-        policies.path().join("cluster.yaml"),
-        format!(
-            "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: {CLUSTER}\nspec:\n  \
-             replicaSets:\n    - name: {}\n      members:\n{}\n---\napiVersion: tidemark/v1\n\
-             kind: BackupStorage\nmetadata:\n  name: local\nspec:\n  url: {}\n",
-            rig.rs.name,
-            members.join("\n"),
-            rig.storage_url
-        ),
-    )
-    .unwrap();
+    std::fs::write(policies.path().join("cluster.yaml"), rig.cluster_yaml()).unwrap();
     let mut reconciler = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["reconcile", "--policies"])
         .arg(policies.path())

@@ -161,7 +161,8 @@ fn a_reconciler_killed_mid_restore_is_taken_over_and_the_restore_runs_once() {
                 .find(|n| {
                     n.contains("-restore-r1")
                         && !n.contains('.')
-                        && ops.join(n).join("go.json").exists()
+                        && std::fs::read_to_string(ops.join(n).join("go.json"))
+                            .is_ok_and(|g| !g.contains("abort"))
                 })
         });
         if let Some(op) = found {

@@ -224,10 +224,9 @@ impl Node {
         let Some(v) = self.control.get::<serde_json::Value>(key).await? else {
             return Ok(None);
         };
-        Ok(Some(match v.get("abort").and_then(|a| a.as_str()) {
-            Some(why) => Err(format!("{key} closed: {why}")),
-            None => Ok(()),
-        }))
+        Ok(Some(
+            tidemark_schema::control::Gate::read(&v).map_err(|why| format!("{key} closed: {why}")),
+        ))
     }
 
     /// Closes a restore's gate before this node refuses on its own while waiting for go,
@@ -241,9 +240,9 @@ impl Node {
             tidemark_store::control::Created::New => Ok(true),
             tidemark_store::control::Created::Existed => Ok(self
                 .control
-                .get::<Gate>(&key)
+                .get::<serde_json::Value>(&key)
                 .await?
-                .is_some_and(|g| !g.is_go())),
+                .is_some_and(|g| Gate::read(&g).is_err())),
         }
     }
 

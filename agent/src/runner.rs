@@ -194,7 +194,7 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<(), AgentError> {
                 _ => "",
             }
         );
-        if matches!(op.command, OpCommand::Restore { .. }) {
+        if matches!(op.command, OpCommand::Restore { .. }) && last.phase == Phase::Recover {
             // A temporary standalone of `recover` outlives the agent that started it; left
             // running it would hold the lock whatever the decision (even "left stopped").
             crate::mongod::kill_leftover_standalone(&node.cfg.dbpath).await;

@@ -79,6 +79,21 @@ impl Rig {
         }
     }
 
+    /// The desired state's Cluster (every member) and a `local` BackupStorage, as YAML.
+    pub fn cluster_yaml(&self) -> String {
+        let members: Vec<String> = (0..self.agents.len())
+            .map(|i| format!("        - {}", self.node(i)))
+            .collect();
+        format!(
+            "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: {CLUSTER}\nspec:\n  \
+             replicaSets:\n    - name: {}\n      members:\n{}\n---\napiVersion: tidemark/v1\n\
+             kind: BackupStorage\nmetadata:\n  name: local\nspec:\n  url: {}\n",
+            self.rs.name,
+            members.join("\n"),
+            self.storage_url
+        )
+    }
+
     pub fn node(&self, i: usize) -> String {
         self.rs.host(i)
     }

@@ -38,21 +38,7 @@ impl World {
     pub fn new(name: &str) -> World {
         let rig = Rig::new(name, 3, &[]);
         let policies = TempDir::new().unwrap();
-        let members: Vec<String> = (0..3)
-            .map(|i| format!("        - {}", rig.node(i)))
-            .collect();
-        std::fs::write(
-            policies.path().join("cluster.yaml"),
-            format!(
-                "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: {CLUSTER}\nspec:\n  \
-                 replicaSets:\n    - name: {}\n      members:\n{}\n---\napiVersion: tidemark/v1\n\
-                 kind: BackupStorage\nmetadata:\n  name: local\nspec:\n  url: {}\n",
-                rig.rs.name,
-                members.join("\n"),
-                rig.storage_url
-            ),
-        )
-        .unwrap();
+        std::fs::write(policies.path().join("cluster.yaml"), rig.cluster_yaml()).unwrap();
         World {
             rig,
             policies,

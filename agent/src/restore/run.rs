@@ -64,7 +64,12 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
             "fallback is off: wiping the dbPath"
         },
     )
-    .await?;
+    .await
+    // Not written: nothing of the dbPath was touched yet, mongod is only stopped.
+    .map_err(|f| PhaseFailure {
+        phase: Phase::Stop,
+        error: f.error,
+    })?;
     if *fallback_enabled {
         let moved = fallback::move_aside(dbpath, &op.id).in_phase(Phase::Fallback)?;
         d.insert("movedEntries".into(), json!(moved));

@@ -83,7 +83,27 @@ pub async fn advance(
         // Once a stage is closed its verdicts are final: a lost agent that comes back
         // later (and, seeing the result, does nothing) must not reopen it.
         let closed = match ex.control.get::<OpResult>(&result_key(&id)).await? {
-            Some(closed) => closed,
+            // Closed by a reconciler that kept no per-node verdicts: work them out again.
+            Some(closed) if closed.nodes.is_empty() && closed.status != RunStatus::Done => {
+                stage_result(&id, stage, &op.id, &ex.views(&stage_op, now).await?, now)
+            }
+            Some(mut closed) => {
+                // A node closed as lost whose agent then finished the step did it: count it.
+                if closed.nodes.iter().any(|n| n.fate == NodeFate::Lost) {
+                    let views = ex.views(&stage_op, now).await?;
+                    for n in closed.nodes.iter_mut().filter(|n| n.fate == NodeFate::Lost) {
+                        let done = views.iter().any(|v| {
+                            v.node == n.node
+                                && v.final_report()
+                                    .is_some_and(|r| r.status == PhaseStatus::Done)
+                        });
+                        if done {
+                            n.fate = NodeFate::Done;
+                        }
+                    }
+                }
+                closed
+            }
             None => {
                 let views = ex.views(&stage_op, now).await?;
                 if !views.iter().all(|v| v.settled()) {

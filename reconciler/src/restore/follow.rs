@@ -26,9 +26,13 @@ pub async fn advance(
         Some(r) => r,
         None => {
             let views = ex.views(&op, now).await?;
-            let gate: Option<Gate> = ex.control.get(&go_key(&op.id)).await?;
+            let gate = ex
+                .control
+                .get::<serde_json::Value>(&go_key(&op.id))
+                .await?
+                .map(|v| Gate::read(&v));
             let decided = match gate {
-                Some(g) if g.is_go() => after_go(&op.id, &views, &settings, now),
+                Some(Ok(())) => after_go(&op.id, &views, &settings, now),
                 _ => before_go(ex, &op.id, &views, gate, now).await?,
             };
             match decided {
@@ -54,7 +58,7 @@ async fn before_go(
     ex: &Executor,
     op_id: &str,
     views: &[NodeView],
-    gate: Option<Gate>,
+    gate: Option<Result<(), String>>,
     now: DateTime<Utc>,
 ) -> Result<Option<OpResult>, ExecError> {
     let mut blockers: Vec<String> = views
@@ -65,7 +69,7 @@ async fn before_go(
             None => None,
         })
         .collect();
-    if let Some(why) = gate.as_ref().and_then(|g| g.abort.clone()) {
+    if let Some(Err(why)) = &gate {
         blockers.insert(0, format!("gate closed by {why}"));
     }
     let key = go_key(op_id);
@@ -90,9 +94,9 @@ async fn before_go(
             == Created::Existed
         && ex
             .control
-            .get::<Gate>(&key)
+            .get::<serde_json::Value>(&key)
             .await?
-            .is_some_and(|g| g.is_go())
+            .is_some_and(|g| Gate::read(&g).is_ok())
     {
         // Opened by an earlier pass or another writer: nodes may be past go, so the
         // decision is the flow's, taken once every node settled.

@@ -285,4 +285,14 @@ impl Gate {
     pub fn is_go(&self) -> bool {
         self.abort.is_none()
     }
+
+    /// How agents and the reconciler alike read whatever `go.json` holds: closed when it
+    /// has an `abort` (its text, or a placeholder), open otherwise (`{}` opens it too).
+    pub fn read(value: &serde_json::Value) -> Result<(), String> {
+        match value.get("abort") {
+            None | Some(serde_json::Value::Null) => Ok(()),
+            Some(serde_json::Value::String(why)) => Err(why.clone()),
+            Some(other) => Err(format!("closed ({other})")),
+        }
+    }
 }
