@@ -95,8 +95,8 @@ pub struct ReconcileArgs {
     /// An agent silent this long is dead (PBM: 240s).
     #[arg(long, env = "TIDEMARK_DEAD_AFTER", default_value = "240s", value_parser = parse_fine)]
     pub dead_after: std::time::Duration,
-    /// How often running operations are followed.
-    #[arg(long, env = "TIDEMARK_FOLLOW_INTERVAL", default_value = "2s", value_parser = parse_fine)]
+    /// How often running operations are followed (each follow reads their reports: one list per op).
+    #[arg(long, env = "TIDEMARK_FOLLOW_INTERVAL", default_value = "1s", value_parser = parse_fine)]
     pub follow_interval: std::time::Duration,
     /// A node that has not started an op within this time refuses it.
     #[arg(long, env = "TIDEMARK_OP_DEADLINE", default_value = "1h", value_parser = parse_fine)]
