@@ -55,20 +55,8 @@ fn spread(mut v: Vec<f64>) -> String {
 }
 
 fn start_agent(rig: &Rig, i: usize) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["agent", "--cluster", CLUSTER, "--control"])
-        .arg(rig.control.path())
-        .arg("--mongod-uri")
-        .arg(format!("mongodb://{}/?directConnection=true", rig.node(i)))
-        .arg("--dbpath")
-        .arg(rig.rs.dbpath(i))
-        .arg("--mongod-bin")
-        .arg(mongod_sim::harness::binary().unwrap())
-        .args(["--node-id", &rig.node(i), "--replica-set", &rig.rs.name])
+    rig.agent_command(i)
         .env("TIDEMARK_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(rig.control.path().join(format!("agent{i}.log"))).unwrap())
         .spawn()
         .expect("tidemark agent starts")
 }

@@ -540,3 +540,38 @@ fn a_wipe_stops_a_member_still_serving_its_old_data_then_empties_the_dbpath() {
         .collect();
     assert!(left.is_empty(), "the dbPath is empty: {left:?}");
 }
+
+#[test]
+fn an_agent_restarted_while_waiting_for_go_closes_the_gate_before_it_refuses() {
+    let mut rig = Rig::new("gat", 1, &[]);
+    rig.insert(0..4);
+    rig.start_agent(0);
+    std::thread::sleep(Duration::from_millis(800));
+    rig.backup("b1", 0, Compression::Zstd);
+    let op = rig.op(
+        OpCommand::Restore {
+            backup: "b1".into(),
+            storage: rig.storage(Compression::Zstd),
+            fallback_enabled: true,
+            external: false,
+            wait_for_go: true,
+        },
+        &[0],
+    );
+    rig.wait_phase(&op, 0, &["ready"]);
+    rig.kill_agent(0);
+    rig.start_agent(0);
+    let r = rig.wait_final(&op, 0);
+    assert_eq!(r.phase, Phase::Error);
+    assert_eq!(r.failed_phase, Some(Phase::Ready), "{}", r.message);
+    // The gate is closed, so no other node can be told to go on without this one.
+    let gate = std::fs::read_to_string(
+        rig.control
+            .path()
+            .join(tidemark_schema::control::go_key(&op)),
+    )
+    .expect("the agent wrote the gate");
+    assert!(gate.contains("its agent restarted before go"), "{gate}");
+    assert!(rig.report(&op, 0, "stop").is_none(), "nothing touched");
+    assert_eq!(rig.ids_on(0), (0..4).collect::<Vec<_>>());
+}

@@ -102,10 +102,11 @@ impl Rig {
         self.start_agent_with(i, &[]);
     }
 
-    /// Starts node `i`'s agent with extra flags (say, a fault for its standalone starts).
-    pub fn start_agent_with(&mut self, i: usize, extra: &[&str]) {
-        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(["agent", "--cluster", CLUSTER, "--control"])
+    /// `tidemark agent` for node `i` with its identity, its log file and the agents'
+    /// default intervals: what a deployment runs. Tests add faster intervals to it.
+    pub fn agent_command(&self, i: usize) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+        cmd.args(["agent", "--cluster", CLUSTER, "--control"])
             .arg(self.control.path())
             .arg("--mongod-uri")
             .arg(format!("mongodb://{}/?directConnection=true", self.node(i)))
@@ -114,6 +115,20 @@ impl Rig {
             .arg("--mongod-bin")
             .arg(binary().expect("cargo builds mongod-sim for the workspace tests"))
             .args(["--node-id", &self.node(i), "--replica-set", &self.rs.name])
+            .envs(self.agent_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("TIDEMARK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.control.path().join(format!("agent{i}.log"))).unwrap(),
+            );
+        cmd
+    }
+
+    /// Starts node `i`'s agent with extra flags (say, a fault for its standalone starts).
+    pub fn start_agent_with(&mut self, i: usize, extra: &[&str]) {
+        let child = self
+            .agent_command(i)
             .args(["--heartbeat-interval", "1s", "--poll-interval", "200ms"])
             .args(["--cursor-keepalive", "1s", "--mongod-timeout", "60s"])
             .args(["--parallel-files", "2"])
@@ -122,13 +137,6 @@ impl Rig {
                 "--standalone-arg=--sim-checkpoint-interval-ms",
                 "--standalone-arg=300",
             ])
-            .envs(self.agent_env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("TIDEMARK_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(self.control.path().join(format!("agent{i}.log"))).unwrap(),
-            )
             .spawn()
             .expect("tidemark agent starts");
         self.agents[i] = Some(child);
