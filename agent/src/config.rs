@@ -33,6 +33,14 @@ pub struct AgentConfig {
     pub mongod_timeout: Duration,
 }
 
+impl AgentConfig {
+    /// The rate for waits inside an op and just after one: a quarter of the idle poll, at
+    /// least 50 ms.
+    pub fn quick_poll(&self) -> Duration {
+        (self.poll_interval / 4).max(Duration::from_millis(50))
+    }
+}
+
 /// The YAML config file (`--config agent.yaml`): the same settings, camelCase.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

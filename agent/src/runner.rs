@@ -43,6 +43,9 @@ pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, A
     })
 }
 
+/// How long after an op the agent keeps looking for ops at the quick rate.
+const FOLLOW_UP_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs until `stop` resolves.
 pub async fn run(
     node: Node,
@@ -56,6 +59,10 @@ pub async fn run(
         // carry their author's clock, so an op created later can sort earlier, and it
         // must still run.
         let mut handled: BTreeSet<String> = BTreeSet::new();
+        // After an op, the reconciler's follow-up (remove the fallback, wipe, start) comes
+        // within seconds: look quickly for a while, then fall back to the idle rate, which
+        // is what costs list requests on a quiet cluster.
+        let mut quick_until = tokio::time::Instant::now();
         loop {
             match node.control.op_ids().await {
                 Ok(ids) => {
@@ -66,6 +73,7 @@ pub async fn run(
                         match consider(&node, &id).await {
                             Ok(Seen::Handled) => {
                                 handled.insert(id);
+                                quick_until = tokio::time::Instant::now() + FOLLOW_UP_WINDOW;
                             }
                             // Its author is still writing it: look again next time, and
                             // meanwhile go on with the others.
@@ -78,7 +86,11 @@ pub async fn run(
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list ops"),
             }
-            tokio::time::sleep(node.cfg.poll_interval).await;
+            if tokio::time::Instant::now() < quick_until {
+                tokio::time::sleep(node.cfg.quick_poll()).await;
+            } else {
+                tokio::time::sleep(node.cfg.poll_interval).await;
+            }
         }
     };
     tokio::select! {

@@ -95,8 +95,9 @@ pub struct ReconcileArgs {
     /// An agent silent this long is dead (PBM: 240s).
     #[arg(long, env = "TIDEMARK_DEAD_AFTER", default_value = "240s", value_parser = parse_fine)]
     pub dead_after: std::time::Duration,
-    /// How often running operations are followed (each follow reads their reports: one list per op).
-    #[arg(long, env = "TIDEMARK_FOLLOW_INTERVAL", default_value = "1s", value_parser = parse_fine)]
+    /// How often passes run while operations are in flight (each follows them: one list per op).
+    /// Short, because each wait for a step to be noticed adds to a restore's time.
+    #[arg(long, env = "TIDEMARK_FOLLOW_INTERVAL", default_value = "250ms", value_parser = parse_fine)]
     pub follow_interval: std::time::Duration,
     /// A node that has not started an op within this time refuses it.
     #[arg(long, env = "TIDEMARK_OP_DEADLINE", default_value = "1h", value_parser = parse_fine)]

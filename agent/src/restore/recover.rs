@@ -67,6 +67,7 @@ where
     Fut: std::future::Future<Output = Result<(), MongodError>>,
 {
     let spec = standalone(node, free_port()?, params, captured);
+    let began = std::time::Instant::now();
     let mut process = MongodProcess::spawn(&spec)?;
     // Recorded so that an agent restarted after dying here can stop this standalone
     // before it reverts or wipes the dbPath (it outlives us: it runs in its own session).
@@ -82,9 +83,12 @@ where
             )));
         }
     };
+    let ready = began.elapsed();
     work(client.clone()).await?;
+    let worked = began.elapsed();
     client.shutdown(false).await?;
     let status = process.wait_exit(node.cfg.mongod_timeout).await?;
+    tracing::debug!(?ready, ?worked, exited = ?began.elapsed(), ?params, "standalone start");
     let _ = std::fs::remove_file(&pid_file);
     if !status.success() {
         return Err(AgentError::Refused(format!(

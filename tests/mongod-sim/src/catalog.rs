@@ -3,6 +3,8 @@
 
 use bson::{Bson, Document, oid::ObjectId};
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// Index key for `_id` values: their BSON encoding.
 pub fn id_key(id: &Bson) -> Vec<u8> {
@@ -11,14 +13,29 @@ pub fn id_key(id: &Bson) -> Vec<u8> {
     d.to_vec().unwrap_or_default()
 }
 
+/// The documents of a collection and its `_id` index.
+#[derive(Debug, Clone, Default)]
+struct Body {
+    next_rid: u64,
+    docs: BTreeMap<u64, Document>,
+    ids: HashMap<Vec<u8>, u64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Collection {
     pub ident: String,
     pub idx_ident: String,
     pub uuid: bson::Binary,
-    next_rid: u64,
-    docs: BTreeMap<u64, Document>,
-    ids: HashMap<Vec<u8>, u64>,
+    /// Read from the dbPath on first use, as WiredTiger reads a table's pages only when they
+    /// are needed: start-up costs what the metadata costs, not what the data does.
+    body: OnceLock<Body>,
+    /// The dbPath an unread body lives in; `None` for a collection made in memory.
+    on_disk: Option<PathBuf>,
+    /// What the checkpoint's metadata says about an unread body: its record count
+    /// (`sizeStorer.wt`) and, for the oplog, its newest entry (mongod finds the top of the
+    /// oplog by reading one page from the end, not the whole table).
+    stored_len: usize,
+    stored_last: Option<Document>,
     /// Changed since the last checkpoint, so its files must be rewritten.
     pub dirty: bool,
     pub data_size: u64,
@@ -34,12 +51,87 @@ impl Collection {
             ident,
             idx_ident,
             uuid,
-            next_rid: 1,
-            docs: BTreeMap::new(),
-            ids: HashMap::new(),
+            body: OnceLock::from(Body {
+                next_rid: 1,
+                ..Body::default()
+            }),
+            on_disk: None,
+            stored_len: 0,
+            stored_last: None,
             dirty: true,
             data_size: 0,
         }
+    }
+
+    /// A collection of the last checkpoint whose files are read when it is first used;
+    /// `data_size` comes from `sizeStorer.wt`, as mongod's does.
+    pub fn on_disk(
+        ident: String,
+        idx_ident: String,
+        uuid: bson::Binary,
+        dbpath: &Path,
+        stored: Stored,
+    ) -> Collection {
+        Collection {
+            ident,
+            idx_ident,
+            uuid,
+            body: OnceLock::new(),
+            on_disk: Some(dbpath.to_path_buf()),
+            stored_len: stored.records,
+            stored_last: stored.last,
+            dirty: false,
+            data_size: stored.data_size,
+        }
+    }
+
+    /// Reads and verifies the collection and index files. A checksum failure here is what
+    /// WiredTiger reports when it reads a bad page: fatal, the process ends.
+    fn load(&self) -> Body {
+        let dbpath = self.on_disk.as_deref().unwrap_or(Path::new("."));
+        match crate::storage::read_collection(dbpath, &self.ident, &self.idx_ident) {
+            Ok(docs) => {
+                let mut body = Body {
+                    next_rid: 1,
+                    ..Body::default()
+                };
+                for d in docs {
+                    let key = id_key(d.get("_id").unwrap_or(&Bson::Null));
+                    body.ids.insert(key, body.next_rid);
+                    body.docs.insert(body.next_rid, d);
+                    body.next_rid += 1;
+                }
+                body
+            }
+            Err(e) => {
+                crate::log::log(
+                    crate::log::Sev::E,
+                    "STORAGE",
+                    22435,
+                    "conn",
+                    "WiredTiger error message",
+                    bson::doc! {"error": -31802, "message": e.to_string()},
+                );
+                crate::log::log(
+                    crate::log::Sev::F,
+                    "ASSERT",
+                    50853,
+                    "conn",
+                    "Fatal assertion",
+                    bson::doc! {"error": e.to_string()},
+                );
+                std::process::abort()
+            }
+        }
+    }
+
+    fn body(&self) -> &Body {
+        self.body.get_or_init(|| self.load())
+    }
+
+    fn body_mut(&mut self) -> &mut Body {
+        self.body();
+        self.body.get_mut().expect("initialised just above")
     }
 
     fn doc_size(doc: &Document) -> u64 {
@@ -47,33 +139,48 @@ impl Collection {
     }
 
     pub fn len(&self) -> usize {
-        self.docs.len()
+        match self.body.get() {
+            Some(body) => body.docs.len(),
+            None => self.stored_len,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
+        self.len() == 0
+    }
+
+    /// The newest document in natural order, read without the rest when the checkpoint
+    /// recorded it.
+    pub fn last(&self) -> Option<&Document> {
+        match (self.body.get(), &self.stored_last) {
+            (None, Some(last)) => Some(last),
+            (None, None) if self.stored_len == 0 => None,
+            _ => self.body().docs.values().next_back(),
+        }
     }
 
     pub fn docs(&self) -> impl DoubleEndedIterator<Item = &Document> {
-        self.docs.values()
+        self.body().docs.values()
     }
 
     pub fn get(&self, id: &Bson) -> Option<&Document> {
-        self.ids.get(&id_key(id)).and_then(|rid| self.docs.get(rid))
+        let body = self.body();
+        body.ids.get(&id_key(id)).and_then(|rid| body.docs.get(rid))
     }
 
     /// Inserts; fails with the duplicate `_id` when one exists.
     pub fn insert(&mut self, doc: Document) -> Result<(), Bson> {
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         let key = id_key(&id);
-        if self.ids.contains_key(&key) {
+        if self.body().ids.contains_key(&key) {
             return Err(id);
         }
         self.data_size += Self::doc_size(&doc);
-        let rid = self.next_rid;
-        self.next_rid += 1;
-        self.docs.insert(rid, doc);
-        self.ids.insert(key, rid);
+        let body = self.body_mut();
+        let rid = body.next_rid;
+        body.next_rid += 1;
+        body.docs.insert(rid, doc);
+        body.ids.insert(key, rid);
         self.dirty = true;
         Ok(())
     }
@@ -82,10 +189,11 @@ impl Collection {
     /// entries (full images) are applied, which makes replaying them idempotent.
     pub fn upsert(&mut self, doc: Document) {
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-        if let Some(rid) = self.ids.get(&id_key(&id)).copied() {
-            let old = self.docs.insert(rid, doc.clone());
-            self.data_size = self.data_size + Self::doc_size(&doc)
-                - old.map(|o| Self::doc_size(&o)).unwrap_or(0);
+        if let Some(rid) = self.body().ids.get(&id_key(&id)).copied() {
+            let new_size = Self::doc_size(&doc);
+            let old = self.body_mut().docs.insert(rid, doc);
+            self.data_size =
+                self.data_size + new_size - old.map(|o| Self::doc_size(&o)).unwrap_or(0);
             self.dirty = true;
         } else {
             let _ = self.insert(doc);
@@ -93,8 +201,9 @@ impl Collection {
     }
 
     pub fn remove(&mut self, id: &Bson) -> Option<Document> {
-        let rid = self.ids.remove(&id_key(id))?;
-        let doc = self.docs.remove(&rid)?;
+        let body = self.body_mut();
+        let rid = body.ids.remove(&id_key(id))?;
+        let doc = body.docs.remove(&rid)?;
         self.data_size -= Self::doc_size(&doc).min(self.data_size);
         self.dirty = true;
         Some(doc)
@@ -103,13 +212,20 @@ impl Collection {
     /// Removes every document matching `keep == false`, in natural order, returning them.
     pub fn retain(&mut self, mut keep: impl FnMut(&Document) -> bool) -> Vec<Document> {
         let gone: Vec<Bson> = self
-            .docs
-            .values()
+            .docs()
             .filter(|d| !keep(d))
             .map(|d| d.get("_id").cloned().unwrap_or(Bson::Null))
             .collect();
         gone.iter().filter_map(|id| self.remove(id)).collect()
     }
+}
+
+/// What a checkpoint's metadata records about a collection, enough to use it unread.
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub records: usize,
+    pub data_size: u64,
+    pub last: Option<Document>,
 }
 
 /// All collections of a node, keyed by namespace (`db.coll`).

@@ -128,6 +128,13 @@ impl Node {
         let recovering = !repl_mode && opts.param_bool("recoverFromOplogAsStandalone");
         // The truncate point is honoured in every mode, before any oplog application.
         let mut truncate_journal = Vec::new();
+        let top_of = |catalog: &crate::catalog::Catalog| {
+            catalog
+                .colls
+                .get(OPLOG_NS)
+                .and_then(|c| c.last())
+                .and_then(|e| e.get_timestamp("ts").ok())
+        };
         if let Some(tdoc) = catalog
             .colls
             .get(TRUNCATE_NS)
@@ -139,9 +146,15 @@ impl Node {
                     increment: 0,
                 })
         {
-            let removed = catalog
-                .coll_mut(OPLOG_NS)
-                .retain(|e| e.get_timestamp("ts").map(|t| t <= point).unwrap_or(true));
+            // Entries are in timestamp order: when the top is at or before the point there
+            // is nothing to read, as mongod's seek to the point finds.
+            let removed = if top_of(&catalog).is_some_and(|top| top <= point) {
+                vec![]
+            } else {
+                catalog
+                    .coll_mut(OPLOG_NS)
+                    .retain(|e| e.get_timestamp("ts").map(|t| t <= point).unwrap_or(true))
+            };
             slog!(
                 I,
                 "REPL",
@@ -165,15 +178,12 @@ impl Node {
             truncate_journal.push(doc! {"op": "u", "ns": TRUNCATE_NS, "o": cleared, "l": false});
         }
         let mut checkpoint_ts = rec.checkpoint_ts;
-        let oplog_top = catalog
-            .colls
-            .get(OPLOG_NS)
-            .and_then(|c| c.docs().next_back())
-            .and_then(|e| e.get_timestamp("ts").ok());
+        let oplog_top = top_of(&catalog);
         if repl_mode || recovering {
             let entries: Vec<Document> = catalog
                 .colls
                 .get(OPLOG_NS)
+                .filter(|_| oplog_top.is_some_and(|top| top > checkpoint_ts))
                 .map(|c| {
                     c.docs()
                         .filter(|e| {
@@ -333,7 +343,7 @@ impl Inner {
         self.catalog
             .colls
             .get(OPLOG_NS)
-            .and_then(|c| c.docs().next_back())
+            .and_then(|c| c.last())
             .and_then(|e| e.get_timestamp("ts").ok())
     }
 

@@ -388,7 +388,10 @@ async fn clean_shutdown_and_kill9_recovery() {
     )
     .unwrap();
     p.wait_ready(Duration::from_secs(20)).unwrap();
-    let c = client(&p).await;
+    // The read's retry must not wait out the default 30 s server selection.
+    let c = Client::with_uri_str(format!("{}&serverSelectionTimeoutMS=2000", p.uri()))
+        .await
+        .unwrap();
     let coll = c.database("app").collection::<Document>("a");
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 29);
     assert!(coll.find_one(doc! {"_id": 0}).await.unwrap().is_none());
@@ -399,8 +402,28 @@ async fn clean_shutdown_and_kill9_recovery() {
     );
 }
 
+/// The process exits with failure, and its first fatal log line names `file`.
+fn dies_naming(p: &mut Process, file: &str) {
+    let status = p.wait_exit(Duration::from_secs(20)).unwrap();
+    assert!(!status.success());
+    let fatal: Vec<_> = p
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["s"] == "F")
+        .collect();
+    assert!(!fatal.is_empty(), "no fatal log line");
+    assert!(
+        fatal[0]["attr"]["error"].as_str().unwrap().contains(file),
+        "{:?}",
+        fatal[0]
+    );
+}
+
+/// WiredTiger verifies a page's checksum when it reads the page, not when it opens the file:
+/// mongod starts on a dbPath with a damaged collection file and dies the first time that
+/// collection is read. A file whose header is damaged fails at start-up.
 #[tokio::test]
-async fn corrupted_file_refuses_to_start() {
+async fn corrupted_file_is_fatal_when_read_and_a_bad_header_at_start() {
     let mut s = Standalone::start(&[]).unwrap();
     {
         let c = client(&s.process).await;
@@ -412,6 +435,7 @@ async fn corrupted_file_refuses_to_start() {
     }
     s.process.shutdown(false).unwrap();
     let bad = corrupt_file(&s.process.dbpath, "collection-").unwrap();
+    let name = bad.file_name().unwrap().to_string_lossy().into_owned();
     let mut p = Process::spawn(
         &s.process.dbpath,
         &s.dir.path().join("2.log"),
@@ -419,20 +443,30 @@ async fn corrupted_file_refuses_to_start() {
         &[],
     )
     .unwrap();
-    let status = p.wait_exit(Duration::from_secs(20)).unwrap();
-    assert!(!status.success());
-    let fatal: Vec<_> = p
-        .log_lines()
-        .into_iter()
-        .filter(|l| l["s"] == "F")
-        .collect();
-    assert!(!fatal.is_empty());
-    let name = bad.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(
-        fatal[0]["attr"]["error"].as_str().unwrap().contains(&name),
-        "{:?}",
-        fatal[0]
-    );
+    p.wait_ready(Duration::from_secs(20)).unwrap();
+    // The read's retry must not wait out the default 30 s server selection.
+    let c = Client::with_uri_str(format!("{}&serverSelectionTimeoutMS=2000", p.uri()))
+        .await
+        .unwrap();
+    let read = c
+        .database("app")
+        .collection::<Document>("a")
+        .find_one(doc! {})
+        .await;
+    assert!(read.is_err(), "a corrupt page was served: {read:?}");
+    dies_naming(&mut p, &name);
+
+    // A truncated file: its header no longer matches, and start-up refuses.
+    let bytes = std::fs::read(&bad).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() - 7]).unwrap();
+    let mut p = Process::spawn(
+        &s.process.dbpath,
+        &s.dir.path().join("3.log"),
+        free_port().unwrap(),
+        &[],
+    )
+    .unwrap();
+    dies_naming(&mut p, &name);
 }
 
 #[test]
