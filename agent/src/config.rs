@@ -35,9 +35,11 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// The rate for waits inside an op and just after one: a quarter of the idle poll, at
-    /// least 50 ms.
+    /// least 50 ms, never slower than the idle poll itself.
     pub fn quick_poll(&self) -> Duration {
-        (self.poll_interval / 4).max(Duration::from_millis(50))
+        (self.poll_interval / 4)
+            .max(Duration::from_millis(50))
+            .min(self.poll_interval)
     }
 }
 

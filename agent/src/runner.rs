@@ -73,6 +73,9 @@ pub async fn run(
                         match consider(&node, &id).await {
                             Ok(Seen::Handled) => {
                                 handled.insert(id);
+                            }
+                            Ok(Seen::Ran) => {
+                                handled.insert(id);
                                 quick_until = tokio::time::Instant::now() + FOLLOW_UP_WINDOW;
                             }
                             // Its author is still writing it: look again next time, and
@@ -102,7 +105,10 @@ pub async fn run(
 }
 
 enum Seen {
+    /// Seen to its end without running anything here.
     Handled,
+    /// Run (or failed as interrupted) on this node: a follow-up may come soon.
+    Ran,
     NotReady,
 }
 
@@ -140,7 +146,7 @@ async fn consider(node: &Node, id: &str) -> Result<Seen, AgentError> {
         .await?;
         return Ok(Seen::Handled);
     }
-    run_if_needed(node, &op).await.map(|_| Seen::Handled)
+    run_if_needed(node, &op).await
 }
 
 /// An op this agent cannot read (say, a command of a newer reconciler): if it names this
@@ -173,7 +179,7 @@ async fn unreadable(
     .await
 }
 
-async fn run_if_needed(node: &Node, op: &Op) -> Result<(), AgentError> {
+async fn run_if_needed(node: &Node, op: &Op) -> Result<Seen, AgentError> {
     let id = op.id.as_str();
     if node
         .control
@@ -181,14 +187,14 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<(), AgentError> {
         .await?
         .is_some()
     {
-        return Ok(()); // the op already has an outcome
+        return Ok(Seen::Handled); // the op already has an outcome
     }
     let reports = node
         .control
         .reports(id, &node.replica_set, &node.id)
         .await?;
     if reports.iter().any(|r| r.phase.is_final()) {
-        return Ok(());
+        return Ok(Seen::Handled);
     }
     if let Some(last) = reports.last() {
         // We started this op before a restart. Its in-memory state (the backup cursor,
@@ -230,7 +236,10 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<(), AgentError> {
                 failed = Phase::Stop;
             }
         }
-        return node.finish_for(id, Some(failed), message, details).await;
+        return node
+            .finish_for(id, Some(failed), message, details)
+            .await
+            .map(|_| Seen::Ran);
     }
     if let Some(deadline) = op.deadline
         && chrono::Utc::now() > deadline
@@ -242,9 +251,10 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<(), AgentError> {
                 format!("the op's deadline {deadline} passed before this node started it; nothing was done"),
                 Details::new(),
             )
-            .await;
+            .await
+            .map(|_| Seen::Handled);
     }
-    execute(node, op).await
+    execute(node, op).await.map(|_| Seen::Ran)
 }
 
 /// Runs an op to its end and writes the final report.

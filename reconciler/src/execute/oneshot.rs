@@ -102,15 +102,20 @@ impl Executor {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), ExecError> {
+        let key = waiting_key(&kind.to_lowercase(), name);
+        // Passes run every few hundred milliseconds while something waits: write only when
+        // the reason changes, so `at` says since when, and a long wait costs reads, not puts.
+        if let Ok(Some(old)) = self.control.get::<WaitingRecord>(&key).await
+            && old.reason == reason
+        {
+            return Ok(());
+        }
         let record = WaitingRecord {
             kind: kind.to_string(),
             name: name.to_string(),
             at: now,
             reason: reason.to_string(),
         };
-        Ok(self
-            .control
-            .put(&waiting_key(&kind.to_lowercase(), name), &record)
-            .await?)
+        Ok(self.control.put(&key, &record).await?)
     }
 }

@@ -233,8 +233,9 @@ pub(crate) fn write_file<R: std::io::Read + Send + 'static>(
     {
         tracing::warn!(path = %dest.display(), error = %e, "cannot remove a partly restored file");
     }
-    // No fsync per file: the restore flushes the whole file system once, after the last
-    // file (`sync_filesystem`), and reports nothing done before that flush succeeded.
+    // Each file is flushed as it is finished (in `fill_and_verify`); the restore still
+    // flushes the whole file system once after the last file (`sync_filesystem`), for the
+    // directory entries, and reports nothing done before that flush succeeded.
     result
 }
 
@@ -295,8 +296,9 @@ fn fill_and_verify<R: std::io::Read + Send + 'static>(
             path: dest.to_path_buf(),
             source: e,
         })?;
-    // Delayed allocation may report a full disk only at the flush; the caller's
-    // `sync_filesystem` turns that into an error too.
-    let _ = write_err;
+    // Flushing here, on this file's worker thread, overlaps the disk's work with the
+    // other files still being written; the pipeline's one `sync_filesystem` at the end
+    // then finds little left to do. Delayed allocation reports a full disk here.
+    file.sync_data().map_err(|e| write_err(written, e))?;
     Ok(())
 }

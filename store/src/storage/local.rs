@@ -2,7 +2,9 @@
 //! copies; for whole dbPath files that costs a backup most of its speed. Here a file is
 //! read, hashed, compressed and written in one pass on a blocking thread, into a temporary
 //! name renamed into place, so a crash never leaves a half object under the real key.
-//! Durability comes from one `sync_filesystem` by the pipeline, not a fsync per file.
+//! Each file is flushed on its own worker thread as soon as it is written, overlapping the
+//! disk with the copies still running; the pipeline's one `sync_filesystem` at the end
+//! covers the directory entries and is what durability is reported on.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -141,14 +143,21 @@ fn upload_blocking(
     ));
     let result = (|| {
         let file = File::create(&temp).map_err(|e| io("cannot create", &temp, e))?;
-        let produced = produce_into(
+        let (produced, writer) = produce_into(
             src.to_path_buf(),
             compression,
             level,
             limit,
             BufWriter::with_capacity(CHUNK, file),
         )?;
-        let stored = std::fs::metadata(&temp)
+        // Flushed on this worker thread, overlapping the other files still being copied;
+        // the pipeline's `flush` (one `syncfs`) before the manifest then has little left.
+        let file = writer
+            .into_inner()
+            .map_err(|e| io("cannot write", &temp, e.into_error()))?;
+        file.sync_data().map_err(|e| io("cannot flush", &temp, e))?;
+        let stored = file
+            .metadata()
             .map_err(|e| io("cannot stat", &temp, e))?
             .len();
         std::fs::rename(&temp, dest).map_err(|e| io("cannot rename into place", dest, e))?;

@@ -192,17 +192,18 @@ pub(crate) fn produce(
     limit: u64,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<Produced, StorageError> {
-    produce_into(src, compression, level, limit, ChannelWriter::new(tx))
+    produce_into(src, compression, level, limit, ChannelWriter::new(tx)).map(|(p, _)| p)
 }
 
-/// Reads `limit` bytes of `src`, hashes them and writes them compressed into `sink`.
+/// Reads `limit` bytes of `src`, hashes them and writes them compressed into `sink`, which
+/// it hands back.
 pub(crate) fn produce_into<W: Write>(
     src: PathBuf,
     compression: Compression,
     level: Option<i32>,
     limit: u64,
     sink: W,
-) -> Result<Produced, StorageError> {
+) -> Result<(Produced, W), StorageError> {
     let io = |op: &'static str, source: std::io::Error| StorageError::Io {
         op,
         path: src.clone(),
@@ -238,9 +239,12 @@ pub(crate) fn produce_into<W: Write>(
             .map_err(|e| io("compressing", e))?;
         done += n as u64;
     }
-    encoder.finish().map_err(|e| io("compressing", e))?;
-    Ok(Produced {
-        uncompressed: done,
-        checksum: format!("blake3:{}", hasher.finalize().to_hex()),
-    })
+    let sink = encoder.finish().map_err(|e| io("compressing", e))?;
+    Ok((
+        Produced {
+            uncompressed: done,
+            checksum: format!("blake3:{}", hasher.finalize().to_hex()),
+        },
+        sink,
+    ))
 }

@@ -17,6 +17,8 @@ pub fn id_key(id: &Bson) -> Vec<u8> {
 #[derive(Debug, Clone, Default)]
 struct Body {
     next_rid: u64,
+    /// BSON bytes of every document, worked out from the documents themselves.
+    data_size: u64,
     docs: BTreeMap<u64, Document>,
     ids: HashMap<Vec<u8>, u64>,
 }
@@ -36,9 +38,11 @@ pub struct Collection {
     /// oplog by reading one page from the end, not the whole table).
     stored_len: usize,
     stored_last: Option<Document>,
+    /// `sizeStorer.wt`'s figure, used only while the body is unread: like mongod's, it
+    /// can be stale after a crash, and reading the documents corrects it.
+    stored_data_size: u64,
     /// Changed since the last checkpoint, so its files must be rewritten.
     pub dirty: bool,
-    pub data_size: u64,
 }
 
 impl Collection {
@@ -58,8 +62,8 @@ impl Collection {
             on_disk: None,
             stored_len: 0,
             stored_last: None,
+            stored_data_size: 0,
             dirty: true,
-            data_size: 0,
         }
     }
 
@@ -80,8 +84,8 @@ impl Collection {
             on_disk: Some(dbpath.to_path_buf()),
             stored_len: stored.records,
             stored_last: stored.last,
+            stored_data_size: stored.data_size,
             dirty: false,
-            data_size: stored.data_size,
         }
     }
 
@@ -96,6 +100,7 @@ impl Collection {
                     ..Body::default()
                 };
                 for d in docs {
+                    body.data_size += Self::doc_size(&d);
                     let key = id_key(d.get("_id").unwrap_or(&Bson::Null));
                     body.ids.insert(key, body.next_rid);
                     body.docs.insert(body.next_rid, d);
@@ -149,6 +154,14 @@ impl Collection {
         self.len() == 0
     }
 
+    /// BSON bytes of the documents (`dataSize`).
+    pub fn data_size(&self) -> u64 {
+        match self.body.get() {
+            Some(body) => body.data_size,
+            None => self.stored_data_size,
+        }
+    }
+
     /// The newest document in natural order, read without the rest when the checkpoint
     /// recorded it.
     pub fn last(&self) -> Option<&Document> {
@@ -175,8 +188,9 @@ impl Collection {
         if self.body().ids.contains_key(&key) {
             return Err(id);
         }
-        self.data_size += Self::doc_size(&doc);
+        let size = Self::doc_size(&doc);
         let body = self.body_mut();
+        body.data_size += size;
         let rid = body.next_rid;
         body.next_rid += 1;
         body.docs.insert(rid, doc);
@@ -191,9 +205,10 @@ impl Collection {
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         if let Some(rid) = self.body().ids.get(&id_key(&id)).copied() {
             let new_size = Self::doc_size(&doc);
-            let old = self.body_mut().docs.insert(rid, doc);
-            self.data_size =
-                self.data_size + new_size - old.map(|o| Self::doc_size(&o)).unwrap_or(0);
+            let body = self.body_mut();
+            let old = body.docs.insert(rid, doc);
+            body.data_size =
+                body.data_size + new_size - old.map(|o| Self::doc_size(&o)).unwrap_or(0);
             self.dirty = true;
         } else {
             let _ = self.insert(doc);
@@ -204,7 +219,7 @@ impl Collection {
         let body = self.body_mut();
         let rid = body.ids.remove(&id_key(id))?;
         let doc = body.docs.remove(&rid)?;
-        self.data_size -= Self::doc_size(&doc).min(self.data_size);
+        body.data_size -= Self::doc_size(&doc).min(body.data_size);
         self.dirty = true;
         Some(doc)
     }
@@ -280,7 +295,7 @@ impl Catalog {
         let mut out = BTreeMap::new();
         for (ns, c) in &self.colls {
             let db = ns.split_once('.').map(|(d, _)| d).unwrap_or(ns);
-            *out.entry(db.to_string()).or_insert(0) += c.data_size;
+            *out.entry(db.to_string()).or_insert(0) += c.data_size();
         }
         out
     }

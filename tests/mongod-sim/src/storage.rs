@@ -271,7 +271,16 @@ impl Store {
             .collect();
         let entries = read("_mdb_catalog.wt")?;
         let mut catalog = Catalog::new(suffix);
-        catalog.next_ident = turtle.get_i64("nextIdent").unwrap_or(0) as u64;
+        // The catalog is written before the turtle: after a crash between the two it can
+        // hold idents the turtle's counter has not passed, and reusing one would overwrite
+        // a live collection's file.
+        let highest = entries
+            .iter()
+            .flat_map(|e| [e.get_str("ident"), e.get_str("idxIdent")])
+            .filter_map(|i| i.ok()?.split('-').nth(1)?.parse::<u64>().ok())
+            .max();
+        catalog.next_ident = (turtle.get_i64("nextIdent").unwrap_or(0) as u64)
+            .max(highest.map(|h| h + 1).unwrap_or(0));
         for e in &entries {
             let ns = e.get_str("ns").unwrap_or_default().to_string();
             let ident = e.get_str("ident").unwrap_or_default().to_string();
@@ -474,7 +483,7 @@ impl Store {
         let sizes: Vec<Document> = catalog
             .colls
             .values()
-            .map(|c| doc! {"ident": &c.ident, "numRecords": c.len() as i64, "dataSize": c.data_size as i64})
+            .map(|c| doc! {"ident": &c.ident, "numRecords": c.len() as i64, "dataSize": c.data_size() as i64})
             .collect();
         write_file(
             &self.path("sizeStorer.wt"),
@@ -499,7 +508,13 @@ impl Store {
                 "nextIdent": catalog.next_ident as i64,
             }],
         )?;
-        for ident in catalog.dropped.drain(..) {
+        let live: std::collections::HashSet<&String> = catalog
+            .colls
+            .values()
+            .flat_map(|c| [&c.ident, &c.idx_ident])
+            .collect();
+        let dropped: Vec<String> = catalog.dropped.drain(..).collect();
+        for ident in dropped.iter().filter(|i| !live.contains(i)) {
             let _ = fs::remove_file(self.path(&format!("{ident}.wt")));
         }
         catalog.catalog_dirty = false;
@@ -581,5 +596,63 @@ mod tests {
         );
         assert_eq!(rec.catalog.colls["d.c"].len(), 1);
         assert_eq!(rec.journal.len(), 1);
+    }
+
+    /// A crash after the catalog was written but before the turtle: the older turtle's
+    /// ident counter must not hand out an ident the catalog already uses, and a stale
+    /// `sizeStorer` figure is corrected once the documents are read.
+    #[test]
+    fn a_crash_before_the_turtle_reuses_no_ident_and_sizes_heal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, rec) = Store::open(dir.path(), 0, Document::new()).unwrap();
+        let mut cat = rec.catalog;
+        let ts = Timestamp {
+            time: 5,
+            increment: 1,
+        };
+        store.checkpoint(&mut cat, ts).unwrap();
+        let turtle_before = fs::read(dir.path().join("WiredTiger.turtle")).unwrap();
+        cat.coll_mut("d.a")
+            .insert(doc! {"_id": 1, "v": "x"})
+            .unwrap();
+        cat.coll_mut("d.b")
+            .insert(doc! {"_id": 1, "v": "y"})
+            .unwrap();
+        store.checkpoint(&mut cat, ts).unwrap();
+        let real_size = cat.colls["d.a"].data_size();
+        assert!(real_size > 0);
+        drop(store);
+        // Put back the turtle of the first checkpoint, and zero the sizes.
+        fs::write(dir.path().join("WiredTiger.turtle"), turtle_before).unwrap();
+        let sizes: Vec<Document> = read_file(&dir.path().join("sizeStorer.wt"))
+            .unwrap()
+            .into_iter()
+            .map(|mut d| {
+                d.insert("dataSize", 0i64);
+                d
+            })
+            .collect();
+        write_file(
+            &dir.path().join("sizeStorer.wt"),
+            &sizes.iter().collect::<Vec<_>>(),
+        )
+        .unwrap();
+
+        let (_store, rec) = Store::open(dir.path(), 0, Document::new()).unwrap();
+        let mut cat = rec.catalog;
+        let used: Vec<String> = cat.colls.values().map(|c| c.ident.clone()).collect();
+        let fresh = cat.coll_mut("d.new").ident.clone();
+        assert!(!used.contains(&fresh), "{fresh} reuses one of {used:?}");
+        assert_eq!(
+            cat.colls["d.a"].data_size(),
+            0,
+            "unread: sizeStorer's figure"
+        );
+        assert_eq!(cat.colls["d.a"].docs().count(), 1);
+        assert_eq!(
+            cat.colls["d.a"].data_size(),
+            real_size,
+            "read: worked out again"
+        );
     }
 }
