@@ -150,8 +150,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    // mongod-sim is another package's binary: make sure this profile has it.
-    if mongod_sim::harness::binary().is_err() {
+    // mongod-sim is another package's binary, which `cargo bench` does not rebuild: build
+    // it every time (a no-op when fresh) so the figures never come from a stale one.
+    {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args([
                 "build",

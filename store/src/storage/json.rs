@@ -27,7 +27,25 @@ impl BackupStore {
                 .map(drop)
                 .map_err(|e| classify(&self.url, key, "write", e))
         })
-        .await
+        .await?;
+        self.durable(key).await
+    }
+
+    /// On `file://`, flushes the object written at `key` and every directory entry above
+    /// it, so a record that was acknowledged survives a power cut (object_store's local
+    /// store renames into place without an fsync). Cloud stores acknowledge durable writes.
+    async fn durable(&self, key: &str) -> Result<(), StorageError> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(());
+        };
+        let path = root.join(key);
+        tokio::task::spawn_blocking(move || sync_up_to(&root, &path))
+            .await
+            .map_err(|e| StorageError::Io {
+                op: "flushing (the worker thread failed)",
+                path: std::path::PathBuf::from(key),
+                source: std::io::Error::other(e.to_string()),
+            })?
     }
 
     /// Writes `value` as JSON to `key` only if nothing is there (`AlreadyExists` if
@@ -77,7 +95,8 @@ impl BackupStore {
                 }
             }
         })
-        .await
+        .await?;
+        self.durable(key).await
     }
 
     /// Reads JSON from `key`; `None` when there is no such object.
@@ -159,4 +178,28 @@ impl BackupStore {
                 source,
             })
     }
+}
+
+/// `fsync` of `path`, then of each directory from its parent up to `root` (new directories
+/// were created for the key, and their entries must be durable too).
+fn sync_up_to(root: &std::path::Path, path: &std::path::Path) -> Result<(), StorageError> {
+    let io = |p: &std::path::Path, source: std::io::Error| StorageError::Io {
+        op: "cannot flush",
+        path: p.to_path_buf(),
+        source,
+    };
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(path, e))?;
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        std::fs::File::open(d)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io(d, e))?;
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
 }
