@@ -71,7 +71,13 @@ impl BackupStore {
                     .put_opts(location, PutPayload::from_bytes(body.clone()), opts)
                     .await
                 {
-                    Ok(_) => Ok(()),
+                    // Flushed inside the attempt: if the flush fails, the retry finds
+                    // these very bytes and counts them as ours (then flushes again)
+                    // instead of reporting someone else's record.
+                    Ok(_) => self
+                        .durable(key)
+                        .await
+                        .map_err(|e| Failure::Transient(e.to_string())),
                     Err(
                         object_store::Error::AlreadyExists { .. }
                         | object_store::Error::Precondition { .. },
@@ -83,7 +89,10 @@ impl BackupStore {
                                 Err(_) => None,
                             };
                             if existing.as_deref() == Some(&body[..]) {
-                                return Ok(());
+                                return self
+                                    .durable(key)
+                                    .await
+                                    .map_err(|e| Failure::Transient(e.to_string()));
                             }
                         }
                         Err(Failure::Fatal(StorageError::AlreadyExists {
@@ -95,8 +104,7 @@ impl BackupStore {
                 }
             }
         })
-        .await?;
-        self.durable(key).await
+        .await
     }
 
     /// Reads JSON from `key`; `None` when there is no such object.
