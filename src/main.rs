@@ -46,6 +46,8 @@ fn main() -> ExitCode {
         Command::DescribeRestore(args) => cli::describe::run(args, "restore"),
         Command::BackupFinish(args) => cli::finish::run(args),
         Command::RestoreFinish(args) => cli::finish::run(args),
+        Command::Status(args) => cli::status::run(args),
+        Command::ForgetBackup(args) => cli::forget::run(args),
         Command::Schema => {
             print!("{}", tidemark_schema::jsonschema::document_schema_text());
             Ok(ExitStatus::Ok)

@@ -13,5 +13,6 @@ pub mod execute;
 pub mod plan;
 pub mod preview;
 pub mod restore;
+pub mod retention;
 pub mod run;
 pub mod source;

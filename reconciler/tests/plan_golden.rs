@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tidemark_reconciler::control::ObservedState;
 use tidemark_reconciler::plan::{plan, render_plan};
 use tidemark_reconciler::source::{DesiredStateSource, DirSource};
-use tidemark_schema::control::{BackupRecord, Heartbeat, OneShotRecord};
+use tidemark_schema::control::{BackupRecord, Heartbeat, OneShotRecord, ScheduleRecord};
 use tidemark_schema::validate::{DesiredState, validate_files};
 
 /// The time every golden plan is made at.
@@ -30,6 +30,8 @@ struct ObservedFixture {
     backups: Vec<BackupRecord>,
     #[serde(default)]
     heartbeats: Vec<Heartbeat>,
+    #[serde(default)]
+    schedules: Vec<ScheduleRecord>,
 }
 
 fn load_state(dir: &Path) -> DesiredState {
@@ -48,6 +50,11 @@ fn check_case(case: &Path) -> Vec<String> {
     let mut observed = ObservedState {
         backups: fixture.backups,
         heartbeats: fixture.heartbeats,
+        schedules: fixture
+            .schedules
+            .into_iter()
+            .map(|s| (s.schedule.clone(), s))
+            .collect(),
         ..Default::default()
     };
     for r in fixture.oneshots {

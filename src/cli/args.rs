@@ -39,6 +39,30 @@ pub enum Command {
     BackupFinish(FinishArgs),
     /// Tell the agents of an external restore that the files are copied in.
     RestoreFinish(FinishArgs),
+    /// Is everything protected? Leader, agents, schedules (RPO), operations, revisions.
+    /// Exits 2 when a schedule's newest good backup is older than its RPO.
+    Status(StatusArgs),
+    /// Delete a backup on purpose (such as an orphan of a deleted schedule).
+    ForgetBackup(ForgetArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[arg(long, env = "TIDEMARK_CONTROL")]
+    pub control: String,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: OutputFormat,
+    /// An agent silent this long shows as lost (as the reconciler's flag).
+    #[arg(long, env = "TIDEMARK_DEAD_AFTER", default_value = "240s", value_parser = parse_fine)]
+    pub dead_after: std::time::Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// The backup's name, as `status` or the catalog shows it.
+    pub name: String,
+    #[arg(long, env = "TIDEMARK_CONTROL")]
+    pub control: String,
 }
 
 #[derive(Args, Debug)]
@@ -102,6 +126,10 @@ pub struct ReconcileArgs {
     /// A node that has not started an op within this time refuses it.
     #[arg(long, env = "TIDEMARK_OP_DEADLINE", default_value = "1h", value_parser = parse_fine)]
     pub op_deadline: std::time::Duration,
+    /// Reconcilers sharing a control plane elect one leader; another takes over once the
+    /// leader's renewals stopped for this long.
+    #[arg(long, env = "TIDEMARK_LEASE_TTL", default_value = "15s", value_parser = parse_fine)]
+    pub lease_ttl: std::time::Duration,
 }
 
 #[derive(Args, Debug)]

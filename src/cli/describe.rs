@@ -24,7 +24,7 @@ pub fn run(args: DescribeArgs, kind: &str) -> anyhow::Result<ExitStatus> {
         let tty = std::io::stderr().is_terminal();
         let mut last_line = String::new();
         loop {
-            let view = describe(&control, kind, &args.name, &args).await?;
+            let view = describe(&control, kind, &args.name, args.dead_after).await?;
             let status = view["status"].as_str().unwrap_or_default().to_string();
             let ended = matches!(status.as_str(), "done" | "partlyDone" | "error");
             if args.wait && !ended {
@@ -60,11 +60,11 @@ pub fn run(args: DescribeArgs, kind: &str) -> anyhow::Result<ExitStatus> {
 }
 
 /// The whole view of one operation, as JSON (the `-o json` contract).
-async fn describe(
+pub(crate) async fn describe(
     control: &ControlPlane,
     kind: &str,
     name: &str,
-    args: &DescribeArgs,
+    dead_after: Duration,
 ) -> anyhow::Result<Value> {
     let Some(record) = control
         .get::<OneShotRecord>(&oneshot_key(kind, name))
@@ -86,7 +86,7 @@ async fn describe(
         }));
     };
     let now = chrono::Utc::now();
-    let dead_after = chrono::Duration::from_std(args.dead_after)?;
+    let dead_after = chrono::Duration::from_std(dead_after)?;
     let op = control.op(&record.op_id).await?;
     let result: Option<OpResult> = control.get(&result_key(&record.op_id)).await?;
     let reports = control.op_reports(&record.op_id).await?;

@@ -12,6 +12,10 @@ pub enum ExitStatus {
     Changes,
     /// 3: `reconcile --once`: operations are still running (run it again to follow them).
     Running,
+    /// 2 for `status`: a schedule's newest good backup is older than its RPO.
+    RpoBreached,
+    /// 4: `reconcile --once`: another reconciler holds the lease; nothing was done.
+    NotLeader,
     /// 64: the command line itself is wrong (EX_USAGE).
     Usage,
 }
@@ -23,6 +27,8 @@ impl From<ExitStatus> for ExitCode {
             ExitStatus::Failure => 1,
             ExitStatus::Changes => 2,
             ExitStatus::Running => 3,
+            ExitStatus::RpoBreached => 2,
+            ExitStatus::NotLeader => 4,
             ExitStatus::Usage => 64,
         })
     }

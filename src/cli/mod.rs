@@ -6,7 +6,9 @@ pub mod describe;
 pub mod diff;
 mod exit;
 pub mod finish;
+pub mod forget;
 pub mod reconcile;
+pub mod status;
 pub mod validate;
 mod writable;
 

@@ -1,31 +1,69 @@
 //! `tidemark reconcile`: the long-running reconciler, or one pass with `--once`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tidemark_reconciler::execute::Executor;
 use tidemark_reconciler::run::{LoopOptions, Reconciler, run_loop};
+use tidemark_store::control::{Lease, Standing};
 
 use super::args::ReconcileArgs;
 use super::diff::open_source;
 use super::exit::ExitStatus;
 use super::writable::open_writable_control;
 
+/// This process among reconcilers: host, pid and a random tag (a restarted process is a
+/// new candidate, never the old holder).
+fn holder_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into());
+    let tag: u32 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{host}/{}/{tag:08x}", std::process::id())
+}
+
 pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
     let source = open_source(&args.source)?;
     let control = open_writable_control(&args.control)?;
     let ex = Executor {
-        control,
+        control: control.clone(),
         dead_after: chrono::Duration::from_std(args.dead_after)?,
         op_deadline: chrono::Duration::from_std(args.op_deadline)?,
         storage_env: Vec::new(),
     };
-    tracing::info!(source = %source.describe(), control = %args.control, "starting reconciler");
+    let lease = Arc::new(Lease::new(control, holder_id(), args.lease_ttl));
+    tracing::info!(source = %source.describe(), control = %args.control, holder = %lease.holder(), "starting reconciler");
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
+        let standing = Arc::new(Mutex::new(None));
         let mut rec = Reconciler::new(source, ex);
+        rec.standing = Some(standing.clone());
         if args.once {
-            let report = rec.pass(chrono::Utc::now()).await?;
+            // One pass needs the lease: wait for it up to a TTL and a bit (a holder that
+            // stopped renewing is taken over after one TTL).
+            let deadline = std::time::Instant::now() + args.lease_ttl + args.lease_ttl / 2;
+            let now_standing = loop {
+                let s = lease.tick().await?;
+                if matches!(s, Standing::Leader { .. }) || std::time::Instant::now() >= deadline
+                {
+                    break s;
+                }
+                tokio::time::sleep(args.lease_ttl / 4).await;
+            };
+            if let Standing::Follower { epoch, holder } = &now_standing {
+                eprintln!("another reconciler leads ({holder}, epoch {epoch}); nothing done");
+                return Ok(ExitStatus::NotLeader);
+            }
+            *standing.lock().expect("not poisoned") = Some(now_standing);
+            let report = rec.pass(chrono::Utc::now()).await;
+            if let Err(e) = lease.release().await {
+                tracing::warn!(error = %e, "cannot release the lease; the next reconciler waits one TTL");
+            }
+            let report = report?;
             for line in &report.finished {
                 println!("finished: {line}");
             }
@@ -59,11 +97,50 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
             tracing::info!("stopping after the current pass");
             flag.store(true, Ordering::SeqCst);
         });
+        let renewals = tokio::spawn(renew(lease.clone(), standing, stop.clone()));
         let opts = LoopOptions {
             interval: args.source.interval,
             follow_interval: args.follow_interval,
+            // A follower looks again soon: it must act within a TTL of a takeover.
+            follower_interval: (args.lease_ttl / 3).max(Duration::from_millis(100)),
         };
         run_loop(&mut rec, &opts, stop).await;
+        renewals.abort();
+        if let Err(e) = lease.release().await {
+            tracing::warn!(error = %e, "cannot release the lease; the next reconciler waits one TTL");
+        }
         Ok(ExitStatus::Ok)
     })
+}
+
+/// Renews (or contends for) the lease every third of its TTL, independent of passes, so a
+/// long pass never lets it lapse. A failed renewal makes this process a follower at once:
+/// better to pause than to act on a lease that may have run out.
+async fn renew(lease: Arc<Lease>, standing: Arc<Mutex<Option<Standing>>>, stop: Arc<AtomicBool>) {
+    let every = (lease.ttl() / 3).max(Duration::from_millis(50));
+    while !stop.load(Ordering::SeqCst) {
+        let now = match lease.tick().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot renew or read the lease; not acting until it can");
+                Standing::Follower {
+                    epoch: 0,
+                    holder: format!("unknown (the lease cannot be read: {e})"),
+                }
+            }
+        };
+        {
+            let mut current = standing.lock().expect("not poisoned");
+            if current.as_ref() != Some(&now) {
+                match &now {
+                    Standing::Leader { epoch } => tracing::info!(epoch, "this reconciler leads"),
+                    Standing::Follower { epoch, holder } => {
+                        tracing::info!(epoch, %holder, "another reconciler leads; following")
+                    }
+                }
+            }
+            *current = Some(now);
+        }
+        tokio::time::sleep(every).await;
+    }
 }

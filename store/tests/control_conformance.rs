@@ -56,6 +56,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
             status: RunStatus::Running,
             message: String::new(),
             started_with: None,
+            epoch: None,
         },
         BackupRecord {
             name: "nightly-20260301T010000Z".into(),
@@ -75,6 +76,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
                 uncompressed_bytes: 1 << 30,
                 stored_bytes: 1 << 28,
             }],
+            deleting: None,
         },
         Heartbeat {
             cluster: "prod".into(),

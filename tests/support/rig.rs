@@ -177,6 +177,7 @@ impl Rig {
                 .collect(),
             command,
             deadline: None,
+            epoch: None,
         };
         let path = self.control.path().join(op_key(&id));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

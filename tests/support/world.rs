@@ -104,10 +104,17 @@ impl World {
     }
 
     pub fn start_reconciler(&mut self) {
+        let child = self.spawn_reconciler("reconciler.log");
+        self.reconciler = Some(child);
+    }
+
+    /// Another reconciler process on the same source and control plane, logging to `log`
+    /// in the control directory; the caller owns (and kills) it.
+    pub fn spawn_reconciler(&self, log: &str) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.rig.control.path().join("reconciler.log"))
+            .open(self.rig.control.path().join(log))
             .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
         cmd.arg("reconcile");
@@ -122,8 +129,7 @@ impl World {
                     .arg(cache.path());
             }
         }
-        let child = cmd
-            .arg("--control")
+        cmd.arg("--control")
             .arg(self.rig.control.path())
             .args([
                 "--interval",
@@ -132,14 +138,31 @@ impl World {
                 "300ms",
                 "--dead-after",
                 "5s",
+                "--lease-ttl",
+                "2s",
             ])
             .env("TIDEMARK_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
+            .unwrap()
+    }
+
+    /// `tidemark status -o json`, with its exit code.
+    pub fn status(&self) -> (Value, i32) {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["status", "-o", "json", "--dead-after", "5s", "--control"])
+            .arg(self.rig.control.path())
+            .output()
             .unwrap();
-        self.reconciler = Some(child);
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status -o json: {e}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (v, out.status.code().unwrap_or(-1))
     }
 
     pub fn kill_reconciler(&mut self) {

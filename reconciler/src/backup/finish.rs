@@ -102,6 +102,7 @@ pub async fn advance(
             decided_at: now,
             reason,
             nodes: Vec::new(),
+            epoch: None,
         })
         .await?;
     let status = result.status;
@@ -145,6 +146,7 @@ pub async fn advance(
         finished_at: Some(now),
         last_write,
         replica_sets: parts,
+        deleting: None,
     };
     ex.control.put(&catalog_key(backup), &catalog).await?;
     ex.finish_record(record, status, result.reason, now).await

@@ -56,6 +56,7 @@ pub async fn start(
             snapshot_command: None,
         },
         deadline: Some(now + ex.op_deadline),
+        epoch: None,
     };
     let settings =
         serde_json::to_value(&settings).map_err(|e| ExecError::Invalid(e.to_string()))?;

@@ -108,7 +108,8 @@ impl Executor {
     }
 
     /// Writes the op's result once; returns the result in force (ours or an earlier one).
-    pub async fn decide_once(&self, result: OpResult) -> Result<OpResult, ExecError> {
+    pub async fn decide_once(&self, mut result: OpResult) -> Result<OpResult, ExecError> {
+        result.epoch = self.control.epoch();
         let key = result_key(&result.op_id);
         match self.control.create(&key, &result).await? {
             Created::New => Ok(result),
@@ -123,7 +124,11 @@ impl Executor {
     /// Rewrites a one-shot's ledger record (one writer: the reconciler).
     pub async fn record(&self, record: &OneShotRecord) -> Result<(), ExecError> {
         let key = oneshot_key(&record.kind.to_lowercase(), &record.name);
-        Ok(self.control.put(&key, record).await?)
+        let record = OneShotRecord {
+            epoch: self.control.epoch(),
+            ..record.clone()
+        };
+        Ok(self.control.put(&key, &record).await?)
     }
 
     /// Ends a one-shot in the ledger with its outcome.

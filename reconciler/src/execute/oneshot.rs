@@ -42,7 +42,17 @@ impl Executor {
             started_with: Some(
                 json!({ "op": op, "settings": settings, "refused": refused.is_some() }),
             ),
+            epoch: None,
         };
+        let mut record = record;
+        record.epoch = self.control.epoch();
+        let op = &Op {
+            epoch: self.control.epoch(),
+            ..op.clone()
+        };
+        if let Some(with) = record.started_with.as_mut() {
+            with["op"] = json!(op);
+        }
         let key = oneshot_key(&kind.to_lowercase(), name);
         if self.control.create(&key, &record).await? == Created::Existed {
             return Ok(false);

@@ -8,6 +8,7 @@ mod planner;
 mod render;
 mod restore;
 mod retention;
+mod schedule;
 
 pub use model::{
     Action, DiskCheck, NodeChoice, Plan, RestoreNode, RestorePlan, RetentionDecision, Step,
@@ -15,3 +16,4 @@ pub use model::{
 pub use nodes::{BACKUP_MAX_LAG_SECONDS, HEARTBEAT_DEAD_AFTER_SECONDS, choose_node};
 pub use planner::plan;
 pub use render::{human_bytes, render_plan};
+pub use schedule::{MISSED_LOOKBACK, ScheduleState, schedule_state, wanted_record};

@@ -13,6 +13,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Every retention decision, kept or deleted, each with its reasons.
     pub retention: Vec<RetentionDecision>,
+    /// Every declared schedule: its due slot, missed slots, newest good backup, RPO.
+    pub schedules: Vec<super::ScheduleState>,
 }
 
 impl Plan {
@@ -72,6 +74,9 @@ pub enum Action {
         storage: String,
         backup_type: BackupType,
         nodes: Vec<NodeChoice>,
+        /// The schedule whose slot this backup is; `None` for a one-shot `Backup`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        schedule: Option<String>,
     },
     StartRestore(RestorePlan),
     #[serde(rename_all = "camelCase")]
@@ -179,4 +184,7 @@ pub struct RetentionDecision {
     pub schedule: String,
     pub keep: bool,
     pub reasons: Vec<String>,
+    /// Its schedule is no longer declared: kept until `tidemark forget-backup`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub orphaned: bool,
 }

@@ -12,19 +12,51 @@ use super::model::{Action, Plan, Step};
 use super::nodes::choose_node;
 use super::restore::{plan_restore, resolve_backup};
 use super::retention;
+use super::schedule::{ScheduleState, schedule_state};
 use crate::control::ObservedState;
 
 pub fn plan(desired: &DesiredState, observed: &ObservedState, now: DateTime<Utc>) -> Plan {
     let mut steps = Vec::new();
     plan_schedules(desired, observed, now, &mut steps);
-    plan_backups(desired, observed, now, &mut steps);
-    plan_restores(desired, observed, now, &mut steps);
+    // One operation per cluster at a time (PBM's lock). Restores claim a cluster first:
+    // someone committed one because something went wrong; then one-shot backups, then
+    // the schedules' slots.
+    let mut busy = busy_clusters(observed);
+    plan_restores(desired, observed, now, &mut busy, &mut steps);
+    plan_backups(desired, observed, now, &mut busy, &mut steps);
+    let schedules = plan_slots(desired, observed, now, &mut busy, &mut steps);
     let retention = plan_retention(desired, observed, now, &mut steps);
     Plan {
         now,
         steps,
         retention,
+        schedules,
     }
+}
+
+/// Cluster → what holds it: every one-shot that has not ended.
+fn busy_clusters(observed: &ObservedState) -> BTreeMap<String, String> {
+    observed
+        .oneshots
+        .values()
+        .filter(|r| !r.is_final())
+        .filter_map(|r| {
+            Some((
+                r.cluster()?.to_string(),
+                format!("{} {:?} is {}", r.kind, r.name, r.status),
+            ))
+        })
+        .collect()
+}
+
+/// Why `cluster` cannot take another operation now, if it cannot.
+fn busy_reason(busy: &BTreeMap<String, String>, cluster: &str) -> Option<String> {
+    busy.get(cluster).map(|holder| {
+        format!(
+            "cluster {cluster:?} is busy: {holder}; one operation per cluster at a time, this \
+             one starts when that one ends"
+        )
+    })
 }
 
 fn step(action: Action, reason: impl Into<String>) -> Step {
@@ -190,6 +222,7 @@ fn plan_backups(
     desired: &DesiredState,
     observed: &ObservedState,
     now: DateTime<Utc>,
+    busy: &mut BTreeMap<String, String>,
     steps: &mut Vec<Step>,
 ) {
     for (name, spec) in desired.backups() {
@@ -210,32 +243,121 @@ fn plan_backups(
         let Some(cluster) = desired.cluster(&spec.cluster) else {
             continue; // validation reports the missing cluster
         };
+        if let Some(why) = busy_reason(busy, &spec.cluster) {
+            steps.push(blocked(Kind::Backup, name, why));
+            continue;
+        }
         let choices: Result<Vec<_>, String> = cluster
             .all_replica_sets()
             .map(|rs| choose_node(&spec.cluster, rs, &observed.heartbeats, None, now))
             .collect();
         match choices {
-            Ok(nodes) => steps.push(step(
-                Action::RunBackup {
-                    backup: name.to_string(),
-                    cluster: spec.cluster.clone(),
-                    storage: spec.storage.clone(),
-                    backup_type: spec.backup_type,
-                    nodes,
-                },
-                format!(
-                    "new one-shot Backup: it has not run yet (the ledger has no record of {name:?})"
-                ),
-            )),
+            Ok(nodes) => {
+                busy.insert(
+                    spec.cluster.clone(),
+                    format!("Backup {name:?} starts in this pass"),
+                );
+                steps.push(step(
+                    Action::RunBackup {
+                        backup: name.to_string(),
+                        cluster: spec.cluster.clone(),
+                        storage: spec.storage.clone(),
+                        backup_type: spec.backup_type,
+                        nodes,
+                        schedule: None,
+                    },
+                    format!(
+                        "new one-shot Backup: it has not run yet (the ledger has no record of {name:?})"
+                    ),
+                ))
+            }
             Err(why) => steps.push(blocked(Kind::Backup, name, why)),
         }
     }
+}
+
+/// Each schedule's state, and a `RunBackup` for every due slot whose cluster is free.
+fn plan_slots(
+    desired: &DesiredState,
+    observed: &ObservedState,
+    now: DateTime<Utc>,
+    busy: &mut BTreeMap<String, String>,
+    steps: &mut Vec<Step>,
+) -> Vec<ScheduleState> {
+    let mut states = Vec::new();
+    for (name, spec) in desired.schedules() {
+        let state = schedule_state(
+            name,
+            spec,
+            observed.schedules.get(name),
+            &observed.oneshots,
+            &observed.backups,
+            now,
+        );
+        if let (Some(slot), Some(backup)) = (state.due_slot, &state.due_backup)
+            && let Some(cluster) = desired.cluster(&spec.cluster)
+        {
+            let missed = if state.missed_slots.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} earlier slot(s) were missed and are not run (the newest {})",
+                    state.missed_slots.len(),
+                    state.missed_slots[0].format("%Y-%m-%d %H:%M:%S UTC")
+                )
+            };
+            if let Some(why) = busy_reason(busy, &spec.cluster) {
+                steps.push(blocked(Kind::Backup, backup, why));
+            } else {
+                let choices: Result<Vec<_>, String> = cluster
+                    .all_replica_sets()
+                    .map(|rs| {
+                        choose_node(
+                            &spec.cluster,
+                            rs,
+                            &observed.heartbeats,
+                            spec.priority.as_ref(),
+                            now,
+                        )
+                    })
+                    .collect();
+                match choices {
+                    Ok(nodes) => {
+                        busy.insert(
+                            spec.cluster.clone(),
+                            format!("Backup {backup:?} starts in this pass"),
+                        );
+                        steps.push(step(
+                            Action::RunBackup {
+                                backup: backup.clone(),
+                                cluster: spec.cluster.clone(),
+                                storage: spec.storage.clone(),
+                                backup_type: spec.backup_type,
+                                nodes,
+                                schedule: Some(name.to_string()),
+                            },
+                            format!(
+                                "slot {} of schedule {name:?} ({} {}) is due and unclaimed{missed}",
+                                slot.format("%Y-%m-%d %H:%M:%S UTC"),
+                                spec.cron,
+                                spec.timezone
+                            ),
+                        ));
+                    }
+                    Err(why) => steps.push(blocked(Kind::Backup, backup, why)),
+                }
+            }
+        }
+        states.push(state);
+    }
+    states
 }
 
 fn plan_restores(
     desired: &DesiredState,
     observed: &ObservedState,
     now: DateTime<Utc>,
+    busy: &mut BTreeMap<String, String>,
     steps: &mut Vec<Step>,
 ) {
     for (name, spec) in desired.restores() {
@@ -246,6 +368,10 @@ fn plan_restores(
         let Some(cluster) = desired.cluster(&spec.cluster) else {
             continue;
         };
+        if let Some(why) = busy_reason(busy, &spec.cluster) {
+            steps.push(blocked(Kind::Restore, name, why));
+            continue;
+        }
         match plan_restore(
             name,
             spec,
@@ -267,6 +393,10 @@ fn plan_restores(
                         "; fallback is off, so current data is wiped"
                     }
                 );
+                busy.insert(
+                    spec.cluster.clone(),
+                    format!("Restore {name:?} starts in this pass"),
+                );
                 steps.push(step(Action::StartRestore(p), reason));
             }
             Err(why) => steps.push(blocked(Kind::Restore, name, why)),
@@ -280,14 +410,54 @@ fn plan_retention(
     now: DateTime<Utc>,
     steps: &mut Vec<Step>,
 ) -> Vec<super::model::RetentionDecision> {
-    // Backups that restores still to run will need are never deleted under them.
-    let pinned: BTreeSet<String> = desired
+    // Backups that restores still to run, or running, need are never deleted under them.
+    let mut pinned: BTreeSet<String> = desired
         .restores()
         .filter(|(name, _)| already_ran(observed, Kind::Restore, name).is_none())
         .filter_map(|(_, spec)| resolve_backup(spec, &observed.backups).ok())
         .map(|b| b.name.clone())
         .collect();
+    pinned.extend(
+        observed
+            .oneshots
+            .values()
+            .filter(|r| r.kind == "Restore" && !r.is_final())
+            .filter_map(|r| r.setting("backup"))
+            .map(str::to_string),
+    );
     let mut decisions = Vec::new();
+    // A deletion that started (the catalog entry is marked) is finished, whatever the
+    // policy says now: the backup is not restorable any more.
+    for b in observed.backups.iter().filter(|b| b.deleting.is_some()) {
+        steps.push(step(
+            Action::DeleteBackup {
+                backup: b.name.clone(),
+                schedule: b.schedule.clone().unwrap_or_default(),
+                storage: b.storage.clone(),
+                stored_bytes: b.stored_bytes(),
+                started_at: b.started_at,
+            },
+            "its deletion started and was interrupted; finishing it".to_string(),
+        ));
+    }
+    // Backups of schedules no longer declared: kept, and listed, until forgotten.
+    for b in observed.backups.iter().filter(|b| b.is_good()) {
+        if let Some(s) = &b.schedule
+            && desired.schedule(s).is_none()
+        {
+            decisions.push(super::model::RetentionDecision {
+                backup: b.name.clone(),
+                schedule: s.clone(),
+                keep: true,
+                reasons: vec![format!(
+                    "orphaned: schedule {s:?} is no longer declared; kept until `tidemark \
+                     forget-backup {}`",
+                    b.name
+                )],
+                orphaned: true,
+            });
+        }
+    }
     for (name, spec) in desired.schedules() {
         for d in retention::decide(name, spec, &observed.backups, &pinned, now) {
             if !d.keep

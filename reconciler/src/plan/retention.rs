@@ -59,7 +59,7 @@ pub fn decide(
                 ));
             }
             if pinned.contains(&b.name) {
-                reasons.push("source of a Restore that has not run yet".to_string());
+                reasons.push("source of a Restore that is pending or running".to_string());
             }
             let keep = !reasons.is_empty();
             if !keep {
@@ -78,6 +78,7 @@ pub fn decide(
                 schedule: schedule.to_string(),
                 keep,
                 reasons,
+                orphaned: false,
             }
         })
         .collect()

@@ -66,6 +66,7 @@ pub async fn advance(
                 targets,
                 command,
                 deadline: Some(now + ex.op_deadline),
+                epoch: ex.control.epoch(),
             };
             if ex
                 .control
@@ -191,6 +192,7 @@ fn stage_result(
         decided_at: now,
         reason: format!("follow-up {} of {restore_op}", stage.as_str()),
         nodes,
+        epoch: None,
     }
 }
 

@@ -132,6 +132,7 @@ async fn before_go(
             blockers.join("; ")
         ),
         nodes,
+        epoch: None,
     }))
 }
 
@@ -195,6 +196,7 @@ fn after_go(
         decided_at: now,
         reason,
         nodes,
+        epoch: None,
     })
 }
 

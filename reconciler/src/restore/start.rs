@@ -163,6 +163,7 @@ pub async fn start(
             wait_for_go: true,
         },
         deadline: Some(now + ex.op_deadline),
+        epoch: None,
     };
     let problem = preflight(ex, plan, &storage, heartbeats, now).await;
     let settings_json =

@@ -14,6 +14,8 @@ pub struct LoopOptions {
     pub interval: Duration,
     /// Operations in flight are followed this often, even without a source change.
     pub follow_interval: Duration,
+    /// While another reconciler leads, look this often whether this one leads now.
+    pub follower_interval: Duration,
 }
 
 /// Runs passes until `stop` is set (checked between passes, never inside one, so a
@@ -41,8 +43,11 @@ pub async fn run_loop<S: DesiredStateSource>(
                     tracing::error!(error = %e, "pass step failed; retrying next pass");
                 }
                 let busy = !report.running.is_empty() || !report.waiting.is_empty();
+                let following = report.following.is_some();
                 last = report;
-                if busy {
+                if following {
+                    opts.follower_interval
+                } else if busy {
                     opts.follow_interval
                 } else {
                     opts.interval

@@ -5,16 +5,18 @@
 //! after a restart.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use tidemark_schema::control::schedule_key;
 use tidemark_schema::control::{APPLIED_KEY, ATTEMPTED_KEY, AttemptedRevision};
 use tidemark_schema::model::Kind;
 use tidemark_schema::validate::{DesiredState, SourceFile, validate_files};
-use tidemark_store::control::observe;
+use tidemark_store::control::{ObservedState, Standing, observe};
 
 use crate::backup::{self, BackupSettings};
 use crate::execute::{ExecError, Executor, Progress, storage_target};
-use crate::plan::{Action, plan};
+use crate::plan::{Action, plan, wanted_record};
 use crate::restore::{self, RestoreSettings};
 use crate::source::{DesiredStateSource, Follower, PollOutcome};
 
@@ -30,13 +32,48 @@ pub struct PassReport {
     pub waiting: Vec<String>,
     /// What went wrong (the pass went on past each).
     pub errors: Vec<String>,
+    /// Set when another reconciler leads: this pass changed nothing.
+    pub following: Option<String>,
 }
 
 pub struct Reconciler<S> {
     pub follower: Follower<S>,
     pub ex: Executor,
+    /// Where this process stands among reconcilers sharing the control plane; `None`
+    /// acts without a lease (a caller that is the only writer by construction).
+    pub standing: Option<Arc<Mutex<Option<Standing>>>>,
     /// The desired state rebuilt from the ledger, used while the source has no valid one.
     fallback: Option<(String, DesiredState)>,
+}
+
+/// Brings every declared schedule's ledger record up to date (see `wanted_record`), and
+/// removes the records of schedules no longer declared, so that a schedule declared again
+/// later owes nothing from before.
+async fn sync_schedules(
+    ex: &Executor,
+    desired: &DesiredState,
+    observed: &mut ObservedState,
+    now: DateTime<Utc>,
+) -> Result<(), ExecError> {
+    for (name, spec) in desired.schedules() {
+        if let Some(mut record) = wanted_record(name, spec, observed.schedules.get(name), now) {
+            record.epoch = ex.control.epoch();
+            ex.control.put(&schedule_key(name), &record).await?;
+            tracing::info!(schedule = name, since = %record.since, "schedule recorded");
+            observed.schedules.insert(name.to_string(), record);
+        }
+    }
+    let gone: Vec<String> = observed
+        .schedules
+        .keys()
+        .filter(|n| desired.schedule(n).is_none())
+        .cloned()
+        .collect();
+    for name in gone {
+        ex.control.delete(&schedule_key(&name)).await?;
+        observed.schedules.remove(&name);
+    }
+    Ok(())
 }
 
 /// Rebuilds the desired state recorded in `ledger/applied.json` (its canonical YAML).
@@ -66,6 +103,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
         Reconciler {
             follower: Follower::new(source),
             ex,
+            standing: None,
             fallback: None,
         }
     }
@@ -73,6 +111,32 @@ impl<S: DesiredStateSource> Reconciler<S> {
     /// One pass. Errors of single steps are collected, never fatal to the pass.
     pub async fn pass(&mut self, now: DateTime<Utc>) -> Result<PassReport, ExecError> {
         let mut report = PassReport::default();
+        let unfenced = self.ex.clone();
+        if let Some(standing) = &self.standing {
+            match standing.lock().expect("not poisoned").clone() {
+                Some(Standing::Leader { epoch }) => {
+                    self.ex.control = self.ex.control.fenced(epoch);
+                }
+                Some(Standing::Follower { epoch, holder }) => {
+                    report.following = Some(format!("{holder} leads (epoch {epoch})"));
+                    return Ok(report);
+                }
+                None => {
+                    report.following = Some("the lease has not been read yet".into());
+                    return Ok(report);
+                }
+            }
+        }
+        let result = self.pass_leading(now, &mut report).await;
+        self.ex = unfenced;
+        result.map(|()| report)
+    }
+
+    async fn pass_leading(
+        &mut self,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<(), ExecError> {
         let outcome = tokio::task::block_in_place(|| self.follower.poll());
         match outcome {
             PollOutcome::Unchanged => {}
@@ -80,7 +144,13 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 let (_, state) = self.follower.current().expect("just applied");
                 self.ex
                     .control
-                    .put(APPLIED_KEY, &state.to_applied(&revision, now))
+                    .put(
+                        APPLIED_KEY,
+                        &tidemark_schema::control::AppliedRevision {
+                            epoch: self.ex.control.epoch(),
+                            ..state.to_applied(&revision, now)
+                        },
+                    )
                     .await?;
                 self.attempted(&revision, Vec::new(), now).await?;
                 tracing::info!(%revision, "applied");
@@ -99,7 +169,8 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     .push(format!("reading the desired state: {e}"));
             }
         }
-        let observed = observe(&self.ex.control).await?;
+        let mut observed = observe(&self.ex.control).await?;
+        report.errors.extend(observed.warnings.iter().cloned());
         if self.follower.current().is_none()
             && self.fallback.is_none()
             && let Some(applied) = &observed.applied
@@ -114,17 +185,11 @@ impl<S: DesiredStateSource> Reconciler<S> {
             .or(self.fallback.as_ref().map(|(r, s)| (r.as_str(), s)));
         report.revision = desired.map(|(r, _)| r.to_string());
         if let Some((_, desired)) = desired {
+            sync_schedules(&self.ex, desired, &mut observed, now).await?;
             let plan = plan(desired, &observed, now);
             for step in &plan.steps {
                 if let Err(e) = self
-                    .start(
-                        desired,
-                        &step.action,
-                        &step.reason,
-                        &observed.heartbeats,
-                        now,
-                        &mut report,
-                    )
+                    .start(desired, &step.action, &step.reason, &observed, now, report)
                     .await
                 {
                     report.errors.push(e.to_string());
@@ -153,7 +218,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 }
             }
         }
-        Ok(report)
+        Ok(())
     }
 
     async fn attempted(
@@ -166,6 +231,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             revision: revision.to_string(),
             attempted_at: now,
             errors,
+            epoch: self.ex.control.epoch(),
         };
         Ok(self.ex.control.put(ATTEMPTED_KEY, &record).await?)
     }
@@ -176,10 +242,11 @@ impl<S: DesiredStateSource> Reconciler<S> {
         desired: &DesiredState,
         action: &Action,
         reason: &str,
-        heartbeats: &[tidemark_schema::control::Heartbeat],
+        observed: &ObservedState,
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<(), ExecError> {
+        let heartbeats = &observed.heartbeats;
         let wait = match action {
             Action::RunBackup {
                 backup: name,
@@ -187,6 +254,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 storage,
                 backup_type,
                 nodes,
+                schedule,
             } => {
                 let Some(spec) = desired.storage(storage) else {
                     return Ok(());
@@ -196,7 +264,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     storage_name: storage.clone(),
                     storage: storage_target(spec),
                     backup_type: *backup_type,
-                    schedule: None,
+                    schedule: schedule.clone(),
                 };
                 backup::start(&self.ex, name, settings, nodes, now)
                     .await?
@@ -224,6 +292,31 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 restore::start(&self.ex, p, settings, backup, heartbeats, now)
                     .await?
                     .map(|w| (Kind::Restore, p.restore.clone(), w))
+            }
+            Action::DeleteBackup {
+                backup, storage, ..
+            } => {
+                let Some(record) = observed.backups.iter().find(|b| &b.name == backup) else {
+                    return Ok(());
+                };
+                let Some(spec) = desired.storage(storage) else {
+                    return Err(ExecError::Invalid(format!(
+                        "backup {backup:?} is due for deletion, but its storage {storage:?} is \
+                         no longer declared; it is kept"
+                    )));
+                };
+                crate::retention::delete_backup(
+                    &self.ex,
+                    record,
+                    &storage_target(spec),
+                    reason,
+                    now,
+                )
+                .await?;
+                report
+                    .finished
+                    .push(format!("deleted backup {backup}: {reason}"));
+                None
             }
             Action::Blocked { kind, name } => Some((
                 if kind == "Restore" {

@@ -14,8 +14,10 @@ pub const ATTEMPTED_KEY: &str = "ledger/attempted.json";
 pub const ONESHOTS_PREFIX: &str = "ledger/oneshots";
 /// Prefix of the backup catalog: `catalog/<backup>.json`.
 pub const CATALOG_PREFIX: &str = "catalog";
-/// Which reconciler leads.
-pub const LEASE_KEY: &str = "lease";
+/// Which reconciler leads: `lease/<epoch>.json` and `lease/<epoch>/renewed.json`.
+pub const LEASE_PREFIX: &str = "lease";
+/// Prefix of schedule records: `ledger/schedules/<name>.json`.
+pub const SCHEDULES_PREFIX: &str = "ledger/schedules";
 
 /// Node ids are `host:port`; `:` is legal in object keys but not in every file system
 /// path, so keys spell it `host_port`.
@@ -61,6 +63,19 @@ pub fn oneshot_key(kind: &str, name: &str) -> String {
 /// A one-shot the planner cannot start yet, and why: `ledger/waiting/<kind>/<name>.json`.
 pub fn waiting_key(kind: &str, name: &str) -> String {
     format!("ledger/waiting/{kind}/{name}.json")
+}
+
+pub fn schedule_key(name: &str) -> String {
+    format!("{SCHEDULES_PREFIX}/{name}.json")
+}
+
+/// Zero-padded so that keys sort by epoch.
+pub fn lease_key(epoch: u64) -> String {
+    format!("{LEASE_PREFIX}/{epoch:012}.json")
+}
+
+pub fn lease_renewal_key(epoch: u64) -> String {
+    format!("{LEASE_PREFIX}/{epoch:012}/renewed.json")
 }
 
 pub fn catalog_key(backup: &str) -> String {

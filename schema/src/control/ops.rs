@@ -24,6 +24,10 @@ pub struct Op {
     /// that waited out a long outage must not surprise anyone when the agent returns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,
+    /// The fencing number of the leader that wrote it (`lease/`): a deposed leader's ops
+    /// are told apart from the new leader's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

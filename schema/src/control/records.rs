@@ -16,6 +16,9 @@ pub struct AppliedRevision {
     pub revision: String,
     pub applied_at: DateTime<Utc>,
     pub documents: Vec<AppliedDocument>,
+    /// The fencing number of the leader that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,6 +38,8 @@ pub struct AttemptedRevision {
     pub revision: String,
     pub attempted_at: DateTime<Utc>,
     pub errors: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// Status of a one-shot or an op, with PBM's names.
@@ -79,6 +84,9 @@ pub struct OneShotRecord {
     /// crash between this record and its op can be completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_with: Option<serde_json::Value>,
+    /// The fencing number of the leader that last wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 impl OneShotRecord {
@@ -88,6 +96,55 @@ impl OneShotRecord {
             RunStatus::Done | RunStatus::PartlyDone | RunStatus::Error
         )
     }
+
+    /// The cluster the one-shot acts on, from the op it was started with.
+    pub fn cluster(&self) -> Option<&str> {
+        self.started_with.as_ref()?["op"]["cluster"].as_str()
+    }
+
+    /// A setting it was started with (`backup` for a restore's source, `schedule`, …).
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.started_with.as_ref()?["settings"][name].as_str()
+    }
+}
+
+/// `ledger/schedules/<name>.json`: a schedule as the reconciler runs it. Slots count from
+/// `since`: a new schedule, a resumed one or one whose cron changed owes nothing before.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleRecord {
+    pub schedule: String,
+    pub since: DateTime<Utc>,
+    pub cron: String,
+    pub timezone: String,
+    pub suspended: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+/// `lease/<epoch>.json`: the leadership of epoch `epoch`, created (create-if-absent) by
+/// the reconciler that won it. The highest epoch is the leader; its fencing number is the
+/// epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseRecord {
+    pub epoch: u64,
+    pub holder: String,
+    pub acquired_at: DateTime<Utc>,
+    /// A candidate takes over once renewals stopped for this long.
+    pub ttl_ms: u64,
+}
+
+/// `lease/<epoch>/renewed.json`: rewritten by the holder only, every third of the TTL.
+/// Candidates watch `seq` change on their own clock, so clock skew between hosts does not
+/// matter; `released` hands leadership over at once on a clean stop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseRenewal {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    #[serde(default)]
+    pub released: bool,
 }
 
 /// `ledger/waiting/<kind>/<name>.json`: a one-shot that cannot start yet, and why;
@@ -127,6 +184,8 @@ pub struct OpResult {
     /// Restores: every node, what happened to it and what it needs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeVerdict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// One node of a decided restore.
@@ -209,6 +268,10 @@ pub struct BackupRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_write: Option<DateTime<Utc>>,
     pub replica_sets: Vec<BackupReplicaSet>,
+    /// Set before the first object is deleted (retention or `forget-backup`): from then on
+    /// the backup is not restorable, and a crash mid-delete is finished by the next pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleting: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -227,7 +290,7 @@ pub struct BackupReplicaSet {
 impl BackupRecord {
     /// A backup that can be restored: complete, and done.
     pub fn is_good(&self) -> bool {
-        self.complete && self.status == RunStatus::Done
+        self.complete && self.status == RunStatus::Done && self.deleting.is_none()
     }
 
     pub fn uncompressed_bytes(&self) -> u64 {

@@ -50,6 +50,10 @@ pub struct BackupScheduleSpec {
     /// hidden 2.0). The highest score wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<BTreeMap<String, f64>>,
+    /// Recovery point objective, such as `26h`: `tidemark status` flags the schedule (and
+    /// exits 2) when its newest good backup is older.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<String>,
 }
 
 fn default_timezone() -> String {
@@ -101,6 +105,18 @@ pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
 }
 
 impl BackupScheduleSpec {
+    /// The latest time the schedule fired at or before `now`, in UTC.
+    pub fn last_run_at_or_before(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        use chrono::SubsecRound;
+        let cron = parse_cron(&self.cron).ok()?;
+        let tz = parse_timezone(&self.timezone).ok()?;
+        // Slots fall on whole seconds; croner would match a fraction of one too.
+        let now = now.trunc_subsecs(0);
+        cron.find_previous_occurrence(&now.with_timezone(&tz), true)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
     /// The next time the schedule fires strictly after `now`, in UTC.
     /// `None` when the expression or zone does not parse (validation reports those).
     pub fn next_run_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -148,6 +164,7 @@ mod tests {
             suspend: false,
             retention: None,
             priority: None,
+            rpo: None,
         };
         let now = "2026-01-10T12:00:00Z".parse().unwrap();
         // 02:00 in Berlin in winter is 01:00 UTC.

@@ -126,6 +126,7 @@ impl DesiredState {
                     canonical_yaml: d.canonical_yaml(),
                 })
                 .collect(),
+            epoch: None,
         }
     }
 }

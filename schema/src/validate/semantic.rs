@@ -257,6 +257,9 @@ fn check_schedule(
     if let Err(problem) = parse_timezone(&spec.timezone) {
         out.push(doc.error("spec.timezone", problem));
     }
+    if let Some(Err(problem)) = spec.rpo.as_deref().map(parse_max_age) {
+        out.push(doc.error("spec.rpo", problem));
+    }
     if let Some(retention) = &spec.retention {
         if retention.keep_last == 0 {
             out.push(doc.error(

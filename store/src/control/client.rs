@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Serialize;
@@ -29,7 +29,12 @@ pub struct ControlPlane {
     /// `None` for a local directory that does not exist yet, opened read-only: a fresh
     /// control plane in which nothing exists (so `tidemark diff` creates nothing).
     store: Option<BackupStore>,
+    /// The epoch a leader writes as: every write is refused once a later epoch exists.
+    fence: Option<u64>,
 }
+
+/// Records read at once by [`ControlPlane::all`].
+const READ_AHEAD: usize = 32;
 
 /// What a create-if-absent write found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +63,7 @@ impl ControlPlane {
         ControlPlane {
             url: url.to_string(),
             store: Some(BackupStore::from_store(url, store)),
+            fence: None,
         }
     }
 
@@ -78,6 +84,7 @@ impl ControlPlane {
                         return Ok(ControlPlane {
                             url: url.to_string(),
                             store: None,
+                            fence: None,
                         });
                     }
                     std::fs::create_dir_all(&path)
@@ -105,6 +112,7 @@ impl ControlPlane {
         Ok(ControlPlane {
             url: url.to_string(),
             store: Some(store),
+            fence: None,
         })
     }
 
@@ -113,10 +121,37 @@ impl ControlPlane {
         &self.url
     }
 
-    fn writable(&self) -> Result<&BackupStore, ControlError> {
-        self.store.as_ref().ok_or_else(|| ControlError::ReadOnly {
+    /// The same control plane, writing as the leader of `epoch`: each write first checks
+    /// that no later epoch exists and is refused (`Deposed`) if one does. The check and
+    /// the write are two requests, so a write can still land just after a takeover; every
+    /// record that matters is create-once or carries the epoch, which bounds the damage.
+    pub fn fenced(&self, epoch: u64) -> ControlPlane {
+        ControlPlane {
+            fence: Some(epoch),
+            ..self.clone()
+        }
+    }
+
+    /// The fencing number writes carry, if this handle writes as a leader.
+    pub fn epoch(&self) -> Option<u64> {
+        self.fence
+    }
+
+    async fn writable(&self, key: &str) -> Result<&BackupStore, ControlError> {
+        let store = self.store.as_ref().ok_or_else(|| ControlError::ReadOnly {
             url: self.url.clone(),
-        })
+        })?;
+        if let Some(epoch) = self.fence {
+            let next = tidemark_schema::control::lease_key(epoch + 1);
+            if store.exists(&next).await.map_err(|e| self.storage(e))? {
+                return Err(ControlError::Deposed {
+                    url: self.url.clone(),
+                    key: key.to_string(),
+                    epoch,
+                });
+            }
+        }
+        Ok(store)
     }
 
     fn storage(&self, e: StorageError) -> ControlError {
@@ -156,7 +191,8 @@ impl ControlPlane {
         key: &str,
         value: &T,
     ) -> Result<(), ControlError> {
-        self.writable()?
+        self.writable(key)
+            .await?
             .put_json(key, value)
             .await
             .map_err(|e| self.storage(e))
@@ -169,7 +205,7 @@ impl ControlPlane {
         key: &str,
         value: &T,
     ) -> Result<Created, ControlError> {
-        match self.writable()?.put_json_create(key, value).await {
+        match self.writable(key).await?.put_json_create(key, value).await {
             Ok(()) => Ok(Created::New),
             Err(StorageError::AlreadyExists { .. }) => Ok(Created::Existed),
             Err(e) => Err(self.storage(e)),
@@ -201,17 +237,51 @@ impl ControlPlane {
         Ok(keys)
     }
 
-    /// Every `*.json` record under `prefix`, parsed, in key order.
+    /// Every `*.json` record under `prefix`, parsed, in key order. Read 32 at a time: on
+    /// S3 each is a request, and a control plane holds thousands.
     pub async fn all<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, ControlError> {
-        let mut out = Vec::new();
-        for key in self.keys(prefix).await? {
-            if key.ends_with(".json")
-                && let Some(v) = self.get(&key).await?
-            {
-                out.push(v);
+        let keys: Vec<String> = self
+            .keys(prefix)
+            .await?
+            .into_iter()
+            .filter(|k| k.ends_with(".json"))
+            .collect();
+        let read: Vec<Option<T>> = futures::stream::iter(keys.iter())
+            .map(|k| self.get::<T>(k))
+            .buffered(READ_AHEAD)
+            .try_collect()
+            .await?;
+        Ok(read.into_iter().flatten().collect())
+    }
+
+    /// Like [`all`](Self::all), but a record that does not parse is skipped and named in
+    /// the returned warnings instead of failing the whole read: one bad object must not
+    /// stop the reconciler for every cluster.
+    pub async fn all_lenient<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<(Vec<T>, Vec<String>), ControlError> {
+        let keys: Vec<String> = self
+            .keys(prefix)
+            .await?
+            .into_iter()
+            .filter(|k| k.ends_with(".json"))
+            .collect();
+        let read: Vec<Result<Option<T>, ControlError>> = futures::stream::iter(keys.iter())
+            .map(|k| self.get::<T>(k))
+            .buffered(READ_AHEAD)
+            .collect()
+            .await;
+        let (mut out, mut warnings) = (Vec::new(), Vec::new());
+        for r in read {
+            match r {
+                Ok(Some(v)) => out.push(v),
+                Ok(None) => {} // deleted between the listing and the read
+                Err(e @ ControlError::Corrupt { .. }) => warnings.push(format!("skipped: {e}")),
+                Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        Ok((out, warnings))
     }
 
     /// The names of the "directories" directly under `prefix`.
@@ -245,7 +315,7 @@ impl ControlPlane {
 
     /// Deletes one object; a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), ControlError> {
-        let store = self.writable()?;
+        let store = self.writable(key).await?;
         match store.object_store().delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(ControlError::Write {

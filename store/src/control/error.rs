@@ -34,4 +34,13 @@ pub enum ControlError {
     },
     #[error("control plane {url} does not exist yet and was opened read-only")]
     ReadOnly { url: String },
+    /// A leader's write refused because a later epoch exists: another reconciler leads.
+    #[error(
+        "control plane {url}: not writing {key:?}: this reconciler led epoch {epoch}, and a later epoch exists (another reconciler leads now)"
+    )]
+    Deposed {
+        url: String,
+        key: String,
+        epoch: u64,
+    },
 }

@@ -2,8 +2,10 @@
 
 mod client;
 mod error;
+pub mod lease;
 mod observe;
 
 pub use client::{ControlPlane, Created};
 pub use error::ControlError;
+pub use lease::{Lease, Standing};
 pub use observe::{ObservedState, observe};

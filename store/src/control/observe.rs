@@ -1,11 +1,14 @@
 //! Reads the observed state from the control plane: the applied revision, the one-shot
-//! ledger, the backup catalog and the agents' heartbeats.
+//! ledger, the schedule records, the backup catalog and the agents' heartbeats. The five
+//! listings are read at once, and their records in parallel; a record that does not parse
+//! is skipped with a warning naming it, so one bad object never stops the reconciler for
+//! every cluster.
 
 use std::collections::BTreeMap;
 
 use tidemark_schema::control::{
     AGENTS_PREFIX, APPLIED_KEY, ATTEMPTED_KEY, AppliedRevision, AttemptedRevision, BackupRecord,
-    CATALOG_PREFIX, Heartbeat, ONESHOTS_PREFIX, OneShotRecord,
+    CATALOG_PREFIX, Heartbeat, ONESHOTS_PREFIX, OneShotRecord, SCHEDULES_PREFIX, ScheduleRecord,
 };
 
 use super::client::ControlPlane;
@@ -18,29 +21,50 @@ pub struct ObservedState {
     pub attempted: Option<AttemptedRevision>,
     /// Keyed by (kind in lowercase, name).
     pub oneshots: BTreeMap<(String, String), OneShotRecord>,
+    /// Keyed by schedule name.
+    pub schedules: BTreeMap<String, ScheduleRecord>,
     pub backups: Vec<BackupRecord>,
     pub heartbeats: Vec<Heartbeat>,
+    /// Records skipped because they do not parse, each naming its key.
+    pub warnings: Vec<String>,
 }
 
 /// Reads the observed state. An empty or missing control plane gives the empty state.
 pub async fn observe(control: &ControlPlane) -> Result<ObservedState, ControlError> {
+    let (applied, attempted, oneshots, schedules, backups, heartbeats) = tokio::try_join!(
+        control.get::<AppliedRevision>(APPLIED_KEY),
+        control.get::<AttemptedRevision>(ATTEMPTED_KEY),
+        control.all_lenient::<OneShotRecord>(ONESHOTS_PREFIX),
+        control.all_lenient::<ScheduleRecord>(SCHEDULES_PREFIX),
+        control.all_lenient::<BackupRecord>(CATALOG_PREFIX),
+        control.all_lenient::<Heartbeat>(AGENTS_PREFIX),
+    )?;
     let mut observed = ObservedState {
-        applied: control.get(APPLIED_KEY).await?,
-        attempted: control.get(ATTEMPTED_KEY).await?,
+        applied,
+        attempted,
         ..Default::default()
     };
-    for record in control.all::<OneShotRecord>(ONESHOTS_PREFIX).await? {
+    for record in oneshots.0 {
         observed
             .oneshots
             .insert((record.kind.to_lowercase(), record.name.clone()), record);
     }
-    observed.backups = control.all(CATALOG_PREFIX).await?;
+    for record in schedules.0 {
+        observed.schedules.insert(record.schedule.clone(), record);
+    }
+    observed.backups = backups.0;
     observed
         .backups
         .sort_by(|a, b| (a.started_at, &a.name).cmp(&(b.started_at, &b.name)));
-    observed.heartbeats = control.all(AGENTS_PREFIX).await?;
+    observed.heartbeats = heartbeats.0;
     observed.heartbeats.sort_by(|a, b| {
         (&a.cluster, &a.replica_set, &a.node).cmp(&(&b.cluster, &b.replica_set, &b.node))
     });
+    for w in [oneshots.1, schedules.1, backups.1, heartbeats.1] {
+        observed.warnings.extend(w);
+    }
+    for w in &observed.warnings {
+        tracing::warn!("{w}");
+    }
     Ok(observed)
 }

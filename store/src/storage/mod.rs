@@ -3,6 +3,7 @@
 //! markers) the backup and restore pipelines need.
 
 mod codec;
+mod delete;
 mod download;
 mod error;
 mod json;
@@ -11,6 +12,7 @@ mod open;
 mod retry;
 mod upload;
 
+pub use delete::Deleted;
 pub use error::StorageError;
 pub use local::sync_filesystem;
 pub use open::BackupStore;

@@ -1,0 +1,88 @@
+//! Deleting one backup: mark its catalog entry `deleting` (from then on no restore picks
+//! it), delete its storage objects data first and marker last, then the catalog entry.
+//! Its once-per-name ledger record stays: the name, and a schedule's slot, stay claimed.
+//! A crash anywhere is finished by the next pass, which sees the mark.
+
+use chrono::{DateTime, Utc};
+use tidemark_schema::control::{BackupRecord, StorageTarget, catalog_key};
+use tidemark_store::storage::BackupStore;
+
+use crate::execute::{ExecError, Executor};
+
+/// Deletes `record`'s backup from `storage` and the catalog.
+pub async fn delete_backup(
+    ex: &Executor,
+    record: &BackupRecord,
+    storage: &StorageTarget,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), ExecError> {
+    let key = catalog_key(&record.name);
+    if record.deleting.is_none() {
+        let marked = BackupRecord {
+            deleting: Some(now),
+            ..record.clone()
+        };
+        ex.control.put(&key, &marked).await?;
+    }
+    let store = BackupStore::open_with_env(storage, ex.storage_env.iter().cloned())?;
+    let deleted = store.delete_backup(&record.name).await?;
+    ex.control.delete(&key).await?;
+    tracing::info!(
+        backup = %record.name,
+        storage = %record.storage,
+        data = deleted.data,
+        manifests = deleted.manifests,
+        marker = deleted.marker,
+        reason,
+        "deleted backup"
+    );
+    Ok(())
+}
+
+/// `tidemark forget-backup`: a deliberate deletion, refused while any restore that has not
+/// ended uses the backup. The storage comes from the backup's own ledger record (the
+/// settings it was taken with), so a backup whose schedule is gone can still be found.
+pub async fn forget_backup(
+    ex: &Executor,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<BackupRecord, ExecError> {
+    let observed = tidemark_store::control::observe(&ex.control).await?;
+    let record = observed
+        .backups
+        .iter()
+        .find(|b| b.name == name)
+        .cloned()
+        .ok_or_else(|| ExecError::Invalid(format!("no backup named {name:?} in the catalog")))?;
+    if let Some(r) = observed
+        .oneshots
+        .values()
+        .find(|r| r.kind == "Restore" && !r.is_final() && r.setting("backup") == Some(name))
+    {
+        return Err(ExecError::Invalid(format!(
+            "backup {name:?} is the source of Restore {:?}, which is {}; it cannot be forgotten \
+             before that restore ends",
+            r.name, r.status
+        )));
+    }
+    let ledger = observed
+        .oneshots
+        .get(&("backup".to_string(), name.to_string()))
+        .ok_or_else(|| {
+            ExecError::Invalid(format!(
+                "backup {name:?} has no ledger record, so its storage is unknown"
+            ))
+        })?;
+    let storage: StorageTarget = ledger
+        .started_with
+        .as_ref()
+        .and_then(|s| serde_json::from_value(s["settings"]["storage"].clone()).ok())
+        .ok_or_else(|| {
+            ExecError::Invalid(format!(
+                "backup {name:?}: its ledger record holds no storage settings"
+            ))
+        })?;
+    delete_backup(ex, &record, &storage, "forgotten on request", now).await?;
+    Ok(record)
+}

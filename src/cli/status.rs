@@ -1,0 +1,268 @@
+//! `tidemark status`: one look at whether the clusters are protected. The leader and its
+//! lease; agents and their health; per schedule the newest good backup, its age, the next
+//! run, missed slots and the RPO; operations running or waiting; the applied and attempted
+//! revisions. `-o json` for monitors; exit 2 when a schedule is past its RPO.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tidemark_reconciler::plan::{ScheduleState, schedule_state};
+use tidemark_reconciler::run::desired_from_applied;
+use tidemark_schema::control::WaitingRecord;
+use tidemark_store::control::{ControlPlane, lease, observe};
+
+use super::args::{OutputFormat, StatusArgs};
+use super::exit::ExitStatus;
+
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitStatus> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let control = ControlPlane::open(&args.control)?;
+        let view = status(&control, args.dead_after).await?;
+        match args.output {
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+            OutputFormat::Text => print!("{}", render(&view)),
+        }
+        Ok(
+            if view["rpoBreached"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                ExitStatus::RpoBreached
+            } else {
+                ExitStatus::Ok
+            },
+        )
+    })
+}
+
+/// The whole status as JSON (the `-o json` contract, documented in docs/reconciler.md).
+pub async fn status(control: &ControlPlane, dead_after: Duration) -> anyhow::Result<Value> {
+    let now = chrono::Utc::now();
+    let dead_after = chrono::Duration::from_std(dead_after)?;
+    let (observed, leader, waiting) = tokio::try_join!(
+        observe(control),
+        lease::describe(control),
+        control.all_lenient::<WaitingRecord>("ledger/waiting"),
+    )?;
+    let leader = leader.map(|(l, r)| {
+        json!({
+            "epoch": l.epoch,
+            "holder": l.holder,
+            "acquiredAt": l.acquired_at,
+            "ttlMs": l.ttl_ms,
+            "renewedAt": r.as_ref().map(|r| r.at),
+            "released": r.as_ref().is_some_and(|r| r.released),
+        })
+    });
+    let agents: Vec<Value> = observed
+        .heartbeats
+        .iter()
+        .map(|h| {
+            let age = (now - h.at).num_milliseconds() as f64 / 1000.0;
+            json!({
+                "cluster": h.cluster, "replicaSet": h.replica_set, "node": h.node,
+                "role": h.role, "healthy": h.healthy, "lastHeartbeat": h.at,
+                "ageSeconds": age, "alive": now - h.at <= dead_after,
+                "mongodVersion": h.mongod_version,
+            })
+        })
+        .collect();
+    let desired = observed.applied.as_ref().and_then(desired_from_applied);
+    let schedules: Vec<ScheduleState> = desired
+        .iter()
+        .flat_map(|d| d.schedules())
+        .map(|(name, spec)| {
+            schedule_state(
+                name,
+                spec,
+                observed.schedules.get(name),
+                &observed.oneshots,
+                &observed.backups,
+                now,
+            )
+        })
+        .collect();
+    let schedules_json: Vec<Value> = schedules
+        .iter()
+        .map(|s| {
+            let mut v = json!(s);
+            v["lastGoodAgeSeconds"] = json!(s.last_good_at.map(|t| (now - t).num_seconds()));
+            v
+        })
+        .collect();
+    let rpo_breached: Vec<&str> = schedules
+        .iter()
+        .filter(|s| s.rpo_breached)
+        .map(|s| s.schedule.as_str())
+        .collect();
+    let mut operations = Vec::new();
+    for r in observed.oneshots.values().filter(|r| !r.is_final()) {
+        let kind = r.kind.to_lowercase();
+        operations
+            .push(super::describe::describe(control, &kind, &r.name, dead_after.to_std()?).await?);
+    }
+    for w in &waiting.0 {
+        if !observed
+            .oneshots
+            .contains_key(&(w.kind.to_lowercase(), w.name.clone()))
+        {
+            operations.push(json!({
+                "kind": w.kind.to_lowercase(), "name": w.name, "status": "waiting",
+                "reason": w.reason, "since": w.at,
+            }));
+        }
+    }
+    let declared: std::collections::BTreeSet<&str> =
+        schedules.iter().map(|s| s.schedule.as_str()).collect();
+    let orphaned: Vec<Value> = observed
+        .backups
+        .iter()
+        .filter(|b| b.is_good())
+        .filter(|b| {
+            b.schedule
+                .as_deref()
+                .is_some_and(|s| desired.is_some() && !declared.contains(s))
+        })
+        .map(|b| json!({"backup": b.name, "schedule": b.schedule, "startedAt": b.started_at}))
+        .collect();
+    let mut warnings = observed.warnings.clone();
+    warnings.extend(waiting.1);
+    Ok(json!({
+        "control": control.url(),
+        "now": now,
+        "leader": leader,
+        "revisions": {
+            "applied": observed.applied.as_ref().map(|a| json!({"revision": a.revision, "appliedAt": a.applied_at})),
+            "attempted": observed.attempted.as_ref().map(|a| json!({"revision": a.revision, "attemptedAt": a.attempted_at, "errors": a.errors})),
+        },
+        "agents": agents,
+        "schedules": schedules_json,
+        "operations": operations,
+        "catalog": {
+            "backups": observed.backups.len(),
+            "good": observed.backups.iter().filter(|b| b.is_good()).count(),
+        },
+        "orphanedBackups": orphaned,
+        "rpoBreached": rpo_breached,
+        "warnings": warnings,
+    }))
+}
+
+fn render(v: &Value) -> String {
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    match v["leader"].as_object() {
+        Some(l) => out.push_str(&format!(
+            "leader: {} (epoch {}, renewed {}{})\n",
+            s(&l["holder"]),
+            s(&l["epoch"]),
+            s(&l["renewedAt"]),
+            if l["released"] == json!(true) {
+                ", released"
+            } else {
+                ""
+            }
+        )),
+        None => out.push_str("leader: none (no reconciler has run against this control plane)\n"),
+    }
+    let rev = &v["revisions"];
+    out.push_str(&format!(
+        "applied revision: {}\n",
+        s(&rev["applied"]["revision"])
+    ));
+    if let Some(errors) = rev["attempted"]["errors"].as_array()
+        && !errors.is_empty()
+    {
+        out.push_str(&format!(
+            "attempted revision {} was refused:\n",
+            s(&rev["attempted"]["revision"])
+        ));
+        for e in errors {
+            out.push_str(&format!("  {}\n", s(e)));
+        }
+    }
+    out.push_str("\nagents:\n");
+    for a in v["agents"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {}/{}/{}  {}  {}  heartbeat {:.0}s ago\n",
+            s(&a["cluster"]),
+            s(&a["replicaSet"]),
+            s(&a["node"]),
+            s(&a["role"]),
+            if a["alive"] == json!(false) {
+                "LOST"
+            } else if a["healthy"] == json!(true) {
+                "healthy"
+            } else {
+                "unhealthy"
+            },
+            a["ageSeconds"].as_f64().unwrap_or_default()
+        ));
+    }
+    out.push_str("\nschedules:\n");
+    for sc in v["schedules"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {} ({}){}: last good {} ({}s ago), next {}{}\n",
+            s(&sc["schedule"]),
+            s(&sc["cluster"]),
+            if sc["suspended"] == json!(true) {
+                " SUSPENDED"
+            } else {
+                ""
+            },
+            s(&sc["lastGoodBackup"]),
+            s(&sc["lastGoodAgeSeconds"]),
+            s(&sc["nextRun"]),
+            if sc["rpoBreached"] == json!(true) {
+                format!("  RPO {} BREACHED", s(&sc["rpo"]))
+            } else {
+                String::new()
+            }
+        ));
+        if let Some(missed) = sc["missedSlots"].as_array()
+            && !missed.is_empty()
+        {
+            out.push_str(&format!(
+                "    {} missed slot(s), newest {}\n",
+                missed.len(),
+                s(&missed[0])
+            ));
+        }
+    }
+    out.push_str("\noperations:\n");
+    for op in v["operations"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {} {}: {} {}\n",
+            s(&op["kind"]),
+            s(&op["name"]),
+            s(&op["status"]),
+            op["reason"].as_str().unwrap_or_default()
+        ));
+    }
+    if let Some(o) = v["orphanedBackups"].as_array()
+        && !o.is_empty()
+    {
+        out.push_str(
+            "\norphaned backups (their schedule is gone; `tidemark forget-backup NAME`):\n",
+        );
+        for b in o {
+            out.push_str(&format!(
+                "  {} (schedule {})\n",
+                s(&b["backup"]),
+                s(&b["schedule"])
+            ));
+        }
+    }
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        out.push_str(&format!("warning: {}\n", s(w)));
+    }
+    out
+}

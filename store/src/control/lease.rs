@@ -1,0 +1,218 @@
+//! One leader among reconcilers sharing a control plane, built from create-if-absent
+//! records only: a local directory has no compare-and-swap, and S3 has conditional create
+//! (`If-None-Match`) everywhere, so this works the same on both.
+//!
+//! Leadership is a sequence of epochs. `lease/<epoch>.json` is created once by the
+//! reconciler that won the epoch; its holder rewrites `lease/<epoch>/renewed.json` every
+//! third of the TTL. A candidate that sees the highest epoch's renewal stop changing for a
+//! whole TTL, measured on its own monotonic clock (so clock skew between hosts does not
+//! matter), tries to create the next epoch; of several candidates exactly one succeeds.
+//! The epoch is the fencing number: a leader's writes go through
+//! [`ControlPlane::fenced`], which refuses them once a later epoch exists.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tidemark_schema::control::{
+    LEASE_PREFIX, LeaseRecord, LeaseRenewal, lease_key, lease_renewal_key,
+};
+
+use super::client::{ControlPlane, Created};
+use super::error::ControlError;
+
+/// Where this process stands after a [`Lease::tick`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// This process leads; act with this fencing number.
+    Leader { epoch: u64 },
+    /// Another process leads (or did, and its TTL has not run out yet).
+    Follower { epoch: u64, holder: String },
+}
+
+/// The last renewal of the highest epoch this process saw, and since when (its clock).
+#[derive(Debug)]
+struct Seen {
+    epoch: u64,
+    seq: Option<u64>,
+    since: Instant,
+}
+
+#[derive(Debug)]
+pub struct Lease {
+    control: ControlPlane,
+    holder: String,
+    ttl: Duration,
+    seen: Mutex<Option<Seen>>,
+    /// The epoch this process holds and its next renewal number.
+    mine: Mutex<Option<(u64, u64)>>,
+}
+
+impl Lease {
+    pub fn new(control: ControlPlane, holder: String, ttl: Duration) -> Lease {
+        Lease {
+            control,
+            holder,
+            ttl,
+            seen: Mutex::new(None),
+            mine: Mutex::new(None),
+        }
+    }
+
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Renews the lease if this process holds it, or takes it over if its holder stopped
+    /// renewing for a TTL. Call it every third of the TTL.
+    pub async fn tick(&self) -> Result<Standing, ControlError> {
+        let Some(current) = current(&self.control).await? else {
+            return self.try_take(1).await;
+        };
+        if current.holder == self.holder {
+            let next = {
+                let mut mine = self.mine.lock().expect("not poisoned");
+                let seq = match *mine {
+                    Some((epoch, seq)) if epoch == current.epoch => seq + 1,
+                    // Ours by name but not known to this process (a restart with the same
+                    // holder id): carry on from the stored renewal's number.
+                    _ => 1,
+                };
+                *mine = Some((current.epoch, seq));
+                seq
+            };
+            let renewal = LeaseRenewal {
+                seq: next,
+                at: Utc::now(),
+                released: false,
+            };
+            self.control
+                .put(&lease_renewal_key(current.epoch), &renewal)
+                .await?;
+            // A later epoch may have been created while we renewed: that one leads.
+            if self.control.exists(&lease_key(current.epoch + 1)).await? {
+                return self.tick_follower_of(current.epoch + 1).await;
+            }
+            return Ok(Standing::Leader {
+                epoch: current.epoch,
+            });
+        }
+        *self.mine.lock().expect("not poisoned") = None;
+        let renewal: Option<LeaseRenewal> =
+            self.control.get(&lease_renewal_key(current.epoch)).await?;
+        if renewal.as_ref().is_some_and(|r| r.released) {
+            return self.try_take(current.epoch + 1).await;
+        }
+        let seq = renewal.map(|r| r.seq);
+        let expired = {
+            let mut seen = self.seen.lock().expect("not poisoned");
+            match seen.as_ref() {
+                Some(s) if s.epoch == current.epoch && s.seq == seq => {
+                    s.since.elapsed() >= self.ttl
+                }
+                _ => {
+                    *seen = Some(Seen {
+                        epoch: current.epoch,
+                        seq,
+                        since: Instant::now(),
+                    });
+                    false
+                }
+            }
+        };
+        if expired {
+            tracing::warn!(epoch = current.epoch, holder = %current.holder, ttl = ?self.ttl, "the leader stopped renewing its lease; taking over");
+            return self.try_take(current.epoch + 1).await;
+        }
+        Ok(Standing::Follower {
+            epoch: current.epoch,
+            holder: current.holder,
+        })
+    }
+
+    async fn tick_follower_of(&self, epoch: u64) -> Result<Standing, ControlError> {
+        *self.mine.lock().expect("not poisoned") = None;
+        let holder = self
+            .control
+            .get::<LeaseRecord>(&lease_key(epoch))
+            .await?
+            .map(|r| r.holder)
+            .unwrap_or_default();
+        Ok(Standing::Follower { epoch, holder })
+    }
+
+    /// Creates epoch `epoch`; of racing candidates exactly one gets it.
+    async fn try_take(&self, epoch: u64) -> Result<Standing, ControlError> {
+        let record = LeaseRecord {
+            epoch,
+            holder: self.holder.clone(),
+            acquired_at: Utc::now(),
+            ttl_ms: self.ttl.as_millis() as u64,
+        };
+        match self.control.create(&lease_key(epoch), &record).await? {
+            Created::New => {
+                *self.mine.lock().expect("not poisoned") = Some((epoch, 0));
+                *self.seen.lock().expect("not poisoned") = None;
+                let renewal = LeaseRenewal {
+                    seq: 0,
+                    at: Utc::now(),
+                    released: false,
+                };
+                self.control
+                    .put(&lease_renewal_key(epoch), &renewal)
+                    .await?;
+                tracing::info!(epoch, holder = %self.holder, "leading");
+                Ok(Standing::Leader { epoch })
+            }
+            Created::Existed => self.tick_follower_of(epoch).await,
+        }
+    }
+
+    /// Hands leadership over at once (a clean stop): candidates need not wait for the TTL.
+    pub async fn release(&self) -> Result<(), ControlError> {
+        let Some((epoch, seq)) = *self.mine.lock().expect("not poisoned") else {
+            return Ok(());
+        };
+        let renewal = LeaseRenewal {
+            seq: seq + 1,
+            at: Utc::now(),
+            released: true,
+        };
+        self.control
+            .put(&lease_renewal_key(epoch), &renewal)
+            .await?;
+        tracing::info!(epoch, "released the lease");
+        Ok(())
+    }
+}
+
+/// The highest epoch's record, if any epoch exists.
+pub async fn current(control: &ControlPlane) -> Result<Option<LeaseRecord>, ControlError> {
+    let epochs = control.keys(LEASE_PREFIX).await?;
+    let Some(latest) = epochs
+        .iter()
+        .filter_map(|k| {
+            let name = k.strip_prefix(LEASE_PREFIX)?.strip_prefix('/')?;
+            name.strip_suffix(".json")?.parse::<u64>().ok()
+        })
+        .max()
+    else {
+        return Ok(None);
+    };
+    control.get(&lease_key(latest)).await
+}
+
+/// The highest epoch's record and its last renewal, for `status`.
+pub async fn describe(
+    control: &ControlPlane,
+) -> Result<Option<(LeaseRecord, Option<LeaseRenewal>)>, ControlError> {
+    let Some(record) = current(control).await? else {
+        return Ok(None);
+    };
+    let renewal = control.get(&lease_renewal_key(record.epoch)).await?;
+    Ok(Some((record, renewal)))
+}
