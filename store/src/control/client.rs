@@ -237,15 +237,16 @@ impl ControlPlane {
         Ok(keys)
     }
 
+    async fn json_keys(&self, prefix: &str) -> Result<Vec<String>, ControlError> {
+        let mut keys = self.keys(prefix).await?;
+        keys.retain(|k| k.ends_with(".json"));
+        Ok(keys)
+    }
+
     /// Every `*.json` record under `prefix`, parsed, in key order. Read 32 at a time: on
     /// S3 each is a request, and a control plane holds thousands.
     pub async fn all<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, ControlError> {
-        let keys: Vec<String> = self
-            .keys(prefix)
-            .await?
-            .into_iter()
-            .filter(|k| k.ends_with(".json"))
-            .collect();
+        let keys = self.json_keys(prefix).await?;
         let read: Vec<Option<T>> = futures::stream::iter(keys.iter())
             .map(|k| self.get::<T>(k))
             .buffered(READ_AHEAD)
@@ -261,12 +262,7 @@ impl ControlPlane {
         &self,
         prefix: &str,
     ) -> Result<(Vec<T>, Vec<String>), ControlError> {
-        let keys: Vec<String> = self
-            .keys(prefix)
-            .await?
-            .into_iter()
-            .filter(|k| k.ends_with(".json"))
-            .collect();
+        let keys = self.json_keys(prefix).await?;
         let read: Vec<Result<Option<T>, ControlError>> = futures::stream::iter(keys.iter())
             .map(|k| self.get::<T>(k))
             .buffered(READ_AHEAD)
