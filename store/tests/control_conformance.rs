@@ -154,11 +154,23 @@ async fn conformance(b: Backend) {
     assert_eq!(observed.heartbeats, vec![heartbeat], "{}", control.url());
     assert!(observed.applied.is_none());
 
-    // A corrupt object is an error that names the object, never a silent skip.
+    // A corrupt object is skipped with a warning that names it, never silently, and the
+    // good records around it are still observed (one bad record must not stop the
+    // reconciler for every cluster). A direct read of it is an error naming it.
     put(&b, &catalog_key("broken"), b"{not json".to_vec()).await;
-    let err = observe(control).await.unwrap_err();
+    let observed = observe(control).await.unwrap();
+    assert_eq!(observed.backups.len(), 1, "{}", control.url());
+    assert_eq!(observed.warnings.len(), 1, "{:?}", observed.warnings);
+    assert!(
+        observed.warnings[0].contains("catalog/broken.json"),
+        "{:?}",
+        observed.warnings
+    );
+    let err = control
+        .get::<BackupRecord>(&catalog_key("broken"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ControlError::Corrupt { .. }), "{err}");
-    assert!(err.to_string().contains("catalog/broken.json"), "{err}");
 }
 
 #[tokio::test]
