@@ -325,3 +325,84 @@ fn an_agent_config_file_with_an_unknown_key_exits_1_naming_the_file() {
         text(&out.stderr)
     );
 }
+
+/// A control plane at `s3://bucket/prefix` lives under the prefix: `status` (through the
+/// one control-plane opener) sees the record under `prefix/` and not one at the bucket
+/// root, and a one-pass reconcile writes its lease and ledger under the prefix too.
+#[test]
+fn an_s3_control_plane_with_a_prefix_reads_and_writes_under_the_prefix() {
+    use object_store::{ObjectStoreExt, PutPayload, path::Path as ObjectPath};
+    let moto = tidemark_testkit::Moto::start();
+    moto.create_bucket("ctl");
+    let raw = moto.store("ctl");
+    let record = |name: &str| {
+        format!(
+            r#"{{"name":"{name}","cluster":"c","storage":"s","type":"physical","status":"done","complete":true,"startedAt":"2026-03-01T00:00:00Z","replicaSets":[]}}"#
+        )
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for (key, name) in [
+            ("team-a/catalog/inside.json", "inside"),
+            ("catalog/outside.json", "outside"),
+        ] {
+            raw.put(&ObjectPath::from(key), PutPayload::from(record(name)))
+                .await
+                .unwrap();
+        }
+    });
+    let status = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["status", "-o", "json", "--control", "s3://ctl/team-a"])
+        .envs(moto.env())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&status.stderr)));
+    assert_eq!(v["catalog"]["backups"], 1, "{v:#}");
+
+    let policies = TempDir::new().unwrap();
+    std::fs::write(
+        policies.path().join("c.yaml"),
+        "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  replicaSets:\n    - name: rs0\n      members: [\"h:1\"]\n",
+    )
+    .unwrap();
+    let once = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "reconcile",
+            "--once",
+            "--control",
+            "s3://ctl/team-a",
+            "--policies",
+        ])
+        .arg(policies.path())
+        .envs(moto.env())
+        .output()
+        .unwrap();
+    assert_eq!(
+        once.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+    let keys: Vec<String> = rt.block_on(async {
+        use futures::TryStreamExt;
+        object_store::ObjectStore::list(&raw, None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap()
+    });
+    assert!(
+        keys.iter().any(|k| k == "team-a/ledger/applied.json"),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.starts_with("team-a/lease/")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("team-a/") || k == "catalog/outside.json"),
+        "nothing written outside the prefix: {keys:?}"
+    );
+}
