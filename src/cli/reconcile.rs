@@ -59,7 +59,9 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
                 return Ok(ExitStatus::NotLeader);
             }
             *standing.lock().expect("not poisoned") = Some(now_standing);
+            let renewals = tokio::spawn(renew(lease.clone(), standing.clone()));
             let report = rec.pass(chrono::Utc::now()).await;
+            renewals.abort();
             if let Err(e) = lease.release().await {
                 tracing::warn!(error = %e, "cannot release the lease; the next reconciler waits one TTL");
             }
@@ -97,7 +99,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
             tracing::info!("stopping after the current pass");
             flag.store(true, Ordering::SeqCst);
         });
-        let renewals = tokio::spawn(renew(lease.clone(), standing, stop.clone()));
+        let renewals = tokio::spawn(renew(lease.clone(), standing));
         let opts = LoopOptions {
             interval: args.source.interval,
             follow_interval: args.follow_interval,
@@ -116,9 +118,11 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
 /// Renews (or contends for) the lease every third of its TTL, independent of passes, so a
 /// long pass never lets it lapse. A failed renewal makes this process a follower at once:
 /// better to pause than to act on a lease that may have run out.
-async fn renew(lease: Arc<Lease>, standing: Arc<Mutex<Option<Standing>>>, stop: Arc<AtomicBool>) {
+/// It runs until aborted, after the last pass: stopping it earlier would let the lease
+/// lapse under a pass still writing.
+async fn renew(lease: Arc<Lease>, standing: Arc<Mutex<Option<Standing>>>) {
     let every = (lease.ttl() / 3).max(Duration::from_millis(50));
-    while !stop.load(Ordering::SeqCst) {
+    loop {
         let now = match lease.tick().await {
             Ok(s) => s,
             Err(e) => {

@@ -428,7 +428,11 @@ fn plan_retention(
     let mut decisions = Vec::new();
     // A deletion that started (the catalog entry is marked) is finished, whatever the
     // policy says now: the backup is not restorable any more.
-    for b in observed.backups.iter().filter(|b| b.deleting.is_some()) {
+    for b in observed
+        .backups
+        .iter()
+        .filter(|b| b.deleting.is_some() && !pinned.contains(&b.name))
+    {
         steps.push(step(
             Action::DeleteBackup {
                 backup: b.name.clone(),

@@ -14,8 +14,8 @@ use tidemark_schema::model::{BackupScheduleSpec, parse_max_age, scheduled_backup
 
 use std::collections::BTreeMap;
 
-/// How far back missed slots are counted: a seconds-level cron left alone for a day must
-/// not cost every pass 86,400 cron steps.
+/// How many slots back from now are looked at for missed ones: a seconds-level cron left
+/// alone for a day must not cost every pass 86,400 cron steps.
 pub const MISSED_LOOKBACK: usize = 1000;
 
 /// A schedule as the reconciler runs it, for `diff`, `status` and the planner.
@@ -68,10 +68,14 @@ pub fn schedule_state(
     if let (Some(since), false) = (since, spec.suspend) {
         let mut slot = spec.last_run_at_or_before(now);
         let mut latest = true;
+        let mut walked = 0;
         while let Some(s) = slot {
-            if s <= since || missed_slots.len() >= MISSED_LOOKBACK {
+            // The walk is capped in slots looked at, claimed or not: a minutely cron a
+            // year old must not cost every pass half a million cron steps.
+            if s <= since || walked >= MISSED_LOOKBACK {
                 break;
             }
+            walked += 1;
             if !claimed(s) {
                 if latest {
                     due_slot = Some(s);

@@ -74,6 +74,13 @@ pub async fn forget_backup(
                 "backup {name:?} has no ledger record, so its storage is unknown"
             ))
         })?;
+    if !ledger.is_final() {
+        // The reconciler still finishes it and would write its catalog entry back.
+        return Err(ExecError::Invalid(format!(
+            "backup {name:?} is still {}; forget it after it ends",
+            ledger.status
+        )));
+    }
     let storage: StorageTarget = ledger
         .started_with
         .as_ref()
@@ -83,6 +90,25 @@ pub async fn forget_backup(
                 "backup {name:?}: its ledger record holds no storage settings"
             ))
         })?;
-    delete_backup(ex, &record, &storage, "forgotten on request", now).await?;
+    // Mark first, then look again: a restore the reconciler started from this backup
+    // between our read and the mark must win, and the mark is taken back.
+    let marked = BackupRecord {
+        deleting: Some(now),
+        ..record.clone()
+    };
+    ex.control.put(&catalog_key(name), &marked).await?;
+    let again = tidemark_store::control::observe(&ex.control).await?;
+    if let Some(r) = again
+        .oneshots
+        .values()
+        .find(|r| r.kind == "Restore" && !r.is_final() && r.setting("backup") == Some(name))
+    {
+        ex.control.put(&catalog_key(name), &record).await?;
+        return Err(ExecError::Invalid(format!(
+            "Restore {:?} started from backup {name:?} just now; nothing was deleted",
+            r.name
+        )));
+    }
+    delete_backup(ex, &marked, &storage, "forgotten on request", now).await?;
     Ok(record)
 }

@@ -347,6 +347,10 @@ impl<S: DesiredStateSource> Reconciler<S> {
             .control
             .get(&tidemark_schema::control::catalog_key(backup))
             .await?;
-        Ok(record.and_then(|r| desired.storage(&r.storage).map(storage_target)))
+        // A backup being deleted (forget-backup marked it after this pass observed) is
+        // never restored: the restore is planned again next pass and shows why it waits.
+        Ok(record
+            .filter(|r| r.deleting.is_none())
+            .and_then(|r| desired.storage(&r.storage).map(storage_target)))
     }
 }

@@ -74,17 +74,22 @@ impl Lease {
             return self.try_take(1).await;
         };
         if current.holder == self.holder {
-            let next = {
-                let mut mine = self.mine.lock().expect("not poisoned");
-                let seq = match *mine {
-                    Some((epoch, seq)) if epoch == current.epoch => seq + 1,
-                    // Ours by name but not known to this process (a restart with the same
-                    // holder id): carry on from the stored renewal's number.
-                    _ => 1,
-                };
-                *mine = Some((current.epoch, seq));
-                seq
+            let known = *self.mine.lock().expect("not poisoned");
+            let next = match known {
+                Some((epoch, seq)) if epoch == current.epoch => seq + 1,
+                // Ours by name but not known to this process (a restart with the same
+                // holder id): carry on from the stored renewal's number, so candidates see
+                // it change.
+                _ => {
+                    let stored: Option<LeaseRenewal> =
+                        self.control.get(&lease_renewal_key(current.epoch)).await?;
+                    if stored.as_ref().is_some_and(|r| r.released) {
+                        return self.try_take(current.epoch + 1).await;
+                    }
+                    stored.map_or(1, |r| r.seq + 1)
+                }
             };
+            *self.mine.lock().expect("not poisoned") = Some((current.epoch, next));
             let renewal = LeaseRenewal {
                 seq: next,
                 at: Utc::now(),
