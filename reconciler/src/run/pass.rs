@@ -76,6 +76,36 @@ async fn sync_schedules(
     Ok(())
 }
 
+/// A slot that waited (its cluster busy) and was then overtaken by a newer slot is missed,
+/// not waiting: its waiting record goes, so `status` and `describe-backup` stop showing it.
+async fn clear_superseded_waits(
+    ex: &Executor,
+    schedules: &[crate::plan::ScheduleState],
+) -> Result<(), ExecError> {
+    let waiting = ex.control.keys("ledger/waiting/backup").await?;
+    for s in schedules {
+        let prefix = format!("ledger/waiting/backup/{}-", s.schedule);
+        for key in &waiting {
+            let Some(stamp) = key
+                .strip_prefix(&prefix)
+                .and_then(|k| k.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            // Only this schedule's slot names (another schedule may share the prefix).
+            let is_slot = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").is_ok();
+            let current = s
+                .due_backup
+                .as_deref()
+                .is_some_and(|due| key.ends_with(&format!("/{due}.json")));
+            if is_slot && !current {
+                ex.control.delete(key).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Rebuilds the desired state recorded in `ledger/applied.json` (its canonical YAML).
 pub fn desired_from_applied(
     applied: &tidemark_schema::control::AppliedRevision,
@@ -187,6 +217,9 @@ impl<S: DesiredStateSource> Reconciler<S> {
         if let Some((_, desired)) = desired {
             sync_schedules(&self.ex, desired, &mut observed, now).await?;
             let plan = plan(desired, &observed, now);
+            if let Err(e) = clear_superseded_waits(&self.ex, &plan.schedules).await {
+                report.errors.push(e.to_string());
+            }
             for step in &plan.steps {
                 if let Err(e) = self
                     .start(desired, &step.action, &step.reason, &observed, now, report)
