@@ -66,25 +66,20 @@ pub fn schedule_state(
     // Until the record exists (the first pass that sees the schedule writes it), and while
     // suspended, nothing is owed.
     if let (Some(since), false) = (since, spec.suspend) {
-        let mut slot = spec.last_run_at_or_before(now);
-        let mut latest = true;
-        let mut walked = 0;
-        while let Some(s) = slot {
-            // The walk is capped in slots looked at, claimed or not: a minutely cron a
-            // year old must not cost every pass half a million cron steps.
-            if s <= since || walked >= MISSED_LOOKBACK {
-                break;
-            }
-            walked += 1;
+        // The walk is capped in slots looked at, claimed or not: a minutely cron a year
+        // old must not cost every pass half a million cron steps.
+        for (i, s) in spec
+            .runs_back_from(now, since, MISSED_LOOKBACK)
+            .into_iter()
+            .enumerate()
+        {
             if !claimed(s) {
-                if latest {
+                if i == 0 {
                     due_slot = Some(s);
                 } else {
                     missed_slots.push(s);
                 }
             }
-            latest = false;
-            slot = spec.last_run_at_or_before(s - chrono::Duration::seconds(1));
         }
     }
     let last_good = backups

@@ -105,16 +105,33 @@ pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
 }
 
 impl BackupScheduleSpec {
-    /// The latest time the schedule fired at or before `now`, in UTC.
-    pub fn last_run_at_or_before(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    /// The times the schedule fired at or before `now`, newest first, back to (not
+    /// including) `after`, at most `limit` of them. The cron is parsed once: this runs
+    /// for every schedule on every pass and every `status`.
+    pub fn runs_back_from(
+        &self,
+        now: DateTime<Utc>,
+        after: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<DateTime<Utc>> {
         use chrono::SubsecRound;
-        let cron = parse_cron(&self.cron).ok()?;
-        let tz = parse_timezone(&self.timezone).ok()?;
-        // Slots fall on whole seconds; croner would match a fraction of one too.
-        let now = now.trunc_subsecs(0);
-        cron.find_previous_occurrence(&now.with_timezone(&tz), true)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+        let (Ok(cron), Ok(tz)) = (parse_cron(&self.cron), parse_timezone(&self.timezone)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut from = now.trunc_subsecs(0);
+        while out.len() < limit {
+            let Ok(t) = cron.find_previous_occurrence(&from.with_timezone(&tz), true) else {
+                break;
+            };
+            let t = t.with_timezone(&Utc);
+            if t <= after {
+                break;
+            }
+            out.push(t);
+            from = t - chrono::Duration::seconds(1);
+        }
+        out
     }
 
     /// The next time the schedule fires strictly after `now`, in UTC.
@@ -151,6 +168,42 @@ mod tests {
         assert!(parse_timezone("Europe/Berlin").is_ok());
         let err = parse_timezone("Europe/Berln").unwrap_err();
         assert!(err.contains("Europe/Berlin"), "{err}");
+    }
+
+    #[test]
+    fn runs_back_from_walks_whole_seconds_across_a_dst_change() {
+        let spec = BackupScheduleSpec {
+            cluster: "c".into(),
+            storage: "s".into(),
+            backup_type: BackupType::Physical,
+            cron: "0 2 * * *".into(),
+            timezone: "Europe/Berlin".into(),
+            suspend: false,
+            retention: None,
+            priority: None,
+            rpo: None,
+        };
+        // Berlin moves to summer time on 2026-03-29: 02:00 local is 01:00 UTC before,
+        // 00:00 UTC after (02:00 itself is skipped that night; croner takes 03:00 CEST).
+        let now = "2026-03-31T12:00:00.700Z".parse().unwrap();
+        let since = "2026-03-26T12:00:00Z".parse().unwrap();
+        let runs: Vec<String> = spec
+            .runs_back_from(now, since, 10)
+            .iter()
+            .map(|t| t.to_rfc3339())
+            .collect();
+        assert_eq!(
+            runs.first().unwrap(),
+            "2026-03-31T00:00:00+00:00",
+            "{runs:?}"
+        );
+        assert_eq!(
+            runs.last().unwrap(),
+            "2026-03-27T01:00:00+00:00",
+            "{runs:?}"
+        );
+        assert_eq!(runs.len(), 5, "{runs:?}");
+        assert_eq!(spec.runs_back_from(now, since, 2).len(), 2);
     }
 
     #[test]
