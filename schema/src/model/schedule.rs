@@ -170,9 +170,8 @@ mod tests {
         assert!(err.contains("Europe/Berlin"), "{err}");
     }
 
-    #[test]
-    fn runs_back_from_walks_whole_seconds_across_a_dst_change() {
-        let spec = BackupScheduleSpec {
+    fn nightly_in_berlin() -> BackupScheduleSpec {
+        BackupScheduleSpec {
             cluster: "c".into(),
             storage: "s".into(),
             backup_type: BackupType::Physical,
@@ -182,7 +181,12 @@ mod tests {
             retention: None,
             priority: None,
             rpo: None,
-        };
+        }
+    }
+
+    #[test]
+    fn runs_back_from_walks_whole_seconds_across_a_dst_change() {
+        let spec = nightly_in_berlin();
         // Berlin moves to summer time on 2026-03-29: 02:00 local is 01:00 UTC before,
         // 00:00 UTC after (02:00 itself is skipped that night; croner takes 03:00 CEST).
         let now = "2026-03-31T12:00:00.700Z".parse().unwrap();
@@ -208,17 +212,7 @@ mod tests {
 
     #[test]
     fn next_run_respects_the_time_zone() {
-        let spec = BackupScheduleSpec {
-            cluster: "c".into(),
-            storage: "s".into(),
-            backup_type: BackupType::Physical,
-            cron: "0 2 * * *".into(),
-            timezone: "Europe/Berlin".into(),
-            suspend: false,
-            retention: None,
-            priority: None,
-            rpo: None,
-        };
+        let spec = nightly_in_berlin();
         let now = "2026-01-10T12:00:00Z".parse().unwrap();
         // 02:00 in Berlin in winter is 01:00 UTC.
         assert_eq!(
