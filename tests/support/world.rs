@@ -72,35 +72,7 @@ impl World {
         let Source::Git { repo, bare, .. } = &self.source else {
             panic!("commit needs a git world");
         };
-        let mut index = repo.index().unwrap();
-        index
-            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-            .unwrap();
-        index.write().unwrap();
-        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-        let sig = git2::Signature::now("dba", "dba@example.invalid").unwrap();
-        let parent = repo
-            .find_reference("refs/heads/main")
-            .ok()
-            .and_then(|r| r.peel_to_commit().ok());
-        let parents: Vec<&git2::Commit> = parent.iter().collect();
-        let commit = repo
-            .commit(
-                Some("refs/heads/main"),
-                &sig,
-                &sig,
-                message,
-                &tree,
-                &parents,
-            )
-            .unwrap();
-        let mut remote = repo
-            .remote_anonymous(&format!("file://{}", bare.path().display()))
-            .unwrap();
-        remote
-            .push(&["+refs/heads/main:refs/heads/main"], None)
-            .unwrap();
-        commit.to_string()
+        tidemark_testkit::commit_and_push(repo, bare.path(), message)
     }
 
     pub fn start_reconciler(&mut self) {
