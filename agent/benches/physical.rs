@@ -96,9 +96,8 @@ fn spread(v: &[f64]) -> String {
     )
 }
 
-/// The disk's own rate: `bytes` of the synthetic content in one file, then `fdatasync`.
-fn write_durably(path: &Path, bytes: u64) {
-    use std::io::Write;
+/// 1 MiB of the probes' content: half random, half repeated, like the synthetic dbPath.
+fn probe_block() -> Vec<u8> {
     let mut block = vec![0u8; 1 << 20];
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for (j, chunk) in block.chunks_mut(8).enumerate() {
@@ -112,6 +111,13 @@ fn write_durably(path: &Path, bytes: u64) {
         };
         chunk.copy_from_slice(&bytes);
     }
+    block
+}
+
+/// The disk's own rate: `bytes` of the synthetic content in one file, then `fdatasync`.
+fn write_durably(path: &Path, bytes: u64) {
+    use std::io::Write;
+    let block = probe_block();
     let mut f = std::fs::File::create(path).unwrap();
     let mut left = bytes;
     while left > 0 {
@@ -129,19 +135,7 @@ fn write_durably(path: &Path, bytes: u64) {
 fn write_tree_durably(dir: &Path, files: &[(String, u64)]) {
     use std::io::Write;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let mut block = vec![0u8; 1 << 20];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for (j, chunk) in block.chunks_mut(8).enumerate() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let bytes = if j % 2 == 0 {
-            x.to_le_bytes()
-        } else {
-            *b"WTPAGE00"
-        };
-        chunk.copy_from_slice(&bytes);
-    }
+    let block = probe_block();
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..PARALLEL {
