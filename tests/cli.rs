@@ -406,3 +406,80 @@ fn an_s3_control_plane_with_a_prefix_reads_and_writes_under_the_prefix() {
         "nothing written outside the prefix: {keys:?}"
     );
 }
+
+/// `forget-backup`: an unknown name is an error naming it; a backup a pending Restore
+/// (declared, not run) needs is refused with nothing touched; otherwise its objects and
+/// catalog entry go, and its once-per-name ledger record stays.
+#[test]
+fn forget_backup_refuses_unknown_and_pinned_backups_and_deletes_the_rest() {
+    let control = TempDir::new().unwrap();
+    let storage = TempDir::new().unwrap();
+    let c = control.path();
+    let write = |path: &Path, text: &str| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        &c.join("catalog/b1.json"),
+        r#"{"name":"b1","cluster":"c","storage":"local","schedule":"gone","type":"physical","status":"done","complete":true,"startedAt":"2026-03-01T00:00:00Z","replicaSets":[{"name":"rs0","node":"h:1","mongodVersion":"7.0.14-8","uncompressedBytes":5,"storedBytes":3}]}"#,
+    );
+    write(
+        &c.join("ledger/oneshots/backup/b1.json"),
+        &format!(
+            r#"{{"kind":"Backup","name":"b1","opId":"x-b1","startedAt":"2026-03-01T00:00:00Z","finishedAt":"2026-03-01T00:01:00Z","status":"done","startedWith":{{"settings":{{"storage":{{"url":"file://{}","compression":"zstd"}}}}}}}}"#,
+            storage.path().display()
+        ),
+    );
+    for key in [
+        "b1/rs0/files/collection-1.wt.zst",
+        "b1/rs0/manifest.json",
+        "b1/backup.json",
+    ] {
+        write(&storage.path().join(key), "{}");
+    }
+    let ctl = c.to_str().unwrap();
+
+    let out = tidemark(&["forget-backup", "nope", "--control", ctl]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"nope\""));
+
+    // A Restore of b1 declared in the applied revision and not run yet pins it.
+    let yaml = "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  replicaSets:\n    - name: rs0\n      members: [\"h:1\"]\n---\napiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: r1\nspec:\n  cluster: c\n  source:\n    backup: b1\n";
+    let v = tidemark_schema::validate::validate_files(&[tidemark_schema::validate::SourceFile {
+        path: "p.yaml".into(),
+        bytes: yaml.as_bytes().to_vec(),
+    }]);
+    assert!(v.is_valid(), "{:?}", v.errors);
+    let applied = v
+        .state
+        .to_applied("rev1", "2026-03-02T00:00:00Z".parse().unwrap());
+    write(
+        &c.join("ledger/applied.json"),
+        &serde_json::to_string(&applied).unwrap(),
+    );
+    let out = tidemark(&["forget-backup", "b1", "--control", ctl]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pending or running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(storage.path().join("b1/backup.json").exists());
+    assert!(c.join("catalog/b1.json").exists());
+    let entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.join("catalog/b1.json")).unwrap()).unwrap();
+    assert!(entry.get("deleting").is_none(), "not marked: {entry}");
+
+    // Without the Restore it goes: storage objects and catalog entry; the ledger stays.
+    std::fs::remove_file(c.join("ledger/applied.json")).unwrap();
+    let out = tidemark(&["forget-backup", "b1", "--control", ctl]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!storage.path().join("b1").exists());
+    assert!(!c.join("catalog/b1.json").exists());
+    assert!(c.join("ledger/oneshots/backup/b1.json").exists());
+}

@@ -404,15 +404,16 @@ fn plan_restores(
     }
 }
 
-fn plan_retention(
-    desired: &DesiredState,
+/// Backups that a Restore still to run (declared, not in the ledger) or running needs:
+/// never deleted under it, by retention or by `forget-backup`. Without a desired state
+/// only the running ones are known.
+pub fn pinned_backups(
+    desired: Option<&DesiredState>,
     observed: &ObservedState,
-    now: DateTime<Utc>,
-    steps: &mut Vec<Step>,
-) -> Vec<super::model::RetentionDecision> {
-    // Backups that restores still to run, or running, need are never deleted under them.
+) -> BTreeSet<String> {
     let mut pinned: BTreeSet<String> = desired
-        .restores()
+        .into_iter()
+        .flat_map(|d| d.restores())
         .filter(|(name, _)| already_ran(observed, Kind::Restore, name).is_none())
         .filter_map(|(_, spec)| resolve_backup(spec, &observed.backups).ok())
         .map(|b| b.name.clone())
@@ -425,6 +426,16 @@ fn plan_retention(
             .filter_map(|r| r.setting("backup"))
             .map(str::to_string),
     );
+    pinned
+}
+
+fn plan_retention(
+    desired: &DesiredState,
+    observed: &ObservedState,
+    now: DateTime<Utc>,
+    steps: &mut Vec<Step>,
+) -> Vec<super::model::RetentionDecision> {
+    let pinned = pinned_backups(Some(desired), observed);
     let mut decisions = Vec::new();
     // A deletion that started (the catalog entry is marked) is finished, whatever the
     // policy says now: the backup is not restorable any more.

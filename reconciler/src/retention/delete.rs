@@ -55,15 +55,15 @@ pub async fn forget_backup(
         .find(|b| b.name == name)
         .cloned()
         .ok_or_else(|| ExecError::Invalid(format!("no backup named {name:?} in the catalog")))?;
-    if let Some(r) = observed
-        .oneshots
-        .values()
-        .find(|r| r.kind == "Restore" && !r.is_final() && r.setting("backup") == Some(name))
-    {
+    // Restores declared in the applied revision and not run yet count, as for retention.
+    let desired = observed
+        .applied
+        .as_ref()
+        .and_then(crate::run::desired_from_applied);
+    if crate::plan::pinned_backups(desired.as_ref(), &observed).contains(name) {
         return Err(ExecError::Invalid(format!(
-            "backup {name:?} is the source of Restore {:?}, which is {}; it cannot be forgotten \
-             before that restore ends",
-            r.name, r.status
+            "backup {name:?} is the source of a Restore that is pending or running; it cannot \
+             be forgotten before that restore ends (or is removed from the desired state)"
         )));
     }
     let ledger = observed
@@ -98,15 +98,10 @@ pub async fn forget_backup(
     };
     ex.control.put(&catalog_key(name), &marked).await?;
     let again = tidemark_store::control::observe(&ex.control).await?;
-    if let Some(r) = again
-        .oneshots
-        .values()
-        .find(|r| r.kind == "Restore" && !r.is_final() && r.setting("backup") == Some(name))
-    {
+    if crate::plan::pinned_backups(None, &again).contains(name) {
         ex.control.put(&catalog_key(name), &record).await?;
         return Err(ExecError::Invalid(format!(
-            "Restore {:?} started from backup {name:?} just now; nothing was deleted",
-            r.name
+            "a Restore started from backup {name:?} just now; nothing was deleted"
         )));
     }
     delete_backup(ex, &marked, &storage, "forgotten on request", now).await?;

@@ -82,6 +82,9 @@ async fn clear_superseded_waits(
     ex: &Executor,
     schedules: &[crate::plan::ScheduleState],
 ) -> Result<(), ExecError> {
+    if schedules.is_empty() {
+        return Ok(()); // no listing on every pass of a control plane without schedules
+    }
     let waiting = ex.control.keys("ledger/waiting/backup").await?;
     for s in schedules {
         let prefix = format!("ledger/waiting/backup/{}-", s.schedule);
