@@ -9,6 +9,34 @@ use clap::Parser;
 
 use cli::{Cli, Command, ExitStatus};
 
+/// Logs go to stderr, filtered by `TIDEMARK_LOG`. An agent also keeps the info lines it
+/// logs inside an op for the control plane (`tidemark logs`), whatever `TIDEMARK_LOG` says.
+fn init_logging(command: &Command) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| {
+        // The daemons' phases are worth seeing by default.
+        let level = if matches!(command, Command::Agent(_) | Command::Reconcile(_)) {
+            "info"
+        } else {
+            "warn"
+        };
+        tracing_subscriber::EnvFilter::new(level)
+    });
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    let shipped = matches!(command, Command::Agent(_)).then(|| {
+        tidemark_agent::oplog::OpLogLayer.with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(shipped)
+        .init();
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -22,21 +50,7 @@ fn main() -> ExitCode {
             return code.into();
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| {
-                // The agent is a daemon: its phases are worth seeing by default.
-                let level = if matches!(cli.command, Command::Agent(_) | Command::Reconcile(_)) {
-                    "info"
-                } else {
-                    "warn"
-                };
-                tracing_subscriber::EnvFilter::new(level)
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(&cli.command);
     let result = match cli.command {
         Command::Validate(args) => cli::validate::run(args),
         Command::Diff(args) => cli::diff::run(args),
@@ -48,6 +62,7 @@ fn main() -> ExitCode {
         Command::RestoreFinish(args) => cli::finish::run(args),
         Command::Status(args) => cli::status::run(args),
         Command::ForgetBackup(args) => cli::forget::run(args),
+        Command::Logs(args) => cli::logs::run(args),
         Command::Schema => {
             print!("{}", tidemark_schema::jsonschema::document_schema_text());
             Ok(ExitStatus::Ok)

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rig::*;
+use serde_json::Value;
 use world::*;
 
 #[test]
@@ -30,11 +31,47 @@ fn backup_then_restore_is_done_on_every_node_with_start_nodes() {
             "fallback removed on node {i}"
         );
     }
+    // `tidemark logs`: every node's lines of the restore and of its follow-up steps,
+    // merged by time.
+    let op = v["opId"].as_str().unwrap();
+    let lines = w.op_logs(op);
+    for i in 0..3 {
+        let node = w.rig.node(i);
+        let mine: Vec<&Value> = lines.iter().filter(|l| l["node"] == node).collect();
+        assert!(
+            mine.iter()
+                .any(|l| l["op"] == op && l["message"].as_str().unwrap().contains("op done")),
+            "node {i} shipped the restore's lines: {mine:#?}"
+        );
+        assert!(
+            mine.iter()
+                .any(|l| l["op"].as_str().unwrap().ends_with(".start")),
+            "node {i} shipped its start step's lines: {mine:#?}"
+        );
+    }
+    let at: Vec<&str> = lines.iter().map(|l| l["at"].as_str().unwrap()).collect();
+    let mut sorted = at.clone();
+    sorted.sort();
+    assert_eq!(at, sorted, "merged by time");
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["logs", "--op", op, "--control"])
+        .arg(w.rig.control.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&format!("{}/{}", w.rig.rs.name, w.rig.node(1)))),
+        "text names rs/node: {text}"
+    );
 }
 
 #[test]
 fn a_node_that_cannot_recover_gives_partly_done_and_initial_syncs() {
-    let w = &mut prepared(World::new("rpart"), Some(2));
+    let mut w = World::new("rpart");
+    // Ended ops are compacted a second after: the outcome must stay readable.
+    w.reconciler_args = vec!["--keep-ops".into(), "1s".into()];
+    let w = &mut prepared(w, Some(2));
     let v = w.restore(
         "r1",
         "b1",
@@ -52,6 +89,47 @@ fn a_node_that_cannot_recover_gives_partly_done_and_initial_syncs() {
     for i in 0..3 {
         w.wait_ids(i, &want);
     }
+    // Compacted: the op's directory goes, its archive holds the outcome and the logs.
+    let op = v["opId"].as_str().unwrap().to_string();
+    let ops = w.rig.control.path().join("ops");
+    let started = Instant::now();
+    while std::fs::read_dir(&ops)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with(op.as_str()))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{op} compacted: {}",
+            w.reconciler_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        w.control_json(&format!("ledger/archive/{op}.json"))
+            .is_some()
+    );
+    assert!(
+        w.control_json(&format!("ledger/archive/{op}.wipe.json"))
+            .is_some()
+    );
+    let after = w.describe("restore", "r1");
+    assert_eq!(after["status"], "partlyDone", "{after:#}");
+    assert_eq!(node_view(w, &after, 2)["phase"], "recover", "{after:#}");
+    assert_eq!(node_view(w, &after, 2)["outcome"], "failed", "{after:#}");
+    let lines = w.op_logs(&op);
+    assert!(
+        lines.iter().any(|l| l["node"] == w.rig.node(2)
+            && l["level"] == "ERROR"
+            && l["message"].as_str().unwrap().contains("recover")),
+        "the failed node's error, from the archive: {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["op"] == format!("{op}.wipe") && l["node"] == w.rig.node(2)),
+        "the wipe step's lines, from the archive: {lines:#?}"
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@ pub mod error;
 pub mod heartbeat;
 pub mod mongod;
 pub mod node;
+pub mod oplog;
 pub mod restore;
 pub mod runner;
 pub use tidemark_store::storage;

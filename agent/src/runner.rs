@@ -13,7 +13,8 @@ use crate::config::AgentConfig;
 use crate::control::ControlPlane;
 use crate::error::AgentError;
 use crate::node::{Details, Node, PhaseFailure};
-use crate::{backup, heartbeat, restore};
+use crate::{backup, heartbeat, oplog, restore};
+use tracing::Instrument;
 
 /// Works out this node's identity: from the flags, else from mongod itself.
 pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, AgentError> {
@@ -43,6 +44,9 @@ pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, A
     })
 }
 
+/// How often the log lines of running ops go to the control plane.
+const SHIP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long after an op the agent keeps looking for ops at the quick rate.
 const FOLLOW_UP_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -54,6 +58,15 @@ pub async fn run(
     let node = Arc::new(node);
     tracing::info!(cluster = %node.cluster, rs = %node.replica_set, node = %node.id, "agent started");
     let beats = tokio::spawn(heartbeat::run(node.clone()));
+    let shipper = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SHIP_EVERY).await;
+                oplog::ship(&node.control, &node.replica_set, &node.id).await;
+            }
+        })
+    };
     let work = async {
         // Every op id seen to its end by this process. Not a cursor over sorted ids: ids
         // carry their author's clock, so an op created later can sort earlier, and it
@@ -101,6 +114,8 @@ pub async fn run(
         _ = stop => {}
     }
     beats.abort();
+    shipper.abort();
+    oplog::ship(&node.control, &node.replica_set, &node.id).await;
     Ok(())
 }
 
@@ -257,8 +272,28 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<Seen, AgentError> {
     execute(node, op).await.map(|_| Seen::Ran)
 }
 
-/// Runs an op to its end and writes the final report.
+/// Runs an op to its end and writes the final report. Its log lines go to the control
+/// plane with it: the last of them before the final report, so a reader that sees the
+/// outcome has every line.
 pub async fn execute(node: &Node, op: &Op) -> Result<(), AgentError> {
+    let outcome = execute_logged(node, op)
+        .instrument(oplog::op_span(&op.id))
+        .await;
+    oplog::ship(&node.control, &node.replica_set, &node.id).await;
+    let finished = match outcome {
+        Ok((message, details)) => node.finish_for(&op.id, None, message, details).await,
+        Err(failure) => {
+            let mut details = Details::new();
+            details.insert("phase".into(), json!(failure.phase));
+            node.finish_for(&op.id, Some(failure.phase), failure.to_string(), details)
+                .await
+        }
+    };
+    oplog::ship(&node.control, &node.replica_set, &node.id).await;
+    finished
+}
+
+async fn execute_logged(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure> {
     tracing::info!(op = %op.id, command = op.command.name(), "running op");
     let outcome: Result<(String, Details), PhaseFailure> = match &op.command {
         OpCommand::Backup { .. } => backup::run(node, op).await,
@@ -270,14 +305,9 @@ pub async fn execute(node: &Node, op: &Op) -> Result<(), AgentError> {
         }
         OpCommand::StartMongod { restore_op } => restore::start_member(node, restore_op).await,
     };
-    match outcome {
-        Ok((message, details)) => node.finish_for(&op.id, None, message, details).await,
-        Err(failure) => {
-            tracing::error!(op = %op.id, %failure, "op failed");
-            let mut details = Details::new();
-            details.insert("phase".into(), json!(failure.phase));
-            node.finish_for(&op.id, Some(failure.phase), failure.to_string(), details)
-                .await
-        }
+    match &outcome {
+        Ok((message, _)) => tracing::info!(op = %op.id, result = %message, "op done on this node"),
+        Err(failure) => tracing::error!(op = %op.id, %failure, "op failed"),
     }
+    outcome
 }

@@ -44,6 +44,25 @@ pub enum Command {
     Status(StatusArgs),
     /// Delete a backup on purpose (such as an orphan of a deleted schedule).
     ForgetBackup(ForgetArgs),
+    /// The log lines the agents logged for an operation, merged by time, with the node.
+    /// Without --op: every running operation, or else the latest one.
+    Logs(LogsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    #[arg(long, env = "TIDEMARK_CONTROL")]
+    pub control: String,
+    /// The op id (`describe-backup` and `describe-restore` show it); its follow-up steps
+    /// (revert, wipe, start) are included.
+    #[arg(long)]
+    pub op: Option<String>,
+    /// Keep printing new lines until the operation has ended.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// `json`: one JSON object per line.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +149,10 @@ pub struct ReconcileArgs {
     /// leader's renewals stopped for this long.
     #[arg(long, env = "TIDEMARK_LEASE_TTL", default_value = "15s", value_parser = parse_fine)]
     pub lease_ttl: std::time::Duration,
+    /// How long an ended operation keeps its working records (op, reports, log chunks)
+    /// before they are compacted into one archive object in the ledger.
+    #[arg(long, env = "TIDEMARK_KEEP_OPS", default_value = "7d", value_parser = parse_fine)]
+    pub keep_ops: std::time::Duration,
 }
 
 #[derive(Args, Debug)]

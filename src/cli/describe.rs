@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tidemark_schema::control::{
-    OneShotRecord, OpResult, PhaseStatus, RunStatus, WaitingRecord, oneshot_key, result_key,
-    waiting_key,
+    OneShotRecord, OpArchive, OpResult, PhaseStatus, RunStatus, WaitingRecord, archive_key,
+    oneshot_key, result_key, waiting_key,
 };
 use tidemark_store::control::ControlPlane;
 
@@ -87,9 +87,21 @@ pub(crate) async fn describe(
     };
     let now = chrono::Utc::now();
     let dead_after = chrono::Duration::from_std(dead_after)?;
-    let op = control.op(&record.op_id).await?;
-    let result: Option<OpResult> = control.get(&result_key(&record.op_id)).await?;
-    let reports = control.op_reports(&record.op_id).await?;
+    let (op, result, reports) = match control.op(&record.op_id).await? {
+        Some(op) => (
+            Some(op),
+            control.get::<OpResult>(&result_key(&record.op_id)).await?,
+            control.op_reports(&record.op_id).await?,
+        ),
+        // Compacted (long ended): the archive holds what the op's records held.
+        None => match control
+            .get::<OpArchive>(&archive_key(&record.op_id))
+            .await?
+        {
+            Some(a) => (Some(a.op), a.result, a.reports),
+            None => (None, None, Vec::new()),
+        },
+    };
     let beats = match &op {
         Some(op) => control.heartbeats(&op.cluster).await?,
         None => Vec::new(),

@@ -7,6 +7,7 @@ pub mod diff;
 mod exit;
 pub mod finish;
 pub mod forget;
+pub mod logs;
 pub mod reconcile;
 pub mod status;
 pub mod validate;

@@ -42,6 +42,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
         let standing = Arc::new(Mutex::new(None));
         let mut rec = Reconciler::new(source, ex);
         rec.standing = Some(standing.clone());
+        rec.keep_ops = chrono::Duration::from_std(args.keep_ops)?;
         if args.once {
             // One pass needs the lease: wait for it up to a TTL and a bit (a holder that
             // stopped renewing is taken over after one TTL).
@@ -123,7 +124,14 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
 async fn renew(lease: Arc<Lease>, standing: Arc<Mutex<Option<Standing>>>) {
     let every = (lease.ttl() / 3).max(Duration::from_millis(50));
     loop {
-        let now = match lease.tick().await {
+        // A renewal that hangs (a stalled store, a paused process) must not leave this
+        // process acting as leader on a lease that others may see lapse: past a third of
+        // the TTL it counts as failed, and failed means follower.
+        let ticked = tokio::time::timeout(every, lease.tick())
+            .await
+            .map_err(|_| format!("no answer within {every:?}"))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let now = match ticked {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot renew or read the lease; not acting until it can");

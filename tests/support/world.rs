@@ -32,6 +32,8 @@ pub struct World {
     pub policies: TempDir,
     pub source: Source,
     pub reconciler: Option<Child>,
+    /// Flags added to every reconciler this world starts (`--keep-ops 1s`, say).
+    pub reconciler_args: Vec<String>,
 }
 
 impl World {
@@ -44,6 +46,7 @@ impl World {
             policies,
             source: Source::Dir,
             reconciler: None,
+            reconciler_args: Vec::new(),
         }
     }
 
@@ -113,6 +116,7 @@ impl World {
                 "--lease-ttl",
                 "2s",
             ])
+            .args(&self.reconciler_args)
             .env("TIDEMARK_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -172,6 +176,24 @@ impl World {
             .output()
             .unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// `tidemark logs --op OP -o json`: every line the agents shipped, oldest first.
+    pub fn op_logs(&self, op: &str) -> Vec<Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["logs", "--op", op, "-o", "json", "--control"])
+            .arg(self.rig.control.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "logs --op {op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
     }
 
     /// Waits until the operation's status is one of `statuses`; returns its view.

@@ -73,6 +73,22 @@ impl Executor {
         if let Some(op) = self.control.op(&record.op_id).await? {
             return Ok(op);
         }
+        // Never write the op of a one-shot that has ended (its op may be compacted away):
+        // agents would run it again. Read afresh, not from the caller's snapshot.
+        let fresh: Option<OneShotRecord> = self
+            .control
+            .get(&oneshot_key(&record.kind.to_lowercase(), &record.name))
+            .await?;
+        if fresh
+            .as_ref()
+            .is_none_or(|r| r.is_final() || r.op_id != record.op_id)
+        {
+            return Err(ExecError::Invalid(format!(
+                "{} {:?}: its op {} is gone and the one-shot has ended or been replaced; \
+                 not writing it again",
+                record.kind, record.name, record.op_id
+            )));
+        }
         let op: Op = record
             .started_with
             .as_ref()

@@ -42,6 +42,9 @@ pub struct Reconciler<S> {
     /// Where this process stands among reconcilers sharing the control plane; `None`
     /// acts without a lease (a caller that is the only writer by construction).
     pub standing: Option<Arc<Mutex<Option<Standing>>>>,
+    /// How long an ended op keeps its working records before they are compacted into the
+    /// ledger's archive.
+    pub keep_ops: chrono::Duration,
     /// The desired state rebuilt from the ledger, used while the source has no valid one.
     fallback: Option<(String, DesiredState)>,
 }
@@ -137,6 +140,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             follower: Follower::new(source),
             ex,
             standing: None,
+            keep_ops: chrono::Duration::days(7),
             fallback: None,
         }
     }
@@ -253,6 +257,12 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     report.errors.push(format!("{kind} {name}: {e}"));
                 }
             }
+        }
+        if let Err(e) =
+            crate::retention::compact_ops(&self.ex, observed.oneshots.values(), self.keep_ops, now)
+                .await
+        {
+            report.errors.push(format!("compacting ended ops: {e}"));
         }
         Ok(())
     }

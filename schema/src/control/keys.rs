@@ -16,6 +16,8 @@ pub const ONESHOTS_PREFIX: &str = "ledger/oneshots";
 pub const CATALOG_PREFIX: &str = "catalog";
 /// Which reconciler leads: `lease/<epoch>.json` and `lease/<epoch>/renewed.json`.
 pub const LEASE_PREFIX: &str = "lease";
+/// Ended ops compacted into one object each.
+pub const ARCHIVE_PREFIX: &str = "ledger/archive";
 /// Prefix of schedule records: `ledger/schedules/<name>.json`.
 pub const SCHEDULES_PREFIX: &str = "ledger/schedules";
 
@@ -49,6 +51,25 @@ pub fn restore_log_key(op_id: &str, rs: &str, node: &str) -> String {
         "{OPS_PREFIX}/{op_id}/{rs}/{}.restore-log.json",
         node_key_part(node)
     )
+}
+
+/// Where the agents' log chunks of an op go: `ops/<op>/logs/`.
+pub fn op_logs_prefix(op_id: &str) -> String {
+    format!("{OPS_PREFIX}/{op_id}/logs/")
+}
+
+/// One chunk of one node's log lines for an op; `stamp` orders the node's chunks.
+pub fn op_log_key(op_id: &str, rs: &str, node: &str, stamp: &str) -> String {
+    format!(
+        "{}{rs}/{}/{stamp}.json",
+        op_logs_prefix(op_id),
+        node_key_part(node)
+    )
+}
+
+/// The archive of an ended op whose working records were compacted away.
+pub fn archive_key(op_id: &str) -> String {
+    format!("{ARCHIVE_PREFIX}/{op_id}.json")
 }
 
 pub fn result_key(op_id: &str) -> String {

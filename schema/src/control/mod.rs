@@ -2,9 +2,11 @@
 //! records stored under them. See `docs/control-plane.md` for the layout and write order.
 
 mod keys;
+mod logs;
 mod ops;
 mod records;
 
 pub use keys::*;
+pub use logs::*;
 pub use ops::*;
 pub use records::*;

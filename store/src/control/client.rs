@@ -322,6 +322,24 @@ impl ControlPlane {
         }
     }
 
+    /// Deletes every object below `prefix/` (`last` after all others, when given), and
+    /// on a local control plane the directories left empty, so listings no longer show it.
+    pub async fn delete_dir(&self, prefix: &str, last: Option<&str>) -> Result<(), ControlError> {
+        let dir = format!("{}/", prefix.trim_end_matches('/'));
+        for key in self.keys(&dir).await? {
+            if Some(key.as_str()) != last {
+                self.delete(&key).await?;
+            }
+        }
+        if let Some(last) = last {
+            self.delete(last).await?;
+        }
+        if let Some(store) = &self.store {
+            store.remove_empty_dirs(prefix.trim_end_matches('/'));
+        }
+        Ok(())
+    }
+
     // ----- typed records -----
 
     pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), ControlError> {
@@ -393,7 +411,7 @@ impl ControlPlane {
 
 /// Whether a key is a phase report (`…/<node>.<phase>.json` with a known phase), not
 /// another record kept next to the reports (a restore log).
-fn is_report_key(key: &str) -> bool {
+pub fn is_report_key(key: &str) -> bool {
     let Some(stem) = key.strip_suffix(".json") else {
         return false;
     };

@@ -77,7 +77,7 @@ impl BackupStore {
     }
 }
 
-fn remove_empty_dirs(dir: &std::path::Path) {
+pub(crate) fn remove_empty_dirs(dir: &std::path::Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {

@@ -138,6 +138,14 @@ impl BackupStore {
     }
 
     /// Replaces the whole-object retry policy.
+    /// Removes the empty directories a local store leaves below `prefix` once its objects
+    /// are deleted (an object store has no directories: nothing to do).
+    pub fn remove_empty_dirs(&self, prefix: &str) {
+        if let Some(root) = &self.local_root {
+            super::delete::remove_empty_dirs(&root.join(prefix));
+        }
+    }
+
     pub fn with_retry(mut self, retry: RetryPolicy) -> BackupStore {
         self.retry = retry;
         self
