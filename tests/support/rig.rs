@@ -29,7 +29,10 @@ pub const LONG: Duration = Duration::from_secs(90);
 /// A replica set, one agent per member, a control plane and a backup storage.
 pub struct Rig {
     pub rs: ReplicaSet,
+    /// Logs always go here; so does the control plane unless `control_url` says otherwise.
     pub control: TempDir,
+    /// The `--control` every process gets: the `control` directory, or an S3 URL.
+    pub control_url: String,
     pub storage_dir: TempDir,
     pub storage_url: String,
     pub agent_env: Vec<(&'static str, String)>,
@@ -50,16 +53,25 @@ impl Rig {
         };
         let storage_dir = outside();
         let storage_url = format!("file://{}", storage_dir.path().display());
+        let control = outside();
         Rig {
+            control_url: control.path().display().to_string(),
             agents: (0..members).map(|_| None).collect(),
             rs,
-            control: outside(),
+            control,
             storage_dir,
             storage_url,
             agent_env: Vec::new(),
             reader: None,
             seq: 0,
         }
+    }
+
+    /// The control plane in S3 too, under a prefix (every process gets the moto env).
+    pub fn use_s3_control(&mut self, moto: &Moto, bucket: &str) {
+        moto.create_bucket(bucket);
+        self.control_url = format!("s3://{bucket}/tidemark");
+        self.agent_env = moto.env();
     }
 
     pub fn use_s3(&mut self, moto: &Moto, bucket: &str) {
@@ -107,7 +119,7 @@ impl Rig {
     pub fn agent_command(&self, i: usize) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
         cmd.args(["agent", "--cluster", CLUSTER, "--control"])
-            .arg(self.control.path())
+            .arg(&self.control_url)
             .arg("--mongod-uri")
             .arg(format!("mongodb://{}/?directConnection=true", self.node(i)))
             .arg("--dbpath")

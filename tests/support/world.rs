@@ -105,7 +105,8 @@ impl World {
             }
         }
         cmd.arg("--control")
-            .arg(self.rig.control.path())
+            .arg(&self.rig.control_url)
+            .envs(self.rig.agent_env.iter().map(|(k, v)| (*k, v.as_str())))
             .args([
                 "--interval",
                 "2s",
@@ -129,7 +130,8 @@ impl World {
     pub fn status(&self) -> (Value, i32) {
         let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .args(["status", "-o", "json", "--dead-after", "5s", "--control"])
-            .arg(self.rig.control.path())
+            .arg(&self.rig.control_url)
+            .envs(self.rig.agent_env.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .unwrap();
         let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
