@@ -14,38 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rig::*;
-use serde_json::Value;
 use tidemark_store::control::ControlPlane;
 use tidemark_testkit::Moto;
 use world::*;
 
 /// The reconcilers' `--lease-ttl` (see `World::spawn_reconciler`).
 const TTL: Duration = Duration::from_secs(2);
-
-fn holder_pid(v: &Value) -> Option<u32> {
-    v["leader"]["holder"]
-        .as_str()?
-        .split('/')
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn wait_for(w: &World, what: &str, secs: u64, mut f: impl FnMut(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let (v, _) = w.status();
-        if f(&v) {
-            return v;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(secs),
-            "{what} within {secs}s; status:\n{v:#}\n{}",
-            w.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn three_reconcilers_on_s3_one_leads_and_a_killed_leader_is_replaced_within_the_lease() {
@@ -68,7 +42,7 @@ fn three_reconcilers_on_s3_one_leads_and_a_killed_leader_is_replaced_within_the_
         .map(|i| w.spawn_reconciler(&format!("reconciler-{i}.log")))
         .collect();
 
-    let v = wait_for(&w, "a first scheduled backup", 60, |v| {
+    let v = w.wait_for("a first scheduled backup", 60, |v| {
         v["schedules"][0]["lastGoodBackup"].as_str().is_some()
     });
     assert_eq!(v["leader"]["epoch"], 1, "{v:#}");
@@ -85,7 +59,7 @@ fn three_reconcilers_on_s3_one_leads_and_a_killed_leader_is_replaced_within_the_
         killed.kill().unwrap(); // SIGKILL: no release of the lease
         killed.wait().unwrap();
         let killed_at = Instant::now();
-        let v = wait_for(&w, &format!("epoch {epoch}"), 30, |v| {
+        let v = w.wait_for(&format!("epoch {epoch}"), 30, |v| {
             v["leader"]["epoch"].as_u64() == Some(epoch)
         });
         let took = killed_at.elapsed();
@@ -104,7 +78,7 @@ fn three_reconcilers_on_s3_one_leads_and_a_killed_leader_is_replaced_within_the_
     eprintln!("takeover after kill -9: {takeovers:?} (lease {TTL:?})");
     // The last survivor runs the schedule: a backup started after the second takeover.
     let since = chrono::Utc::now();
-    wait_for(&w, "a backup under epoch 3", 60, |v| {
+    w.wait_for("a backup under epoch 3", 60, |v| {
         v["schedules"][0]["lastGoodAt"]
             .as_str()
             .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())

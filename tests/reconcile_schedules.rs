@@ -10,31 +10,13 @@ mod world;
 
 use std::collections::BTreeMap;
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rig::*;
 use serde_json::Value;
 use world::*;
 
 const SCHEDULE: &str = "every3s";
-
-fn wait_for(w: &World, what: &str, secs: u64, mut f: impl FnMut(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let (v, _) = w.status();
-        if f(&v) {
-            return v;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(secs),
-            "{what} within {secs}s; status:\n{v:#}\n{}\nsecond reconciler:\n{}",
-            w.logs(),
-            std::fs::read_to_string(w.rig.control.path().join("reconciler-2.log"))
-                .unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
 
 /// Backups of the schedule in the catalog, by name.
 fn catalog(w: &World) -> BTreeMap<String, Value> {
@@ -59,15 +41,6 @@ fn done_backups(w: &World) -> Vec<String> {
         .collect()
 }
 
-fn holder_pid(v: &Value) -> Option<u32> {
-    v["leader"]["holder"]
-        .as_str()?
-        .split('/')
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 #[test]
 fn a_schedule_under_two_reconcilers_runs_each_slot_once_and_survives_the_leader() {
     let mut w = World::new("sched");
@@ -88,7 +61,7 @@ fn a_schedule_under_two_reconcilers_runs_each_slot_once_and_survives_the_leader(
 
     // The first scheduled backup; then a Restore that cannot start (its cluster has no
     // agents) holds it, so retention must keep it while pruning the others.
-    let first = wait_for(&w, "a first scheduled backup", 60, |_| {
+    let first = w.wait_for("a first scheduled backup", 60, |_| {
         !done_backups(&w).is_empty()
     });
     let pinned = done_backups(&w)[0].clone();
@@ -105,7 +78,7 @@ fn a_schedule_under_two_reconcilers_runs_each_slot_once_and_survives_the_leader(
     );
 
     // A backup running: kill -9 whichever process leads, mid-backup.
-    let v = wait_for(&w, "a scheduled backup running", 60, |v| {
+    let v = w.wait_for("a scheduled backup running", 60, |v| {
         v["operations"]
             .as_array()
             .is_some_and(|ops| ops.iter().any(|o| o["status"] == "running"))
@@ -128,24 +101,19 @@ fn a_schedule_under_two_reconcilers_runs_each_slot_once_and_survives_the_leader(
         c.kill().unwrap();
         c.wait().unwrap();
     }
-    let v = wait_for(&w, "the other reconciler takes over", 30, |v| {
+    let v = w.wait_for("the other reconciler takes over", 30, |v| {
         v["leader"]["epoch"].as_u64() == Some(2)
     });
     assert_ne!(holder_pid(&v), Some(leader), "{v:#}");
-    wait_for(&w, "the backup running at the kill finishes", 60, |_| {
+    w.wait_for("the backup running at the kill finishes", 60, |_| {
         done_backups(&w).contains(&running)
     });
     // Retention: at most keepLast newest plus the pinned one remain, and the pinned one
     // is among them although older.
-    let v = wait_for(
-        &w,
-        "retention prunes down to keepLast + the pinned",
-        60,
-        |_| {
-            let done = done_backups(&w);
-            done.len() <= 3 && done.len() >= 3
-        },
-    );
+    let v = w.wait_for("retention prunes down to keepLast + the pinned", 60, |_| {
+        let done = done_backups(&w);
+        done.len() == 3
+    });
     let done = done_backups(&w);
     assert!(done.contains(&pinned), "{done:?}\n{v:#}");
 
@@ -220,7 +188,7 @@ fn a_schedule_under_two_reconcilers_runs_each_slot_once_and_survives_the_leader(
     std::thread::sleep(Duration::from_secs(7));
     let back_at = chrono::Utc::now();
     w.start_reconciler();
-    let v = wait_for(&w, "the slot due at the return is taken", 60, |v| {
+    let v = w.wait_for("the slot due at the return is taken", 60, |v| {
         v["schedules"][0]["lastGoodAt"]
             .as_str()
             .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())

@@ -143,6 +143,36 @@ impl World {
         (v, out.status.code().unwrap_or(-1))
     }
 
+    /// Polls `status -o json` until `f` holds, for at most `secs`; the failure shows the
+    /// status and every log, the extra reconcilers' (`reconciler-*.log`) included.
+    pub fn wait_for(&self, what: &str, secs: u64, mut f: impl FnMut(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let (v, _) = self.status();
+            if f(&v) {
+                return v;
+            }
+            if started.elapsed() >= Duration::from_secs(secs) {
+                let mut others = String::new();
+                for e in std::fs::read_dir(self.rig.control.path())
+                    .unwrap()
+                    .flatten()
+                {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    if name.starts_with("reconciler-") {
+                        let log = std::fs::read_to_string(e.path()).unwrap_or_default();
+                        others.push_str(&format!("{name}:\n{log}\n"));
+                    }
+                }
+                panic!(
+                    "{what} within {secs}s; status:\n{v:#}\n{}\n{others}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
     pub fn kill_reconciler(&mut self) {
         if let Some(mut c) = self.reconciler.take() {
             c.kill().unwrap(); // SIGKILL
@@ -378,6 +408,16 @@ pub fn nodes_of(v: &Value) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// The pid in `status`'s leader holder (`host/pid/tag`).
+pub fn holder_pid(v: &Value) -> Option<u32> {
+    v["leader"]["holder"]
+        .as_str()?
+        .split('/')
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// The view of node `i` in a describe output.
