@@ -211,6 +211,41 @@ mod tests {
     }
 
     #[test]
+    fn the_repeated_hour_of_a_fall_back_runs_a_slot_once() {
+        // Berlin falls back on 2026-10-25: 02:30 local is 00:30 UTC (summer time), then
+        // again 01:30 UTC (winter time). Its first occurrence is the slot; the repeat is
+        // not a second one, whether the walk goes forward (next run) or back (due slots).
+        let walk = |cron: &str| {
+            let mut spec = nightly_in_berlin();
+            spec.cron = cron.into();
+            let now: DateTime<Utc> = "2026-10-25T05:00:00Z".parse().unwrap();
+            let since: DateTime<Utc> = "2026-10-24T20:00:00Z".parse().unwrap();
+            let mut back: Vec<String> = spec
+                .runs_back_from(now, since, 20)
+                .iter()
+                .map(|t| t.format("%H:%M").to_string())
+                .collect();
+            back.reverse();
+            let mut forward = Vec::new();
+            let mut t = since;
+            while let Some(n) = spec.next_run_after(t).filter(|n| *n <= now) {
+                forward.push(n.format("%H:%M").to_string());
+                t = n;
+            }
+            assert_eq!(back, forward, "{cron}");
+            back
+        };
+        assert_eq!(walk("0 30 2 * * *"), ["00:30"]);
+        // Hourly: the repeated 02:30 is the same slot too (croner), so UTC 01:30 has none.
+        assert_eq!(
+            walk("0 30 * * * *"),
+            [
+                "20:30", "21:30", "22:30", "23:30", "00:30", "02:30", "03:30", "04:30"
+            ]
+        );
+    }
+
+    #[test]
     fn next_run_respects_the_time_zone() {
         let spec = nightly_in_berlin();
         let now = "2026-01-10T12:00:00Z".parse().unwrap();
