@@ -231,6 +231,9 @@ pub struct DiffArgs {
     pub control: String,
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// An agent silent this long is dead, as the reconciler's flag (same variable).
+    #[arg(long, env = "TIDEMARK_DEAD_AFTER", default_value = "240s", value_parser = parse_fine)]
+    pub dead_after: std::time::Duration,
     /// Plan as of this time (RFC 3339) instead of now; for reproducible previews.
     #[arg(long, env = "TIDEMARK_NOW", hide = true)]
     pub now: Option<chrono::DateTime<chrono::Utc>>,

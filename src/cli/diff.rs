@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use tidemark_reconciler::control::{ControlPlane, observe};
-use tidemark_reconciler::plan::{plan, render_plan};
+use tidemark_reconciler::plan::{PlanSettings, plan_with, render_plan};
 use tidemark_reconciler::preview::{Change, colorize, document_diffs};
 use tidemark_reconciler::source::{DesiredStateSource, DirSource, GitOptions, GitSource, Revision};
 use tidemark_schema::validate::validate_files;
@@ -35,7 +35,10 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitStatus> {
     let control = ControlPlane::open(&args.control)?;
     let observed = runtime.block_on(observe(&control))?;
     let diffs = document_diffs(&validation.state, observed.applied.as_ref());
-    let plan = plan(&validation.state, &observed, now);
+    let settings = PlanSettings {
+        dead_after: chrono::Duration::from_std(args.dead_after)?,
+    };
+    let plan = plan_with(&validation.state, &observed, now, settings);
     let changed = !diffs.is_empty() || plan.has_changes();
     match args.output {
         OutputFormat::Json => {

@@ -14,6 +14,6 @@ pub use model::{
     Action, DiskCheck, NodeChoice, Plan, RestoreNode, RestorePlan, RetentionDecision, Step,
 };
 pub use nodes::{BACKUP_MAX_LAG_SECONDS, HEARTBEAT_DEAD_AFTER_SECONDS, choose_node};
-pub use planner::{pinned_backups, plan};
+pub use planner::{PlanSettings, pinned_backups, plan, plan_with};
 pub use render::{human_bytes, render_plan};
 pub use schedule::{MISSED_LOOKBACK, ScheduleState, schedule_state, wanted_record};

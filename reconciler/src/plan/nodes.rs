@@ -12,9 +12,10 @@ pub const BACKUP_MAX_LAG_SECONDS: f64 = 21.0;
 /// A heartbeat older than this means the agent is dead (PBM: 240 s).
 pub const HEARTBEAT_DEAD_AFTER_SECONDS: i64 = 240;
 
-/// Whether a heartbeat is recent enough to trust.
-pub fn is_alive(hb: &Heartbeat, now: DateTime<Utc>) -> bool {
-    (now - hb.at).num_seconds() < HEARTBEAT_DEAD_AFTER_SECONDS
+/// Whether a heartbeat is recent enough to trust: younger than `dead_after` (the
+/// reconciler's `--dead-after`, so planning and executing agree on who is alive).
+pub fn is_alive(hb: &Heartbeat, now: DateTime<Utc>, dead_after: chrono::Duration) -> bool {
+    now - hb.at < dead_after
 }
 
 /// The heartbeats of one replica set, by node.
@@ -37,6 +38,7 @@ pub fn choose_node(
     heartbeats: &[Heartbeat],
     priority: Option<&BTreeMap<String, f64>>,
     now: DateTime<Utc>,
+    dead_after: chrono::Duration,
 ) -> Result<NodeChoice, String> {
     let beats = heartbeats_of(heartbeats, cluster, &rs.name);
     if beats.is_empty() {
@@ -53,7 +55,7 @@ pub fn choose_node(
             rejected.push(format!("{member}: no heartbeat"));
             continue;
         };
-        let why_not = if !is_alive(hb, now) {
+        let why_not = if !is_alive(hb, now, dead_after) {
             Some(format!(
                 "last heartbeat {}s ago",
                 (now - hb.at).num_seconds()
@@ -109,5 +111,53 @@ pub fn choose_node(
             rs.name,
             rejected.join("; ")
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(node: &str, role: &str, age_s: i64, now: DateTime<Utc>) -> Heartbeat {
+        serde_json::from_value(serde_json::json!({
+            "cluster": "c1", "replicaSet": "rs0", "node": node,
+            "at": now - chrono::Duration::seconds(age_s),
+            "agentVersion": "test", "healthy": true, "role": role,
+            "flavor": "psmdb", "mongodVersion": "7.0.14", "backupCursor": true,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_agent_is_dead_after_the_reconcilers_own_dead_after() {
+        let now: DateTime<Utc> = "2026-11-22T12:00:00Z".parse().unwrap();
+        let rs = ReplicaSetSpec {
+            name: "rs0".into(),
+            members: vec!["a:1".into(), "b:1".into()],
+        };
+        // The secondary (PBM's preferred source) beat 10 s ago, the primary just now.
+        let beats = [
+            beat("a:1", "PRIMARY", 0, now),
+            beat("b:1", "SECONDARY", 10, now),
+        ];
+        let pick = |dead_after_s| {
+            choose_node(
+                "c1",
+                &rs,
+                &beats,
+                None,
+                now,
+                chrono::Duration::seconds(dead_after_s),
+            )
+            .unwrap()
+        };
+        let lenient = pick(240);
+        assert_eq!(lenient.node.as_deref(), Some("b:1"), "{lenient:?}");
+        let strict = pick(5);
+        assert_eq!(strict.node.as_deref(), Some("a:1"), "{strict:?}");
+        assert!(
+            strict.reason.contains("b:1: last heartbeat 10s ago"),
+            "{strict:?}"
+        );
     }
 }

@@ -9,22 +9,48 @@ use tidemark_schema::model::{BackupScheduleSpec, Kind, Resource, scheduled_backu
 use tidemark_schema::validate::{DesiredState, resource_from_canonical};
 
 use super::model::{Action, Plan, Step};
-use super::nodes::choose_node;
+use super::nodes::{HEARTBEAT_DEAD_AFTER_SECONDS, choose_node};
 use super::restore::{plan_restore, resolve_backup};
 use super::retention;
 use super::schedule::{ScheduleState, schedule_state};
 use crate::control::ObservedState;
 
+/// The reconciler's settings that planning depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanSettings {
+    /// An agent whose heartbeat is older is dead (`--dead-after`; PBM: 240 s).
+    pub dead_after: chrono::Duration,
+}
+
+impl Default for PlanSettings {
+    fn default() -> Self {
+        PlanSettings {
+            dead_after: chrono::Duration::seconds(HEARTBEAT_DEAD_AFTER_SECONDS),
+        }
+    }
+}
+
+/// The plan with the default settings (what `diff` previews).
 pub fn plan(desired: &DesiredState, observed: &ObservedState, now: DateTime<Utc>) -> Plan {
+    plan_with(desired, observed, now, PlanSettings::default())
+}
+
+pub fn plan_with(
+    desired: &DesiredState,
+    observed: &ObservedState,
+    now: DateTime<Utc>,
+    settings: PlanSettings,
+) -> Plan {
     let mut steps = Vec::new();
     plan_schedules(desired, observed, now, &mut steps);
     // One operation per cluster at a time (PBM's lock). Restores claim a cluster first:
     // someone committed one because something went wrong; then one-shot backups, then
     // the schedules' slots.
     let mut busy = busy_clusters(observed);
-    plan_restores(desired, observed, now, &mut busy, &mut steps);
-    plan_backups(desired, observed, now, &mut busy, &mut steps);
-    let schedules = plan_slots(desired, observed, now, &mut busy, &mut steps);
+    let dead = settings.dead_after;
+    plan_restores(desired, observed, (now, dead), &mut busy, &mut steps);
+    plan_backups(desired, observed, (now, dead), &mut busy, &mut steps);
+    let schedules = plan_slots(desired, observed, (now, dead), &mut busy, &mut steps);
     let retention = plan_retention(desired, observed, now, &mut steps);
     Plan {
         now,
@@ -218,10 +244,13 @@ fn blocked(kind: Kind, name: &str, reason: String) -> Step {
     )
 }
 
+/// The time of the plan, and the heartbeat age past which an agent is dead.
+type At = (DateTime<Utc>, chrono::Duration);
+
 fn plan_backups(
     desired: &DesiredState,
     observed: &ObservedState,
-    now: DateTime<Utc>,
+    (now, dead_after): At,
     busy: &mut BTreeMap<String, String>,
     steps: &mut Vec<Step>,
 ) {
@@ -249,7 +278,16 @@ fn plan_backups(
         }
         let choices: Result<Vec<_>, String> = cluster
             .all_replica_sets()
-            .map(|rs| choose_node(&spec.cluster, rs, &observed.heartbeats, None, now))
+            .map(|rs| {
+                choose_node(
+                    &spec.cluster,
+                    rs,
+                    &observed.heartbeats,
+                    None,
+                    now,
+                    dead_after,
+                )
+            })
             .collect();
         match choices {
             Ok(nodes) => {
@@ -280,7 +318,7 @@ fn plan_backups(
 fn plan_slots(
     desired: &DesiredState,
     observed: &ObservedState,
-    now: DateTime<Utc>,
+    (now, dead_after): At,
     busy: &mut BTreeMap<String, String>,
     steps: &mut Vec<Step>,
 ) -> Vec<ScheduleState> {
@@ -318,6 +356,7 @@ fn plan_slots(
                             &observed.heartbeats,
                             spec.priority.as_ref(),
                             now,
+                            dead_after,
                         )
                     })
                     .collect();
@@ -356,7 +395,7 @@ fn plan_slots(
 fn plan_restores(
     desired: &DesiredState,
     observed: &ObservedState,
-    now: DateTime<Utc>,
+    (now, dead_after): At,
     busy: &mut BTreeMap<String, String>,
     steps: &mut Vec<Step>,
 ) {
@@ -379,6 +418,7 @@ fn plan_restores(
             &observed.backups,
             &observed.heartbeats,
             now,
+            dead_after,
         ) {
             Ok(p) => {
                 let reason = format!(

@@ -47,6 +47,7 @@ pub fn plan_restore(
     backups: &[BackupRecord],
     heartbeats: &[Heartbeat],
     now: DateTime<Utc>,
+    dead_after: chrono::Duration,
 ) -> Result<RestorePlan, String> {
     let backup = resolve_backup(spec, backups)?;
     if backup.cluster != spec.cluster {
@@ -100,7 +101,7 @@ pub fn plan_restore(
                 role: hb.map_or("unknown".to_string(), |h| h.role.clone()),
                 download_bytes: if spec.external { 0 } else { part.stored_bytes },
                 restarts,
-                disk: disk_check(spec, hb, part.uncompressed_bytes, now),
+                disk: disk_check(spec, hb, part.uncompressed_bytes, now, dead_after),
             });
         }
         // Secondaries stop first; the primary steps down and stops last.
@@ -168,6 +169,7 @@ fn disk_check(
     hb: Option<&Heartbeat>,
     needed: u64,
     now: DateTime<Utc>,
+    dead_after: chrono::Duration,
 ) -> DiskCheck {
     if !spec.fallback_enabled {
         return DiskCheck::NotNeeded;
@@ -182,7 +184,7 @@ fn disk_check(
             why: "the heartbeat has no disk figures".into(),
         };
     };
-    if !is_alive(hb, now) {
+    if !is_alive(hb, now, dead_after) {
         return DiskCheck::Unknown {
             why: format!("last heartbeat is {}s old", (now - hb.at).num_seconds()),
         };

@@ -270,7 +270,14 @@ async fn fresh_backup(
     let beats = ex.control.heartbeats(&spec.cluster).await?;
     let mut nodes = Vec::new();
     for rs in cluster.all_replica_sets() {
-        match choose_node(&spec.cluster, rs, &beats, spec.priority.as_ref(), now) {
+        match choose_node(
+            &spec.cluster,
+            rs,
+            &beats,
+            spec.priority.as_ref(),
+            now,
+            ex.dead_after,
+        ) {
             Ok(c) => nodes.push(c),
             Err(why) => {
                 tracing::info!(%why, "fresh base backup waits for a node");

@@ -16,7 +16,7 @@ use tidemark_store::control::{ObservedState, Standing, observe};
 
 use crate::backup::{self, BackupSettings};
 use crate::execute::{ExecError, Executor, Progress, storage_target};
-use crate::plan::{Action, plan, wanted_record};
+use crate::plan::{Action, PlanSettings, plan_with, wanted_record};
 use crate::restore::{self, RestoreSettings};
 use crate::source::{DesiredStateSource, Follower, PollOutcome};
 
@@ -223,7 +223,10 @@ impl<S: DesiredStateSource> Reconciler<S> {
         report.revision = desired.map(|(r, _)| r.to_string());
         if let Some((_, desired)) = desired {
             sync_schedules(&self.ex, desired, &mut observed, now).await?;
-            let plan = plan(desired, &observed, now);
+            let settings = PlanSettings {
+                dead_after: self.ex.dead_after,
+            };
+            let plan = plan_with(desired, &observed, now, settings);
             if let Err(e) = clear_superseded_waits(&self.ex, &plan.schedules).await {
                 report.errors.push(e.to_string());
             }
