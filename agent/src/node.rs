@@ -181,6 +181,17 @@ impl Node {
                 )),
             });
         }
+        // Compaction removes op.json first, then the abort and the result: an op without
+        // it is over, whatever else is (no longer) there.
+        let op_key = tidemark_schema::control::op_key(&op.id);
+        if !self.control.exists(&op_key).await.in_phase(reached)? {
+            return Err(PhaseFailure {
+                phase: reached,
+                error: AgentError::Refused(format!(
+                    "the op is gone from the control plane ({op_key}: compacted, so it ended long ago); stopped after phase {reached}"
+                )),
+            });
+        }
         Ok(())
     }
 
@@ -193,7 +204,7 @@ impl Node {
         let result = tidemark_schema::control::result_key(&op.id);
         let abort = tidemark_schema::control::abort_key(&op.id);
         loop {
-            match self.ended_or_arrived(&result, &abort, key).await {
+            match self.ended_or_arrived(&op.id, &result, &abort, key).await {
                 Ok(None) => {}
                 Ok(Some(Ok(()))) => return Ok(()),
                 Ok(Some(Err(why))) => {
@@ -214,6 +225,7 @@ impl Node {
     /// One look: `Some(Ok)` when `key` arrived open, `Some(Err(why))` when the op ended.
     async fn ended_or_arrived(
         &self,
+        op_id: &str,
         result: &str,
         abort: &str,
         key: &str,
@@ -222,6 +234,14 @@ impl Node {
         // write both, and a node must then stay untouched.
         if self.control.exists(result).await? || self.control.exists(abort).await? {
             return Ok(Some(Err("its result.json or abort.json exists".into())));
+        }
+        // Compacted (op.json goes first): ended long ago.
+        if !self
+            .control
+            .exists(&tidemark_schema::control::op_key(op_id))
+            .await?
+        {
+            return Ok(Some(Err("its op.json is gone (compacted)".into())));
         }
         let Some(v) = self.control.get::<serde_json::Value>(key).await? else {
             return Ok(None);

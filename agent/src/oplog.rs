@@ -7,7 +7,7 @@
 //! op. Memory is bounded: past [`MAX_PENDING`] lines an op's oldest unshipped lines are
 //! dropped, and the next chunk says how many.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -28,7 +28,7 @@ pub const MAX_PENDING: usize = 10_000;
 
 #[derive(Default)]
 struct Pending {
-    lines: Vec<OpLogLine>,
+    lines: VecDeque<OpLogLine>,
     dropped: u64,
 }
 
@@ -84,10 +84,10 @@ where
         let mut all = pending().lock().expect("not poisoned");
         let p = all.entry(op).or_default();
         if p.lines.len() >= MAX_PENDING {
-            p.lines.remove(0);
+            p.lines.pop_front();
             p.dropped += 1;
         }
-        p.lines.push(line);
+        p.lines.push_back(line);
     }
 }
 
@@ -131,29 +131,38 @@ impl Visit for Fields {
     }
 }
 
+/// Whether lines of `op` wait to be shipped (a failed write puts them back).
+pub fn pending_for(op: &str) -> bool {
+    pending()
+        .lock()
+        .expect("not poisoned")
+        .get(op)
+        .is_some_and(|p| !p.lines.is_empty() || p.dropped > 0)
+}
+
 /// Writes every op's unshipped lines as one chunk each. A chunk that cannot be written
-/// goes back to the front of its op's lines, to be tried on the next call.
+/// goes back to the front of its op's lines, to be tried on the next call. One call at a
+/// time: a caller that returns has seen every line taken before it shipped or put back.
 pub async fn ship(control: &ControlPlane, replica_set: &str, node: &str) {
     static SEQ: AtomicU64 = AtomicU64::new(0);
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let taken: Vec<(String, Pending)> = std::mem::take(&mut *pending().lock().expect("ok"))
         .into_iter()
         .filter(|(_, p)| !p.lines.is_empty() || p.dropped > 0)
         .collect();
     for (op, mut p) in taken {
         if p.dropped > 0 {
-            let first = p.lines.first().map_or_else(Utc::now, |l| l.at);
-            p.lines.insert(
-                0,
-                OpLogLine {
-                    at: first,
-                    level: "WARN".into(),
-                    message: format!(
-                        "{} earlier log lines of this op were dropped: the control plane \
+            let first = p.lines.front().map_or_else(Utc::now, |l| l.at);
+            p.lines.push_front(OpLogLine {
+                at: first,
+                level: "WARN".into(),
+                message: format!(
+                    "{} earlier log lines of this op were dropped: the control plane \
                          could not take them in time",
-                        p.dropped
-                    ),
-                },
-            );
+                    p.dropped
+                ),
+            });
         }
         // Millisecond stamps sort chunks across restarts; the sequence, within a process.
         let stamp = format!(
@@ -165,7 +174,8 @@ pub async fn ship(control: &ControlPlane, replica_set: &str, node: &str) {
             op_id: op.clone(),
             replica_set: replica_set.to_string(),
             node: node.to_string(),
-            lines: p.lines,
+            stamp: stamp.clone(),
+            lines: p.lines.into(),
         };
         let key = op_log_key(&op, replica_set, node, &stamp);
         if let Err(e) = control.put(&key, &chunk).await {
@@ -173,9 +183,9 @@ pub async fn ship(control: &ControlPlane, replica_set: &str, node: &str) {
             tracing::debug!(error = %e, "cannot ship log lines; keeping them for the next try");
             let mut all = pending().lock().expect("not poisoned");
             let back = all.entry(op).or_default();
-            let mut lines = chunk.lines;
+            let mut lines: VecDeque<OpLogLine> = chunk.lines.into();
             if p.dropped > 0 {
-                lines.remove(0);
+                lines.pop_front();
             }
             lines.append(&mut back.lines);
             let over = lines.len().saturating_sub(MAX_PENDING);

@@ -211,6 +211,16 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<Seen, AgentError> {
     if reports.iter().any(|r| r.phase.is_final()) {
         return Ok(Seen::Handled);
     }
+    // Compaction deletes op.json first and the result and reports after: if op.json is
+    // still there now, the result and reports read above were not yet deleted, so "no
+    // result, no report" is true; if it is gone, the op ended and was compacted.
+    if !node
+        .control
+        .exists(&tidemark_schema::control::op_key(id))
+        .await?
+    {
+        return Ok(Seen::Handled);
+    }
     if let Some(last) = reports.last() {
         // We started this op before a restart. Its in-memory state (the backup cursor,
         // the download in progress) is gone, so it cannot have finished: fail it, naming
@@ -279,7 +289,15 @@ pub async fn execute(node: &Node, op: &Op) -> Result<(), AgentError> {
     let outcome = execute_logged(node, op)
         .instrument(oplog::op_span(&op.id))
         .await;
-    oplog::ship(&node.control, &node.replica_set, &node.id).await;
+    // Every line before the final report, so a reader that sees the outcome has them all:
+    // a few tries while the control plane refuses, then the report goes regardless.
+    for _ in 0..3 {
+        oplog::ship(&node.control, &node.replica_set, &node.id).await;
+        if !oplog::pending_for(&op.id) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
     let finished = match outcome {
         Ok((message, details)) => node.finish_for(&op.id, None, message, details).await,
         Err(failure) => {

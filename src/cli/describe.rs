@@ -87,20 +87,16 @@ pub(crate) async fn describe(
     };
     let now = chrono::Utc::now();
     let dead_after = chrono::Duration::from_std(dead_after)?;
-    let (op, result, reports) = match control.op(&record.op_id).await? {
-        Some(op) => (
-            Some(op),
+    // Compacted (long ended): the archive holds what the op's records held. It is read
+    // first because it is whole, while the op's records may be half deleted.
+    let archived: Option<OpArchive> = control.get(&archive_key(&record.op_id)).await?;
+    let (op, result, reports) = match archived {
+        Some(a) => (Some(a.op), a.result, a.reports),
+        None => (
+            control.op(&record.op_id).await?,
             control.get::<OpResult>(&result_key(&record.op_id)).await?,
             control.op_reports(&record.op_id).await?,
         ),
-        // Compacted (long ended): the archive holds what the op's records held.
-        None => match control
-            .get::<OpArchive>(&archive_key(&record.op_id))
-            .await?
-        {
-            Some(a) => (Some(a.op), a.result, a.reports),
-            None => (None, None, Vec::new()),
-        },
     };
     let beats = match &op {
         Some(op) => control.heartbeats(&op.cluster).await?,

@@ -1,6 +1,6 @@
 //! `tidemark logs [--op ID] [--follow]`: what the agents logged while working on an
 //! operation, merged by time, one line per event with its node. Reads the chunks agents
-//! ship under `ops/<op>/logs/`, or the op's archive once it has been compacted.
+//! ship under `logs/<op>/`, or the op's archive once it has been compacted.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -38,6 +38,7 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitStatus> {
         let mut reader = Reader {
             control: &control,
             seen: BTreeSet::new(),
+            read_keys: BTreeSet::new(),
             many: roots.len() > 1,
             output: args.output,
         };
@@ -106,8 +107,10 @@ async fn ended(control: &ControlPlane, roots: &[String]) -> anyhow::Result<bool>
 
 struct Reader<'a> {
     control: &'a ControlPlane,
-    /// Chunks already printed, by key (archived chunks by op and stamp).
+    /// Chunks already printed, by [`OpLogChunk::identity`].
     seen: BTreeSet<String>,
+    /// Live chunk keys already read.
+    read_keys: BTreeSet<String>,
     /// Several root ops: each line names its op.
     many: bool,
     output: OutputFormat,
@@ -142,40 +145,37 @@ impl Reader<'_> {
         Ok(ids.into_iter().collect())
     }
 
-    /// Chunks of `op` not printed yet, with a key each.
-    async fn new_chunks(&mut self, op: &str) -> anyhow::Result<Vec<(String, OpLogChunk)>> {
-        let mut out = Vec::new();
-        let keys = self.control.keys(&op_logs_prefix(op)).await?;
-        if keys.is_empty()
-            && let Some(archive) = self.control.get::<OpArchive>(&archive_key(op)).await?
-        {
-            for (i, chunk) in archive.logs.into_iter().enumerate() {
-                let key = format!("{}#{i}", archive_key(op));
-                if self.seen.insert(key.clone()) {
-                    out.push((key, chunk));
+    /// Chunks of `op` not printed yet.
+    async fn new_chunks(&mut self, op: &str) -> anyhow::Result<Vec<OpLogChunk>> {
+        // The archive, once there is one, is whole; live chunks may be half deleted.
+        let archived: Option<OpArchive> = self.control.get(&archive_key(op)).await?;
+        let chunks: Vec<OpLogChunk> = match archived {
+            Some(archive) => archive.logs,
+            None => {
+                let mut read = Vec::new();
+                for key in self.control.keys(&op_logs_prefix(op)).await? {
+                    // Each chunk is written once: read each key once, however long
+                    // `--follow` runs.
+                    if self.read_keys.insert(key.clone())
+                        && let Some(chunk) = self.control.get::<OpLogChunk>(&key).await?
+                    {
+                        read.push(chunk);
+                    }
                 }
+                read
             }
-            return Ok(out);
-        }
-        for key in keys {
-            if self.seen.contains(&key) {
-                continue;
-            }
-            // A chunk that vanished between the listing and the read was compacted: its
-            // lines are in the archive, read on the next round.
-            if let Some(chunk) = self.control.get::<OpLogChunk>(&key).await? {
-                self.seen.insert(key.clone());
-                out.push((key, chunk));
-            }
-        }
-        Ok(out)
+        };
+        Ok(chunks
+            .into_iter()
+            .filter(|c| self.seen.insert(c.identity()))
+            .collect())
     }
 
     async fn print_new(&mut self, roots: &[String]) -> anyhow::Result<()> {
         let mut lines = Vec::new();
         for root in roots {
             for op in self.family(root).await? {
-                for (_, chunk) in self.new_chunks(&op).await? {
+                for chunk in self.new_chunks(&op).await? {
                     for line in chunk.lines {
                         lines.push((
                             line,

@@ -42,6 +42,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
         let standing = Arc::new(Mutex::new(None));
         let mut rec = Reconciler::new(source, ex);
         rec.standing = Some(standing.clone());
+        rec.lease_until = Some(lease.valid_until());
         rec.keep_ops = chrono::Duration::from_std(args.keep_ops)?;
         if args.once {
             // One pass needs the lease: wait for it up to a TTL and a bit (a holder that

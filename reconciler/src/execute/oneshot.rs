@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tidemark_schema::control::{
-    OneShotRecord, Op, RunStatus, WaitingRecord, oneshot_key, op_key, waiting_key,
+    OneShotRecord, Op, RunStatus, WaitingRecord, archive_key, oneshot_key, op_key, waiting_key,
 };
 use tidemark_store::control::Created;
 
@@ -74,15 +74,8 @@ impl Executor {
             return Ok(op);
         }
         // Never write the op of a one-shot that has ended (its op may be compacted away):
-        // agents would run it again. Read afresh, not from the caller's snapshot.
-        let fresh: Option<OneShotRecord> = self
-            .control
-            .get(&oneshot_key(&record.kind.to_lowercase(), &record.name))
-            .await?;
-        if fresh
-            .as_ref()
-            .is_none_or(|r| r.is_final() || r.op_id != record.op_id)
-        {
+        // agents would run it again.
+        if self.has_ended(record).await? {
             return Err(ExecError::Invalid(format!(
                 "{} {:?}: its op {} is gone and the one-shot has ended or been replaced; \
                  not writing it again",
@@ -102,6 +95,20 @@ impl Executor {
         self.control.create(&op_key(&op.id), &op).await?;
         tracing::warn!(op = %op.id, "wrote the op of a one-shot whose start was interrupted");
         Ok(op)
+    }
+
+    /// Whether a one-shot has ended (or its record was replaced), read afresh rather than
+    /// from the caller's snapshot, or its op was compacted. Checked before (re)writing any
+    /// op of it: an op written again after its end would be run again by the agents.
+    pub async fn has_ended(&self, record: &OneShotRecord) -> Result<bool, ExecError> {
+        let fresh: Option<OneShotRecord> = self
+            .control
+            .get(&oneshot_key(&record.kind.to_lowercase(), &record.name))
+            .await?;
+        Ok(fresh
+            .as_ref()
+            .is_none_or(|r| r.is_final() || r.op_id != record.op_id)
+            || self.control.exists(&archive_key(&record.op_id)).await?)
     }
 
     /// The settings a one-shot was started with.

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
     NodeFate, NodeVerdict, OneShotRecord, Op, OpCommand, OpResult, OpTarget, PhaseStatus, Remedy,
-    RunStatus, oneshot_key, result_key,
+    RunStatus, archive_key, oneshot_key, result_key,
 };
 use tidemark_schema::validate::DesiredState;
 use tidemark_store::control::Created;
@@ -52,6 +52,14 @@ pub async fn advance(
         }
         let id = stage_op_id(&op.id, stage);
         let Some(stage_op) = ex.control.op(&id).await? else {
+            // Missing because it was never written, or because the restore ended and its
+            // ops were compacted: never write a follow-up step of an ended restore.
+            if ex.has_ended(record).await? || ex.control.exists(&archive_key(&id)).await? {
+                return Err(ExecError::Invalid(format!(
+                    "restore {:?}: its step {id} is gone and the restore has ended; not writing it again",
+                    record.name
+                )));
+            }
             let restore_op = op.id.clone();
             let command = match stage {
                 Remedy::Revert => OpCommand::RevertToFallback { restore_op },

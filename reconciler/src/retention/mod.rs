@@ -4,5 +4,5 @@
 mod compact;
 mod delete;
 
-pub use compact::{PER_PASS, compact_ops};
+pub use compact::{BUDGET, Compacted, PER_PASS, compact_ops};
 pub use delete::{delete_backup, forget_backup};

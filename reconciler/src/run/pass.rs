@@ -12,7 +12,7 @@ use tidemark_schema::control::schedule_key;
 use tidemark_schema::control::{APPLIED_KEY, ATTEMPTED_KEY, AttemptedRevision};
 use tidemark_schema::model::Kind;
 use tidemark_schema::validate::{DesiredState, SourceFile, validate_files};
-use tidemark_store::control::{ObservedState, Standing, observe};
+use tidemark_store::control::{LeaseClock, ObservedState, Standing, observe};
 
 use crate::backup::{self, BackupSettings};
 use crate::execute::{ExecError, Executor, Progress, storage_target};
@@ -42,6 +42,9 @@ pub struct Reconciler<S> {
     /// Where this process stands among reconcilers sharing the control plane; `None`
     /// acts without a lease (a caller that is the only writer by construction).
     pub standing: Option<Arc<Mutex<Option<Standing>>>>,
+    /// Until when the lease lets this process write (see `Lease::valid_until`); with
+    /// `standing`, every write of a pass is refused past it.
+    pub lease_until: Option<LeaseClock>,
     /// How long an ended op keeps its working records before they are compacted into the
     /// ledger's archive.
     pub keep_ops: chrono::Duration,
@@ -140,6 +143,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             follower: Follower::new(source),
             ex,
             standing: None,
+            lease_until: None,
             keep_ops: chrono::Duration::days(7),
             fallback: None,
         }
@@ -152,7 +156,10 @@ impl<S: DesiredStateSource> Reconciler<S> {
         if let Some(standing) = &self.standing {
             match standing.lock().expect("not poisoned").clone() {
                 Some(Standing::Leader { epoch }) => {
-                    self.ex.control = self.ex.control.fenced(epoch);
+                    self.ex.control = match &self.lease_until {
+                        Some(until) => self.ex.control.fenced_until(epoch, until.clone()),
+                        None => self.ex.control.fenced(epoch),
+                    };
                 }
                 Some(Standing::Follower { epoch, holder }) => {
                     report.following = Some(format!("{holder} leads (epoch {epoch})"));
@@ -261,11 +268,16 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 }
             }
         }
-        if let Err(e) =
-            crate::retention::compact_ops(&self.ex, observed.oneshots.values(), self.keep_ops, now)
-                .await
+        match crate::retention::compact_ops(
+            &self.ex,
+            observed.oneshots.values(),
+            self.keep_ops,
+            now,
+        )
+        .await
         {
-            report.errors.push(format!("compacting ended ops: {e}"));
+            Ok(c) => report.errors.extend(c.errors),
+            Err(e) => report.errors.push(format!("compacting ended ops: {e}")),
         }
         Ok(())
     }

@@ -16,6 +16,8 @@ pub const ONESHOTS_PREFIX: &str = "ledger/oneshots";
 pub const CATALOG_PREFIX: &str = "catalog";
 /// Which reconciler leads: `lease/<epoch>.json` and `lease/<epoch>/renewed.json`.
 pub const LEASE_PREFIX: &str = "lease";
+/// Agents' log lines per op: `logs/<op>/<rs>/<node>/<stamp>.json`.
+pub const LOGS_PREFIX: &str = "logs";
 /// Ended ops compacted into one object each.
 pub const ARCHIVE_PREFIX: &str = "ledger/archive";
 /// Prefix of schedule records: `ledger/schedules/<name>.json`.
@@ -53,9 +55,10 @@ pub fn restore_log_key(op_id: &str, rs: &str, node: &str) -> String {
     )
 }
 
-/// Where the agents' log chunks of an op go: `ops/<op>/logs/`.
+/// Where the agents' log chunks of an op go: `logs/<op>/`. Outside `ops/`, so agents
+/// listing ops never page through them, and no replica-set name can collide with them.
 pub fn op_logs_prefix(op_id: &str) -> String {
-    format!("{OPS_PREFIX}/{op_id}/logs/")
+    format!("{LOGS_PREFIX}/{op_id}/")
 }
 
 /// One chunk of one node's log lines for an op; `stamp` orders the node's chunks.

@@ -17,7 +17,7 @@ pub struct OpLogLine {
     pub message: String,
 }
 
-/// `ops/<op>/logs/<rs>/<node>/<stamp>.json`: the lines one agent logged for one op since
+/// `logs/<op>/<rs>/<node>/<stamp>.json`: the lines one agent logged for one op since
 /// its previous chunk. Chunks are written once each; their keys sort in shipping order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -25,7 +25,20 @@ pub struct OpLogChunk {
     pub op_id: String,
     pub replica_set: String,
     pub node: String,
+    /// The chunk's stamp, as in its key: who has read a chunk live knows it in the archive.
+    #[serde(default)]
+    pub stamp: String,
     pub lines: Vec<OpLogLine>,
+}
+
+impl OpLogChunk {
+    /// One name per chunk, whether read live or from the archive.
+    pub fn identity(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.op_id, self.replica_set, self.node, self.stamp
+        )
+    }
 }
 
 /// `ledger/archive/<op>.json`: everything `describe-*` and `logs` read about an ended op,

@@ -31,7 +31,14 @@ pub struct ControlPlane {
     store: Option<BackupStore>,
     /// The epoch a leader writes as: every write is refused once a later epoch exists.
     fence: Option<u64>,
+    /// Until when the leader's last renewal lets it write (see [`Lease::valid_until`]).
+    ///
+    /// [`Lease::valid_until`]: super::Lease::valid_until
+    until: Option<LeaseClock>,
 }
+
+/// The instant until which a leader may write, shared by its lease and its writers.
+pub type LeaseClock = std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>;
 
 /// Records read at once by [`ControlPlane::all`].
 const READ_AHEAD: usize = 32;
@@ -64,6 +71,7 @@ impl ControlPlane {
             url: url.to_string(),
             store: Some(BackupStore::from_store(url, store)),
             fence: None,
+            until: None,
         }
     }
 
@@ -85,6 +93,7 @@ impl ControlPlane {
                             url: url.to_string(),
                             store: None,
                             fence: None,
+                            until: None,
                         });
                     }
                     std::fs::create_dir_all(&path)
@@ -113,6 +122,7 @@ impl ControlPlane {
             url: url.to_string(),
             store: Some(store),
             fence: None,
+            until: None,
         })
     }
 
@@ -132,6 +142,17 @@ impl ControlPlane {
         }
     }
 
+    /// The same, and also refusing every write once `until` has passed (or is unset): a
+    /// leader whose renewals stall stops writing before a candidate can take over, not
+    /// only once the candidate's epoch exists.
+    pub fn fenced_until(&self, epoch: u64, until: LeaseClock) -> ControlPlane {
+        ControlPlane {
+            fence: Some(epoch),
+            until: Some(until),
+            ..self.clone()
+        }
+    }
+
     /// The fencing number writes carry, if this handle writes as a leader.
     pub fn epoch(&self) -> Option<u64> {
         self.fence
@@ -141,6 +162,16 @@ impl ControlPlane {
         let store = self.store.as_ref().ok_or_else(|| ControlError::ReadOnly {
             url: self.url.clone(),
         })?;
+        if let (Some(epoch), Some(until)) = (self.fence, &self.until) {
+            let valid = *until.lock().expect("not poisoned");
+            if valid.is_none_or(|t| std::time::Instant::now() >= t) {
+                return Err(ControlError::LeaseLapsed {
+                    url: self.url.clone(),
+                    key: key.to_string(),
+                    epoch,
+                });
+            }
+        }
         if let Some(epoch) = self.fence {
             let next = tidemark_schema::control::lease_key(epoch + 1);
             if store.exists(&next).await.map_err(|e| self.storage(e))? {
@@ -326,11 +357,13 @@ impl ControlPlane {
     /// on a local control plane the directories left empty, so listings no longer show it.
     pub async fn delete_dir(&self, prefix: &str, last: Option<&str>) -> Result<(), ControlError> {
         let dir = format!("{}/", prefix.trim_end_matches('/'));
-        for key in self.keys(&dir).await? {
-            if Some(key.as_str()) != last {
-                self.delete(&key).await?;
-            }
-        }
+        let keys = self.keys(&dir).await?;
+        // A long op leaves thousands of log chunks: delete them 32 at a time.
+        futures::stream::iter(keys.iter().filter(|k| Some(k.as_str()) != last))
+            .map(|k| self.delete(k))
+            .buffer_unordered(READ_AHEAD)
+            .try_collect::<Vec<()>>()
+            .await?;
         if let Some(last) = last {
             self.delete(last).await?;
         }

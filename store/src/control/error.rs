@@ -43,4 +43,14 @@ pub enum ControlError {
         key: String,
         epoch: u64,
     },
+    /// A leader's write refused because its lease was not renewed in time (a stalled
+    /// store, a paused process): another reconciler may be taking over.
+    #[error(
+        "control plane {url}: not writing {key:?}: this reconciler's lease of epoch {epoch} was not renewed in time, so another reconciler may lead now"
+    )]
+    LeaseLapsed {
+        url: String,
+        key: String,
+        epoch: u64,
+    },
 }

@@ -18,7 +18,7 @@ use tidemark_schema::control::{
     LEASE_PREFIX, LeaseRecord, LeaseRenewal, lease_key, lease_renewal_key,
 };
 
-use super::client::{ControlPlane, Created};
+use super::client::{ControlPlane, Created, LeaseClock};
 use super::error::ControlError;
 
 /// Where this process stands after a [`Lease::tick`].
@@ -46,6 +46,9 @@ pub struct Lease {
     seen: Mutex<Option<Seen>>,
     /// The epoch this process holds and its next renewal number.
     mine: Mutex<Option<(u64, u64)>>,
+    /// Until when this process may act as leader: set by every tick that leaves it
+    /// leading, cleared by every other outcome.
+    until: LeaseClock,
 }
 
 impl Lease {
@@ -56,7 +59,17 @@ impl Lease {
             ttl,
             seen: Mutex::new(None),
             mine: Mutex::new(None),
+            until: LeaseClock::default(),
         }
+    }
+
+    /// Until when this process may act as leader, for [`ControlPlane::fenced_until`]: two
+    /// thirds of a TTL after the start of its last successful renewal. A candidate takes
+    /// over no sooner than a TTL after it first saw that renewal, which was written after
+    /// the renewal started; the third left is room for a write checked just before the
+    /// instant to land.
+    pub fn valid_until(&self) -> LeaseClock {
+        self.until.clone()
     }
 
     pub fn holder(&self) -> &str {
@@ -70,6 +83,19 @@ impl Lease {
     /// Renews the lease if this process holds it, or takes it over if its holder stopped
     /// renewing for a TTL. Call it every third of the TTL.
     pub async fn tick(&self) -> Result<Standing, ControlError> {
+        let began = Instant::now();
+        // Whatever happens below, this process may not act past what it had, and if the
+        // tick fails or leaves it a follower, not at all.
+        let outcome = self.tick_inner().await;
+        let mut until = self.until.lock().expect("not poisoned");
+        match &outcome {
+            Ok(Standing::Leader { .. }) => *until = Some(began + self.ttl * 2 / 3),
+            _ => *until = None,
+        }
+        outcome
+    }
+
+    async fn tick_inner(&self) -> Result<Standing, ControlError> {
         let Some(current) = current(&self.control).await? else {
             return self.try_take(1).await;
         };
@@ -179,6 +205,7 @@ impl Lease {
 
     /// Hands leadership over at once (a clean stop): candidates need not wait for the TTL.
     pub async fn release(&self) -> Result<(), ControlError> {
+        *self.until.lock().expect("not poisoned") = None;
         let Some((epoch, seq)) = *self.mine.lock().expect("not poisoned") else {
             return Ok(());
         };

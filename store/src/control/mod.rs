@@ -5,7 +5,7 @@ mod error;
 pub mod lease;
 mod observe;
 
-pub use client::{ControlPlane, Created, is_report_key};
+pub use client::{ControlPlane, Created, LeaseClock, is_report_key};
 pub use error::ControlError;
 pub use lease::{Lease, Standing};
 pub use observe::{ObservedState, observe};
