@@ -2,6 +2,7 @@
 //! to the documented exit codes; each verb lives in `cli/`.
 
 mod cli;
+mod playground;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,14 @@ fn init_logging(command: &Command) {
 }
 
 fn main() -> ExitCode {
+    // Run under the name `mongod-sim` (the playground's link to this binary), be it: the
+    // playground then needs no second binary, whether built by `cargo run` or installed.
+    if std::env::args_os()
+        .next()
+        .is_some_and(|a| std::path::Path::new(&a).file_name() == Some("mongod-sim".as_ref()))
+    {
+        return mongod_sim::process::main();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -63,6 +72,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cli::status::run(args),
         Command::ForgetBackup(args) => cli::forget::run(args),
         Command::Logs(args) => cli::logs::run(args),
+        Command::Playground(args) => cli::playground::run(args),
         Command::Schema => {
             print!("{}", tidemark_schema::jsonschema::document_schema_text());
             Ok(ExitStatus::Ok)

@@ -183,8 +183,10 @@ impl Node {
         }
         // Compaction removes op.json first, then the abort and the result: an op without
         // it is over, whatever else is (no longer) there.
+        // Only a definite "gone" stops the node: a control plane that does not answer
+        // this one extra question is no reason to fail it (the checks above already ran).
         let op_key = tidemark_schema::control::op_key(&op.id);
-        if !self.control.exists(&op_key).await.in_phase(reached)? {
+        if matches!(self.control.exists(&op_key).await, Ok(false)) {
             return Err(PhaseFailure {
                 phase: reached,
                 error: AgentError::Refused(format!(

@@ -219,7 +219,9 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<Seen, AgentError> {
         .exists(&tidemark_schema::control::op_key(id))
         .await?
     {
-        return Ok(Seen::Handled);
+        // Looked at again next time (a weakly consistent store may have answered wrong);
+        // a compacted op's directory is gone by then.
+        return Ok(Seen::NotReady);
     }
     if let Some(last) = reports.last() {
         // We started this op before a restart. Its in-memory state (the backup cursor,

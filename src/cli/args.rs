@@ -44,9 +44,38 @@ pub enum Command {
     Status(StatusArgs),
     /// Delete a backup on purpose (such as an orphan of a deleted schedule).
     ForgetBackup(ForgetArgs),
+    /// A replica set, one agent per node and a reconciler on this machine, in one command:
+    /// tidemark end to end in minutes (Ctrl-C stops it all; a second run goes on).
+    Playground(PlaygroundArgs),
     /// The log lines the agents logged for an operation, merged by time, with the node.
     /// Without --op: every running operation, or else the latest one.
     Logs(LogsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PlaygroundArgs {
+    /// The policy directory the reconciler watches (default: DIR/policies, with starter
+    /// policies written on the first run).
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
+    /// Replica-set members.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Where everything lives: dbPaths, control plane, backups, logs.
+    #[arg(long, default_value = ".tidemark")]
+    pub dir: PathBuf,
+    /// The first node's port; the others follow.
+    #[arg(long, default_value_t = 27117)]
+    pub base_port: u16,
+    /// The starter schedule's cron (six fields, seconds first).
+    #[arg(long, default_value = "0 * * * * *")]
+    pub cron: String,
+    /// Use mongod-sim even when a `mongod` is on PATH.
+    #[arg(long)]
+    pub sim: bool,
+    /// Stop processes an earlier playground in DIR left running, then start.
+    #[arg(long)]
+    pub stop_leftovers: bool,
 }
 
 #[derive(Args, Debug)]

@@ -8,6 +8,7 @@ mod exit;
 pub mod finish;
 pub mod forget;
 pub mod logs;
+pub mod playground;
 pub mod reconcile;
 pub mod status;
 pub mod validate;

@@ -124,7 +124,12 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
 /// lapse under a pass still writing.
 async fn renew(lease: Arc<Lease>, standing: Arc<Mutex<Option<Standing>>>) {
     let every = (lease.ttl() / 3).max(Duration::from_millis(50));
+    // At a fixed rate, not a sleep after each tick: a slow tick must not push the next
+    // one (and the lease's validity) back.
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        ticks.tick().await;
         // A renewal that hangs (a stalled store, a paused process) must not leave this
         // process acting as leader on a lease that others may see lapse: past a third of
         // the TTL it counts as failed, and failed means follower.
@@ -154,6 +159,5 @@ async fn renew(lease: Arc<Lease>, standing: Arc<Mutex<Option<Standing>>>) {
             }
             *current = Some(now);
         }
-        tokio::time::sleep(every).await;
     }
 }

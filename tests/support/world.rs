@@ -253,24 +253,9 @@ impl World {
     /// Ids of `app.items` on node `i`, asked over the wire (the node may have been
     /// started by its agent, not by the rig).
     pub fn ids_at(&self, i: usize) -> Option<Vec<i32>> {
-        let mut c = BlockingConn::connect(&self.rig.node(i), Duration::from_secs(2)).ok()?;
-        let reply = c
-            .command(
-                "app",
-                doc! {"find": "items", "filter": {}, "batchSize": 100000, "sort": {"_id": 1}, "$readPreference": {"mode": "secondaryPreferred"}},
-            )
-            .ok()?;
-        let batch = reply
-            .get_document("cursor")
+        BlockingConn::connect(&self.rig.node(i), Duration::from_secs(2))
             .ok()?
-            .get_array("firstBatch")
-            .ok()?;
-        Some(
-            batch
-                .iter()
-                .filter_map(|d| d.as_document()?.get_i32("_id").ok())
-                .collect(),
-        )
+            .ids("app", "items")
     }
 
     /// Waits until node `i` serves exactly `want`.

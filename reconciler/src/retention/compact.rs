@@ -20,10 +20,10 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use tidemark_schema::control::{
-    OPS_PREFIX, OneShotRecord, Op, OpArchive, OpLogChunk, PhaseReport, archive_key, op_key,
-    op_logs_prefix, result_key,
+    LOGS_PREFIX, OPS_PREFIX, OneShotRecord, Op, OpArchive, OpLogChunk, PhaseReport, archive_key,
+    op_key, op_logs_prefix, result_key,
 };
-use tidemark_store::control::{Created, is_report_key};
+use tidemark_store::control::{ControlError, Created, is_report_key};
 
 use crate::execute::{ExecError, Executor};
 
@@ -64,7 +64,8 @@ pub async fn compact_ops(
     let by_op: BTreeMap<&str, &OneShotRecord> =
         records.into_iter().map(|r| (r.op_id.as_str(), r)).collect();
     let mut out = Compacted::default();
-    for id in ex.control.op_ids().await? {
+    let op_ids = ex.control.op_ids().await?;
+    for id in op_ids.iter().cloned() {
         if out.ops.len() >= PER_PASS || started.elapsed() >= BUDGET {
             break;
         }
@@ -82,7 +83,22 @@ pub async fn compact_ops(
                 out.ops.push(id);
             }
             Ok(false) => {}
+            // No longer leading: nothing more to do in this pass.
+            Err(
+                e @ ExecError::Control(
+                    ControlError::LeaseLapsed { .. } | ControlError::Deposed { .. },
+                ),
+            ) => return Err(e),
             Err(e) => out.errors.push(format!("compacting op {id}: {e}")),
+        }
+    }
+    // Log chunks an agent shipped after its op was compacted: nothing else removes them.
+    for id in ex.control.children(LOGS_PREFIX).await? {
+        if started.elapsed() >= BUDGET {
+            break;
+        }
+        if !op_ids.contains(&id) && ex.control.exists(&archive_key(&id)).await? {
+            ex.control.delete_dir(&op_logs_prefix(&id), None).await?;
         }
     }
     Ok(out)

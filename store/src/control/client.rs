@@ -185,6 +185,30 @@ impl ControlPlane {
         Ok(store)
     }
 
+    /// Runs one write (with all its retries) no longer than the lease allows: a write that
+    /// has not finished when the lease runs out is abandoned, not left to land later.
+    async fn within_lease<T>(
+        &self,
+        key: &str,
+        write: impl std::future::Future<Output = Result<T, ControlError>>,
+    ) -> Result<T, ControlError> {
+        let (Some(epoch), Some(until)) = (self.fence, &self.until) else {
+            return write.await;
+        };
+        let left = until
+            .lock()
+            .expect("not poisoned")
+            .map(|t| t.saturating_duration_since(std::time::Instant::now()))
+            .unwrap_or_default();
+        tokio::time::timeout(left, write).await.unwrap_or_else(|_| {
+            Err(ControlError::LeaseLapsed {
+                url: self.url.clone(),
+                key: key.to_string(),
+                epoch,
+            })
+        })
+    }
+
     fn storage(&self, e: StorageError) -> ControlError {
         match e {
             StorageError::Json { key, source, .. } => ControlError::Corrupt {
@@ -222,11 +246,14 @@ impl ControlPlane {
         key: &str,
         value: &T,
     ) -> Result<(), ControlError> {
-        self.writable(key)
-            .await?
-            .put_json(key, value)
-            .await
-            .map_err(|e| self.storage(e))
+        let store = self.writable(key).await?;
+        self.within_lease(key, async {
+            store
+                .put_json(key, value)
+                .await
+                .map_err(|e| self.storage(e))
+        })
+        .await
     }
 
     /// Writes a record only if none exists: of two writers racing, exactly one gets
@@ -236,11 +263,15 @@ impl ControlPlane {
         key: &str,
         value: &T,
     ) -> Result<Created, ControlError> {
-        match self.writable(key).await?.put_json_create(key, value).await {
-            Ok(()) => Ok(Created::New),
-            Err(StorageError::AlreadyExists { .. }) => Ok(Created::Existed),
-            Err(e) => Err(self.storage(e)),
-        }
+        let store = self.writable(key).await?;
+        self.within_lease(key, async {
+            match store.put_json_create(key, value).await {
+                Ok(()) => Ok(Created::New),
+                Err(StorageError::AlreadyExists { .. }) => Ok(Created::Existed),
+                Err(e) => Err(self.storage(e)),
+            }
+        })
+        .await
     }
 
     /// Every key under `prefix` (whole path segments), sorted. A missing prefix is empty.
@@ -343,14 +374,17 @@ impl ControlPlane {
     /// Deletes one object; a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), ControlError> {
         let store = self.writable(key).await?;
-        match store.object_store().delete(&Path::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(ControlError::Write {
-                url: self.url.clone(),
-                key: key.to_string(),
-                message: e.to_string(),
-            }),
-        }
+        self.within_lease(key, async {
+            match store.object_store().delete(&Path::from(key)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(ControlError::Write {
+                    url: self.url.clone(),
+                    key: key.to_string(),
+                    message: e.to_string(),
+                }),
+            }
+        })
+        .await
     }
 
     /// Deletes every object below `prefix/` (`last` after all others, when given), and

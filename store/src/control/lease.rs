@@ -64,10 +64,12 @@ impl Lease {
     }
 
     /// Until when this process may act as leader, for [`ControlPlane::fenced_until`]: two
-    /// thirds of a TTL after the start of its last successful renewal. A candidate takes
-    /// over no sooner than a TTL after it first saw that renewal, which was written after
-    /// the renewal started; the third left is room for a write checked just before the
-    /// instant to land.
+    /// thirds of a TTL after the start of its last successful renewal. A candidate that
+    /// saw an older renewal may take over up to one renewal interval earlier than a TTL
+    /// after this one; the third of a TTL kept back covers that, and every write must
+    /// also end by this instant (it is abandoned otherwise). What this cannot see (a
+    /// suspended VM, whose monotonic clock stops) the per-write epoch check still
+    /// catches, after the fact of a takeover.
     pub fn valid_until(&self) -> LeaseClock {
         self.until.clone()
     }

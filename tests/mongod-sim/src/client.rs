@@ -110,4 +110,26 @@ impl BlockingConn {
     pub fn hello(&mut self) -> Result<Document, WireError> {
         self.command("admin", doc! {"hello": 1})
     }
+
+    /// The integer `_id`s of `db.coll` on this node (a secondary too), sorted: what tests
+    /// compare after a restore. `None` when the node does not answer a find.
+    pub fn ids(&mut self, db: &str, coll: &str) -> Option<Vec<i32>> {
+        let reply = self
+            .command(
+                db,
+                doc! {"find": coll, "filter": {}, "batchSize": 100000, "sort": {"_id": 1}, "$readPreference": {"mode": "secondaryPreferred"}},
+            )
+            .ok()?;
+        let batch = reply
+            .get_document("cursor")
+            .ok()?
+            .get_array("firstBatch")
+            .ok()?;
+        Some(
+            batch
+                .iter()
+                .filter_map(|d| d.as_document()?.get_i32("_id").ok())
+                .collect(),
+        )
+    }
 }

@@ -10,6 +10,7 @@ pub mod harness;
 pub mod log;
 pub mod node;
 pub mod options;
+pub mod process;
 pub mod query;
 pub mod repl;
 pub mod replloop;

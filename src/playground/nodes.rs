@@ -1,0 +1,177 @@
+//! The playground's replica set: a real `mongod` from `PATH` when there is one, otherwise
+//! mongod-sim (this very binary, run under that name), started in their own sessions so a
+//! Ctrl-C reaches the playground only, which stops them in order.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bson::{Bson, doc};
+use tidemark_agent::mongod::MongodClient;
+
+use super::layout::{Layout, REPLICA_SET};
+
+/// Which mongod runs the nodes.
+pub struct Mongod {
+    pub bin: PathBuf,
+    pub simulated: bool,
+}
+
+/// `mongod` from `PATH`, unless `sim`; else mongod-sim: a link named `mongod-sim` to this
+/// binary in the playground's `bin/` (the name makes `tidemark` run as mongod-sim).
+pub fn pick_mongod(layout: &Layout, sim: bool) -> anyhow::Result<Mongod> {
+    if !sim
+        && let Some(path) = std::env::var_os("PATH")
+        && let Some(bin) = std::env::split_paths(&path)
+            .map(|d| d.join("mongod"))
+            .find(|p| p.is_file())
+    {
+        return Ok(Mongod {
+            bin,
+            simulated: false,
+        });
+    }
+    let link = layout.root.join("bin").join("mongod-sim");
+    let me = std::env::current_exe().context("cannot find this binary")?;
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&me, &link)
+        .with_context(|| format!("cannot link {} to {}", link.display(), me.display()))?;
+    Ok(Mongod {
+        bin: link,
+        simulated: true,
+    })
+}
+
+pub fn host(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+/// Fails at once, naming the port, when any is taken: never a hang on a busy port.
+pub fn check_ports(ports: &[u16]) -> anyhow::Result<()> {
+    for p in ports {
+        if std::net::TcpListener::bind(("127.0.0.1", *p)).is_err() {
+            bail!(
+                "port {p} on 127.0.0.1 is taken (another program, or a mongod of an earlier \
+                 run); choose other ports with --base-port"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Starts node `i` on `port`, detached into its own session.
+pub fn start(layout: &Layout, mongod: &Mongod, i: usize, port: u16) -> anyhow::Result<()> {
+    let dbpath = layout.dbpath(i);
+    std::fs::create_dir_all(&dbpath)?;
+    let mut cmd = Command::new(&mongod.bin);
+    cmd.arg("--replSet")
+        .arg(REPLICA_SET)
+        .args(["--port", &port.to_string(), "--bind_ip", "127.0.0.1"])
+        .arg("--dbpath")
+        .arg(&dbpath)
+        .arg("--logpath")
+        .arg(layout.log(&format!("mongod-{i}")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if mongod.simulated {
+        // Elections and checkpoints at a laptop demo's pace.
+        cmd.args(["--sim-heartbeat-interval-ms", "500"]);
+    }
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    cmd.spawn()
+        .with_context(|| format!("cannot start {}", mongod.bin.display()))?;
+    Ok(())
+}
+
+/// Waits until every node answers, then initiates the replica set unless an earlier run
+/// did, and waits for a primary.
+pub async fn form_replica_set(layout: &Layout, ports: &[u16]) -> anyhow::Result<()> {
+    let mut clients = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        clients.push(wait_answering(layout, i, *p).await?);
+    }
+    let status = clients[0].admin(doc! {"replSetGetStatus": 1}).await;
+    if status.is_err() {
+        let members: Vec<Bson> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Bson::Document(doc! {"_id": i as i32, "host": host(*p)}))
+            .collect();
+        clients[0]
+            .admin(doc! {"replSetInitiate": {"_id": REPLICA_SET, "members": members}})
+            .await
+            .context("replSetInitiate")?;
+    }
+    let started = Instant::now();
+    loop {
+        for c in &clients {
+            if c.facts().await.is_ok_and(|f| f.role == "PRIMARY") {
+                return Ok(());
+            }
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "no primary was elected within 60 s; see {}",
+                layout.log("mongod-0").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn wait_answering(layout: &Layout, i: usize, port: u16) -> anyhow::Result<MongodClient> {
+    let started = Instant::now();
+    let uri = format!("mongodb://{}/?directConnection=true", host(port));
+    loop {
+        if let Ok(c) = MongodClient::connect(&uri).await
+            && c.admin(doc! {"ping": 1}).await.is_ok()
+        {
+            return Ok(c);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let log =
+                std::fs::read_to_string(layout.log(&format!("mongod-{i}"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            bail!(
+                "node {i} (port {port}) did not answer within 30 s; the end of {}:\n{}",
+                layout.log(&format!("mongod-{i}")).display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Stops every node cleanly (the `shutdown` command), whoever started it (this run, or an
+/// agent after a restore); a node that does not stop within 15 s is killed by the pid in
+/// its `mongod.lock`.
+pub async fn stop_all(layout: &Layout, ports: &[u16]) {
+    for (i, p) in ports.iter().enumerate() {
+        let uri = format!("mongodb://{}/?directConnection=true", host(*p));
+        if let Ok(c) = MongodClient::connect(&uri).await {
+            let _ = c.shutdown(true).await;
+        }
+        let dbpath = layout.dbpath(i);
+        let pid = std::fs::read_to_string(dbpath.join("mongod.lock"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            // A pid from an old lock file may belong to anything by now.
+            .filter(|pid| {
+                super::layout::cmdline(*pid)
+                    .is_some_and(|c| c.contains(&dbpath.display().to_string()))
+            });
+        if let Some(pid) = pid {
+            super::procs::stop(vec![pid], None, Duration::from_secs(15));
+        }
+    }
+}

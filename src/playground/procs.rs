@@ -1,0 +1,135 @@
+//! The playground's tidemark processes (one agent per node, one reconciler) and stopping
+//! processes in order: a signal, a grace period, then SIGKILL, never a hang.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::layout::{CLUSTER, Layout, REPLICA_SET};
+use super::nodes::{Mongod, host};
+
+/// A child this run started, with what it is and where it logs.
+pub struct Proc {
+    pub name: String,
+    pub log: std::path::PathBuf,
+    pub child: Child,
+}
+
+fn spawn(layout: &Layout, name: &str, args: &[String]) -> anyhow::Result<Proc> {
+    let log = layout.log(name);
+    let me = std::env::current_exe()?;
+    let child = Command::new(me)
+        .args(args)
+        .env(
+            "TIDEMARK_LOG",
+            std::env::var("TIDEMARK_LOG").unwrap_or("info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        // Its own process group: Ctrl-C reaches the playground, which stops it in order.
+        .process_group(0)
+        .spawn()?;
+    Ok(Proc {
+        name: name.to_string(),
+        log,
+        child,
+    })
+}
+
+use std::os::unix::process::CommandExt;
+
+/// One agent per node, at a demo's pace (a beat a second, ops seen within half a second).
+pub fn start_agent(layout: &Layout, mongod: &Mongod, i: usize, port: u16) -> anyhow::Result<Proc> {
+    let s = |v: &dyn std::fmt::Display| v.to_string();
+    spawn(
+        layout,
+        &format!("agent-{i}"),
+        &[
+            s(&"agent"),
+            s(&"--control"),
+            s(&layout.control().display()),
+            s(&"--cluster"),
+            s(&CLUSTER),
+            s(&"--replica-set"),
+            s(&REPLICA_SET),
+            s(&"--node-id"),
+            host(port),
+            s(&"--mongod-uri"),
+            format!("mongodb://{}/?directConnection=true", host(port)),
+            s(&"--dbpath"),
+            s(&layout.dbpath(i).display()),
+            s(&"--mongod-bin"),
+            s(&mongod.bin.display()),
+            s(&"--heartbeat-interval"),
+            s(&"1s"),
+            s(&"--poll-interval"),
+            s(&"500ms"),
+        ],
+    )
+}
+
+/// The reconciler, watching `policies`.
+pub fn start_reconciler(layout: &Layout, policies: &Path) -> anyhow::Result<Proc> {
+    spawn(
+        layout,
+        "reconciler",
+        &[
+            "reconcile".into(),
+            "--policies".into(),
+            policies.display().to_string(),
+            "--control".into(),
+            layout.control().display().to_string(),
+            "--interval".into(),
+            "5s".into(),
+            "--dead-after".into(),
+            "15s".into(),
+            "--lease-ttl".into(),
+            "5s".into(),
+        ],
+    )
+}
+
+/// Stops `pids`: `first` (if any), then up to `grace` for them to exit, then SIGKILL.
+pub fn stop(pids: Vec<u32>, first: Option<Signal>, grace: Duration) {
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
+    if let Some(sig) = first {
+        for pid in &pids {
+            let _ = kill(Pid::from_raw(*pid as i32), sig);
+        }
+    }
+    let started = Instant::now();
+    while pids.iter().any(|p| alive(*p)) && started.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for pid in pids.iter().filter(|p| alive(**p)) {
+        eprintln!("pid {pid} did not stop within {grace:?}; killing it");
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Stops our own children: SIGTERM, a grace, SIGKILL, and reaps them.
+pub fn stop_children(procs: &mut [Proc]) {
+    stop(
+        procs.iter().map(|p| p.child.id()).collect(),
+        Some(Signal::SIGTERM),
+        Duration::from_secs(10),
+    );
+    for p in procs.iter_mut() {
+        let _ = p.child.wait();
+    }
+}

@@ -1,0 +1,142 @@
+//! The playground from start to Ctrl-C: take the directory, start the nodes and form the
+//! replica set, write the starter policies, start the agents and the reconciler, say what
+//! to try, and on Ctrl-C (or SIGTERM) stop everything in order: the reconciler, the
+//! agents, then the nodes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use super::layout::{Layout, REPLICA_SET};
+use super::nodes::{self, host};
+use super::procs::{self, Proc};
+
+pub struct Settings {
+    pub dir: PathBuf,
+    pub policies: Option<PathBuf>,
+    pub nodes: usize,
+    pub base_port: u16,
+    /// The starter schedule's cron (six fields: seconds first).
+    pub cron: String,
+    /// mongod-sim even when a real `mongod` is on `PATH`.
+    pub sim: bool,
+    pub stop_leftovers: bool,
+}
+
+pub fn run(s: Settings) -> anyhow::Result<()> {
+    if s.nodes == 0 || s.nodes > 7 {
+        bail!("--nodes must be between 1 and 7 (a replica set has at most 7 voting members)");
+    }
+    let layout = Layout::new(&s.dir)?;
+    layout.lock(s.stop_leftovers)?;
+    let ports: Vec<u16> = (0..s.nodes).map(|i| s.base_port + i as u16).collect();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(run_locked(&s, &layout, &ports));
+    layout.unlock();
+    result
+}
+
+async fn run_locked(s: &Settings, layout: &Layout, ports: &[u16]) -> anyhow::Result<()> {
+    nodes::check_ports(ports)?;
+    let mongod = nodes::pick_mongod(layout, s.sim)?;
+    println!(
+        "starting {} node(s) of replica set {REPLICA_SET} with {} in {}",
+        ports.len(),
+        if mongod.simulated {
+            "mongod-sim (no mongod on PATH; a stand-in, see tests/mongod-sim/README.md)".to_string()
+        } else {
+            mongod.bin.display().to_string()
+        },
+        layout.root.display()
+    );
+    for (i, p) in ports.iter().enumerate() {
+        nodes::start(layout, &mongod, i, *p)?;
+    }
+    if let Err(e) = nodes::form_replica_set(layout, ports).await {
+        nodes::stop_all(layout, ports).await;
+        return Err(e);
+    }
+    let hosts: Vec<String> = ports.iter().map(|p| host(*p)).collect();
+    let policies = s
+        .policies
+        .clone()
+        .unwrap_or_else(|| layout.root.join("policies"));
+    if layout.write_starter_policies(&policies, &hosts, &s.cron)? {
+        println!("wrote starter policies to {}", policies.display());
+    }
+    let mut children: Vec<Proc> = Vec::new();
+    let started: anyhow::Result<()> = (|| {
+        for (i, p) in ports.iter().enumerate() {
+            children.push(procs::start_agent(layout, &mongod, i, *p)?);
+        }
+        children.push(procs::start_reconciler(layout, &policies)?);
+        Ok(())
+    })();
+    if let Err(e) = started {
+        procs::stop_children(&mut children);
+        nodes::stop_all(layout, ports).await;
+        return Err(e);
+    }
+    print_banner(layout, &policies, &hosts);
+    wait_for_stop(&mut children).await;
+    println!("stopping: the reconciler, the agents, then the nodes");
+    // The reconciler first, so it starts nothing new while the agents stop.
+    let (rec, agents): (Vec<Proc>, Vec<Proc>) =
+        children.into_iter().partition(|p| p.name == "reconciler");
+    let (mut rec, mut agents) = (rec, agents);
+    procs::stop_children(&mut rec);
+    procs::stop_children(&mut agents);
+    nodes::stop_all(layout, ports).await;
+    println!(
+        "stopped; the data stays in {} (run `tidemark playground` again to go on)",
+        layout.root.display()
+    );
+    Ok(())
+}
+
+fn print_banner(layout: &Layout, policies: &std::path::Path, hosts: &[String]) {
+    let control = layout.control().display().to_string();
+    let root = layout.root.display();
+    println!(
+        "\nthe playground is running (Ctrl-C stops it all)\n\n\
+         connect:   mongodb://{}/?replicaSet={REPLICA_SET}\n\
+         policies:  {}   (the reconciler watches this directory)\n\
+         logs:      {root}/logs/\n\n\
+         try:\n  \
+         tidemark status --control {control}\n  \
+         tidemark diff --policies {} --control {control}\n  \
+         edit {}/schedule.yaml (the cron), then `tidemark status` again\n  \
+         write a Restore into {} (see examples/policies/), then\n  \
+         tidemark describe-restore NAME --control {control} --wait\n  \
+         tidemark logs --control {control} --follow\n  \
+         kill a node (its pid is in {root}/db/n1/mongod.lock) and restore again\n",
+        hosts.join(","),
+        policies.display(),
+        policies.display(),
+        policies.display(),
+        policies.display(),
+    );
+}
+
+/// Until Ctrl-C or SIGTERM. A child that exits on its own is reported with its log, once.
+async fn wait_for_stop(children: &mut [Proc]) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    let mut reported = vec![false; children.len()];
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        for (i, p) in children.iter_mut().enumerate() {
+            if !reported[i]
+                && let Ok(Some(status)) = p.child.try_wait()
+            {
+                reported[i] = true;
+                eprintln!("{} exited ({status}); see {}", p.name, p.log.display());
+            }
+        }
+    }
+}

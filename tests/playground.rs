@@ -1,0 +1,235 @@
+//! End-to-end: `tidemark playground` on a fresh directory, as a user runs it. The first
+//! scheduled backup appears, a Restore written into the watched directory ends `done`
+//! with the documents of the backup back on every node, and Ctrl-C (SIGINT) leaves no
+//! process behind. A second playground on the same directory is refused, naming the
+//! first.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bson::{Document, doc};
+use mongod_sim::client::BlockingConn;
+use serde_json::Value;
+use tempfile::TempDir;
+
+const NODES: u16 = 3;
+
+fn tidemark() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+}
+
+/// A base port with `NODES` free ports after it.
+fn free_base() -> u16 {
+    let seed = std::process::id() as u16;
+    for k in 0..200u16 {
+        let base = 30000 + (seed.wrapping_mul(7).wrapping_add(k * 11)) % 30000;
+        if (0..NODES).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free ports");
+}
+
+fn command(port: u16, db: &str, cmd: Document) -> Option<Document> {
+    let mut c = BlockingConn::connect(&format!("127.0.0.1:{port}"), Duration::from_secs(2)).ok()?;
+    c.command(db, cmd).ok()
+}
+
+fn primary(base: u16) -> Option<u16> {
+    (base..base + NODES).find(|p| {
+        command(*p, "admin", doc! {"hello": 1})
+            .is_some_and(|h| h.get_bool("isWritablePrimary").unwrap_or(false))
+    })
+}
+
+fn ids_on(port: u16) -> Option<Vec<i32>> {
+    BlockingConn::connect(&format!("127.0.0.1:{port}"), Duration::from_secs(2))
+        .ok()?
+        .ids("app", "items")
+}
+
+fn insert(base: u16, ids: std::ops::Range<i32>) {
+    let docs: Vec<Document> = ids.map(|i| doc! {"_id": i, "v": "x"}).collect();
+    let started = Instant::now();
+    loop {
+        if let Some(p) = primary(base)
+            && let Some(r) = command(
+                p,
+                "app",
+                doc! {"insert": "items", "documents": docs.clone()},
+            )
+            && r.get_f64("ok").unwrap_or(0.0) == 1.0
+        {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "insert");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn status(control: &Path) -> Value {
+    let out = tidemark()
+        .args(["status", "-o", "json", "--control"])
+        .arg(control)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn wait_until(what: &str, secs: u64, log: &Path, mut f: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !f() {
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "{what} within {secs}s; playground output:\n{}\nreconciler:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default(),
+            std::fs::read_to_string(log.parent().unwrap().join(".tidemark/logs/reconciler.log"))
+                .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Live processes whose command line names `dir`.
+fn processes_in(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let c = String::from_utf8_lossy(&raw).replace('\0', " ");
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let zombie = stat.rsplit(')').next()?.trim_start().starts_with('Z');
+            (!zombie && c.contains(&needle)).then(|| format!("{pid}: {c}"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_playground_backs_up_restores_and_stops_cleanly() {
+    let home = TempDir::new().unwrap();
+    let out_path = home.path().join("playground.out");
+    let base = free_base();
+    let mut pg: Child = tidemark()
+        .current_dir(home.path())
+        .args([
+            "playground",
+            "--sim",
+            "--cron",
+            "*/3 * * * * *",
+            "--base-port",
+        ])
+        .arg(base.to_string())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dir = home.path().join(".tidemark");
+    let control = dir.join("control");
+    wait_until("the playground is running", 90, &out_path, || {
+        std::fs::read_to_string(&out_path).is_ok_and(|o| o.contains("the playground is running"))
+    });
+    let banner = std::fs::read_to_string(&out_path).unwrap();
+    assert!(
+        banner.contains(&format!("mongodb://127.0.0.1:{base}")),
+        "{banner}"
+    );
+
+    // A second playground on the same directory is refused at once, naming the first.
+    let second = tidemark()
+        .current_dir(home.path())
+        .args(["playground", "--sim", "--base-port"])
+        .arg((base + 10).to_string())
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("already running") && err.contains(&pg.id().to_string()),
+        "{err}"
+    );
+
+    insert(base, 0..30);
+    let written = chrono::Utc::now();
+    let mut backup = String::new();
+    wait_until("a scheduled backup after the writes", 90, &out_path, || {
+        let v = status(&control);
+        let s = &v["schedules"][0];
+        let after = s["lastGoodAt"]
+            .as_str()
+            .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+            .is_some_and(|t| t > written + chrono::Duration::seconds(1));
+        if after {
+            backup = s["lastGoodBackup"].as_str().unwrap().to_string();
+        }
+        after
+    });
+    insert(base, 1000..1010);
+
+    std::fs::write(
+        dir.join("policies/restore.yaml"),
+        format!(
+            "apiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: back\nspec:\n  \
+             cluster: playground\n  source:\n    backup: {backup}\n  fallbackEnabled: true\n  \
+             postRestore:\n    startNodes: true\n"
+        ),
+    )
+    .unwrap();
+    let described = tidemark()
+        .args([
+            "describe-restore",
+            "back",
+            "-o",
+            "json",
+            "--wait",
+            "--control",
+        ])
+        .arg(&control)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&described.stdout).unwrap_or(Value::Null);
+    assert_eq!(v["status"], "done", "{v:#}");
+    let want: Vec<i32> = (0..30).collect();
+    for p in base..base + NODES {
+        wait_until(
+            &format!("node {p} serves the backup's documents"),
+            60,
+            &out_path,
+            || ids_on(p).as_ref() == Some(&want),
+        );
+    }
+
+    // Ctrl-C: every process goes, and the playground exits 0.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pg.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let code = loop {
+        if let Some(s) = pg.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the playground stops"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    pg.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    let left = processes_in(home.path());
+    assert!(left.is_empty(), "processes left over: {left:#?}");
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    assert!(out.contains("stopped; the data stays in"), "{out}");
+}
