@@ -159,6 +159,9 @@ fn a_corrupted_object_fails_the_node_and_fallback_restores_it_byte_for_byte() {
 
 #[test]
 fn community_mongod_refuses_a_physical_backup() {
+    if sim_only("a Community-flavoured node (--sim-flavor)") {
+        return;
+    }
     let mut rig = Rig::new("com", 1, &["--sim-flavor", "community"]);
     rig.start_agent(0);
     let op = rig.op(

@@ -68,6 +68,9 @@ fn backup_then_restore_is_done_on_every_node_with_start_nodes() {
 
 #[test]
 fn a_node_that_cannot_recover_gives_partly_done_and_initial_syncs() {
+    if sim_only("a standalone start that fails (--sim-fail-startup)") {
+        return;
+    }
     let mut w = World::new("rpart");
     // Ended ops are compacted a second after: the outcome must stay readable.
     w.reconciler_args = vec!["--keep-ops".into(), "1s".into()];
@@ -134,6 +137,9 @@ fn a_node_that_cannot_recover_gives_partly_done_and_initial_syncs() {
 
 #[test]
 fn strict_policy_gives_error_and_every_node_is_as_before() {
+    if sim_only("a standalone start that fails (--sim-fail-startup)") {
+        return;
+    }
     let w = &mut prepared(World::new("rerr"), Some(2));
     // Let a checkpoint put the post-backup writes into files, then record every dbPath.
     std::thread::sleep(Duration::from_millis(800));

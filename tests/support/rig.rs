@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bson::{Document, doc};
-use mongod_sim::harness::{ReplicaSet, binary};
+use mongod_sim::harness::{ReplicaSet, binary, real_mongod};
 use tempfile::TempDir;
 use tidemark_agent::storage::BackupStore;
 use tidemark_schema::control::{
@@ -20,6 +20,16 @@ use tidemark_schema::model::{BackupType, Compression};
 use tidemark_testkit::Moto;
 
 pub const CLUSTER: &str = "c1";
+/// With `MONGOD_BIN` set (a real mongod), a test that needs a fault only mongod-sim can
+/// inject says so and passes without running; the rest of the suite runs for real.
+pub fn sim_only(what: &str) -> bool {
+    let real = real_mongod().is_some();
+    if real {
+        eprintln!("not run against a real mongod: {what} needs a mongod-sim fault");
+    }
+    real
+}
+
 /// Set only in a re-executed run inside a mount namespace: the small tmpfs, and a
 /// directory on the normal disk for the control plane and the storage.
 pub const TMPFS_VAR: &str = "TIDEMARK_TEST_TMPFS";
@@ -145,10 +155,14 @@ impl Rig {
             .args(["--cursor-keepalive", "1s", "--mongod-timeout", "60s"])
             .args(["--parallel-files", "2"])
             .args(extra)
-            .args([
-                "--standalone-arg=--sim-checkpoint-interval-ms",
-                "--standalone-arg=300",
-            ])
+            .args(if real_mongod().is_some() {
+                &[][..]
+            } else {
+                &[
+                    "--standalone-arg=--sim-checkpoint-interval-ms",
+                    "--standalone-arg=300",
+                ][..]
+            })
             .spawn()
             .expect("tidemark agent starts");
         self.agents[i] = Some(child);

@@ -28,9 +28,19 @@ pub enum HarnessError {
     NotRunning(usize),
 }
 
-/// Finds the binary: `$MONGOD_SIM_BIN`, else `mongod-sim` in the cargo profile directory that
-/// holds the running test executable (`target/<profile>/deps/..`).
+/// A real `mongod` to run instead of the sim (`$MONGOD_BIN`, a PSMDB binary for the
+/// backup cursor): the same end-to-end suites then run against the real server.
+pub fn real_mongod() -> Option<PathBuf> {
+    std::env::var_os("MONGOD_BIN").map(PathBuf::from)
+}
+
+/// Finds the binary: `$MONGOD_BIN` (a real mongod), else `$MONGOD_SIM_BIN`, else
+/// `mongod-sim` in the cargo profile directory that holds the running test executable
+/// (`target/<profile>/deps/..`).
 pub fn binary() -> Result<PathBuf, HarnessError> {
+    if let Some(p) = real_mongod() {
+        return Ok(p);
+    }
     if let Ok(p) = std::env::var("MONGOD_SIM_BIN") {
         return Ok(PathBuf::from(p));
     }
@@ -54,8 +64,12 @@ pub fn free_port() -> Result<u16, HarnessError> {
         .port())
 }
 
-/// Sim flags that keep tests quick: fast heartbeats and checkpoints.
+/// Sim flags that keep tests quick: fast heartbeats and checkpoints (none for a real
+/// mongod, which knows no such flags).
 pub fn fast_flags() -> Vec<String> {
+    if real_mongod().is_some() {
+        return Vec::new();
+    }
     [
         "--sim-heartbeat-interval-ms",
         "100",
