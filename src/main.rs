@@ -3,6 +3,7 @@
 
 mod cli;
 mod playground;
+mod serve;
 
 use std::process::ExitCode;
 

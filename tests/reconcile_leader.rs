@@ -13,7 +13,6 @@ use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rig::*;
 use tidemark_store::control::ControlPlane;
 use tidemark_testkit::Moto;
 use world::*;
@@ -26,18 +25,7 @@ fn three_reconcilers_on_s3_one_leads_and_a_killed_leader_is_replaced_within_the_
     let moto = Moto::start();
     let mut w = World::new("lead3");
     w.rig.use_s3_control(&moto, "ctl");
-    w.rig.insert(0..10);
-    for i in 0..3 {
-        w.rig.start_agent(i);
-    }
-    w.write(
-        "schedule.yaml",
-        &format!(
-            "apiVersion: tidemark/v1\nkind: BackupSchedule\nmetadata:\n  name: often\n\
-             spec:\n  cluster: {CLUSTER}\n  storage: local\n  type: physical\n  \
-             cron: \"*/3 * * * * *\"\n  retention:\n    keepLast: 3\n"
-        ),
-    );
+    w.scheduled("often", 0..10, "  retention:\n    keepLast: 3\n");
     let mut procs: Vec<Child> = (0..3)
         .map(|i| w.spawn_reconciler(&format!("reconciler-{i}.log")))
         .collect();

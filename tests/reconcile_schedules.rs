@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::process::Child;
 use std::time::Duration;
 
-use rig::*;
 use serde_json::Value;
 use world::*;
 
@@ -44,17 +43,10 @@ fn done_backups(w: &World) -> Vec<String> {
 #[test]
 fn a_schedule_under_two_reconcilers_runs_each_slot_once_and_survives_the_leader() {
     let mut w = World::new("sched");
-    w.rig.insert(0..20);
-    for i in 0..3 {
-        w.rig.start_agent(i);
-    }
-    w.write(
-        "schedule.yaml",
-        &format!(
-            "apiVersion: tidemark/v1\nkind: BackupSchedule\nmetadata:\n  name: {SCHEDULE}\n\
-             spec:\n  cluster: {CLUSTER}\n  storage: local\n  type: physical\n  \
-             cron: \"*/3 * * * * *\"\n  rpo: 1h\n  retention:\n    keepLast: 2\n"
-        ),
+    w.scheduled(
+        SCHEDULE,
+        0..20,
+        "  rpo: 1h\n  retention:\n    keepLast: 2\n",
     );
     w.start_reconciler();
     let mut second: Option<Child> = Some(w.spawn_reconciler("reconciler-2.log"));

@@ -182,6 +182,13 @@ pub struct ReconcileArgs {
     /// before they are compacted into one archive object in the ledger.
     #[arg(long, env = "TIDEMARK_KEEP_OPS", default_value = "7d", value_parser = parse_fine)]
     pub keep_ops: std::time::Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics (say 127.0.0.1:9464).
+    #[arg(long, env = "TIDEMARK_METRICS")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Accept push webhooks (GitHub, GitLab, Gitea) at http://ADDR/webhook: a signed push
+    /// starts a fetch and a pass at once. The secret comes from TIDEMARK_WEBHOOK_SECRET.
+    #[arg(long, env = "TIDEMARK_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug)]

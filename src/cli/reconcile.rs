@@ -12,6 +12,7 @@ use super::args::ReconcileArgs;
 use super::diff::open_source;
 use super::exit::ExitStatus;
 use super::writable::open_writable_control;
+use crate::serve::{Endpoints, Metrics, Webhook, serve};
 
 /// This process among reconcilers: host, pid and a random tag (a restarted process is a
 /// new candidate, never the old holder).
@@ -101,12 +102,47 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
             tracing::info!("stopping after the current pass");
             flag.store(true, Ordering::SeqCst);
         });
+        let wake = Arc::new(AtomicBool::new(false));
+        let metrics = args.metrics.map(|addr| (addr, Arc::new(Metrics::new())));
+        if let Some((_, m)) = &metrics {
+            let m = m.clone();
+            let dead_after = rec.ex.dead_after;
+            rec.on_pass = Some(Box::new(move |report| {
+                m.record_pass(report, dead_after, chrono::Utc::now())
+            }));
+        }
+        let webhook = match args.listen {
+            Some(addr) => {
+                let secret = std::env::var("TIDEMARK_WEBHOOK_SECRET")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--listen needs the webhook secret in TIDEMARK_WEBHOOK_SECRET \
+                             (the one configured on the git server's webhook)"
+                        )
+                    })?;
+                Some((
+                    addr,
+                    Webhook {
+                        secret,
+                        // Without --ref the source follows the remote's default branch,
+                        // whatever its name: then any push wakes it.
+                        branch: args.source.reference.clone(),
+                        wake: wake.clone(),
+                    },
+                ))
+            }
+            None => None,
+        };
+        serve(Endpoints { metrics, webhook }).await?;
         let renewals = tokio::spawn(renew(lease.clone(), standing));
         let opts = LoopOptions {
             interval: args.source.interval,
             follow_interval: args.follow_interval,
             // A follower looks again soon: it must act within a TTL of a takeover.
             follower_interval: (args.lease_ttl / 3).max(Duration::from_millis(100)),
+            wake: Some(wake),
         };
         run_loop(&mut rec, &opts, stop).await;
         renewals.abort();

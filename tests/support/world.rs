@@ -34,6 +34,10 @@ pub struct World {
     pub reconciler: Option<Child>,
     /// Flags added to every reconciler this world starts (`--keep-ops 1s`, say).
     pub reconciler_args: Vec<String>,
+    /// The reconcilers' `--interval` (and git poll).
+    pub interval: String,
+    /// Environment added to every reconciler this world starts.
+    pub reconciler_env: Vec<(String, String)>,
 }
 
 impl World {
@@ -47,6 +51,8 @@ impl World {
             source: Source::Dir,
             reconciler: None,
             reconciler_args: Vec::new(),
+            interval: "2s".into(),
+            reconciler_env: Vec::new(),
         }
     }
 
@@ -107,9 +113,8 @@ impl World {
         cmd.arg("--control")
             .arg(&self.rig.control_url)
             .envs(self.rig.agent_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .args(["--interval", &self.interval])
             .args([
-                "--interval",
-                "2s",
                 "--follow-interval",
                 "300ms",
                 "--dead-after",
@@ -118,6 +123,7 @@ impl World {
                 "2s",
             ])
             .args(&self.reconciler_args)
+            .envs(self.reconciler_env.iter().map(|(k, v)| (k, v)))
             .env("TIDEMARK_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -276,6 +282,23 @@ impl World {
             );
             std::thread::sleep(Duration::from_millis(300));
         }
+    }
+
+    /// Documents written, one agent per member, and `schedule.yaml`: a physical schedule
+    /// of the rig's cluster every three seconds, with `extra` spec lines (indented by 2).
+    pub fn scheduled(&mut self, name: &str, docs: std::ops::Range<i32>, extra: &str) {
+        self.rig.insert(docs);
+        for i in 0..3 {
+            self.rig.start_agent(i);
+        }
+        self.write(
+            "schedule.yaml",
+            &format!(
+                "apiVersion: tidemark/v1\nkind: BackupSchedule\nmetadata:\n  name: {name}\n\
+                 spec:\n  cluster: {CLUSTER}\n  storage: local\n  type: physical\n  \
+                 cron: \"*/3 * * * * *\"\n{extra}"
+            ),
+        );
     }
 
     pub fn backup_yaml(&self, name: &str, backup_type: &str) {

@@ -16,6 +16,8 @@ pub struct LoopOptions {
     pub follow_interval: Duration,
     /// While another reconciler leads, look this often whether this one leads now.
     pub follower_interval: Duration,
+    /// Set (by a push webhook) to run the next pass now, fetching first.
+    pub wake: Option<Arc<AtomicBool>>,
 }
 
 /// Runs passes until `stop` is set (checked between passes, never inside one, so a
@@ -36,7 +38,17 @@ pub async fn run_loop<S: DesiredStateSource>(
     let mut last = PassReport::default();
     while !stop.load(Ordering::SeqCst) {
         let started = Instant::now();
-        let wait = match rec.pass(chrono::Utc::now()).await {
+        let outcome = rec.pass(chrono::Utc::now()).await;
+        if let Some(hook) = &rec.on_pass {
+            match &outcome {
+                Ok(report) => hook(report),
+                Err(e) => hook(&PassReport {
+                    errors: vec![e.to_string()],
+                    ..Default::default()
+                }),
+            }
+        }
+        let wait = match outcome {
             Ok(report) => {
                 failures = 0;
                 for e in &report.errors {
@@ -67,6 +79,14 @@ pub async fn run_loop<S: DesiredStateSource>(
         // Sleep until the next pass, waking at once on a source change or on stop.
         let until = Instant::now() + wait;
         while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+            if opts
+                .wake
+                .as_ref()
+                .is_some_and(|w| w.swap(false, Ordering::SeqCst))
+            {
+                tracing::info!("woken by a push webhook");
+                break;
+            }
             let slice = (until - Instant::now()).min(Duration::from_millis(200));
             let changed = match &changes {
                 Some(c) => tokio::task::block_in_place(|| c.wait(slice)),

@@ -34,7 +34,12 @@ pub struct PassReport {
     pub errors: Vec<String>,
     /// Set when another reconciler leads: this pass changed nothing.
     pub following: Option<String>,
+    /// What the pass saw at its end (when it led), for metrics.
+    pub observed: Option<Arc<ObservedState>>,
 }
+
+/// What the loop calls after every pass.
+pub type PassHook = Box<dyn Fn(&PassReport) + Send + Sync>;
 
 pub struct Reconciler<S> {
     pub follower: Follower<S>,
@@ -48,6 +53,8 @@ pub struct Reconciler<S> {
     /// How long an ended op keeps its working records before they are compacted into the
     /// ledger's archive.
     pub keep_ops: chrono::Duration,
+    /// Called after every pass of the loop with its report (metrics).
+    pub on_pass: Option<PassHook>,
     /// The desired state rebuilt from the ledger, used while the source has no valid one.
     fallback: Option<(String, DesiredState)>,
 }
@@ -144,6 +151,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             ex,
             standing: None,
             lease_until: None,
+            on_pass: None,
             keep_ops: chrono::Duration::days(7),
             fallback: None,
         }
@@ -249,6 +257,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
         // Every one-shot that has not ended, whatever the desired state says now: deleting
         // or editing a Restore never stops or undoes one that started.
         let observed = observe(&self.ex.control).await?;
+        report.observed = Some(Arc::new(observed.clone()));
         let desired = desired.map(|(_, s)| s);
         for ((kind, name), record) in &observed.oneshots {
             if record.is_final() {

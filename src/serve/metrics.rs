@@ -1,0 +1,251 @@
+//! The reconciler's metrics, in the Prometheus exposition format (the `prometheus-client`
+//! crate, kept by the Prometheus project): per schedule the age and size of the newest
+//! good backup, per operation kind the outcomes and durations, agents alive, the applied
+//! revision, passes and their errors, and whether this process leads.
+//!
+//! Everything is recorded from the pass reports; ages are worked out at scrape time, so
+//! they grow between passes as they should.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tidemark_reconciler::run::PassReport;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct ScheduleLabels {
+    schedule: String,
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    kind: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentLabels {
+    cluster: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RevisionLabels {
+    revision: String,
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 s to about 9 h: a one-node backup of a few MiB to a large restore.
+    Histogram::new(exponential_buckets(1.0, 2.0, 16))
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// What scrape-time ages are worked out from, and which ended operations were counted.
+#[derive(Default)]
+struct Seen {
+    last_good: BTreeMap<ScheduleLabels, DateTime<Utc>>,
+    /// One-shots already counted (or ended before this process first looked).
+    ended: BTreeSet<(String, String)>,
+    first_pass_done: bool,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    age: Family<ScheduleLabels, FloatGauge>,
+    last_good_time: Family<ScheduleLabels, FloatGauge>,
+    last_good_bytes: Family<ScheduleLabels, Gauge>,
+    outcomes: Family<OutcomeLabels, Counter>,
+    durations: Family<KindLabels, Histogram, fn() -> Histogram>,
+    agents: Family<AgentLabels, Gauge>,
+    applied: Family<RevisionLabels, Gauge>,
+    passes: Counter,
+    pass_errors: Counter,
+    leader: Gauge,
+    seen: Mutex<Seen>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tidemark");
+        let m = Metrics {
+            age: Family::default(),
+            last_good_time: Family::default(),
+            last_good_bytes: Family::default(),
+            outcomes: Family::default(),
+            durations: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            agents: Family::default(),
+            applied: Family::default(),
+            passes: Counter::default(),
+            pass_errors: Counter::default(),
+            leader: Gauge::default(),
+            seen: Mutex::new(Seen::default()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "schedule_last_good_backup_age_seconds",
+            "Seconds since the newest good backup of the schedule finished",
+            m.age.clone(),
+        );
+        registry.register(
+            "schedule_last_good_backup_timestamp_seconds",
+            "When the newest good backup of the schedule finished (Unix time)",
+            m.last_good_time.clone(),
+        );
+        registry.register(
+            "schedule_last_good_backup_bytes",
+            "Bytes stored by the newest good backup of the schedule",
+            m.last_good_bytes.clone(),
+        );
+        registry.register(
+            "operations",
+            "Backups and restores that ended while this reconciler ran, by outcome",
+            m.outcomes.clone(),
+        );
+        registry.register(
+            "operation_duration_seconds",
+            "How long the backups and restores that ended while this reconciler ran took",
+            m.durations.clone(),
+        );
+        registry.register(
+            "agents",
+            "Agents by cluster, alive or dead (heartbeat older than --dead-after)",
+            m.agents.clone(),
+        );
+        registry.register(
+            "applied_revision_info",
+            "The desired-state revision in force (the value is always 1)",
+            m.applied.clone(),
+        );
+        registry.register("passes", "Reconcile passes run", m.passes.clone());
+        registry.register(
+            "pass_errors",
+            "Errors met by reconcile passes (a pass goes on past each)",
+            m.pass_errors.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this reconciler holds the lease and acts",
+            m.leader.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Takes in one pass: its outcome and, when it led, what it observed.
+    pub fn record_pass(
+        &self,
+        report: &PassReport,
+        dead_after: chrono::Duration,
+        now: DateTime<Utc>,
+    ) {
+        self.passes.inc();
+        self.pass_errors.inc_by(report.errors.len() as u64);
+        self.leader.set(i64::from(report.following.is_none()));
+        let Some(observed) = &report.observed else {
+            return;
+        };
+        if let Some(revision) = &report.revision {
+            self.applied.clear();
+            self.applied
+                .get_or_create(&RevisionLabels {
+                    revision: revision.clone(),
+                })
+                .set(1);
+        }
+        self.agents.clear();
+        for hb in &observed.heartbeats {
+            let age = now - hb.at;
+            let state = if age < dead_after { "alive" } else { "dead" };
+            self.agents
+                .get_or_create(&AgentLabels {
+                    cluster: hb.cluster.clone(),
+                    state: state.into(),
+                })
+                .inc();
+        }
+        let mut seen = self.seen.lock().expect("not poisoned");
+        seen.last_good.clear();
+        self.last_good_bytes.clear();
+        self.last_good_time.clear();
+        for b in observed.backups.iter().filter(|b| b.is_good()) {
+            let Some(schedule) = &b.schedule else {
+                continue;
+            };
+            let at = b.finished_at.unwrap_or(b.started_at);
+            let labels = ScheduleLabels {
+                schedule: schedule.clone(),
+                cluster: b.cluster.clone(),
+            };
+            if seen.last_good.get(&labels).is_some_and(|t| *t >= at) {
+                continue;
+            }
+            self.last_good_bytes
+                .get_or_create(&labels)
+                .set(b.stored_bytes() as i64);
+            self.last_good_time
+                .get_or_create(&labels)
+                .set(at.timestamp_millis() as f64 / 1000.0);
+            seen.last_good.insert(labels, at);
+        }
+        // Operations that ended since the last pass; those that had ended before this
+        // process first looked are history, not events (a restart must not replay them).
+        let first = !seen.first_pass_done;
+        for ((kind, name), r) in &observed.oneshots {
+            if !r.is_final() || !seen.ended.insert((kind.clone(), name.clone())) || first {
+                continue;
+            }
+            let status = serde_json::to_value(r.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            self.outcomes
+                .get_or_create(&OutcomeLabels {
+                    kind: kind.clone(),
+                    status,
+                })
+                .inc();
+            if let Some(end) = r.finished_at {
+                let secs = (end - r.started_at).num_milliseconds() as f64 / 1000.0;
+                self.durations
+                    .get_or_create(&KindLabels { kind: kind.clone() })
+                    .observe(secs.max(0.0));
+            }
+        }
+        seen.first_pass_done = true;
+    }
+
+    /// The exposition text, with ages as of `now`.
+    pub fn encode(&self, now: DateTime<Utc>) -> String {
+        {
+            let seen = self.seen.lock().expect("not poisoned");
+            self.age.clear();
+            for (labels, at) in &seen.last_good {
+                let age = (now - *at).num_milliseconds() as f64 / 1000.0;
+                self.age.get_or_create(labels).set(age.max(0.0));
+            }
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
