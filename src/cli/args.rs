@@ -76,6 +76,11 @@ pub struct PlaygroundArgs {
     /// Stop processes an earlier playground in DIR left running, then start.
     #[arg(long)]
     pub stop_leftovers: bool,
+    /// Break node N for the demo (mongod-sim only): its mongod cannot start during a
+    /// restore, so a restore with `allowPartlyDone` ends PartlyDone and the node is wiped
+    /// and initial-syncs.
+    #[arg(long, value_name = "N")]
+    pub break_node: Option<usize>,
 }
 
 #[derive(Args, Debug)]

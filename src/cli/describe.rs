@@ -190,6 +190,13 @@ fn progress_line(view: &Value) -> String {
             ));
         }
     }
+    if view["status"] == "unknown" {
+        return format!(
+            "{} {}: not started yet (waiting for the reconciler to see it)",
+            view["kind"].as_str().unwrap_or_default(),
+            view["name"].as_str().unwrap_or_default(),
+        );
+    }
     format!(
         "{} {}: {} [{}]",
         view["kind"].as_str().unwrap_or_default(),

@@ -12,6 +12,7 @@ pub fn run(args: PlaygroundArgs) -> anyhow::Result<ExitStatus> {
         cron: args.cron,
         sim: args.sim,
         stop_leftovers: args.stop_leftovers,
+        break_node: args.break_node,
     })?;
     Ok(ExitStatus::Ok)
 }

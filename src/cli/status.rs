@@ -210,7 +210,7 @@ fn render(v: &Value) -> String {
     out.push_str("\nschedules:\n");
     for sc in v["schedules"].as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "  {} ({}){}: last good {} ({}s ago), next {}{}\n",
+            "  {} ({}){}: {}, next {}{}\n",
             s(&sc["schedule"]),
             s(&sc["cluster"]),
             if sc["suspended"] == json!(true) {
@@ -218,8 +218,10 @@ fn render(v: &Value) -> String {
             } else {
                 ""
             },
-            s(&sc["lastGoodBackup"]),
-            s(&sc["lastGoodAgeSeconds"]),
+            match sc["lastGoodBackup"].as_str() {
+                Some(b) => format!("last good {b} ({}s ago)", s(&sc["lastGoodAgeSeconds"])),
+                None => "no good backup yet".to_string(),
+            },
             s(&sc["nextRun"]),
             if sc["rpoBreached"] == json!(true) {
                 format!("  RPO {} BREACHED", s(&sc["rpo"]))
@@ -238,6 +240,9 @@ fn render(v: &Value) -> String {
         }
     }
     out.push_str("\noperations:\n");
+    if v["operations"].as_array().is_none_or(|a| a.is_empty()) {
+        out.push_str("  none running or waiting\n");
+    }
     for op in v["operations"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "  {} {}: {} {}\n",

@@ -43,33 +43,43 @@ fn spawn(layout: &Layout, name: &str, args: &[String]) -> anyhow::Result<Proc> {
 use std::os::unix::process::CommandExt;
 
 /// One agent per node, at a demo's pace (a beat a second, ops seen within half a second).
-pub fn start_agent(layout: &Layout, mongod: &Mongod, i: usize, port: u16) -> anyhow::Result<Proc> {
+/// A `broken` node's agent starts its restore-time mongods with a mongod-sim fault.
+pub fn start_agent(
+    layout: &Layout,
+    mongod: &Mongod,
+    i: usize,
+    port: u16,
+    broken: bool,
+) -> anyhow::Result<Proc> {
     let s = |v: &dyn std::fmt::Display| v.to_string();
-    spawn(
-        layout,
-        &format!("agent-{i}"),
-        &[
-            s(&"agent"),
-            s(&"--control"),
-            s(&layout.control().display()),
-            s(&"--cluster"),
-            s(&CLUSTER),
-            s(&"--replica-set"),
-            s(&REPLICA_SET),
-            s(&"--node-id"),
-            host(port),
-            s(&"--mongod-uri"),
-            format!("mongodb://{}/?directConnection=true", host(port)),
-            s(&"--dbpath"),
-            s(&layout.dbpath(i).display()),
-            s(&"--mongod-bin"),
-            s(&mongod.bin.display()),
-            s(&"--heartbeat-interval"),
-            s(&"1s"),
-            s(&"--poll-interval"),
-            s(&"500ms"),
-        ],
-    )
+    let mut args = vec![
+        s(&"agent"),
+        s(&"--control"),
+        s(&layout.control().display()),
+        s(&"--cluster"),
+        s(&CLUSTER),
+        s(&"--replica-set"),
+        s(&REPLICA_SET),
+        s(&"--node-id"),
+        host(port),
+        s(&"--mongod-uri"),
+        format!("mongodb://{}/?directConnection=true", host(port)),
+        s(&"--dbpath"),
+        s(&layout.dbpath(i).display()),
+        s(&"--mongod-bin"),
+        s(&mongod.bin.display()),
+        s(&"--heartbeat-interval"),
+        s(&"1s"),
+        s(&"--poll-interval"),
+        s(&"500ms"),
+    ];
+    if broken {
+        args.push(
+            "--standalone-arg=--sim-fail-startup=broken on purpose by `tidemark playground --break-node`"
+                .into(),
+        );
+    }
+    spawn(layout, &format!("agent-{i}"), &args)
 }
 
 /// The reconciler, watching `policies`.

@@ -22,11 +22,21 @@ pub struct Settings {
     /// mongod-sim even when a real `mongod` is on `PATH`.
     pub sim: bool,
     pub stop_leftovers: bool,
+    /// The node whose restore-time starts fail (a mongod-sim fault, for the demo).
+    pub break_node: Option<usize>,
 }
 
 pub fn run(s: Settings) -> anyhow::Result<()> {
     if s.nodes == 0 || s.nodes > 7 {
         bail!("--nodes must be between 1 and 7 (a replica set has at most 7 voting members)");
+    }
+    if let Some(n) = s.break_node
+        && n >= s.nodes
+    {
+        bail!(
+            "--break-node {n}: the nodes are numbered 0 to {}",
+            s.nodes - 1
+        );
     }
     let layout = Layout::new(&s.dir)?;
     layout.lock(s.stop_leftovers)?;
@@ -40,15 +50,24 @@ pub fn run(s: Settings) -> anyhow::Result<()> {
 async fn run_locked(s: &Settings, layout: &Layout, ports: &[u16]) -> anyhow::Result<()> {
     nodes::check_ports(ports)?;
     let mongod = nodes::pick_mongod(layout, s.sim)?;
+    if s.break_node.is_some() && !mongod.simulated {
+        bail!(
+            "--break-node injects a mongod-sim fault; with a real mongod ({}) add --sim",
+            mongod.bin.display()
+        );
+    }
     println!(
-        "starting {} node(s) of replica set {REPLICA_SET} with {} in {}",
+        "starting {} node(s) of replica set {REPLICA_SET} with {} in {}{}",
         ports.len(),
         if mongod.simulated {
             "mongod-sim (no mongod on PATH; a stand-in, see tests/mongod-sim/README.md)".to_string()
         } else {
             mongod.bin.display().to_string()
         },
-        layout.root.display()
+        shown(&layout.root),
+        s.break_node
+            .map(|n| format!(" (node {n} is broken: it cannot start during a restore)"))
+            .unwrap_or_default()
     );
     for (i, p) in ports.iter().enumerate() {
         nodes::start(layout, &mongod, i, *p)?;
@@ -63,12 +82,13 @@ async fn run_locked(s: &Settings, layout: &Layout, ports: &[u16]) -> anyhow::Res
         .clone()
         .unwrap_or_else(|| layout.root.join("policies"));
     if layout.write_starter_policies(&policies, &hosts, &s.cron)? {
-        println!("wrote starter policies to {}", policies.display());
+        println!("wrote starter policies to {}", shown(&policies));
     }
     let mut children: Vec<Proc> = Vec::new();
     let started: anyhow::Result<()> = (|| {
         for (i, p) in ports.iter().enumerate() {
-            children.push(procs::start_agent(layout, &mongod, i, *p)?);
+            let broken = s.break_node == Some(i);
+            children.push(procs::start_agent(layout, &mongod, i, *p, broken)?);
         }
         children.push(procs::start_reconciler(layout, &policies)?);
         Ok(())
@@ -90,32 +110,37 @@ async fn run_locked(s: &Settings, layout: &Layout, ports: &[u16]) -> anyhow::Res
     nodes::stop_all(layout, ports).await;
     println!(
         "stopped; the data stays in {} (run `tidemark playground` again to go on)",
-        layout.root.display()
+        shown(&layout.root)
     );
     Ok(())
 }
 
+/// A path as the user would type it: relative to the working directory when inside it.
+fn shown(path: &std::path::Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
+        .unwrap_or_else(|| path.display().to_string())
+}
+
 fn print_banner(layout: &Layout, policies: &std::path::Path, hosts: &[String]) {
-    let control = layout.control().display().to_string();
-    let root = layout.root.display();
+    let control = shown(&layout.control());
+    let root = shown(&layout.root);
+    let policies = shown(policies);
     println!(
         "\nthe playground is running (Ctrl-C stops it all)\n\n\
          connect:   mongodb://{}/?replicaSet={REPLICA_SET}\n\
-         policies:  {}   (the reconciler watches this directory)\n\
+         policies:  {policies}   (the reconciler watches this directory)\n\
          logs:      {root}/logs/\n\n\
          try:\n  \
          tidemark status --control {control}\n  \
-         tidemark diff --policies {} --control {control}\n  \
-         edit {}/schedule.yaml (the cron), then `tidemark status` again\n  \
-         write a Restore into {} (see examples/policies/), then\n  \
+         tidemark diff --policies {policies} --control {control}\n  \
+         edit {policies}/schedule.yaml (the cron), then `tidemark status` again\n  \
+         write a Restore into {policies}/ (see docs/tutorial.md), then\n  \
          tidemark describe-restore NAME --control {control} --wait\n  \
          tidemark logs --control {control} --follow\n  \
-         kill a node (its pid is in {root}/db/n1/mongod.lock) and restore again\n",
+         kill a node (its pid is in {root}/db/n1/mongod.lock) and watch `tidemark status`\n",
         hosts.join(","),
-        policies.display(),
-        policies.display(),
-        policies.display(),
-        policies.display(),
     );
 }
 
