@@ -74,6 +74,7 @@ fn main() -> ExitCode {
         Command::ForgetBackup(args) => cli::forget::run(args),
         Command::Logs(args) => cli::logs::run(args),
         Command::Playground(args) => cli::playground::run(args),
+        Command::Verify(args) => cli::verify::run(args),
         Command::Schema => {
             print!("{}", tidemark_schema::jsonschema::document_schema_text());
             Ok(ExitStatus::Ok)

@@ -47,6 +47,9 @@ pub enum Command {
     /// A replica set, one agent per node and a reconciler on this machine, in one command:
     /// tidemark end to end in minutes (Ctrl-C stops it all; a second run goes on).
     Playground(PlaygroundArgs),
+    /// Check a backup without restoring it: marker, manifests, every object and its size;
+    /// with --read-data every object's content too. Exits 1 when anything is wrong.
+    Verify(VerifyArgs),
     /// The log lines the agents logged for an operation, merged by time, with the node.
     /// Without --op: every running operation, or else the latest one.
     Logs(LogsArgs),
@@ -81,6 +84,23 @@ pub struct PlaygroundArgs {
     /// and initial-syncs.
     #[arg(long, value_name = "N")]
     pub break_node: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The backup's name, as `status` or the catalog shows it.
+    pub backup: String,
+    #[arg(long, env = "TIDEMARK_CONTROL")]
+    pub control: String,
+    /// Read every object in full: decompress it and compare its blake3 with the manifest.
+    #[arg(long)]
+    pub read_data: bool,
+    /// The backup storage URL, instead of the one the catalog and the applied desired
+    /// state name (credentials come from the environment as for the agents).
+    #[arg(long)]
+    pub storage: Option<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 #[derive(Args, Debug)]

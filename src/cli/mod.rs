@@ -12,6 +12,7 @@ pub mod playground;
 pub mod reconcile;
 pub mod status;
 pub mod validate;
+pub mod verify;
 mod writable;
 
 pub use args::{Cli, Command};

@@ -57,35 +57,10 @@ impl BackupStore {
         compression: Compression,
         dest: &Path,
     ) -> Result<(), StorageError> {
-        let key = entry
-            .object
-            .as_deref()
-            .ok_or_else(|| StorageError::NoObject {
-                path: entry.path.clone(),
-            })?;
+        let key = super::check::object_of(entry)?;
         let location = self.path(key)?;
-        let corrupt = |why: String| StorageError::Corrupt {
-            url: self.url.clone(),
-            key: key.to_string(),
-            path: entry.path.clone(),
-            why,
-        };
-        let blake3_hex = match entry.checksum.strip_prefix("blake3:") {
-            Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                hex.to_ascii_lowercase()
-            }
-            _ => {
-                return Err(corrupt(format!(
-                    "the manifest's checksum {:?} is not blake3:<64 hex digits>",
-                    entry.checksum
-                )));
-            }
-        };
-        let expect = Expect {
-            size: entry.uncompressed_size,
-            blake3_hex,
-            mode: entry.mode,
-        };
+        let corrupt = |why: String| self.corrupt(key, entry, why);
+        let expect = super::check::expectation(entry).map_err(corrupt)?;
         if let Some(root) = &self.local_root {
             return self
                 .download_local(root, entry, key, compression, dest, &expect)
@@ -202,6 +177,52 @@ impl BackupStore {
     }
 }
 
+/// Decompresses `reader` into `out`, proving on the way that it is the file the manifest
+/// describes: never more bytes than listed, exactly as many, and the same blake3. Returns
+/// the bytes written. Restores write a file; `verify --read-data` writes nowhere.
+pub(crate) fn decode_and_check<R: std::io::Read + Send + 'static, W: Write>(
+    reader: R,
+    compression: Compression,
+    out: &mut W,
+    expect: &Expect,
+    write_err: impl Fn(u64, std::io::Error) -> WriteFailure,
+) -> Result<u64, WriteFailure> {
+    let mut data = decoder(compression, reader).map_err(|e| WriteFailure::Decode(e.to_string()))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut written = 0u64;
+    loop {
+        let n = read_full(&mut data, &mut buf).map_err(|e| WriteFailure::Decode(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        if written + n as u64 > expect.size {
+            return Err(WriteFailure::Corrupt(format!(
+                "it holds more than the {} bytes the manifest lists",
+                expect.size
+            )));
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(|e| write_err(written, e))?;
+        written += n as u64;
+    }
+    if written != expect.size {
+        return Err(WriteFailure::Corrupt(format!(
+            "it holds {written} bytes, the manifest lists {}",
+            expect.size
+        )));
+    }
+    let actual = hasher.finalize().to_hex();
+    if actual.as_str() != expect.blake3_hex {
+        return Err(WriteFailure::Corrupt(format!(
+            "checksum mismatch: the manifest says blake3:{}, the data is blake3:{actual}",
+            expect.blake3_hex
+        )));
+    }
+    Ok(written)
+}
+
 /// Runs on a blocking thread: decompresses `reader` into `dest` and verifies it. Removes
 /// `dest` on failure.
 pub(crate) fn write_file<R: std::io::Read + Send + 'static>(
@@ -257,39 +278,7 @@ fn fill_and_verify<R: std::io::Read + Send + 'static>(
             }
         }
     };
-    let mut data = decoder(compression, reader).map_err(|e| WriteFailure::Decode(e.to_string()))?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut written = 0u64;
-    loop {
-        let n = read_full(&mut data, &mut buf).map_err(|e| WriteFailure::Decode(e.to_string()))?;
-        if n == 0 {
-            break;
-        }
-        if written + n as u64 > expect.size {
-            return Err(WriteFailure::Corrupt(format!(
-                "it holds more than the {} bytes the manifest lists",
-                expect.size
-            )));
-        }
-        hasher.update(&buf[..n]);
-        file.write_all(&buf[..n])
-            .map_err(|e| write_err(written, e))?;
-        written += n as u64;
-    }
-    if written != expect.size {
-        return Err(WriteFailure::Corrupt(format!(
-            "it holds {written} bytes, the manifest lists {}",
-            expect.size
-        )));
-    }
-    let actual = hasher.finalize().to_hex();
-    if actual.as_str() != expect.blake3_hex {
-        return Err(WriteFailure::Corrupt(format!(
-            "checksum mismatch: the manifest says blake3:{}, the data is blake3:{actual}",
-            expect.blake3_hex
-        )));
-    }
+    let written = decode_and_check(reader, compression, &mut file, expect, write_err)?;
     file.set_permissions(std::fs::Permissions::from_mode(expect.mode & 0o7777))
         .map_err(|e| WriteFailure::Io {
             op: "cannot set the mode of",

@@ -2,6 +2,7 @@
 //! (compressed, checksummed, retried) and reads/writes the small JSON objects (manifests,
 //! markers) the backup and restore pipelines need.
 
+mod check;
 mod codec;
 mod delete;
 mod download;

@@ -1,0 +1,118 @@
+//! `tidemark verify BACKUP [--read-data]`: checks a backup where it is stored, without
+//! restoring it. The storage comes from the catalog entry and the applied desired state
+//! (or `--storage`); the work is `tidemark_store::verify`.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::{Context, bail};
+use tidemark_reconciler::execute::storage_target;
+use tidemark_reconciler::run::desired_from_applied;
+use tidemark_schema::control::{
+    APPLIED_KEY, AppliedRevision, BackupRecord, StorageTarget, catalog_key,
+};
+use tidemark_schema::model::Compression;
+use tidemark_store::control::ControlPlane;
+use tidemark_store::storage::BackupStore;
+use tidemark_store::verify::{Level, Progress, verify_backup};
+
+use super::args::{OutputFormat, VerifyArgs};
+use super::exit::ExitStatus;
+
+/// Where the backup is stored: `--storage`, else its catalog entry's storage as the
+/// applied revision declares it.
+async fn target(control: &ControlPlane, args: &VerifyArgs) -> anyhow::Result<StorageTarget> {
+    if let Some(url) = &args.storage {
+        return Ok(StorageTarget {
+            url: url.clone(),
+            compression: Compression::Zstd, // read from each manifest; unused here
+            compression_level: None,
+            options: Default::default(),
+        });
+    }
+    let Some(record) = control
+        .get::<BackupRecord>(&catalog_key(&args.backup))
+        .await?
+    else {
+        bail!(
+            "no backup {:?} in the catalog of {} (give --storage URL to verify one that is not)",
+            args.backup,
+            control.url()
+        );
+    };
+    let applied: Option<AppliedRevision> = control.get(APPLIED_KEY).await?;
+    let spec = applied
+        .as_ref()
+        .and_then(desired_from_applied)
+        .and_then(|d| d.storage(&record.storage).cloned());
+    match spec {
+        Some(spec) => Ok(storage_target(&spec)),
+        None => bail!(
+            "backup {:?} is in storage {:?}, which the applied desired state does not declare; \
+             give --storage URL",
+            args.backup,
+            record.storage
+        ),
+    }
+}
+
+pub fn run(args: VerifyArgs) -> anyhow::Result<ExitStatus> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let control = ControlPlane::open(&args.control)?;
+        let target = target(&control, &args).await?;
+        let store = BackupStore::open(&target)
+            .with_context(|| format!("opening backup storage {}", target.url))?;
+        let level = if args.read_data {
+            Level::Data
+        } else {
+            Level::Metadata
+        };
+        let terminal = std::io::stderr().is_terminal();
+        let progress = move |p: Progress| {
+            if terminal {
+                eprint!(
+                    "\rverifying: {}/{} objects, {} MiB read   ",
+                    p.checked,
+                    p.total,
+                    p.bytes >> 20
+                );
+                let _ = std::io::stderr().flush();
+            }
+        };
+        let verified = verify_backup(&store, &args.backup, level, &progress).await?;
+        if terminal {
+            eprintln!();
+        }
+        match args.output {
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&verified)?),
+            OutputFormat::Text => {
+                for p in &verified.problems {
+                    println!("problem: {p}");
+                }
+                println!(
+                    "backup {} in {}: {} ({} replica set(s), {} object(s){}, {})",
+                    verified.backup,
+                    verified.storage,
+                    if verified.ok() { "ok" } else { "NOT OK" },
+                    verified.replica_sets.len(),
+                    verified.objects,
+                    if args.read_data {
+                        format!(", {} B read and checked", verified.bytes_read)
+                    } else {
+                        String::new()
+                    },
+                    if args.read_data {
+                        "data and metadata"
+                    } else {
+                        "metadata only; --read-data reads every object"
+                    }
+                );
+            }
+        }
+        Ok(if verified.ok() {
+            ExitStatus::Ok
+        } else {
+            ExitStatus::Failure
+        })
+    })
+}
