@@ -2,9 +2,9 @@
 //! scheduled backup appears, a Restore written into the watched directory ends `done`
 //! with the documents of the backup back on every node, and Ctrl-C (SIGINT) leaves no
 //! process behind. A second playground on the same directory is refused, naming the
-//! first.
+//! first. A playground killed with SIGKILL leaves its processes; the next run names them
+//! and refuses, and `--stop-leftovers` stops them and goes on with the same data.
 
-use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -83,13 +83,76 @@ fn wait_until(what: &str, secs: u64, log: &Path, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(
             started.elapsed() < Duration::from_secs(secs),
-            "{what} within {secs}s; playground output:\n{}\nreconciler:\n{}",
+            "{what} within {secs}s; playground output:\n{}\n{}\nreconciler:\n{}",
             std::fs::read_to_string(log).unwrap_or_default(),
+            std::fs::read_to_string(log.with_extension("err")).unwrap_or_default(),
             std::fs::read_to_string(log.parent().unwrap().join(".tidemark/logs/reconciler.log"))
                 .unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// Kills, on drop, every process a failed test left in its directory.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in processes_in(&self.0) {
+            if let Some(pid) = p.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+fn start_playground(home: &Path, out: &Path, base: u16, extra: &[&str]) -> Child {
+    let pg = tidemark()
+        .current_dir(home)
+        .args([
+            "playground",
+            "--sim",
+            "--cron",
+            "*/3 * * * * *",
+            "--base-port",
+        ])
+        .arg(base.to_string())
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(std::fs::File::create(out.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("the playground is running", 90, out, || {
+        std::fs::read_to_string(out).is_ok_and(|o| o.contains("the playground is running"))
+    });
+    pg
+}
+
+fn sigint_and_wait(pg: &mut Child, out: &Path) -> (Option<i32>, String) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pg.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let code = loop {
+        if let Some(s) = pg.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the playground stops"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    (
+        code,
+        std::fs::read_to_string(out.with_extension("err")).unwrap_or_default(),
+    )
 }
 
 /// Live processes whose command line names `dir`.
@@ -112,28 +175,12 @@ fn processes_in(dir: &Path) -> Vec<String> {
 #[test]
 fn the_playground_backs_up_restores_and_stops_cleanly() {
     let home = TempDir::new().unwrap();
+    let _cleanup = Cleanup(home.path().to_path_buf());
     let out_path = home.path().join("playground.out");
     let base = free_base();
-    let mut pg: Child = tidemark()
-        .current_dir(home.path())
-        .args([
-            "playground",
-            "--sim",
-            "--cron",
-            "*/3 * * * * *",
-            "--base-port",
-        ])
-        .arg(base.to_string())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut pg = start_playground(home.path(), &out_path, base, &[]);
     let dir = home.path().join(".tidemark");
     let control = dir.join("control");
-    wait_until("the playground is running", 90, &out_path, || {
-        std::fs::read_to_string(&out_path).is_ok_and(|o| o.contains("the playground is running"))
-    });
     let banner = std::fs::read_to_string(&out_path).unwrap();
     assert!(
         banner.contains(&format!("mongodb://127.0.0.1:{base}")),
@@ -180,7 +227,8 @@ fn the_playground_backs_up_restores_and_stops_cleanly() {
         ),
     )
     .unwrap();
-    let described = tidemark()
+    // Bounded: a restore that never ends must fail the test, not hang it.
+    let mut describe = tidemark()
         .args([
             "describe-restore",
             "back",
@@ -190,8 +238,18 @@ fn the_playground_backs_up_restores_and_stops_cleanly() {
             "--control",
         ])
         .arg(&control)
-        .output()
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
+    let started = Instant::now();
+    while describe.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(150) {
+            let _ = describe.kill();
+            panic!("the restore did not end within 150 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let described = describe.wait_with_output().unwrap();
     let v: Value = serde_json::from_slice(&described.stdout).unwrap_or(Value::Null);
     assert_eq!(v["status"], "done", "{v:#}");
     let want: Vec<i32> = (0..30).collect();
@@ -205,31 +263,55 @@ fn the_playground_backs_up_restores_and_stops_cleanly() {
     }
 
     // Ctrl-C: every process goes, and the playground exits 0.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pg.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let started = Instant::now();
-    let code = loop {
-        if let Some(s) = pg.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the playground stops"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let mut stderr = String::new();
-    pg.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (code, stderr) = sigint_and_wait(&mut pg, &out_path);
     assert_eq!(code, Some(0), "{stderr}");
     let left = processes_in(home.path());
     assert!(left.is_empty(), "processes left over: {left:#?}");
     let out = std::fs::read_to_string(&out_path).unwrap();
     assert!(out.contains("stopped; the data stays in"), "{out}");
+
+    // Again on the same directory: the data is there. Then SIGKILL: its processes stay.
+    let mut pg = start_playground(home.path(), &out_path, base, &[]);
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    assert!(!out.contains("wrote starter policies"), "{out}");
+    for p in base..base + NODES {
+        wait_until(
+            &format!("node {p} has the documents again"),
+            60,
+            &out_path,
+            || ids_on(p).as_ref() == Some(&want),
+        );
+    }
+    pg.kill().unwrap();
+    pg.wait().unwrap();
+    let left = processes_in(home.path());
+    assert!(left.iter().any(|p| p.contains(" agent ")), "{left:#?}");
+    let refused = tidemark()
+        .current_dir(home.path())
+        .args(["playground", "--sim", "--base-port"])
+        .arg(base.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("still running") && err.contains("--stop-leftovers"),
+        "{err}"
+    );
+    let agent_pid = left
+        .iter()
+        .find(|p| p.contains(" agent "))
+        .and_then(|p| p.split(':').next())
+        .unwrap();
+    assert!(
+        err.contains(&format!("pid {agent_pid}:")),
+        "the agent is named: {err}"
+    );
+
+    let mut pg = start_playground(home.path(), &out_path, base, &["--stop-leftovers"]);
+    let (code, stderr) = sigint_and_wait(&mut pg, &out_path);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("stopping leftover pid"), "{stderr}");
+    let left = processes_in(home.path());
+    assert!(left.is_empty(), "processes left over: {left:#?}");
 }

@@ -113,8 +113,10 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
         }
         let webhook = match args.listen {
             Some(addr) => {
+                // Trimmed: a secret read from a file usually ends in a newline.
                 let secret = std::env::var("TIDEMARK_WEBHOOK_SECRET")
                     .ok()
+                    .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
                     .ok_or_else(|| {
                         anyhow::anyhow!(

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use nix::fcntl::{Flock, FlockArg};
 
 /// Everything under one directory, so a second run finds the first one's data.
 #[derive(Clone, Debug)]
@@ -48,22 +49,32 @@ impl Layout {
         self.root.join("playground.pid")
     }
 
-    /// Takes the directory for this run. Refuses while another playground runs from it,
-    /// and while processes of an earlier run that did not stop cleanly are still alive
-    /// (naming them, and the way out), so a run never fights over ports or dbPaths.
-    pub fn lock(&self, stop_leftovers: bool) -> anyhow::Result<()> {
-        if let Some(pid) = std::fs::read_to_string(self.pid_file())
-            .ok()
-            .and_then(|t| t.trim().parse::<u32>().ok())
-            && pid != std::process::id()
-            && cmdline(pid).is_some_and(|c| c.contains("playground"))
-        {
-            bail!(
-                "a playground is already running from {} (pid {pid}); stop it with Ctrl-C in \
-                 its terminal or `kill {pid}`, or give this one another --dir",
-                self.root.display()
-            );
-        }
+    /// Takes the directory for this run, held until the returned lock is dropped (an
+    /// exclusive `flock` on `playground.pid`: two runs started at once cannot both get it,
+    /// and a crashed run's lock goes with its process). Refuses while processes of an
+    /// earlier run that did not stop cleanly are alive, naming them and the way out.
+    pub fn lock(&self, stop_leftovers: bool) -> anyhow::Result<Flock<std::fs::File>> {
+        use std::io::{Read, Seek, Write};
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.pid_file())
+            .with_context(|| format!("cannot open {}", self.pid_file().display()))?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((mut file, _)) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                bail!(
+                    "a playground is already running from {} (pid {}); stop it with Ctrl-C in \
+                     its terminal, or give this one another --dir",
+                    self.root.display(),
+                    pid.trim()
+                );
+            }
+        };
         let leftovers = self.leftovers();
         if !leftovers.is_empty() {
             if !stop_leftovers {
@@ -93,23 +104,20 @@ impl Layout {
                 std::time::Duration::from_secs(10),
             );
         }
-        std::fs::write(self.pid_file(), std::process::id().to_string())?;
-        Ok(())
+        lock.set_len(0)?;
+        lock.rewind()?;
+        write!(lock, "{}", std::process::id())?;
+        Ok(lock)
     }
 
-    pub fn unlock(&self) {
-        let _ = std::fs::remove_file(self.pid_file());
-    }
-
-    /// Live processes (other than this one) whose command line names this directory's
-    /// dbPaths or control plane: its mongods, agents and reconciler (a `tail -f` of its
-    /// logs is not one of them).
+    /// Live processes an earlier run of this directory started: mongods whose `--dbpath`
+    /// is one of its dbPaths, and agents and reconcilers whose `--control` is its control
+    /// plane. Argument values are compared exactly, and CLI commands that only read (a
+    /// `tidemark logs --follow` in another terminal) are not counted.
     pub fn leftovers(&self) -> Vec<(u32, String)> {
         let me = std::process::id();
-        let ours = [
-            format!("{}/", self.root.join("db").display()),
-            self.control().display().to_string(),
-        ];
+        let db = self.root.join("db");
+        let control = self.control();
         let mut out = Vec::new();
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -118,11 +126,18 @@ impl Layout {
             if pid == me {
                 continue;
             }
-            if let Some(c) = cmdline(pid)
-                && ours.iter().any(|o| c.contains(o.as_str()))
-                && !c.contains(" playground")
-            {
-                let short: String = c.chars().take(120).collect();
+            let Some(argv) = argv(pid) else { continue };
+            let value = |flag: &str| {
+                argv.windows(2)
+                    .find(|w| w[0] == flag)
+                    .map(|w| std::path::PathBuf::from(&w[1]))
+            };
+            let mongod = value("--dbpath").is_some_and(|p| p.parent() == Some(db.as_path()));
+            let role = argv.get(1).map(String::as_str);
+            let tidemark = matches!(role, Some("agent" | "reconcile"))
+                && value("--control").is_some_and(|p| p == control);
+            if mongod || tidemark {
+                let short: String = argv.join(" ").chars().take(120).collect();
                 out.push((pid, short));
             }
         }
@@ -173,16 +188,16 @@ impl Layout {
     }
 }
 
-/// A process's command line with spaces between arguments, if it is alive.
-pub fn cmdline(pid: u32) -> Option<String> {
+/// A live process's arguments (`None` for a zombie, a kernel thread or a process gone).
+pub fn argv(pid: u32) -> Option<Vec<String>> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     if raw.is_empty() {
-        return None; // a zombie or a kernel thread
+        return None;
     }
     Some(
         raw.split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).to_string())
-            .collect::<Vec<_>>()
-            .join(" "),
+            .collect(),
     )
 }

@@ -44,6 +44,10 @@ pub fn pick_mongod(layout: &Layout, sim: bool) -> anyhow::Result<Mongod> {
     })
 }
 
+/// How long one question to a node may take: a node that accepts and then stalls must
+/// not hang the playground.
+const ASK: Duration = Duration::from_secs(5);
+
 pub fn host(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
@@ -100,22 +104,34 @@ pub async fn form_replica_set(layout: &Layout, ports: &[u16]) -> anyhow::Result<
     for (i, p) in ports.iter().enumerate() {
         clients.push(wait_answering(layout, i, *p).await?);
     }
-    let status = clients[0].admin(doc! {"replSetGetStatus": 1}).await;
-    if status.is_err() {
+    let status = tokio::time::timeout(ASK, clients[0].admin(doc! {"replSetGetStatus": 1})).await;
+    if !matches!(status, Ok(Ok(_))) {
         let members: Vec<Bson> = ports
             .iter()
             .enumerate()
             .map(|(i, p)| Bson::Document(doc! {"_id": i as i32, "host": host(*p)}))
             .collect();
-        clients[0]
-            .admin(doc! {"replSetInitiate": {"_id": REPLICA_SET, "members": members}})
-            .await
-            .context("replSetInitiate")?;
+        let initiated = tokio::time::timeout(
+            ASK,
+            clients[0].admin(doc! {"replSetInitiate": {"_id": REPLICA_SET, "members": members}}),
+        )
+        .await
+        .context("replSetInitiate did not answer")?;
+        // A node still loading its config answers "not yet initialized" to the status
+        // and then "already initialized" (code 23) here: an earlier run's set, fine.
+        if let Err(e) = initiated
+            && !e.to_string().contains("AlreadyInitialized")
+            && !e.to_string().contains("already initialized")
+        {
+            return Err(e).context("replSetInitiate");
+        }
     }
     let started = Instant::now();
     loop {
         for c in &clients {
-            if c.facts().await.is_ok_and(|f| f.role == "PRIMARY") {
+            if let Ok(Ok(f)) = tokio::time::timeout(ASK, c.facts()).await
+                && f.role == "PRIMARY"
+            {
                 return Ok(());
             }
         }
@@ -133,8 +149,11 @@ async fn wait_answering(layout: &Layout, i: usize, port: u16) -> anyhow::Result<
     let started = Instant::now();
     let uri = format!("mongodb://{}/?directConnection=true", host(port));
     loop {
-        if let Ok(c) = MongodClient::connect(&uri).await
-            && c.admin(doc! {"ping": 1}).await.is_ok()
+        if let Ok(Ok(c)) = tokio::time::timeout(ASK, MongodClient::connect(&uri)).await
+            && matches!(
+                tokio::time::timeout(ASK, c.admin(doc! {"ping": 1})).await,
+                Ok(Ok(_))
+            )
         {
             return Ok(c);
         }
@@ -158,8 +177,8 @@ async fn wait_answering(layout: &Layout, i: usize, port: u16) -> anyhow::Result<
 pub async fn stop_all(layout: &Layout, ports: &[u16]) {
     for (i, p) in ports.iter().enumerate() {
         let uri = format!("mongodb://{}/?directConnection=true", host(*p));
-        if let Ok(c) = MongodClient::connect(&uri).await {
-            let _ = c.shutdown(true).await;
+        if let Ok(Ok(c)) = tokio::time::timeout(ASK, MongodClient::connect(&uri)).await {
+            let _ = tokio::time::timeout(ASK, c.shutdown(true)).await;
         }
         let dbpath = layout.dbpath(i);
         let pid = std::fs::read_to_string(dbpath.join("mongod.lock"))
@@ -167,11 +186,17 @@ pub async fn stop_all(layout: &Layout, ports: &[u16]) {
             .and_then(|t| t.trim().parse::<u32>().ok())
             // A pid from an old lock file may belong to anything by now.
             .filter(|pid| {
-                super::layout::cmdline(*pid)
-                    .is_some_and(|c| c.contains(&dbpath.display().to_string()))
+                super::layout::argv(*pid)
+                    .is_some_and(|a| a.iter().any(|x| std::path::Path::new(x) == dbpath))
             });
         if let Some(pid) = pid {
-            super::procs::stop(vec![pid], None, Duration::from_secs(15));
+            // Its shutdown was asked for above; SIGTERM too (a mongod shuts down cleanly on
+            // it), for a node the command did not reach.
+            super::procs::stop(
+                vec![pid],
+                Some(nix::sys::signal::Signal::SIGTERM),
+                Duration::from_secs(15),
+            );
         }
     }
 }

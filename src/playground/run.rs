@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::layout::{Layout, REPLICA_SET};
 use super::nodes::{self, host};
@@ -39,15 +40,41 @@ pub fn run(s: Settings) -> anyhow::Result<()> {
         );
     }
     let layout = Layout::new(&s.dir)?;
-    layout.lock(s.stop_leftovers)?;
+    // Held for the whole run; dropped (unlocked) on every way out.
+    let _lock = layout.lock(s.stop_leftovers)?;
     let ports: Vec<u16> = (0..s.nodes).map(|i| s.base_port + i as u16).collect();
     let runtime = tokio::runtime::Runtime::new()?;
-    let result = runtime.block_on(run_locked(&s, &layout, &ports));
-    layout.unlock();
-    result
+    runtime.block_on(run_locked(&s, &layout, &ports))
+}
+
+/// Ctrl-C, SIGTERM and a closed terminal (SIGHUP), listened to from the very start, so
+/// that a stop during start-up stops what was started too.
+struct Stops {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Stops {
+    fn new() -> anyhow::Result<Stops> {
+        Ok(Stops {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
 }
 
 async fn run_locked(s: &Settings, layout: &Layout, ports: &[u16]) -> anyhow::Result<()> {
+    let mut stops = Stops::new()?;
     nodes::check_ports(ports)?;
     let mongod = nodes::pick_mongod(layout, s.sim)?;
     if s.break_node.is_some() && !mongod.simulated {
@@ -69,13 +96,49 @@ async fn run_locked(s: &Settings, layout: &Layout, ports: &[u16]) -> anyhow::Res
             .map(|n| format!(" (node {n} is broken: it cannot start during a restore)"))
             .unwrap_or_default()
     );
+    let mut children: Vec<Proc> = Vec::new();
+    // From the first node started on, every way out goes through the one clean-up below.
+    let started = tokio::select! {
+        r = start(s, layout, ports, &mongod, &mut children) => Some(r),
+        _ = stops.recv() => None,
+    };
+    let outcome = match started {
+        Some(Ok(())) => {
+            wait_for_stop(&mut stops, &mut children).await;
+            Ok(())
+        }
+        Some(Err(e)) => Err(e),
+        None => {
+            println!("stopped during start-up");
+            Ok(())
+        }
+    };
+    println!("stopping: the reconciler, the agents, then the nodes");
+    // The reconciler first, so it starts nothing new while the agents stop.
+    let (mut rec, mut agents): (Vec<Proc>, Vec<Proc>) =
+        children.into_iter().partition(|p| p.name == "reconciler");
+    procs::stop_children(&mut rec);
+    procs::stop_children(&mut agents);
+    nodes::stop_all(layout, ports).await;
+    println!(
+        "stopped; the data stays in {} (run `tidemark playground` again to go on)",
+        shown(&layout.root)
+    );
+    outcome
+}
+
+/// Nodes, replica set, starter policies, agents and reconciler; then the banner.
+async fn start(
+    s: &Settings,
+    layout: &Layout,
+    ports: &[u16],
+    mongod: &nodes::Mongod,
+    children: &mut Vec<Proc>,
+) -> anyhow::Result<()> {
     for (i, p) in ports.iter().enumerate() {
-        nodes::start(layout, &mongod, i, *p)?;
+        nodes::start(layout, mongod, i, *p)?;
     }
-    if let Err(e) = nodes::form_replica_set(layout, ports).await {
-        nodes::stop_all(layout, ports).await;
-        return Err(e);
-    }
+    nodes::form_replica_set(layout, ports).await?;
     let hosts: Vec<String> = ports.iter().map(|p| host(*p)).collect();
     let policies = s
         .policies
@@ -84,34 +147,12 @@ async fn run_locked(s: &Settings, layout: &Layout, ports: &[u16]) -> anyhow::Res
     if layout.write_starter_policies(&policies, &hosts, &s.cron)? {
         println!("wrote starter policies to {}", shown(&policies));
     }
-    let mut children: Vec<Proc> = Vec::new();
-    let started: anyhow::Result<()> = (|| {
-        for (i, p) in ports.iter().enumerate() {
-            let broken = s.break_node == Some(i);
-            children.push(procs::start_agent(layout, &mongod, i, *p, broken)?);
-        }
-        children.push(procs::start_reconciler(layout, &policies)?);
-        Ok(())
-    })();
-    if let Err(e) = started {
-        procs::stop_children(&mut children);
-        nodes::stop_all(layout, ports).await;
-        return Err(e);
+    for (i, p) in ports.iter().enumerate() {
+        let broken = s.break_node == Some(i);
+        children.push(procs::start_agent(layout, mongod, i, *p, broken)?);
     }
+    children.push(procs::start_reconciler(layout, &policies)?);
     print_banner(layout, &policies, &hosts);
-    wait_for_stop(&mut children).await;
-    println!("stopping: the reconciler, the agents, then the nodes");
-    // The reconciler first, so it starts nothing new while the agents stop.
-    let (rec, agents): (Vec<Proc>, Vec<Proc>) =
-        children.into_iter().partition(|p| p.name == "reconciler");
-    let (mut rec, mut agents) = (rec, agents);
-    procs::stop_children(&mut rec);
-    procs::stop_children(&mut agents);
-    nodes::stop_all(layout, ports).await;
-    println!(
-        "stopped; the data stays in {} (run `tidemark playground` again to go on)",
-        shown(&layout.root)
-    );
     Ok(())
 }
 
@@ -144,15 +185,13 @@ fn print_banner(layout: &Layout, policies: &std::path::Path, hosts: &[String]) {
     );
 }
 
-/// Until Ctrl-C or SIGTERM. A child that exits on its own is reported with its log, once.
-async fn wait_for_stop(children: &mut [Proc]) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler can be installed");
+/// Until Ctrl-C, SIGTERM or SIGHUP. A child that exits on its own is reported with its
+/// log, once.
+async fn wait_for_stop(stops: &mut Stops, children: &mut [Proc]) {
     let mut reported = vec![false; children.len()];
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
+            _ = stops.recv() => return,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
         for (i, p) in children.iter_mut().enumerate() {

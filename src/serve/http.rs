@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -83,7 +83,12 @@ pub async fn serve(e: Endpoints) -> anyhow::Result<()> {
     if let Some((addr, w)) = e.webhook {
         add(
             addr,
-            Router::new().route("/webhook", post(webhook)).with_state(w),
+            // GitHub sends payloads up to 25 MiB; axum's default limit (2 MB) would refuse
+            // big pushes before the handler could log anything.
+            Router::new()
+                .route("/webhook", post(webhook))
+                .layer(DefaultBodyLimit::max(25 << 20))
+                .with_state(w),
         );
     }
     for (addr, router) in routers {

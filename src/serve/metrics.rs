@@ -160,7 +160,19 @@ impl Metrics {
         self.passes.inc();
         self.pass_errors.inc_by(report.errors.len() as u64);
         self.leader.set(i64::from(report.following.is_none()));
+        // One lock over clear-and-rebuild, shared with `encode`: a scrape never sees a
+        // family half rebuilt.
+        let mut seen = self.seen.lock().expect("not poisoned");
         let Some(observed) = &report.observed else {
+            if report.following.is_some() {
+                // A follower does not observe: what it knew as leader goes stale, and a
+                // stale backup age would page someone. The leader exports these.
+                seen.last_good.clear();
+                self.last_good_bytes.clear();
+                self.last_good_time.clear();
+                self.agents.clear();
+                self.applied.clear();
+            }
             return;
         };
         if let Some(revision) = &report.revision {
@@ -173,6 +185,13 @@ impl Metrics {
         }
         self.agents.clear();
         for hb in &observed.heartbeats {
+            // Both series for every cluster, so "alive < 3" sees a 0 rather than nothing.
+            for state in ["alive", "dead"] {
+                let _ = self.agents.get_or_create(&AgentLabels {
+                    cluster: hb.cluster.clone(),
+                    state: state.into(),
+                });
+            }
             let age = now - hb.at;
             let state = if age < dead_after { "alive" } else { "dead" };
             self.agents
@@ -182,7 +201,6 @@ impl Metrics {
                 })
                 .inc();
         }
-        let mut seen = self.seen.lock().expect("not poisoned");
         seen.last_good.clear();
         self.last_good_bytes.clear();
         self.last_good_time.clear();
@@ -235,13 +253,12 @@ impl Metrics {
 
     /// The exposition text, with ages as of `now`.
     pub fn encode(&self, now: DateTime<Utc>) -> String {
-        {
-            let seen = self.seen.lock().expect("not poisoned");
-            self.age.clear();
-            for (labels, at) in &seen.last_good {
-                let age = (now - *at).num_milliseconds() as f64 / 1000.0;
-                self.age.get_or_create(labels).set(age.max(0.0));
-            }
+        // Held while encoding: a pass rebuilding the families waits for it.
+        let seen = self.seen.lock().expect("not poisoned");
+        self.age.clear();
+        for (labels, at) in &seen.last_good {
+            let age = (now - *at).num_milliseconds() as f64 / 1000.0;
+            self.age.get_or_create(labels).set(age.max(0.0));
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

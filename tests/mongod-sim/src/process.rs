@@ -48,8 +48,14 @@ fn init_failed(error: String) -> ExitCode {
 fn lock_owner(dbpath: &std::path::Path) -> Option<u32> {
     let text = std::fs::read_to_string(dbpath.join("mongod.lock")).ok()?;
     let pid: u32 = text.trim().parse().ok()?;
-    (pid != std::process::id() && std::path::Path::new(&format!("/proc/{pid}")).exists())
-        .then_some(pid)
+    // mongod holds a lock on the file; the pid alone could be a new process by now (pid
+    // reuse after a crash), so it counts only while it is a process on this dbPath.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let dbpath = dbpath.to_string_lossy();
+    let on_this_dbpath = cmdline
+        .split(|b| *b == 0)
+        .any(|a| String::from_utf8_lossy(a) == dbpath);
+    (pid != std::process::id() && on_this_dbpath).then_some(pid)
 }
 
 /// mongod-sim's `main`: parses `std::env::args` as mongod does and serves until shut

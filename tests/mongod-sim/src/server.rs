@@ -30,7 +30,8 @@ pub async fn bind(node: &Node) -> std::io::Result<Vec<TcpListener>> {
     Ok(out)
 }
 
-/// Serves until a `shutdown` command, then checkpoints and returns.
+/// Serves until a `shutdown` command or SIGTERM/SIGINT (a clean shutdown, as mongod
+/// does on those signals), then checkpoints and returns.
 pub async fn serve(node: Arc<Node>, listeners: Vec<TcpListener>) {
     for l in listeners {
         tokio::spawn(accept_loop(node.clone(), l));
@@ -48,7 +49,26 @@ pub async fn serve(node: Arc<Node>, listeners: Vec<TcpListener>) {
         "Waiting for connections",
         doc! {"port": node.opts.port as i32, "ssl": "off"}
     );
-    node.shutdown.notified().await;
+    let signals = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => 15,
+                _ = int.recv() => 2,
+            },
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = node.shutdown.notified() => {}
+        sig = signals => {
+            slog!(I, "CONTROL", 23377, "SignalHandler", "Received signal", doc! {"signal": sig, "error": if sig == 15 { "Terminated" } else { "Interrupt" }});
+            node.request_shutdown();
+        }
+    }
     node.finish_shutdown();
 }
 
