@@ -216,6 +216,28 @@ fn defects() -> Vec<Defect> {
             says: &["keepLast must be at least 1"],
         },
         Defect {
+            what: "retention with no rule",
+            file: "d-norule.yaml",
+            content: replace(
+                &schedule("d-norule"),
+                "    keepLast: 7\n    maxAge: 30d\n",
+                "    keepDaily: 0\n",
+            ),
+            line: 12,
+            says: &["keepDaily must be at least 1"],
+        },
+        Defect {
+            what: "retention empty",
+            file: "d-empty-retention.yaml",
+            content: replace(
+                &schedule("d-empty-retention"),
+                "  retention:\n    keepLast: 7\n    maxAge: 30d\n",
+                "  retention: {}\n",
+            ),
+            line: 11,
+            says: &["retention needs at least one of keepLast"],
+        },
+        Defect {
             what: "bad storage URL scheme",
             file: "d-scheme.yaml",
             content: replace(

@@ -66,6 +66,20 @@ pub fn render_plan(plan: &Plan) -> String {
         }
         let _ = writeln!(out, "    why: {}", s.reason);
     }
+    // What retention keeps, and which rule keeps it: a delete above is only half the story.
+    let kept: Vec<_> = plan.retention.iter().filter(|d| d.keep).collect();
+    if !kept.is_empty() {
+        let _ = writeln!(out, "\nRetention keeps {} backup(s):", kept.len());
+        for d in kept {
+            let _ = writeln!(
+                out,
+                "  = {} ({}): {}",
+                d.backup,
+                d.schedule,
+                d.reasons.join("; ")
+            );
+        }
+    }
     out
 }
 

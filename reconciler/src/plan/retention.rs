@@ -1,17 +1,68 @@
-//! Retention: which of a schedule's backups to keep, each decision with its reasons.
+//! Retention: which of a schedule's backups to keep, each decision with its reasons, in
+//! restic's terms (`forget --keep-*`).
 //!
-//! A backup is kept if any rule keeps it: it is the newest good backup (never deleted), one
-//! of the `keepLast` newest, younger than `maxAge`, or the source of a restore that has not
-//! run yet. Only good (complete, done) backups of a schedule still declared are considered:
-//! deleting a schedule never deletes its backups.
+//! A good backup is kept if any rule keeps it: it is the newest good backup (never
+//! deleted); one of the `keepLast` newest; the newest of one of the last `keepHourly`
+//! hours (`keepDaily` days, `keepWeekly` ISO weeks, `keepMonthly` months, `keepYearly`
+//! years) that have a backup, counted in the schedule's time zone; younger than `maxAge`;
+//! or the source of a restore that has not run yet. Only good (complete, done) backups of
+//! a schedule still declared are considered: deleting a schedule never deletes its
+//! backups.
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
+use chrono_tz::Tz;
 use tidemark_schema::control::BackupRecord;
-use tidemark_schema::model::{BackupScheduleSpec, parse_max_age};
+use tidemark_schema::model::{BackupScheduleSpec, Retention, parse_max_age, parse_timezone};
 
 use super::model::RetentionDecision;
+
+/// A calendar tier: its YAML name, and the bucket a local time falls in.
+struct Tier {
+    field: &'static str,
+    unit: &'static str,
+    count: Option<u32>,
+    bucket: fn(&DateTime<Tz>) -> String,
+}
+
+fn tiers(r: &Retention) -> [Tier; 5] {
+    [
+        Tier {
+            field: "keepHourly",
+            unit: "hour",
+            count: r.keep_hourly,
+            bucket: |t| t.format("%Y-%m-%d %H:00").to_string(),
+        },
+        Tier {
+            field: "keepDaily",
+            unit: "day",
+            count: r.keep_daily,
+            bucket: |t| t.format("%Y-%m-%d").to_string(),
+        },
+        Tier {
+            field: "keepWeekly",
+            unit: "week",
+            count: r.keep_weekly,
+            bucket: |t| {
+                let w = t.iso_week();
+                format!("{}-W{:02}", w.year(), w.week())
+            },
+        },
+        Tier {
+            field: "keepMonthly",
+            unit: "month",
+            count: r.keep_monthly,
+            bucket: |t| t.format("%Y-%m").to_string(),
+        },
+        Tier {
+            field: "keepYearly",
+            unit: "year",
+            count: r.keep_yearly,
+            bucket: |t| t.format("%Y").to_string(),
+        },
+    ]
+}
 
 /// Decides for every good backup of `schedule`. `pinned` holds backups pending restores need.
 pub fn decide(
@@ -24,6 +75,7 @@ pub fn decide(
     let Some(retention) = &spec.retention else {
         return Vec::new();
     };
+    let tz: Tz = parse_timezone(&spec.timezone).unwrap_or(chrono_tz::UTC);
     let max_age = retention
         .max_age
         .as_deref()
@@ -34,21 +86,41 @@ pub fn decide(
         .collect();
     // Newest first; the name breaks ties so the order never depends on listing order.
     good.sort_by(|a, b| (b.started_at, &b.name).cmp(&(a.started_at, &a.name)));
-    let keep_last = retention.keep_last.max(1) as usize;
+    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); good.len()];
+    if let Some(first) = reasons.first_mut() {
+        first.push("newest good backup of the schedule: never deleted".to_string());
+    }
+    if let Some(n) = retention.keep_last {
+        for (i, r) in reasons.iter_mut().enumerate().take(n as usize) {
+            r.push(format!("one of the {n} newest (keepLast): #{}", i + 1));
+        }
+    }
+    // Each calendar tier walks the backups newest first and keeps the first (newest) of
+    // each new bucket, until it has kept its count.
+    for tier in tiers(retention) {
+        let Some(n) = tier.count else { continue };
+        let mut kept = 0;
+        let mut last: Option<String> = None;
+        for (i, b) in good.iter().enumerate() {
+            if kept == n {
+                break;
+            }
+            let bucket = (tier.bucket)(&b.started_at.with_timezone(&tz));
+            if last.as_deref() == Some(bucket.as_str()) {
+                continue;
+            }
+            kept += 1;
+            reasons[i].push(format!(
+                "newest of {} {bucket} ({} {n}: #{kept})",
+                tier.unit, tier.field
+            ));
+            last = Some(bucket);
+        }
+    }
     good.iter()
-        .enumerate()
-        .map(|(i, b)| {
+        .zip(reasons)
+        .map(|(b, mut reasons)| {
             let age = now - b.started_at;
-            let mut reasons = Vec::new();
-            if i == 0 {
-                reasons.push("newest good backup of the schedule: never deleted".to_string());
-            }
-            if i < keep_last {
-                reasons.push(format!(
-                    "one of the {keep_last} newest (keepLast): #{}",
-                    i + 1
-                ));
-            }
             if let Some(m) = &max_age
                 && age.to_std().map_or(true, |a| a < m.duration)
             {
@@ -63,15 +135,29 @@ pub fn decide(
             }
             let keep = !reasons.is_empty();
             if !keep {
-                let beyond = format!("beyond keepLast {keep_last} (#{} newest)", i + 1);
-                reasons.push(match &max_age {
-                    Some(m) => format!(
-                        "{beyond} and older than maxAge {} (age {})",
+                let mut why = Vec::new();
+                if let Some(n) = retention.keep_last {
+                    why.push(format!("beyond keepLast {n}"));
+                }
+                let calendar: Vec<&str> = tiers(retention)
+                    .iter()
+                    .filter(|t| t.count.is_some())
+                    .map(|t| t.field)
+                    .collect();
+                if !calendar.is_empty() {
+                    why.push(format!(
+                        "not the newest of a period {} keeps",
+                        calendar.join("/")
+                    ));
+                }
+                if let Some(m) = &max_age {
+                    why.push(format!(
+                        "older than maxAge {} (age {})",
                         m.text,
                         human_age(age)
-                    ),
-                    None => beyond,
-                });
+                    ));
+                }
+                reasons.push(format!("kept by no rule: {}", why.join("; ")));
             }
             RetentionDecision {
                 backup: b.name.clone(),

@@ -60,13 +60,32 @@ fn default_timezone() -> String {
     "UTC".to_string()
 }
 
-/// Which of a schedule's backups to keep: the `keepLast` newest good ones, plus any
-/// younger than `maxAge`. The newest good backup is never deleted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// Which of a schedule's good backups to keep, in restic's terms: the `keepLast` newest;
+/// the newest of each of the last `keepHourly` hours, `keepDaily` days, `keepWeekly` ISO
+/// weeks, `keepMonthly` months and `keepYearly` years that have a backup (in the
+/// schedule's time zone); and any younger than `maxAge`. The newest good backup is never
+/// deleted. At least one rule must be given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Retention {
-    /// At least 1.
-    pub keep_last: u32,
+    /// The newest N good backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// The newest backup of each of the last N hours that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_hourly: Option<u32>,
+    /// The newest backup of each of the last N days that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    /// The newest backup of each of the last N ISO weeks that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    /// The newest backup of each of the last N months that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    /// The newest backup of each of the last N years that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
     /// Such as `30d`, `12h`, `1w2d`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,

@@ -261,10 +261,27 @@ fn check_schedule(
         out.push(doc.error("spec.rpo", problem));
     }
     if let Some(retention) = &spec.retention {
-        if retention.keep_last == 0 {
+        let counts = [
+            ("keepLast", retention.keep_last),
+            ("keepHourly", retention.keep_hourly),
+            ("keepDaily", retention.keep_daily),
+            ("keepWeekly", retention.keep_weekly),
+            ("keepMonthly", retention.keep_monthly),
+            ("keepYearly", retention.keep_yearly),
+        ];
+        for (field, count) in counts {
+            if count == Some(0) {
+                out.push(doc.error(
+                    &format!("spec.retention.{field}"),
+                    format!("{field} must be at least 1 (leave it out to not use it)"),
+                ));
+            }
+        }
+        if counts.iter().all(|(_, c)| c.is_none()) && retention.max_age.is_none() {
             out.push(doc.error(
-                "spec.retention.keepLast",
-                "keepLast must be at least 1: the newest good backup is never deleted",
+                "spec.retention",
+                "retention needs at least one of keepLast, keepHourly, keepDaily, keepWeekly, \
+                 keepMonthly, keepYearly or maxAge (leave retention out to keep every backup)",
             ));
         }
         if let Some(Err(problem)) = retention.max_age.as_deref().map(parse_max_age) {
