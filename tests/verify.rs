@@ -71,6 +71,24 @@ fn verify_names_each_damaged_object_and_only_read_data_finds_a_flipped_byte() {
     assert_eq!(code, 0, "a clean backup verifies: {v:#}");
     assert!(v["bytesRead"].as_u64().unwrap() > 0, "{v:#}");
 
+    // A marker that leaves a replica set out: the set is still checked, and reported.
+    let marker = w.rig.storage_dir.path().join("b1/backup.json");
+    let original = std::fs::read(&marker).unwrap();
+    let mut m: Value = serde_json::from_slice(&original).unwrap();
+    m["replicaSets"] = serde_json::json!([]);
+    std::fs::write(&marker, m.to_string()).unwrap();
+    let (code, v) = verify(&w, "b1", &[]);
+    assert_eq!(code, 1, "{v:#}");
+    let text = v["problems"].to_string();
+    assert!(text.contains("lists no replica set"), "{v:#}");
+    assert!(text.contains("not in the completion marker"), "{v:#}");
+    assert_eq!(
+        v["replicaSets"][0],
+        w.rig.rs.name.as_str(),
+        "still checked: {v:#}"
+    );
+    std::fs::write(&marker, &original).unwrap();
+
     let objs = objects(&w, "b1");
     assert!(objs.len() >= 3, "{objs:?}");
     let (flipped, truncated, missing) = (&objs[0].0, &objs[1].0, &objs[2].0);

@@ -213,7 +213,7 @@ fn defects() -> Vec<Defect> {
             file: "d-keeplast.yaml",
             content: replace(&schedule("d-keeplast"), "keepLast: 7", "keepLast: 0"),
             line: 12,
-            says: &["keepLast must be at least 1"],
+            says: &["keepLast: 0 is too small; the minimum is 1"],
         },
         Defect {
             what: "retention with no rule",
@@ -224,7 +224,14 @@ fn defects() -> Vec<Defect> {
                 "    keepDaily: 0\n",
             ),
             line: 12,
-            says: &["keepDaily must be at least 1"],
+            says: &["keepDaily: 0 is too small; the minimum is 1"],
+        },
+        Defect {
+            what: "keepLast left empty",
+            file: "d-null-keeplast.yaml",
+            content: replace(&schedule("d-null-keeplast"), "keepLast: 7", "keepLast:"),
+            line: 12,
+            says: &["keepLast"],
         },
         Defect {
             what: "retention empty",

@@ -13,26 +13,28 @@ use tidemark_schema::control::{
 use tidemark_schema::model::Compression;
 use tidemark_store::control::ControlPlane;
 use tidemark_store::storage::BackupStore;
-use tidemark_store::verify::{Level, Progress, verify_backup};
+use tidemark_store::verify::{Level, Problem, Progress, verify_backup};
 
 use super::args::{OutputFormat, VerifyArgs};
 use super::exit::ExitStatus;
 
 /// Where the backup is stored: `--storage`, else its catalog entry's storage as the
 /// applied revision declares it.
-async fn target(control: &ControlPlane, args: &VerifyArgs) -> anyhow::Result<StorageTarget> {
+async fn target(
+    control: &ControlPlane,
+    args: &VerifyArgs,
+) -> anyhow::Result<(StorageTarget, Option<BackupRecord>)> {
+    let record: Option<BackupRecord> = control.get(&catalog_key(&args.backup)).await?;
     if let Some(url) = &args.storage {
-        return Ok(StorageTarget {
+        let target = StorageTarget {
             url: url.clone(),
             compression: Compression::Zstd, // read from each manifest; unused here
             compression_level: None,
             options: Default::default(),
-        });
+        };
+        return Ok((target, record));
     }
-    let Some(record) = control
-        .get::<BackupRecord>(&catalog_key(&args.backup))
-        .await?
-    else {
+    let Some(record) = record else {
         bail!(
             "no backup {:?} in the catalog of {} (give --storage URL to verify one that is not)",
             args.backup,
@@ -45,7 +47,7 @@ async fn target(control: &ControlPlane, args: &VerifyArgs) -> anyhow::Result<Sto
         .and_then(desired_from_applied)
         .and_then(|d| d.storage(&record.storage).cloned());
     match spec {
-        Some(spec) => Ok(storage_target(&spec)),
+        Some(spec) => Ok((storage_target(&spec), Some(record))),
         None => bail!(
             "backup {:?} is in storage {:?}, which the applied desired state does not declare; \
              give --storage URL",
@@ -59,7 +61,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitStatus> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let control = ControlPlane::open(&args.control)?;
-        let target = target(&control, &args).await?;
+        let (target, record) = target(&control, &args).await?;
         let store = BackupStore::open(&target)
             .with_context(|| format!("opening backup storage {}", target.url))?;
         let level = if args.read_data {
@@ -79,7 +81,24 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitStatus> {
                 let _ = std::io::stderr().flush();
             }
         };
-        let verified = verify_backup(&store, &args.backup, level, &progress).await?;
+        let mut verified = verify_backup(&store, &args.backup, level, &progress).await?;
+        // Whatever the objects say, the catalog decides what a restore may use.
+        if let Some(r) = record.filter(|r| !r.is_good()) {
+            verified.problems.push(Problem {
+                replica_set: None,
+                file: None,
+                object: Some(catalog_key(&r.name)),
+                what: if r.deleting.is_some() {
+                    "the catalog marks it as being deleted: no restore will use it".into()
+                } else {
+                    format!(
+                        "the catalog records it as {:?}{}: no restore will use it",
+                        r.status,
+                        if r.complete { "" } else { ", incomplete" }
+                    )
+                },
+            });
+        }
         if terminal {
             eprintln!();
         }
@@ -101,7 +120,10 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitStatus> {
                     } else {
                         String::new()
                     },
-                    if args.read_data {
+                    if verified.external {
+                        "external backup: its files are in your snapshots; only the marker \
+                         and manifests were checked"
+                    } else if args.read_data {
                         "data and metadata"
                     } else {
                         "metadata only; --read-data reads every object"

@@ -69,26 +69,62 @@ fn default_timezone() -> String {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Retention {
     /// The newest N good backups.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_count"
+    )]
+    #[schemars(with = "u32", range(min = 1))]
     pub keep_last: Option<u32>,
     /// The newest backup of each of the last N hours that have one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_count"
+    )]
+    #[schemars(with = "u32", range(min = 1))]
     pub keep_hourly: Option<u32>,
     /// The newest backup of each of the last N days that have one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_count"
+    )]
+    #[schemars(with = "u32", range(min = 1))]
     pub keep_daily: Option<u32>,
     /// The newest backup of each of the last N ISO weeks that have one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_count"
+    )]
+    #[schemars(with = "u32", range(min = 1))]
     pub keep_weekly: Option<u32>,
     /// The newest backup of each of the last N months that have one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_count"
+    )]
+    #[schemars(with = "u32", range(min = 1))]
     pub keep_monthly: Option<u32>,
     /// The newest backup of each of the last N years that have one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_count"
+    )]
+    #[schemars(with = "u32", range(min = 1))]
     pub keep_yearly: Option<u32>,
     /// Such as `30d`, `12h`, `1w2d`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
+}
+
+/// A retention count that is given must be a number: an empty `keepLast:` (YAML null)
+/// is an error, never a silent "not used" that would let retention delete more.
+fn present_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    u32::deserialize(d).map(Some)
 }
 
 /// Parses a cron expression of 5 fields, or 6 with seconds first.

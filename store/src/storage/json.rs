@@ -112,8 +112,23 @@ impl BackupStore {
         &self,
         key: &str,
     ) -> Result<Option<T>, StorageError> {
+        self.get_bytes(key)
+            .await?
+            .map(|b| {
+                serde_json::from_slice(&b).map_err(|source| StorageError::Json {
+                    url: self.url.clone(),
+                    key: key.to_string(),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// Reads the bytes of a small object (a manifest, a marker); `None` when it does not
+    /// exist.
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<bytes::Bytes>, StorageError> {
         let location = self.path(key)?;
-        let bytes = with_retries(&self.retry, &self.url, key, "read", |_| async {
+        with_retries(&self.retry, &self.url, key, "read", |_| async {
             let got = match self.store.get(&location).await {
                 Ok(got) => got,
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -124,16 +139,7 @@ impl BackupStore {
                 .map(Some)
                 .map_err(|e| classify(&self.url, key, "read", e))
         })
-        .await?;
-        bytes
-            .map(|b| {
-                serde_json::from_slice(&b).map_err(|source| StorageError::Json {
-                    url: self.url.clone(),
-                    key: key.to_string(),
-                    source,
-                })
-            })
-            .transpose()
+        .await
     }
 
     /// Whether an object exists at `key`.

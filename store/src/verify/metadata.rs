@@ -5,7 +5,7 @@
 use futures::StreamExt;
 use tidemark_schema::control::BackupMarker;
 use tidemark_schema::manifest::{FileEntry, ReplicaSetManifest, layout};
-use tidemark_schema::model::Compression;
+use tidemark_schema::model::{BackupType, Compression};
 
 use super::report::{Progress, Verified};
 use crate::storage::{BackupStore, StorageError};
@@ -20,7 +20,9 @@ pub(crate) struct Checkable {
     pub entry: FileEntry,
 }
 
-/// The replica sets a backup holds: the marker's, else whatever manifests are there.
+/// The completion marker, and every replica set the backup holds: those the marker lists
+/// and those with a directory in storage, so a set the marker leaves out is still checked
+/// (a restore would restore it) and reported.
 async fn replica_sets(
     store: &BackupStore,
     backup: &str,
@@ -40,45 +42,76 @@ async fn replica_sets(
         }
         Err(e) => return Err(e),
     };
-    if let Some(m) = &marker {
-        if m.backup != backup {
+    let listing = store
+        .object_store()
+        .list_with_delimiter(Some(&object_store::path::Path::from(backup)))
+        .await;
+    let in_storage: Vec<String> = match listing {
+        Ok(l) => l
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect(),
+        Err(e) => {
             v.problem(
                 None,
                 None,
-                Some(&marker_key),
-                format!("the marker names backup {:?}", m.backup),
+                Some(backup),
+                format!("cannot list the backup's replica sets: {e}"),
             );
+            Vec::new()
         }
-        return Ok((
-            marker.clone(),
-            m.replica_sets.iter().map(|r| r.name.clone()).collect(),
-        ));
-    }
-    if !v
-        .problems
-        .iter()
-        .any(|p| p.object.as_deref() == Some(marker_key.as_str()))
-    {
-        v.problem(
-            None,
-            None,
-            Some(&marker_key),
-            "the completion marker is missing: the backup never completed, or the marker was lost; it is not restorable",
-        );
-    }
-    // Without a marker, look at what manifests exist, to say what else is wrong.
-    let listed: Vec<String> = store
-        .object_store()
-        .list_with_delimiter(Some(&object_store::path::Path::from(backup)))
-        .await
-        .map(|l| {
-            l.common_prefixes
+    };
+    let mut sets: Vec<String> = Vec::new();
+    match &marker {
+        Some(m) => {
+            if m.backup != backup {
+                v.problem(
+                    None,
+                    None,
+                    Some(&marker_key),
+                    format!("the marker names backup {:?}", m.backup),
+                );
+            }
+            if m.replica_sets.is_empty() {
+                v.problem(
+                    None,
+                    None,
+                    Some(&marker_key),
+                    "the marker lists no replica set",
+                );
+            }
+            sets.extend(m.replica_sets.iter().map(|r| r.name.clone()));
+            let unlisted: Vec<&String> =
+                in_storage.iter().filter(|rs| !sets.contains(rs)).collect();
+            for rs in unlisted {
+                v.problem(
+                    Some(rs),
+                    None,
+                    Some(&layout::rs_manifest_key(backup, rs)),
+                    "in storage but not in the completion marker (a restore would still find it)",
+                );
+                sets.push(rs.clone());
+            }
+        }
+        None => {
+            if !v
+                .problems
                 .iter()
-                .filter_map(|p| p.filename().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok((None, listed))
+                .any(|p| p.object.as_deref() == Some(marker_key.as_str()))
+            {
+                v.problem(
+                    None,
+                    None,
+                    Some(&marker_key),
+                    "the completion marker is missing: the backup never completed, or the \
+                     marker was lost; it is not restorable",
+                );
+            }
+            sets = in_storage;
+        }
+    }
+    Ok((marker, sets))
 }
 
 pub(crate) async fn check(
@@ -91,9 +124,10 @@ pub(crate) async fn check(
     let mut objects: Vec<Checkable> = Vec::new();
     for rs in &sets {
         let key = layout::rs_manifest_key(backup, rs);
-        let raw = match store.get_json::<serde_json::Value>(&key).await {
-            Ok(Some(raw)) => raw,
-            Ok(None) => {
+        // The raw bytes, parsed as the agent parses them (duplicate keys are an error).
+        let raw = match store.get_bytes(&key).await? {
+            Some(raw) => raw,
+            None => {
                 v.problem(
                     Some(rs),
                     None,
@@ -102,18 +136,8 @@ pub(crate) async fn check(
                 );
                 continue;
             }
-            Err(StorageError::Json { source, .. }) => {
-                v.problem(
-                    Some(rs),
-                    None,
-                    Some(&key),
-                    format!("the manifest does not parse: {source}"),
-                );
-                continue;
-            }
-            Err(e) => return Err(e),
         };
-        let manifest = match ReplicaSetManifest::from_json(raw.to_string().as_bytes()) {
+        let manifest = match ReplicaSetManifest::from_json(&raw) {
             Ok(m) => m,
             Err(e) => {
                 v.problem(Some(rs), None, Some(&key), e.to_string());
@@ -149,15 +173,40 @@ pub(crate) async fn check(
                 ),
             );
         }
+        if let Some(m) = &marker
+            && m.cluster != manifest.cluster
+        {
+            v.problem(
+                Some(rs),
+                None,
+                Some(&key),
+                format!(
+                    "the manifest is of cluster {:?}, the marker of {:?}",
+                    manifest.cluster, m.cluster
+                ),
+            );
+        }
         v.replica_sets.push(rs.clone());
+        if manifest.backup_type == BackupType::External {
+            // Its files are in the operator's snapshots, not in this storage.
+            v.external = true;
+            continue;
+        }
         for entry in manifest.files {
-            if entry.object.is_some() {
-                objects.push(Checkable {
-                    replica_set: rs.clone(),
-                    compression: manifest.compression,
-                    entry,
-                });
+            if entry.object.is_none() {
+                v.problem(
+                    Some(rs),
+                    Some(&entry.path),
+                    Some(&key),
+                    "the manifest records no object for this file: a restore refuses it",
+                );
+                continue;
             }
+            objects.push(Checkable {
+                replica_set: rs.clone(),
+                compression: manifest.compression,
+                entry,
+            });
         }
     }
     // Every object: present, with the size the manifest records.

@@ -66,6 +66,9 @@ pub struct Verified {
     pub objects: usize,
     /// Bytes read from storage at `data` level.
     pub bytes_read: u64,
+    /// An external (snapshot) backup: its files are in the operator's snapshots, so only
+    /// the marker and manifests were checked.
+    pub external: bool,
     pub problems: Vec<Problem>,
 }
 
@@ -78,6 +81,7 @@ impl Verified {
             replica_sets: Vec::new(),
             objects: 0,
             bytes_read: 0,
+            external: false,
             problems: Vec::new(),
         }
     }
