@@ -38,11 +38,16 @@ fn metrics_show_the_schedules_backup_age_agents_and_outcomes() {
     let mut w = World::new("metrics");
     let addr = free_addr();
     w.reconciler_args = vec!["--metrics".into(), addr.clone()];
-    w.scheduled("often", 0..10, "");
+    // `verify: data`: a backup counts as good only once read back and checksummed.
+    w.scheduled("often", 0..10, "  verify: data\n");
     w.start_reconciler();
-    w.wait_for("a scheduled backup", 60, |v| {
+    let v = w.wait_for("a scheduled backup, verified", 60, |v| {
         v["schedules"][0]["lastGoodBackup"].as_str().is_some()
     });
+    let good = v["schedules"][0]["lastGoodBackup"].as_str().unwrap();
+    let entry = w.control_json(&format!("catalog/{good}.json")).unwrap();
+    assert_eq!(entry["verification"]["status"], "passed", "{entry:#}");
+    assert_eq!(entry["verification"]["level"], "data", "{entry:#}");
     let rt = runtime();
     let client = reqwest::Client::new();
     let started = Instant::now();

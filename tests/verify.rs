@@ -139,6 +139,42 @@ fn verify_names_each_damaged_object_and_only_read_data_finds_a_flipped_byte() {
     let f = named(&v, &flipped).unwrap_or_else(|| panic!("{flipped} named: {v:#}"));
     assert!(f["file"].as_str().is_some(), "{f:#}");
 
+    // A schedule's `verify: data` records the same in the catalog, and the backup stops
+    // counting as good: the reconciler's own check, on the entry as its finish writes it.
+    w.kill_reconciler();
+    let key = w.rig.control.path().join("catalog/b1.json");
+    let mut entry: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
+    entry["verification"] = serde_json::json!({"level": "data", "status": "pending"});
+    std::fs::write(&key, entry.to_string()).unwrap();
+    let control = tidemark_store::control::ControlPlane::open_writable(
+        w.rig.control.path().to_str().unwrap(),
+    )
+    .unwrap();
+    let target = w.rig.storage(tidemark_schema::model::Compression::Zstd);
+    let recorded = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(tidemark_reconciler::backup::verify_and_record(
+            &control,
+            &target,
+            &[],
+            "b1",
+            tidemark_schema::model::VerifyLevel::Data,
+        ))
+        .unwrap()
+        .expect("recorded");
+    let entry: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
+    assert_eq!(entry["verification"]["status"], "failed", "{entry:#}");
+    let problems = entry["verification"]["problems"].to_string();
+    for k in [&flipped, &truncated, &missing] {
+        assert!(problems.contains(k.as_str()), "{k} in {problems}");
+    }
+    assert_eq!(recorded.problems.len(), 3, "{recorded:?}");
+    let record: tidemark_schema::control::BackupRecord = serde_json::from_value(entry).unwrap();
+    assert!(
+        !record.is_good(),
+        "a backup that failed verification is not good"
+    );
+
     // Text output names them for a person, and a missing marker is its own problem.
     std::fs::remove_file(w.rig.storage_dir.path().join("b1/backup.json")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
@@ -151,5 +187,4 @@ fn verify_names_each_damaged_object_and_only_read_data_finds_a_flipped_byte() {
     assert!(text.contains("completion marker is missing"), "{text}");
     assert!(text.contains(&missing), "{text}");
     assert!(text.contains("NOT OK"), "{text}");
-    w.kill_reconciler();
 }

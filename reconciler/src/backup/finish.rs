@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
     BackupMarker, BackupRecord, BackupReplicaSet, OneShotRecord, OpCommand, OpResult, RunStatus,
-    catalog_key, result_key,
+    Verification, catalog_key, result_key,
 };
 use tidemark_schema::manifest::{ReplicaSetManifest, layout};
 use tidemark_store::storage::BackupStore;
@@ -147,6 +147,11 @@ pub async fn advance(
         last_write,
         replica_sets: parts,
         deleting: None,
+        // Asked for by its schedule: not good until checked (see `verify`).
+        verification: settings
+            .verify
+            .filter(|_| status == RunStatus::Done)
+            .map(Verification::pending),
     };
     ex.control.put(&catalog_key(backup), &catalog).await?;
     ex.finish_record(record, status, result.reason, now).await

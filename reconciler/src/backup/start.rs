@@ -18,6 +18,9 @@ pub struct BackupSettings {
     pub backup_type: BackupType,
     #[serde(default)]
     pub schedule: Option<String>,
+    /// The schedule's `verify`, as it was when the backup started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<tidemark_schema::model::VerifyLevel>,
 }
 
 /// Starts backup `name` on the chosen nodes; `Ok(Some(reason))` when it must wait.

@@ -26,6 +26,22 @@ pub fn resolve_backup<'a>(
                 b.status
             ));
         }
+        if let Some(v) = &b.verification
+            && v.status != tidemark_schema::control::VerificationStatus::Passed
+        {
+            return Err(match v.status {
+                tidemark_schema::control::VerificationStatus::Pending => {
+                    format!("backup {name:?} is not verified yet (its schedule asks for it)")
+                }
+                _ => format!(
+                    "backup {name:?} failed verification: {}",
+                    v.problems
+                        .first()
+                        .map(String::as_str)
+                        .unwrap_or("see verify")
+                ),
+            });
+        }
         if !b.is_good() {
             return Err(format!("backup {name:?} ended with status {}", b.status));
         }
@@ -204,5 +220,69 @@ fn disk_check(
             room_bytes: room,
             needed_bytes: needed,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_schema::control::{RunStatus, Verification, VerificationStatus};
+    use tidemark_schema::model::{RestoreSource, VerifyLevel};
+
+    fn backup(name: &str, at: &str, verification: Option<VerificationStatus>) -> BackupRecord {
+        serde_json::from_value::<BackupRecord>(serde_json::json!({
+            "name": name, "cluster": "prod", "storage": "s3", "schedule": "nightly",
+            "type": "physical", "status": "done", "complete": true, "startedAt": at,
+            "replicaSets": [],
+        }))
+        .map(|mut b| {
+            b.verification = verification.map(|status| Verification {
+                level: VerifyLevel::Data,
+                status,
+                at: None,
+                problems: vec!["replica set rs0, file x, object y: checksum mismatch".into()],
+            });
+            assert_eq!(b.status, RunStatus::Done);
+            b
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn latest_of_skips_backups_that_failed_or_await_verification() {
+        let backups = [
+            backup(
+                "b1",
+                "2026-03-01T01:00:00Z",
+                Some(VerificationStatus::Passed),
+            ),
+            backup(
+                "b2",
+                "2026-03-02T01:00:00Z",
+                Some(VerificationStatus::Failed),
+            ),
+            backup(
+                "b3",
+                "2026-03-03T01:00:00Z",
+                Some(VerificationStatus::Pending),
+            ),
+        ];
+        let mut spec: RestoreSpec = serde_json::from_value(serde_json::json!({
+            "cluster": "prod", "source": {"latestOf": "nightly"},
+        }))
+        .unwrap();
+        assert_eq!(resolve_backup(&spec, &backups).unwrap().name, "b1");
+        spec.source = RestoreSource {
+            backup: Some("b2".into()),
+            latest_of: None,
+        };
+        let err = resolve_backup(&spec, &backups).unwrap_err();
+        assert!(
+            err.contains("failed verification: replica set rs0"),
+            "{err}"
+        );
+        spec.source.backup = Some("b3".into());
+        let err = resolve_backup(&spec, &backups).unwrap_err();
+        assert!(err.contains("not verified yet"), "{err}");
     }
 }

@@ -299,6 +299,7 @@ async fn fresh_backup(
         storage: storage_target(storage),
         backup_type: spec.backup_type,
         schedule: Some(schedule.to_string()),
+        verify: spec.verify,
     };
     backup::start(ex, &name, settings, &nodes, now).await?;
     Ok(Fresh::Running)

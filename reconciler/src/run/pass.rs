@@ -55,6 +55,8 @@ pub struct Reconciler<S> {
     pub keep_ops: chrono::Duration,
     /// Called after every pass of the loop with its report (metrics).
     pub on_pass: Option<PassHook>,
+    /// Backup verifications running beside the passes.
+    pub verifier: backup::Verifier,
     /// The desired state rebuilt from the ledger, used while the source has no valid one.
     fallback: Option<(String, DesiredState)>,
 }
@@ -152,6 +154,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             standing: None,
             lease_until: None,
             on_pass: None,
+            verifier: backup::Verifier::default(),
             keep_ops: chrono::Duration::days(7),
             fallback: None,
         }
@@ -277,6 +280,35 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 }
             }
         }
+        // Completed backups whose schedule asked for verification: checked beside the
+        // passes (a data check can take hours); each writes its outcome when done.
+        if let Some(desired) = desired {
+            for b in &observed.backups {
+                let Some(v) = b
+                    .verification
+                    .as_ref()
+                    .filter(|v| v.status == tidemark_schema::control::VerificationStatus::Pending)
+                else {
+                    continue;
+                };
+                if b.deleting.is_some() {
+                    continue;
+                }
+                match desired.storage(&b.storage) {
+                    Some(spec) => self.verifier.spawn(
+                        self.ex.control.clone(),
+                        storage_target(spec),
+                        self.ex.storage_env.clone(),
+                        b.name.clone(),
+                        v.level,
+                    ),
+                    None => report.errors.push(format!(
+                        "backup {}: cannot verify it: storage {:?} is not declared",
+                        b.name, b.storage
+                    )),
+                }
+            }
+        }
         match crate::retention::compact_ops(
             &self.ex,
             observed.oneshots.values(),
@@ -335,6 +367,10 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     storage: storage_target(spec),
                     backup_type: *backup_type,
                     schedule: schedule.clone(),
+                    verify: schedule
+                        .as_deref()
+                        .and_then(|s| desired.schedule(s))
+                        .and_then(|s| s.verify),
                 };
                 backup::start(&self.ex, name, settings, nodes, now)
                     .await?

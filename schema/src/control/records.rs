@@ -272,6 +272,42 @@ pub struct BackupRecord {
     /// the backup is not restorable, and a crash mid-delete is finished by the next pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleting: Option<DateTime<Utc>>,
+    /// Set when its schedule asks for verification: pending until checked, then passed
+    /// or failed. Only a passed one counts as good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+}
+
+/// A backup's verification after it completed (`verify: metadata | data`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    pub level: crate::model::VerifyLevel,
+    pub status: VerificationStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    /// Each problem, naming replica set, file and object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VerificationStatus {
+    Pending,
+    Passed,
+    Failed,
+}
+
+impl Verification {
+    pub fn pending(level: crate::model::VerifyLevel) -> Verification {
+        Verification {
+            level,
+            status: VerificationStatus::Pending,
+            at: None,
+            problems: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -288,9 +324,16 @@ pub struct BackupReplicaSet {
 }
 
 impl BackupRecord {
-    /// A backup that can be restored: complete, and done.
+    /// A backup that can be restored: complete, done, not being deleted, and verified
+    /// when its schedule asked for it.
     pub fn is_good(&self) -> bool {
-        self.complete && self.status == RunStatus::Done && self.deleting.is_none()
+        self.complete
+            && self.status == RunStatus::Done
+            && self.deleting.is_none()
+            && self
+                .verification
+                .as_ref()
+                .is_none_or(|v| v.status == VerificationStatus::Passed)
     }
 
     pub fn uncompressed_bytes(&self) -> u64 {

@@ -14,7 +14,8 @@ pub use duration::{MaxAge, parse_max_age};
 pub use meta::{API_VERSION, ApiVersion, Kind, Metadata, Object, Resource, name_problem};
 pub use restore::{PostRestore, RestoreSource, RestoreSpec};
 pub use schedule::{
-    BackupScheduleSpec, BackupType, Retention, parse_cron, parse_timezone, scheduled_backup_name,
+    BackupScheduleSpec, BackupType, Retention, VerifyLevel, parse_cron, parse_timezone,
+    scheduled_backup_name,
 };
 pub use storage::{
     BackupStorageSpec, Compression, StorageScheme, looks_like_credential, url_has_userinfo,

@@ -54,6 +54,19 @@ pub struct BackupScheduleSpec {
     /// exits 2) when its newest good backup is older.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpo: Option<String>,
+    /// Check each backup after it completes: `metadata` (marker, manifests, every object
+    /// and its size) or `data` (every object read back and checksummed). Until it passes,
+    /// a backup is not counted as good: not by retention, `latestOf` or `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyLevel>,
+}
+
+/// How deep a schedule's backups are checked after they complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum VerifyLevel {
+    Metadata,
+    Data,
 }
 
 fn default_timezone() -> String {
@@ -236,6 +249,7 @@ mod tests {
             retention: None,
             priority: None,
             rpo: None,
+            verify: None,
         }
     }
 

@@ -19,9 +19,13 @@ pub(crate) async fn check(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<(), StorageError> {
     let total = objects.len();
-    let mut results = futures::stream::iter(objects.iter())
+    // The futures are collected first: a stream holding the closure that makes them would
+    // not be `Send` for a spawned task (rustc's higher-ranked lifetime limitation).
+    let checks: Vec<_> = objects
+        .iter()
         .map(|c| async move { (c, store.check_object(&c.entry, c.compression).await) })
-        .buffer_unordered(PARALLEL_READS);
+        .collect();
+    let mut results = futures::stream::iter(checks).buffer_unordered(PARALLEL_READS);
     let mut checked = 0;
     while let Some((c, result)) = results.next().await {
         checked += 1;

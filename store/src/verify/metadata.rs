@@ -211,8 +211,12 @@ pub(crate) async fn check(
     }
     // Every object: present, with the size the manifest records.
     let total = objects.len();
-    let sizes: Vec<Result<Option<u64>, StorageError>> = futures::stream::iter(objects.iter())
+    // Collected first, so the verification stays `Send` (see `data`).
+    let stats: Vec<_> = objects
+        .iter()
         .map(|c| store.object_size(c.entry.object.as_deref().unwrap_or_default()))
+        .collect();
+    let sizes: Vec<Result<Option<u64>, StorageError>> = futures::stream::iter(stats)
         .buffered(PARALLEL_STATS)
         .collect()
         .await;
