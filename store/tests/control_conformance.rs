@@ -77,6 +77,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
                 stored_bytes: 1 << 28,
             }],
             deleting: None,
+            verification: None,
         },
         Heartbeat {
             cluster: "prod".into(),
