@@ -81,9 +81,11 @@ pub async fn forget_backup(
             ledger.status
         )));
     }
-    if record.verification.as_ref().is_some_and(|v| {
-        v.status == tidemark_schema::control::VerificationStatus::Pending
-    }) {
+    if record
+        .verification
+        .as_ref()
+        .is_some_and(|v| v.status == tidemark_schema::control::VerificationStatus::Pending)
+    {
         // Its verification rewrites the catalog entry when it ends; deleting meanwhile
         // could leave an entry for a backup that is gone. A backup whose storage is gone
         // fails verification quickly, and can be forgotten then.
