@@ -44,14 +44,14 @@ fn a_defect_exits_1_and_names_file_and_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains("schedules/nightly.yaml:19:15: BackupSchedule \"orders-nightly\": spec.retention.keepLast: keepLast must be at least 1"),
+        err.contains("schedules/nightly.yaml:21:15: BackupSchedule \"orders-nightly\": spec.retention.keepLast: keepLast must be at least 1"),
         "{err}"
     );
     let json = tidemark(&["validate", "-o", "json", dir.path().to_str().unwrap()]);
     assert_eq!(json.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["valid"], false);
-    assert_eq!(v["errors"][0]["line"], 19);
+    assert_eq!(v["errors"][0]["line"], 21);
     assert_eq!(v["errors"][0]["field"], "spec.retention.keepLast");
 }
 

@@ -213,7 +213,7 @@ fn defects() -> Vec<Defect> {
             file: "d-keeplast.yaml",
             content: replace(&schedule("d-keeplast"), "keepLast: 7", "keepLast: 0"),
             line: 12,
-            says: &["keepLast: 0 is too small; the minimum is 1"],
+            says: &["keepLast must be at least 1"],
         },
         Defect {
             what: "retention with no rule",
@@ -224,7 +224,7 @@ fn defects() -> Vec<Defect> {
                 "    keepDaily: 0\n",
             ),
             line: 12,
-            says: &["keepDaily: 0 is too small; the minimum is 1"],
+            says: &["keepDaily must be at least 1"],
         },
         Defect {
             what: "keepLast left empty",

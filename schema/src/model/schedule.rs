@@ -87,7 +87,7 @@ pub struct Retention {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present_count"
     )]
-    #[schemars(with = "u32", range(min = 1))]
+    #[schemars(with = "u32")]
     pub keep_last: Option<u32>,
     /// The newest backup of each of the last N hours that have one.
     #[serde(
@@ -95,7 +95,7 @@ pub struct Retention {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present_count"
     )]
-    #[schemars(with = "u32", range(min = 1))]
+    #[schemars(with = "u32")]
     pub keep_hourly: Option<u32>,
     /// The newest backup of each of the last N days that have one.
     #[serde(
@@ -103,7 +103,7 @@ pub struct Retention {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present_count"
     )]
-    #[schemars(with = "u32", range(min = 1))]
+    #[schemars(with = "u32")]
     pub keep_daily: Option<u32>,
     /// The newest backup of each of the last N ISO weeks that have one.
     #[serde(
@@ -111,7 +111,7 @@ pub struct Retention {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present_count"
     )]
-    #[schemars(with = "u32", range(min = 1))]
+    #[schemars(with = "u32")]
     pub keep_weekly: Option<u32>,
     /// The newest backup of each of the last N months that have one.
     #[serde(
@@ -119,7 +119,7 @@ pub struct Retention {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present_count"
     )]
-    #[schemars(with = "u32", range(min = 1))]
+    #[schemars(with = "u32")]
     pub keep_monthly: Option<u32>,
     /// The newest backup of each of the last N years that have one.
     #[serde(
@@ -127,7 +127,7 @@ pub struct Retention {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present_count"
     )]
-    #[schemars(with = "u32", range(min = 1))]
+    #[schemars(with = "u32")]
     pub keep_yearly: Option<u32>,
     /// Such as `30d`, `12h`, `1w2d`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
