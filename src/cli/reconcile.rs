@@ -157,7 +157,8 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
 
 /// Renews (or contends for) the lease every third of its TTL, independent of passes, so a
 /// long pass never lets it lapse. A failed renewal makes this process a follower at once:
-/// better to pause than to act on a lease that may have run out.
+/// better to pause than to act on a lease that may have run out; a slow one leaves the
+/// lease's validity to gate the writes.
 /// It runs until aborted, after the last pass: stopping it earlier would let the lease
 /// lapse under a pass still writing.
 async fn renew(lease: Arc<Lease>, standing: Arc<Mutex<Option<Standing>>>) {
@@ -168,16 +169,19 @@ async fn renew(lease: Arc<Lease>, standing: Arc<Mutex<Option<Standing>>>) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         ticks.tick().await;
-        // A renewal that hangs (a stalled store, a paused process) must not leave this
-        // process acting as leader on a lease that others may see lapse: past a third of
-        // the TTL it counts as failed, and failed means follower.
-        let ticked = tokio::time::timeout(every, lease.tick())
-            .await
-            .map_err(|_| format!("no answer within {every:?}"))
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        let now = match ticked {
-            Ok(s) => s,
-            Err(e) => {
+        // A renewal that is merely slow (the store busy behind a restore's flushes) keeps
+        // the standing as it was: every write is gated by the lease's own validity (two
+        // thirds of a TTL after the last renewal that succeeded), so a leader whose
+        // renewals stall stops writing on time without also pausing for a follower's
+        // interval each time one renewal is late. A renewal that fails, or finds another
+        // leader, makes this process a follower at once.
+        let now = match tokio::time::timeout(every, lease.tick()).await {
+            Err(_) => {
+                tracing::warn!(after = ?every, "a lease renewal is slow; acting only while the last one is valid");
+                continue;
+            }
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot renew or read the lease; not acting until it can");
                 Standing::Follower {
                     epoch: 0,
