@@ -64,6 +64,8 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
             *standing.lock().expect("not poisoned") = Some(now_standing);
             let renewals = tokio::spawn(renew(lease.clone(), standing.clone()));
             let report = rec.pass(chrono::Utc::now()).await;
+            // Verifications the pass started run beside it; exiting would kill them.
+            rec.verifier.wait_all().await;
             renewals.abort();
             if let Err(e) = lease.release().await {
                 tracing::warn!(error = %e, "cannot release the lease; the next reconciler waits one TTL");

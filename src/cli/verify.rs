@@ -90,6 +90,12 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitStatus> {
                 object: Some(catalog_key(&r.name)),
                 what: if r.deleting.is_some() {
                     "the catalog marks it as being deleted: no restore will use it".into()
+                } else if let Some(v) = &r.verification {
+                    format!(
+                        "the catalog records its verification as {:?}: no restore will use it \
+                         until it passes",
+                        v.status
+                    )
                 } else {
                     format!(
                         "the catalog records it as {:?}{}: no restore will use it",

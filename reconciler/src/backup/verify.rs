@@ -82,6 +82,7 @@ pub async fn verify_and_record(
 #[derive(Clone, Default)]
 pub struct Verifier {
     running: Arc<Mutex<BTreeSet<String>>>,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Verifier {
@@ -103,7 +104,7 @@ impl Verifier {
             return;
         }
         let running = self.running.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) =
                 verify_and_record(&control, &storage, &storage_env, &backup, level).await
             {
@@ -112,5 +113,17 @@ impl Verifier {
             }
             running.lock().expect("not poisoned").remove(&backup);
         });
+        let mut tasks = self.tasks.lock().expect("not poisoned");
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Waits for every verification started so far (`reconcile --once` must not exit,
+    /// and so kill them, before they have recorded their outcome).
+    pub async fn wait_all(&self) {
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().expect("not poisoned"));
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 }

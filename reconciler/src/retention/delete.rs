@@ -25,6 +25,9 @@ pub async fn delete_backup(
         };
         ex.control.put(&key, &marked).await?;
     }
+    // The mark may be an earlier pass's (an interrupted deletion): check once more that
+    // this process still leads before any object goes.
+    ex.control.still_leading().await?;
     let store = BackupStore::open_with_env(storage, ex.storage_env.iter().cloned())?;
     let deleted = store.delete_backup(&record.name).await?;
     ex.control.delete(&key).await?;

@@ -166,6 +166,19 @@ impl<S: DesiredStateSource> Reconciler<S> {
         let unfenced = self.ex.clone();
         if let Some(standing) = &self.standing {
             match standing.lock().expect("not poisoned").clone() {
+                Some(Standing::Leader { .. })
+                    if self.lease_until.as_ref().is_some_and(|u| {
+                        u.lock()
+                            .expect("not poisoned")
+                            .is_none_or(|t| std::time::Instant::now() >= t)
+                    }) =>
+                {
+                    // Renewals stalled: another reconciler may lead by now. Nothing is
+                    // started or deleted until a renewal succeeds again.
+                    report.following =
+                        Some("this reconciler's lease was not renewed in time".into());
+                    return Ok(report);
+                }
                 Some(Standing::Leader { epoch }) => {
                     self.ex.control = match &self.lease_until {
                         Some(until) => self.ex.control.fenced_until(epoch, until.clone()),
@@ -294,10 +307,17 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 if b.deleting.is_some() {
                     continue;
                 }
-                match desired.storage(&b.storage) {
-                    Some(spec) => self.verifier.spawn(
+                // The storage the backup was written to, as its ledger record holds it
+                // (the desired state may have moved on); else as declared now.
+                let from_ledger = observed
+                    .oneshots
+                    .get(&("backup".to_string(), b.name.clone()))
+                    .and_then(|r| r.started_with.as_ref())
+                    .and_then(|s| serde_json::from_value(s["settings"]["storage"].clone()).ok());
+                match from_ledger.or_else(|| desired.storage(&b.storage).map(storage_target)) {
+                    Some(target) => self.verifier.spawn(
                         self.ex.control.clone(),
-                        storage_target(spec),
+                        target,
                         self.ex.storage_env.clone(),
                         b.name.clone(),
                         v.level,

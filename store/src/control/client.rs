@@ -153,6 +153,15 @@ impl ControlPlane {
         }
     }
 
+    /// Whether this handle may still write as its leader: the same checks a write makes
+    /// (lease valid, no later epoch), for work outside the control plane that must only
+    /// happen while leading (deleting a backup's objects).
+    pub async fn still_leading(&self) -> Result<(), ControlError> {
+        self.writable("(check before deleting storage objects)")
+            .await
+            .map(|_| ())
+    }
+
     /// The fencing number writes carry, if this handle writes as a leader.
     pub fn epoch(&self) -> Option<u64> {
         self.fence
