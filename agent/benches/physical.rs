@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use tidemark_testkit::spread;
+
 use futures::{StreamExt, TryStreamExt};
 use tidemark_agent::storage::BackupStore;
 use tidemark_schema::control::StorageTarget;
@@ -82,18 +84,6 @@ fn generate(dir: &Path, total: u64) -> Vec<(String, u64)> {
         files.push((name, size));
     }
     files
-}
-
-/// `median (min–max)` of a figure over the rounds.
-fn spread(v: &[f64]) -> String {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    format!(
-        "{:.3} (min–max {:.3}–{:.3})",
-        v[v.len() / 2],
-        v[0],
-        v[v.len() - 1]
-    )
 }
 
 /// 1 MiB of the probes' content: half random, half repeated, like the synthetic dbPath.

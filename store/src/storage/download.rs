@@ -82,20 +82,9 @@ impl BackupStore {
         expect: &Expect,
     ) -> Result<(), Failure> {
         let store_err = |e: object_store::Error| classify(&self.url, key, "download", e);
-        let corrupt = |why: String| {
-            Failure::Fatal(StorageError::Corrupt {
-                url: self.url.clone(),
-                key: key.to_string(),
-                path: entry.path.clone(),
-                why,
-            })
-        };
         let got = self.store.get(location).await.map_err(store_err)?;
-        if entry.stored_size != 0 && got.meta.size != entry.stored_size {
-            return Err(corrupt(format!(
-                "the object has {} bytes, the manifest says {}",
-                got.meta.size, entry.stored_size
-            )));
+        if let Some(e) = self.size_mismatch(key, entry, got.meta.size) {
+            return Err(Failure::Fatal(e));
         }
         let mut stream = got.into_stream();
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);

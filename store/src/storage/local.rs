@@ -62,15 +62,14 @@ impl BackupStore {
         .map_err(|e| join_err(src, e))?
     }
 
-    pub(crate) async fn download_local(
+    /// Opens a `file://` object for reading, refusing one whose size is not the one the
+    /// manifest records (a truncated or grown object).
+    pub(crate) fn open_local_object(
         &self,
         root: &Path,
-        entry: &FileEntry,
         key: &str,
-        compression: Compression,
-        dest: &Path,
-        expect: &Expect,
-    ) -> Result<(), StorageError> {
+        entry: &FileEntry,
+    ) -> Result<File, StorageError> {
         let object = root.join(key);
         let file = match File::open(&object) {
             Ok(f) => f,
@@ -89,17 +88,22 @@ impl BackupStore {
             }
         };
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if entry.stored_size != 0 && size != entry.stored_size {
-            return Err(StorageError::Corrupt {
-                url: self.url.clone(),
-                key: key.to_string(),
-                path: entry.path.clone(),
-                why: format!(
-                    "the object has {size} bytes, the manifest says {}",
-                    entry.stored_size
-                ),
-            });
+        match self.size_mismatch(key, entry, size) {
+            Some(e) => Err(e),
+            None => Ok(file),
         }
+    }
+
+    pub(crate) async fn download_local(
+        &self,
+        root: &Path,
+        entry: &FileEntry,
+        key: &str,
+        compression: Compression,
+        dest: &Path,
+        expect: &Expect,
+    ) -> Result<(), StorageError> {
+        let file = self.open_local_object(root, key, entry)?;
         let reader = BufReader::with_capacity(CHUNK, file);
         let dest_owned = dest.to_path_buf();
         let expect_owned = Expect {

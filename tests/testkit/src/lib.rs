@@ -5,4 +5,17 @@ mod git;
 mod moto;
 
 pub use git::commit_and_push;
+
+/// `median (min–max min–max)` of a benchmark figure over its rounds, as every benchmark
+/// prints it.
+pub fn spread(v: &[f64]) -> String {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    format!(
+        "{:.3} (min–max {:.3}–{:.3})",
+        v[v.len() / 2],
+        v[0],
+        v[v.len() - 1]
+    )
+}
 pub use moto::Moto;
