@@ -247,6 +247,20 @@ fn blocked(kind: Kind, name: &str, reason: String) -> Step {
 /// The time of the plan, and the heartbeat age past which an agent is dead.
 type At = (DateTime<Utc>, chrono::Duration);
 
+/// One node per replica set of `cluster` to back up from, or why one set has none.
+fn choose_nodes(
+    name: &str,
+    cluster: &tidemark_schema::model::ClusterSpec,
+    observed: &ObservedState,
+    priority: Option<&BTreeMap<String, f64>>,
+    (now, dead_after): At,
+) -> Result<Vec<super::model::NodeChoice>, String> {
+    cluster
+        .all_replica_sets()
+        .map(|rs| choose_node(name, rs, &observed.heartbeats, priority, now, dead_after))
+        .collect()
+}
+
 fn plan_backups(
     desired: &DesiredState,
     observed: &ObservedState,
@@ -276,19 +290,7 @@ fn plan_backups(
             steps.push(blocked(Kind::Backup, name, why));
             continue;
         }
-        let choices: Result<Vec<_>, String> = cluster
-            .all_replica_sets()
-            .map(|rs| {
-                choose_node(
-                    &spec.cluster,
-                    rs,
-                    &observed.heartbeats,
-                    None,
-                    now,
-                    dead_after,
-                )
-            })
-            .collect();
+        let choices = choose_nodes(&spec.cluster, cluster, observed, None, (now, dead_after));
         match choices {
             Ok(nodes) => {
                 busy.insert(
@@ -347,19 +349,13 @@ fn plan_slots(
             if let Some(why) = busy_reason(busy, &spec.cluster) {
                 steps.push(blocked(Kind::Backup, backup, why));
             } else {
-                let choices: Result<Vec<_>, String> = cluster
-                    .all_replica_sets()
-                    .map(|rs| {
-                        choose_node(
-                            &spec.cluster,
-                            rs,
-                            &observed.heartbeats,
-                            spec.priority.as_ref(),
-                            now,
-                            dead_after,
-                        )
-                    })
-                    .collect();
+                let choices = choose_nodes(
+                    &spec.cluster,
+                    cluster,
+                    observed,
+                    spec.priority.as_ref(),
+                    (now, dead_after),
+                );
                 match choices {
                     Ok(nodes) => {
                         busy.insert(
