@@ -48,6 +48,11 @@ fn metrics_show_the_schedules_backup_age_agents_and_outcomes() {
     let entry = w.control_json(&format!("catalog/{good}.json")).unwrap();
     assert_eq!(entry["verification"]["status"], "passed", "{entry:#}");
     assert_eq!(entry["verification"]["level"], "data", "{entry:#}");
+    let described = w.describe("backup", good);
+    assert_eq!(
+        described["verification"]["status"], "passed",
+        "{described:#}"
+    );
     let rt = runtime();
     let client = reqwest::Client::new();
     let started = Instant::now();

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tidemark_schema::control::{
-    OneShotRecord, OpArchive, OpResult, PhaseStatus, RunStatus, WaitingRecord, archive_key,
-    oneshot_key, result_key, waiting_key,
+    BackupRecord, OneShotRecord, OpArchive, OpResult, PhaseStatus, RunStatus, WaitingRecord,
+    archive_key, catalog_key, oneshot_key, result_key, waiting_key,
 };
 use tidemark_store::control::ControlPlane;
 
@@ -163,10 +163,20 @@ pub(crate) async fn describe(
         _ if copy_ready => "copyReady",
         _ => "running",
     };
+    // A backup's verification, when its schedule asked for one, is in its catalog entry.
+    let verification = if kind == "backup" {
+        control
+            .get::<BackupRecord>(&catalog_key(name))
+            .await?
+            .and_then(|b| b.verification)
+    } else {
+        None
+    };
     Ok(json!({
         "kind": kind,
         "name": name,
         "status": status,
+        "verification": verification,
         "opId": record.op_id,
         "startedAt": record.started_at,
         "finishedAt": record.finished_at,
@@ -223,6 +233,28 @@ fn render(view: &Value) -> String {
     }
     if !s(&view["reason"]).is_empty() {
         out.push_str(&format!("  reason:  {}\n", s(&view["reason"])));
+    }
+    if let Some(v) = view["verification"].as_object() {
+        out.push_str(&format!(
+            "  verified: {} ({}{})\n",
+            v.get("status").and_then(Value::as_str).unwrap_or_default(),
+            v.get("level").and_then(Value::as_str).unwrap_or_default(),
+            v.get("at")
+                .and_then(Value::as_str)
+                .map(|at| format!(", {at}"))
+                .unwrap_or_default()
+        ));
+        for p in v
+            .get("problems")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            out.push_str(&format!(
+                "    problem: {}\n",
+                p.as_str().unwrap_or_default()
+            ));
+        }
     }
     for rs in view["replicaSets"].as_array().into_iter().flatten() {
         out.push_str(&format!("  replica set {}\n", s(&rs["name"])));
