@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tidemark_reconciler::plan::{ScheduleState, schedule_state};
+use tidemark_reconciler::plan::{ScheduleState, observed_schedule_state};
 use tidemark_reconciler::run::desired_from_applied;
 use tidemark_schema::control::WaitingRecord;
 use tidemark_store::control::{ControlPlane, lease, observe};
@@ -75,16 +75,7 @@ pub async fn status(control: &ControlPlane, dead_after: Duration) -> anyhow::Res
     let schedules: Vec<ScheduleState> = desired
         .iter()
         .flat_map(|d| d.schedules())
-        .map(|(name, spec)| {
-            schedule_state(
-                name,
-                spec,
-                observed.schedules.get(name),
-                &observed.oneshots,
-                &observed.backups,
-                now,
-            )
-        })
+        .map(|(name, spec)| observed_schedule_state(name, spec, &observed, now))
         .collect();
     let schedules_json: Vec<Value> = schedules
         .iter()

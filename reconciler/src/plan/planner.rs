@@ -12,7 +12,7 @@ use super::model::{Action, Plan, Step};
 use super::nodes::{HEARTBEAT_DEAD_AFTER_SECONDS, choose_node};
 use super::restore::{plan_restore, resolve_backup};
 use super::retention;
-use super::schedule::{ScheduleState, schedule_state};
+use super::schedule::{ScheduleState, observed_schedule_state};
 use crate::control::ObservedState;
 
 /// The reconciler's settings that planning depends on.
@@ -326,14 +326,7 @@ fn plan_slots(
 ) -> Vec<ScheduleState> {
     let mut states = Vec::new();
     for (name, spec) in desired.schedules() {
-        let state = schedule_state(
-            name,
-            spec,
-            observed.schedules.get(name),
-            &observed.oneshots,
-            &observed.backups,
-            now,
-        );
+        let state = observed_schedule_state(name, spec, observed, now);
         if let (Some(slot), Some(backup)) = (state.due_slot, &state.due_backup)
             && let Some(cluster) = desired.cluster(&spec.cluster)
         {

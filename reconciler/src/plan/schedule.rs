@@ -48,6 +48,23 @@ pub struct ScheduleState {
     pub rpo_breached: bool,
 }
 
+/// [`schedule_state`] from what was observed: the planner and `status` read it alike.
+pub fn observed_schedule_state(
+    name: &str,
+    spec: &BackupScheduleSpec,
+    observed: &crate::control::ObservedState,
+    now: DateTime<Utc>,
+) -> ScheduleState {
+    schedule_state(
+        name,
+        spec,
+        observed.schedules.get(name),
+        &observed.oneshots,
+        &observed.backups,
+        now,
+    )
+}
+
 /// Works out a schedule's state at `now`.
 pub fn schedule_state(
     name: &str,

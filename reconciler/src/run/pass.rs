@@ -59,6 +59,9 @@ pub struct Reconciler<S> {
     pub verifier: backup::Verifier,
     /// The desired state rebuilt from the ledger, used while the source has no valid one.
     fallback: Option<(String, DesiredState)>,
+    /// When compaction last looked at the ops (it lists `ops/` and `logs/`: not on every
+    /// pass of a reconciler following an op every few hundred milliseconds).
+    last_compaction: Option<std::time::Instant>,
 }
 
 /// Brings every declared schedule's ledger record up to date (see `wanted_record`), and
@@ -157,6 +160,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             verifier: backup::Verifier::default(),
             keep_ops: chrono::Duration::days(7),
             fallback: None,
+            last_compaction: None,
         }
     }
 
@@ -329,6 +333,16 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 }
             }
         }
+        // At most once a minute (or once per `keep_ops`, when that is shorter).
+        let every = self
+            .keep_ops
+            .to_std()
+            .unwrap_or_default()
+            .min(std::time::Duration::from_secs(60));
+        if self.last_compaction.is_some_and(|t| t.elapsed() < every) {
+            return Ok(());
+        }
+        self.last_compaction = Some(std::time::Instant::now());
         match crate::retention::compact_ops(
             &self.ex,
             observed.oneshots.values(),
