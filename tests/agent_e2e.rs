@@ -171,6 +171,7 @@ fn community_mongod_refuses_a_physical_backup() {
             backup_type: BackupType::Physical,
             extend_to: None,
             snapshot_command: None,
+            hash_namespaces: Vec::new(),
         },
         &[0],
     );
@@ -196,6 +197,7 @@ fn external_backup_waits_for_finish_then_writes_the_manifest() {
             backup_type: BackupType::External,
             extend_to: None,
             snapshot_command: None,
+            hash_namespaces: Vec::new(),
         },
         &[0],
     );
@@ -411,6 +413,7 @@ fn external_backup_by_snapshot_command_then_external_restore() {
             backup_type: BackupType::External,
             extend_to: None,
             snapshot_command: Some(vec!["sh".into(), "-c".into(), script]),
+            hash_namespaces: Vec::new(),
         },
         &[0],
     );

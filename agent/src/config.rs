@@ -31,6 +31,9 @@ pub struct AgentConfig {
     pub standalone_args: Vec<String>,
     /// How long mongod may take to start or stop.
     pub mongod_timeout: Duration,
+    /// Set for a drill agent: it serves no mongod node and restores drills into scratch
+    /// dbPaths under this directory.
+    pub drill_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -60,6 +63,7 @@ pub struct AgentFile {
     pub cursor_keepalive: Option<String>,
     pub standalone_args: Option<Vec<String>>,
     pub mongod_timeout: Option<String>,
+    pub drill_dir: Option<PathBuf>,
 }
 
 impl AgentFile {

@@ -18,7 +18,7 @@ pub async fn beat(node: &Node, client: Option<&MongodClient>) -> Heartbeat {
         Some(client) => client.facts().await.ok(),
         None => None,
     };
-    let disk = disk_facts(&node.cfg.dbpath).ok();
+    let disk = disk_facts(node.cfg.drill_dir.as_ref().unwrap_or(&node.cfg.dbpath)).ok();
     Heartbeat {
         cluster: node.cluster.clone(),
         replica_set: node.replica_set.clone(),
@@ -26,9 +26,11 @@ pub async fn beat(node: &Node, client: Option<&MongodClient>) -> Heartbeat {
         at: Utc::now(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         healthy: true,
-        role: facts
-            .as_ref()
-            .map_or("DOWN".to_string(), |f| f.role.clone()),
+        role: match (&facts, &node.cfg.drill_dir) {
+            (_, Some(_)) => DRILL_ROLE.to_string(),
+            (Some(f), None) => f.role.clone(),
+            (None, None) => "DOWN".to_string(),
+        },
         hidden: facts.as_ref().is_some_and(|f| f.hidden),
         delayed: facts.as_ref().is_some_and(|f| f.delayed),
         arbiter: facts.as_ref().is_some_and(|f| f.arbiter),
@@ -45,13 +47,16 @@ pub async fn beat(node: &Node, client: Option<&MongodClient>) -> Heartbeat {
     }
 }
 
+/// The role a drill agent reports: it serves no mongod.
+pub const DRILL_ROLE: &str = "DRILL";
+
 /// Beats until the task is dropped. Failures to write are logged, never fatal.
 pub async fn run(node: Arc<Node>) {
     // One client for the agent's life: the driver reconnects by itself while mongod is
     // down, so a new client (and its monitoring tasks) per beat would only add churn.
     let mut client: Option<MongodClient> = None;
     loop {
-        if client.is_none() {
+        if client.is_none() && node.cfg.drill_dir.is_none() {
             client = node.mongod().await.ok();
         }
         let hb = beat(&node, client.as_ref()).await;

@@ -3,7 +3,7 @@
 //! restores with fallback and the disk check, and the follow-up instructions.
 //!
 //! - [`runner`]: the main loop and op dispatch;
-//! - [`backup`] and [`restore`]: one folder per pipeline, one file per stage;
+//! - [`backup`], [`restore`] and [`drill`]: one folder per pipeline, one file per stage;
 //! - [`mongod`]: the mongod seam (wire commands, the backup cursor, processes);
 //! - [`storage`]: the backup storage seam (streamed, compressed, checksummed objects);
 //! - [`control`]: the shared control-plane client (from `tidemark-store`).
@@ -12,6 +12,7 @@ pub mod backup;
 pub mod config;
 pub mod control;
 pub mod disk;
+pub mod drill;
 pub mod error;
 pub mod heartbeat;
 pub mod mongod;

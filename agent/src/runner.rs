@@ -13,11 +13,24 @@ use crate::config::AgentConfig;
 use crate::control::ControlPlane;
 use crate::error::AgentError;
 use crate::node::{Details, Node, PhaseFailure};
-use crate::{backup, heartbeat, oplog, restore};
+use crate::{backup, drill, heartbeat, oplog, restore};
 use tracing::Instrument;
 
 /// Works out this node's identity: from the flags, else from mongod itself.
 pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, AgentError> {
+    if cfg.drill_dir.is_some() {
+        // A drill agent belongs to no replica set; its name is what drills choose it by.
+        let id = cfg.node_id.clone().ok_or_else(|| {
+            AgentError::Config("a drill agent needs --node-id (the name drills use)".into())
+        })?;
+        return Ok(Node {
+            cluster: cfg.cluster.clone(),
+            cfg,
+            control,
+            replica_set: tidemark_schema::control::DRILL_REPLICA_SET.to_string(),
+            id,
+        });
+    }
     let (mut rs, mut id) = (cfg.replica_set.clone(), cfg.node_id.clone());
     if rs.is_none() || id.is_none() {
         let client = crate::mongod::MongodClient::connect(&cfg.mongod_uri).await?;
@@ -56,6 +69,17 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let node = Arc::new(node);
+    if let Some(root) = &node.cfg.drill_dir {
+        let removed = drill::clean_leftovers(root)
+            .await
+            .map_err(|e| AgentError::io(root, e))?;
+        if removed > 0 {
+            tracing::warn!(
+                removed,
+                "removed scratch directories of drills a killed agent left"
+            );
+        }
+    }
     tracing::info!(cluster = %node.cluster, rs = %node.replica_set, node = %node.id, "agent started");
     let beats = tokio::spawn(heartbeat::run(node.clone()));
     let shipper = {
@@ -324,6 +348,7 @@ async fn execute_logged(node: &Node, op: &Op) -> Result<(String, Details), Phase
             restore::remove_fallback(node, restore_op).await
         }
         OpCommand::StartMongod { restore_op } => restore::start_member(node, restore_op).await,
+        OpCommand::Drill { .. } => drill::run(node, op).await,
     };
     match &outcome {
         Ok((message, _)) => tracing::info!(op = %op.id, result = %message, "op done on this node"),

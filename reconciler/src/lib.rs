@@ -4,10 +4,12 @@
 //! - [`control`]: opening the control plane and reading the observed state from it;
 //! - [`plan`]: `plan(desired, observed, now)`, a pure function, and its rendering;
 //! - [`preview`]: the document diffs `tidemark diff` shows;
-//! - [`execute`], [`backup`], [`restore`]: carrying out plans and following operations;
+//! - [`execute`], [`backup`], [`restore`], [`drill`]: carrying out plans and following
+//!   operations;
 //! - [`run`]: the reconcile loop.
 
 pub mod backup;
+pub mod drill;
 pub use tidemark_store::control;
 pub mod execute;
 pub mod plan;

@@ -56,6 +56,14 @@ pub struct ReplicaSetManifest {
     pub uncompressed_bytes: u64,
     /// Sum of `storedSize`: what a restore downloads.
     pub stored_bytes: u64,
+    /// `dbHash` of the namespaces a drill asked for (`db.collection` → md5), recorded only
+    /// when the collection was the same just before the cursor opened and after it
+    /// closed, so that it is the hash of exactly what this backup restores.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub collection_hashes: BTreeMap<String, String>,
+    /// Namespaces asked for whose hash changed while the backup ran (not recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unstable_hashes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

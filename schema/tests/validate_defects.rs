@@ -53,12 +53,28 @@ spec:
   fallbackEnabled: true
 ";
 
+const DRILL: &str = "\
+apiVersion: tidemark/v1
+kind: RestoreDrill
+metadata:
+  name: weekly-drill
+spec:
+  schedule: nightly
+  cron: \"0 6 * * 0\"
+  checks:
+    collections:
+      - namespace: shop.orders
+        minDocuments: 1
+    dbHash: [shop.products]
+";
+
 fn base() -> Vec<SourceFile> {
     [
         ("cluster.yaml", CLUSTER),
         ("storage.yaml", STORAGE),
         ("schedule.yaml", SCHEDULE),
         ("restore.yaml", RESTORE),
+        ("drill.yaml", DRILL),
     ]
     .into_iter()
     .map(|(p, t)| SourceFile {
@@ -93,7 +109,49 @@ fn defects() -> Vec<Defect> {
     let restore = |n: &str| renamed(RESTORE, "drill", n);
     let storage = |n: &str| renamed(STORAGE, "s3", n);
     let cluster = |n: &str| renamed(CLUSTER, "prod", n);
+    let drill = |n: &str| renamed(DRILL, "weekly-drill", n);
     vec![
+        Defect {
+            what: "drill namespace without a collection",
+            file: "d-drill-ns.yaml",
+            content: replace(
+                &drill("d-drill-ns"),
+                "namespace: shop.orders",
+                "namespace: orders",
+            ),
+            line: 10,
+            says: &["\"orders\" is not of the form db.collection"],
+        },
+        Defect {
+            what: "drill of an unknown schedule",
+            file: "d-drill-schedule.yaml",
+            content: replace(
+                &drill("d-drill-schedule"),
+                "schedule: nightly",
+                "schedule: nighty",
+            ),
+            line: 6,
+            says: &["BackupSchedule \"nighty\" does not exist", "nightly"],
+        },
+        Defect {
+            what: "drill that checks nothing",
+            file: "d-drill-checks.yaml",
+            content: replace(
+                &drill("d-drill-checks"),
+                "  checks:\n    collections:\n      - namespace: shop.orders\n        minDocuments: 1\n    dbHash: [shop.products]\n",
+                "",
+            ),
+            // A left-out field points at its parent's content: `spec`'s first line.
+            line: 6,
+            says: &["at least one check"],
+        },
+        Defect {
+            what: "replica set name reserved for drill agents",
+            file: "d-rs-underscore.yaml",
+            content: replace(&cluster("d-rs-underscore"), "- name: rs0", "- name: _drill"),
+            line: 7,
+            says: &["\"_drill\" starts with '_'"],
+        },
         Defect {
             what: "duplicate key",
             file: "d-dupkey.yaml",
@@ -321,7 +379,7 @@ fn find<'a>(errors: &'a [ValidationError], d: &Defect) -> Option<&'a ValidationE
 fn the_base_set_is_valid() {
     let v = validate_files(&base());
     assert!(v.is_valid(), "{:#?}", v.errors);
-    assert_eq!(v.state.documents.len(), 4);
+    assert_eq!(v.state.documents.len(), 5);
 }
 
 #[test]

@@ -36,7 +36,22 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             camel(what)
         )
     };
+    let drill_dir = args.drill_dir.or(file.drill_dir);
+    if drill_dir.is_some() && (args.mongod_uri.is_some() || args.dbpath.is_some()) {
+        anyhow::bail!(
+            "--drill-dir runs a drill agent, which serves no mongod node: leave out \
+             --mongod-uri and --dbpath"
+        );
+    }
+    let (mongod_uri, dbpath) = match &drill_dir {
+        Some(dir) => (Some(String::new()), Some(dir.clone())),
+        None => (
+            args.mongod_uri.or(file.mongod_uri),
+            args.dbpath.or(file.dbpath),
+        ),
+    };
     Ok(AgentConfig {
+        drill_dir,
         control: args
             .control
             .or(file.control)
@@ -45,14 +60,8 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             .cluster
             .or(file.cluster)
             .ok_or_else(|| missing("cluster"))?,
-        mongod_uri: args
-            .mongod_uri
-            .or(file.mongod_uri)
-            .ok_or_else(|| missing("mongod-uri"))?,
-        dbpath: args
-            .dbpath
-            .or(file.dbpath)
-            .ok_or_else(|| missing("dbpath"))?,
+        mongod_uri: mongod_uri.ok_or_else(|| missing("mongod-uri"))?,
+        dbpath: dbpath.ok_or_else(|| missing("dbpath"))?,
         mongod_bin: args
             .mongod_bin
             .or(file.mongod_bin)
@@ -110,12 +119,17 @@ fn camel(flag: &str) -> String {
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitStatus> {
     let cfg = config(args)?;
-    tracing::info!(
-        control = %cfg.control,
-        mongod = %redact_uri(&cfg.mongod_uri),
-        dbpath = %cfg.dbpath.display(),
-        "starting agent"
-    );
+    match &cfg.drill_dir {
+        Some(dir) => {
+            tracing::info!(control = %cfg.control, drill_dir = %dir.display(), "starting drill agent")
+        }
+        None => tracing::info!(
+            control = %cfg.control,
+            mongod = %redact_uri(&cfg.mongod_uri),
+            dbpath = %cfg.dbpath.display(),
+            "starting agent"
+        ),
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let control = open_writable_control(&cfg.control)?;

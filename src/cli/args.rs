@@ -177,6 +177,11 @@ pub struct AgentArgs {
     pub standalone_args: Vec<String>,
     #[arg(long, env = "TIDEMARK_MONGOD_TIMEOUT")]
     pub mongod_timeout: Option<String>,
+    /// Run as a drill agent: serve no mongod node, restore RestoreDrills into scratch
+    /// dbPaths under this directory (needs --node-id and --mongod-bin; not --mongod-uri
+    /// or --dbpath).
+    #[arg(long, env = "TIDEMARK_DRILL_DIR")]
+    pub drill_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

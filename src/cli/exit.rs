@@ -14,6 +14,9 @@ pub enum ExitStatus {
     Running,
     /// 2 for `status`: a schedule's newest good backup is older than its RPO.
     RpoBreached,
+    /// 2 for `status`: a restore drill's last run failed (the backup it tried is not
+    /// proven restorable).
+    DrillFailed,
     /// 4: `reconcile --once`: another reconciler holds the lease; nothing was done.
     NotLeader,
     /// 64: the command line itself is wrong (EX_USAGE).
@@ -27,7 +30,7 @@ impl From<ExitStatus> for ExitCode {
             ExitStatus::Failure => 1,
             ExitStatus::Changes => 2,
             ExitStatus::Running => 3,
-            ExitStatus::RpoBreached => 2,
+            ExitStatus::RpoBreached | ExitStatus::DrillFailed => 2,
             ExitStatus::NotLeader => 4,
             ExitStatus::Usage => 64,
         })

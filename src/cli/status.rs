@@ -1,12 +1,13 @@
 //! `tidemark status`: one look at whether the clusters are protected. The leader and its
 //! lease; agents and their health; per schedule the newest good backup, its age, the next
 //! run, missed slots and the RPO; operations running or waiting; the applied and attempted
-//! revisions. `-o json` for monitors; exit 2 when a schedule is past its RPO.
+//! revisions; per restore drill its last run, RTO and RPO. `-o json` for monitors; exit 2
+//! when a schedule is past its RPO or a drill's last run failed.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tidemark_reconciler::plan::{ScheduleState, observed_schedule_state};
+use tidemark_reconciler::plan::{DrillState, ScheduleState, drill_state, observed_schedule_state};
 use tidemark_reconciler::run::desired_from_applied;
 use tidemark_schema::control::WaitingRecord;
 use tidemark_store::control::{ControlPlane, lease, observe};
@@ -26,16 +27,14 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitStatus> {
             OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&view)?),
             OutputFormat::Text => print!("{}", render(&view)),
         }
-        Ok(
-            if view["rpoBreached"]
-                .as_array()
-                .is_some_and(|a| !a.is_empty())
-            {
-                ExitStatus::RpoBreached
-            } else {
-                ExitStatus::Ok
-            },
-        )
+        let any = |key: &str| view[key].as_array().is_some_and(|a| !a.is_empty());
+        Ok(if any("rpoBreached") {
+            ExitStatus::RpoBreached
+        } else if any("drillsFailed") {
+            ExitStatus::DrillFailed
+        } else {
+            ExitStatus::Ok
+        })
     })
 }
 
@@ -84,6 +83,27 @@ pub async fn status(control: &ControlPlane, dead_after: Duration) -> anyhow::Res
             v["lastGoodAgeSeconds"] = json!(s.last_good_at.map(|t| (now - t).num_seconds()));
             v
         })
+        .collect();
+    let seen = &observed;
+    let drills: Vec<DrillState> = desired
+        .iter()
+        .flat_map(|d| {
+            d.drills().map(move |(name, spec)| {
+                let cluster = d
+                    .schedule(&spec.schedule)
+                    .map_or("", |s| s.cluster.as_str());
+                drill_state(name, spec, cluster, seen, now)
+            })
+        })
+        .collect();
+    let drills_failed: Vec<&str> = drills
+        .iter()
+        .filter(|d| {
+            d.last_run
+                .as_ref()
+                .is_some_and(|r| r.status == tidemark_schema::control::RunStatus::Error)
+        })
+        .map(|d| d.drill.as_str())
         .collect();
     let rpo_breached: Vec<&str> = schedules
         .iter()
@@ -139,6 +159,8 @@ pub async fn status(control: &ControlPlane, dead_after: Duration) -> anyhow::Res
         },
         "orphanedBackups": orphaned,
         "rpoBreached": rpo_breached,
+        "drills": drills,
+        "drillsFailed": drills_failed,
         "warnings": warnings,
     }))
 }
@@ -228,6 +250,49 @@ fn render(v: &Value) -> String {
                 missed.len(),
                 s(&missed[0])
             ));
+        }
+    }
+    if let Some(drills) = v["drills"].as_array()
+        && !drills.is_empty()
+    {
+        out.push_str("\ndrills:\n");
+        for d in drills {
+            let last = &d["lastRun"];
+            let figures = match last["outcome"].as_object() {
+                Some(o) => format!(
+                    ", restored in {:.1}s, data {:.0}s old",
+                    o["rtoSeconds"].as_f64().unwrap_or_default(),
+                    o["rpoSeconds"].as_f64().unwrap_or_default()
+                ),
+                None => String::new(),
+            };
+            out.push_str(&format!(
+                "  {} (schedule {}){}: {}, next {}\n",
+                s(&d["drill"]),
+                s(&d["schedule"]),
+                if d["suspended"] == json!(true) {
+                    " SUSPENDED"
+                } else {
+                    ""
+                },
+                if last.is_null() {
+                    "no run yet".to_string()
+                } else {
+                    format!(
+                        "last run {} {}{figures}",
+                        s(&last["name"]),
+                        if last["status"] == json!("error") {
+                            "FAILED".to_string()
+                        } else {
+                            s(&last["status"])
+                        }
+                    )
+                },
+                s(&d["nextRun"]),
+            ));
+            if last["status"] == json!("error") {
+                out.push_str(&format!("    {}\n", s(&last["message"])));
+            }
         }
     }
     out.push_str("\noperations:\n");

@@ -1,7 +1,8 @@
 //! The reconciler's metrics, in the Prometheus exposition format (the `prometheus-client`
 //! crate, kept by the Prometheus project): per schedule the age and size of the newest
 //! good backup, per operation kind the outcomes and durations, agents alive, the applied
-//! revision, passes and their errors, and whether this process leads.
+//! revision, passes and their errors, whether this process leads, and per restore drill
+//! its last run: passed or not, when, and the RTO and RPO it measured.
 //!
 //! Everything is recorded from the pass reports; ages are worked out at scrape time, so
 //! they grow between passes as they should.
@@ -22,6 +23,12 @@ use tidemark_reconciler::run::PassReport;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct ScheduleLabels {
     schedule: String,
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct DrillLabels {
+    drill: String,
     cluster: String,
 }
 
@@ -75,6 +82,10 @@ pub struct Metrics {
     passes: Counter,
     pass_errors: Counter,
     leader: Gauge,
+    drill_passed: Family<DrillLabels, Gauge>,
+    drill_time: Family<DrillLabels, FloatGauge>,
+    drill_rto: Family<DrillLabels, FloatGauge>,
+    drill_rpo: Family<DrillLabels, FloatGauge>,
     seen: Mutex<Seen>,
 }
 
@@ -98,6 +109,10 @@ impl Metrics {
             passes: Counter::default(),
             pass_errors: Counter::default(),
             leader: Gauge::default(),
+            drill_passed: Family::default(),
+            drill_time: Family::default(),
+            drill_rto: Family::default(),
+            drill_rpo: Family::default(),
             seen: Mutex::new(Seen::default()),
             registry: Registry::default(),
         };
@@ -147,6 +162,26 @@ impl Metrics {
             "1 while this reconciler holds the lease and acts",
             m.leader.clone(),
         );
+        registry.register(
+            "drill_last_run_passed",
+            "1 when the restore drill's last run restored its backup and passed every check",
+            m.drill_passed.clone(),
+        );
+        registry.register(
+            "drill_last_run_timestamp_seconds",
+            "When the restore drill's last run ended (Unix time)",
+            m.drill_time.clone(),
+        );
+        registry.register(
+            "drill_rto_seconds",
+            "Restore time the drill's last run measured: start to a restored, answering mongod",
+            m.drill_rto.clone(),
+        );
+        registry.register(
+            "drill_rpo_seconds",
+            "How old the data restored by the drill's last run was when it started",
+            m.drill_rpo.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -172,6 +207,10 @@ impl Metrics {
                 self.last_good_time.clear();
                 self.agents.clear();
                 self.applied.clear();
+                self.drill_passed.clear();
+                self.drill_time.clear();
+                self.drill_rto.clear();
+                self.drill_rpo.clear();
             }
             return;
         };
@@ -224,6 +263,7 @@ impl Metrics {
                 .set(at.timestamp_millis() as f64 / 1000.0);
             seen.last_good.insert(labels, at);
         }
+        self.record_drills(observed);
         // Operations that ended since the last pass; those that had ended before this
         // process first looked are history, not events (a restart must not replay them).
         let first = !seen.first_pass_done;
@@ -249,6 +289,48 @@ impl Metrics {
             }
         }
         seen.first_pass_done = true;
+    }
+
+    /// Each drill's newest ended run.
+    fn record_drills(&self, observed: &tidemark_store::control::ObservedState) {
+        let mut newest: BTreeMap<DrillLabels, &tidemark_schema::control::OneShotRecord> =
+            BTreeMap::new();
+        for ((kind, _), r) in &observed.oneshots {
+            if kind != tidemark_reconciler::plan::DRILL_KIND || !r.is_final() {
+                continue;
+            }
+            let (Some(drill), Some(cluster)) = (r.setting("drill"), r.setting("cluster")) else {
+                continue;
+            };
+            let labels = DrillLabels {
+                drill: drill.to_string(),
+                cluster: cluster.to_string(),
+            };
+            if newest
+                .get(&labels)
+                .is_none_or(|n| n.started_at < r.started_at)
+            {
+                newest.insert(labels, r);
+            }
+        }
+        self.drill_passed.clear();
+        self.drill_time.clear();
+        self.drill_rto.clear();
+        self.drill_rpo.clear();
+        for (labels, r) in newest {
+            let passed = r.status == tidemark_schema::control::RunStatus::Done;
+            self.drill_passed
+                .get_or_create(&labels)
+                .set(i64::from(passed));
+            let end = r.finished_at.unwrap_or(r.started_at);
+            self.drill_time
+                .get_or_create(&labels)
+                .set(end.timestamp_millis() as f64 / 1000.0);
+            if let Some(o) = &r.drill {
+                self.drill_rto.get_or_create(&labels).set(o.rto_seconds);
+                self.drill_rpo.get_or_create(&labels).set(o.rpo_seconds);
+            }
+        }
     }
 
     /// The exposition text, with ages as of `now`.

@@ -141,6 +141,8 @@ fn main() {
         files: entries.clone(),
         uncompressed_bytes: uncompressed,
         stored_bytes: stored,
+        collection_hashes: Default::default(),
+        unstable_hashes: Vec::new(),
     };
     let marker = BackupMarker {
         backup: "bench".into(),

@@ -57,6 +57,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
             message: String::new(),
             started_with: None,
             epoch: None,
+            drill: None,
         },
         BackupRecord {
             name: "nightly-20260301T010000Z".into(),

@@ -300,6 +300,7 @@ impl Rig {
                 backup_type: BackupType::Physical,
                 extend_to,
                 snapshot_command: None,
+                hash_namespaces: Vec::new(),
             },
             &[from],
         );

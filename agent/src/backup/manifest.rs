@@ -46,6 +46,8 @@ pub fn build(i: Input) -> ReplicaSetManifest {
         uncompressed_bytes: i.files.iter().map(|f| f.uncompressed_size).sum(),
         stored_bytes: i.files.iter().map(|f| f.stored_size).sum(),
         files: i.files,
+        collection_hashes: BTreeMap::new(),
+        unstable_hashes: Vec::new(),
     }
 }
 

@@ -21,6 +21,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         backup_type,
         extend_to,
         snapshot_command,
+        hash_namespaces,
     } = &op.command
     else {
         unreachable!("dispatched on the command kind");
@@ -37,6 +38,16 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     }
     let cmdline = client.cmd_line_opts().await.in_phase(Phase::Cursor)?;
     let started_at = Utc::now();
+    // Hashed before the cursor opens and again after it closes: a namespace equal at both
+    // ends is exactly what this backup restores, whatever point in between it ends at.
+    let hashes_before = if hash_namespaces.is_empty() {
+        Default::default()
+    } else {
+        client
+            .db_hashes(hash_namespaces)
+            .await
+            .in_phase(Phase::Cursor)?
+    };
     node.running(op, Phase::Cursor, "opening $backupCursor")
         .await?;
     let cursor = BackupCursor::open(&client, node.cfg.cursor_keepalive)
@@ -116,7 +127,16 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     let (store, mut entries, last_write) = body?;
     closed?;
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    let m = manifest::build(manifest::Input {
+    let (collection_hashes, unstable_hashes) = if hash_namespaces.is_empty() {
+        Default::default()
+    } else {
+        let after = client
+            .db_hashes(hash_namespaces)
+            .await
+            .in_phase(Phase::Manifest)?;
+        stable_hashes(hashes_before, after)
+    };
+    let mut m = manifest::build(manifest::Input {
         node,
         backup,
         backup_type: *backup_type,
@@ -128,6 +148,8 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         last_write,
         files: entries,
     });
+    m.collection_hashes = collection_hashes;
+    m.unstable_hashes = unstable_hashes;
     // The data must be durable before the manifest that vouches for it exists.
     store.flush().await.in_phase(Phase::Manifest)?;
     manifest::write(&store, &m)
@@ -150,4 +172,50 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         ),
         d,
     ))
+}
+
+/// The hashes equal before and after, and the namespaces whose hash changed (or that
+/// appeared or went away) while the backup ran.
+fn stable_hashes(
+    before: std::collections::BTreeMap<String, String>,
+    after: std::collections::BTreeMap<String, String>,
+) -> (std::collections::BTreeMap<String, String>, Vec<String>) {
+    let mut stable = std::collections::BTreeMap::new();
+    let mut unstable = Vec::new();
+    for (ns, hash) in &before {
+        if after.get(ns) == Some(hash) {
+            stable.insert(ns.clone(), hash.clone());
+        } else {
+            unstable.push(ns.clone());
+        }
+    }
+    unstable.extend(after.keys().filter(|ns| !before.contains_key(*ns)).cloned());
+    if !unstable.is_empty() {
+        tracing::warn!(
+            ?unstable,
+            "collections changed while the backup ran: their dbHash is not recorded"
+        );
+    }
+    (stable, unstable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stable_hashes;
+
+    #[test]
+    fn only_hashes_equal_at_both_ends_are_recorded() {
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let (stable, unstable) = stable_hashes(
+            map(&[("a.x", "1"), ("a.y", "2"), ("a.gone", "3")]),
+            map(&[("a.x", "1"), ("a.y", "9"), ("a.new", "4")]),
+        );
+        assert_eq!(stable, map(&[("a.x", "1")]));
+        assert_eq!(unstable, ["a.gone", "a.y", "a.new"]);
+    }
 }

@@ -231,6 +231,40 @@ impl MongodClient {
         }
     }
 
+    /// `dbHash` of each namespace (`db.collection`) that exists, by namespace: one
+    /// command per database, asking only for the named collections.
+    pub async fn db_hashes(
+        &self,
+        namespaces: &[String],
+    ) -> Result<std::collections::BTreeMap<String, String>, MongodError> {
+        let mut by_db: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for ns in namespaces {
+            if let Some((db, coll)) = ns.split_once('.') {
+                by_db.entry(db).or_default().push(coll);
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        for (db, colls) in by_db {
+            let reply = self
+                .client
+                .database(db)
+                .run_command(doc! {"dbHash": 1, "collections": colls.clone()})
+                .await
+                .map_err(|e| MongodError::Command {
+                    node: self.node.clone(),
+                    command: "dbHash".into(),
+                    message: e.to_string(),
+                })?;
+            let hashes = reply.get_document("collections").ok();
+            for coll in colls {
+                if let Some(h) = hashes.and_then(|h| h.get_str(coll).ok()) {
+                    out.insert(format!("{db}.{coll}"), h.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Asks mongod to shut down. A closed connection is the expected answer.
     pub async fn shutdown(&self, force: bool) -> Result<(), MongodError> {
         match self

@@ -7,11 +7,11 @@
 mod actions;
 mod disk;
 pub mod fallback;
-mod fetch;
-mod recover;
+pub(crate) mod fetch;
+pub(crate) mod recover;
 mod run;
 mod stop;
-mod validate;
+pub(crate) mod validate;
 
 pub use actions::{remove_fallback, revert, start_member, wipe};
 pub use fallback::{FALLBACK_DIR, FallbackError, fallback_dir, fallback_of};

@@ -55,16 +55,17 @@ fn standalone(node: &Node, port: u16, params: &[&str], captured: &Captured) -> S
     }
 }
 
-/// Starts a standalone, runs `work` against it, shuts it down cleanly.
-async fn with_standalone<F, Fut>(
+/// Starts a standalone, runs `work` against it, shuts it down cleanly. A failure of
+/// `work` leaves the standalone running: the caller's cleanup stops it by its pid file.
+pub(crate) async fn with_standalone<F, Fut, T>(
     node: &Node,
     captured: &Captured,
     params: &[&str],
     work: F,
-) -> Result<(), AgentError>
+) -> Result<T, AgentError>
 where
     F: FnOnce(MongodClient) -> Fut,
-    Fut: std::future::Future<Output = Result<(), MongodError>>,
+    Fut: std::future::Future<Output = Result<T, AgentError>>,
 {
     let spec = standalone(node, free_port()?, params, captured);
     let began = std::time::Instant::now();
@@ -84,7 +85,7 @@ where
         }
     };
     let ready = began.elapsed();
-    work(client.clone()).await?;
+    let out = work(client.clone()).await?;
     let worked = began.elapsed();
     client.shutdown(false).await?;
     let status = process.wait_exit(node.cfg.mongod_timeout).await?;
@@ -95,10 +96,14 @@ where
             "the standalone mongod exited with {status}; see {RESTORE_LOG} in the dbPath"
         )));
     }
-    Ok(())
+    Ok(out)
 }
 
-async fn command(client: &MongodClient, db: &str, cmd: Document) -> Result<(), MongodError> {
+pub(crate) async fn command(
+    client: &MongodClient,
+    db: &str,
+    cmd: Document,
+) -> Result<(), AgentError> {
     let name = cmd.keys().next().cloned().unwrap_or_default();
     client
         .client()
@@ -106,10 +111,13 @@ async fn command(client: &MongodClient, db: &str, cmd: Document) -> Result<(), M
         .run_command(cmd)
         .await
         .map(|_| ())
-        .map_err(|e| MongodError::Command {
-            node: client.node.clone(),
-            command: name,
-            message: e.to_string(),
+        .map_err(|e| {
+            MongodError::Command {
+                node: client.node.clone(),
+                command: name,
+                message: e.to_string(),
+            }
+            .into()
         })
 }
 
@@ -126,40 +134,12 @@ pub async fn recover(
     };
     node.running(op, PHASE, "standalone 1/3: resetting replication metadata")
         .await?;
-    with_standalone(node, captured, &[], |c| async move {
-        for coll in ["replset.minvalid", "replset.oplogTruncateAfterPoint", "replset.election", "system.replset"] {
-            command(&c, "local", doc! {"delete": coll, "deletes": [{"q": {}, "limit": 0}]}).await?;
-        }
-        command(
-            &c,
-            "local",
-            doc! {"insert": "replset.oplogTruncateAfterPoint", "documents": [{"_id": "oplogTruncateAfterPoint", "oplogTruncateAfterPoint": ts}]},
-        )
-        .await?;
-        command(
-            &c,
-            "local",
-            doc! {"insert": "replset.minvalid", "documents": [{"_id": ObjectId::new(), "t": -1i64, "ts": bson::Timestamp { time: 0, increment: 1 }}]},
-        )
+    reset_replication(node, captured, ts)
         .await
-    })
-    .await
-    .in_phase(PHASE)?;
-
+        .in_phase(PHASE)?;
     node.running(op, PHASE, "standalone 2/3: recovering from the oplog")
         .await?;
-    with_standalone(
-        node,
-        captured,
-        &[
-            "recoverFromOplogAsStandalone=true",
-            "takeUnstableCheckpointOnShutdown=true",
-        ],
-        |_| async { Ok(()) },
-    )
-    .await
-    .in_phase(PHASE)?;
-
+    replay_oplog(node, captured).await.in_phase(PHASE)?;
     node.running(op, PHASE, "standalone 3/3: writing the replica-set config")
         .await?;
     let config = Bson::try_from(captured.replset_config.clone())
@@ -189,4 +169,44 @@ pub async fn recover(
     d.insert("standaloneStarts".into(), json!(3));
     node.done(op, PHASE, format!("recovered to {last_write}"), d)
         .await
+}
+
+/// Standalone 1: forget the replica set and mark the oplog to be truncated after `ts`.
+pub(crate) async fn reset_replication(
+    node: &Node,
+    captured: &Captured,
+    ts: bson::Timestamp,
+) -> Result<(), AgentError> {
+    with_standalone(node, captured, &[], |c| async move {
+        for coll in ["replset.minvalid", "replset.oplogTruncateAfterPoint", "replset.election", "system.replset"] {
+            command(&c, "local", doc! {"delete": coll, "deletes": [{"q": {}, "limit": 0}]}).await?;
+        }
+        command(
+            &c,
+            "local",
+            doc! {"insert": "replset.oplogTruncateAfterPoint", "documents": [{"_id": "oplogTruncateAfterPoint", "oplogTruncateAfterPoint": ts}]},
+        )
+        .await?;
+        command(
+            &c,
+            "local",
+            doc! {"insert": "replset.minvalid", "documents": [{"_id": ObjectId::new(), "t": -1i64, "ts": bson::Timestamp { time: 0, increment: 1 }}]},
+        )
+        .await
+    })
+    .await
+}
+
+/// Standalone 2: replay the oplog up to the truncate point and checkpoint at shutdown.
+pub(crate) async fn replay_oplog(node: &Node, captured: &Captured) -> Result<(), AgentError> {
+    with_standalone(
+        node,
+        captured,
+        &[
+            "recoverFromOplogAsStandalone=true",
+            "takeUnstableCheckpointOnShutdown=true",
+        ],
+        |_| async { Ok(()) },
+    )
+    .await
 }

@@ -134,7 +134,10 @@ pub async fn precheck(
 
 /// The raw bytes of a small object, `None` when it does not exist. The manifest is parsed
 /// from bytes so that its own validation (paths, totals) runs on exactly what is stored.
-async fn read_object(store: &BackupStore, key: &str) -> Result<Option<bytes::Bytes>, AgentError> {
+pub(crate) async fn read_object(
+    store: &BackupStore,
+    key: &str,
+) -> Result<Option<bytes::Bytes>, AgentError> {
     use object_store::ObjectStoreExt;
     let err = |e: object_store::Error| {
         AgentError::Refused(format!("{}: cannot read {key}: {e}", store.url()))
@@ -173,7 +176,7 @@ fn check_dbpath(node: &Node, cmdline: &bson::Document) -> Result<(), AgentError>
 }
 
 /// Everything about the backup that would otherwise fail only after mongod is stopped.
-fn check_restorable(
+pub(crate) fn check_restorable(
     backup: &str,
     m: &ReplicaSetManifest,
     external: bool,

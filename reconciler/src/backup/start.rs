@@ -21,6 +21,9 @@ pub struct BackupSettings {
     /// The schedule's `verify`, as it was when the backup started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<tidemark_schema::model::VerifyLevel>,
+    /// Namespaces whose `dbHash` the manifest records: what the schedule's drills compare.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hash_namespaces: Vec<String>,
 }
 
 /// Starts backup `name` on the chosen nodes; `Ok(Some(reason))` when it must wait.
@@ -57,6 +60,7 @@ pub async fn start(
             backup_type: settings.backup_type,
             extend_to: None,
             snapshot_command: None,
+            hash_namespaces: settings.hash_namespaces.clone(),
         },
         deadline: Some(now + ex.op_deadline),
         epoch: None,

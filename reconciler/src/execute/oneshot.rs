@@ -43,6 +43,7 @@ impl Executor {
                 json!({ "op": op, "settings": settings, "refused": refused.is_some() }),
             ),
             epoch: None,
+            drill: None,
         };
         let mut record = record;
         record.epoch = self.control.epoch();

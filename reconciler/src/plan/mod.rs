@@ -2,6 +2,7 @@
 //! declared and what the control plane holds to the steps that would converge them.
 //! Every step and every retention decision carries a human-readable reason.
 
+mod drills;
 mod model;
 mod nodes;
 mod planner;
@@ -10,6 +11,10 @@ mod restore;
 mod retention;
 mod schedule;
 
+pub use drills::{
+    DRILL_KIND, DrillRun, DrillState, drill_state, hash_namespaces, plan_drills,
+    wanted_drill_record,
+};
 pub use model::{
     Action, DiskCheck, NodeChoice, Plan, RestoreNode, RestorePlan, RetentionDecision, Step,
 };

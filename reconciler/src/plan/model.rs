@@ -15,6 +15,9 @@ pub struct Plan {
     pub retention: Vec<RetentionDecision>,
     /// Every declared schedule: its due slot, missed slots, newest good backup, RPO.
     pub schedules: Vec<super::ScheduleState>,
+    /// Every declared restore drill: its due run and its last outcome.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drills: Vec<super::DrillState>,
 }
 
 impl Plan {
@@ -79,6 +82,17 @@ pub enum Action {
         schedule: Option<String>,
     },
     StartRestore(RestorePlan),
+    /// One run of a `RestoreDrill`, on a drill agent: the cluster is not touched.
+    #[serde(rename_all = "camelCase")]
+    RunDrill {
+        drill: String,
+        run: String,
+        cluster: String,
+        backup: String,
+        storage: String,
+        agent: String,
+        replica_sets: Vec<String>,
+    },
     #[serde(rename_all = "camelCase")]
     AlreadyRan {
         kind: String,

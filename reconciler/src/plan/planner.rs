@@ -51,12 +51,14 @@ pub fn plan_with(
     plan_restores(desired, observed, (now, dead), &mut busy, &mut steps);
     plan_backups(desired, observed, (now, dead), &mut busy, &mut steps);
     let schedules = plan_slots(desired, observed, (now, dead), &mut busy, &mut steps);
+    let drills = super::plan_drills(desired, observed, (now, dead), &mut steps);
     let retention = plan_retention(desired, observed, now, &mut steps);
     Plan {
         now,
         steps,
         retention,
         schedules,
+        drills,
     }
 }
 
@@ -451,7 +453,8 @@ pub fn pinned_backups(
         observed
             .oneshots
             .values()
-            .filter(|r| r.kind == "Restore" && !r.is_final())
+            // A running drill reads its backup too: deleting it would fail the drill.
+            .filter(|r| matches!(r.kind.as_str(), "Restore" | "RestoreDrill") && !r.is_final())
             .filter_map(|r| r.setting("backup"))
             .map(str::to_string),
     );

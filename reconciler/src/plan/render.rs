@@ -136,6 +136,9 @@ fn headline(action: &Action) -> String {
             r.backup,
             human_bytes(r.download_bytes)
         ),
+        Action::RunDrill {
+            run, backup, agent, ..
+        } => format!("+ run drill {run}: restore backup {backup} on drill agent {agent}"),
         Action::AlreadyRan {
             kind,
             name,

@@ -136,22 +136,31 @@ pub fn wanted_record(
     stored: Option<&ScheduleRecord>,
     now: DateTime<Utc>,
 ) -> Option<ScheduleRecord> {
-    let fresh = ScheduleRecord {
-        schedule: name.to_string(),
-        since: now,
-        cron: spec.cron.clone(),
-        timezone: spec.timezone.clone(),
-        suspended: spec.suspend,
-        epoch: None,
-    };
+    wanted_cron_record(
+        name,
+        (&spec.cron, &spec.timezone, spec.suspend),
+        stored,
+        now,
+    )
+}
+
+/// [`wanted_record`] for anything on a cron (schedules and drills): `(cron, timezone,
+/// suspended)` as declared now.
+pub fn wanted_cron_record(
+    name: &str,
+    (cron, timezone, suspended): (&str, &str, bool),
+    stored: Option<&ScheduleRecord>,
+    now: DateTime<Utc>,
+) -> Option<ScheduleRecord> {
     match stored {
-        Some(s)
-            if s.cron == spec.cron
-                && s.timezone == spec.timezone
-                && s.suspended == spec.suspend =>
-        {
-            None
-        }
-        _ => Some(fresh),
+        Some(s) if s.cron == cron && s.timezone == timezone && s.suspended == suspended => None,
+        _ => Some(ScheduleRecord {
+            schedule: name.to_string(),
+            since: now,
+            cron: cron.to_string(),
+            timezone: timezone.to_string(),
+            suspended,
+            epoch: None,
+        }),
     }
 }

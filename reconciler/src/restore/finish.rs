@@ -300,6 +300,9 @@ async fn fresh_backup(
         backup_type: spec.backup_type,
         schedule: Some(schedule.to_string()),
         verify: spec.verify,
+        hash_namespaces: desired
+            .map(|d| crate::plan::hash_namespaces(d, schedule))
+            .unwrap_or_default(),
     };
     backup::start(ex, &name, settings, &nodes, now).await?;
     Ok(Fresh::Running)

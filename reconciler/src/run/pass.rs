@@ -64,9 +64,9 @@ pub struct Reconciler<S> {
     last_compaction: Option<std::time::Instant>,
 }
 
-/// Brings every declared schedule's ledger record up to date (see `wanted_record`), and
-/// removes the records of schedules no longer declared, so that a schedule declared again
-/// later owes nothing from before.
+/// Brings every declared schedule's and drill's ledger record up to date (see
+/// `wanted_record`), and removes the records of those no longer declared, so that one
+/// declared again later owes nothing from before.
 async fn sync_schedules(
     ex: &Executor,
     desired: &DesiredState,
@@ -80,6 +80,30 @@ async fn sync_schedules(
             tracing::info!(schedule = name, since = %record.since, "schedule recorded");
             observed.schedules.insert(name.to_string(), record);
         }
+    }
+    for (name, spec) in desired.drills() {
+        if let Some(mut record) =
+            crate::plan::wanted_drill_record(name, spec, observed.drills.get(name), now)
+        {
+            record.epoch = ex.control.epoch();
+            ex.control
+                .put(&tidemark_schema::control::drill_key(name), &record)
+                .await?;
+            tracing::info!(drill = name, since = %record.since, "drill recorded");
+            observed.drills.insert(name.to_string(), record);
+        }
+    }
+    let gone: Vec<String> = observed
+        .drills
+        .keys()
+        .filter(|n| desired.drill(n).is_none())
+        .cloned()
+        .collect();
+    for name in gone {
+        ex.control
+            .delete(&tidemark_schema::control::drill_key(&name))
+            .await?;
+        observed.drills.remove(&name);
     }
     let gone: Vec<String> = observed
         .schedules
@@ -286,6 +310,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             let progress = match kind.as_str() {
                 "restore" => restore::advance(&self.ex, record, desired, now).await,
                 "backup" => backup::advance(&self.ex, record, now).await,
+                crate::plan::DRILL_KIND => crate::drill::advance(&self.ex, record, now).await,
                 other => Err(ExecError::Invalid(format!("unknown one-shot kind {other}"))),
             };
             match progress {
@@ -405,6 +430,10 @@ impl<S: DesiredStateSource> Reconciler<S> {
                         .as_deref()
                         .and_then(|s| desired.schedule(s))
                         .and_then(|s| s.verify),
+                    hash_namespaces: schedule
+                        .as_deref()
+                        .map(|s| crate::plan::hash_namespaces(desired, s))
+                        .unwrap_or_default(),
                 };
                 backup::start(&self.ex, name, settings, nodes, now)
                     .await?
@@ -458,12 +487,35 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     .push(format!("deleted backup {backup}: {reason}"));
                 None
             }
+            Action::RunDrill {
+                drill,
+                run,
+                cluster,
+                backup,
+                storage,
+                agent,
+                replica_sets,
+            } => {
+                let (Some(spec), Some(storage_spec)) =
+                    (desired.drill(drill), desired.storage(storage))
+                else {
+                    return Ok(());
+                };
+                let settings = crate::drill::DrillSettings {
+                    drill: drill.clone(),
+                    schedule: spec.schedule.clone(),
+                    cluster: cluster.clone(),
+                    backup: backup.clone(),
+                    agent: agent.clone(),
+                    storage: storage_target(storage_spec),
+                    replica_sets: replica_sets.clone(),
+                    checks: spec.checks.clone(),
+                };
+                crate::drill::start(&self.ex, run, settings, now).await?;
+                None
+            }
             Action::Blocked { kind, name } => Some((
-                if kind == "Restore" {
-                    Kind::Restore
-                } else {
-                    Kind::Backup
-                },
+                Kind::parse(kind).unwrap_or(Kind::Backup),
                 name.clone(),
                 reason.to_string(),
             )),

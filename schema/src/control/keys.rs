@@ -23,6 +23,13 @@ pub const ARCHIVE_PREFIX: &str = "ledger/archive";
 /// Prefix of schedule records: `ledger/schedules/<name>.json`.
 pub const SCHEDULES_PREFIX: &str = "ledger/schedules";
 
+/// Prefix of drill records: `ledger/drills/<drill>.json` (when its runs count from).
+pub const DRILLS_PREFIX: &str = "ledger/drills";
+/// The replica-set part of a drill agent's heartbeat and reports: a drill agent belongs
+/// to no replica set. MongoDB replica-set names cannot start with `_` here (validation
+/// refuses it), so no real replica set collides with it.
+pub const DRILL_REPLICA_SET: &str = "_drill";
+
 /// Node ids are `host:port`; `:` is legal in object keys but not in every file system
 /// path, so keys spell it `host_port`.
 pub fn node_key_part(node: &str) -> String {
@@ -91,6 +98,10 @@ pub fn waiting_key(kind: &str, name: &str) -> String {
 
 pub fn schedule_key(name: &str) -> String {
     format!("{SCHEDULES_PREFIX}/{name}.json")
+}
+
+pub fn drill_key(name: &str) -> String {
+    format!("{DRILLS_PREFIX}/{name}.json")
 }
 
 /// Zero-padded so that keys sort by epoch.

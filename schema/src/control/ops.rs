@@ -67,6 +67,9 @@ pub enum OpCommand {
         /// `TIDEMARK_FILE_LIST` in its environment, instead of waiting for `backup-finish`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         snapshot_command: Option<Vec<String>>,
+        /// Namespaces whose `dbHash` the manifest records (for drills to compare).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        hash_namespaces: Vec<String>,
     },
     /// Replace this node's data with a backup's.
     #[serde(rename_all = "camelCase")]
@@ -95,6 +98,17 @@ pub enum OpCommand {
     /// restore op `restore_op` stopped it.
     #[serde(rename_all = "camelCase")]
     StartMongod { restore_op: String },
+    /// A drill agent restores a backup into scratch dbPaths under its `--drill-dir`,
+    /// starts a standalone mongod on each, runs the checks, then removes everything.
+    #[serde(rename_all = "camelCase")]
+    Drill {
+        drill: String,
+        backup: String,
+        storage: StorageTarget,
+        /// The replica sets of the backup, each restored into its own scratch dbPath.
+        replica_sets: Vec<String>,
+        checks: crate::model::DrillChecks,
+    },
 }
 
 impl OpCommand {
@@ -106,6 +120,7 @@ impl OpCommand {
             OpCommand::WipeForInitialSync { .. } => "wipeForInitialSync",
             OpCommand::RemoveFallback { .. } => "removeFallback",
             OpCommand::StartMongod { .. } => "startMongod",
+            OpCommand::Drill { .. } => "drill",
         }
     }
 }
@@ -131,6 +146,8 @@ pub enum Phase {
     Extend,
     Close,
     Manifest,
+    // Drill: the checks against the scratch standalone.
+    Check,
     // Follow-up instructions after a restore.
     Revert,
     Wipe,
@@ -160,6 +177,7 @@ impl Phase {
             Phase::Extend => "extend",
             Phase::Close => "close",
             Phase::Manifest => "manifest",
+            Phase::Check => "check",
             Phase::Revert => "revert",
             Phase::Wipe => "wipe",
             Phase::RemoveFallback => "removeFallback",

@@ -87,6 +87,54 @@ pub struct OneShotRecord {
     /// The fencing number of the leader that last wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// Drills: what the run measured and what its checks found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillOutcome>,
+}
+
+/// What one drill run measured, as its agent reported it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillOutcome {
+    pub backup: String,
+    /// The drill agent (its `--node-id`).
+    pub agent: String,
+    /// The wall-clock time of the backup's last write: what a restore brings back.
+    pub data_as_of: DateTime<Utc>,
+    /// Restore time objective as measured: from the drill's start until the restored
+    /// standalone answered (download, oplog recovery and start).
+    pub rto_seconds: f64,
+    /// Recovery point as measured: how old the restored data was when the drill started.
+    pub rpo_seconds: f64,
+    pub checks: Vec<DrillCheckResult>,
+}
+
+impl DrillOutcome {
+    pub fn failed_checks(&self) -> impl Iterator<Item = &DrillCheckResult> {
+        self.checks
+            .iter()
+            .filter(|c| c.status == DrillCheckStatus::Failed)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillCheckResult {
+    /// `collection` or `dbHash`.
+    pub check: String,
+    pub namespace: String,
+    pub status: DrillCheckStatus,
+    /// What was found, in a sentence (counts, hashes, why it was skipped).
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DrillCheckStatus {
+    Passed,
+    Failed,
+    /// Nothing to compare with (no hash recorded when the backup was taken).
+    Skipped,
 }
 
 impl OneShotRecord {

@@ -3,7 +3,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{BackupScheduleSpec, BackupSpec, BackupStorageSpec, ClusterSpec, RestoreSpec};
+use super::{
+    BackupScheduleSpec, BackupSpec, BackupStorageSpec, ClusterSpec, RestoreDrillSpec, RestoreSpec,
+};
 
 /// The only API version this release reads.
 pub const API_VERSION: &str = "tidemark/v1";
@@ -42,6 +44,7 @@ pub enum Resource {
     BackupSchedule(Object<BackupScheduleSpec>),
     Backup(Object<BackupSpec>),
     Restore(Object<RestoreSpec>),
+    RestoreDrill(Object<RestoreDrillSpec>),
 }
 
 /// The kinds, for lookups and messages.
@@ -52,15 +55,17 @@ pub enum Kind {
     BackupSchedule,
     Backup,
     Restore,
+    RestoreDrill,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Cluster,
         Kind::BackupStorage,
         Kind::BackupSchedule,
         Kind::Backup,
         Kind::Restore,
+        Kind::RestoreDrill,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +75,7 @@ impl Kind {
             Kind::BackupSchedule => "BackupSchedule",
             Kind::Backup => "Backup",
             Kind::Restore => "Restore",
+            Kind::RestoreDrill => "RestoreDrill",
         }
     }
 
@@ -92,6 +98,7 @@ impl Resource {
             Resource::BackupSchedule(_) => Kind::BackupSchedule,
             Resource::Backup(_) => Kind::Backup,
             Resource::Restore(_) => Kind::Restore,
+            Resource::RestoreDrill(_) => Kind::RestoreDrill,
         }
     }
 
@@ -102,6 +109,7 @@ impl Resource {
             Resource::BackupSchedule(o) => &o.metadata.name,
             Resource::Backup(o) => &o.metadata.name,
             Resource::Restore(o) => &o.metadata.name,
+            Resource::RestoreDrill(o) => &o.metadata.name,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod backup;
 mod cluster;
+mod drill;
 mod duration;
 mod meta;
 mod restore;
@@ -10,12 +11,15 @@ mod storage;
 
 pub use backup::BackupSpec;
 pub use cluster::{ClusterSpec, ReplicaSetSpec};
+pub use drill::{
+    CollectionCheck, DrillChecks, RestoreDrillSpec, drill_run_name, namespace_problem,
+};
 pub use duration::{MaxAge, parse_max_age};
 pub use meta::{API_VERSION, ApiVersion, Kind, Metadata, Object, Resource, name_problem};
 pub use restore::{PostRestore, RestoreSource, RestoreSpec};
 pub use schedule::{
-    BackupScheduleSpec, BackupType, Retention, VerifyLevel, parse_cron, parse_timezone,
-    scheduled_backup_name,
+    BackupScheduleSpec, BackupType, Retention, VerifyLevel, next_run_after, parse_cron,
+    parse_timezone, runs_back_from, scheduled_backup_name,
 };
 pub use storage::{
     BackupStorageSpec, Compression, StorageScheme, looks_like_credential, url_has_userinfo,

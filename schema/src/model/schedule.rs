@@ -174,43 +174,60 @@ pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
 
 impl BackupScheduleSpec {
     /// The times the schedule fired at or before `now`, newest first, back to (not
-    /// including) `after`, at most `limit` of them. The cron is parsed once: this runs
-    /// for every schedule on every pass and every `status`.
+    /// including) `after`, at most `limit` of them.
     pub fn runs_back_from(
         &self,
         now: DateTime<Utc>,
         after: DateTime<Utc>,
         limit: usize,
     ) -> Vec<DateTime<Utc>> {
-        use chrono::SubsecRound;
-        let (Ok(cron), Ok(tz)) = (parse_cron(&self.cron), parse_timezone(&self.timezone)) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        let mut from = now.trunc_subsecs(0);
-        while out.len() < limit {
-            let Ok(t) = cron.find_previous_occurrence(&from.with_timezone(&tz), true) else {
-                break;
-            };
-            let t = t.with_timezone(&Utc);
-            if t <= after {
-                break;
-            }
-            out.push(t);
-            from = t - chrono::Duration::seconds(1);
-        }
-        out
+        runs_back_from(&self.cron, &self.timezone, now, after, limit)
     }
 
     /// The next time the schedule fires strictly after `now`, in UTC.
-    /// `None` when the expression or zone does not parse (validation reports those).
     pub fn next_run_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let cron = parse_cron(&self.cron).ok()?;
-        let tz = parse_timezone(&self.timezone).ok()?;
-        cron.find_next_occurrence(&now.with_timezone(&tz), false)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+        next_run_after(&self.cron, &self.timezone, now)
     }
+}
+
+/// The times a cron in time zone `timezone` fired at or before `now`, newest first, back
+/// to (not including) `after`, at most `limit` of them. The cron is parsed once: this
+/// runs for every schedule and drill on every pass and every `status`.
+pub fn runs_back_from(
+    cron: &str,
+    timezone: &str,
+    now: DateTime<Utc>,
+    after: DateTime<Utc>,
+    limit: usize,
+) -> Vec<DateTime<Utc>> {
+    use chrono::SubsecRound;
+    let (Ok(cron), Ok(tz)) = (parse_cron(cron), parse_timezone(timezone)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut from = now.trunc_subsecs(0);
+    while out.len() < limit {
+        let Ok(t) = cron.find_previous_occurrence(&from.with_timezone(&tz), true) else {
+            break;
+        };
+        let t = t.with_timezone(&Utc);
+        if t <= after {
+            break;
+        }
+        out.push(t);
+        from = t - chrono::Duration::seconds(1);
+    }
+    out
+}
+
+/// The next time a cron in `timezone` fires strictly after `now`, in UTC. `None` when
+/// the expression or zone does not parse (validation reports those).
+pub fn next_run_after(cron: &str, timezone: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let cron = parse_cron(cron).ok()?;
+    let tz = parse_timezone(timezone).ok()?;
+    cron.find_next_occurrence(&now.with_timezone(&tz), false)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The name of a backup that a schedule takes at `at`: `<schedule>-YYYYMMDDTHHMMSSZ`.

@@ -5,7 +5,8 @@ use sha2::{Digest, Sha256};
 use super::error::ValidationError;
 use super::node::{Node, Pos};
 use crate::model::{
-    BackupScheduleSpec, BackupSpec, BackupStorageSpec, ClusterSpec, Kind, Resource, RestoreSpec,
+    BackupScheduleSpec, BackupSpec, BackupStorageSpec, ClusterSpec, Kind, Resource,
+    RestoreDrillSpec, RestoreSpec,
 };
 
 /// One document of the desired state, with where it came from.
@@ -30,8 +31,19 @@ impl Document {
     }
 
     /// Position of a field (`spec.cluster`), falling back to the document start.
+    /// Where `field` is; for a field left out, where its nearest given parent is (a
+    /// missing `spec.checks` points at `spec`, not at the top of the file).
     pub fn pos(&self, field: &str) -> Pos {
-        self.tree.at_path(field).map_or(self.tree.pos, |n| n.pos)
+        let mut path = field;
+        loop {
+            if let Some(n) = self.tree.at_path(path) {
+                return n.pos;
+            }
+            match path.rsplit_once('.') {
+                Some((parent, _)) => path = parent,
+                None => return self.tree.pos,
+            }
+        }
     }
 
     /// An error about `field` of this document, naming the document.
@@ -103,6 +115,7 @@ impl DesiredState {
     typed_access!(schedule, schedules, BackupSchedule, BackupScheduleSpec);
     typed_access!(backup, backups, Backup, BackupSpec);
     typed_access!(restore, restores, Restore, RestoreSpec);
+    typed_access!(drill, drills, RestoreDrill, RestoreDrillSpec);
 }
 
 impl DesiredState {

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::document::Document;
 use super::error::{ValidationError, hint};
 use crate::model::{
-    BackupScheduleSpec, BackupStorageSpec, ClusterSpec, Kind, Resource, RestoreSpec, StorageScheme,
-    looks_like_credential, name_problem, parse_cron, parse_max_age, parse_timezone,
-    url_has_userinfo,
+    BackupScheduleSpec, BackupStorageSpec, ClusterSpec, Kind, Resource, RestoreDrillSpec,
+    RestoreSpec, StorageScheme, looks_like_credential, name_problem, namespace_problem, parse_cron,
+    parse_max_age, parse_timezone, url_has_userinfo,
 };
 
 /// Checks every document alone, then across documents; pushes every problem found.
@@ -45,6 +45,7 @@ pub fn check(docs: &[Document], out: &mut Vec<ValidationError>) {
                 );
             }
             Resource::Restore(o) => check_restore(doc, &o.spec, &index, out),
+            Resource::RestoreDrill(o) => check_drill(doc, &o.spec, &index, out),
         }
     }
 }
@@ -173,6 +174,16 @@ fn check_cluster(doc: &Document, spec: &ClusterSpec, out: &mut Vec<ValidationErr
             out.push(doc.error(
                 &format!("{path}.name"),
                 "a replica set name must not be empty",
+            ));
+        } else if rs.name.starts_with('_') {
+            out.push(doc.error(
+                &format!("{path}.name"),
+                format!(
+                    "the replica set name {:?} starts with '_', which tidemark keeps for its \
+                     own use (drill agents report as {:?})",
+                    rs.name,
+                    crate::control::DRILL_REPLICA_SET
+                ),
             ));
         } else if !rs_names.insert(rs.name.as_str()) {
             out.push(doc.error(
@@ -309,6 +320,62 @@ fn check_schedule(
             } else if !score.is_finite() || *score < 0.0 {
                 out.push(doc.error(&field, format!("{score} is not a score >= 0")));
             }
+        }
+    }
+}
+
+/// A drill names a schedule, a cron and namespaces in the user's own words.
+fn check_drill(
+    doc: &Document,
+    spec: &RestoreDrillSpec,
+    index: &Index,
+    out: &mut Vec<ValidationError>,
+) {
+    if index.reference(
+        doc,
+        "spec.schedule",
+        Kind::BackupSchedule,
+        &spec.schedule,
+        out,
+    ) && let Some(s) = index.schedule(&spec.schedule)
+        && s.backup_type == crate::model::BackupType::External
+    {
+        out.push(doc.error(
+            "spec.schedule",
+            format!(
+                "schedule {:?} takes external (snapshot) backups, whose files are not in \
+                 storage; a drill restores from storage, so it needs a physical schedule",
+                spec.schedule
+            ),
+        ));
+    }
+    if let Err(problem) = parse_cron(&spec.cron) {
+        out.push(doc.error("spec.cron", problem));
+    }
+    if let Err(problem) = parse_timezone(&spec.timezone) {
+        out.push(doc.error("spec.timezone", problem));
+    }
+    if spec.checks.is_empty() {
+        out.push(doc.error(
+            "spec.checks",
+            "a drill needs at least one check (checks.collections or checks.dbHash): a \
+             drill that checks nothing proves only that mongod starts",
+        ));
+    }
+    for (i, c) in spec.checks.collections.iter().enumerate() {
+        if let Some(problem) = namespace_problem(&c.namespace) {
+            out.push(doc.error(
+                &format!("spec.checks.collections.{i}.namespace"),
+                format!("{:?} {problem}", c.namespace),
+            ));
+        }
+    }
+    for (i, ns) in spec.checks.db_hash.iter().enumerate() {
+        if let Some(problem) = namespace_problem(ns) {
+            out.push(doc.error(
+                &format!("spec.checks.dbHash.{i}"),
+                format!("{ns:?} {problem}"),
+            ));
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Reads the observed state from the control plane: the applied revision, the one-shot
-//! ledger, the schedule records, the backup catalog and the agents' heartbeats. The five
-//! listings are read at once, and their records in parallel; a record that does not parse
+//! ledger, the schedule and drill records, the backup catalog and the agents' heartbeats.
+//! The six listings are read at once, and their records in parallel; a record that does not parse
 //! is skipped with a warning naming it, so one bad object never stops the reconciler for
 //! every cluster.
 
@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use tidemark_schema::control::{
     AGENTS_PREFIX, APPLIED_KEY, ATTEMPTED_KEY, AppliedRevision, AttemptedRevision, BackupRecord,
-    CATALOG_PREFIX, Heartbeat, ONESHOTS_PREFIX, OneShotRecord, SCHEDULES_PREFIX, ScheduleRecord,
+    CATALOG_PREFIX, DRILLS_PREFIX, Heartbeat, ONESHOTS_PREFIX, OneShotRecord, SCHEDULES_PREFIX,
+    ScheduleRecord,
 };
 
 use super::client::ControlPlane;
@@ -23,6 +24,8 @@ pub struct ObservedState {
     pub oneshots: BTreeMap<(String, String), OneShotRecord>,
     /// Keyed by schedule name.
     pub schedules: BTreeMap<String, ScheduleRecord>,
+    /// Keyed by drill name: since when each `RestoreDrill`'s runs count.
+    pub drills: BTreeMap<String, ScheduleRecord>,
     pub backups: Vec<BackupRecord>,
     pub heartbeats: Vec<Heartbeat>,
     /// Records skipped because they do not parse, each naming its key.
@@ -31,11 +34,12 @@ pub struct ObservedState {
 
 /// Reads the observed state. An empty or missing control plane gives the empty state.
 pub async fn observe(control: &ControlPlane) -> Result<ObservedState, ControlError> {
-    let (applied, attempted, oneshots, schedules, backups, heartbeats) = tokio::try_join!(
+    let (applied, attempted, oneshots, schedules, drills, backups, heartbeats) = tokio::try_join!(
         control.get::<AppliedRevision>(APPLIED_KEY),
         control.get::<AttemptedRevision>(ATTEMPTED_KEY),
         control.all_lenient::<OneShotRecord>(ONESHOTS_PREFIX),
         control.all_lenient::<ScheduleRecord>(SCHEDULES_PREFIX),
+        control.all_lenient::<ScheduleRecord>(DRILLS_PREFIX),
         control.all_lenient::<BackupRecord>(CATALOG_PREFIX),
         control.all_lenient::<Heartbeat>(AGENTS_PREFIX),
     )?;
@@ -52,6 +56,9 @@ pub async fn observe(control: &ControlPlane) -> Result<ObservedState, ControlErr
     for record in schedules.0 {
         observed.schedules.insert(record.schedule.clone(), record);
     }
+    for record in drills.0 {
+        observed.drills.insert(record.schedule.clone(), record);
+    }
     observed.backups = backups.0;
     observed
         .backups
@@ -60,7 +67,7 @@ pub async fn observe(control: &ControlPlane) -> Result<ObservedState, ControlErr
     observed.heartbeats.sort_by(|a, b| {
         (&a.cluster, &a.replica_set, &a.node).cmp(&(&b.cluster, &b.replica_set, &b.node))
     });
-    for w in [oneshots.1, schedules.1, backups.1, heartbeats.1] {
+    for w in [oneshots.1, schedules.1, drills.1, backups.1, heartbeats.1] {
         observed.warnings.extend(w);
     }
     for w in &observed.warnings {

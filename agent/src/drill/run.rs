@@ -1,0 +1,200 @@
+//! Runs a drill op: for each replica set of the backup, download it into a fresh scratch
+//! dbPath, recover it to the backup's point as a standalone, start it once more on a
+//! free loopback port and read what the checks need; then judge the checks, report RTO
+//! and RPO, and remove the scratch directory whatever happened.
+
+use std::time::Instant;
+
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+use tidemark_schema::control::{DrillOutcome, Op, OpCommand, Phase};
+use tidemark_schema::manifest::ReplicaSetManifest;
+
+use super::{check, scratch, select};
+use crate::error::AgentError;
+use crate::node::{Details, InPhase, Node, PhaseFailure};
+use crate::restore::Captured;
+use crate::restore::fetch::fetch;
+use crate::restore::recover::{replay_oplog, reset_replication, with_standalone};
+
+pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure> {
+    let OpCommand::Drill {
+        drill,
+        backup,
+        storage,
+        replica_sets,
+        checks,
+    } = &op.command
+    else {
+        unreachable!("dispatched on the command kind");
+    };
+    let Some(root) = node.cfg.drill_dir.clone() else {
+        return Err(AgentError::Refused(
+            "this agent serves a mongod node, not drills (it has no --drill-dir); nothing \
+             was done"
+                .into(),
+        ))
+        .in_phase(Phase::Precheck);
+    };
+    let started_at = Utc::now();
+    let began = Instant::now();
+    let dir = scratch::op_dir(&root, &op.id);
+    let result = async {
+        node.running(op, select::PHASE, format!("checking backup {backup}"))
+            .await?;
+        let selected = select::select(backup, storage, replica_sets, &root)
+            .await
+            .in_phase(select::PHASE)?;
+        let mut d = Details::new();
+        d.insert("replicaSets".into(), json!(replica_sets));
+        d.insert(
+            "bytes".into(),
+            json!(
+                selected
+                    .manifests
+                    .iter()
+                    .map(|m| m.uncompressed_bytes)
+                    .sum::<u64>()
+            ),
+        );
+        node.done(op, select::PHASE, format!("backup {backup} is complete"), d)
+            .await?;
+        let mut per_rs = Vec::new();
+        let mut ready_after = 0.0f64;
+        for m in &selected.manifests {
+            let rs_dir = dir.join(&m.replica_set);
+            std::fs::create_dir_all(&rs_dir)
+                .map_err(|e| AgentError::io(&rs_dir, e))
+                .in_phase(Phase::Fetch)?;
+            let scratch_node = Node {
+                cfg: crate::config::AgentConfig {
+                    dbpath: rs_dir.clone(),
+                    ..node.cfg.clone()
+                },
+                control: node.control.clone(),
+                cluster: node.cluster.clone(),
+                replica_set: node.replica_set.clone(),
+                id: node.id.clone(),
+            };
+            fetch(&scratch_node, op, &selected.store, m).await?;
+            node.boundary(op, Phase::Fetch).await?;
+            let captured = captured_for(m);
+            node.running(
+                op,
+                Phase::Recover,
+                format!(
+                    "{}: recovering to {} as a standalone",
+                    m.replica_set, m.last_write
+                ),
+            )
+            .await?;
+            let ts = bson::Timestamp {
+                time: m.last_write.t,
+                increment: m.last_write.i,
+            };
+            reset_replication(&scratch_node, &captured, ts)
+                .await
+                .in_phase(Phase::Recover)?;
+            replay_oplog(&scratch_node, &captured)
+                .await
+                .in_phase(Phase::Recover)?;
+            node.boundary(op, Phase::Recover).await?;
+            node.running(
+                op,
+                Phase::Check,
+                format!(
+                    "{}: starting the restored data and checking it",
+                    m.replica_set
+                ),
+            )
+            .await?;
+            let (ready, seen) = with_standalone(&scratch_node, &captured, &[], |c| {
+                let began = &began;
+                async move {
+                    let ready = began.elapsed().as_secs_f64();
+                    Ok((ready, check::observe(&c, checks).await?))
+                }
+            })
+            .await
+            .in_phase(Phase::Check)?;
+            ready_after = ready_after.max(ready);
+            per_rs.push((m, seen));
+            // Each replica set's copy goes before the next is downloaded.
+            scratch::remove(&rs_dir).await;
+        }
+        let pairs: Vec<(&ReplicaSetManifest, check::Observed)> = per_rs;
+        let results = check::judge(checks, &pairs);
+        let newest = selected
+            .manifests
+            .iter()
+            .map(|m| m.last_write)
+            .max()
+            .unwrap_or_default();
+        let data_as_of = Utc
+            .timestamp_opt(i64::from(newest.t), 0)
+            .single()
+            .unwrap_or(started_at);
+        let outcome = DrillOutcome {
+            backup: backup.clone(),
+            agent: node.id.clone(),
+            data_as_of,
+            rto_seconds: ready_after,
+            rpo_seconds: (started_at - data_as_of).num_milliseconds().max(0) as f64 / 1000.0,
+            checks: results,
+        };
+        Ok::<_, PhaseFailure>(outcome)
+    }
+    .await;
+    scratch::remove(&dir).await;
+    let outcome = result?;
+    let failed: Vec<String> = outcome.failed_checks().map(|c| c.detail.clone()).collect();
+    let message = if failed.is_empty() {
+        format!(
+            "drill {drill}: backup {backup} restored in {:.1} s with data {:.0} s old; {} \
+             check(s) passed",
+            outcome.rto_seconds,
+            outcome.rpo_seconds,
+            outcome.checks.len()
+        )
+    } else {
+        format!(
+            "drill {drill}: backup {backup} restored, but {} of {} check(s) failed: {}",
+            failed.len(),
+            outcome.checks.len(),
+            failed.join("; ")
+        )
+    };
+    let mut d = Details::new();
+    d.insert("drill".into(), json!(outcome));
+    d.insert(
+        "elapsedSeconds".into(),
+        json!(began.elapsed().as_secs_f64()),
+    );
+    Ok((message, d))
+}
+
+/// What the standalone starts need to open the backup's files: the backup's own storage
+/// options (its layout), never a cluster node's; the agent's `--standalone-arg`s add the
+/// key source an encrypted backup needs.
+fn captured_for(m: &ReplicaSetManifest) -> Captured {
+    let mut args = Vec::new();
+    let opts = &m.storage_options;
+    if opts.get("directoryPerDB").and_then(|v| v.as_bool()) == Some(true) {
+        args.push("--directoryperdb".to_string());
+    }
+    let for_indexes = opts
+        .get("wiredTiger")
+        .and_then(|w| w.get("engineConfig"))
+        .and_then(|e| e.get("directoryForIndexes"))
+        .and_then(|v| v.as_bool());
+    if for_indexes == Some(true) {
+        args.push("--wiredTigerDirectoryForIndexes".to_string());
+    }
+    Captured {
+        argv: Vec::new(),
+        replset_config: serde_json::Value::Null,
+        role: "drill".into(),
+        version: m.mongod_version.clone(),
+        standalone_args: args,
+    }
+}

@@ -1,0 +1,48 @@
+//! The drill's scratch space: `<drill-dir>/tidemark-drill-<op>/<replica set>/`. Only
+//! entries named `tidemark-drill-*` are ever removed, so a `--drill-dir` shared with
+//! other files loses nothing else.
+
+use std::path::{Path, PathBuf};
+
+const PREFIX: &str = "tidemark-drill-";
+
+/// The directory of one drill op.
+pub fn op_dir(root: &Path, op_id: &str) -> PathBuf {
+    root.join(format!("{PREFIX}{op_id}"))
+}
+
+/// Stops any standalone still running on a scratch dbPath under `dir` and removes `dir`.
+pub async fn remove(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if let Some(pid) = crate::mongod::kill_leftover_standalone(&e.path()).await {
+                tracing::warn!(pid, dbpath = %e.path().display(), "stopped a drill standalone left running");
+            }
+        }
+    }
+    let path = dir.to_path_buf();
+    let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&path)).await;
+    match removed {
+        Ok(Ok(())) => tracing::info!(dir = %dir.display(), "scratch directory removed"),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Ok(Err(e)) => {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot remove the scratch directory")
+        }
+        Err(e) => tracing::error!(error = %e, "scratch removal did not run"),
+    }
+}
+
+/// At agent start: the scratch directories of drills a killed agent left behind (their
+/// op is failed as interrupted by the runner; nothing in them is worth keeping).
+pub async fn clean_leftovers(root: &Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(root)?;
+    let mut n = 0;
+    for e in std::fs::read_dir(root)?.flatten() {
+        if e.file_name().to_string_lossy().starts_with(PREFIX) && e.path().is_dir() {
+            tracing::warn!(dir = %e.path().display(), "removing a drill's leftover scratch directory");
+            remove(&e.path()).await;
+            n += 1;
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,87 @@
+//! Following a drill run to its end: the agent's final report decides it. A run is
+//! `done` only when the agent restored the backup and every check passed (skipped hash
+//! checks do not fail it); a failed phase, a failed check or a lost agent is `error`.
+
+use chrono::{DateTime, Utc};
+use tidemark_schema::control::{
+    DrillOutcome, OneShotRecord, OpResult, PhaseStatus, RunStatus, result_key,
+};
+
+use crate::execute::{ExecError, Executor, Progress, who};
+
+pub async fn advance(
+    ex: &Executor,
+    record: &OneShotRecord,
+    now: DateTime<Utc>,
+) -> Result<Progress, ExecError> {
+    let op = ex.op_of(record).await?;
+    let decided: Option<OpResult> = ex.control.get(&result_key(&op.id)).await?;
+    let views = ex.views(&op, now).await?;
+    let Some(v) = views.first() else {
+        return Err(ExecError::Invalid(format!(
+            "{}: a drill op without a target",
+            op.id
+        )));
+    };
+    if decided.is_none() && !v.settled() {
+        return Ok(Progress::Running);
+    }
+    let mut outcome: Option<DrillOutcome> = None;
+    let (status, reason) = match v.final_report() {
+        Some(r) if r.status == PhaseStatus::Done => {
+            outcome = r
+                .details
+                .get("drill")
+                .and_then(|d| serde_json::from_value(d.clone()).ok());
+            match &outcome {
+                None => (
+                    RunStatus::Error,
+                    format!("{}: reported done without the drill's figures", who(v)),
+                ),
+                Some(o) => {
+                    let failed: Vec<&str> = o.failed_checks().map(|c| c.detail.as_str()).collect();
+                    if failed.is_empty() {
+                        (RunStatus::Done, r.message.clone())
+                    } else {
+                        (
+                            RunStatus::Error,
+                            format!(
+                                "backup {} restored, but {} check(s) failed: {}",
+                                o.backup,
+                                failed.len(),
+                                failed.join("; ")
+                            ),
+                        )
+                    }
+                }
+            }
+        }
+        Some(r) => (RunStatus::Error, format!("{}: {}", who(v), r.message)),
+        None => (
+            RunStatus::Error,
+            format!(
+                "drill agent {} stopped reporting (last heartbeat {}); the drill did not finish",
+                v.node,
+                v.heartbeat
+                    .as_ref()
+                    .map_or("never".to_string(), |h| h.at.to_rfc3339())
+            ),
+        ),
+    };
+    let result = ex
+        .decide_once(OpResult {
+            op_id: op.id.clone(),
+            status,
+            decided_at: now,
+            reason,
+            nodes: Vec::new(),
+            epoch: None,
+        })
+        .await?;
+    let mut r = record.clone();
+    // The figures go with the outcome whatever decided it first: an earlier pass that
+    // saw the same report wrote the same result.
+    r.drill = outcome;
+    ex.finish_record(&r, result.status, result.reason, now)
+        .await
+}
