@@ -1,7 +1,8 @@
 //! Golden-file tests of the pure planner. Each case under `tests/golden/<case>/` has:
 //! - `desired/`: the desired-state YAML;
 //! - `applied/` (optional): the revision last applied, recorded as the ledger would;
-//! - `observed.json` (optional): one-shot records, backup catalog, heartbeats;
+//! - `observed.json` (optional): one-shot records, backup catalog, heartbeats, schedule
+//!   and drill records;
 //! - `plan.txt` and `plan.json`: the expected rendering and JSON of the plan.
 //!
 //! Regenerate after an intended change with
@@ -32,6 +33,8 @@ struct ObservedFixture {
     heartbeats: Vec<Heartbeat>,
     #[serde(default)]
     schedules: Vec<ScheduleRecord>,
+    #[serde(default)]
+    drills: Vec<ScheduleRecord>,
 }
 
 fn load_state(dir: &Path) -> DesiredState {
@@ -52,6 +55,11 @@ fn check_case(case: &Path) -> Vec<String> {
         heartbeats: fixture.heartbeats,
         schedules: fixture
             .schedules
+            .into_iter()
+            .map(|s| (s.schedule.clone(), s))
+            .collect(),
+        drills: fixture
+            .drills
             .into_iter()
             .map(|s| (s.schedule.clone(), s))
             .collect(),

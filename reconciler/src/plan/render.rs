@@ -80,6 +80,35 @@ pub fn render_plan(plan: &Plan) -> String {
             );
         }
     }
+    // A drill's last outcome: a failed one says the backup it tried is not proven.
+    let ran: Vec<_> = plan
+        .drills
+        .iter()
+        .filter_map(|d| Some((d, d.last_run.as_ref()?)))
+        .collect();
+    if !ran.is_empty() {
+        let _ = writeln!(out, "\nLast drill runs:");
+        for (d, r) in ran {
+            let figures = r.outcome.as_ref().map_or(String::new(), |o| {
+                format!(
+                    " (backup {}, restored in {:.0} s, data {:.0} s old)",
+                    o.backup, o.rto_seconds, o.rpo_seconds
+                )
+            });
+            let _ = writeln!(
+                out,
+                "  {} {}: {}{figures}: {}",
+                if r.status == tidemark_schema::control::RunStatus::Done {
+                    "="
+                } else {
+                    "x"
+                },
+                d.drill,
+                r.status,
+                r.message
+            );
+        }
+    }
     out
 }
 
