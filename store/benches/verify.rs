@@ -11,6 +11,9 @@
 //! parallelism (the disk's cold read rate), drops it again and runs the whole `data`
 //! verification (read, decompress, blake3). `verify_read_data_vs_disk_read_ratio` is the
 //! fraction of the disk's read rate the verification reaches (1.0 = the disk's limit).
+//! Each round also drops the cache once more and times the `zstd` CLI decompressing every
+//! object on every core: `verify_read_data_vs_zstd_cli_ratio` says how near the CPU's
+//! limit the verification is (it hashes as well, so 1.0 is out of reach).
 //! Without the right to drop the page cache (not root) both reads are warm, and it says so.
 
 use std::io::{Read, Write};
@@ -96,6 +99,36 @@ fn read_all(root: &Path, entries: &[FileEntry]) -> u64 {
     total.into_inner()
 }
 
+/// The `zstd` CLI decompressing every object to /dev/null, one process per core, each
+/// over its share of the objects: the CPU's own limit for the decompression alone (the
+/// verifier also hashes). `None` without a `zstd` on PATH.
+fn zstd_cli(root: &Path, entries: &[FileEntry]) -> Option<f64> {
+    let procs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let t = Instant::now();
+    let children: Vec<_> = (0..procs)
+        .map(|p| {
+            let files: Vec<_> = entries
+                .iter()
+                .skip(p)
+                .step_by(procs)
+                .map(|e| root.join(e.object.as_ref().unwrap()))
+                .collect();
+            std::process::Command::new("zstd")
+                .args(["-d", "-c", "-q"])
+                .args(&files)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()
+        .ok()?;
+    for mut c in children {
+        if !c.wait().ok()?.success() {
+            return None;
+        }
+    }
+    Some(t.elapsed().as_secs_f64())
+}
+
 fn main() {
     let gib: u64 = std::env::var("TIDEMARK_BENCH_GIB")
         .ok()
@@ -170,6 +203,7 @@ fn main() {
     });
     let mut cold = true;
     let (mut disk, mut verify, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut zstd, mut zstd_ratio) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         cold &= drop_caches();
         let t = Instant::now();
@@ -186,6 +220,11 @@ fn main() {
         disk.push(d);
         verify.push(s);
         ratio.push(d / s);
+        cold &= drop_caches();
+        if let Some(z) = zstd_cli(root, &entries) {
+            zstd.push(z);
+            zstd_ratio.push(z / s);
+        }
     }
     println!(
         "verify_gib_uncompressed: {:.2}",
@@ -199,4 +238,15 @@ fn main() {
     println!("disk_cold_read_seconds: {}", spread(&disk));
     println!("verify_read_data_seconds: {}", spread(&verify));
     println!("verify_read_data_vs_disk_read_ratio: {}", spread(&ratio));
+    if zstd.is_empty() {
+        println!("zstd_cli: not on PATH, no CPU baseline");
+    } else {
+        // 1.0: as fast as the zstd CLI only decompressing, on every core; the verifier
+        // hashes every byte too, so this is the share of the CPU limit it reaches.
+        println!("zstd_cli_decompress_seconds: {}", spread(&zstd));
+        println!(
+            "verify_read_data_vs_zstd_cli_ratio: {}",
+            spread(&zstd_ratio)
+        );
+    }
 }
