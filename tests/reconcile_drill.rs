@@ -106,6 +106,33 @@ fn a_drill_proves_the_newest_backup_on_a_scratch_node_and_a_corrupt_one_fails_by
     std::fs::create_dir_all(scratch.path().join("tidemark-drill-old/rs0")).unwrap();
     std::fs::write(scratch.path().join("unrelated.txt"), "kept").unwrap();
     let mut agent = drill_agent(&w, scratch.path());
+    // A second drill agent on the same directory would kill the first one's standalone
+    // and delete its scratch at start: it refuses to run.
+    let started = Instant::now();
+    let second = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["agent", "--cluster", rig::CLUSTER, "--control"])
+            .arg(&w.rig.control_url)
+            .arg("--drill-dir")
+            .arg(scratch.path())
+            .args(["--node-id", "drill-2", "--mongod-bin", "/bin/false"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        if text.contains("locked by another drill agent")
+            || started.elapsed() > Duration::from_secs(20)
+        {
+            break (out.status.code(), text);
+        }
+        std::thread::sleep(Duration::from_millis(200)); // the first one is still starting
+    };
+    assert_eq!(second.0, Some(1), "{}", second.1);
+    assert!(
+        second.1.contains("locked by another drill agent"),
+        "{}",
+        second.1
+    );
     w.write(
         "drill.yaml",
         &format!(

@@ -69,6 +69,11 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let node = Arc::new(node);
+    // Held until this function returns: the process's life.
+    let _drill_lock = match &node.cfg.drill_dir {
+        Some(root) => Some(drill::lock(root).map_err(|e| AgentError::Config(e.to_string()))?),
+        None => None,
+    };
     if let Some(root) = &node.cfg.drill_dir {
         let removed = drill::clean_leftovers(root)
             .await

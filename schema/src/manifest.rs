@@ -61,7 +61,8 @@ pub struct ReplicaSetManifest {
     /// closed, so that it is the hash of exactly what this backup restores.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub collection_hashes: BTreeMap<String, String>,
-    /// Namespaces asked for whose hash changed while the backup ran (not recorded).
+    /// Namespaces asked for whose hash changed while the backup ran, or could not be
+    /// taken (not recorded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unstable_hashes: Vec<String>,
 }

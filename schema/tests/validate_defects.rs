@@ -150,7 +150,7 @@ fn defects() -> Vec<Defect> {
             file: "d-rs-underscore.yaml",
             content: replace(&cluster("d-rs-underscore"), "- name: rs0", "- name: _drill"),
             line: 7,
-            says: &["\"_drill\" starts with '_'"],
+            says: &["\"_drill\" is kept for tidemark's own use"],
         },
         Defect {
             what: "duplicate key",

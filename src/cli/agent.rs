@@ -37,10 +37,17 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         )
     };
     let drill_dir = args.drill_dir.or(file.drill_dir);
-    if drill_dir.is_some() && (args.mongod_uri.is_some() || args.dbpath.is_some()) {
+    // Whatever the source (flag, environment or config file): a node agent's config that
+    // gained a drillDir must not silently stop serving its node.
+    let node_settings = args.mongod_uri.is_some()
+        || args.dbpath.is_some()
+        || file.mongod_uri.is_some()
+        || file.dbpath.is_some();
+    if drill_dir.is_some() && node_settings {
         anyhow::bail!(
-            "--drill-dir runs a drill agent, which serves no mongod node: leave out \
-             --mongod-uri and --dbpath"
+            "--drill-dir (drillDir) runs a drill agent, which serves no mongod node: it cannot \
+             be given with --mongod-uri or --dbpath (mongodUri, dbpath); run one agent per \
+             node and a separate drill agent"
         );
     }
     let (mongod_uri, dbpath) = match &drill_dir {

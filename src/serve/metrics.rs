@@ -223,7 +223,13 @@ impl Metrics {
                 .set(1);
         }
         self.agents.clear();
-        for hb in &observed.heartbeats {
+        // Drill agents serve no node: counting them would hide a dead node behind an
+        // "alive < N" alert. Their health shows in the drills' own series.
+        for hb in observed
+            .heartbeats
+            .iter()
+            .filter(|h| h.replica_set != tidemark_schema::control::DRILL_REPLICA_SET)
+        {
             // Both series for every cluster, so "alive < 3" sees a 0 rather than nothing.
             for state in ["alive", "dead"] {
                 let _ = self.agents.get_or_create(&AgentLabels {

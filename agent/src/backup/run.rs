@@ -40,13 +40,15 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     let started_at = Utc::now();
     // Hashed before the cursor opens and again after it closes: a namespace equal at both
     // ends is exactly what this backup restores, whatever point in between it ends at.
+    // Best effort: a hash a drill would like is never worth a failed backup.
     let hashes_before = if hash_namespaces.is_empty() {
-        Default::default()
+        None
     } else {
         client
             .db_hashes(hash_namespaces)
             .await
-            .in_phase(Phase::Cursor)?
+            .inspect_err(|e| tracing::warn!(error = %e, "dbHash before the backup failed; no hash is recorded"))
+            .ok()
     };
     node.running(op, Phase::Cursor, "opening $backupCursor")
         .await?;
@@ -127,14 +129,15 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     let (store, mut entries, last_write) = body?;
     closed?;
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    let (collection_hashes, unstable_hashes) = if hash_namespaces.is_empty() {
-        Default::default()
-    } else {
-        let after = client
-            .db_hashes(hash_namespaces)
-            .await
-            .in_phase(Phase::Manifest)?;
-        stable_hashes(hashes_before, after)
+    let (collection_hashes, unstable_hashes) = match hashes_before {
+        None => (Default::default(), hash_namespaces.clone()),
+        Some(before) => match client.db_hashes(hash_namespaces).await {
+            Ok(after) => stable_hashes(before, after),
+            Err(e) => {
+                tracing::warn!(error = %e, "dbHash after the backup failed; no hash is recorded");
+                (Default::default(), hash_namespaces.clone())
+            }
+        },
     };
     let mut m = manifest::build(manifest::Input {
         node,

@@ -46,14 +46,21 @@ pub async fn observe(client: &MongodClient, checks: &DrillChecks) -> Result<Obse
         if !names.iter().any(|n| n == coll) {
             continue;
         }
+        // Counted, not read from the collection's size metadata (`count` without a
+        // query), which can be off after an unclean shutdown and oplog recovery.
         let reply = client
             .client()
             .database(db)
-            .run_command(doc! {"count": coll})
+            .run_command(doc! {"aggregate": coll, "pipeline": [{"$count": "n"}], "cursor": {}})
             .await
-            .map_err(|e| cmd_err(client, "count", e))?;
+            .map_err(|e| cmd_err(client, "aggregate", e))?;
         let n = reply
-            .get("n")
+            .get_document("cursor")
+            .ok()
+            .and_then(|c| c.get_array("firstBatch").ok())
+            .and_then(|b| b.first())
+            .and_then(|d| d.as_document())
+            .and_then(|d| d.get("n"))
             .and_then(|n| n.as_i64().or_else(|| n.as_i32().map(i64::from)))
             .unwrap_or(0);
         seen.counts.insert(c.namespace.clone(), n.max(0) as u64);
@@ -150,4 +157,84 @@ pub fn judge(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_schema::model::CollectionCheck;
+
+    fn manifest(rs: &str, hashes: &[(&str, &str)], unstable: &[&str]) -> ReplicaSetManifest {
+        let mut m: ReplicaSetManifest = serde_json::from_value(serde_json::json!({
+            "format": 1, "backup": "b", "cluster": "c", "replicaSet": rs, "node": "n:1",
+            "type": "physical", "compression": "zstd",
+            "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:00Z",
+            "backupId": "", "checkpointTimestamp": {"t": 1, "i": 1}, "lastWrite": {"t": 1, "i": 1},
+            "mongodVersion": "7.0.14", "flavor": "psmdb", "storageOptions": {}, "files": [],
+            "uncompressedBytes": 0, "storedBytes": 0
+        }))
+        .unwrap();
+        m.collection_hashes = hashes
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        m.unstable_hashes = unstable.iter().map(|s| s.to_string()).collect();
+        m
+    }
+
+    fn seen(counts: &[(&str, u64)], hashes: &[(&str, &str)]) -> Observed {
+        Observed {
+            counts: counts.iter().map(|(a, n)| (a.to_string(), *n)).collect(),
+            hashes: hashes
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn counts_add_up_over_replica_sets_and_hashes_compare_per_replica_set() {
+        let checks = DrillChecks {
+            collections: vec![
+                CollectionCheck {
+                    namespace: "shop.orders".into(),
+                    min_documents: 100,
+                },
+                CollectionCheck {
+                    namespace: "shop.gone".into(),
+                    min_documents: 0,
+                },
+            ],
+            db_hash: vec!["shop.products".into(), "shop.busy".into()],
+        };
+        let (a, b) = (
+            manifest("rs-a", &[("shop.products", "h1")], &["shop.busy"]),
+            manifest("rs-b", &[("shop.products", "h2")], &[]),
+        );
+        let verdicts = judge(
+            &checks,
+            &[
+                (&a, seen(&[("shop.orders", 60)], &[("shop.products", "h1")])),
+                (&b, seen(&[("shop.orders", 50)], &[("shop.products", "zz")])),
+            ],
+        );
+        let status: Vec<(&str, DrillCheckStatus)> = verdicts
+            .iter()
+            .map(|v| (v.namespace.as_str(), v.status))
+            .collect();
+        use DrillCheckStatus::*;
+        assert_eq!(
+            status,
+            [
+                ("shop.orders", Passed), // 60 + 50 >= 100
+                ("shop.gone", Failed),   // absent everywhere
+                ("shop.products", Passed),
+                ("shop.products", Failed), // rs-b's hash differs
+                ("shop.busy", Skipped),    // changed during the backup
+                ("shop.busy", Skipped),    // never recorded on rs-b
+            ]
+        );
+        assert!(verdicts[3].detail.contains("rs-b"), "{:?}", verdicts[3]);
+        assert!(verdicts[4].detail.contains("changed while the backup ran"));
+    }
 }

@@ -9,4 +9,4 @@ mod scratch;
 mod select;
 
 pub use run::run;
-pub use scratch::clean_leftovers;
+pub use scratch::{clean_leftovers, lock};

@@ -46,3 +46,26 @@ pub async fn clean_leftovers(root: &Path) -> std::io::Result<usize> {
     }
     Ok(n)
 }
+
+/// The drill directory's lock, held for the agent's life: a second agent on the same
+/// directory (an overlapping restart, a copy-pasted unit) would kill the first one's
+/// standalone and delete its scratch at start.
+pub fn lock(root: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    std::fs::create_dir_all(root)?;
+    let path = root.join(".tidemark-drill.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            format!(
+                "{} is locked by another drill agent ({e}); one drill agent per drill directory",
+                path.display()
+            ),
+        )
+    })
+}

@@ -248,7 +248,10 @@ impl MongodClient {
             let reply = self
                 .client
                 .database(db)
-                .run_command(doc! {"dbHash": 1, "collections": colls.clone()})
+                // Bounded: dbHash holds a shared lock on the database while it scans.
+                .run_command(
+                    doc! {"dbHash": 1, "collections": colls.clone(), "maxTimeMS": 60_000i64},
+                )
                 .await
                 .map_err(|e| MongodError::Command {
                     node: self.node.clone(),

@@ -55,8 +55,8 @@ fn standalone(node: &Node, port: u16, params: &[&str], captured: &Captured) -> S
     }
 }
 
-/// Starts a standalone, runs `work` against it, shuts it down cleanly. A failure of
-/// `work` leaves the standalone running: the caller's cleanup stops it by its pid file.
+/// Starts a standalone, runs `work` against it, shuts it down cleanly. On a failure the
+/// process handle's drop kills it; an agent killed meanwhile leaves its pid file.
 pub(crate) async fn with_standalone<F, Fut, T>(
     node: &Node,
     captured: &Captured,

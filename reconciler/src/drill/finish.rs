@@ -1,6 +1,7 @@
 //! Following a drill run to its end: the agent's final report decides it. A run is
-//! `done` only when the agent restored the backup and every check passed (skipped hash
-//! checks do not fail it); a failed phase, a failed check or a lost agent is `error`.
+//! `done` only when the agent restored the backup, no check failed and at least one
+//! passed (a run whose checks were all skipped proved nothing); a failed phase, a failed
+//! check, nothing checked or a lost agent is `error`.
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
@@ -40,7 +41,25 @@ pub async fn advance(
                 ),
                 Some(o) => {
                     let failed: Vec<&str> = o.failed_checks().map(|c| c.detail.as_str()).collect();
-                    if failed.is_empty() {
+                    let passed = o
+                        .checks
+                        .iter()
+                        .filter(|c| c.status == tidemark_schema::control::DrillCheckStatus::Passed)
+                        .count();
+                    if failed.is_empty() && passed == 0 {
+                        (
+                            RunStatus::Error,
+                            format!(
+                                "backup {} restored, but no check could be judged: {}",
+                                o.backup,
+                                o.checks
+                                    .iter()
+                                    .map(|c| c.detail.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join("; ")
+                            ),
+                        )
+                    } else if failed.is_empty() {
                         (RunStatus::Done, r.message.clone())
                     } else {
                         (

@@ -151,6 +151,32 @@ async fn clear_superseded_waits(
     Ok(())
 }
 
+/// A drill run's waiting record stays only while that run is its drill's due one: a run
+/// overtaken by the next slot, and every run of a drill suspended or deleted, is not
+/// waiting any more.
+async fn clear_drill_waits(
+    ex: &Executor,
+    drills: &[crate::plan::DrillState],
+    had_drills: bool,
+) -> Result<(), ExecError> {
+    if drills.is_empty() && !had_drills {
+        return Ok(()); // no listing on every pass of a control plane without drills
+    }
+    let prefix = format!("ledger/waiting/{}/", crate::plan::DRILL_KIND);
+    for key in ex.control.keys(prefix.trim_end_matches('/')).await? {
+        let Some(run) = key
+            .strip_prefix(&prefix)
+            .and_then(|k| k.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        if !drills.iter().any(|d| d.due_run.as_deref() == Some(run)) {
+            ex.control.delete(&key).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Rebuilds the desired state recorded in `ledger/applied.json` (its canonical YAML).
 pub fn desired_from_applied(
     applied: &tidemark_schema::control::AppliedRevision,
@@ -281,12 +307,17 @@ impl<S: DesiredStateSource> Reconciler<S> {
             .or(self.fallback.as_ref().map(|(r, s)| (r.as_str(), s)));
         report.revision = desired.map(|(r, _)| r.to_string());
         if let Some((_, desired)) = desired {
+            // Before the sync drops the records of deleted drills: their waits go too.
+            let had_drills = !observed.drills.is_empty();
             sync_schedules(&self.ex, desired, &mut observed, now).await?;
             let settings = PlanSettings {
                 dead_after: self.ex.dead_after,
             };
             let plan = plan_with(desired, &observed, now, settings);
             if let Err(e) = clear_superseded_waits(&self.ex, &plan.schedules).await {
+                report.errors.push(e.to_string());
+            }
+            if let Err(e) = clear_drill_waits(&self.ex, &plan.drills, had_drills).await {
                 report.errors.push(e.to_string());
             }
             for step in &plan.steps {
@@ -501,6 +532,12 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 else {
                     return Ok(());
                 };
+                // Read afresh, as for a restore: a backup `forget-backup` marked after this
+                // pass observed is not drilled (it would fail as missing); the run is
+                // planned again next pass on the newest good backup then.
+                if self.backup_storage(desired, backup).await?.is_none() {
+                    return Ok(());
+                }
                 let settings = crate::drill::DrillSettings {
                     drill: drill.clone(),
                     schedule: spec.schedule.clone(),

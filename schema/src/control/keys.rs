@@ -26,8 +26,7 @@ pub const SCHEDULES_PREFIX: &str = "ledger/schedules";
 /// Prefix of drill records: `ledger/drills/<drill>.json` (when its runs count from).
 pub const DRILLS_PREFIX: &str = "ledger/drills";
 /// The replica-set part of a drill agent's heartbeat and reports: a drill agent belongs
-/// to no replica set. MongoDB replica-set names cannot start with `_` here (validation
-/// refuses it), so no real replica set collides with it.
+/// to no replica set. Validation refuses a replica set of this name, so none collides.
 pub const DRILL_REPLICA_SET: &str = "_drill";
 
 /// Node ids are `host:port`; `:` is legal in object keys but not in every file system

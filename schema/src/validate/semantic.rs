@@ -175,14 +175,13 @@ fn check_cluster(doc: &Document, spec: &ClusterSpec, out: &mut Vec<ValidationErr
                 &format!("{path}.name"),
                 "a replica set name must not be empty",
             ));
-        } else if rs.name.starts_with('_') {
+        } else if rs.name == crate::control::DRILL_REPLICA_SET {
             out.push(doc.error(
                 &format!("{path}.name"),
                 format!(
-                    "the replica set name {:?} starts with '_', which tidemark keeps for its \
-                     own use (drill agents report as {:?})",
-                    rs.name,
-                    crate::control::DRILL_REPLICA_SET
+                    "the replica set name {:?} is kept for tidemark's own use: drill agents \
+                     report under it",
+                    rs.name
                 ),
             ));
         } else if !rs_names.insert(rs.name.as_str()) {
