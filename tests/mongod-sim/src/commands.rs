@@ -4,7 +4,7 @@
 use crate::backup;
 use crate::crud;
 use crate::node::{CmdError, Node};
-use crate::options::{ClusterRole, Flavor, MONGO_VERSION, PSMDB_VERSION};
+use crate::options::{ClusterRole, Flavor};
 use crate::repl::{PRIMARY, same_host};
 use crate::replloop;
 use crate::slog;
@@ -54,10 +54,18 @@ pub fn hello(node: &Node, cmd: &Document, conn_id: u64) -> Document {
 }
 
 fn build_info(node: &Node) -> Document {
+    let version_array: Vec<i32> = node
+        .opts
+        .version
+        .split('.')
+        .map(|p| p.parse().unwrap_or(0))
+        .chain(std::iter::repeat(0))
+        .take(4)
+        .collect();
     let mut d = doc! {
-        "version": MONGO_VERSION,
+        "version": &node.opts.version,
         "gitVersion": "0000000000000000000000000000000000000000",
-        "versionArray": [7, 0, 14, 0],
+        "versionArray": version_array,
         "modules": [],
         "allocator": "tcmalloc",
         "javascriptEngine": "mozjs",
@@ -68,7 +76,7 @@ fn build_info(node: &Node) -> Document {
         "maxBsonObjectSize": 16_777_216,
     };
     if node.opts.flavor == Flavor::Psmdb {
-        d.insert("psmdbVersion", PSMDB_VERSION);
+        d.insert("psmdbVersion", node.opts.psmdb_version());
     }
     d.insert("ok", 1.0);
     d
@@ -111,6 +119,31 @@ fn cmd_line_opts(node: &Node) -> Document {
             .collect();
         parsed.insert("setParameter", p);
     }
+    let e = &o.encryption;
+    if e.enabled {
+        let mut security = doc! {"enableEncryption": true, "encryptionCipherMode": &e.cipher_mode};
+        if let Some(f) = &e.key_file {
+            security.insert("encryptionKeyFile", f);
+        }
+        if let Some(v) = &e.vault {
+            let mut vault =
+                doc! {"serverName": &v.server, "port": v.port as i32, "secret": &v.secret};
+            if let Some(n) = v.secret_version {
+                vault.insert("secretVersion", n as i64);
+            }
+            if let Some(t) = &v.token_file {
+                vault.insert("tokenFile", t);
+            }
+            security.insert("vault", vault);
+        }
+        if let Some(k) = &e.kmip {
+            security.insert(
+                "kmip",
+                doc! {"serverName": &k.server, "port": k.port as i32, "keyIdentifier": &k.key_identifier},
+            );
+        }
+        parsed.insert("security", security);
+    }
     if let Some(p) = &o.logpath {
         parsed.insert(
             "systemLog",
@@ -124,7 +157,7 @@ fn server_status(node: &Node) -> Document {
     let g = node.lock();
     let mut d = doc! {
         "host": node.opts.host(),
-        "version": MONGO_VERSION,
+        "version": &node.opts.version,
         "process": "mongod",
         "pid": std::process::id() as i64,
         "uptime": node.started.elapsed().as_secs_f64(),

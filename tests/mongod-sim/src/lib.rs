@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod client;
 pub mod commands;
 pub mod crud;
+pub mod crypt;
 pub mod harness;
 pub mod log;
 pub mod node;

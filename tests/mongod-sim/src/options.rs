@@ -63,6 +63,32 @@ pub struct Cli {
     /// Fault: every data-file read at start-up and every backup-cursor batch takes this long.
     #[arg(long = "sim-slow-reads-ms", default_value_t = 0)]
     pub sim_slow_reads_ms: u64,
+    /// The server version to report (`7.0.14` when absent), for version-mismatch tests.
+    #[arg(long = "sim-version")]
+    pub sim_version: Option<String>,
+    // Data-at-rest encryption (PSMDB's options; see `crypt`).
+    #[arg(long = "enableEncryption")]
+    pub enable_encryption: bool,
+    #[arg(long = "encryptionKeyFile")]
+    pub encryption_key_file: Option<String>,
+    #[arg(long = "encryptionCipherMode")]
+    pub encryption_cipher_mode: Option<String>,
+    #[arg(long = "vaultServerName")]
+    pub vault_server_name: Option<String>,
+    #[arg(long = "vaultPort")]
+    pub vault_port: Option<u16>,
+    #[arg(long = "vaultSecret")]
+    pub vault_secret: Option<String>,
+    #[arg(long = "vaultSecretVersion")]
+    pub vault_secret_version: Option<u32>,
+    #[arg(long = "vaultTokenFile")]
+    pub vault_token_file: Option<String>,
+    #[arg(long = "kmipServerName")]
+    pub kmip_server_name: Option<String>,
+    #[arg(long = "kmipPort")]
+    pub kmip_port: Option<u16>,
+    #[arg(long = "kmipKeyIdentifier")]
+    pub kmip_key_identifier: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -77,6 +103,10 @@ pub enum OptionsError {
     Flavor(String),
     #[error("sharding.clusterRole must be shardsvr or configsvr, not {0:?}")]
     ClusterRole(String),
+    #[error("encryptionCipherMode must be AES256-CBC or AES256-GCM, not {0:?}")]
+    CipherMode(String),
+    #[error("--vaultServerName needs --vaultSecret, and --kmipServerName --kmipKeyIdentifier")]
+    KeySource,
 }
 
 #[derive(Deserialize, Default)]
@@ -148,6 +178,9 @@ pub struct Options {
     pub slow_reads_ms: u64,
     /// The original argv, for `getCmdLineOpts`.
     pub argv: Vec<String>,
+    /// The version reported by `buildInfo`, `serverStatus` and the log.
+    pub version: String,
+    pub encryption: crate::crypt::Encryption,
 }
 
 impl Options {
@@ -196,7 +229,46 @@ impl Options {
             "community" => Flavor::Community,
             other => return Err(OptionsError::Flavor(other.to_string())),
         };
+        let cipher_mode = cli
+            .encryption_cipher_mode
+            .clone()
+            .unwrap_or_else(|| "AES256-CBC".to_string());
+        if !matches!(cipher_mode.as_str(), "AES256-CBC" | "AES256-GCM") {
+            return Err(OptionsError::CipherMode(cipher_mode));
+        }
+        let vault = match (&cli.vault_server_name, &cli.vault_secret) {
+            (Some(server), Some(secret)) => Some(crate::crypt::VaultSource {
+                server: server.clone(),
+                port: cli.vault_port.unwrap_or(8200),
+                secret: secret.clone(),
+                secret_version: cli.vault_secret_version,
+                token_file: cli.vault_token_file.clone(),
+            }),
+            (None, None) => None,
+            _ => return Err(OptionsError::KeySource),
+        };
+        let kmip = match (&cli.kmip_server_name, &cli.kmip_key_identifier) {
+            (Some(server), Some(id)) => Some(crate::crypt::KmipSource {
+                server: server.clone(),
+                port: cli.kmip_port.unwrap_or(5696),
+                key_identifier: id.clone(),
+            }),
+            (None, None) => None,
+            _ => return Err(OptionsError::KeySource),
+        };
+        let encryption = crate::crypt::Encryption {
+            enabled: cli.enable_encryption,
+            cipher_mode,
+            key_file: cli.encryption_key_file.clone(),
+            vault,
+            kmip,
+        };
         Ok(Options {
+            version: cli
+                .sim_version
+                .clone()
+                .unwrap_or_else(|| MONGO_VERSION.to_string()),
+            encryption,
             dbpath: cli
                 .dbpath
                 .or(file.storage.and_then(|s| s.db_path))
@@ -227,6 +299,15 @@ impl Options {
             slow_reads_ms: cli.sim_slow_reads_ms,
             argv,
         })
+    }
+
+    /// PSMDB's version string: the server version and Percona's release number.
+    pub fn psmdb_version(&self) -> String {
+        if self.version == MONGO_VERSION {
+            PSMDB_VERSION.to_string()
+        } else {
+            format!("{}-8", self.version)
+        }
     }
 
     /// A boolean `--setParameter`, accepting mongod's spellings.

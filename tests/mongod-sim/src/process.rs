@@ -95,7 +95,7 @@ pub fn main() -> ExitCode {
         23403,
         "initandlisten",
         "Build Info",
-        doc! {"buildInfo": {"version": MONGO_VERSION, "psmdbVersion": PSMDB_VERSION}}
+        doc! {"buildInfo": {"version": &opts.version, "psmdbVersion": opts.psmdb_version()}}
     );
     slog!(
         I,
@@ -156,6 +156,17 @@ pub fn main() -> ExitCode {
             return init_failed(e.to_string());
         }
     };
+    match opts.encryption.master_key() {
+        Ok(key) => crate::crypt::set_master_key(key),
+        Err(why) => {
+            return fatal(
+                29101,
+                "Unable to retrieve the encryption key; terminating",
+                why,
+                EXIT_UNCAUGHT,
+            );
+        }
+    }
     let node = match Node::open(opts) {
         Ok(n) => n,
         Err(e @ StorageError::Corrupt { .. }) => {
@@ -172,6 +183,22 @@ pub fn main() -> ExitCode {
                 "File checksum failure: the dbPath is corrupt, refusing to start",
                 e.to_string(),
                 EXIT_ABRUPT,
+            );
+        }
+        Err(StorageError::Encryption(why)) => {
+            slog!(
+                E,
+                "STORAGE",
+                29036,
+                "initandlisten",
+                "Encryption key manager error",
+                doc! {"error": &why}
+            );
+            return fatal(
+                29101,
+                "Unable to retrieve the encryption key; terminating",
+                why,
+                EXIT_UNCAUGHT,
             );
         }
         Err(e @ StorageError::NoDbPath(_)) => {

@@ -22,6 +22,10 @@ pub enum StorageError {
     Missing(PathBuf),
     #[error("i/o error on {0}: {1}")]
     Io(PathBuf, std::io::Error),
+    /// The master key does not open the data (or encryption is on for plain data, or off
+    /// for encrypted data).
+    #[error("{0}")]
+    Encryption(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
@@ -37,6 +41,13 @@ pub fn crc32(data: &[u8]) -> u32 {
 
 /// Writes a checksummed list of documents through a temporary file and a rename, so a crash
 /// leaves either the old or the new file.
+/// The keystream nonce of a data file: its name, the same wherever the file is copied.
+fn file_nonce(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 pub fn write_file(path: &Path, docs: &[&Document]) -> Result<(), StorageError> {
     let mut payload = Vec::new();
     for d in docs {
@@ -47,6 +58,8 @@ pub fn write_file(path: &Path, docs: &[&Document]) -> Result<(), StorageError> {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&crc32(&payload).to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    // Encrypted at rest with --enableEncryption; the checksum is of the plain payload.
+    crate::crypt::apply(file_nonce(path).as_bytes(), &mut payload);
     out.extend_from_slice(&payload);
     let tmp = path.with_extension("wt.tmp");
     fs::write(&tmp, &out).map_err(io(&tmp))?;
@@ -68,7 +81,9 @@ pub fn read_file(path: &Path) -> Result<Vec<Document>, StorageError> {
     }
     let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes")) as usize;
-    let payload = &bytes[HEADER..];
+    let mut plain = bytes[HEADER..].to_vec();
+    crate::crypt::apply(file_nonce(path).as_bytes(), &mut plain);
+    let payload = &plain[..];
     if payload.len() != len {
         return Err(corrupt("file size does not match its header"));
     }
@@ -191,6 +206,7 @@ impl Store {
         let jdir = dbpath.join("journal");
         fs::create_dir_all(&jdir).map_err(io(&jdir))?;
         let fresh = !dbpath.join("WiredTiger").exists();
+        crate::crypt::check_keydb(dbpath, fresh).map_err(StorageError::Encryption)?;
         if fresh {
             let suffix = (std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -397,9 +413,12 @@ impl Store {
         let body = rec
             .to_vec()
             .map_err(|e| StorageError::Io(self.dbpath.clone(), std::io::Error::other(e)))?;
+        let mut body = body;
+        let crc = crc32(&body);
         let mut out = Vec::with_capacity(body.len() + 8);
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&crc32(&body).to_le_bytes());
+        out.extend_from_slice(&crc.to_le_bytes());
+        crate::crypt::apply(&journal_nonce(crc, body.len()), &mut body);
         out.extend_from_slice(&body);
         let p = self
             .dbpath
@@ -440,6 +459,11 @@ impl Store {
             })
             .filter_map(|e| e.metadata().ok().map(|m| (e.path(), m.len())))
             .collect();
+        // The key database of an encrypted node: without it a restore cannot open a file.
+        let keydb = self.dbpath.join(crate::crypt::KEYDB_FILE);
+        if let Ok(m) = fs::metadata(&keydb) {
+            out.push((keydb, m.len()));
+        }
         out.sort();
         out.extend(self.journal_files(self.journal_start, self.journal_no));
         out
@@ -531,17 +555,26 @@ impl Store {
     }
 }
 
+/// The keystream nonce of a journal record: its checksum and length (in its header).
+fn journal_nonce(crc: u32, len: usize) -> Vec<u8> {
+    let mut n = b"journal".to_vec();
+    n.extend_from_slice(&crc.to_le_bytes());
+    n.extend_from_slice(&(len as u64).to_le_bytes());
+    n
+}
+
 fn read_record(b: &[u8]) -> Option<(Document, usize)> {
     if b.len() < 8 {
         return None;
     }
     let len = u32::from_le_bytes(b[..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(b[4..8].try_into().ok()?);
-    let body = b.get(8..8 + len)?;
-    if crc32(body) != crc {
+    let mut body = b.get(8..8 + len)?.to_vec();
+    crate::crypt::apply(&journal_nonce(crc, len), &mut body);
+    if crc32(&body) != crc {
         return None;
     }
-    Some((Document::from_reader(body).ok()?, 8 + len))
+    Some((Document::from_reader(&body[..]).ok()?, 8 + len))
 }
 
 #[cfg(test)]

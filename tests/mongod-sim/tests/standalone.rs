@@ -574,3 +574,105 @@ fn crash_at_checkpoint_recovers_on_restart() {
         30
     );
 }
+
+/// Encryption at rest: the data is unreadable without the key, and a start with another
+/// key (or none) fails with a fatal log line naming the key database, as PSMDB does.
+#[test]
+fn encrypted_data_opens_only_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_a = dir.path().join("a.key");
+    let key_b = dir.path().join("b.key");
+    std::fs::write(&key_a, "c2VjcmV0LWtleS1hLTMyLWJ5dGVzLWxvbmctLS0tLS0=\n").unwrap();
+    std::fs::write(&key_b, "c2VjcmV0LWtleS1iLTMyLWJ5dGVzLWxvbmctLS0tLS0=\n").unwrap();
+    let db = dir.path().join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    let dbpath = db.to_str().unwrap().to_string();
+    let with = |key: &std::path::Path| {
+        vec![
+            "--dbpath".to_string(),
+            dbpath.clone(),
+            "--enableEncryption".into(),
+            "--encryptionKeyFile".into(),
+            key.to_str().unwrap().into(),
+        ]
+    };
+    let args = with(&key_a);
+    let node = Standalone::start(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    node.process.command(
+        "app",
+        doc! {"insert": "secret", "documents": [{"_id": 1, "text": "plaintext-marker-0123456789"}]},
+    )
+    .unwrap();
+    let opts = node
+        .process
+        .command("admin", doc! {"getCmdLineOpts": 1})
+        .unwrap();
+    let security = opts
+        .get_document("parsed")
+        .unwrap()
+        .get_document("security")
+        .unwrap();
+    assert_eq!(security.get_bool("enableEncryption").unwrap(), true);
+    assert_eq!(
+        security.get_str("encryptionCipherMode").unwrap(),
+        "AES256-CBC"
+    );
+    assert!(
+        !opts.to_string().contains("c2VjcmV0"),
+        "no key material: {opts}"
+    );
+    node.process.command("admin", doc! {"fsync": 1}).unwrap();
+    drop(node);
+    // No file holds the document in the clear.
+    for e in walkdir(&db) {
+        let bytes = std::fs::read(&e).unwrap();
+        assert!(
+            !bytes
+                .windows(27)
+                .any(|w| w == b"plaintext-marker-0123456789"),
+            "{} holds plaintext",
+            e.display()
+        );
+    }
+    for (args, says) in [
+        (with(&key_b), "master key does not match"),
+        (
+            vec!["--dbpath".to_string(), dbpath.clone()],
+            "encryption is not enabled",
+        ),
+    ] {
+        let log = dir.path().join("refused.log");
+        let _ = std::fs::remove_file(&log);
+        let status = std::process::Command::new(mongod_sim::harness::binary().unwrap())
+            .args(&args)
+            .args(["--port", &free_port().unwrap().to_string(), "--logpath"])
+            .arg(&log)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(100), "{args:?}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        let fatal = text
+            .lines()
+            .find(|l| l.contains("\"s\":\"F\""))
+            .unwrap_or_else(|| panic!("no fatal line: {text}"));
+        assert!(fatal.contains(says), "{fatal}");
+    }
+    let node = Standalone::start(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    let got = node
+        .process
+        .command("app", doc! {"find": "secret", "filter": {}})
+        .unwrap();
+    assert!(got.to_string().contains("plaintext-marker"), "{got}");
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walkdir(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
