@@ -612,7 +612,7 @@ fn encrypted_data_opens_only_with_its_key() {
         .unwrap()
         .get_document("security")
         .unwrap();
-    assert_eq!(security.get_bool("enableEncryption").unwrap(), true);
+    assert!(security.get_bool("enableEncryption").unwrap());
     assert_eq!(
         security.get_str("encryptionCipherMode").unwrap(),
         "AES256-CBC"
