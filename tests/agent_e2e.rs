@@ -303,6 +303,7 @@ fn a_restore_waiting_for_go_touches_nothing_until_go_and_an_abort_leaves_the_nod
                 fallback_enabled: true,
                 external: false,
                 wait_for_go: true,
+                cannot_decrypt: Vec::new(),
             },
             &[0],
         )
@@ -433,6 +434,7 @@ fn external_backup_by_snapshot_command_then_external_restore() {
             fallback_enabled: false,
             external: true,
             wait_for_go: false,
+            cannot_decrypt: Vec::new(),
         },
         &[0],
     );
@@ -561,6 +563,7 @@ fn an_agent_restarted_while_waiting_for_go_closes_the_gate_before_it_refuses() {
             fallback_enabled: true,
             external: false,
             wait_for_go: true,
+            cannot_decrypt: Vec::new(),
         },
         &[0],
     );

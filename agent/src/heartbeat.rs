@@ -18,6 +18,16 @@ pub async fn beat(node: &Node, client: Option<&MongodClient>) -> Heartbeat {
         Some(client) => client.facts().await.ok(),
         None => None,
     };
+    // What the restore's pre-flight compares with a backup's: read each beat, since a
+    // node restarted with another key must not be judged by its old one.
+    let encryption = match (client, &facts) {
+        (Some(client), Some(_)) => client
+            .cmd_line_opts()
+            .await
+            .ok()
+            .and_then(|c| crate::mongod::encryption::settings(&c)),
+        _ => None,
+    };
     let disk = disk_facts(node.cfg.drill_dir.as_ref().unwrap_or(&node.cfg.dbpath)).ok();
     Heartbeat {
         cluster: node.cluster.clone(),
@@ -43,6 +53,7 @@ pub async fn beat(node: &Node, client: Option<&MongodClient>) -> Heartbeat {
             .map_or("unknown".to_string(), |f| f.version.clone()),
         backup_cursor: facts.as_ref().is_some_and(|f| f.backup_cursor),
         disk,
+        encryption,
         extra: Default::default(),
     }
 }

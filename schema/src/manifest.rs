@@ -51,6 +51,10 @@ pub struct ReplicaSetManifest {
     pub flavor: String,
     /// mongod's storage options that a restore must match (engine, directoryPerDB, …).
     pub storage_options: BTreeMap<String, serde_json::Value>,
+    /// The backed-up node's encryption at rest (cipher and key source, never the key);
+    /// `None` for an unencrypted node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::encryption::EncryptionSettings>,
     pub files: Vec<FileEntry>,
     /// Sum of `uncompressedSize`: what the data needs on disk (the fallback check uses it).
     pub uncompressed_bytes: u64,

@@ -163,20 +163,31 @@ pub(crate) async fn describe(
         _ if copy_ready => "copyReady",
         _ => "running",
     };
-    // A backup's verification, when its schedule asked for one, is in its catalog entry.
-    let verification = if kind == "backup" {
-        control
-            .get::<BackupRecord>(&catalog_key(name))
-            .await?
-            .and_then(|b| b.verification)
+    // A backup's verification, when its schedule asked for one, is in its catalog entry,
+    // with each replica set's encryption at rest and storage options (as its manifest
+    // recorded them: a restore needs the same key and opens the files with them).
+    let catalog = if kind == "backup" {
+        control.get::<BackupRecord>(&catalog_key(name)).await?
     } else {
         None
     };
+    let verification = catalog.as_ref().and_then(|b| b.verification.clone());
+    let data: Vec<Value> = catalog
+        .iter()
+        .flat_map(|b| &b.replica_sets)
+        .map(|r| {
+            json!({
+                "replicaSet": r.name, "node": r.node, "mongodVersion": r.mongod_version,
+                "encryption": r.encryption, "storageOptions": r.storage_options,
+            })
+        })
+        .collect();
     Ok(json!({
         "kind": kind,
         "name": name,
         "status": status,
         "verification": verification,
+        "data": data,
         "opId": record.op_id,
         "startedAt": record.started_at,
         "finishedAt": record.finished_at,
@@ -255,6 +266,46 @@ fn render(view: &Value) -> String {
                 p.as_str().unwrap_or_default()
             ));
         }
+    }
+    for d in view["data"].as_array().into_iter().flatten() {
+        let encryption = match d["encryption"].as_object() {
+            None => "not encrypted".to_string(),
+            Some(e) => {
+                let source = &e["keySource"];
+                let from = match source["kind"].as_str() {
+                    Some("keyFile") => format!("key file {}", s(&source["path"])),
+                    Some("vault") => format!(
+                        "Vault {}:{} secret {}{}",
+                        s(&source["server"]),
+                        source["port"],
+                        s(&source["secret"]),
+                        source["secretVersion"]
+                            .as_u64()
+                            .map(|v| format!(" version {v}"))
+                            .unwrap_or_default()
+                    ),
+                    Some("kmip") => format!(
+                        "KMIP {}:{} key {}",
+                        s(&source["server"]),
+                        source["port"],
+                        s(&source["keyId"])
+                    ),
+                    _ => "unknown key source".into(),
+                };
+                format!(
+                    "encrypted, {} with {from} (key id {})",
+                    e.get("cipherMode").and_then(Value::as_str).unwrap_or("?"),
+                    e.get("keyId").and_then(Value::as_str).unwrap_or("?")
+                )
+            }
+        };
+        out.push_str(&format!(
+            "  data of {}: from {}, mongod {}, {encryption}; storage options {}\n",
+            s(&d["replicaSet"]),
+            s(&d["node"]),
+            s(&d["mongodVersion"]),
+            d["storageOptions"]
+        ));
     }
     for rs in view["replicaSets"].as_array().into_iter().flatten() {
         out.push_str(&format!("  replica set {}\n", s(&rs["name"])));

@@ -171,6 +171,7 @@ fn main() {
         mongod_version: "7.0.14".into(),
         flavor: "psmdb".into(),
         storage_options: Default::default(),
+        encryption: None,
         files: entries.clone(),
         uncompressed_bytes: uncompressed,
         stored_bytes: stored,
@@ -188,6 +189,8 @@ fn main() {
             mongod_version: "7.0.14".into(),
             uncompressed_bytes: uncompressed,
             stored_bytes: stored,
+            encryption: None,
+            storage_options: Default::default(),
         }],
     };
     let rt = tokio::runtime::Runtime::new().unwrap();

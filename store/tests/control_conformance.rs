@@ -76,6 +76,8 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
                 mongod_version: "7.0.14-8".into(),
                 uncompressed_bytes: 1 << 30,
                 stored_bytes: 1 << 28,
+                encryption: None,
+                storage_options: Default::default(),
             }],
             deleting: None,
             verification: None,
@@ -100,6 +102,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
                 used_bytes: 10,
                 available_bytes: 90,
             }),
+            encryption: None,
             extra: Default::default(),
         },
     )

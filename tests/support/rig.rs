@@ -315,6 +315,7 @@ impl Rig {
                 fallback_enabled: fallback,
                 external: false,
                 wait_for_go: false,
+                cannot_decrypt: Vec::new(),
             },
             targets,
         )

@@ -43,6 +43,7 @@ pub fn build(i: Input) -> ReplicaSetManifest {
         mongod_version: i.facts.version.clone(),
         flavor: i.facts.flavor.clone(),
         storage_options: storage_options(i.cmdline),
+        encryption: crate::mongod::encryption::settings(i.cmdline),
         uncompressed_bytes: i.files.iter().map(|f| f.uncompressed_size).sum(),
         stored_bytes: i.files.iter().map(|f| f.stored_size).sum(),
         files: i.files,

@@ -182,24 +182,11 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
 /// options (its layout), never a cluster node's; the agent's `--standalone-arg`s add the
 /// key source an encrypted backup needs.
 fn captured_for(m: &ReplicaSetManifest) -> Captured {
-    let mut args = Vec::new();
-    let opts = &m.storage_options;
-    if opts.get("directoryPerDB").and_then(|v| v.as_bool()) == Some(true) {
-        args.push("--directoryperdb".to_string());
-    }
-    let for_indexes = opts
-        .get("wiredTiger")
-        .and_then(|w| w.get("engineConfig"))
-        .and_then(|e| e.get("directoryForIndexes"))
-        .and_then(|v| v.as_bool());
-    if for_indexes == Some(true) {
-        args.push("--wiredTigerDirectoryForIndexes".to_string());
-    }
     Captured {
         argv: Vec::new(),
         replset_config: serde_json::Value::Null,
         role: "drill".into(),
         version: m.mongod_version.clone(),
-        standalone_args: args,
+        standalone_args: crate::mongod::encryption::layout_args(&m.storage_options),
     }
 }

@@ -2,6 +2,7 @@
 
 mod client;
 mod cursor;
+pub mod encryption;
 mod process;
 
 pub use client::{MongodClient, MongodError, NodeFacts, redact_uri};

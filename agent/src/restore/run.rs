@@ -10,6 +10,7 @@ use serde_json::json;
 use tidemark_schema::control::{Op, OpCommand, go_key};
 
 use super::{disk, fallback, fetch, recover, stop, validate};
+use crate::error::AgentError;
 use crate::node::{Details, InPhase, Node, PhaseFailure};
 
 pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure> {
@@ -19,12 +20,18 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         fallback_enabled,
         external,
         wait_for_go,
+        cannot_decrypt,
     } = &op.command
     else {
         unreachable!("dispatched on the command kind");
     };
-    let checked = validate::precheck(node, op, backup, storage, *external).await?;
-    if *fallback_enabled {
+    let emptied_only = cannot_decrypt
+        .iter()
+        .any(|t| t.replica_set == node.replica_set && t.node == node.id);
+    let checked = validate::precheck(node, op, backup, storage, *external, emptied_only).await?;
+    // A node that only gets emptied moves its data aside (a rename) or wipes it: no room
+    // for a second copy is needed.
+    if *fallback_enabled && !emptied_only {
         disk::evaluate(node, op, checked.manifest.uncompressed_bytes).await?;
     }
     if *wait_for_go {
@@ -95,6 +102,21 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     .await?;
 
     node.boundary(op, Phase::Fallback).await?;
+    if emptied_only {
+        // Stopped with the others and emptied, so it cannot serve or elect with its old
+        // data; the decision (PartlyDone) then wipes it for initial sync from a restored
+        // member, or moves its data back if the restore fails as a whole.
+        let why = tidemark_schema::encryption::decrypt_problem(
+            checked.manifest.encryption.as_ref(),
+            crate::mongod::encryption::settings(&checked.cmdline).as_ref(),
+        )
+        .unwrap_or_else(|| "its master key does not match the backup's".into());
+        return Err(AgentError::Refused(format!(
+            "this node cannot decrypt backup {backup} ({why}): it was stopped and emptied \
+             without downloading, to initial-sync from a restored member"
+        )))
+        .in_phase(Phase::Fetch);
+    }
     if *external {
         fetch::await_external_copy(node, op, &checked.manifest).await?;
     } else {

@@ -31,6 +31,8 @@ pub struct Captured {
 
 pub struct Checked {
     pub client: MongodClient,
+    /// `getCmdLineOpts` as the node answered it before anything was touched.
+    pub cmdline: bson::Document,
     pub captured: Captured,
     pub manifest: ReplicaSetManifest,
     pub store: BackupStore,
@@ -40,12 +42,15 @@ fn major_minor(v: &str) -> String {
     v.split(['.', '-']).take(2).collect::<Vec<_>>().join(".")
 }
 
+/// `cannot_decrypt`: the reconciler's pre-flight found this node's key does not open the
+/// backup and it goes on only to be emptied for initial sync.
 pub async fn precheck(
     node: &Node,
     op: &Op,
     backup: &str,
     storage: &StorageTarget,
     external: bool,
+    cannot_decrypt: bool,
 ) -> Result<Checked, PhaseFailure> {
     const PHASE: Phase = Phase::Precheck;
     node.running(op, PHASE, "checking the node and the backup")
@@ -98,8 +103,22 @@ pub async fn precheck(
         .in_phase(PHASE);
     }
     check_restorable(backup, &manifest, external).in_phase(PHASE)?;
+    let mine = crate::mongod::encryption::settings(&cmdline);
+    let unreadable =
+        tidemark_schema::encryption::decrypt_problem(manifest.encryption.as_ref(), mine.as_ref());
+    if let Some(why) = &unreadable
+        && !cannot_decrypt
+    {
+        return Err(AgentError::Refused(format!(
+            "this node cannot decrypt backup {backup}: {why}; nothing was touched"
+        )))
+        .in_phase(PHASE);
+    }
+    // The backup's own layout; the node's own key source (its key file, Vault or KMIP).
+    let mut standalone_args = crate::mongod::encryption::layout_args(&manifest.storage_options);
+    standalone_args.extend(crate::mongod::encryption::key_source_args(&cmdline));
     let captured = Captured {
-        standalone_args: storage_args(&cmdline),
+        standalone_args,
         argv,
         // Canonical extended JSON keeps every BSON type (int32 vs int64) for the round trip.
         replset_config: bson::Bson::Document(config).into_canonical_extjson(),
@@ -125,6 +144,7 @@ pub async fn precheck(
     )
     .await?;
     Ok(Checked {
+        cmdline,
         client,
         captured,
         manifest,
@@ -200,36 +220,4 @@ pub(crate) fn check_restorable(
         )));
     }
     Ok(())
-}
-
-/// Storage and encryption options from `getCmdLineOpts` that a standalone start needs to
-/// read the same files.
-fn storage_args(cmdline: &bson::Document) -> Vec<String> {
-    let parsed = cmdline.get_document("parsed").ok();
-    let storage = parsed.and_then(|p| p.get_document("storage").ok());
-    let security = parsed.and_then(|p| p.get_document("security").ok());
-    let mut args = Vec::new();
-    if storage.is_some_and(|s| s.get_bool("directoryPerDB").unwrap_or(false)) {
-        args.push("--directoryperdb".to_string());
-    }
-    let engine = storage
-        .and_then(|s| s.get_document("wiredTiger").ok())
-        .and_then(|w| w.get_document("engineConfig").ok());
-    if engine.is_some_and(|e| e.get_bool("directoryForIndexes").unwrap_or(false)) {
-        args.push("--wiredTigerDirectoryForIndexes".to_string());
-    }
-    if let Some(sec) = security {
-        if sec.get_bool("enableEncryption").unwrap_or(false) {
-            args.push("--enableEncryption".to_string());
-        }
-        if let Ok(key) = sec.get_str("encryptionKeyFile") {
-            args.push("--encryptionKeyFile".to_string());
-            args.push(key.to_string());
-        }
-        if let Ok(cipher) = sec.get_str("encryptionCipherMode") {
-            args.push("--encryptionCipherMode".to_string());
-            args.push(cipher.to_string());
-        }
-    }
-    args
 }

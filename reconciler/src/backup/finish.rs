@@ -78,6 +78,8 @@ pub async fn advance(
                 mongod_version: manifest.mongod_version.clone(),
                 uncompressed_bytes: manifest.uncompressed_bytes,
                 stored_bytes: manifest.stored_bytes,
+                encryption: manifest.encryption.clone(),
+                storage_options: manifest.storage_options.clone(),
             });
         }
     }

@@ -164,6 +164,10 @@ pub struct RestoreNode {
     /// Expected mongod starts on this node during and after the restore.
     pub restarts: Vec<String>,
     pub disk: DiskCheck,
+    /// Why this node's encryption at rest cannot open the backup (its heartbeat against
+    /// the backup's record); such a node is emptied for initial sync, never restored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cannot_decrypt: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

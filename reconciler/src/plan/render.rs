@@ -241,6 +241,17 @@ fn restore_details(out: &mut String, r: &RestorePlan) {
             human_bytes(n.download_bytes),
             n.restarts.len()
         );
+        if let Some(why) = &n.cannot_decrypt {
+            let _ = writeln!(
+                out,
+                "        CANNOT DECRYPT the backup: {why}; {}",
+                if r.allow_partly_done {
+                    "stopped and emptied without downloading, then initial-syncs (PartlyDone)"
+                } else {
+                    "allowPartlyDone is false, so the restore is refused before any node stops"
+                }
+            );
+        }
     }
     for s in &r.skipped {
         let _ = writeln!(out, "      skipped: {s}");

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{BackupRecord, Heartbeat};
+use tidemark_schema::encryption::decrypt_problem;
 use tidemark_schema::model::{BackupType, ClusterSpec, RestoreSpec};
 
 use super::model::{DiskCheck, RestoreNode, RestorePlan};
@@ -111,13 +112,27 @@ pub fn plan_restore(
             if spec.post_restore.as_ref().is_some_and(|p| p.start_nodes) {
                 restarts.push("replica-set member (postRestore.startNodes)".to_string());
             }
+            // Judged only from a heartbeat whose mongod answered: a node that is down
+            // reports no encryption, and its agent checks again before touching anything.
+            let cannot_decrypt = hb
+                .filter(|h| h.role != "DOWN" && is_alive(h, now, dead_after))
+                .and_then(|h| decrypt_problem(part.encryption.as_ref(), h.encryption.as_ref()));
             rs_nodes.push(RestoreNode {
                 replica_set: rs.name.clone(),
                 node: member.clone(),
                 role: hb.map_or("unknown".to_string(), |h| h.role.clone()),
-                download_bytes: if spec.external { 0 } else { part.stored_bytes },
+                download_bytes: if spec.external || cannot_decrypt.is_some() {
+                    0
+                } else {
+                    part.stored_bytes
+                },
                 restarts,
-                disk: disk_check(spec, hb, part.uncompressed_bytes, now, dead_after),
+                disk: if cannot_decrypt.is_some() {
+                    DiskCheck::NotNeeded
+                } else {
+                    disk_check(spec, hb, part.uncompressed_bytes, now, dead_after)
+                },
+                cannot_decrypt,
             });
         }
         // Secondaries stop first; the primary steps down and stops last.

@@ -1,6 +1,8 @@
 //! Starting a restore. Pre-flight, touching nothing: every data-bearing member has a live
-//! agent, its mongod's major.minor matches the backup's, and the backup's storage answers
-//! with the completion marker and every manifest. Then the op goes to every node at once
+//! agent, its mongod's major.minor matches the backup's, its master key opens the backup
+//! (or, with allowPartlyDone, it is emptied for initial sync while every replica set keeps
+//! one node that can decrypt), and the backup's storage answers with the completion
+//! marker and every manifest. Then the op goes to every node at once
 //! with `waitForGo`, so that no node is touched until all of them passed their checks.
 
 use chrono::{DateTime, Utc};
@@ -124,6 +126,41 @@ pub async fn preflight(
             ));
         }
     }
+    // Nodes whose master key does not open the backup: restored around (they initial-
+    // sync) only when partial results are accepted and every replica set keeps one node
+    // that can decrypt; otherwise refused now, before any node is stopped.
+    let unreadable: Vec<String> = plan
+        .nodes
+        .iter()
+        .filter_map(|n| Some(format!("{}: {}", n.node, n.cannot_decrypt.as_ref()?)))
+        .collect();
+    if !unreadable.is_empty() {
+        if !plan.allow_partly_done {
+            refuse.push(format!(
+                "these nodes cannot decrypt backup {:?}: {}; allowPartlyDone is false, so no \
+                 node is restored around them",
+                plan.backup,
+                unreadable.join("; ")
+            ));
+        } else {
+            let mut sets: Vec<&str> = plan.nodes.iter().map(|n| n.replica_set.as_str()).collect();
+            sets.dedup();
+            for rs in sets {
+                if plan
+                    .nodes
+                    .iter()
+                    .filter(|n| n.replica_set == rs)
+                    .all(|n| n.cannot_decrypt.is_some())
+                {
+                    refuse.push(format!(
+                        "replica set {rs}: no node can decrypt backup {:?} ({})",
+                        plan.backup,
+                        unreadable.join("; ")
+                    ));
+                }
+            }
+        }
+    }
     if !refuse.is_empty() {
         refuse.extend(wait);
         return Err(NotNow::Refuse(refuse.join("; ")));
@@ -161,6 +198,15 @@ pub async fn start(
             fallback_enabled: plan.fallback_enabled,
             external: plan.external,
             wait_for_go: true,
+            cannot_decrypt: plan
+                .nodes
+                .iter()
+                .filter(|n| n.cannot_decrypt.is_some())
+                .map(|n| OpTarget {
+                    replica_set: n.replica_set.clone(),
+                    node: n.node.clone(),
+                })
+                .collect(),
         },
         deadline: Some(now + ex.op_deadline),
         epoch: None,

@@ -84,6 +84,11 @@ pub enum OpCommand {
         /// node fails its checks. `result.json` appearing instead aborts.
         #[serde(default)]
         wait_for_go: bool,
+        /// Nodes whose master key cannot decrypt the backup (found in pre-flight, with
+        /// `allowPartlyDone`): each stops with the others and has its data moved aside or
+        /// wiped, then fails at `fetch` without downloading, to initial-sync afterwards.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cannot_decrypt: Vec<OpTarget>,
     },
     /// Put the dbPath back exactly as before restore op `restore_op`.
     #[serde(rename_all = "camelCase")]

@@ -369,6 +369,11 @@ pub struct BackupReplicaSet {
     pub uncompressed_bytes: u64,
     /// Sum of the objects' sizes in storage (what a restore downloads).
     pub stored_bytes: u64,
+    /// As the manifest records them: the restore's pre-flight compares nodes with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::encryption::EncryptionSettings>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub storage_options: BTreeMap<String, serde_json::Value>,
 }
 
 impl BackupRecord {
@@ -420,6 +425,10 @@ pub struct Heartbeat {
     pub backup_cursor: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskFacts>,
+    /// The node's encryption at rest, from its command line (`None`: not encrypted, or
+    /// mongod did not answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::encryption::EncryptionSettings>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, String>,
 }
