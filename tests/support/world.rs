@@ -42,7 +42,12 @@ pub struct World {
 
 impl World {
     pub fn new(name: &str) -> World {
-        let rig = Rig::new(name, 3, &[]);
+        World::with_sim_args(name, &[])
+    }
+
+    /// A world whose three members all run with `sim_args` (encryption, say).
+    pub fn with_sim_args(name: &str, sim_args: &[&str]) -> World {
+        let rig = Rig::new(name, 3, sim_args);
         let policies = TempDir::new().unwrap();
         std::fs::write(policies.path().join("cluster.yaml"), rig.cluster_yaml()).unwrap();
         World {

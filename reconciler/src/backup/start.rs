@@ -37,10 +37,15 @@ pub async fn start(
     let mut targets = Vec::new();
     for choice in nodes {
         match &choice.node {
-            Some(node) => targets.push(OpTarget {
-                replica_set: choice.replica_set.clone(),
-                node: node.clone(),
-            }),
+            Some(node) => {
+                // Why this node and not another (a Community member, an arbiter or a
+                // delayed one passed over whatever the priorities say), for the log.
+                tracing::info!(backup = name, rs = %choice.replica_set, %node, why = %choice.reason, "backup node chosen");
+                targets.push(OpTarget {
+                    replica_set: choice.replica_set.clone(),
+                    node: node.clone(),
+                })
+            }
             None => {
                 return Ok(Some(format!(
                     "replica set {}: {}",

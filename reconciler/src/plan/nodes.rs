@@ -160,4 +160,62 @@ mod tests {
             "{strict:?}"
         );
     }
+
+    #[test]
+    fn community_arbiters_and_delayed_members_lose_whatever_their_priority() {
+        let now: DateTime<Utc> = "2026-11-22T12:00:00Z".parse().unwrap();
+        let rs = ReplicaSetSpec {
+            name: "rs0".into(),
+            members: vec![
+                "psmdb:1".into(),
+                "ce:1".into(),
+                "slow:1".into(),
+                "arb:1".into(),
+            ],
+        };
+        let mut ce = beat("ce:1", "SECONDARY", 0, now);
+        ce.flavor = "community".into();
+        ce.backup_cursor = false;
+        let mut slow = beat("slow:1", "SECONDARY", 0, now);
+        slow.delayed = true;
+        let mut arb = beat("arb:1", "ARBITER", 0, now);
+        arb.arbiter = true;
+        let beats = [beat("psmdb:1", "PRIMARY", 0, now), ce, slow, arb];
+        let priority: BTreeMap<String, f64> = [("ce:1", 10.0), ("slow:1", 9.0), ("arb:1", 8.0)]
+            .into_iter()
+            .map(|(n, p)| (n.to_string(), p))
+            .collect();
+        let pick = choose_node(
+            "c1",
+            &rs,
+            &beats,
+            Some(&priority),
+            now,
+            chrono::Duration::seconds(240),
+        )
+        .unwrap();
+        assert_eq!(pick.node.as_deref(), Some("psmdb:1"), "{pick:?}");
+        for why in [
+            "ce:1: community mongod has no $backupCursor",
+            "slow:1: delayed member",
+            "arb:1: arbiter",
+        ] {
+            assert!(pick.reason.contains(why), "{why} in {pick:?}");
+        }
+        // With no PSMDB member left, the backup is blocked, saying why.
+        let err = choose_node(
+            "c1",
+            &rs,
+            &beats[1..],
+            Some(&priority),
+            now,
+            chrono::Duration::seconds(240),
+        )
+        .unwrap_err();
+        assert!(err.contains("has no node that can take a backup"), "{err}");
+        assert!(
+            err.contains("community mongod has no $backupCursor"),
+            "{err}"
+        );
+    }
 }
