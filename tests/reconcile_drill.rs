@@ -213,7 +213,7 @@ fn a_drill_proves_the_newest_backup_on_a_scratch_node_and_a_corrupt_one_fails_by
             .replace("  type: physical\n", "  type: physical\n  suspend: true\n"),
     );
     let backup = newest_good_once_settled(&w);
-    let objects: Vec<std::path::PathBuf> = walk(&w.rig.storage_dir.path().join(&backup))
+    let objects: Vec<std::path::PathBuf> = files_under(&w.rig.storage_dir.path().join(&backup))
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "zst"))
         .collect();
@@ -337,16 +337,4 @@ fn newest_good_once_settled(w: &World) -> String {
             "backups never settle"
         );
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }

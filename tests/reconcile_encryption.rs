@@ -19,19 +19,6 @@ use world::*;
 const KEY_A: &str = "dGlkZW1hcmstdGVzdC1rZXktQUFBQUFBQUFBQUFBQUE=";
 const KEY_B: &str = "dGlkZW1hcmstdGVzdC1rZXktQkJCQkJCQkJCQkJCQkI=";
 
-/// Every regular file under `dir`.
-fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.extend(files(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
-}
-
 fn holds(path: &std::path::Path, needle: &[u8]) -> bool {
     std::fs::read(path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
 }
@@ -61,7 +48,7 @@ fn an_encrypted_set_restores_and_a_node_with_another_key_initial_syncs() {
         "{enc:?}"
     );
     for root in [w.rig.storage_dir.path(), w.rig.control.path()] {
-        for f in files(root) {
+        for f in files_under(root) {
             assert!(
                 !holds(&f, KEY_A.as_bytes()),
                 "{} holds the key",
@@ -95,17 +82,12 @@ fn an_encrypted_set_restores_and_a_node_with_another_key_initial_syncs() {
     // Node 2 gets another master key: emptied and initial-synced under key B (once the
     // restore's follow-up removed its fallback directory).
     let b_path = b.to_str().unwrap().to_string();
-    let fallback = w.rig.rs.dbpath(2).join(".tidemark-fallback");
-    let started = std::time::Instant::now();
-    while fallback.exists() {
-        assert!(started.elapsed() < Duration::from_secs(60), "{}", w.logs());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_fallback_gone(&w, 2);
     w.rig.rs.stop(2).unwrap();
     let mut tries = 0;
     while let Err(e) = w.rig.rs.wipe(2) {
         tries += 1;
-        let left: Vec<_> = files(&w.rig.rs.dbpath(2));
+        let left: Vec<_> = files_under(&w.rig.rs.dbpath(2));
         assert!(tries < 20, "{e}: {left:?}");
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -184,7 +166,7 @@ fn an_encrypted_set_restores_and_a_node_with_another_key_initial_syncs() {
     assert!(
         w.rig
             .report(&op, 2, "fetch")
-            .is_none_or(|r| r.details.get("bytes").is_none()),
+            .is_none_or(|r| !r.details.contains_key("bytes")),
         "node 2 downloaded nothing"
     );
     for i in 0..3 {
@@ -258,12 +240,7 @@ fn a_community_member_never_takes_the_backup_and_another_version_is_refused() {
     );
 
     // A member of another mongod version: refused in pre-flight, nothing touched.
-    let fallback = w.rig.rs.dbpath(0).join(".tidemark-fallback");
-    let started = std::time::Instant::now();
-    while fallback.exists() {
-        assert!(started.elapsed() < Duration::from_secs(60), "{}", w.logs());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_fallback_gone(&w, 0);
     w.rig.rs.stop(0).unwrap();
     w.rig
         .rs

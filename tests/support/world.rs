@@ -416,6 +416,29 @@ pub fn prepared(w: World, faulty_recover: Option<usize>) -> World {
     w
 }
 
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(files_under(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// Waits until node `i`'s restore follow-ups removed its fallback directory.
+pub fn wait_fallback_gone(w: &World, i: usize) {
+    let fallback = w.rig.rs.dbpath(i).join(".tidemark-fallback");
+    let started = Instant::now();
+    while fallback.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "{}", w.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn nodes_of(v: &Value) -> Vec<Value> {
     v["replicaSets"][0]["nodes"]
         .as_array()
