@@ -107,26 +107,45 @@ fn a_drill_proves_the_newest_backup_on_a_scratch_node_and_a_corrupt_one_fails_by
     std::fs::write(scratch.path().join("unrelated.txt"), "kept").unwrap();
     let mut agent = drill_agent(&w, scratch.path());
     // A second drill agent on the same directory would kill the first one's standalone
-    // and delete its scratch at start: it refuses to run.
+    // and delete its scratch at start: it refuses to run (once the first one beats, so it
+    // surely holds the lock).
+    let beat = w
+        .rig
+        .control
+        .path()
+        .join(format!("agents/{}/_drill/drill-1.json", rig::CLUSTER));
     let started = Instant::now();
-    let second = loop {
-        let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(["agent", "--cluster", rig::CLUSTER, "--control"])
-            .arg(&w.rig.control_url)
-            .arg("--drill-dir")
-            .arg(scratch.path())
-            .args(["--node-id", "drill-2", "--mongod-bin", "/bin/false"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr).to_string();
-        if text.contains("locked by another drill agent")
-            || started.elapsed() > Duration::from_secs(20)
-        {
-            break (out.status.code(), text);
+    while !beat.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no drill agent heartbeat"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = w.rig.control.path().join("drill-agent-2.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["agent", "--cluster", rig::CLUSTER, "--control"])
+        .arg(&w.rig.control_url)
+        .arg("--drill-dir")
+        .arg(scratch.path())
+        .args(["--node-id", "drill-2", "--mongod-bin", "/bin/false"])
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
         }
-        std::thread::sleep(Duration::from_millis(200)); // the first one is still starting
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     };
+    let second = (code, std::fs::read_to_string(&log).unwrap_or_default());
     assert_eq!(second.0, Some(1), "{}", second.1);
     assert!(
         second.1.contains("locked by another drill agent"),
