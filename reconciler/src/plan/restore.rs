@@ -104,19 +104,24 @@ pub fn plan_restore(
                 skipped.push(format!("{member} (arbiter: holds no data)"));
                 continue;
             }
-            let mut restarts = vec![
-                "standalone on a private port: reset replication metadata".to_string(),
-                "standalone: recover from the oplog to the backup's point".to_string(),
-                "standalone: write the replica-set config".to_string(),
-            ];
-            if spec.post_restore.as_ref().is_some_and(|p| p.start_nodes) {
-                restarts.push("replica-set member (postRestore.startNodes)".to_string());
-            }
             // Judged only from a heartbeat whose mongod answered: a node that is down
             // reports no encryption, and its agent checks again before touching anything.
             let cannot_decrypt = hb
                 .filter(|h| h.role != "DOWN" && is_alive(h, now, dead_after))
                 .and_then(|h| decrypt_problem(part.encryption.as_ref(), h.encryption.as_ref()));
+            // A node that cannot decrypt is only emptied: no standalone starts.
+            let mut restarts = if cannot_decrypt.is_some() {
+                Vec::new()
+            } else {
+                vec![
+                    "standalone on a private port: reset replication metadata".to_string(),
+                    "standalone: recover from the oplog to the backup's point".to_string(),
+                    "standalone: write the replica-set config".to_string(),
+                ]
+            };
+            if spec.post_restore.as_ref().is_some_and(|p| p.start_nodes) {
+                restarts.push("replica-set member (postRestore.startNodes)".to_string());
+            }
             rs_nodes.push(RestoreNode {
                 replica_set: rs.name.clone(),
                 node: member.clone(),
