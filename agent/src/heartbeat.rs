@@ -20,14 +20,13 @@ pub async fn beat(node: &Node, client: Option<&MongodClient>) -> Heartbeat {
     };
     // What the restore's pre-flight compares with a backup's: read each beat, since a
     // node restarted with another key must not be judged by its old one.
-    let encryption = match (client, &facts) {
-        (Some(client), Some(_)) => client
-            .cmd_line_opts()
-            .await
-            .ok()
-            .and_then(|c| crate::mongod::encryption::settings(&c)),
+    let cmdline = match (client, &facts) {
+        (Some(client), Some(_)) => client.cmd_line_opts().await.ok(),
         _ => None,
     };
+    let encryption = cmdline
+        .as_ref()
+        .and_then(crate::mongod::encryption::settings);
     let disk = disk_facts(node.cfg.drill_dir.as_ref().unwrap_or(&node.cfg.dbpath)).ok();
     Heartbeat {
         cluster: node.cluster.clone(),
@@ -54,6 +53,7 @@ pub async fn beat(node: &Node, client: Option<&MongodClient>) -> Heartbeat {
         backup_cursor: facts.as_ref().is_some_and(|f| f.backup_cursor),
         disk,
         encryption,
+        encryption_known: cmdline.is_some(),
         extra: Default::default(),
     }
 }

@@ -67,8 +67,45 @@ impl std::fmt::Display for EncryptionSettings {
     }
 }
 
+/// The prefix of a `key_id` whose key file its agent could not read: the key is unknown,
+/// neither a match nor a mismatch.
+pub const UNREADABLE_KEY: &str = "keyfile-unreadable:";
+
+impl EncryptionSettings {
+    /// Whether the master key is known well enough to compare.
+    pub fn key_known(&self) -> bool {
+        !self.key_id.starts_with(UNREADABLE_KEY)
+    }
+
+    /// Same master key: the same key id; for Vault, the same server, port and secret, and
+    /// the same version when both name one (a secret without a version is its latest,
+    /// which may well be the version the other names).
+    fn same_key(&self, other: &EncryptionSettings) -> bool {
+        match (&self.key_source, &other.key_source) {
+            (
+                KeySource::Vault {
+                    server: s1,
+                    port: p1,
+                    secret: k1,
+                    secret_version: v1,
+                },
+                KeySource::Vault {
+                    server: s2,
+                    port: p2,
+                    secret: k2,
+                    secret_version: v2,
+                },
+            ) => s1 == s2 && p1 == p2 && k1 == k2 && (v1.is_none() || v2.is_none() || v1 == v2),
+            _ => self.key_id == other.key_id,
+        }
+    }
+}
+
 /// Why a node with `node`'s encryption cannot open the files of a backup taken with
-/// `backup`'s, or `None` when it can.
+/// `backup`'s, or `None` when it can. Both must be known (see [`key_known`]): callers wait
+/// or skip the check otherwise.
+///
+/// [`key_known`]: EncryptionSettings::key_known
 pub fn decrypt_problem(
     backup: Option<&EncryptionSettings>,
     node: Option<&EncryptionSettings>,
@@ -86,7 +123,7 @@ pub fn decrypt_problem(
             "cipher mode {} differs from the backup's {}",
             n.cipher_mode, b.cipher_mode
         )),
-        (Some(b), Some(n)) if b.key_id != n.key_id => Some(format!(
+        (Some(b), Some(n)) if !b.same_key(n) => Some(format!(
             "this node's master key ({n}) is not the backup's ({b})"
         )),
         _ => None,
@@ -126,5 +163,30 @@ mod tests {
                 .unwrap()
                 .contains("not encrypted")
         );
+    }
+
+    #[test]
+    fn a_vault_secret_without_a_version_may_be_any_version_and_unreadable_keys_are_unknown() {
+        let vault = |v: Option<u32>| EncryptionSettings {
+            cipher_mode: "AES256-CBC".into(),
+            key_source: KeySource::Vault {
+                server: "vault".into(),
+                port: 8200,
+                secret: "kv/mongo".into(),
+                secret_version: v,
+            },
+            key_id: format!(
+                "vault:vault:8200/kv/mongo{}",
+                v.map_or(String::new(), |v| format!("@{v}"))
+            ),
+        };
+        assert_eq!(
+            decrypt_problem(Some(&vault(Some(3))), Some(&vault(None))),
+            None
+        );
+        assert!(decrypt_problem(Some(&vault(Some(3))), Some(&vault(Some(4)))).is_some());
+        let unreadable = file(&format!("{UNREADABLE_KEY}/etc/k: denied"), "AES256-CBC");
+        assert!(!unreadable.key_known());
+        assert!(file("keyfile:aa", "AES256-CBC").key_known());
     }
 }

@@ -55,6 +55,10 @@ pub struct ReplicaSetManifest {
     /// `None` for an unencrypted node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<crate::encryption::EncryptionSettings>,
+    /// Set by agents that record `encryption`: a manifest without it (an older agent)
+    /// says nothing about encryption, and no check relies on its absence.
+    #[serde(default)]
+    pub encryption_recorded: bool,
     pub files: Vec<FileEntry>,
     /// Sum of `uncompressedSize`: what the data needs on disk (the fallback check uses it).
     pub uncompressed_bytes: u64,

@@ -172,6 +172,7 @@ fn main() {
         flavor: "psmdb".into(),
         storage_options: Default::default(),
         encryption: None,
+        encryption_recorded: false,
         files: entries.clone(),
         uncompressed_bytes: uncompressed,
         stored_bytes: stored,
@@ -190,6 +191,7 @@ fn main() {
             uncompressed_bytes: uncompressed,
             stored_bytes: stored,
             encryption: None,
+            encryption_recorded: false,
             storage_options: Default::default(),
         }],
     };

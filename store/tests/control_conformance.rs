@@ -77,6 +77,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
                 uncompressed_bytes: 1 << 30,
                 stored_bytes: 1 << 28,
                 encryption: None,
+                encryption_recorded: false,
                 storage_options: Default::default(),
             }],
             deleting: None,
@@ -103,6 +104,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
                 available_bytes: 90,
             }),
             encryption: None,
+            encryption_known: false,
             extra: Default::default(),
         },
     )

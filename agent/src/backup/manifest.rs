@@ -44,6 +44,7 @@ pub fn build(i: Input) -> ReplicaSetManifest {
         flavor: i.facts.flavor.clone(),
         storage_options: storage_options(i.cmdline),
         encryption: crate::mongod::encryption::settings(i.cmdline),
+        encryption_recorded: true,
         uncompressed_bytes: i.files.iter().map(|f| f.uncompressed_size).sum(),
         stored_bytes: i.files.iter().map(|f| f.stored_size).sum(),
         files: i.files,
@@ -53,7 +54,7 @@ pub fn build(i: Input) -> ReplicaSetManifest {
 }
 
 /// `parsed.storage` of `getCmdLineOpts`, minus the dbPath (which differs per node).
-fn storage_options(cmdline: &bson::Document) -> BTreeMap<String, serde_json::Value> {
+pub(crate) fn storage_options(cmdline: &bson::Document) -> BTreeMap<String, serde_json::Value> {
     cmdline
         .get_document("parsed")
         .and_then(|p| p.get_document("storage"))

@@ -4,7 +4,7 @@
 
 mod copy;
 mod external;
-mod manifest;
+pub(crate) mod manifest;
 mod run;
 
 pub use run::run;

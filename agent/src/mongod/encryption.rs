@@ -42,7 +42,7 @@ pub fn settings(cmdline: &Document) -> Option<EncryptionSettings> {
                 format!("keyfile:{hex}")
             }
             // Compared as a mismatch, saying why: better than guessing it matches.
-            Err(e) => format!("keyfile-unreadable:{path}: {e}"),
+            Err(e) => format!("{}{path}: {e}", tidemark_schema::encryption::UNREADABLE_KEY),
         };
         (
             KeySource::KeyFile {
@@ -106,34 +106,49 @@ pub fn key_source_args(cmdline: &Document) -> Vec<String> {
         return Vec::new();
     };
     let mut args = vec!["--enableEncryption".to_string()];
-    let mut flag = |name: &str, value: Option<String>| {
+    fn push(args: &mut Vec<String>, name: &str, value: Option<String>) {
         if let Some(v) = value {
             args.push(format!("--{name}"));
             args.push(v);
         }
-    };
+    }
     let text = |d: &Document, k: &str| d.get_str(k).ok().map(str::to_string);
     let number = |d: &Document, k: &str| {
         d.get(k)
             .and_then(|n| n.as_i64().or_else(|| n.as_i32().map(i64::from)))
             .map(|n| n.to_string())
     };
-    flag("encryptionCipherMode", text(sec, "encryptionCipherMode"));
-    flag("encryptionKeyFile", text(sec, "encryptionKeyFile"));
+    push(
+        &mut args,
+        "encryptionCipherMode",
+        text(sec, "encryptionCipherMode"),
+    );
+    push(
+        &mut args,
+        "encryptionKeyFile",
+        text(sec, "encryptionKeyFile"),
+    );
     if let Ok(v) = sec.get_document("vault") {
-        flag("vaultServerName", text(v, "serverName"));
-        flag("vaultPort", number(v, "port"));
-        flag("vaultSecret", text(v, "secret"));
-        flag("vaultSecretVersion", number(v, "secretVersion"));
-        flag("vaultTokenFile", text(v, "tokenFile"));
-        flag("vaultServerCAFile", text(v, "serverCAFile"));
+        push(&mut args, "vaultServerName", text(v, "serverName"));
+        push(&mut args, "vaultPort", number(v, "port"));
+        push(&mut args, "vaultSecret", text(v, "secret"));
+        push(&mut args, "vaultSecretVersion", number(v, "secretVersion"));
+        push(&mut args, "vaultTokenFile", text(v, "tokenFile"));
+        push(&mut args, "vaultServerCAFile", text(v, "serverCAFile"));
+        if v.get_bool("disableTLSForTesting").unwrap_or(false) {
+            args.push("--vaultDisableTLSForTesting".into());
+        }
+        if let Ok(check) = v.get_bool("checkMaxVersions") {
+            args.push(format!("--vaultCheckMaxVersions={check}"));
+        }
     }
     if let Ok(k) = sec.get_document("kmip") {
-        flag("kmipServerName", text(k, "serverName"));
-        flag("kmipPort", number(k, "port"));
-        flag("kmipKeyIdentifier", text(k, "keyIdentifier"));
-        flag("kmipServerCAFile", text(k, "serverCAFile"));
-        flag(
+        push(&mut args, "kmipServerName", text(k, "serverName"));
+        push(&mut args, "kmipPort", number(k, "port"));
+        push(&mut args, "kmipKeyIdentifier", text(k, "keyIdentifier"));
+        push(&mut args, "kmipServerCAFile", text(k, "serverCAFile"));
+        push(
+            &mut args,
             "kmipClientCertificateFile",
             text(k, "clientCertificateFile"),
         );

@@ -25,13 +25,12 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     else {
         unreachable!("dispatched on the command kind");
     };
-    let emptied_only = cannot_decrypt
+    let stop_only = cannot_decrypt
         .iter()
         .any(|t| t.replica_set == node.replica_set && t.node == node.id);
-    let checked = validate::precheck(node, op, backup, storage, *external, emptied_only).await?;
-    // A node that only gets emptied moves its data aside (a rename) or wipes it: no room
-    // for a second copy is needed.
-    if *fallback_enabled && !emptied_only {
+    let checked = validate::precheck(node, op, backup, storage, *external, stop_only).await?;
+    // A node that is only stopped (it cannot decrypt) needs no room for a second copy.
+    if *fallback_enabled && !stop_only {
         disk::evaluate(node, op, checked.manifest.uncompressed_bytes).await?;
     }
     if *wait_for_go {
@@ -57,6 +56,22 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     .await?;
 
     node.boundary(op, Phase::Stop).await?;
+    if stop_only {
+        // Stopped with the others, so it cannot serve or take part in an election with its
+        // old data, and otherwise untouched: the decision wipes it for initial sync from a
+        // restored member (PartlyDone) or starts it again as it was (Error), whether or
+        // not fallback is on.
+        let why = tidemark_schema::encryption::decrypt_problem(
+            checked.manifest.encryption.as_ref(),
+            crate::mongod::encryption::settings(&checked.cmdline).as_ref(),
+        )
+        .unwrap_or_else(|| "its master key does not match the backup's".into());
+        return Err(AgentError::Refused(format!(
+            "this node cannot decrypt backup {backup} ({why}): stopped with the others and \
+             left as it was, without downloading; it initial-syncs from a restored member"
+        )))
+        .in_phase(Phase::Stop);
+    }
     let dbpath = &node.cfg.dbpath;
     let started = Instant::now();
     let mut d = Details::new();
@@ -102,21 +117,6 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     .await?;
 
     node.boundary(op, Phase::Fallback).await?;
-    if emptied_only {
-        // Stopped with the others and emptied, so it cannot serve or elect with its old
-        // data; the decision (PartlyDone) then wipes it for initial sync from a restored
-        // member, or moves its data back if the restore fails as a whole.
-        let why = tidemark_schema::encryption::decrypt_problem(
-            checked.manifest.encryption.as_ref(),
-            crate::mongod::encryption::settings(&checked.cmdline).as_ref(),
-        )
-        .unwrap_or_else(|| "its master key does not match the backup's".into());
-        return Err(AgentError::Refused(format!(
-            "this node cannot decrypt backup {backup} ({why}): it was stopped and emptied \
-             without downloading, to initial-sync from a restored member"
-        )))
-        .in_phase(Phase::Fetch);
-    }
     if *external {
         fetch::await_external_copy(node, op, &checked.manifest).await?;
     } else {

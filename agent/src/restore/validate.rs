@@ -103,14 +103,16 @@ pub async fn precheck(
         .in_phase(PHASE);
     }
     check_restorable(backup, &manifest, external).in_phase(PHASE)?;
-    let mine = crate::mongod::encryption::settings(&cmdline);
-    let unreadable =
-        tidemark_schema::encryption::decrypt_problem(manifest.encryption.as_ref(), mine.as_ref());
-    if let Some(why) = &unreadable
-        && !cannot_decrypt
-    {
+    check_encryption(backup, &manifest, &cmdline, cannot_decrypt).in_phase(PHASE)?;
+    // The files go back where the backup's layout puts them, and the node starts with
+    // its own: the two must agree, or it restores and then cannot start.
+    let theirs = crate::mongod::encryption::layout_args(&manifest.storage_options);
+    let ours =
+        crate::mongod::encryption::layout_args(&crate::backup::manifest::storage_options(&cmdline));
+    if theirs != ours {
         return Err(AgentError::Refused(format!(
-            "this node cannot decrypt backup {backup}: {why}; nothing was touched"
+            "backup {backup} was taken with storage layout {theirs:?} but this node runs with \
+             {ours:?} (directoryPerDB / directoryForIndexes must match); nothing was touched"
         )))
         .in_phase(PHASE);
     }
@@ -220,4 +222,42 @@ pub(crate) fn check_restorable(
         )));
     }
     Ok(())
+}
+
+/// The node's encryption against the backup's: a node that cannot decrypt is refused
+/// unless the reconciler listed it to be emptied; a listed node that can decrypt after all
+/// (the pre-flight saw stale facts) is refused too, so that no good node is emptied.
+fn check_encryption(
+    backup: &str,
+    manifest: &ReplicaSetManifest,
+    cmdline: &bson::Document,
+    listed: bool,
+) -> Result<(), AgentError> {
+    use tidemark_schema::encryption::decrypt_problem;
+    if !manifest.encryption_recorded {
+        return Ok(()); // an older agent's backup: nothing recorded to compare with
+    }
+    let mine = crate::mongod::encryption::settings(cmdline);
+    for e in mine.iter().chain(manifest.encryption.iter()) {
+        if !e.key_known() {
+            return Err(AgentError::Refused(format!(
+                "whether this node can decrypt backup {backup} is unknown: {}; nothing was \
+                 touched",
+                e.key_id
+            )));
+        }
+    }
+    match (
+        decrypt_problem(manifest.encryption.as_ref(), mine.as_ref()),
+        listed,
+    ) {
+        (Some(why), false) => Err(AgentError::Refused(format!(
+            "this node cannot decrypt backup {backup}: {why}; nothing was touched"
+        ))),
+        (None, true) => Err(AgentError::Refused(format!(
+            "the restore lists this node as unable to decrypt backup {backup}, but its key \
+             matches now; refusing to empty a node that can restore; nothing was touched"
+        ))),
+        _ => Ok(()),
+    }
 }

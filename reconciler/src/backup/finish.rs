@@ -79,6 +79,7 @@ pub async fn advance(
                 uncompressed_bytes: manifest.uncompressed_bytes,
                 stored_bytes: manifest.stored_bytes,
                 encryption: manifest.encryption.clone(),
+                encryption_recorded: manifest.encryption_recorded,
                 storage_options: manifest.storage_options.clone(),
             });
         }

@@ -246,7 +246,7 @@ fn restore_details(out: &mut String, r: &RestorePlan) {
                 out,
                 "        CANNOT DECRYPT the backup: {why}; {}",
                 if r.allow_partly_done {
-                    "stopped and emptied without downloading, then initial-syncs (PartlyDone)"
+                    "stopped with the others, not restored, then wiped to initial-sync (PartlyDone)"
                 } else {
                     "allowPartlyDone is false, so the restore is refused before any node stops"
                 }

@@ -106,10 +106,13 @@ pub fn plan_restore(
             }
             // Judged only from a heartbeat whose mongod answered: a node that is down
             // reports no encryption, and its agent checks again before touching anything.
+            // Only from facts on both sides: a backup of an older agent records nothing, and
+            // an unreadable key file is neither a match nor a mismatch (pre-flight waits).
             let cannot_decrypt = hb
-                .filter(|h| h.role != "DOWN" && is_alive(h, now, dead_after))
+                .filter(|h| h.role != "DOWN" && h.encryption_known && is_alive(h, now, dead_after))
+                .filter(|h| part.encryption_recorded && keys_known(part, h))
                 .and_then(|h| decrypt_problem(part.encryption.as_ref(), h.encryption.as_ref()));
-            // A node that cannot decrypt is only emptied: no standalone starts.
+            // A node that cannot decrypt is only stopped: no standalone starts.
             let mut restarts = if cannot_decrypt.is_some() {
                 Vec::new()
             } else {
@@ -198,6 +201,13 @@ pub fn plan_restore(
         skipped,
         post_restore,
     })
+}
+
+/// Whether both the backup's and the node's master keys are known (a key file the agent
+/// could not read is not).
+pub fn keys_known(part: &tidemark_schema::control::BackupReplicaSet, hb: &Heartbeat) -> bool {
+    part.encryption.as_ref().is_none_or(|e| e.key_known())
+        && hb.encryption.as_ref().is_none_or(|e| e.key_known())
 }
 
 fn disk_check(

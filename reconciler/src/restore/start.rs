@@ -108,6 +108,27 @@ pub async fn preflight(
             ));
         }
         let part = marker.replica_sets.iter().find(|r| r.name == n.replica_set);
+        // An encrypted backup needs each node's key known before anything is decided:
+        // a beat without mongod's answer, or a key file its agent cannot read, waits.
+        if let Some(part) = part.filter(|p| p.encryption_recorded) {
+            if !hb.encryption_known {
+                wait.push(format!(
+                    "{}: its agent has not read mongod's encryption settings yet",
+                    n.node
+                ));
+            } else if !crate::plan::keys_known(part, hb) {
+                wait.push(format!(
+                    "{}: a master key file cannot be read by its agent, so whether the node \
+                     can decrypt backup {:?} is unknown ({})",
+                    n.node,
+                    plan.backup,
+                    hb.encryption
+                        .as_ref()
+                        .or(part.encryption.as_ref())
+                        .map_or(String::new(), |e| e.key_id.clone())
+                ));
+            }
+        }
         let present = match part {
             Some(part) if !plan.external => store
                 .exists(&layout::rs_manifest_key(&plan.backup, &part.name))

@@ -85,8 +85,8 @@ pub enum OpCommand {
         #[serde(default)]
         wait_for_go: bool,
         /// Nodes whose master key cannot decrypt the backup (found in pre-flight, with
-        /// `allowPartlyDone`): each stops with the others and has its data moved aside or
-        /// wiped, then fails at `fetch` without downloading, to initial-sync afterwards.
+        /// `allowPartlyDone`): each stops with the others and fails at `stop`, untouched and
+        /// without downloading, to be wiped and initial-synced afterwards.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         cannot_decrypt: Vec<OpTarget>,
     },

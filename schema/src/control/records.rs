@@ -372,6 +372,9 @@ pub struct BackupReplicaSet {
     /// As the manifest records them: the restore's pre-flight compares nodes with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<crate::encryption::EncryptionSettings>,
+    /// Whether `encryption` was recorded at all (older backups: unknown, not checked).
+    #[serde(default)]
+    pub encryption_recorded: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub storage_options: BTreeMap<String, serde_json::Value>,
 }
@@ -425,10 +428,14 @@ pub struct Heartbeat {
     pub backup_cursor: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskFacts>,
-    /// The node's encryption at rest, from its command line (`None`: not encrypted, or
-    /// mongod did not answer).
+    /// The node's encryption at rest, from its command line (`None`: not encrypted, when
+    /// `encryption_known`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<crate::encryption::EncryptionSettings>,
+    /// Whether `encryption` was read from mongod in this beat: false when mongod did not
+    /// answer `getCmdLineOpts` (or an older agent), and then nothing is concluded from it.
+    #[serde(default)]
+    pub encryption_known: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, String>,
 }
