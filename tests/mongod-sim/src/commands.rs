@@ -502,10 +502,38 @@ fn get_parameter(node: &Node, cmd: &Document) -> Document {
 
 /// Runs one command (`$db` inside `cmd`) and returns the reply or mongod's error document.
 pub async fn run(node: &Arc<Node>, cmd: Document, conn_id: u64) -> Outcome {
-    match dispatch(node, &cmd, conn_id).await {
+    if let Some(ts) = gossiped(&cmd) {
+        node.lock().observe_cluster_time(ts);
+    }
+    let outcome = match dispatch(node, &cmd, conn_id).await {
         Ok(o) => o,
         Err(e) => Outcome::Reply(e.to_doc()),
+    };
+    // Replica-set members answer with the cluster time (and the last write's time) as
+    // mongod does; drivers gossip it on to every node they talk to.
+    match outcome {
+        Outcome::Reply(mut reply) if node.opts.repl_set.is_some() => {
+            let g = node.lock();
+            reply.insert(
+                "$clusterTime",
+                doc! {
+                    "clusterTime": g.reply_cluster_time(),
+                    "signature": {"hash": bson::Binary {subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0; 20]}, "keyId": 0i64},
+                },
+            );
+            reply.insert("operationTime", g.last_ts);
+            Outcome::Reply(reply)
+        }
+        other => other,
     }
+}
+
+/// The `$clusterTime.clusterTime` a client or a peer sent, if any.
+pub fn gossiped(doc: &Document) -> Option<bson::Timestamp> {
+    doc.get_document("$clusterTime")
+        .ok()?
+        .get_timestamp("clusterTime")
+        .ok()
 }
 
 async fn dispatch(node: &Arc<Node>, cmd: &Document, conn_id: u64) -> Result<Outcome, CmdError> {

@@ -38,6 +38,11 @@ pub struct Inner {
     /// Oplog top covered by the last checkpoint ("stable" timestamp).
     pub checkpoint_ts: Timestamp,
     pub last_ts: Timestamp,
+    /// The highest cluster time this node has seen (its own writes, and every
+    /// `$clusterTime` a client or a peer sent): its next oplog timestamp is above it, so a
+    /// write made after one on another replica set (whose time was gossiped here) sorts
+    /// after it, as mongod's hybrid logical clock guarantees.
+    pub cluster_time: Timestamp,
     pub repl: ReplState,
     pub cursors: HashMap<i64, Cursor>,
     pub next_cursor: i64,
@@ -228,6 +233,7 @@ impl Node {
             store,
             checkpoint_ts,
             last_ts,
+            cluster_time: last_ts,
             repl,
             cursors: HashMap::new(),
             next_cursor: 1,
@@ -370,20 +376,35 @@ impl Inner {
         Ok(true)
     }
 
-    /// A new cluster time: mongod's hybrid logical clock, seconds plus a counter.
+    /// Takes in a cluster time gossiped by a client or a peer.
+    pub fn observe_cluster_time(&mut self, ts: Timestamp) {
+        if ts > self.cluster_time {
+            self.cluster_time = ts;
+        }
+    }
+
+    /// The cluster time a reply carries: the highest seen, or written here.
+    pub fn reply_cluster_time(&self) -> Timestamp {
+        self.cluster_time.max(self.last_ts)
+    }
+
+    /// A new cluster time: mongod's hybrid logical clock, seconds plus a counter, above
+    /// every cluster time this node has seen.
     pub fn next_ts(&mut self) -> Timestamp {
         let now = chrono::Utc::now().timestamp() as u32;
-        self.last_ts = if now > self.last_ts.time {
+        let floor = self.last_ts.max(self.cluster_time);
+        self.last_ts = if now > floor.time {
             Timestamp {
                 time: now,
                 increment: 1,
             }
         } else {
             Timestamp {
-                time: self.last_ts.time,
-                increment: self.last_ts.increment + 1,
+                time: floor.time,
+                increment: floor.increment + 1,
             }
         };
+        self.cluster_time = self.cluster_time.max(self.last_ts);
         self.last_ts
     }
 

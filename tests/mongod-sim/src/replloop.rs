@@ -106,6 +106,29 @@ fn heartbeat_doc(inner: &Inner) -> Document {
         "term": inner.repl.term,
         "electable": inner.repl.electable(),
         "configVersion": inner.repl.config_version(),
+        "$clusterTime": {"clusterTime": inner.reply_cluster_time()},
+    }
+}
+
+/// A primary whose cluster time (gossiped from elsewhere) is ahead of its oplog writes a
+/// no-op entry, as mongod's periodic no-op writer does, so that an idle replica set's
+/// optime still reaches a cluster time another set reached (`$backupCursorExtend` waits
+/// for it).
+fn noop_if_behind(node: &Arc<Node>) {
+    let wrote = {
+        let mut g = node.lock();
+        let behind = g.oplog_top().is_some_and(|top| g.cluster_time > top);
+        if !(behind && g.should_log()) {
+            return;
+        }
+        g.write(
+            vec![doc! {"op": "n", "ns": "", "o": {"msg": "periodic noop"}}],
+            true,
+        )
+        .is_ok()
+    };
+    if wrote {
+        node.oplog_changed.notify_waiters();
     }
 }
 
@@ -126,6 +149,7 @@ async fn heartbeat_loop(node: Arc<Node>) {
             }
         }
         elect(&node);
+        noop_if_behind(&node);
         tokio::time::sleep(interval).await;
     }
 }
@@ -168,6 +192,9 @@ async fn peer_loop(node: Arc<Node>, host: String) {
             let inner = &mut *g;
             match reply.filter(|r| r.get_f64("ok").unwrap_or(0.0) == 1.0) {
                 Some(r) => {
+                    if let Some(ts) = crate::commands::gossiped(&r) {
+                        inner.observe_cluster_time(ts);
+                    }
                     if let Ok(cfg) = r.get_document("config")
                         && r.get_i64("configVersion").unwrap_or(-2) > inner.repl.config_version()
                     {
@@ -197,6 +224,7 @@ async fn peer_loop(node: Arc<Node>, host: String) {
             }
         }
         elect(&node);
+        noop_if_behind(&node);
         tokio::time::sleep(interval).await;
     }
 }

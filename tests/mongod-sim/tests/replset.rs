@@ -616,3 +616,88 @@ fn reconfig_spreads_to_every_member() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `$clusterTime` gossip as mongod does it: every reply of a member carries the cluster
+/// time; a write on shard B sent with the time seen on shard A sorts after A's writes,
+/// whatever B's own clock says; and an idle shard whose primary has seen a later cluster
+/// time writes a no-op, so that its optime reaches that time (what `$backupCursorExtend`
+/// waits for).
+#[test]
+fn cluster_time_is_gossiped_across_shards_and_an_idle_shard_catches_up() {
+    let c = ShardedCluster::start(2, 2).unwrap();
+    let (a, b) = (&c.shards[0], &c.shards[1]);
+    let (pa, pb) = (
+        a.wait_for_primary(LONG).unwrap(),
+        b.wait_for_primary(LONG).unwrap(),
+    );
+    let mut last_a = Timestamp {
+        time: 0,
+        increment: 0,
+    };
+    // Many writes within the same second on A: B's own counter is far behind.
+    for i in 0..200 {
+        let r = a
+            .process(pa)
+            .unwrap()
+            .command("app", doc! {"insert": "x", "documents": [{"_id": i}]})
+            .unwrap();
+        let ct = r
+            .get_document("$clusterTime")
+            .unwrap()
+            .get_timestamp("clusterTime")
+            .unwrap();
+        let op = r.get_timestamp("operationTime").unwrap();
+        assert!(ct >= op, "{r}");
+        last_a = op;
+    }
+    let gossip = |ts: Timestamp| doc! {"clusterTime": ts, "signature": {"hash": bson::Binary {subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0; 20]}, "keyId": 0i64}};
+    let r = b
+        .process(pb)
+        .unwrap()
+        .command(
+            "app",
+            doc! {"insert": "y", "documents": [{"_id": 1}], "$clusterTime": gossip(last_a)},
+        )
+        .unwrap();
+    let on_b = r.get_timestamp("operationTime").unwrap();
+    assert!(on_b > last_a, "B's write {on_b:?} after A's {last_a:?}");
+
+    // B goes idle; A writes on. Told A's newer time (a ping carrying it), B's primary
+    // writes a no-op at or above it.
+    let r = a
+        .process(pa)
+        .unwrap()
+        .command("app", doc! {"insert": "x", "documents": [{"_id": 1000}]})
+        .unwrap();
+    let newer = r.get_timestamp("operationTime").unwrap();
+    b.process(pb)
+        .unwrap()
+        .command("admin", doc! {"ping": 1, "$clusterTime": gossip(newer)})
+        .unwrap();
+    let deadline = Instant::now() + LONG;
+    loop {
+        let top = b
+            .process(pb)
+            .unwrap()
+            .command(
+                "local",
+                doc! {"find": "oplog.rs", "sort": {"$natural": -1}, "limit": 1},
+            )
+            .unwrap();
+        let ts = top
+            .get_document("cursor")
+            .and_then(|c| c.get_array("firstBatch"))
+            .ok()
+            .and_then(|b| b.first())
+            .and_then(|d| d.as_document())
+            .and_then(|d| d.get_timestamp("ts").ok());
+        if ts.is_some_and(|ts| ts >= newer) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's oplog never reached {newer:?}: {top}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
