@@ -215,10 +215,7 @@ fn main() {
     wait_ready(&rig, Utc::now() - chrono::Duration::seconds(1));
     std::fs::write(
         policies.path().join("backup.yaml"),
-        format!(
-            "apiVersion: tidemark/v1\nkind: Backup\nmetadata:\n  name: b1\nspec:\n  cluster: \
-             {CLUSTER}\n  storage: local\n  type: physical\n"
-        ),
+        tidemark_testkit::backup_yaml("b1", CLUSTER, "local"),
     )
     .unwrap();
     let b = wait_final(&control, "backup", "b1");

@@ -172,6 +172,7 @@ fn community_mongod_refuses_a_physical_backup() {
             extend_to: None,
             snapshot_command: None,
             hash_namespaces: Vec::new(),
+            barrier: false,
         },
         &[0],
     );
@@ -198,6 +199,7 @@ fn external_backup_waits_for_finish_then_writes_the_manifest() {
             extend_to: None,
             snapshot_command: None,
             hash_namespaces: Vec::new(),
+            barrier: false,
         },
         &[0],
     );
@@ -415,6 +417,7 @@ fn external_backup_by_snapshot_command_then_external_restore() {
             extend_to: None,
             snapshot_command: Some(vec!["sh".into(), "-c".into(), script]),
             hash_namespaces: Vec::new(),
+            barrier: false,
         },
         &[0],
     );

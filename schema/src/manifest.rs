@@ -36,6 +36,9 @@ pub struct ReplicaSetManifest {
     pub replica_set: String,
     /// The node (`host:port`) the files were copied from.
     pub node: String,
+    /// `shardsvr` or `configsvr` for a sharded cluster's replica sets (`sharding.clusterRole`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_role: Option<String>,
     #[serde(rename = "type")]
     pub backup_type: BackupType,
     pub compression: Compression,

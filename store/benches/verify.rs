@@ -161,6 +161,7 @@ fn main() {
         cluster: "c1".into(),
         replica_set: "rs0".into(),
         node: "db1:27017".into(),
+        cluster_role: None,
         backup_type: BackupType::Physical,
         compression: Compression::Zstd,
         started_at: chrono::Utc::now(),
@@ -194,6 +195,7 @@ fn main() {
             encryption_recorded: false,
             storage_options: Default::default(),
         }],
+        cluster_time: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

@@ -301,6 +301,7 @@ impl Rig {
                 extend_to,
                 snapshot_command: None,
                 hash_namespaces: Vec::new(),
+                barrier: false,
             },
             &[from],
         );

@@ -30,6 +30,13 @@ pub fn build(i: Input) -> ReplicaSetManifest {
         cluster: i.node.cluster.clone(),
         replica_set: i.node.replica_set.clone(),
         node: i.node.id.clone(),
+        cluster_role: i
+            .cmdline
+            .get_document("parsed")
+            .and_then(|p| p.get_document("sharding"))
+            .and_then(|s| s.get_str("clusterRole"))
+            .ok()
+            .map(str::to_string),
         backup_type: i.backup_type,
         compression: match i.backup_type {
             BackupType::Physical => i.compression,

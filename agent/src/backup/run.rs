@@ -22,6 +22,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         extend_to,
         snapshot_command,
         hash_namespaces,
+        barrier,
     } = &op.command
     else {
         unreachable!("dispatched on the command kind");
@@ -59,6 +60,10 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     d.insert("files".into(), json!(cursor.files.len()));
     d.insert("oplogEnd".into(), j(cursor.metadata.oplog_end));
     d.insert("dbpath".into(), json!(cursor.metadata.dbpath));
+    // For the barrier: the reconciler passes the highest replica set's on to the others.
+    if let Some(ct) = cursor.cluster_time().await {
+        d.insert("clusterTime".into(), ct);
+    }
     node.done(
         op,
         Phase::Cursor,
@@ -71,12 +76,20 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     let body = async {
         let store = BackupStore::open(storage).in_phase(Phase::Copy)?;
         let mut last_write = cursor.metadata.oplog_end.unwrap_or_default();
+        let extended;
         // A snapshot must include the journal up to the extension point, so an external
         // backup extends before it hands the files over; a physical one extends after
         // copying, and copies the extra journal files.
+        // The point to extend to: fixed in the op, or (with a barrier) the common point
+        // the reconciler writes once every replica set's cursor is open.
         let extend = |files: Vec<CursorFile>| async {
-            let Some(target) = extend_to else {
-                return Ok::<_, PhaseFailure>((files, Vec::new()));
+            let (target, gossip) = match (extend_to, barrier) {
+                (Some(t), _) => (*t, None),
+                (None, true) => {
+                    let t = common_point(node, op).await?;
+                    (t.target, t.cluster_time)
+                }
+                (None, false) => return Ok::<_, PhaseFailure>((files, Vec::new(), None)),
             };
             node.running(
                 op,
@@ -84,18 +97,22 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
                 format!("extending the cursor to {target}"),
             )
             .await?;
-            let extra: Vec<CursorFile> = cursor.extend(*target).await.in_phase(Phase::Extend)?;
+            let extra: Vec<CursorFile> = cursor
+                .extend(target, gossip.as_ref())
+                .await
+                .in_phase(Phase::Extend)?;
             let mut d = Details::new();
             d.insert("extraFiles".into(), json!(extra.len()));
             node.done(op, Phase::Extend, format!("extended to {target}"), d)
                 .await?;
-            Ok((files, extra))
+            Ok((files, extra, Some(target)))
         };
         let entries = match backup_type {
             BackupType::Physical => {
                 let mut entries =
                     copy::copy_files(node, op, &store, backup, &cursor.files, storage).await?;
-                let (_, extra) = extend(Vec::new()).await?;
+                let (_, extra, target) = extend(Vec::new()).await?;
+                extended = target;
                 if !extra.is_empty() {
                     let added = copy::copy_files(node, op, &store, backup, &extra, storage).await?;
                     // A journal file listed again by the extension replaces its shorter copy.
@@ -105,7 +122,8 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
                 entries
             }
             BackupType::External => {
-                let (mut files, extra) = extend(cursor.files.clone()).await?;
+                let (mut files, extra, target) = extend(cursor.files.clone()).await?;
+                extended = target;
                 files.retain(|f| !extra.iter().any(|x| x.relative == f.relative));
                 files.extend(extra);
                 external::hand_over(
@@ -118,8 +136,8 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
                 .await?
             }
         };
-        if let Some(target) = extend_to {
-            last_write = last_write.max(*target);
+        if let Some(target) = extended {
+            last_write = last_write.max(target);
         }
         Ok::<_, PhaseFailure>((store, entries, last_write))
     }
@@ -175,6 +193,30 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         ),
         d,
     ))
+}
+
+/// Waits for the backup's common point (`extend.json`), written once every replica set's
+/// cursor is open.
+async fn common_point(
+    node: &Node,
+    op: &tidemark_schema::control::Op,
+) -> Result<tidemark_schema::control::ExtendTarget, PhaseFailure> {
+    let key = tidemark_schema::control::extend_key(&op.id);
+    node.running(
+        op,
+        Phase::Extend,
+        "waiting for the cluster time every replica set extends to",
+    )
+    .await?;
+    node.wait_for(op, &key, "the common cluster time")
+        .await
+        .in_phase(Phase::Extend)?;
+    node.control
+        .get::<tidemark_schema::control::ExtendTarget>(&key)
+        .await
+        .map_err(crate::error::AgentError::from)
+        .and_then(|t| t.ok_or_else(|| crate::error::AgentError::Refused(format!("{key} vanished"))))
+        .in_phase(Phase::Extend)
 }
 
 /// The hashes equal before and after, and the namespaces whose hash changed (or that

@@ -155,10 +155,32 @@ impl BackupCursor {
         })
     }
 
+    /// The `$clusterTime` the node sent with the cursor (its session's), as extended
+    /// JSON: what another replica set's node is told so that it reaches this point.
+    pub async fn cluster_time(&self) -> Option<serde_json::Value> {
+        let session = self.session.lock().await;
+        let ct = session.cluster_time()?;
+        bson::serialize_to_bson(ct)
+            .ok()
+            .map(|b| b.into_canonical_extjson())
+    }
+
     /// `$backupCursorExtend`: waits until the node has `timestamp` and returns the journal
-    /// files written since the cursor opened, to be copied whole.
-    pub async fn extend(&self, timestamp: OpTime) -> Result<Vec<CursorFile>, MongodError> {
+    /// files written since the cursor opened, to be copied whole. `gossip` is a
+    /// `$clusterTime` from the replica set that reached `timestamp`, sent along so that an
+    /// idle node's clock (and its primary's periodic no-op) moves past it.
+    pub async fn extend(
+        &self,
+        timestamp: OpTime,
+        gossip: Option<&serde_json::Value>,
+    ) -> Result<Vec<CursorFile>, MongodError> {
         let mut session = self.session.lock().await;
+        if let Some(ct) = gossip
+            .and_then(|g| bson::Bson::try_from(g.clone()).ok())
+            .and_then(|b| bson::deserialize_from_bson::<mongodb::ClusterTime>(b).ok())
+        {
+            session.advance_cluster_time(&ct);
+        }
         let reply = self
             .client
             .client()

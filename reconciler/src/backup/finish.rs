@@ -4,14 +4,59 @@
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
-    BackupMarker, BackupRecord, BackupReplicaSet, OneShotRecord, OpCommand, OpResult, RunStatus,
-    Verification, catalog_key, result_key,
+    BackupMarker, BackupRecord, BackupReplicaSet, ExtendTarget, OneShotRecord, Op, OpCommand,
+    OpResult, Phase, PhaseStatus, RunStatus, Verification, catalog_key, extend_key, result_key,
 };
 use tidemark_schema::manifest::{ReplicaSetManifest, layout};
 use tidemark_store::storage::BackupStore;
 
 use super::start::BackupSettings;
-use crate::execute::{ExecError, Executor, Progress, who};
+use crate::execute::{ExecError, Executor, NodeView, Progress, who};
+
+/// The barrier of a backup of several replica sets: once every node has opened its
+/// cursor, the highest `oplogEnd` among them becomes the point every one extends to
+/// (`extend.json`, created once: two reconcilers compute the same point, and the first
+/// write stands). Every replica set then restores to that one cluster time.
+async fn common_point(
+    ex: &Executor,
+    op: &Op,
+    views: &[NodeView],
+    now: DateTime<Utc>,
+) -> Result<(), ExecError> {
+    let key = extend_key(&op.id);
+    let mut best: Option<(tidemark_schema::manifest::OpTime, Option<serde_json::Value>)> = None;
+    for v in views {
+        let Some(r) = v
+            .reports
+            .iter()
+            .find(|r| r.phase == Phase::Cursor && r.status == PhaseStatus::Done)
+        else {
+            return Ok(()); // not every cursor is open yet
+        };
+        let end = r
+            .details
+            .get("oplogEnd")
+            .and_then(|e| serde_json::from_value(e.clone()).ok())
+            .unwrap_or_default();
+        if best.as_ref().is_none_or(|(b, _)| end > *b) {
+            best = Some((end, r.details.get("clusterTime").cloned()));
+        }
+    }
+    let Some((target, cluster_time)) = best else {
+        return Ok(());
+    };
+    if ex.control.exists(&key).await? {
+        return Ok(());
+    }
+    let t = ExtendTarget {
+        target,
+        cluster_time,
+        at: now,
+    };
+    ex.control.create(&key, &t).await?;
+    tracing::info!(op = %op.id, %target, "common cluster time of the backup");
+    Ok(())
+}
 
 pub async fn advance(
     ex: &Executor,
@@ -27,6 +72,11 @@ pub async fn advance(
     // written (and, seeing it, does nothing) must not make the backup wait forever.
     let decided: Option<OpResult> = ex.control.get(&result_key(&op.id)).await?;
     let views = ex.views(&op, now).await?;
+    if decided.is_none()
+        && let OpCommand::Backup { barrier: true, .. } = &op.command
+    {
+        common_point(ex, &op, &views, now).await?;
+    }
     if decided.is_none() && !views.iter().all(|v| v.settled()) {
         return Ok(Progress::Running);
     }
@@ -118,6 +168,7 @@ pub async fn advance(
         )));
     }
     if status == RunStatus::Done {
+        let common: Option<ExtendTarget> = ex.control.get(&extend_key(&op.id)).await?;
         let store = BackupStore::open_with_env(&settings.storage, ex.storage_env.clone())?;
         let key = layout::backup_marker_key(backup);
         let marker = BackupMarker {
@@ -126,6 +177,7 @@ pub async fn advance(
             op_id: op.id.clone(),
             completed_at: result.decided_at,
             replica_sets: parts.clone(),
+            cluster_time: common.map(|c| c.target),
         };
         store.put_json(&key, &marker).await?;
         store.flush().await?;

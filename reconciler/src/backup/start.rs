@@ -66,6 +66,8 @@ pub async fn start(
             extend_to: None,
             snapshot_command: None,
             hash_namespaces: settings.hash_namespaces.clone(),
+            // Several replica sets (a sharded cluster) restore to one cluster time.
+            barrier: nodes.len() > 1,
         },
         deadline: Some(now + ex.op_deadline),
         epoch: None,

@@ -70,6 +70,12 @@ pub enum OpCommand {
         /// Namespaces whose `dbHash` the manifest records (for drills to compare).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         hash_namespaces: Vec<String>,
+        /// A backup of several replica sets: after copying, each node waits for the
+        /// common point in `ops/<op>/extend.json` (the highest `oplogEnd` the nodes
+        /// reported when their cursors opened) and extends its cursor to it, so every
+        /// replica set restores to one cluster time.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        barrier: bool,
     },
     /// Replace this node's data with a backup's.
     #[serde(rename_all = "camelCase")]
@@ -272,6 +278,26 @@ pub struct FinishSignal {
 
 pub fn finish_key(op_id: &str) -> String {
     format!("{}/{op_id}/finish.json", super::OPS_PREFIX)
+}
+
+/// `ops/<op-id>/extend.json`: the common point of a backup with a barrier, written once by
+/// the reconciler once every node reported its cursor open.
+pub fn extend_key(op_id: &str) -> String {
+    format!("{}/{op_id}/extend.json", super::OPS_PREFIX)
+}
+
+/// The content of `extend.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtendTarget {
+    /// The backup's cluster time: every replica set's data is cut here.
+    pub target: OpTime,
+    /// The `$clusterTime` document (signed, as a server sent it) of the replica set that
+    /// reached `target`: the others gossip it to their node, whose next writes (or
+    /// periodic no-op) then sort after it, so the extension completes even when idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_time: Option<serde_json::Value>,
+    pub at: DateTime<Utc>,
 }
 
 /// `ops/<op-id>/abort.json`: the op's author asks every node to stop at its next phase

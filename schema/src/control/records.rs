@@ -216,6 +216,9 @@ pub struct BackupMarker {
     pub op_id: String,
     pub completed_at: DateTime<Utc>,
     pub replica_sets: Vec<BackupReplicaSet>,
+    /// A backup of several replica sets: the one cluster time every one restores to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_time: Option<crate::manifest::OpTime>,
 }
 
 /// `ops/<op-id>/result.json`: the cluster-wide outcome of an op, written once (create-if-

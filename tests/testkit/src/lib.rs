@@ -19,3 +19,11 @@ pub fn spread(v: &[f64]) -> String {
     )
 }
 pub use moto::Moto;
+
+/// A one-shot physical `Backup` document of `cluster` to `storage`, as YAML.
+pub fn backup_yaml(name: &str, cluster: &str, storage: &str) -> String {
+    format!(
+        "apiVersion: tidemark/v1\nkind: Backup\nmetadata:\n  name: {name}\nspec:\n  cluster: \
+         {cluster}\n  storage: {storage}\n  type: physical\n"
+    )
+}
