@@ -28,7 +28,8 @@ impl Drop for Procs {
     }
 }
 
-fn agent(control: &Path, rs: &ReplicaSet, i: usize, log: &Path) -> Child {
+fn agent(control: &Path, rs: &ReplicaSet, i: usize, extra: &[&str]) -> Child {
+    let log = control.join(format!("agent-{}-{i}.log", rs.name));
     Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["agent", "--cluster", CLUSTER, "--control"])
         .arg(control)
@@ -45,10 +46,17 @@ fn agent(control: &Path, rs: &ReplicaSet, i: usize, log: &Path) -> Child {
             "--standalone-arg=--sim-checkpoint-interval-ms",
             "--standalone-arg=300",
         ])
+        .args(extra)
         .env("TIDEMARK_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        )
         .spawn()
         .unwrap()
 }
@@ -122,43 +130,107 @@ fn ids_on(rs: &ReplicaSet) -> Vec<i64> {
     }
 }
 
-#[test]
-fn a_sharded_backup_restores_every_shard_to_one_cluster_time() {
-    let cluster = ShardedCluster::start(2, 3).unwrap();
-    let control = tempfile::TempDir::new().unwrap();
-    let storage = tempfile::TempDir::new().unwrap();
-    let policies = tempfile::TempDir::new().unwrap();
-    let sets: Vec<&ReplicaSet> = std::iter::once(&cluster.config)
-        .chain(cluster.shards.iter())
-        .collect();
-    let mut procs = Procs(Vec::new());
-    for rs in &sets {
-        for i in 0..3 {
-            let log = control.path().join(format!("agent-{}-{i}.log", rs.name));
-            procs.0.push(agent(control.path(), rs, i, &log));
+/// Two shards of three and a config server of three, an agent per member, a control
+/// plane, a `file://` storage, a policy directory and (once started) a reconciler.
+struct Fixture {
+    cluster: ShardedCluster,
+    control: tempfile::TempDir,
+    storage: tempfile::TempDir,
+    policies: tempfile::TempDir,
+    /// Agents by (replica set, member), and the reconciler.
+    agents: std::collections::BTreeMap<(String, usize), Child>,
+    others: Procs,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for c in self.agents.values_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
-    let (a, b) = (&cluster.shards[0], &cluster.shards[1]);
-    std::fs::write(
-        policies.path().join("cluster.yaml"),
-        format!(
-            "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: {CLUSTER}\nspec:\n  \
-             configServer:\n    name: {}\n    members: [{}]\n  replicaSets:\n    - name: {}\n      \
-             members: [{}]\n    - name: {}\n      members: [{}]\n---\napiVersion: tidemark/v1\n\
-             kind: BackupStorage\nmetadata:\n  name: local\nspec:\n  url: file://{}\n",
-            cluster.config.name,
-            members(&cluster.config),
-            a.name,
-            members(a),
-            b.name,
-            members(b),
-            storage.path().display()
-        ),
-    )
-    .unwrap();
-    let logs = || {
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let cluster = ShardedCluster::start(2, 3).unwrap();
+        let mut f = Fixture {
+            cluster,
+            control: tempfile::TempDir::new().unwrap(),
+            storage: tempfile::TempDir::new().unwrap(),
+            policies: tempfile::TempDir::new().unwrap(),
+            agents: Default::default(),
+            others: Procs(Vec::new()),
+        };
+        for rs in 0..3 {
+            for i in 0..3 {
+                f.restart_agent(rs, i, &[]);
+            }
+        }
+        let (cfg, a, b) = (f.set(0), f.set(1), f.set(2));
+        f.write(
+            "cluster.yaml",
+            &format!(
+                "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: {CLUSTER}\nspec:\n  \
+                 configServer:\n    name: {}\n    members: [{}]\n  replicaSets:\n    - name: {}\n      \
+                 members: [{}]\n    - name: {}\n      members: [{}]\n---\napiVersion: tidemark/v1\n\
+                 kind: BackupStorage\nmetadata:\n  name: local\nspec:\n  url: file://{}\n",
+                cfg.name,
+                members(cfg),
+                a.name,
+                members(a),
+                b.name,
+                members(b),
+                f.storage.path().display()
+            ),
+        );
+        f
+    }
+
+    /// Replica set `k`: 0 is the config server, 1 and 2 the shards.
+    fn set(&self, k: usize) -> &ReplicaSet {
+        if k == 0 {
+            &self.cluster.config
+        } else {
+            &self.cluster.shards[k - 1]
+        }
+    }
+
+    fn restart_agent(&mut self, k: usize, i: usize, extra: &[&str]) {
+        let key = (self.set(k).name.clone(), i);
+        if let Some(mut c) = self.agents.remove(&key) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let child = agent(self.control.path(), self.set(k), i, extra);
+        self.agents.insert(key, child);
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        std::fs::write(self.policies.path().join(file), text).unwrap();
+    }
+
+    fn start_reconciler(&mut self) {
+        let reconciler = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["reconcile", "--policies"])
+            .arg(self.policies.path())
+            .arg("--control")
+            .arg(self.control.path())
+            .args(["--interval", "1s", "--follow-interval", "300ms"])
+            .args(["--dead-after", "5s", "--lease-ttl", "2s"])
+            .env("TIDEMARK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.control.path().join("reconciler.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.others.0.push(reconciler);
+    }
+
+    /// The last lines of every log, for failure messages.
+    fn logs(&self) -> String {
         let mut out = String::new();
-        for e in std::fs::read_dir(control.path()).unwrap().flatten() {
+        for e in std::fs::read_dir(self.control.path()).unwrap().flatten() {
             if e.file_name().to_string_lossy().ends_with(".log") {
                 let text = std::fs::read_to_string(e.path()).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();
@@ -170,8 +242,30 @@ fn a_sharded_backup_restores_every_shard_to_one_cluster_time() {
             }
         }
         out
-    };
+    }
 
+    fn wait_end(&self, kind: &str, name: &str) -> Value {
+        wait_end(self.control.path(), kind, name, &|| self.logs())
+    }
+
+    fn restore(&self, name: &str, extra: &str) -> Value {
+        self.write(
+            &format!("restore-{name}.yaml"),
+            &format!(
+                "apiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: {name}\nspec:\n  \
+                 cluster: {CLUSTER}\n  source:\n    backup: b1\n  fallbackEnabled: true\n{extra}"
+            ),
+        );
+        self.wait_end("restore", name)
+    }
+}
+
+#[test]
+fn a_sharded_backup_restores_every_shard_to_one_cluster_time() {
+    let mut f = Fixture::new();
+    f.start_reconciler();
+    let sets: Vec<&ReplicaSet> = (0..3).map(|k| f.set(k)).collect();
+    let (a, b) = (f.set(1), f.set(2));
     // Writes alternate between the shards, each sent with the cluster time the previous
     // reply carried (as mongos gossips it), recording the time each write got.
     let stop = Arc::new(AtomicBool::new(false));
@@ -217,34 +311,19 @@ fn a_sharded_backup_restores_every_shard_to_one_cluster_time() {
         })
     };
     std::thread::sleep(Duration::from_millis(500));
-    std::fs::write(
-        policies.path().join("backup.yaml"),
-        tidemark_testkit::backup_yaml("b1", CLUSTER, "local"),
-    )
-    .unwrap();
-    let reconciler = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["reconcile", "--policies"])
-        .arg(policies.path())
-        .arg("--control")
-        .arg(control.path())
-        .args(["--interval", "1s", "--follow-interval", "300ms"])
-        .args(["--dead-after", "5s", "--lease-ttl", "2s"])
-        .env("TIDEMARK_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(control.path().join("reconciler.log")).unwrap())
-        .spawn()
-        .unwrap();
-    procs.0.push(reconciler);
-    let v = wait_end(control.path(), "backup", "b1", &logs);
-    assert_eq!(v["status"], "done", "{v:#}\n{}", logs());
+    f.write(
+        "backup.yaml",
+        &tidemark_testkit::backup_yaml("b1", CLUSTER, "local"),
+    );
+    let v = f.wait_end("backup", "b1");
+    assert_eq!(v["status"], "done", "{v:#}\n{}", f.logs());
     std::thread::sleep(Duration::from_millis(500)); // writes after the backup, to be gone
     stop.store(true, Ordering::SeqCst);
     let written = writer.join().unwrap();
 
     // One cluster time for every replica set, config server included.
     let marker: Value =
-        serde_json::from_slice(&std::fs::read(storage.path().join("b1/backup.json")).unwrap())
+        serde_json::from_slice(&std::fs::read(f.storage.path().join("b1/backup.json")).unwrap())
             .unwrap();
     let t = Timestamp {
         time: marker["clusterTime"]["t"].as_u64().expect("a cluster time") as u32,
@@ -252,7 +331,12 @@ fn a_sharded_backup_restores_every_shard_to_one_cluster_time() {
     };
     for rs in &sets {
         let m: Value = serde_json::from_slice(
-            &std::fs::read(storage.path().join(format!("b1/{}/manifest.json", rs.name))).unwrap(),
+            &std::fs::read(
+                f.storage
+                    .path()
+                    .join(format!("b1/{}/manifest.json", rs.name)),
+            )
+            .unwrap(),
         )
         .unwrap();
         assert_eq!(
@@ -261,7 +345,7 @@ fn a_sharded_backup_restores_every_shard_to_one_cluster_time() {
             "{} restores to the cluster time",
             rs.name
         );
-        let role = if rs.name == cluster.config.name {
+        let role = if rs.name == f.cluster.config.name {
             "configsvr"
         } else {
             "shardsvr"
@@ -278,17 +362,8 @@ fn a_sharded_backup_restores_every_shard_to_one_cluster_time() {
         eprintln!("shard {shard}: {before} writes at or before {t:?}, {after} after");
     }
 
-    std::fs::write(
-        policies.path().join("restore.yaml"),
-        format!(
-            "apiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: r1\nspec:\n  cluster: \
-             {CLUSTER}\n  source:\n    backup: b1\n  fallbackEnabled: true\n  postRestore:\n    \
-             startNodes: true\n"
-        ),
-    )
-    .unwrap();
-    let v = wait_end(control.path(), "restore", "r1", &logs);
-    assert_eq!(v["status"], "done", "{v:#}\n{}", logs());
+    let v = f.restore("r1", "  postRestore:\n    startNodes: true\n");
+    assert_eq!(v["status"], "done", "{v:#}\n{}", f.logs());
     for (shard, rs) in [a, b].iter().enumerate() {
         let want: Vec<i64> = written
             .iter()
@@ -301,5 +376,119 @@ fn a_sharded_backup_restores_every_shard_to_one_cluster_time() {
             "shard {} holds exactly the writes up to {t:?}",
             rs.name
         );
+    }
+}
+
+/// Inserts `ids` into `app.items` on the primary of `rs`.
+fn insert(rs: &ReplicaSet, ids: std::ops::Range<i32>) {
+    let p = rs.wait_for_primary(Duration::from_secs(60)).unwrap();
+    let docs: Vec<bson::Document> = ids.map(|i| doc! {"_id": i}).collect();
+    let r = rs
+        .process(p)
+        .unwrap()
+        .command("app", doc! {"insert": "items", "documents": docs})
+        .unwrap();
+    assert_eq!(r.get_f64("ok").unwrap_or(0.0), 1.0, "{r}");
+}
+
+/// Waits until every member of `rs` serves exactly `want` in `app.items`.
+fn wait_members(f: &Fixture, rs: &ReplicaSet, want: &[i32]) {
+    let started = Instant::now();
+    for i in 0..3 {
+        loop {
+            let got = BlockingConn::connect(&rs.host(i), Duration::from_secs(2))
+                .ok()
+                .and_then(|mut c| c.ids("app", "items"));
+            if got.as_deref() == Some(want) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "{} member {i} serves {:?} (want {} ids)\n{}",
+                rs.name,
+                got.map(|g| g.len()),
+                want.len(),
+                f.logs()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+#[test]
+fn a_shard_failing_everywhere_reverts_every_set_and_one_failed_node_is_partly_done() {
+    let mut f = Fixture::new();
+    insert(f.set(0), 900..905);
+    insert(f.set(1), 0..20);
+    insert(f.set(2), 100..120);
+    f.start_reconciler();
+    f.write(
+        "backup.yaml",
+        &tidemark_testkit::backup_yaml("b1", CLUSTER, "local"),
+    );
+    let v = f.wait_end("backup", "b1");
+    assert_eq!(v["status"], "done", "{v:#}\n{}", f.logs());
+    // Written after the backup: what every node must hold again after a reverted restore.
+    insert(f.set(0), 905..907);
+    insert(f.set(1), 20..25);
+    insert(f.set(2), 120..125);
+    let now: Vec<Vec<i32>> = [900..907, 0..25, 100..125]
+        .into_iter()
+        .map(|r| r.collect())
+        .collect();
+    for k in 0..3 {
+        wait_members(&f, f.set(k), &now[k]);
+    }
+
+    // Every node of shard 2 fails its recovery: no node of that shard is restored, so the
+    // restore is Error and every replica set, config server and healthy shard included,
+    // gets its data back from the fallback.
+    for i in 0..3 {
+        f.restart_agent(
+            2,
+            i,
+            &["--standalone-arg=--sim-fail-startup=injected fault"],
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2)); // fresh heartbeats
+    let v = f.restore(
+        "r1",
+        "  allowPartlyDone: true\n  postRestore:\n    startNodes: true\n",
+    );
+    assert_eq!(v["status"], "error", "{v:#}\n{}", f.logs());
+    let why = v["message"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&format!(
+            "no node was restored in replica set(s) {}",
+            f.set(2).name
+        )),
+        "{v:#}"
+    );
+    for k in 0..3 {
+        wait_members(&f, f.set(k), &now[k]);
+    }
+
+    // One node of shard 1 fails, partial results accepted: PartlyDone, and that node
+    // initial-syncs from a restored member of its shard.
+    for i in 0..3 {
+        f.restart_agent(2, i, &[]);
+    }
+    f.restart_agent(
+        1,
+        1,
+        &["--standalone-arg=--sim-fail-startup=injected fault"],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let v = f.restore(
+        "r2",
+        "  allowPartlyDone: true\n  postRestore:\n    startNodes: true\n",
+    );
+    assert_eq!(v["status"], "partlyDone", "{v:#}\n{}", f.logs());
+    let backed: Vec<Vec<i32>> = [900..905, 0..20, 100..120]
+        .into_iter()
+        .map(|r| r.collect())
+        .collect();
+    for k in 0..3 {
+        wait_members(&f, f.set(k), &backed[k]);
     }
 }
