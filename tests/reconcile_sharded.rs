@@ -415,6 +415,14 @@ fn wait_members(f: &Fixture, rs: &ReplicaSet, want: &[i32]) {
     }
 }
 
+/// Waits until every member of replica set `k` (config server first) serves `want[k]`.
+fn wait_all(f: &Fixture, want: &[std::ops::Range<i32>; 3]) {
+    for (k, ids) in want.iter().enumerate() {
+        let ids: Vec<i32> = ids.clone().collect();
+        wait_members(f, f.set(k), &ids);
+    }
+}
+
 #[test]
 fn a_shard_failing_everywhere_reverts_every_set_and_one_failed_node_is_partly_done() {
     let mut f = Fixture::new();
@@ -432,13 +440,8 @@ fn a_shard_failing_everywhere_reverts_every_set_and_one_failed_node_is_partly_do
     insert(f.set(0), 905..907);
     insert(f.set(1), 20..25);
     insert(f.set(2), 120..125);
-    let now: Vec<Vec<i32>> = [900..907, 0..25, 100..125]
-        .into_iter()
-        .map(|r| r.collect())
-        .collect();
-    for k in 0..3 {
-        wait_members(&f, f.set(k), &now[k]);
-    }
+    let now = [900..907, 0..25, 100..125];
+    wait_all(&f, &now);
 
     // Every node of shard 2 fails its recovery: no node of that shard is restored, so the
     // restore is Error and every replica set, config server and healthy shard included,
@@ -464,9 +467,7 @@ fn a_shard_failing_everywhere_reverts_every_set_and_one_failed_node_is_partly_do
         )),
         "{v:#}"
     );
-    for k in 0..3 {
-        wait_members(&f, f.set(k), &now[k]);
-    }
+    wait_all(&f, &now);
 
     // One node of shard 1 fails, partial results accepted: PartlyDone, and that node
     // initial-syncs from a restored member of its shard.
@@ -484,11 +485,5 @@ fn a_shard_failing_everywhere_reverts_every_set_and_one_failed_node_is_partly_do
         "  allowPartlyDone: true\n  postRestore:\n    startNodes: true\n",
     );
     assert_eq!(v["status"], "partlyDone", "{v:#}\n{}", f.logs());
-    let backed: Vec<Vec<i32>> = [900..905, 0..20, 100..120]
-        .into_iter()
-        .map(|r| r.collect())
-        .collect();
-    for k in 0..3 {
-        wait_members(&f, f.set(k), &backed[k]);
-    }
+    wait_all(&f, &[900..905, 0..20, 100..120]);
 }
