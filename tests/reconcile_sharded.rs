@@ -17,6 +17,10 @@ use serde_json::Value;
 
 const CLUSTER: &str = "sharded";
 
+/// One sharded cluster at a time: nine mongods, nine agents and a reconciler already fill
+/// two cores; two such tests at once starve elections and time out.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Procs(Vec<Child>);
 
 impl Drop for Procs {
@@ -148,11 +152,23 @@ impl Drop for Fixture {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Nodes a restore started (its agents run them in their own session) are not the
+        // harness's children: shut every member down over the wire.
+        for k in 0..3 {
+            for i in 0..3 {
+                if let Ok(mut c) =
+                    BlockingConn::connect(&self.set(k).host(i), Duration::from_millis(500))
+                {
+                    let _ = c.command("admin", doc! {"shutdown": 1, "force": true});
+                }
+            }
+        }
     }
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    fn new() -> (Fixture, std::sync::MutexGuard<'static, ()>) {
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let cluster = ShardedCluster::start(2, 3).unwrap();
         let mut f = Fixture {
             cluster,
@@ -184,7 +200,7 @@ impl Fixture {
                 f.storage.path().display()
             ),
         );
-        f
+        (f, guard)
     }
 
     /// Replica set `k`: 0 is the config server, 1 and 2 the shards.
@@ -262,7 +278,7 @@ impl Fixture {
 
 #[test]
 fn a_sharded_backup_restores_every_shard_to_one_cluster_time() {
-    let mut f = Fixture::new();
+    let (mut f, _one) = Fixture::new();
     f.start_reconciler();
     let sets: Vec<&ReplicaSet> = (0..3).map(|k| f.set(k)).collect();
     let (a, b) = (f.set(1), f.set(2));
@@ -300,8 +316,14 @@ fn a_sharded_backup_restores_every_shard_to_one_cluster_time() {
                 if let Some(g) = &gossip {
                     cmd.insert("$clusterTime", g.clone());
                 }
-                let r = conns[shard].command("app", cmd).expect("write");
-                assert_eq!(r.get_f64("ok").unwrap_or(0.0), 1.0, "{r}");
+                let r = match conns[shard].command("app", cmd) {
+                    Ok(r) if r.get_f64("ok").unwrap_or(0.0) == 1.0 => r,
+                    // An election under load: find the primary again and retry this write.
+                    _ => {
+                        conns[shard] = primary(&hosts[shard]);
+                        continue;
+                    }
+                };
                 gossip = r.get_document("$clusterTime").ok().cloned();
                 written.push((shard, n, r.get_timestamp("operationTime").unwrap()));
                 n += 1;
@@ -425,7 +447,7 @@ fn wait_all(f: &Fixture, want: &[std::ops::Range<i32>; 3]) {
 
 #[test]
 fn a_shard_failing_everywhere_reverts_every_set_and_one_failed_node_is_partly_done() {
-    let mut f = Fixture::new();
+    let (mut f, _one) = Fixture::new();
     insert(f.set(0), 900..905);
     insert(f.set(1), 0..20);
     insert(f.set(2), 100..120);
