@@ -503,7 +503,7 @@ fn get_parameter(node: &Node, cmd: &Document) -> Document {
 /// Runs one command (`$db` inside `cmd`) and returns the reply or mongod's error document.
 pub async fn run(node: &Arc<Node>, cmd: Document, conn_id: u64) -> Outcome {
     if let Some(ts) = gossiped(&cmd) {
-        node.lock().observe_cluster_time(ts);
+        node.lock().observe_client_time(ts);
     }
     let outcome = match dispatch(node, &cmd, conn_id).await {
         Ok(o) => o,

@@ -43,6 +43,9 @@ pub struct Inner {
     /// write made after one on another replica set (whose time was gossiped here) sorts
     /// after it, as mongod's hybrid logical clock guarantees.
     pub cluster_time: Timestamp,
+    /// The highest cluster time clients sent (drivers, agents) here or to a member whose
+    /// heartbeat relayed it: what the periodic no-op catches up with.
+    pub client_time: Timestamp,
     pub repl: ReplState,
     pub cursors: HashMap<i64, Cursor>,
     pub next_cursor: i64,
@@ -222,6 +225,11 @@ impl Node {
         }
         let last_ts = oplog_top.unwrap_or(checkpoint_ts).max(checkpoint_ts);
         let repl = ReplState::load(&opts, &catalog, last_ts);
+        // The oplog as recovered (a truncate point may have cut it).
+        let cluster_time = top_of(&catalog).unwrap_or(Timestamp {
+            time: 0,
+            increment: 0,
+        });
         store.write_lock_file(Some(std::process::id()))?;
         let faults = Faults {
             refuse_shutdown: opts.refuse_shutdown,
@@ -233,7 +241,11 @@ impl Node {
             store,
             checkpoint_ts,
             last_ts,
-            cluster_time: last_ts,
+            cluster_time,
+            client_time: Timestamp {
+                time: 0,
+                increment: 0,
+            },
             repl,
             cursors: HashMap::new(),
             next_cursor: 1,
@@ -376,16 +388,16 @@ impl Inner {
         Ok(true)
     }
 
-    /// Takes in a cluster time gossiped by a client or a peer.
-    pub fn observe_cluster_time(&mut self, ts: Timestamp) {
-        if ts > self.cluster_time {
-            self.cluster_time = ts;
-        }
+    /// Takes in a cluster time gossiped by a client (directly, or relayed by a member).
+    pub fn observe_client_time(&mut self, ts: Timestamp) {
+        self.cluster_time = self.cluster_time.max(ts);
+        self.client_time = self.client_time.max(ts);
     }
 
-    /// The cluster time a reply carries: the highest seen, or written here.
+    /// The cluster time a reply carries: the highest seen, or logged here (writes to
+    /// `local`, which no oplog entry records, do not move it).
     pub fn reply_cluster_time(&self) -> Timestamp {
-        self.cluster_time.max(self.last_ts)
+        self.cluster_time
     }
 
     /// A new cluster time: mongod's hybrid logical clock, seconds plus a counter, above
@@ -404,7 +416,6 @@ impl Inner {
                 increment: floor.increment + 1,
             }
         };
-        self.cluster_time = self.cluster_time.max(self.last_ts);
         self.last_ts
     }
 
@@ -420,6 +431,7 @@ impl Inner {
             self.catalog.apply(&op);
             if logged {
                 ts = self.next_ts();
+                self.cluster_time = self.cluster_time.max(ts);
                 let mut entry = doc! {"ts": ts, "t": self.repl.term, "v": 2i64};
                 for (k, v) in op.iter() {
                     entry.insert(k.clone(), v.clone());
@@ -458,6 +470,7 @@ impl Inner {
             self.catalog.apply(&e);
             self.catalog.coll_mut(OPLOG_NS).upsert(e.clone());
             self.last_ts = self.last_ts.max(ts);
+            self.cluster_time = self.cluster_time.max(ts);
             journal_ops.push(doc! {"op": "i", "ns": OPLOG_NS, "o": &e, "l": false});
             let mut data = doc! {"op": e.get_str("op").unwrap_or("n"), "ns": e.get_str("ns").unwrap_or_default(), "l": true};
             if let Some(o) = e.get("o") {

@@ -51,6 +51,9 @@ pub fn handle_heartbeat(
 ) -> Result<Document, (i32, &'static str, String)> {
     let mut g = node.lock();
     let inner = &mut *g;
+    if let Ok(ts) = cmd.get_timestamp("gossipTime") {
+        inner.observe_client_time(ts);
+    }
     let set = cmd.get_str("replSetHeartbeat").unwrap_or_default();
     match &inner.repl.set_name {
         None => {
@@ -106,18 +109,21 @@ fn heartbeat_doc(inner: &Inner) -> Document {
         "term": inner.repl.term,
         "electable": inner.repl.electable(),
         "configVersion": inner.repl.config_version(),
-        "$clusterTime": {"clusterTime": inner.reply_cluster_time()},
+        // Only what clients gossiped travels between members: the cluster time a peer
+        // merely saw in our heartbeats would let a lagging secondary think itself behind.
+        "gossipTime": inner.client_time,
     }
 }
 
-/// A primary whose cluster time (gossiped from elsewhere) is ahead of its oplog writes a
+/// A primary whose cluster time gossiped by clients (relayed by its members' heartbeats)
+/// is ahead of its oplog writes a
 /// no-op entry, as mongod's periodic no-op writer does, so that an idle replica set's
 /// optime still reaches a cluster time another set reached (`$backupCursorExtend` waits
 /// for it).
 fn noop_if_behind(node: &Arc<Node>) {
     let wrote = {
         let mut g = node.lock();
-        let behind = g.oplog_top().is_some_and(|top| g.cluster_time > top);
+        let behind = g.oplog_top().is_some_and(|top| g.client_time > top);
         if !(behind && g.should_log()) {
             return;
         }
@@ -192,9 +198,6 @@ async fn peer_loop(node: Arc<Node>, host: String) {
             let inner = &mut *g;
             match reply.filter(|r| r.get_f64("ok").unwrap_or(0.0) == 1.0) {
                 Some(r) => {
-                    if let Some(ts) = crate::commands::gossiped(&r) {
-                        inner.observe_cluster_time(ts);
-                    }
                     if let Ok(cfg) = r.get_document("config")
                         && r.get_i64("configVersion").unwrap_or(-2) > inner.repl.config_version()
                     {
@@ -224,7 +227,6 @@ async fn peer_loop(node: Arc<Node>, host: String) {
             }
         }
         elect(&node);
-        noop_if_behind(&node);
         tokio::time::sleep(interval).await;
     }
 }
