@@ -495,6 +495,22 @@ impl ReplicaSet {
     pub fn stop(&mut self, i: usize) -> Result<ExitStatus, HarnessError> {
         let status = self.process_mut(i)?.shutdown(true)?;
         self.members[i] = None;
+        // The process answering may not be the harness's child (an agent may have started
+        // the member during a restore): wait until nothing listens on the port and the
+        // dbPath's lock is released, so that a start right after finds both free.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let lock = self.dbpath(i).join("mongod.lock");
+        while std::net::TcpStream::connect(("127.0.0.1", self.ports[i])).is_ok()
+            || std::fs::read(&lock).is_ok_and(|b| !b.is_empty())
+        {
+            if Instant::now() > deadline {
+                return Err(HarnessError::Timeout(
+                    Duration::from_secs(30),
+                    format!("member {i} to stop"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Ok(status)
     }
 
