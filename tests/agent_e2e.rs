@@ -306,6 +306,8 @@ fn a_restore_waiting_for_go_touches_nothing_until_go_and_an_abort_leaves_the_nod
                 external: false,
                 wait_for_go: true,
                 cannot_decrypt: Vec::new(),
+                replica_set_map: Default::default(),
+                sharding: None,
             },
             &[0],
         )
@@ -438,6 +440,8 @@ fn external_backup_by_snapshot_command_then_external_restore() {
             external: true,
             wait_for_go: false,
             cannot_decrypt: Vec::new(),
+            replica_set_map: Default::default(),
+            sharding: None,
         },
         &[0],
     );
@@ -567,6 +571,8 @@ fn an_agent_restarted_while_waiting_for_go_closes_the_gate_before_it_refuses() {
             external: false,
             wait_for_go: true,
             cannot_decrypt: Vec::new(),
+            replica_set_map: Default::default(),
+            sharding: None,
         },
         &[0],
     );

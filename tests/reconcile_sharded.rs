@@ -134,6 +134,23 @@ fn ids_on(rs: &ReplicaSet) -> Vec<i64> {
     }
 }
 
+/// A control plane, a storage and a policy directory.
+struct Dirs {
+    control: tempfile::TempDir,
+    storage: tempfile::TempDir,
+    policies: tempfile::TempDir,
+}
+
+impl Dirs {
+    fn new() -> Dirs {
+        Dirs {
+            control: tempfile::TempDir::new().unwrap(),
+            storage: tempfile::TempDir::new().unwrap(),
+            policies: tempfile::TempDir::new().unwrap(),
+        }
+    }
+}
+
 /// Two shards of three and a config server of three, an agent per member, a control
 /// plane, a `file://` storage, a policy directory and (once started) a reconciler.
 struct Fixture {
@@ -169,12 +186,19 @@ impl Drop for Fixture {
 impl Fixture {
     fn new() -> (Fixture, std::sync::MutexGuard<'static, ()>) {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        let cluster = ShardedCluster::start(2, 3).unwrap();
+        let f = Fixture::named("cfg", "rs", Dirs::new());
+        (f, guard)
+    }
+
+    /// A cluster with these replica-set names, on these directories (a second cluster
+    /// can take over the first one's control plane and storage).
+    fn named(config_name: &str, shard_prefix: &str, dirs: Dirs) -> Fixture {
+        let cluster = ShardedCluster::start_named(config_name, shard_prefix, 2, 3).unwrap();
         let mut f = Fixture {
             cluster,
-            control: tempfile::TempDir::new().unwrap(),
-            storage: tempfile::TempDir::new().unwrap(),
-            policies: tempfile::TempDir::new().unwrap(),
+            control: dirs.control,
+            storage: dirs.storage,
+            policies: dirs.policies,
             agents: Default::default(),
             others: Procs(Vec::new()),
         };
@@ -200,7 +224,18 @@ impl Fixture {
                 f.storage.path().display()
             ),
         );
-        (f, guard)
+        f
+    }
+
+    /// Stops everything and hands the directories on.
+    fn into_dirs(mut self) -> Dirs {
+        let take =
+            |d: &mut tempfile::TempDir| std::mem::replace(d, tempfile::TempDir::new().unwrap());
+        Dirs {
+            control: take(&mut self.control),
+            storage: take(&mut self.storage),
+            policies: take(&mut self.policies),
+        }
     }
 
     /// Replica set `k`: 0 is the config server, 1 and 2 the shards.
@@ -264,7 +299,26 @@ impl Fixture {
         wait_end(self.control.path(), kind, name, &|| self.logs())
     }
 
+    /// Writes `ids[k]` into replica set `k`, starts the reconciler and takes backup `b1`.
+    fn backed_up(&mut self, ids: &[std::ops::Range<i32>; 3]) {
+        for (k, r) in ids.iter().enumerate() {
+            insert(self.set(k), r.clone());
+        }
+        self.start_reconciler();
+        self.write(
+            "backup.yaml",
+            &tidemark_testkit::backup_yaml("b1", CLUSTER, "local"),
+        );
+        let v = self.wait_end("backup", "b1");
+        assert_eq!(v["status"], "done", "{v:#}\n{}", self.logs());
+    }
+
     fn restore(&self, name: &str, extra: &str) -> Value {
+        self.write_restore(name, extra);
+        self.wait_end("restore", name)
+    }
+
+    fn write_restore(&self, name: &str, extra: &str) {
         self.write(
             &format!("restore-{name}.yaml"),
             &format!(
@@ -272,7 +326,6 @@ impl Fixture {
                  cluster: {CLUSTER}\n  source:\n    backup: b1\n  fallbackEnabled: true\n{extra}"
             ),
         );
-        self.wait_end("restore", name)
     }
 }
 
@@ -448,16 +501,7 @@ fn wait_all(f: &Fixture, want: &[std::ops::Range<i32>; 3]) {
 #[test]
 fn a_shard_failing_everywhere_reverts_every_set_and_one_failed_node_is_partly_done() {
     let (mut f, _one) = Fixture::new();
-    insert(f.set(0), 900..905);
-    insert(f.set(1), 0..20);
-    insert(f.set(2), 100..120);
-    f.start_reconciler();
-    f.write(
-        "backup.yaml",
-        &tidemark_testkit::backup_yaml("b1", CLUSTER, "local"),
-    );
-    let v = f.wait_end("backup", "b1");
-    assert_eq!(v["status"], "done", "{v:#}\n{}", f.logs());
+    f.backed_up(&[900..905, 0..20, 100..120]);
     // Written after the backup: what every node must hold again after a reverted restore.
     insert(f.set(0), 905..907);
     insert(f.set(1), 20..25);
@@ -508,4 +552,98 @@ fn a_shard_failing_everywhere_reverts_every_set_and_one_failed_node_is_partly_do
     );
     assert_eq!(v["status"], "partlyDone", "{v:#}\n{}", f.logs());
     wait_all(&f, &[900..905, 0..20, 100..120]);
+}
+
+/// A document of `db.coll` on the primary of `rs` (the first one, or `None`).
+fn first_doc(
+    rs: &ReplicaSet,
+    db: &str,
+    coll: &str,
+    filter: bson::Document,
+) -> Option<bson::Document> {
+    let p = rs.wait_for_primary(Duration::from_secs(60)).ok()?;
+    let r = rs
+        .process(p)
+        .ok()?
+        .command(db, doc! {"find": coll, "filter": filter})
+        .ok()?;
+    r.get_document("cursor")
+        .ok()?
+        .get_array("firstBatch")
+        .ok()?
+        .first()?
+        .as_document()
+        .cloned()
+}
+
+#[test]
+fn a_backup_restores_onto_a_cluster_with_other_replica_set_names_only_when_remapped() {
+    let (mut f, _one) = Fixture::new();
+    f.backed_up(&[900..903, 0..10, 100..110]);
+    std::fs::remove_file(f.policies.path().join("backup.yaml")).unwrap();
+
+    // The cluster is rebuilt elsewhere under other names: same control plane and storage.
+    let mut g = Fixture::named("cfgnew", "shard", f.into_dirs());
+    g.start_reconciler();
+    // Without a mapping the restore waits, saying why, and touches nothing.
+    g.write_restore("r0", "");
+    let waiting = g.control.path().join("ledger/waiting/restore/r0.json");
+    let started = Instant::now();
+    let why = loop {
+        if let Some(w) = std::fs::read(&waiting)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        {
+            break w["reason"].as_str().unwrap_or_default().to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{}", g.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(why.contains("replicaSetRemap"), "{why}");
+    std::fs::remove_file(g.policies.path().join("restore-r0.yaml")).unwrap();
+
+    let v = g.restore(
+        "r1",
+        "  replicaSetRemap:\n    cfg: cfgnew\n    rs0: shard0\n    rs1: shard1\n  postRestore:\n    \
+         startNodes: true\n",
+    );
+    assert_eq!(v["status"], "done", "{v:#}\n{}", g.logs());
+    wait_all(&g, &[900..903, 0..10, 100..110]);
+    // The shards know themselves and the config server under the new names and hosts.
+    let identity = first_doc(
+        g.set(1),
+        "admin",
+        "system.version",
+        doc! {"_id": "shardIdentity"},
+    )
+    .expect("shardIdentity");
+    assert_eq!(
+        identity.get_str("shardName").unwrap(),
+        "shard0",
+        "{identity}"
+    );
+    assert!(
+        identity
+            .get_str("configsvrConnectionString")
+            .unwrap()
+            .starts_with(&format!("cfgnew/{}", g.set(0).host(0))),
+        "{identity}"
+    );
+    let shards =
+        first_doc(g.set(0), "config", "shards", doc! {"_id": "shard1"}).expect("config.shards");
+    assert_eq!(
+        shards.get_str("host").unwrap(),
+        format!(
+            "shard1/{}",
+            (0..3)
+                .map(|i| g.set(2).host(i))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        "{shards}"
+    );
+    assert!(
+        first_doc(g.set(0), "config", "shards", doc! {"_id": "rs0"}).is_none(),
+        "the old shard names are gone"
+    );
 }

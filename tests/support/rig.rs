@@ -317,6 +317,8 @@ impl Rig {
                 external: false,
                 wait_for_go: false,
                 cannot_decrypt: Vec::new(),
+                replica_set_map: Default::default(),
+                sharding: None,
             },
             targets,
         )

@@ -188,5 +188,6 @@ fn captured_for(m: &ReplicaSetManifest) -> Captured {
         role: "drill".into(),
         version: m.mongod_version.clone(),
         standalone_args: crate::mongod::encryption::layout_args(&m.storage_options),
+        cluster_role: None,
     }
 }

@@ -10,7 +10,7 @@ use tidemark_schema::control::Phase;
 
 use bson::{Bson, Document, doc, oid::ObjectId};
 use serde_json::json;
-use tidemark_schema::control::Op;
+use tidemark_schema::control::{Op, ShardingRestore};
 use tidemark_schema::manifest::OpTime;
 
 use super::validate::Captured;
@@ -126,6 +126,7 @@ pub async fn recover(
     op: &Op,
     last_write: OpTime,
     captured: &Captured,
+    sharding: Option<&ShardingRestore>,
 ) -> Result<(), PhaseFailure> {
     const PHASE: Phase = Phase::Recover;
     let ts = bson::Timestamp {
@@ -149,13 +150,18 @@ pub async fn recover(
             AgentError::Refused("the captured replica-set config is not a document".into())
         })
         .in_phase(PHASE)?;
+    let role = captured.cluster_role.as_deref();
     with_standalone(node, captured, &[], |c| async move {
         command(
             &c,
             "local",
             doc! {"insert": "system.replset", "documents": [config]},
         )
-        .await
+        .await?;
+        match sharding {
+            Some(sh) => rewrite_sharding(&c, role, &node.replica_set, sh).await,
+            None => Ok(()),
+        }
     })
     .await
     .in_phase(PHASE)?;
@@ -169,6 +175,63 @@ pub async fn recover(
     d.insert("standaloneStarts".into(), json!(3));
     node.done(op, PHASE, format!("recovered to {last_write}"), d)
         .await
+}
+
+/// A sharded cluster's metadata, for the target's names and hosts (the backup may come
+/// from a cluster with others): a shard's `shardIdentity` and its routing caches (stale
+/// after a restore, so dropped and reloaded from the config server), the config server's
+/// `config.shards`.
+async fn rewrite_sharding(
+    c: &MongodClient,
+    role: Option<&str>,
+    rs: &str,
+    sh: &ShardingRestore,
+) -> Result<(), AgentError> {
+    match role {
+        Some("shardsvr") => {
+            command(
+                c,
+                "admin",
+                doc! {"update": "system.version", "updates": [{
+                    "q": {"_id": "shardIdentity"},
+                    "u": {"$set": {"shardName": rs, "configsvrConnectionString": &sh.config_server}},
+                }]},
+            )
+            .await?;
+            let caches = c
+                .client()
+                .database("config")
+                .list_collection_names()
+                .await
+                .map_err(|e| MongodError::Command {
+                    node: c.node.clone(),
+                    command: "listCollections".into(),
+                    message: e.to_string(),
+                })?;
+            for name in caches.iter().filter(|n| n.starts_with("cache.")) {
+                command(c, "config", doc! {"drop": name}).await?;
+            }
+            Ok(())
+        }
+        Some("configsvr") => {
+            command(
+                c,
+                "config",
+                doc! {"delete": "shards", "deletes": [{"q": {}, "limit": 0}]},
+            )
+            .await?;
+            let docs: Vec<Document> = sh
+                .shards
+                .iter()
+                .map(|(name, host)| doc! {"_id": name, "host": host, "state": 1})
+                .collect();
+            if docs.is_empty() {
+                return Ok(());
+            }
+            command(c, "config", doc! {"insert": "shards", "documents": docs}).await
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Standalone 1: forget the replica set and mark the oplog to be truncated after `ts`.

@@ -21,6 +21,8 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         external,
         wait_for_go,
         cannot_decrypt,
+        replica_set_map,
+        sharding,
     } = &op.command
     else {
         unreachable!("dispatched on the command kind");
@@ -28,7 +30,12 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     let stop_only = cannot_decrypt
         .iter()
         .any(|t| t.replica_set == node.replica_set && t.node == node.id);
-    let checked = validate::precheck(node, op, backup, storage, *external, stop_only).await?;
+    // The backup's replica set this node restores: its own, unless the restore remaps it.
+    let source = replica_set_map
+        .get(&node.replica_set)
+        .unwrap_or(&node.replica_set);
+    let checked =
+        validate::precheck(node, op, backup, storage, *external, stop_only, source).await?;
     // A node that is only stopped (it cannot decrypt) needs no room for a second copy.
     if *fallback_enabled && !stop_only {
         disk::evaluate(node, op, checked.manifest.uncompressed_bytes).await?;
@@ -123,7 +130,14 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         fetch::fetch(node, op, &checked.store, &checked.manifest).await?;
     }
     node.boundary(op, Phase::Fetch).await?;
-    recover::recover(node, op, checked.manifest.last_write, &checked.captured).await?;
+    recover::recover(
+        node,
+        op,
+        checked.manifest.last_write,
+        &checked.captured,
+        sharding.as_ref(),
+    )
+    .await?;
 
     let mut d = Details::new();
     d.insert("backup".into(), json!(backup));

@@ -27,6 +27,10 @@ pub struct Captured {
     /// passed to every temporary standalone start.
     #[serde(default)]
     pub standalone_args: Vec<String>,
+    /// `shardsvr` or `configsvr` (`sharding.clusterRole`): which sharding metadata the
+    /// last standalone start rewrites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_role: Option<String>,
 }
 
 pub struct Checked {
@@ -51,6 +55,7 @@ pub async fn precheck(
     storage: &StorageTarget,
     external: bool,
     cannot_decrypt: bool,
+    source_rs: &str,
 ) -> Result<Checked, PhaseFailure> {
     const PHASE: Phase = Phase::Precheck;
     node.running(op, PHASE, "checking the node and the backup")
@@ -78,16 +83,15 @@ pub async fn precheck(
     }
     let config = client.replset_config().await.in_phase(PHASE)?;
     let store = BackupStore::open(storage).in_phase(PHASE)?;
-    let key = layout::rs_manifest_key(backup, &node.replica_set);
+    let key = layout::rs_manifest_key(backup, source_rs);
     let bytes = read_object(&store, &key)
         .await
         .in_phase(PHASE)?
         .ok_or_else(|| PhaseFailure {
             phase: PHASE,
             error: AgentError::Refused(format!(
-                "backup {backup} has no manifest for replica set {} at {key}: the backup is \
-             incomplete or does not exist; nothing was touched",
-                node.replica_set
+                "backup {backup} has no manifest for replica set {source_rs} at {key}: the \
+             backup is incomplete or does not exist; nothing was touched"
             )),
         })?;
     let manifest = ReplicaSetManifest::from_json(&bytes).map_err(|e| PhaseFailure {
@@ -120,6 +124,12 @@ pub async fn precheck(
     let mut standalone_args = crate::mongod::encryption::layout_args(&manifest.storage_options);
     standalone_args.extend(crate::mongod::encryption::key_source_args(&cmdline));
     let captured = Captured {
+        cluster_role: cmdline
+            .get_document("parsed")
+            .and_then(|p| p.get_document("sharding"))
+            .and_then(|s| s.get_str("clusterRole"))
+            .ok()
+            .map(str::to_string),
         standalone_args,
         argv,
         // Canonical extended JSON keeps every BSON type (int32 vs int64) for the round trip.

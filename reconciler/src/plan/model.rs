@@ -151,6 +151,12 @@ pub struct RestorePlan {
     /// Arbiters and other members a physical restore does not touch.
     pub skipped: Vec<String>,
     pub post_restore: Vec<String>,
+    /// Cluster replica set → the backup's replica set it restores, where the names differ.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub remap: std::collections::BTreeMap<String, String>,
+    /// A sharded cluster: the metadata its nodes rewrite for the target's names and hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sharding: Option<tidemark_schema::control::ShardingRestore>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -208,6 +208,21 @@ fn restore_details(out: &mut String, r: &RestorePlan) {
             "rolled back"
         }
     );
+    for (to, from) in &r.remap {
+        let _ = writeln!(
+            out,
+            "    replica set {to} restores the backup's {from} (replicaSetRemap)"
+        );
+    }
+    if let Some(sh) = &r.sharding {
+        let _ = writeln!(
+            out,
+            "    sharded: shardIdentity and config.shards rewritten for config server {} and \
+             shards {}; routing caches dropped",
+            sh.config_server,
+            sh.shards.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
     let _ = writeln!(out, "    nodes stopped, in order:");
     for n in &r.nodes {
         let disk = match &n.disk {

@@ -82,18 +82,17 @@ pub fn plan_restore(
     }
     let mut nodes = Vec::new();
     let mut skipped = Vec::new();
+    let remap = remapping(spec, cluster, backup)?;
     for rs in cluster.all_replica_sets() {
-        let Some(part) = backup.replica_sets.iter().find(|r| r.name == rs.name) else {
+        let source = remap.get(&rs.name).unwrap_or(&rs.name);
+        let Some(part) = backup.replica_sets.iter().find(|r| &r.name == source) else {
             return Err(format!(
-                "backup {:?} has no data for replica set {:?} (it holds: {})",
+                "backup {:?} has no data for replica set {:?} (it holds: {}); a backup \
+                 taken under other replica-set names restores only with replicaSetRemap: \
+                 {{<backup's name>: <cluster's name>}}",
                 backup.name,
-                rs.name,
-                backup
-                    .replica_sets
-                    .iter()
-                    .map(|r| r.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                source,
+                holds(backup)
             ));
         };
         let beats = heartbeats_of(heartbeats, &spec.cluster, &rs.name);
@@ -187,6 +186,21 @@ pub fn plan_restore(
     if post_restore.is_empty() {
         post_restore.push("leave mongod stopped; start the nodes yourself".into());
     }
+    let members = |rs: &tidemark_schema::model::ReplicaSetSpec| {
+        format!("{}/{}", rs.name, rs.members.join(","))
+    };
+    let sharding =
+        cluster
+            .config_server
+            .as_ref()
+            .map(|cfg| tidemark_schema::control::ShardingRestore {
+                config_server: members(cfg),
+                shards: cluster
+                    .replica_sets
+                    .iter()
+                    .map(|rs| (rs.name.clone(), members(rs)))
+                    .collect(),
+            });
     Ok(RestorePlan {
         restore: name.to_string(),
         cluster: spec.cluster.clone(),
@@ -200,7 +214,62 @@ pub fn plan_restore(
         nodes,
         skipped,
         post_restore,
+        remap,
+        sharding,
     })
+}
+
+fn holds(backup: &BackupRecord) -> String {
+    backup
+        .replica_sets
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Cluster replica set → backup replica set, for the names that differ. Every replica
+/// set of the backup must land on exactly one of the cluster's: a backup of N shards
+/// never restores onto a cluster with other names unless the Restore maps them.
+fn remapping(
+    spec: &RestoreSpec,
+    cluster: &ClusterSpec,
+    backup: &BackupRecord,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let declared = spec.replica_set_remap.clone().unwrap_or_default();
+    let mut out = std::collections::BTreeMap::new();
+    for (from, to) in &declared {
+        if from != to {
+            out.insert(to.clone(), from.clone());
+        }
+    }
+    let targets: Vec<&str> = cluster
+        .all_replica_sets()
+        .map(|r| r.name.as_str())
+        .collect();
+    let mut landed: Vec<&str> = Vec::new();
+    for part in &backup.replica_sets {
+        let to = declared.get(&part.name).unwrap_or(&part.name);
+        if !targets.contains(&to.as_str()) {
+            return Err(format!(
+                "backup {:?} holds replica set {:?}, which cluster {:?} has no replica set for \
+                 (it has: {}); map it with replicaSetRemap: {{{}: <cluster's name>}}",
+                backup.name,
+                part.name,
+                spec.cluster,
+                targets.join(", "),
+                part.name
+            ));
+        }
+        if landed.contains(&to.as_str()) {
+            return Err(format!(
+                "two replica sets of backup {:?} would restore onto {to:?}",
+                backup.name
+            ));
+        }
+        landed.push(to);
+    }
+    Ok(out)
 }
 
 /// Whether both the backup's and the node's master keys are known (a key file the agent

@@ -76,6 +76,13 @@ pub async fn preflight(
             store.url()
         )));
     };
+    // The backup's replica set a node restores (its own name unless remapped).
+    let source = |n: &crate::plan::RestoreNode| {
+        plan.remap
+            .get(&n.replica_set)
+            .unwrap_or(&n.replica_set)
+            .clone()
+    };
     for n in &plan.nodes {
         let hb = heartbeats.iter().find(|h| {
             h.cluster == plan.cluster && h.replica_set == n.replica_set && h.node == n.node
@@ -99,7 +106,7 @@ pub async fn preflight(
                 "{}: mongod version not known yet ({})",
                 n.node, hb.mongod_version
             ));
-        } else if let Some(part) = marker.replica_sets.iter().find(|r| r.name == n.replica_set)
+        } else if let Some(part) = marker.replica_sets.iter().find(|r| r.name == source(n))
             && major_minor(&part.mongod_version) != major_minor(&hb.mongod_version)
         {
             refuse.push(format!(
@@ -107,7 +114,7 @@ pub async fn preflight(
                 n.node, hb.mongod_version, part.mongod_version
             ));
         }
-        let part = marker.replica_sets.iter().find(|r| r.name == n.replica_set);
+        let part = marker.replica_sets.iter().find(|r| r.name == source(n));
         // An encrypted backup needs each node's key known before anything is decided:
         // a beat without mongod's answer, or a key file its agent cannot read, waits.
         if let Some(part) = part.filter(|p| p.encryption_recorded) {
@@ -228,6 +235,8 @@ pub async fn start(
                     node: n.node.clone(),
                 })
                 .collect(),
+            replica_set_map: plan.remap.clone(),
+            sharding: plan.sharding.clone(),
         },
         deadline: Some(now + ex.op_deadline),
         epoch: None,

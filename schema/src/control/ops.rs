@@ -95,6 +95,15 @@ pub enum OpCommand {
         /// without downloading, to be wiped and initial-synced afterwards.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         cannot_decrypt: Vec<OpTarget>,
+        /// Replica set in the cluster → replica set in the backup, where they differ
+        /// (`replicaSetRemap`): a node restores its replica set's source manifest.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        replica_set_map: BTreeMap<String, String>,
+        /// A sharded cluster's restore: the metadata each node rewrites in its last
+        /// standalone start, so the restored shards and config server know each other
+        /// under the target cluster's names and hosts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sharding: Option<ShardingRestore>,
     },
     /// Put the dbPath back exactly as before restore op `restore_op`.
     #[serde(rename_all = "camelCase")]
@@ -278,6 +287,18 @@ pub struct FinishSignal {
 
 pub fn finish_key(op_id: &str) -> String {
     format!("{}/{op_id}/finish.json", super::OPS_PREFIX)
+}
+
+/// What a sharded restore rewrites: on every shard `admin.system.version`'s
+/// `shardIdentity` (its name and the config server's connection string) and the routing
+/// caches (`config.cache.*`, dropped); on the config server `config.shards`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardingRestore {
+    /// `cfg/host1:port,host2:port,…`.
+    pub config_server: String,
+    /// Shard name → `name/host1:port,…`, as `config.shards` lists them.
+    pub shards: BTreeMap<String, String>,
 }
 
 /// `ops/<op-id>/extend.json`: the common point of a backup with a barrier, written once by

@@ -19,6 +19,11 @@ pub struct RestoreSpec {
     pub external: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_restore: Option<PostRestore>,
+    /// Backup replica-set name → this cluster's replica-set name, for a backup taken
+    /// under other names (a cluster rebuilt elsewhere). Every replica set of the backup
+    /// must land on one of the cluster's, under its own name or through this map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_set_remap: Option<std::collections::BTreeMap<String, String>>,
 }
 
 fn yes() -> bool {

@@ -423,6 +423,39 @@ fn check_restore(
              restore that fails on some nodes could be neither accepted nor rolled back",
         ));
     }
+    if let (Some(remap), Some(cluster)) = (&spec.replica_set_remap, index.cluster(&spec.cluster)) {
+        let names: Vec<&str> = cluster
+            .all_replica_sets()
+            .map(|r| r.name.as_str())
+            .collect();
+        let mut seen = BTreeSet::new();
+        for (from, to) in remap {
+            let field = format!("spec.replicaSetRemap.{from}");
+            if from.is_empty() {
+                out.push(doc.error(
+                    "spec.replicaSetRemap",
+                    "a backup replica-set name must not be empty",
+                ));
+            }
+            if !names.contains(&to.as_str()) {
+                out.push(doc.error(
+                    &field,
+                    format!(
+                        "{from:?} maps to {to:?}, which is not a replica set of cluster {:?} \
+                         (it has: {}){}",
+                        spec.cluster,
+                        names.join(", "),
+                        hint(to, &names)
+                    ),
+                ));
+            } else if !seen.insert(to.as_str()) {
+                out.push(doc.error(
+                    &field,
+                    format!("{to:?} is the target of two replica sets of the backup"),
+                ));
+            }
+        }
+    }
     if let Some(post) = &spec.post_restore
         && let Some(schedule) = &post.fresh_backup
     {

@@ -595,15 +595,26 @@ pub struct ShardedCluster {
 
 impl ShardedCluster {
     pub fn start(shards: usize, members: usize) -> Result<ShardedCluster, HarnessError> {
+        Self::start_named("cfg", "rs", shards, members)
+    }
+
+    /// The same layout with other names: config server `config_name`, shards
+    /// `<shard_prefix>0`, `<shard_prefix>1`, …
+    pub fn start_named(
+        config_name: &str,
+        shard_prefix: &str,
+        shards: usize,
+        members: usize,
+    ) -> Result<ShardedCluster, HarnessError> {
         let config = ReplicaSet::start_with(
-            "cfg",
+            config_name,
             vec![MemberSpec::default(); members],
             &["--configsvr"],
         )?;
         let mut list = Vec::new();
         for s in 0..shards {
             list.push(ReplicaSet::start_with(
-                &format!("rs{s}"),
+                &format!("{shard_prefix}{s}"),
                 vec![MemberSpec::default(); members],
                 &["--shardsvr"],
             )?);
@@ -611,7 +622,7 @@ impl ShardedCluster {
         let cluster_id = ObjectId::new();
         let cfg_primary = config.wait_for_primary(Duration::from_secs(10))?;
         let cfg_conn = format!(
-            "cfg/{}",
+            "{config_name}/{}",
             (0..members)
                 .map(|i| config.host(i))
                 .collect::<Vec<_>>()
