@@ -308,6 +308,7 @@ fn a_restore_waiting_for_go_touches_nothing_until_go_and_an_abort_leaves_the_nod
                 cannot_decrypt: Vec::new(),
                 replica_set_map: Default::default(),
                 sharding: None,
+                stop_waves: Vec::new(),
             },
             &[0],
         )
@@ -442,6 +443,7 @@ fn external_backup_by_snapshot_command_then_external_restore() {
             cannot_decrypt: Vec::new(),
             replica_set_map: Default::default(),
             sharding: None,
+            stop_waves: Vec::new(),
         },
         &[0],
     );
@@ -573,6 +575,7 @@ fn an_agent_restarted_while_waiting_for_go_closes_the_gate_before_it_refuses() {
             cannot_decrypt: Vec::new(),
             replica_set_map: Default::default(),
             sharding: None,
+            stop_waves: Vec::new(),
         },
         &[0],
     );

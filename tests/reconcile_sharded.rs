@@ -439,6 +439,35 @@ fn a_sharded_backup_restores_every_shard_to_one_cluster_time() {
 
     let v = f.restore("r1", "  postRestore:\n    startNodes: true\n");
     assert_eq!(v["status"], "done", "{v:#}\n{}", f.logs());
+    // The stop order: every shard node had stopped before any config server node began.
+    let op = v["opId"].as_str().unwrap();
+    let stop_of = |rs: &ReplicaSet,
+                   i: usize|
+     -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+        let key = format!(
+            "ops/{op}/{}/{}.stop.json",
+            rs.name,
+            rs.host(i).replace(':', "_")
+        );
+        let r: Value =
+            serde_json::from_slice(&std::fs::read(f.control.path().join(&key)).unwrap()).unwrap();
+        let done: chrono::DateTime<chrono::Utc> = r["at"].as_str().unwrap().parse().unwrap();
+        let took = chrono::Duration::milliseconds(r["details"]["elapsedMs"].as_i64().unwrap());
+        (done - took, done)
+    };
+    let shards_done = [a, b]
+        .iter()
+        .flat_map(|rs| (0..3).map(move |i| stop_of(rs, i).1))
+        .max()
+        .unwrap();
+    let config_began = (0..3)
+        .map(|i| stop_of(&f.cluster.config, i).0)
+        .min()
+        .unwrap();
+    assert!(
+        config_began >= shards_done - chrono::Duration::milliseconds(5),
+        "config server began stopping at {config_began}, the last shard node stopped at {shards_done}"
+    );
     for (shard, rs) in [a, b].iter().enumerate() {
         let want: Vec<i64> = written
             .iter()

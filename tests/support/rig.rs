@@ -319,6 +319,7 @@ impl Rig {
                 cannot_decrypt: Vec::new(),
                 replica_set_map: Default::default(),
                 sharding: None,
+                stop_waves: Vec::new(),
             },
             targets,
         )

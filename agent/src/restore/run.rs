@@ -23,6 +23,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         cannot_decrypt,
         replica_set_map,
         sharding,
+        stop_waves,
     } = &op.command
     else {
         unreachable!("dispatched on the command kind");
@@ -53,12 +54,14 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
             .in_phase(Phase::Ready)?;
     }
     node.boundary(op, Phase::Ready).await?;
+    let peers_stopped = stop::wait_turn(node, op, stop_waves).await?;
     stop::stop(
         node,
         op,
         &checked.client,
         &checked.captured.role,
         &checked.captured.replset_config,
+        peers_stopped,
     )
     .await?;
 

@@ -11,12 +11,74 @@ use crate::error::AgentError;
 use crate::mongod::{MongodClient, wait_stopped};
 use crate::node::{Details, InPhase, Node, PhaseFailure};
 
+/// Waits for this node's turn in the stop order: every node of an earlier wave has
+/// reported `stop` done (or got further, or ended). Bounded by `--mongod-timeout`: a node
+/// lost before stopping must not keep the others running forever; the order is a
+/// courtesy to the cluster (no balancer or router sees a config server without its
+/// shards), not what makes the restore correct.
+///
+/// Returns whether members of this node's own replica set stopped before it (a primary
+/// then has no one to step down to, and stops with force rather than wait for one).
+pub async fn wait_turn(
+    node: &Node,
+    op: &Op,
+    waves: &[Vec<tidemark_schema::control::OpTarget>],
+) -> Result<bool, PhaseFailure> {
+    let mine = waves.iter().position(|w| {
+        w.iter()
+            .any(|t| t.replica_set == node.replica_set && t.node == node.id)
+    });
+    let Some(mine) = mine.filter(|w| *w > 0) else {
+        return Ok(false);
+    };
+    let before: Vec<&tidemark_schema::control::OpTarget> = waves[..mine].iter().flatten().collect();
+    let peers_first = before.iter().any(|t| t.replica_set == node.replica_set);
+    // Only logged: a report would mark the node as stopping (and, after an agent
+    // restart, as possibly stopped) while its mongod still runs.
+    tracing::info!(
+        count = before.len(),
+        "stop order: waiting for earlier nodes to stop first"
+    );
+    let deadline = Instant::now() + node.cfg.mongod_timeout;
+    loop {
+        node.boundary(op, Phase::Ready).await?;
+        let reports = node.control.op_reports(&op.id).await.unwrap_or_default();
+        let stopped = |t: &tidemark_schema::control::OpTarget| {
+            reports.iter().any(|r| {
+                r.replica_set == t.replica_set
+                    && r.node == t.node
+                    && (r.phase.is_final()
+                        || r.phase.touches_data()
+                        || (r.phase == Phase::Stop
+                            && r.status == tidemark_schema::control::PhaseStatus::Done))
+            })
+        };
+        let waiting: Vec<&str> = before
+            .iter()
+            .filter(|t| !stopped(t))
+            .map(|t| t.node.as_str())
+            .collect();
+        if waiting.is_empty() {
+            return Ok(peers_first);
+        }
+        if Instant::now() > deadline {
+            tracing::warn!(
+                ?waiting,
+                "stop order: waited --mongod-timeout for these; stopping anyway"
+            );
+            return Ok(peers_first);
+        }
+        tokio::time::sleep(node.cfg.quick_poll()).await;
+    }
+}
+
 pub async fn stop(
     node: &Node,
     op: &Op,
     client: &MongodClient,
     role: &str,
     captured_config: &serde_json::Value,
+    peers_stopped: bool,
 ) -> Result<(), PhaseFailure> {
     const PHASE: Phase = Phase::Stop;
     node.running(op, PHASE, format!("stopping mongod ({role})"))
@@ -24,7 +86,11 @@ pub async fn stop(
     let started = Instant::now();
     let mut force = false;
     if role == "PRIMARY" {
-        if has_electable_peer(captured_config) {
+        if peers_stopped {
+            // Its secondaries stopped first (the stop order): no one to step down to,
+            // and a plain shutdown would wait for a secondary to catch up.
+            force = true;
+        } else if has_electable_peer(captured_config) {
             // Stepping down first lets a secondary take writes for as long as it can.
             if let Err(e) = client.step_down(60).await {
                 tracing::warn!(error = %e, "step-down refused; shutting down with force");

@@ -199,6 +199,33 @@ pub async fn preflight(
     Ok(())
 }
 
+/// The stop order: the shards' secondaries, the shards' primaries, then the config
+/// server's secondaries and its primary (DESIGN §5: secondaries first, the primary after
+/// it steps down; a sharded cluster's config server last). A replica set alone: its
+/// secondaries, then its primary.
+fn stop_waves(plan: &RestorePlan) -> Vec<Vec<OpTarget>> {
+    let config = plan
+        .sharding
+        .as_ref()
+        .and_then(|s| s.config_server.split('/').next())
+        .unwrap_or_default();
+    let mut waves: Vec<Vec<OpTarget>> = vec![Vec::new(); 4];
+    for n in &plan.nodes {
+        let wave = match (n.replica_set == config, n.role == "PRIMARY") {
+            (false, false) => 0,
+            (false, true) => 1,
+            (true, false) => 2,
+            (true, true) => 3,
+        };
+        waves[wave].push(OpTarget {
+            replica_set: n.replica_set.clone(),
+            node: n.node.clone(),
+        });
+    }
+    waves.retain(|w| !w.is_empty());
+    waves
+}
+
 /// Records the restore and writes its op. `Ok(Some(reason))` when it must wait.
 pub async fn start(
     ex: &Executor,
@@ -237,6 +264,7 @@ pub async fn start(
                 .collect(),
             replica_set_map: plan.remap.clone(),
             sharding: plan.sharding.clone(),
+            stop_waves: stop_waves(plan),
         },
         deadline: Some(now + ex.op_deadline),
         epoch: None,

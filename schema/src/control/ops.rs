@@ -104,6 +104,12 @@ pub enum OpCommand {
         /// under the target cluster's names and hosts.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sharding: Option<ShardingRestore>,
+        /// The stop order after `go`, in waves: a node stops once every node of the
+        /// earlier waves has stopped (or ended, or a `--mongod-timeout` passed). Data-
+        /// bearing shards before the config server; in each replica set the secondaries
+        /// before the primary. Empty: all at once.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        stop_waves: Vec<Vec<OpTarget>>,
     },
     /// Put the dbPath back exactly as before restore op `restore_op`.
     #[serde(rename_all = "camelCase")]
