@@ -608,6 +608,33 @@ fn first_doc(
 #[test]
 fn a_backup_restores_onto_a_cluster_with_other_replica_set_names_only_when_remapped() {
     let (mut f, _one) = Fixture::new();
+    // Sharding metadata naming the old shards: a zone, a database's primary shard, a
+    // chunk, and a shard's recovery point naming the old config server.
+    let cfg_primary = f.set(0).wait_for_primary(Duration::from_secs(60)).unwrap();
+    let cfg = f.set(0).process(cfg_primary).unwrap();
+    cfg.command(
+        "config",
+        doc! {"update": "shards", "updates": [{"q": {"_id": "rs0"}, "u": {"$set": {"tags": ["zoneA"]}}}]},
+    )
+    .unwrap();
+    cfg.command(
+        "config",
+        doc! {"insert": "databases", "documents": [{"_id": "app", "primary": "rs0"}]},
+    )
+    .unwrap();
+    cfg.command(
+        "config",
+        doc! {"insert": "chunks", "documents": [{"_id": 1, "ns": "app.items", "shard": "rs1"}]},
+    )
+    .unwrap();
+    let rs0 = f.set(1);
+    rs0.process(rs0.wait_for_primary(Duration::from_secs(60)).unwrap())
+        .unwrap()
+        .command(
+            "admin",
+            doc! {"insert": "system.version", "documents": [{"_id": "minOpTimeRecovery", "configsvrConnectionString": "cfg/old"}]},
+        )
+        .unwrap();
     f.backed_up(&[900..903, 0..10, 100..110]);
     std::fs::remove_file(f.policies.path().join("backup.yaml")).unwrap();
 
@@ -674,5 +701,25 @@ fn a_backup_restores_onto_a_cluster_with_other_replica_set_names_only_when_remap
     assert!(
         first_doc(g.set(0), "config", "shards", doc! {"_id": "rs0"}).is_none(),
         "the old shard names are gone"
+    );
+    let zoned = first_doc(g.set(0), "config", "shards", doc! {"_id": "shard0"}).unwrap();
+    assert_eq!(
+        zoned.get_array("tags").unwrap().len(),
+        1,
+        "other fields are kept: {zoned}"
+    );
+    let db = first_doc(g.set(0), "config", "databases", doc! {"_id": "app"}).unwrap();
+    assert_eq!(db.get_str("primary").unwrap(), "shard0", "{db}");
+    let chunk = first_doc(g.set(0), "config", "chunks", doc! {"_id": 1}).unwrap();
+    assert_eq!(chunk.get_str("shard").unwrap(), "shard1", "{chunk}");
+    assert!(
+        first_doc(
+            g.set(1),
+            "admin",
+            "system.version",
+            doc! {"_id": "minOpTimeRecovery"}
+        )
+        .is_none(),
+        "the recovery point naming the old config server is gone"
     );
 }

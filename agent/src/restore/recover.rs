@@ -152,16 +152,17 @@ pub async fn recover(
         .in_phase(PHASE)?;
     let role = captured.cluster_role.as_deref();
     with_standalone(node, captured, &[], |c| async move {
+        // The sharding metadata first: the replica-set config is the last write, so a
+        // node with a config has everything else too.
+        if let Some(sh) = sharding {
+            rewrite_sharding(&c, role, &node.replica_set, sh).await?;
+        }
         command(
             &c,
             "local",
             doc! {"insert": "system.replset", "documents": [config]},
         )
-        .await?;
-        match sharding {
-            Some(sh) => rewrite_sharding(&c, role, &node.replica_set, sh).await,
-            None => Ok(()),
-        }
+        .await
     })
     .await
     .in_phase(PHASE)?;
@@ -177,10 +178,9 @@ pub async fn recover(
         .await
 }
 
-/// A sharded cluster's metadata, for the target's names and hosts (the backup may come
-/// from a cluster with others): a shard's `shardIdentity` and its routing caches (stale
-/// after a restore, so dropped and reloaded from the config server), the config server's
-/// `config.shards`.
+/// A sharded cluster's metadata, for the target's hosts and names (see
+/// [`ShardingRestore`]): only what must change is written, every other field (zones,
+/// draining, topology times) is kept.
 async fn rewrite_sharding(
     c: &MongodClient,
     role: Option<&str>,
@@ -189,13 +189,21 @@ async fn rewrite_sharding(
 ) -> Result<(), AgentError> {
     match role {
         Some("shardsvr") => {
+            let mut set = doc! {"configsvrConnectionString": &sh.config_server};
+            if sh.renamed.values().any(|to| to == rs) {
+                set.insert("shardName", rs);
+            }
             command(
                 c,
                 "admin",
-                doc! {"update": "system.version", "updates": [{
-                    "q": {"_id": "shardIdentity"},
-                    "u": {"$set": {"shardName": rs, "configsvrConnectionString": &sh.config_server}},
-                }]},
+                doc! {"update": "system.version", "updates": [{"q": {"_id": "shardIdentity"}, "u": {"$set": set}}]},
+            )
+            .await?;
+            // Names the old config server; rebuilt from the new one when needed.
+            command(
+                c,
+                "admin",
+                doc! {"delete": "system.version", "deletes": [{"q": {"_id": "minOpTimeRecovery"}, "limit": 0}]},
             )
             .await?;
             let caches = c
@@ -213,25 +221,73 @@ async fn rewrite_sharding(
             }
             Ok(())
         }
-        Some("configsvr") => {
+        Some("configsvr") => rewrite_config_shards(c, sh).await,
+        _ => Ok(()),
+    }
+}
+
+/// `config.shards` on the config server: each entry's host from the target cluster (its
+/// replica set found by the name before the `/`), and a renamed shard's id changed
+/// everywhere it is referenced.
+async fn rewrite_config_shards(c: &MongodClient, sh: &ShardingRestore) -> Result<(), AgentError> {
+    use futures::TryStreamExt;
+    let failed = |e: mongodb::error::Error| MongodError::Command {
+        node: c.node.clone(),
+        command: "find".into(),
+        message: e.to_string(),
+    };
+    let cursor = c
+        .client()
+        .database("config")
+        .collection::<Document>("shards")
+        .find(doc! {})
+        .await
+        .map_err(failed)?;
+    let shards: Vec<Document> = cursor.try_collect().await.map_err(failed)?;
+    for old in shards {
+        let Some(id) = old.get("_id").cloned() else {
+            continue;
+        };
+        let host_rs = old
+            .get_str("host")
+            .unwrap_or_default()
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let target = sh.renamed.get(&host_rs).cloned().unwrap_or(host_rs);
+        let Some(host) = sh.shards.get(&target) else {
+            continue; // a shard the target cluster does not declare: left as it was
+        };
+        if sh.renamed.values().any(|to| *to == target) && id != Bson::String(target.clone()) {
+            let mut new = old.clone();
+            new.insert("_id", &target);
+            new.insert("host", host);
             command(
                 c,
                 "config",
-                doc! {"delete": "shards", "deletes": [{"q": {}, "limit": 0}]},
+                doc! {"delete": "shards", "deletes": [{"q": {"_id": id.clone()}, "limit": 1}]},
             )
             .await?;
-            let docs: Vec<Document> = sh
-                .shards
-                .iter()
-                .map(|(name, host)| doc! {"_id": name, "host": host, "state": 1})
-                .collect();
-            if docs.is_empty() {
-                return Ok(());
+            command(c, "config", doc! {"insert": "shards", "documents": [new]}).await?;
+            for (coll, field) in [("chunks", "shard"), ("databases", "primary")] {
+                command(
+                    c,
+                    "config",
+                    doc! {"update": coll, "updates": [{"q": {field: id.clone()}, "u": {"$set": {field: &target}}, "multi": true}]},
+                )
+                .await?;
             }
-            command(c, "config", doc! {"insert": "shards", "documents": docs}).await
+        } else {
+            command(
+                c,
+                "config",
+                doc! {"update": "shards", "updates": [{"q": {"_id": id}, "u": {"$set": {"host": host}}}]},
+            )
+            .await?;
         }
-        _ => Ok(()),
     }
+    Ok(())
 }
 
 /// Standalone 1: forget the replica set and mark the oplog to be truncated after `ts`.

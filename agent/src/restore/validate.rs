@@ -120,16 +120,30 @@ pub async fn precheck(
         )))
         .in_phase(PHASE);
     }
+    // A remap must not put a config server's data on a shard, or the reverse.
+    let role = cmdline
+        .get_document("parsed")
+        .and_then(|p| p.get_document("sharding"))
+        .and_then(|s| s.get_str("clusterRole"))
+        .ok()
+        .map(str::to_string);
+    if manifest.cluster_role.is_some() && manifest.cluster_role != role {
+        return Err(AgentError::Refused(format!(
+            "backup {backup}'s replica set {source_rs} was a {} but this node is a {}; \
+             nothing was touched",
+            manifest
+                .cluster_role
+                .as_deref()
+                .unwrap_or("plain replica set"),
+            role.as_deref().unwrap_or("plain replica set member")
+        )))
+        .in_phase(PHASE);
+    }
     // The backup's own layout; the node's own key source (its key file, Vault or KMIP).
     let mut standalone_args = crate::mongod::encryption::layout_args(&manifest.storage_options);
     standalone_args.extend(crate::mongod::encryption::key_source_args(&cmdline));
     let captured = Captured {
-        cluster_role: cmdline
-            .get_document("parsed")
-            .and_then(|p| p.get_document("sharding"))
-            .and_then(|s| s.get_str("clusterRole"))
-            .ok()
-            .map(str::to_string),
+        cluster_role: role,
         standalone_args,
         argv,
         // Canonical extended JSON keeps every BSON type (int32 vs int64) for the round trip.

@@ -24,6 +24,33 @@ async fn common_point(
     now: DateTime<Utc>,
 ) -> Result<(), ExecError> {
     let key = extend_key(&op.id);
+    // A node that ended (or was lost) without opening its cursor leaves the others
+    // waiting for a point that will never come: the backup fails now, and the waiting
+    // nodes see the result and close their cursors.
+    if !ex.control.exists(&key).await?
+        && let Some(v) = views.iter().find(|v| {
+            v.settled()
+                && !v
+                    .reports
+                    .iter()
+                    .any(|r| r.phase == Phase::Cursor && r.status == PhaseStatus::Done)
+        })
+    {
+        ex.decide_once(OpResult {
+            op_id: op.id.clone(),
+            status: RunStatus::Error,
+            decided_at: now,
+            reason: format!(
+                "{} ended without opening its backup cursor, so the replica sets cannot reach \
+                 one cluster time; failed, never restorable",
+                who(v)
+            ),
+            nodes: Vec::new(),
+            epoch: None,
+        })
+        .await?;
+        return Ok(());
+    }
     let mut best: Option<(tidemark_schema::manifest::OpTime, Option<serde_json::Value>)> = None;
     for v in views {
         let Some(r) = v
@@ -72,10 +99,12 @@ pub async fn advance(
     // written (and, seeing it, does nothing) must not make the backup wait forever.
     let decided: Option<OpResult> = ex.control.get(&result_key(&op.id)).await?;
     let views = ex.views(&op, now).await?;
+    let mut decided = decided;
     if decided.is_none()
         && let OpCommand::Backup { barrier: true, .. } = &op.command
     {
         common_point(ex, &op, &views, now).await?;
+        decided = ex.control.get(&result_key(&op.id)).await?;
     }
     if decided.is_none() && !views.iter().all(|v| v.settled()) {
         return Ok(Progress::Running);
@@ -99,6 +128,10 @@ pub async fn advance(
     }
     let mut parts = Vec::new();
     let mut last_write = None;
+    let common: Option<ExtendTarget> = match &op.command {
+        OpCommand::Backup { barrier: true, .. } => ex.control.get(&extend_key(&op.id)).await?,
+        _ => None,
+    };
     if failures.is_empty() && !decided_error {
         let store = BackupStore::open_with_env(&settings.storage, ex.storage_env.clone())?;
         for v in &views {
@@ -120,6 +153,19 @@ pub async fn advance(
                     }
                 },
             };
+            // An agent that did not take part in the barrier (an older one) ends at its own
+            // point: such a backup would not restore to one cluster time.
+            if let Some(common) = &common
+                && manifest.last_write != common.target
+            {
+                failures.push(format!(
+                    "{}: its manifest ends at {}, not at the backup's cluster time {}",
+                    who(v),
+                    manifest.last_write,
+                    common.target
+                ));
+                continue;
+            }
             let t = DateTime::from_timestamp(manifest.last_write.t.into(), 0);
             last_write = last_write.max(t);
             parts.push(BackupReplicaSet {
@@ -168,7 +214,6 @@ pub async fn advance(
         )));
     }
     if status == RunStatus::Done {
-        let common: Option<ExtendTarget> = ex.control.get(&extend_key(&op.id)).await?;
         let store = BackupStore::open_with_env(&settings.storage, ex.storage_env.clone())?;
         let key = layout::backup_marker_key(backup);
         let marker = BackupMarker {
@@ -177,7 +222,7 @@ pub async fn advance(
             op_id: op.id.clone(),
             completed_at: result.decided_at,
             replica_sets: parts.clone(),
-            cluster_time: common.map(|c| c.target),
+            cluster_time: common.as_ref().map(|c| c.target),
         };
         store.put_json(&key, &marker).await?;
         store.flush().await?;

@@ -24,6 +24,11 @@ pub struct BackupSettings {
     /// Namespaces whose `dbHash` the manifest records: what the schedule's drills compare.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hash_namespaces: Vec<String>,
+    /// A sharded cluster: its replica sets extend to one cluster time (the barrier).
+    /// Replica sets that are not one cluster share no clock, and gossip between them
+    /// would be refused by a mongod that signs its cluster times.
+    #[serde(default)]
+    pub sharded: bool,
 }
 
 /// Starts backup `name` on the chosen nodes; `Ok(Some(reason))` when it must wait.
@@ -66,8 +71,8 @@ pub async fn start(
             extend_to: None,
             snapshot_command: None,
             hash_namespaces: settings.hash_namespaces.clone(),
-            // Several replica sets (a sharded cluster) restore to one cluster time.
-            barrier: nodes.len() > 1,
+            // A sharded cluster's replica sets restore to one cluster time.
+            barrier: settings.sharded,
         },
         deadline: Some(now + ex.op_deadline),
         epoch: None,

@@ -200,6 +200,11 @@ pub fn plan_restore(
                     .iter()
                     .map(|rs| (rs.name.clone(), members(rs)))
                     .collect(),
+                renamed: remap
+                    .iter()
+                    .filter(|(to, _)| cluster.replica_sets.iter().any(|r| &r.name == *to))
+                    .map(|(to, from)| (from.clone(), to.clone()))
+                    .collect(),
             });
     Ok(RestorePlan {
         restore: name.to_string(),
@@ -247,6 +252,18 @@ fn remapping(
         .all_replica_sets()
         .map(|r| r.name.as_str())
         .collect();
+    // A cluster replica set restores the backup's of the same name only when that one is
+    // not mapped elsewhere: one backup replica set never lands on two.
+    for t in &targets {
+        if !out.contains_key(*t)
+            && let Some(to) = declared.get(*t).filter(|to| to.as_str() != *t)
+        {
+            return Err(format!(
+                "replicaSetRemap maps the backup's {t:?} onto {to:?}, so cluster replica set \
+                 {t:?} would have nothing to restore; map a replica set of the backup onto it"
+            ));
+        }
+    }
     let mut landed: Vec<&str> = Vec::new();
     for part in &backup.replica_sets {
         let to = declared.get(&part.name).unwrap_or(&part.name);
@@ -383,5 +400,35 @@ mod tests {
         spec.source.backup = Some("b3".into());
         let err = resolve_backup(&spec, &backups).unwrap_err();
         assert!(err.contains("not verified yet"), "{err}");
+    }
+
+    #[test]
+    fn a_remap_never_lands_one_backup_replica_set_on_two_and_names_what_is_missing() {
+        let cluster: ClusterSpec = serde_json::from_value(serde_json::json!({
+            "configServer": {"name": "cfg", "members": ["c:1"]},
+            "replicaSets": [{"name": "rs0", "members": ["a:1"]}, {"name": "sh0", "members": ["b:1"]}],
+        }))
+        .unwrap();
+        let mut b = backup("b1", "2026-03-01T01:00:00Z", None);
+        b.replica_sets = serde_json::from_value(serde_json::json!([
+            {"name": "cfg", "node": "c:1", "mongodVersion": "7.0.14", "uncompressedBytes": 1, "storedBytes": 1},
+            {"name": "rs0", "node": "a:1", "mongodVersion": "7.0.14", "uncompressedBytes": 1, "storedBytes": 1},
+        ]))
+        .unwrap();
+        let spec = |remap: serde_json::Value| -> RestoreSpec {
+            serde_json::from_value(serde_json::json!({
+                "cluster": "prod", "source": {"backup": "b1"}, "replicaSetRemap": remap,
+            }))
+            .unwrap()
+        };
+        let err = remapping(&spec(serde_json::json!({"rs0": "sh0"})), &cluster, &b).unwrap_err();
+        assert!(err.contains("would have nothing to restore"), "{err}");
+        let mut unmapped = spec(serde_json::json!({}));
+        unmapped.replica_set_remap = None;
+        b.replica_sets[1].name = "old0".into();
+        let err = remapping(&unmapped, &cluster, &b).unwrap_err();
+        assert!(err.contains("replicaSetRemap"), "{err}");
+        let ok = remapping(&spec(serde_json::json!({"old0": "rs0"})), &cluster, &b).unwrap();
+        assert_eq!(ok.get("rs0").map(String::as_str), Some("old0"));
     }
 }

@@ -303,6 +303,9 @@ async fn fresh_backup(
         hash_namespaces: desired
             .map(|d| crate::plan::hash_namespaces(d, schedule))
             .unwrap_or_default(),
+        sharded: desired
+            .and_then(|d| d.cluster(&spec.cluster))
+            .is_some_and(|c| c.is_sharded()),
     };
     backup::start(ex, &name, settings, &nodes, now).await?;
     Ok(Fresh::Running)

@@ -465,6 +465,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                         .as_deref()
                         .map(|s| crate::plan::hash_namespaces(desired, s))
                         .unwrap_or_default(),
+                    sharded: desired.cluster(cluster).is_some_and(|c| c.is_sharded()),
                 };
                 backup::start(&self.ex, name, settings, nodes, now)
                     .await?

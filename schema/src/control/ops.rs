@@ -295,16 +295,23 @@ pub fn finish_key(op_id: &str) -> String {
     format!("{}/{op_id}/finish.json", super::OPS_PREFIX)
 }
 
-/// What a sharded restore rewrites: on every shard `admin.system.version`'s
-/// `shardIdentity` (its name and the config server's connection string) and the routing
-/// caches (`config.cache.*`, dropped); on the config server `config.shards`.
+/// What a sharded restore rewrites for the target's hosts and names: on every shard
+/// `admin.system.version`'s `shardIdentity` (the config server's connection string, and
+/// the shard name when renamed), its `minOpTimeRecovery` (dropped) and routing caches
+/// (`config.cache.*`, dropped); on the config server each `config.shards` entry's host
+/// (other fields kept), and for a renamed shard its id in `config.shards`,
+/// `config.chunks` and `config.databases`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardingRestore {
     /// `cfg/host1:port,host2:port,…`.
     pub config_server: String,
-    /// Shard name → `name/host1:port,…`, as `config.shards` lists them.
+    /// The cluster's shard replica sets: name → `name/host1:port,…`.
     pub shards: BTreeMap<String, String>,
+    /// Backup replica-set name → cluster replica-set name, for shards restored under
+    /// another name (`replicaSetRemap`): their shard ids are renamed to the new names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub renamed: BTreeMap<String, String>,
 }
 
 /// `ops/<op-id>/extend.json`: the common point of a backup with a barrier, written once by
