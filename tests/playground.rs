@@ -22,7 +22,10 @@ fn tidemark() -> Command {
 
 /// A base port with `NODES` free ports after it.
 fn free_base() -> u16 {
-    let seed = std::process::id() as u16;
+    // Tests run at once in one process: each call starts its search elsewhere.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let seed = (std::process::id() as u16)
+        .wrapping_add(CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) * 997);
     for k in 0..200u16 {
         let base = 30000 + (seed.wrapping_mul(7).wrapping_add(k * 11)) % 30000;
         if (0..NODES).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
@@ -314,4 +317,56 @@ fn the_playground_backs_up_restores_and_stops_cleanly() {
     assert!(stderr.contains("stopping leftover pid"), "{stderr}");
     let left = processes_in(home.path());
     assert!(left.is_empty(), "processes left over: {left:#?}");
+}
+
+#[test]
+fn the_sharded_playground_takes_a_backup_to_one_cluster_time() {
+    let home = TempDir::new().unwrap();
+    let _cleanup = Cleanup(home.path().to_path_buf());
+    let out_path = home.path().join("playground.out");
+    // One member per replica set: a config server and two shards on three ports.
+    let base = free_base();
+    let mut pg = start_playground(home.path(), &out_path, base, &["--sharded", "--nodes", "1"]);
+    let banner = std::fs::read_to_string(&out_path).unwrap();
+    for set in ["pgcfg", "pgsh0", "pgsh1"] {
+        assert!(banner.contains(&format!("replicaSet={set}")), "{banner}");
+    }
+    let dir = home.path().join(".tidemark");
+    let control = dir.join("control");
+    let cluster = std::fs::read_to_string(dir.join("policies/cluster.yaml")).unwrap();
+    assert!(cluster.contains("configServer:"), "{cluster}");
+    let started = Instant::now();
+    let marker = loop {
+        let found = std::fs::read_dir(control.join("catalog"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.path()).ok()?).ok())
+            .find(|b| b["status"] == "done")
+            .and_then(|b| {
+                let name = b["name"].as_str()?.to_string();
+                serde_json::from_slice::<Value>(
+                    &std::fs::read(dir.join("backups").join(&name).join("backup.json")).ok()?,
+                )
+                .ok()
+            });
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no sharded backup: {}",
+            std::fs::read_to_string(dir.join("logs/reconciler.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(
+        marker["replicaSets"].as_array().unwrap().len(),
+        3,
+        "{marker:#}"
+    );
+    assert!(marker["clusterTime"]["t"].as_u64().is_some(), "{marker:#}");
+    let (code, err) = sigint_and_wait(&mut pg, &out_path);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(processes_in(&dir), Vec::<String>::new());
 }

@@ -84,6 +84,10 @@ pub struct PlaygroundArgs {
     /// and initial-syncs.
     #[arg(long, value_name = "N")]
     pub break_node: Option<usize>,
+    /// A sharded cluster instead of a replica set: a config server and two shards of
+    /// --nodes members each (nodes numbered across them, config server first).
+    #[arg(long)]
+    pub sharded: bool,
 }
 
 #[derive(Args, Debug)]

@@ -13,6 +13,7 @@ pub fn run(args: PlaygroundArgs) -> anyhow::Result<ExitStatus> {
         sim: args.sim,
         stop_leftovers: args.stop_leftovers,
         break_node: args.break_node,
+        sharded: args.sharded,
     })?;
     Ok(ExitStatus::Ok)
 }

@@ -150,20 +150,43 @@ impl Layout {
     pub fn write_starter_policies(
         &self,
         dir: &Path,
-        hosts: &[String],
+        sets: &[(String, Vec<String>)],
+        sharded: bool,
         cron: &str,
     ) -> anyhow::Result<bool> {
         if dir.exists() {
             return Ok(false);
         }
         std::fs::create_dir_all(dir)?;
-        let members: String = hosts.iter().map(|h| format!("        - {h}\n")).collect();
+        let set = |(name, hosts): &(String, Vec<String>), indent: &str| {
+            let members: String = hosts
+                .iter()
+                .map(|h| format!("{indent}    - {h}\n"))
+                .collect();
+            format!("name: {name}\n{indent}  members:\n{members}")
+        };
+        let spec = if sharded {
+            let shards: String = sets[1..]
+                .iter()
+                .map(|s| format!("    - {}", set(s, "    ")))
+                .collect();
+            format!(
+                "  configServer:\n    {}  replicaSets:\n{shards}",
+                set(&sets[0], "  ")
+            )
+        } else {
+            format!("  replicaSets:\n    - {}", set(&sets[0], "    "))
+        };
         std::fs::write(
             dir.join("cluster.yaml"),
             format!(
-                "# The replica set the playground started (tidemark playground).\n\
-                 apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: {CLUSTER}\nspec:\n  \
-                 replicaSets:\n    - name: {REPLICA_SET}\n      members:\n{members}"
+                "# The {} the playground started (tidemark playground).\n\
+                 apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: {CLUSTER}\nspec:\n{spec}",
+                if sharded {
+                    "sharded cluster"
+                } else {
+                    "replica set"
+                }
             ),
         )?;
         std::fs::write(

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use bson::{Bson, doc};
 use tidemark_agent::mongod::MongodClient;
 
-use super::layout::{Layout, REPLICA_SET};
+use super::layout::Layout;
 
 /// Which mongod runs the nodes.
 pub struct Mongod {
@@ -65,13 +65,20 @@ pub fn check_ports(ports: &[u16]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts node `i` on `port`, detached into its own session.
-pub fn start(layout: &Layout, mongod: &Mongod, i: usize, port: u16) -> anyhow::Result<()> {
+/// Starts node `i` of `set` on `port`, detached into its own session.
+pub fn start(
+    layout: &Layout,
+    mongod: &Mongod,
+    set: &super::topology::Set,
+    i: usize,
+    port: u16,
+) -> anyhow::Result<()> {
     let dbpath = layout.dbpath(i);
     std::fs::create_dir_all(&dbpath)?;
     let mut cmd = Command::new(&mongod.bin);
     cmd.arg("--replSet")
-        .arg(REPLICA_SET)
+        .arg(&set.name)
+        .args(set.role_flag)
         .args(["--port", &port.to_string(), "--bind_ip", "127.0.0.1"])
         .arg("--dbpath")
         .arg(&dbpath)
@@ -99,11 +106,16 @@ pub fn start(layout: &Layout, mongod: &Mongod, i: usize, port: u16) -> anyhow::R
 
 /// Waits until every node answers, then initiates the replica set unless an earlier run
 /// did, and waits for a primary.
-pub async fn form_replica_set(layout: &Layout, ports: &[u16]) -> anyhow::Result<()> {
+pub async fn form_replica_set(
+    layout: &Layout,
+    set: &super::topology::Set,
+    ports: &[u16],
+) -> anyhow::Result<MongodClient> {
     let mut clients = Vec::new();
-    for (i, p) in ports.iter().enumerate() {
-        clients.push(wait_answering(layout, i, *p).await?);
+    for i in set.nodes.clone() {
+        clients.push(wait_answering(layout, i, ports[i]).await?);
     }
+    let ports = &ports[set.nodes.clone()];
     let status = tokio::time::timeout(ASK, clients[0].admin(doc! {"replSetGetStatus": 1})).await;
     if !matches!(status, Ok(Ok(_))) {
         let members: Vec<Bson> = ports
@@ -113,7 +125,7 @@ pub async fn form_replica_set(layout: &Layout, ports: &[u16]) -> anyhow::Result<
             .collect();
         let initiated = tokio::time::timeout(
             ASK,
-            clients[0].admin(doc! {"replSetInitiate": {"_id": REPLICA_SET, "members": members}}),
+            clients[0].admin(doc! {"replSetInitiate": {"_id": &set.name, "members": members}}),
         )
         .await
         .context("replSetInitiate did not answer")?;
@@ -132,7 +144,7 @@ pub async fn form_replica_set(layout: &Layout, ports: &[u16]) -> anyhow::Result<
             if let Ok(Ok(f)) = tokio::time::timeout(ASK, c.facts()).await
                 && f.role == "PRIMARY"
             {
-                return Ok(());
+                return Ok(c.clone());
             }
         }
         if started.elapsed() > Duration::from_secs(60) {
@@ -169,6 +181,62 @@ async fn wait_answering(layout: &Layout, i: usize, port: u16) -> anyhow::Result<
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A sharded playground's metadata, as `addShard` would leave it: `config.shards` on the
+/// config server and `shardIdentity` on each shard. Written once: a second run finds
+/// them (a duplicate key is an earlier run's, fine).
+pub async fn register_shards(
+    primaries: &[(super::topology::Set, MongodClient)],
+    ports: &[u16],
+) -> anyhow::Result<()> {
+    let conn = |set: &super::topology::Set| {
+        let hosts: Vec<String> = set.nodes.clone().map(|i| host(ports[i])).collect();
+        format!("{}/{}", set.name, hosts.join(","))
+    };
+    let Some((cfg, cfg_client)) = primaries.first() else {
+        return Ok(());
+    };
+    let cluster_id = bson::oid::ObjectId::new();
+    // A write error comes back in the reply (`writeErrors`), not as an error.
+    let insert = |c: &MongodClient, db: &str, d: bson::Document, coll: &str| {
+        let c = c.client().clone();
+        let (db, coll) = (db.to_string(), coll.to_string());
+        async move {
+            let reply = c
+                .database(&db)
+                .run_command(doc! {"insert": &coll, "documents": [d]})
+                .await
+                .with_context(|| format!("writing {db}.{coll}"))?;
+            match reply.get_array("writeErrors") {
+                Ok(errs)
+                    if !errs.iter().all(|e| {
+                        e.as_document().and_then(|e| e.get_i32("code").ok()) == Some(11000)
+                    }) =>
+                {
+                    bail!("writing {db}.{coll}: {reply}")
+                }
+                _ => Ok(()),
+            }
+        }
+    };
+    for (set, client) in &primaries[1..] {
+        insert(
+            cfg_client,
+            "config",
+            doc! {"_id": &set.name, "host": conn(set), "state": 1},
+            "shards",
+        )
+        .await?;
+        insert(
+            client,
+            "admin",
+            doc! {"_id": "shardIdentity", "shardName": &set.name, "clusterId": cluster_id, "configsvrConnectionString": conn(cfg)},
+            "system.version",
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Stops every node cleanly (the `shutdown` command), whoever started it (this run, or an

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::layout::{CLUSTER, Layout, REPLICA_SET};
+use super::layout::{CLUSTER, Layout};
 use super::nodes::{Mongod, host};
 
 /// A child this run started, with what it is and where it logs.
@@ -47,6 +47,7 @@ use std::os::unix::process::CommandExt;
 pub fn start_agent(
     layout: &Layout,
     mongod: &Mongod,
+    replica_set: &str,
     i: usize,
     port: u16,
     broken: bool,
@@ -59,7 +60,7 @@ pub fn start_agent(
         s(&"--cluster"),
         s(&CLUSTER),
         s(&"--replica-set"),
-        s(&REPLICA_SET),
+        replica_set.to_string(),
         s(&"--node-id"),
         host(port),
         s(&"--mongod-uri"),

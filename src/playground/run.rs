@@ -12,6 +12,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use super::layout::{Layout, REPLICA_SET};
 use super::nodes::{self, host};
 use super::procs::{self, Proc};
+use super::topology;
 
 pub struct Settings {
     pub dir: PathBuf,
@@ -25,24 +26,27 @@ pub struct Settings {
     pub stop_leftovers: bool,
     /// The node whose restore-time starts fail (a mongod-sim fault, for the demo).
     pub break_node: Option<usize>,
+    /// A sharded cluster: a config server and two shards, `nodes` members each.
+    pub sharded: bool,
 }
 
 pub fn run(s: Settings) -> anyhow::Result<()> {
     if s.nodes == 0 || s.nodes > 7 {
         bail!("--nodes must be between 1 and 7 (a replica set has at most 7 voting members)");
     }
+    let total = s.nodes * if s.sharded { 3 } else { 1 };
     if let Some(n) = s.break_node
-        && n >= s.nodes
+        && n >= total
     {
         bail!(
             "--break-node {n}: the nodes are numbered 0 to {}",
-            s.nodes - 1
+            total - 1
         );
     }
     let layout = Layout::new(&s.dir)?;
     // Held for the whole run; dropped (unlocked) on every way out.
     let _lock = layout.lock(s.stop_leftovers)?;
-    let ports: Vec<u16> = (0..s.nodes).map(|i| s.base_port + i as u16).collect();
+    let ports: Vec<u16> = (0..total).map(|i| s.base_port + i as u16).collect();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run_locked(&s, &layout, &ports))
 }
@@ -84,8 +88,13 @@ async fn run_locked(s: &Settings, layout: &Layout, ports: &[u16]) -> anyhow::Res
         );
     }
     println!(
-        "starting {} node(s) of replica set {REPLICA_SET} with {} in {}{}",
+        "starting {} node(s) of {} with {} in {}{}",
         ports.len(),
+        if s.sharded {
+            "a sharded cluster (a config server and two shards)".to_string()
+        } else {
+            format!("replica set {REPLICA_SET}")
+        },
         if mongod.simulated {
             "mongod-sim (no mongod on PATH; a stand-in, see tests/mongod-sim/README.md)".to_string()
         } else {
@@ -135,24 +144,43 @@ async fn start(
     mongod: &nodes::Mongod,
     children: &mut Vec<Proc>,
 ) -> anyhow::Result<()> {
+    let sets = topology::sets(s.nodes, s.sharded);
     for (i, p) in ports.iter().enumerate() {
-        nodes::start(layout, mongod, i, *p)?;
+        nodes::start(layout, mongod, topology::set_of(&sets, i), i, *p)?;
     }
-    nodes::form_replica_set(layout, ports).await?;
-    let hosts: Vec<String> = ports.iter().map(|p| host(*p)).collect();
+    let mut primaries = Vec::new();
+    for set in &sets {
+        primaries.push((
+            set.clone(),
+            nodes::form_replica_set(layout, set, ports).await?,
+        ));
+    }
+    if s.sharded {
+        nodes::register_shards(&primaries, ports).await?;
+    }
+    let named: Vec<(String, Vec<String>)> = sets
+        .iter()
+        .map(|set| {
+            let hosts = set.nodes.clone().map(|i| host(ports[i])).collect();
+            (set.name.clone(), hosts)
+        })
+        .collect();
     let policies = s
         .policies
         .clone()
         .unwrap_or_else(|| layout.root.join("policies"));
-    if layout.write_starter_policies(&policies, &hosts, &s.cron)? {
+    if layout.write_starter_policies(&policies, &named, s.sharded, &s.cron)? {
         println!("wrote starter policies to {}", shown(&policies));
     }
     for (i, p) in ports.iter().enumerate() {
         let broken = s.break_node == Some(i);
-        children.push(procs::start_agent(layout, mongod, i, *p, broken)?);
+        let set = topology::set_of(&sets, i);
+        children.push(procs::start_agent(
+            layout, mongod, &set.name, i, *p, broken,
+        )?);
     }
     children.push(procs::start_reconciler(layout, &policies)?);
-    print_banner(layout, &policies, &hosts);
+    print_banner(layout, &policies, &named);
     Ok(())
 }
 
@@ -164,13 +192,13 @@ fn shown(path: &std::path::Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-fn print_banner(layout: &Layout, policies: &std::path::Path, hosts: &[String]) {
+fn print_banner(layout: &Layout, policies: &std::path::Path, sets: &[(String, Vec<String>)]) {
     let control = shown(&layout.control());
     let root = shown(&layout.root);
     let policies = shown(policies);
     println!(
         "\nthe playground is running (Ctrl-C stops it all)\n\n\
-         connect:   mongodb://{}/?replicaSet={REPLICA_SET}\n\
+         connect:   {}\n\
          policies:  {policies}   (the reconciler watches this directory)\n\
          logs:      {root}/logs/\n\n\
          try:\n  \
@@ -181,7 +209,10 @@ fn print_banner(layout: &Layout, policies: &std::path::Path, hosts: &[String]) {
          tidemark describe-restore NAME --control {control} --wait\n  \
          tidemark logs --control {control} --follow\n  \
          kill a node (its pid is in {root}/db/n1/mongod.lock) and watch `tidemark status`\n",
-        hosts.join(","),
+        sets.iter()
+            .map(|(name, hosts)| format!("mongodb://{}/?replicaSet={name}", hosts.join(",")))
+            .collect::<Vec<_>>()
+            .join("\n           "),
     );
 }
 
