@@ -624,7 +624,7 @@ fn a_backup_restores_onto_a_cluster_with_other_replica_set_names_only_when_remap
     .unwrap();
     cfg.command(
         "config",
-        doc! {"insert": "chunks", "documents": [{"_id": 1, "ns": "app.items", "shard": "rs1"}]},
+        doc! {"insert": "chunks", "documents": [{"_id": 1, "ns": "app.items", "shard": "rs1", "history": [{"validAfter": 1, "shard": "rs1"}]}]},
     )
     .unwrap();
     let rs0 = f.set(1);
@@ -712,6 +712,10 @@ fn a_backup_restores_onto_a_cluster_with_other_replica_set_names_only_when_remap
     assert_eq!(db.get_str("primary").unwrap(), "shard0", "{db}");
     let chunk = first_doc(g.set(0), "config", "chunks", doc! {"_id": 1}).unwrap();
     assert_eq!(chunk.get_str("shard").unwrap(), "shard1", "{chunk}");
+    let history = chunk.get_array("history").unwrap()[0]
+        .as_document()
+        .unwrap();
+    assert_eq!(history.get_str("shard").unwrap(), "shard1", "{chunk}");
     assert!(
         first_doc(
             g.set(1),

@@ -227,23 +227,12 @@ async fn rewrite_sharding(
 }
 
 /// `config.shards` on the config server: each entry's host from the target cluster (its
-/// replica set found by the name before the `/`), and a renamed shard's id changed
-/// everywhere it is referenced.
+/// replica set found by the name before the `/`), and renamed shards' ids changed
+/// everywhere they are referenced. Renames go through one old → new map, every renamed
+/// entry deleted before any is inserted, so swapped or chained names never collide.
 async fn rewrite_config_shards(c: &MongodClient, sh: &ShardingRestore) -> Result<(), AgentError> {
-    use futures::TryStreamExt;
-    let failed = |e: mongodb::error::Error| MongodError::Command {
-        node: c.node.clone(),
-        command: "find".into(),
-        message: e.to_string(),
-    };
-    let cursor = c
-        .client()
-        .database("config")
-        .collection::<Document>("shards")
-        .find(doc! {})
-        .await
-        .map_err(failed)?;
-    let shards: Vec<Document> = cursor.try_collect().await.map_err(failed)?;
+    let shards = all_docs(c, "config", "shards").await?;
+    let mut renames: Vec<(Bson, String, Document)> = Vec::new();
     for old in shards {
         let Some(id) = old.get("_id").cloned() else {
             continue;
@@ -263,21 +252,7 @@ async fn rewrite_config_shards(c: &MongodClient, sh: &ShardingRestore) -> Result
             let mut new = old.clone();
             new.insert("_id", &target);
             new.insert("host", host);
-            command(
-                c,
-                "config",
-                doc! {"delete": "shards", "deletes": [{"q": {"_id": id.clone()}, "limit": 1}]},
-            )
-            .await?;
-            command(c, "config", doc! {"insert": "shards", "documents": [new]}).await?;
-            for (coll, field) in [("chunks", "shard"), ("databases", "primary")] {
-                command(
-                    c,
-                    "config",
-                    doc! {"update": coll, "updates": [{"q": {field: id.clone()}, "u": {"$set": {field: &target}}, "multi": true}]},
-                )
-                .await?;
-            }
+            renames.push((id, target, new));
         } else {
             command(
                 c,
@@ -287,7 +262,86 @@ async fn rewrite_config_shards(c: &MongodClient, sh: &ShardingRestore) -> Result
             .await?;
         }
     }
+    if renames.is_empty() {
+        return Ok(());
+    }
+    for (id, _, _) in &renames {
+        command(
+            c,
+            "config",
+            doc! {"delete": "shards", "deletes": [{"q": {"_id": id.clone()}, "limit": 1}]},
+        )
+        .await?;
+    }
+    let docs: Vec<Document> = renames.iter().map(|(_, _, d)| d.clone()).collect();
+    command(c, "config", doc! {"insert": "shards", "documents": docs}).await?;
+    let map: std::collections::BTreeMap<String, String> = renames
+        .iter()
+        .filter_map(|(id, to, _)| Some((id.as_str()?.to_string(), to.clone())))
+        .collect();
+    let renamed = |v: Option<&str>| v.and_then(|s| map.get(s)).cloned();
+    // Each document rewritten once, from the map: chunks (and their history, which the
+    // router checks against the chunk's shard) and databases' primary shards.
+    for chunk in all_docs(c, "config", "chunks").await? {
+        let mut set = Document::new();
+        if let Some(to) = renamed(chunk.get_str("shard").ok()) {
+            set.insert("shard", to);
+        }
+        if let Ok(history) = chunk.get_array("history") {
+            let mut changed = false;
+            let rewritten: Vec<Bson> = history
+                .iter()
+                .map(|h| match h.as_document() {
+                    Some(d) => {
+                        let mut d = d.clone();
+                        if let Some(to) = renamed(d.get_str("shard").ok()) {
+                            d.insert("shard", to);
+                            changed = true;
+                        }
+                        Bson::Document(d)
+                    }
+                    None => h.clone(),
+                })
+                .collect();
+            if changed {
+                set.insert("history", rewritten);
+            }
+        }
+        if !set.is_empty() {
+            let id = chunk.get("_id").cloned().unwrap_or(Bson::Null);
+            command(
+                c,
+                "config",
+                doc! {"update": "chunks", "updates": [{"q": {"_id": id}, "u": {"$set": set}}]},
+            )
+            .await?;
+        }
+    }
+    for db in all_docs(c, "config", "databases").await? {
+        if let Some(to) = renamed(db.get_str("primary").ok()) {
+            let id = db.get("_id").cloned().unwrap_or(Bson::Null);
+            command(c, "config", doc! {"update": "databases", "updates": [{"q": {"_id": id}, "u": {"$set": {"primary": to}}}]}).await?;
+        }
+    }
     Ok(())
+}
+
+/// Every document of `db.coll`.
+async fn all_docs(c: &MongodClient, db: &str, coll: &str) -> Result<Vec<Document>, AgentError> {
+    use futures::TryStreamExt;
+    let failed = |e: mongodb::error::Error| MongodError::Command {
+        node: c.node.clone(),
+        command: "find".into(),
+        message: e.to_string(),
+    };
+    let cursor = c
+        .client()
+        .database(db)
+        .collection::<Document>(coll)
+        .find(doc! {})
+        .await
+        .map_err(failed)?;
+    Ok(cursor.try_collect().await.map_err(failed)?)
 }
 
 /// Standalone 1: forget the replica set and mark the oplog to be truncated after `ts`.

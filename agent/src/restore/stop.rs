@@ -40,9 +40,40 @@ pub async fn wait_turn(
         "stop order: waiting for earlier nodes to stop first"
     );
     let deadline = Instant::now() + node.cfg.mongod_timeout;
+    // An agent silent this long is taken as gone (its node is then judged lost by the
+    // reconciler too): waiting longer for it would only keep this node's old data up.
+    let silent = (node.cfg.heartbeat_interval * 5).max(std::time::Duration::from_secs(15));
+    let ended = [
+        tidemark_schema::control::abort_key(&op.id),
+        tidemark_schema::control::result_key(&op.id),
+    ];
     loop {
-        node.boundary(op, Phase::Ready).await?;
+        // Only a definite end stops the wait; a control plane that does not answer for a
+        // moment is asked again. Past `go`, an ended op fails this node at `stop`, so the
+        // decision wipes it rather than start it on its old data.
+        for key in &ended {
+            if matches!(node.control.exists(key).await, Ok(true)) {
+                return Err(AgentError::Refused(format!(
+                    "the op ended ({key}) while this node waited for its turn to stop"
+                )))
+                .in_phase(Phase::Stop);
+            }
+        }
         let reports = node.control.op_reports(&op.id).await.unwrap_or_default();
+        let beats = node
+            .control
+            .heartbeats(&node.cluster)
+            .await
+            .unwrap_or_default();
+        let gone = |t: &tidemark_schema::control::OpTarget| {
+            beats.iter().any(|h| {
+                h.replica_set == t.replica_set
+                    && h.node == t.node
+                    && (chrono::Utc::now() - h.at)
+                        .to_std()
+                        .is_ok_and(|age| age > silent)
+            })
+        };
         let stopped = |t: &tidemark_schema::control::OpTarget| {
             reports.iter().any(|r| {
                 r.replica_set == t.replica_set
@@ -55,7 +86,7 @@ pub async fn wait_turn(
         };
         let waiting: Vec<&str> = before
             .iter()
-            .filter(|t| !stopped(t))
+            .filter(|t| !stopped(t) && !gone(t))
             .map(|t| t.node.as_str())
             .collect();
         if waiting.is_empty() {
