@@ -277,6 +277,18 @@ pub fn elect(node: &Node) {
                 .position(|m| same_host(m.get_str("host").unwrap_or_default(), &me))
                 .unwrap_or(0);
             let _ = inner.write(vec![doc! {"op": "u", "ns": ELECTION_NS, "o": {"_id": "election", "term": term, "candidateIndex": idx as i64}}], false);
+            // A peer may hold entries this node never got (the old primary's last writes;
+            // rollback is not modelled): the new primary's writes must still sort after
+            // every optime a peer reported, or that peer, pulling only newer entries,
+            // would skip them for good.
+            let seen = inner
+                .repl
+                .peers
+                .values()
+                .map(|p| p.optime)
+                .max()
+                .unwrap_or(ZERO);
+            inner.cluster_time = inner.cluster_time.max(seen);
             let before = inner.repl.state;
             inner.repl.state = PRIMARY;
             inner.repl.sync_source = None;
