@@ -47,7 +47,8 @@ fn major_minor(v: &str) -> String {
 }
 
 /// `cannot_decrypt`: the reconciler's pre-flight found this node's key does not open the
-/// backup and it goes on only to be emptied for initial sync.
+/// backup: it goes on only to stop with the others, untouched, and is wiped for initial
+/// sync by the decision.
 pub async fn precheck(
     node: &Node,
     op: &Op,
@@ -249,8 +250,8 @@ pub(crate) fn check_restorable(
 }
 
 /// The node's encryption against the backup's: a node that cannot decrypt is refused
-/// unless the reconciler listed it to be emptied; a listed node that can decrypt after all
-/// (the pre-flight saw stale facts) is refused too, so that no good node is emptied.
+/// unless the reconciler listed it to be stopped and resynced; a listed node that can decrypt after all
+/// (the pre-flight saw stale facts) is refused too, so that no good node is resynced.
 fn check_encryption(
     backup: &str,
     manifest: &ReplicaSetManifest,
