@@ -12,8 +12,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bson::doc;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use tempfile::TempDir;
+use tidemark_schema::control::{heartbeat_key, op_key};
 
 use rig::*;
 use world::*;
@@ -28,25 +30,70 @@ fn a_node_whose_disk_is_too_small_refuses_the_restore_before_any_node_is_stopped
     in_mount_namespace("inner_small_disk_on_one_node", None);
 }
 
+/// Node `i`'s disk figures as its agent's last heartbeat reports them, once that heartbeat
+/// also shows mongod answering as a healthy member (`None` until then).
+fn reported_disk(w: &World, i: usize) -> Option<(u64, u64)> {
+    let hb = w.control_json(&heartbeat_key(CLUSTER, &w.rig.rs.name, &w.rig.node(i)))?;
+    if hb["healthy"] != true || !matches!(hb["role"].as_str(), Some("PRIMARY" | "SECONDARY")) {
+        return None;
+    }
+    let disk = &hb["disk"];
+    Some((disk["totalBytes"].as_u64()?, disk["usedBytes"].as_u64()?))
+}
+
+/// Waits until node `i`'s heartbeat reports a disk for which `f(total, used)` holds.
+fn wait_reported_disk(w: &World, i: usize, what: &str, f: impl Fn(u64, u64) -> bool) {
+    let started = Instant::now();
+    while !reported_disk(w, i).is_some_and(|(t, u)| f(t, u)) {
+        assert!(
+            started.elapsed() < LONG,
+            "node {i}'s heartbeat never reported {what}: {:?}",
+            reported_disk(w, i)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Runs only inside `in_mount_namespace`; does nothing in a normal run.
+///
+/// A too-small disk is caught in two places, and both are driven here without a race:
+/// by the node's agent at its own disk check (the heartbeat the reconciler planned from
+/// still showed room), and by the reconciler's pre-flight (the heartbeat shows the full
+/// disk). Either way the restore ends in error and no node is stopped.
 #[test]
 fn inner_small_disk_on_one_node() {
     if std::env::var_os(TMPFS_VAR).is_none() {
         return;
     }
-    let mut w = prepared(World::new("rdsk"), None);
-    // Node 2's dbPath moves onto a small disk of its own, filled to 90 %: past the 85 %
-    // rule, with room left for mongod itself to keep running.
+    let mut w = World::new("rdsk");
+    // Long enough that an agent frozen below is not taken for lost while it is frozen.
+    w.dead_after = "60s".into();
+    let mut w = prepared(w, None);
+    // Node 2's dbPath moves onto a small disk of its own.
     w.rig.rs.stop(2).unwrap();
     let db = w.rig.rs.dbpath(2);
     mount_small_disk(&db, "64m");
+    w.rig.rs.restart(2).unwrap();
+    let room = |total: u64, used: u64| (total * 85 / 100) as i128 - used as i128;
+    wait_reported_disk(&w, 2, "the small disk with room", |t, u| {
+        t <= 64 << 20 && room(t, u) > 1 << 20
+    });
+
+    // 1. The agent is frozen, so its last heartbeat still shows room, while the disk is
+    //    filled to 90 %: past the 85 % rule, with room left for mongod to keep running.
+    w.rig.signal_agent(2, Signal::SIGSTOP);
     let facts = tidemark_agent::disk::disk_facts(&db).unwrap();
     let ballast = (facts.total_bytes * 90 / 100).saturating_sub(facts.used_bytes);
     std::fs::write(db.join("ballast.bin"), vec![7u8; ballast as usize]).unwrap();
-    w.rig.rs.restart(2).unwrap();
-
-    let v = w.restore("r1", "b1", "  fallbackEnabled: true\n");
-    let op = v["opId"].as_str().unwrap().to_string();
+    w.restore_yaml("r1", "b1", "  fallbackEnabled: true\n");
+    let op = w.op_of("restore", "r1");
+    let started = w.describe("restore", "r1");
+    assert_eq!(
+        started["status"], "running",
+        "planned from the old heartbeat: {started:#}"
+    );
+    w.rig.signal_agent(2, Signal::SIGCONT);
+    let v = w.wait_end("restore", "r1");
     assert_eq!(v["status"], "error", "{v:#}");
     let reason = v["reason"].as_str().unwrap_or_default();
     assert!(
@@ -62,6 +109,32 @@ fn inner_small_disk_on_one_node() {
     assert_eq!(small["outcome"], "refused", "{small:#}");
     for i in 0..3 {
         assert!(!w.reported(&op, i, "stop"), "node {i} was stopped");
+        assert!(!w.rig.rs.dbpath(i).join(".tidemark-fallback").exists());
+        w.wait_ids(i, &all_before());
+    }
+
+    // 2. Once the heartbeat shows the full disk, the reconciler refuses the restore itself:
+    //    no op is written, so no agent ever sees it, partial results allowed or not.
+    wait_reported_disk(&w, 2, "the full disk", |t, u| room(t, u) < 0);
+    w.restore_yaml(
+        "r2",
+        "b1",
+        "  fallbackEnabled: true\n  allowPartlyDone: true\n",
+    );
+    let v = w.wait_end("restore", "r2");
+    assert_eq!(v["status"], "error", "{v:#}");
+    let reason = v["reason"].as_str().unwrap_or_default();
+    for want in [
+        "refused before touching any node",
+        "not enough disk for a restore with fallback",
+        "85% of 64.0 MiB total",
+        &w.rig.node(2),
+    ] {
+        assert!(reason.contains(want), "{want:?} missing: {reason}");
+    }
+    let op2 = v["opId"].as_str().unwrap_or_default();
+    assert!(w.control_json(&op_key(op2)).is_none(), "an op was written");
+    for i in 0..3 {
         assert!(!w.rig.rs.dbpath(i).join(".tidemark-fallback").exists());
         w.wait_ids(i, &all_before());
     }

@@ -175,6 +175,13 @@ impl Rig {
         }
     }
 
+    /// Sends `signal` to node `i`'s agent (SIGSTOP freezes it mid-life, heartbeat and all;
+    /// SIGCONT lets it go on).
+    pub fn signal_agent(&self, i: usize, signal: nix::sys::signal::Signal) {
+        let pid = self.agents[i].as_ref().expect("agent running").id();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+    }
+
     pub fn agent_log(&self, i: usize) -> String {
         std::fs::read_to_string(self.control.path().join(format!("agent{i}.log")))
             .unwrap_or_default()

@@ -36,6 +36,9 @@ pub struct World {
     pub reconciler_args: Vec<String>,
     /// The reconcilers' `--interval` (and git poll).
     pub interval: String,
+    /// The reconcilers' `--dead-after`: how long an agent may be silent before its node is
+    /// lost.
+    pub dead_after: String,
     /// Environment added to every reconciler this world starts.
     pub reconciler_env: Vec<(String, String)>,
 }
@@ -57,6 +60,7 @@ impl World {
             reconciler: None,
             reconciler_args: Vec::new(),
             interval: "2s".into(),
+            dead_after: "5s".into(),
             reconciler_env: Vec::new(),
         }
     }
@@ -123,7 +127,7 @@ impl World {
                 "--follow-interval",
                 "300ms",
                 "--dead-after",
-                "5s",
+                &self.dead_after,
                 "--lease-ttl",
                 "2s",
             ])
@@ -362,7 +366,8 @@ impl World {
             }
             assert!(
                 started.elapsed() < Duration::from_secs(90),
-                "{kind} {name} has no op: {}",
+                "{kind} {name} has no op: {:#}\n{}",
+                self.describe(kind, name),
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(50));

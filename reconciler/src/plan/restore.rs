@@ -146,33 +146,6 @@ pub fn plan_restore(
         rs_nodes.sort_by_key(|n| n.role == "PRIMARY");
         nodes.extend(rs_nodes);
     }
-    let too_small: Vec<String> = nodes
-        .iter()
-        .filter_map(|n| match &n.disk {
-            DiskCheck::TooSmall {
-                total_bytes,
-                used_bytes,
-                room_bytes,
-                needed_bytes,
-            } => Some(format!(
-                "{}: 85% of {} total minus {} used leaves {} ({room_bytes} B), the backup needs {} \
-                 ({needed_bytes} B)",
-                n.node,
-                human_bytes(*total_bytes),
-                human_bytes(*used_bytes),
-                human_signed(*room_bytes),
-                human_bytes(*needed_bytes)
-            )),
-            _ => None,
-        })
-        .collect();
-    if !too_small.is_empty() {
-        return Err(format!(
-            "fallback needs room for the restored data next to the current data, and these \
-             nodes lack it: {}",
-            too_small.join("; ")
-        ));
-    }
     let mut post_restore = Vec::new();
     if let Some(p) = &spec.post_restore {
         if p.start_nodes {
@@ -221,6 +194,42 @@ pub fn plan_restore(
         post_restore,
         remap,
         sharding,
+    })
+}
+
+/// Why a restore with fallback must be refused for want of disk, from the nodes'
+/// heartbeats: every node keeps its current data next to the restored data, so one node
+/// short of room aborts the whole restore before any node is stopped (DESIGN §5). Not a
+/// reason to wait: a restore that starts by itself hours later, once someone freed some
+/// space, is a surprise nobody wants on a production cluster.
+pub fn disk_refusal(plan: &RestorePlan) -> Option<String> {
+    let too_small: Vec<String> = plan
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.disk {
+            DiskCheck::TooSmall {
+                total_bytes,
+                used_bytes,
+                room_bytes,
+                needed_bytes,
+            } => Some(format!(
+                "{}: 85% of {} total minus {} used leaves {} ({room_bytes} B), the backup needs {} \
+                 ({needed_bytes} B)",
+                n.node,
+                human_bytes(*total_bytes),
+                human_bytes(*used_bytes),
+                human_signed(*room_bytes),
+                human_bytes(*needed_bytes)
+            )),
+            _ => None,
+        })
+        .collect();
+    (!too_small.is_empty()).then(|| {
+        format!(
+            "not enough disk for a restore with fallback: each node keeps its current data next \
+             to the restored data, and these nodes lack the room: {}",
+            too_small.join("; ")
+        )
     })
 }
 
