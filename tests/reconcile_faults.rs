@@ -15,7 +15,7 @@ use bson::doc;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use tempfile::TempDir;
-use tidemark_schema::control::{heartbeat_key, op_key};
+use tidemark_schema::control::heartbeat_key;
 
 use rig::*;
 use world::*;
@@ -56,10 +56,11 @@ fn wait_reported_disk(w: &World, i: usize, what: &str, f: impl Fn(u64, u64) -> b
 
 /// Runs only inside `in_mount_namespace`; does nothing in a normal run.
 ///
-/// A too-small disk is caught in two places, and both are driven here without a race:
-/// by the node's agent at its own disk check (the heartbeat the reconciler planned from
-/// still showed room), and by the reconciler's pre-flight (the heartbeat shows the full
-/// disk). Either way the restore ends in error and no node is stopped.
+/// A too-small disk is caught by the node's agent at its own disk check, whatever its last
+/// heartbeat said; both cases are driven here without a race: the heartbeat the reconciler
+/// planned from still showed room, and the heartbeat shows the full disk (the reconciler
+/// neither waits nor guesses from it). Either way the restore ends in error and no node
+/// is stopped.
 #[test]
 fn inner_small_disk_on_one_node() {
     if std::env::var_os(TMPFS_VAR).is_none() {
@@ -113,8 +114,9 @@ fn inner_small_disk_on_one_node() {
         w.wait_ids(i, &all_before());
     }
 
-    // 2. Once the heartbeat shows the full disk, the reconciler refuses the restore itself:
-    //    no op is written, so no agent ever sees it, partial results allowed or not.
+    // 2. Once the heartbeat shows the full disk, the restore neither waits on it nor is
+    //    refused from those (possibly stale) figures: the agent measures again and the
+    //    restore is aborted on every node, untouched, partial results allowed or not.
     wait_reported_disk(&w, 2, "the full disk", |t, u| room(t, u) < 0);
     w.restore_yaml(
         "r2",
@@ -125,16 +127,17 @@ fn inner_small_disk_on_one_node() {
     assert_eq!(v["status"], "error", "{v:#}");
     let reason = v["reason"].as_str().unwrap_or_default();
     for want in [
-        "refused before touching any node",
+        "aborted before any node was touched",
         "not enough disk for a restore with fallback",
-        "85% of 64.0 MiB total",
         &w.rig.node(2),
     ] {
         assert!(reason.contains(want), "{want:?} missing: {reason}");
     }
-    let op2 = v["opId"].as_str().unwrap_or_default();
-    assert!(w.control_json(&op_key(op2)).is_none(), "an op was written");
+    let op2 = v["opId"].as_str().expect("an op id").to_string();
+    assert_ne!(op2, op);
+    assert_eq!(node_view(&w, &v, 2)["outcome"], "refused", "{v:#}");
     for i in 0..3 {
+        assert!(!w.reported(&op2, i, "stop"), "node {i} was stopped");
         assert!(!w.rig.rs.dbpath(i).join(".tidemark-fallback").exists());
         w.wait_ids(i, &all_before());
     }

@@ -273,6 +273,32 @@ impl World {
             .ids("app", "items")
     }
 
+    /// Each member's state, term and last optime as it reports them: what a replication
+    /// stall needs to be understood from a CI log.
+    pub fn repl_summary(&self) -> String {
+        (0..3)
+            .map(|i| {
+                let s = self
+                    .rig
+                    .rs
+                    .process(i)
+                    .and_then(|p| p.command("admin", bson::doc! {"replSetGetStatus": 1}));
+                match s {
+                    Ok(s) => format!(
+                        "node {i}: state {:?} term {:?} optime {:?}",
+                        s.get("myState"),
+                        s.get("term"),
+                        s.get_document("optimes")
+                            .ok()
+                            .and_then(|o| o.get("appliedOpTime"))
+                    ),
+                    Err(e) => format!("node {i}: {e}"),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// Waits until node `i` serves exactly `want`.
     pub fn wait_ids(&self, i: usize, want: &[i32]) {
         let started = Instant::now();
@@ -283,10 +309,11 @@ impl World {
             }
             assert!(
                 started.elapsed() < Duration::from_secs(90),
-                "node {i} serves {:?} ids (want {}): {:?}\n{}",
+                "node {i} serves {:?} ids (want {}): {:?}\nreplica set: {}\n{}",
                 got.as_ref().map(Vec::len),
                 want.len(),
                 got.map(|g| g.into_iter().take(5).collect::<Vec<_>>()),
+                self.repl_summary(),
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(300));

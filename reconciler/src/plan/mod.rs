@@ -21,7 +21,7 @@ pub use model::{
 pub use nodes::{BACKUP_MAX_LAG_SECONDS, HEARTBEAT_DEAD_AFTER_SECONDS, choose_node};
 pub use planner::{PlanSettings, pinned_backups, plan, plan_with};
 pub use render::{human_bytes, render_plan};
-pub use restore::{disk_refusal, keys_known};
+pub use restore::keys_known;
 pub use schedule::{
     MISSED_LOOKBACK, ScheduleState, observed_schedule_state, schedule_state, wanted_record,
 };

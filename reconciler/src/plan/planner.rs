@@ -412,27 +412,21 @@ fn plan_restores(
             dead_after,
         ) {
             Ok(p) => {
-                let reason = match super::restore::disk_refusal(&p) {
-                    // Still a step: the refusal is recorded in the ledger, once, and the
-                    // name is spent (a new one tries again), as for any other refusal.
-                    Some(why) => format!(
-                        "new one-shot Restore of backup {:?}: it will be refused before any \
-                         node is stopped; {why}",
-                        p.backup
-                    ),
-                    None => format!(
-                        "new one-shot Restore of backup {:?}: it stops {} node(s) and replaces \
-                         their data{}",
-                        p.backup,
-                        p.nodes.len(),
-                        if p.fallback_enabled {
-                            "; each node's current data is moved aside first and moved back if \
-                             the restore fails"
-                        } else {
-                            "; fallback is off, so current data is wiped"
-                        }
-                    ),
-                };
+                let warning = super::restore::disk_warning(&p)
+                    .map(|w| format!("; WARNING: {w}"))
+                    .unwrap_or_default();
+                let reason = format!(
+                    "new one-shot Restore of backup {:?}: it stops {} node(s) and replaces \
+                     their data{}{warning}",
+                    p.backup,
+                    p.nodes.len(),
+                    if p.fallback_enabled {
+                        "; each node's current data is moved aside first and moved back if the \
+                         restore fails"
+                    } else {
+                        "; fallback is off, so current data is wiped"
+                    }
+                );
                 busy.insert(
                     spec.cluster.clone(),
                     format!("Restore {name:?} starts in this pass"),

@@ -197,12 +197,13 @@ pub fn plan_restore(
     })
 }
 
-/// Why a restore with fallback must be refused for want of disk, from the nodes'
-/// heartbeats: every node keeps its current data next to the restored data, so one node
-/// short of room aborts the whole restore before any node is stopped (DESIGN §5). Not a
-/// reason to wait: a restore that starts by itself hours later, once someone freed some
-/// space, is a surprise nobody wants on a production cluster.
-pub fn disk_refusal(plan: &RestorePlan) -> Option<String> {
+/// The nodes whose last heartbeat shows too little disk for the fallback, for `diff` to
+/// warn about. Not a reason to wait or to refuse here: a heartbeat can be seconds out of
+/// date (the fallback of a restore that just ended still counted as used), so each node's
+/// agent measures again at its `disk` phase, and one node short of room aborts the whole
+/// restore on every node before any is stopped (DESIGN §5). Waiting instead would start
+/// the restore by itself hours later, once someone freed space: a surprise nobody wants.
+pub fn disk_warning(plan: &RestorePlan) -> Option<String> {
     let too_small: Vec<String> = plan
         .nodes
         .iter()
@@ -226,8 +227,10 @@ pub fn disk_refusal(plan: &RestorePlan) -> Option<String> {
         .collect();
     (!too_small.is_empty()).then(|| {
         format!(
-            "not enough disk for a restore with fallback: each node keeps its current data next \
-             to the restored data, and these nodes lack the room: {}",
+            "by their last heartbeats these nodes lack the room a fallback needs (each keeps its \
+             current data next to the restored data): {}; each node's agent measures again \
+             before anything is touched, and one node still short of room aborts the restore on \
+             every node, untouched",
             too_small.join("; ")
         )
     })

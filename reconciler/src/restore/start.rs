@@ -1,8 +1,7 @@
 //! Starting a restore. Pre-flight, touching nothing: every data-bearing member has a live
 //! agent, its mongod's major.minor matches the backup's, its master key opens the backup
 //! (or, with allowPartlyDone, it is emptied for initial sync while every replica set keeps
-//! one node that can decrypt), its disk has room for the fallback as its heartbeat
-//! reports it, and the backup's storage answers with the completion
+//! one node that can decrypt), and the backup's storage answers with the completion
 //! marker and every manifest. Then the op goes to every node at once
 //! with `waitForGo`, so that no node is touched until all of them passed their checks.
 
@@ -189,9 +188,6 @@ pub async fn preflight(
                 }
             }
         }
-    }
-    if let Some(why) = crate::plan::disk_refusal(plan) {
-        refuse.push(why);
     }
     if !refuse.is_empty() {
         refuse.extend(wait);

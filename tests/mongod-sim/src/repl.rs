@@ -243,8 +243,10 @@ impl ReplState {
         ObjectId::from_bytes(b)
     }
 
-    /// Who should be primary, from our view: the healthy electable member with the highest
-    /// priority (ties to the first listed) among those fresh enough, if a majority of voters is up.
+    /// Who should be primary, from our view, if a majority of voters is up: a healthy
+    /// electable primary stays unless a caught-up member of higher priority takes over;
+    /// otherwise the freshest electable member of the highest priority (ties to the first
+    /// listed).
     /// Returns `None` when no majority is visible.
     pub fn choose_primary(&self, my_optime: Timestamp) -> Option<Option<String>> {
         let members = self.members();
@@ -274,19 +276,27 @@ impl ReplState {
             }
         }
         let freshest = candidates.iter().map(|c| c.2).max()?;
-        // With a healthy primary, a higher-priority member may take over once within 2 s of it
-        // (mongod's priority takeover); without one, only the freshest may win (no lost writes).
-        let has_primary = self.primary_host().is_some();
-        let fresh = |t: Timestamp| {
-            if has_primary {
-                t.time + 2 >= freshest.time
-            } else {
-                t >= freshest
-            }
-        };
+        // A healthy, electable primary stays unless a member of strictly higher priority is
+        // caught up to within 2 s (mongod's priority takeover). Equal priority never takes
+        // over: a member that just came back with the old primary's unreplicated writes
+        // would otherwise depose the new primary and lose every write made since.
+        if let Some(primary) = self.primary_host()
+            && let Some(current) = candidates.iter().find(|c| same_host(&c.3, &primary))
+        {
+            let takeover = candidates
+                .iter()
+                .filter(|c| c.1 > current.1 && c.2.time + 2 >= freshest.time)
+                .max_by(|a, b| {
+                    a.1.partial_cmp(&b.1)
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                        .then(b.0.cmp(&a.0))
+                });
+            return Some(Some(takeover.map_or(primary, |c| c.3.clone())));
+        }
+        // Without one, only the freshest may win (no lost writes).
         let best = candidates
             .into_iter()
-            .filter(|c| fresh(c.2))
+            .filter(|c| c.2 >= freshest)
             .max_by(|a, b| {
                 a.1.partial_cmp(&b.1)
                     .unwrap_or(std::cmp::Ordering::Equal)
@@ -438,6 +448,107 @@ impl ReplState {
             },
             "members": members,
             "ok": 1.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    fn ts(time: u32) -> Timestamp {
+        Timestamp { time, increment: 1 }
+    }
+
+    /// Member `me` of a three-member set with the given priorities; `peers` are the other
+    /// two as (index, state, optime seconds).
+    fn view(me: usize, priorities: [f64; 3], peers: &[(usize, i32, u32)]) -> ReplState {
+        let host = |i: usize| format!("127.0.0.1:{}", 27017 + i);
+        let members: Vec<Document> = (0..3)
+            .map(|i| doc! {"_id": i as i32, "host": host(i), "priority": priorities[i]})
+            .collect();
+        ReplState {
+            set_name: Some("rs".into()),
+            me: host(me),
+            config: Some(doc! {"_id": "rs", "version": 1, "members": members}),
+            state: SECONDARY,
+            term: 1,
+            peers: peers
+                .iter()
+                .map(|&(i, state, t)| {
+                    let peer = Peer {
+                        health: true,
+                        state,
+                        optime: ts(t),
+                        term: 2,
+                        electable: true,
+                        ..Peer::default()
+                    };
+                    (host(i), peer)
+                })
+                .collect(),
+            step_down_until: None,
+            election_date: None,
+            election_ts: None,
+            sync_source: None,
+            started: Instant::now(),
+            initiated_here: false,
+        }
+    }
+
+    #[test]
+    fn an_equal_priority_member_never_deposes_a_healthy_primary() {
+        // Member 0 came back holding the old primary's unreplicated writes (a newer
+        // optime), listed first; member 1 is primary. Under mongod's rules member 1 stays.
+        let v = view(
+            0,
+            [1.0, 1.0, 1.0],
+            &[(1, PRIMARY, 100), (2, SECONDARY, 100)],
+        );
+        assert_eq!(v.choose_primary(ts(101)), Some(Some(v.peer_host(1))));
+        // Member 1's own view agrees: it keeps its place.
+        let mut p = view(
+            1,
+            [1.0, 1.0, 1.0],
+            &[(0, SECONDARY, 101), (2, SECONDARY, 100)],
+        );
+        p.state = PRIMARY;
+        assert_eq!(p.choose_primary(ts(100)), Some(Some(p.me.clone())));
+    }
+
+    #[test]
+    fn a_caught_up_member_of_higher_priority_takes_over() {
+        let mut p = view(
+            1,
+            [5.0, 1.0, 1.0],
+            &[(0, SECONDARY, 99), (2, SECONDARY, 100)],
+        );
+        p.state = PRIMARY;
+        assert_eq!(p.choose_primary(ts(100)), Some(Some(p.peer_host(0))));
+        // Not while it lags by more than 2 s.
+        let mut p = view(
+            1,
+            [5.0, 1.0, 1.0],
+            &[(0, SECONDARY, 90), (2, SECONDARY, 100)],
+        );
+        p.state = PRIMARY;
+        assert_eq!(p.choose_primary(ts(100)), Some(Some(p.me.clone())));
+    }
+
+    #[test]
+    fn without_a_primary_only_the_freshest_wins() {
+        let v = view(
+            0,
+            [1.0, 1.0, 1.0],
+            &[(1, SECONDARY, 101), (2, SECONDARY, 100)],
+        );
+        assert_eq!(v.choose_primary(ts(100)), Some(Some(v.peer_host(1))));
+    }
+
+    impl ReplState {
+        fn peer_host(&self, i: usize) -> String {
+            format!("127.0.0.1:{}", 27017 + i)
         }
     }
 }
