@@ -497,6 +497,13 @@ mod tests {
         }
     }
 
+    /// The same view, from a member that is primary itself.
+    fn primary_view(me: usize, priorities: [f64; 3], peers: &[(usize, i32, u32)]) -> ReplState {
+        let mut v = view(me, priorities, peers);
+        v.state = PRIMARY;
+        v
+    }
+
     #[test]
     fn an_equal_priority_member_never_deposes_a_healthy_primary() {
         // Member 0 came back holding the old primary's unreplicated writes (a newer
@@ -508,12 +515,7 @@ mod tests {
         );
         assert_eq!(v.choose_primary(ts(101)), Some(Some(v.peer_host(1))));
         // Member 1's own view agrees: it keeps its place.
-        let mut p = view(
-            1,
-            [1.0, 1.0, 1.0],
-            &[(0, SECONDARY, 101), (2, SECONDARY, 100)],
-        );
-        p.state = PRIMARY;
+        let p = primary_view(1, [1.0; 3], &[(0, SECONDARY, 101), (2, SECONDARY, 100)]);
         assert_eq!(p.choose_primary(ts(100)), Some(Some(p.me.clone())));
     }
 
