@@ -303,6 +303,12 @@ fn a_drill_proves_the_newest_backup_on_a_scratch_node_and_a_corrupt_one_fails_by
 
     // Nothing of either run is left on the drill agent's disk, and no cluster node was
     // ever stopped: every uptime grew by the whole time the test ran.
+    // The run's end can be recorded from the failed phase's report a moment before the
+    // agent has removed its scratch directory; give it that moment.
+    let started = Instant::now();
+    while !scratch_left(scratch.path()).is_empty() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let _ = agent.kill();
     let _ = agent.wait();
     assert_eq!(scratch_left(scratch.path()), Vec::<String>::new());
