@@ -22,6 +22,23 @@ pub enum MongodError {
     Unexpected { node: String, message: String },
     #[error("mongod {node}: {message}")]
     Process { node: String, message: String },
+    /// The process ended before it answered (exit code 48: its port was taken).
+    #[error("mongod {node}: exited during start-up ({status})")]
+    StartExit {
+        node: String,
+        status: std::process::ExitStatus,
+    },
+}
+
+impl MongodError {
+    /// mongod's exit code when it cannot listen on its port (address in use).
+    pub const EXIT_NET_ERROR: i32 = 48;
+
+    /// A start that failed only because another process took the port first: worth
+    /// another try on another port.
+    pub fn port_taken(&self) -> bool {
+        matches!(self, MongodError::StartExit { status, .. } if status.code() == Some(Self::EXIT_NET_ERROR))
+    }
 }
 
 /// What the agent learns from mongod itself.

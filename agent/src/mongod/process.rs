@@ -23,6 +23,9 @@ pub struct StartSpec {
 pub struct MongodProcess {
     child: Option<Child>,
     pub address: String,
+    /// The `--dbpath` it was given: a server answering on the address with another
+    /// dbPath is someone else's (the port was free when chosen, not when bound).
+    dbpath: Option<String>,
 }
 
 impl Drop for MongodProcess {
@@ -58,9 +61,16 @@ impl MongodProcess {
             node: spec.address.clone(),
             message: format!("cannot start {}: {e}", spec.bin.display()),
         })?;
+        let dbpath = spec
+            .args
+            .iter()
+            .position(|a| a == "--dbpath")
+            .and_then(|i| spec.args.get(i + 1))
+            .cloned();
         Ok(MongodProcess {
             child: Some(child),
             address: spec.address.clone(),
+            dbpath,
         })
     }
 
@@ -80,14 +90,15 @@ impl MongodProcess {
         let uri = format!("mongodb://{}/?directConnection=true", self.address);
         loop {
             if let Some(status) = self.try_wait() {
-                return Err(MongodError::Process {
+                return Err(MongodError::StartExit {
                     node: self.address.clone(),
-                    message: format!("mongod exited during start-up ({status})"),
+                    status,
                 });
             }
             if TcpStream::connect(&self.address).is_ok()
                 && let Ok(client) = MongodClient::connect(&uri).await
                 && client.admin(bson::doc! {"ping": 1}).await.is_ok()
+                && self.is_ours(&client).await
             {
                 return Ok(client);
             }
@@ -99,6 +110,30 @@ impl MongodProcess {
             }
             // A local connect attempt is cheap, and a restore waits on three starts.
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Whether the server answering on our address runs on our dbPath. Another mongod may
+    /// hold the port (ours then exits with code 48), and commands meant for a restore's
+    /// standalone must never reach it. When mongod will not say (auth), the answer is yes,
+    /// as before the check existed: only a definite other dbPath counts as someone else.
+    async fn is_ours(&self, client: &MongodClient) -> bool {
+        let Some(ours) = &self.dbpath else {
+            return true;
+        };
+        let Ok(opts) = client.admin(bson::doc! {"getCmdLineOpts": 1}).await else {
+            return true;
+        };
+        let theirs = opts
+            .get_document("parsed")
+            .and_then(|p| p.get_document("storage"))
+            .and_then(|s| s.get_str("dbPath"));
+        match theirs {
+            Ok(theirs) if Path::new(theirs) != Path::new(ours) => {
+                tracing::warn!(address = %self.address, ours, theirs, "another mongod answers on the port chosen for this one");
+                false
+            }
+            _ => true,
         }
     }
 

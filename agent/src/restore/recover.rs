@@ -21,6 +21,9 @@ use crate::node::{Details, InPhase, Node, PhaseFailure};
 /// The restore log's name inside the dbPath; kept on failure, deleted on success.
 pub const RESTORE_LOG: &str = "tidemark-restore.log";
 
+/// Standalone starts tried, each on a newly chosen port, before a taken port fails the step.
+const PORT_ATTEMPTS: u32 = 3;
+
 fn free_port() -> Result<u16, AgentError> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -67,21 +70,31 @@ where
     F: FnOnce(MongodClient) -> Fut,
     Fut: std::future::Future<Output = Result<T, AgentError>>,
 {
-    let spec = standalone(node, free_port()?, params, captured);
     let began = std::time::Instant::now();
-    let mut process = MongodProcess::spawn(&spec)?;
-    // Recorded so that an agent restarted after dying here can stop this standalone
-    // before it reverts or wipes the dbPath (it outlives us: it runs in its own session).
     let pid_file = node.cfg.dbpath.join(STANDALONE_PID_FILE);
-    std::fs::write(&pid_file, process.pid().to_string())
-        .map_err(|e| AgentError::io(&pid_file, e))?;
-    let client = match process.wait_ready(node.cfg.mongod_timeout).await {
-        Ok(c) => c,
-        Err(e) => {
-            return Err(AgentError::Refused(format!(
-                "{e}; see {} in the dbPath",
-                RESTORE_LOG
-            )));
+    let mut attempt = 1;
+    let (mut process, client) = loop {
+        let spec = standalone(node, free_port()?, params, captured);
+        let mut process = MongodProcess::spawn(&spec)?;
+        // Recorded so that an agent restarted after dying here can stop this standalone
+        // before it reverts or wipes the dbPath (it outlives us: it runs in its own
+        // session).
+        std::fs::write(&pid_file, process.pid().to_string())
+            .map_err(|e| AgentError::io(&pid_file, e))?;
+        match process.wait_ready(node.cfg.mongod_timeout).await {
+            Ok(c) => break (process, c),
+            // The port was free when chosen and taken before mongod bound it: another
+            // port, rather than a failed restore over a race with some other process.
+            Err(e) if e.port_taken() && attempt < PORT_ATTEMPTS => {
+                tracing::warn!(attempt, error = %e, "the standalone's port was taken; trying another");
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(AgentError::Refused(format!(
+                    "{e}; see {} in the dbPath",
+                    RESTORE_LOG
+                )));
+            }
         }
     };
     let ready = began.elapsed();

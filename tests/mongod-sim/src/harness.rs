@@ -59,10 +59,30 @@ pub fn binary() -> Result<PathBuf, HarnessError> {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> Result<u16, HarnessError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(reserve_port()?.0)
 }
+
+/// A free port and a listener holding it, until dropped. Chosen at random below Linux's
+/// ephemeral range (32768 and up), which the kernel hands to every `bind(0)` of every
+/// process: tests running at once were given the same just-freed port, and one of their
+/// mongods exited with code 48 (address in use).
+fn reserve_port() -> Result<(u16, std::net::TcpListener), HarnessError> {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..200 {
+        // Seeded at random per process, and differently on every call.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return Ok((port, l));
+        }
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok((l.local_addr()?.port(), l))
+}
+
+/// mongod's exit code when its port is taken.
+const EXIT_NET_ERROR: i32 = 48;
 
 /// Sim flags that keep tests quick: fast heartbeats and checkpoints (none for a real
 /// mongod, which knows no such flags).
@@ -171,7 +191,15 @@ impl Process {
                     ),
                 ));
             }
-            if self.connect().and_then(|mut c| Ok(c.hello()?)).is_ok() {
+            // Only our own process counts: another test's mongod may answer on the port
+            // until ours gives up on it (exit code 48).
+            let pid = self.child.as_ref().map(|c| i64::from(c.id()));
+            let answered = self
+                .connect()
+                .and_then(|mut c| Ok(c.command("admin", bson::doc! {"serverStatus": 1})?));
+            if let Ok(status) = answered
+                && status.get_i64("pid").ok() == pid
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -182,6 +210,14 @@ impl Process {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The exit code, once the process has exited by itself.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+            .and_then(|s| s.code())
     }
 
     /// Waits for the process to exit and returns its status.
@@ -299,8 +335,8 @@ impl ReplicaSet {
         let mut listeners = Vec::new();
         // Hold every port until all are chosen, so two members never get the same one.
         for _ in &specs {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            ports.push(l.local_addr()?.port());
+            let (port, l) = reserve_port()?;
+            ports.push(port);
             listeners.push(l);
         }
         drop(listeners);
@@ -316,8 +352,22 @@ impl ReplicaSet {
             let p = rs.spawn_member(i, &[])?;
             rs.members.push(Some(p));
         }
-        for m in rs.members.iter_mut().flatten() {
-            m.wait_ready(Duration::from_secs(20))?;
+        for i in 0..rs.specs.len() {
+            // Before the set is initiated a member's port is in no config yet: one taken
+            // by another process between choice and bind is simply chosen again.
+            let mut attempt = 1;
+            loop {
+                let m = rs.members[i].as_mut().expect("spawned above");
+                match m.wait_ready(Duration::from_secs(20)) {
+                    Ok(()) => break,
+                    Err(_) if m.exit_code() == Some(EXIT_NET_ERROR) && attempt < 3 => {
+                        attempt += 1;
+                        rs.ports[i] = free_port()?;
+                        rs.members[i] = Some(rs.spawn_member(i, &[])?);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
         let cfg = rs.config();
         let reply = rs
