@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use mongod_sim::harness::{Process, binary, free_port};
 use tempfile::TempDir;
-use tidemark_agent::mongod::{MongodProcess, StartSpec};
+use tidemark_agent::mongod::{
+    MongodProcess, STANDALONE_LOG, STANDALONE_PID_FILE, StartSpec, kill_leftover_standalone,
+};
 
 #[test]
 fn a_mongod_whose_port_is_taken_exits_48_and_the_server_there_is_never_taken_for_it() {
@@ -40,6 +42,7 @@ fn a_mongod_whose_port_is_taken_exits_48_and_the_server_there_is_never_taken_for
         .map(String::from)
         .to_vec(),
         address: format!("127.0.0.1:{port}"),
+        prove_identity: true,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -54,4 +57,74 @@ fn a_mongod_whose_port_is_taken_exits_48_and_the_server_there_is_never_taken_for
     assert!(err.to_string().contains("exit status: 48"), "{err}");
     // The intruder was not touched.
     assert!(intruder.is_running());
+}
+
+/// Starts the simulator as the agent starts a restore's standalone on `dbpath` (logging to
+/// the standalone's log there) and leaves it running, as an agent killed meanwhile would.
+fn leftover_standalone(rt: &tokio::runtime::Runtime, dbpath: &std::path::Path) -> u32 {
+    std::fs::create_dir_all(dbpath).unwrap();
+    let port = free_port().unwrap();
+    let spec = StartSpec {
+        bin: binary().unwrap(),
+        args: [
+            "--dbpath",
+            &dbpath.display().to_string(),
+            "--port",
+            &port.to_string(),
+            "--bind_ip",
+            "127.0.0.1",
+            "--logpath",
+            &dbpath.join(STANDALONE_LOG).display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec(),
+        address: format!("127.0.0.1:{port}"),
+        prove_identity: true,
+    };
+    rt.block_on(async {
+        let mut p = MongodProcess::spawn(&spec).unwrap();
+        p.wait_ready(Duration::from_secs(20)).await.unwrap();
+        let pid = p.pid();
+        p.detach();
+        // A dead agent's standalone is nobody's child; this one is ours, so reap it when
+        // it dies rather than leave a zombie that still looks alive.
+        std::thread::spawn(move || {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+        });
+        pid
+    })
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn a_leftover_standalone_is_found_without_its_pid_file_and_a_neighbour_is_never_killed() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = TempDir::new().unwrap();
+    // The agent died between starting the standalone and recording its pid: the lock
+    // holder, logging to the standalone's log on this very dbPath, is found and stopped.
+    let db = dir.path().join("db");
+    let pid = leftover_standalone(&rt, &db);
+    assert!(!db.join(STANDALONE_PID_FILE).exists());
+    assert_eq!(rt.block_on(kill_leftover_standalone(&db)), Some(pid as i32));
+    assert!(!alive(pid), "the leftover standalone still runs");
+
+    // A pid file naming a mongod on another dbPath that merely shares the prefix ("db2"
+    // starts with "db"): that process is someone else's and is left alone.
+    let db2 = dir.path().join("db2");
+    let neighbour = leftover_standalone(&rt, &db2);
+    std::fs::write(db.join(STANDALONE_PID_FILE), neighbour.to_string()).unwrap();
+    assert_eq!(rt.block_on(kill_leftover_standalone(&db)), None);
+    assert!(alive(neighbour), "a mongod on another dbPath was killed");
+    assert!(
+        !db.join(STANDALONE_PID_FILE).exists(),
+        "the stale pid file stays"
+    );
+    // Its own dbPath's clean-up does stop it.
+    assert_eq!(
+        rt.block_on(kill_leftover_standalone(&db2)),
+        Some(neighbour as i32)
+    );
 }

@@ -78,6 +78,21 @@ fn runs(w: &World) -> Vec<Value> {
     out
 }
 
+/// Drill runs in the ledger that have not ended.
+fn running_runs(w: &World) -> usize {
+    let dir = w.rig.control.path().join("ledger/oneshots/restoredrill");
+    std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    serde_json::from_slice::<Value>(&std::fs::read(e.path()).ok()?).ok()
+                })
+                .filter(|r| r["status"] == "running")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 fn scratch_left(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -303,11 +318,17 @@ fn a_drill_proves_the_newest_backup_on_a_scratch_node_and_a_corrupt_one_fails_by
 
     // Nothing of either run is left on the drill agent's disk, and no cluster node was
     // ever stopped: every uptime grew by the whole time the test ran.
-    // The run's end can be recorded from the failed phase's report a moment before the
-    // agent has removed its scratch directory; give it that moment.
+    // Runs start every 2 s: suspend the drill and let the last run end first. A run's end
+    // can also be recorded from its failed phase's report a moment before the agent has
+    // removed its scratch directory; give it that moment.
+    let drill_yaml = std::fs::read_to_string(w.policies.path().join("drill.yaml")).unwrap();
+    w.write("drill.yaml", &format!("{drill_yaml}  suspend: true\n"));
+    std::thread::sleep(Duration::from_secs(3));
     let started = Instant::now();
-    while !scratch_left(scratch.path()).is_empty() && started.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
+    while (running_runs(&w) > 0 || !scratch_left(scratch.path()).is_empty())
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(100));
     }
     let _ = agent.kill();
     let _ = agent.wait();

@@ -16,6 +16,10 @@ pub struct StartSpec {
     pub args: Vec<String>,
     /// Where a readiness probe connects: `host:port`.
     pub address: String,
+    /// The agent's own temporary standalone (no auth): a server on `address` counts as
+    /// this one only on proof (its pid or its dbPath). Otherwise a server that will not
+    /// say (auth on) is taken at its word.
+    pub prove_identity: bool,
 }
 
 /// A mongod this agent started. Dropped without `detach`, it is killed: a temporary
@@ -26,6 +30,7 @@ pub struct MongodProcess {
     /// The `--dbpath` it was given: a server answering on the address with another
     /// dbPath is someone else's (the port was free when chosen, not when bound).
     dbpath: Option<String>,
+    prove_identity: bool,
 }
 
 impl Drop for MongodProcess {
@@ -71,6 +76,7 @@ impl MongodProcess {
             child: Some(child),
             address: spec.address.clone(),
             dbpath,
+            prove_identity: spec.prove_identity,
         })
     }
 
@@ -113,27 +119,31 @@ impl MongodProcess {
         }
     }
 
-    /// Whether the server answering on our address runs on our dbPath. Another mongod may
-    /// hold the port (ours then exits with code 48), and commands meant for a restore's
-    /// standalone must never reach it. When mongod will not say (auth), the answer is yes,
-    /// as before the check existed: only a definite other dbPath counts as someone else.
+    /// Whether the server answering on our address is the process we started. Another
+    /// mongod may hold the port (ours then exits with code 48), and commands meant for a
+    /// restore's standalone must never reach it. Proof is its pid (`serverStatus`) or its
+    /// dbPath (`getCmdLineOpts`, for a wrapper that does not exec); a server that will say
+    /// neither (auth on) counts only when no proof is required.
     async fn is_ours(&self, client: &MongodClient) -> bool {
-        let Some(ours) = &self.dbpath else {
+        if let Ok(status) = client.admin(bson::doc! {"serverStatus": 1}).await
+            && let Some(pid) = int_field(&status, "pid")
+            && pid == i64::from(self.pid())
+        {
             return true;
+        }
+        let theirs = match client.admin(bson::doc! {"getCmdLineOpts": 1}).await {
+            Ok(opts) => opts
+                .get_document("parsed")
+                .and_then(|p| p.get_document("storage"))
+                .and_then(|s| s.get_str("dbPath"))
+                .map(str::to_string)
+                .ok(),
+            Err(_) => None,
         };
-        let Ok(opts) = client.admin(bson::doc! {"getCmdLineOpts": 1}).await else {
-            return true;
-        };
-        let theirs = opts
-            .get_document("parsed")
-            .and_then(|p| p.get_document("storage"))
-            .and_then(|s| s.get_str("dbPath"));
-        match theirs {
-            Ok(theirs) if Path::new(theirs) != Path::new(ours) => {
-                tracing::warn!(address = %self.address, ours, theirs, "another mongod answers on the port chosen for this one");
-                false
-            }
-            _ => true,
+        match (theirs, &self.dbpath) {
+            (Some(theirs), Some(ours)) if Path::new(&theirs) == Path::new(ours) => true,
+            (Some(_), Some(_)) => false,
+            _ => !self.prove_identity,
         }
     }
 
@@ -195,22 +205,49 @@ pub fn lock_is_released(dbpath: &Path) -> bool {
     lock_is_empty(dbpath) || lock_holder(dbpath).is_some_and(|pid| !process_alive(pid))
 }
 
-/// Kills a temporary standalone recorded in the dbPath, if it still runs there: one left
-/// behind by an agent that died during `recover`. Returns the pid it stopped.
+/// The log file name of the agent's temporary standalones, inside their dbPath: it also
+/// tells such a standalone apart from the node's own mongod.
+pub const STANDALONE_LOG: &str = "tidemark-restore.log";
+
+/// Whether process `pid` is a mongod started with `--dbpath` exactly `dbpath` (pids are
+/// reused, and another dbPath may share this one's prefix).
+fn runs_on(pid: i32, dbpath: &Path) -> Option<Vec<String>> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let on_dbpath = args.iter().enumerate().any(|(i, a)| {
+        let value = if a == "--dbpath" {
+            args.get(i + 1).map(String::as_str)
+        } else {
+            a.strip_prefix("--dbpath=")
+        };
+        value.is_some_and(|v| Path::new(v) == dbpath)
+    });
+    (on_dbpath && process_alive(pid)).then_some(args)
+}
+
+/// Kills a temporary standalone left running on the dbPath by an agent that died during
+/// `recover`: the one its pid file names, or, when the agent died before that file was
+/// written, the lock holder if it logs to the standalone's log. Returns the pid it stopped.
 pub async fn kill_leftover_standalone(dbpath: &Path) -> Option<i32> {
     let pid_file = dbpath.join(STANDALONE_PID_FILE);
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    // Only a process that is a mongod on this dbPath: pids are reused.
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let ours = String::from_utf8_lossy(&cmdline).contains(&*dbpath.to_string_lossy());
-    if !(ours && process_alive(pid)) {
+    let recorded: Option<i32> = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let pid = recorded
+        .filter(|pid| runs_on(*pid, dbpath).is_some())
+        .or_else(|| {
+            lock_holder(dbpath).filter(|pid| {
+                runs_on(*pid, dbpath)
+                    .is_some_and(|args| args.iter().any(|a| a.ends_with(STANDALONE_LOG)))
+            })
+        });
+    let Some(pid) = pid else {
         let _ = std::fs::remove_file(&pid_file);
         return None;
-    }
+    };
     tracing::warn!(pid, dbpath = %dbpath.display(), "killing a standalone mongod left by an earlier run");
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -222,6 +259,29 @@ pub async fn kill_leftover_standalone(dbpath: &Path) -> Option<i32> {
     }
     let _ = std::fs::remove_file(&pid_file);
     Some(pid)
+}
+
+/// The standalone's pid file, written atomically (a crash never leaves it half written)
+/// and removed when dropped: once the process it names is gone, a pid left in it could
+/// be reused by a stranger. An agent killed outright leaves it, which is its purpose.
+pub struct PidFile(PathBuf);
+
+impl PidFile {
+    pub fn new(path: PathBuf) -> PidFile {
+        PidFile(path)
+    }
+
+    pub fn write(&self, pid: u32) -> std::io::Result<()> {
+        let tmp = self.0.with_extension("pid.tmp");
+        std::fs::write(&tmp, pid.to_string())?;
+        std::fs::rename(&tmp, &self.0)
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// True when nothing accepts connections on `address`.
@@ -250,5 +310,15 @@ pub async fn wait_stopped(dbpath: &Path, address: &str, timeout: Duration) -> Re
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An integer field whichever BSON width mongod chose for it.
+fn int_field(doc: &bson::Document, key: &str) -> Option<i64> {
+    match doc.get(key)? {
+        bson::Bson::Int64(v) => Some(*v),
+        bson::Bson::Int32(v) => Some(i64::from(*v)),
+        bson::Bson::Double(v) => Some(*v as i64),
+        _ => None,
     }
 }

@@ -137,6 +137,9 @@ pub async fn start_member(
         bin: node.cfg.mongod_bin.clone(),
         args: captured.argv.iter().skip(1).cloned().collect(),
         address: node.mongod_address(),
+        // The node's own start, with its own options (auth, a config file): a server
+        // that will not say who it is is taken at its word, as before.
+        prove_identity: false,
     };
     let mut process = MongodProcess::spawn(&spec).in_phase(PHASE)?;
     process

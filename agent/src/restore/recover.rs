@@ -15,11 +15,13 @@ use tidemark_schema::manifest::OpTime;
 
 use super::validate::Captured;
 use crate::error::AgentError;
-use crate::mongod::{MongodClient, MongodError, MongodProcess, STANDALONE_PID_FILE, StartSpec};
+use crate::mongod::{
+    MongodClient, MongodError, MongodProcess, PidFile, STANDALONE_PID_FILE, StartSpec,
+};
 use crate::node::{Details, InPhase, Node, PhaseFailure};
 
 /// The restore log's name inside the dbPath; kept on failure, deleted on success.
-pub const RESTORE_LOG: &str = "tidemark-restore.log";
+pub const RESTORE_LOG: &str = crate::mongod::STANDALONE_LOG;
 
 /// Standalone starts tried, each on a newly chosen port, before a taken port fails the step.
 const PORT_ATTEMPTS: u32 = 3;
@@ -55,6 +57,7 @@ fn standalone(node: &Node, port: u16, params: &[&str], captured: &Captured) -> S
         bin: node.cfg.mongod_bin.clone(),
         args,
         address: format!("127.0.0.1:{port}"),
+        prove_identity: true,
     }
 }
 
@@ -71,18 +74,22 @@ where
     Fut: std::future::Future<Output = Result<T, AgentError>>,
 {
     let began = std::time::Instant::now();
-    let pid_file = node.cfg.dbpath.join(STANDALONE_PID_FILE);
+    let pid_path = node.cfg.dbpath.join(STANDALONE_PID_FILE);
     let mut attempt = 1;
-    let (mut process, client) = loop {
+    // Declared before the process, so dropped after it: the pid file goes only once the
+    // process it names has been stopped.
+    let (_pid_file, mut process, client) = loop {
+        let pid_file = PidFile::new(pid_path.clone());
         let spec = standalone(node, free_port()?, params, captured);
         let mut process = MongodProcess::spawn(&spec)?;
         // Recorded so that an agent restarted after dying here can stop this standalone
         // before it reverts or wipes the dbPath (it outlives us: it runs in its own
         // session).
-        std::fs::write(&pid_file, process.pid().to_string())
-            .map_err(|e| AgentError::io(&pid_file, e))?;
+        pid_file
+            .write(process.pid())
+            .map_err(|e| AgentError::io(&pid_path, e))?;
         match process.wait_ready(node.cfg.mongod_timeout).await {
-            Ok(c) => break (process, c),
+            Ok(c) => break (pid_file, process, c),
             // The port was free when chosen and taken before mongod bound it: another
             // port, rather than a failed restore over a race with some other process.
             Err(e) if e.port_taken() && attempt < PORT_ATTEMPTS => {
@@ -103,7 +110,6 @@ where
     client.shutdown(false).await?;
     let status = process.wait_exit(node.cfg.mongod_timeout).await?;
     tracing::debug!(?ready, ?worked, exited = ?began.elapsed(), ?params, "standalone start");
-    let _ = std::fs::remove_file(&pid_file);
     if !status.success() {
         return Err(AgentError::Refused(format!(
             "the standalone mongod exited with {status}; see {RESTORE_LOG} in the dbPath"
