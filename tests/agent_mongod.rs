@@ -11,6 +11,27 @@ use tidemark_agent::mongod::{
     MongodProcess, STANDALONE_LOG, STANDALONE_PID_FILE, StartSpec, kill_leftover_standalone,
 };
 
+/// The simulator started as the agent starts a restore's standalone.
+fn standalone_spec(dbpath: &std::path::Path, port: u16, log: &std::path::Path) -> StartSpec {
+    StartSpec {
+        bin: binary().unwrap(),
+        args: [
+            "--dbpath",
+            &dbpath.display().to_string(),
+            "--port",
+            &port.to_string(),
+            "--bind_ip",
+            "127.0.0.1",
+            "--logpath",
+            &log.display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec(),
+        address: format!("127.0.0.1:{port}"),
+        prove_identity: true,
+    }
+}
+
 #[test]
 fn a_mongod_whose_port_is_taken_exits_48_and_the_server_there_is_never_taken_for_it() {
     let dir = TempDir::new().unwrap();
@@ -27,23 +48,7 @@ fn a_mongod_whose_port_is_taken_exits_48_and_the_server_there_is_never_taken_for
 
     let ours = dir.path().join("ours");
     std::fs::create_dir_all(&ours).unwrap();
-    let spec = StartSpec {
-        bin: binary().unwrap(),
-        args: [
-            "--dbpath",
-            &ours.display().to_string(),
-            "--port",
-            &port.to_string(),
-            "--bind_ip",
-            "127.0.0.1",
-            "--logpath",
-            &dir.path().join("ours.log").display().to_string(),
-        ]
-        .map(String::from)
-        .to_vec(),
-        address: format!("127.0.0.1:{port}"),
-        prove_identity: true,
-    };
+    let spec = standalone_spec(&ours, port, &dir.path().join("ours.log"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -64,23 +69,7 @@ fn a_mongod_whose_port_is_taken_exits_48_and_the_server_there_is_never_taken_for
 fn leftover_standalone(rt: &tokio::runtime::Runtime, dbpath: &std::path::Path) -> u32 {
     std::fs::create_dir_all(dbpath).unwrap();
     let port = free_port().unwrap();
-    let spec = StartSpec {
-        bin: binary().unwrap(),
-        args: [
-            "--dbpath",
-            &dbpath.display().to_string(),
-            "--port",
-            &port.to_string(),
-            "--bind_ip",
-            "127.0.0.1",
-            "--logpath",
-            &dbpath.join(STANDALONE_LOG).display().to_string(),
-        ]
-        .map(String::from)
-        .to_vec(),
-        address: format!("127.0.0.1:{port}"),
-        prove_identity: true,
-    };
+    let spec = standalone_spec(dbpath, port, &dbpath.join(STANDALONE_LOG));
     rt.block_on(async {
         let mut p = MongodProcess::spawn(&spec).unwrap();
         p.wait_ready(Duration::from_secs(20)).await.unwrap();
