@@ -67,9 +67,14 @@ fn a_mongod_whose_port_is_taken_exits_48_and_the_server_there_is_never_taken_for
 /// Starts the simulator as the agent starts a restore's standalone on `dbpath` (logging to
 /// the standalone's log there) and leaves it running, as an agent killed meanwhile would.
 fn leftover_standalone(rt: &tokio::runtime::Runtime, dbpath: &std::path::Path) -> u32 {
+    running_mongod(rt, dbpath, STANDALONE_LOG)
+}
+
+/// A simulator left running on `dbpath`, logging to `log` there.
+fn running_mongod(rt: &tokio::runtime::Runtime, dbpath: &std::path::Path, log: &str) -> u32 {
     std::fs::create_dir_all(dbpath).unwrap();
     let port = free_port().unwrap();
-    let spec = standalone_spec(dbpath, port, &dbpath.join(STANDALONE_LOG));
+    let spec = standalone_spec(dbpath, port, &dbpath.join(log));
     rt.block_on(async {
         let mut p = MongodProcess::spawn(&spec).unwrap();
         p.wait_ready(Duration::from_secs(20)).await.unwrap();
@@ -116,4 +121,17 @@ fn a_leftover_standalone_is_found_without_its_pid_file_and_a_neighbour_is_never_
         rt.block_on(kill_leftover_standalone(&db2)),
         Some(neighbour as i32)
     );
+
+    // A pid file naming the node's own mongod on this very dbPath (a reused pid, say): it
+    // does not log to the standalone log, so it is no leftover and keeps running.
+    let db3 = dir.path().join("db3");
+    let member = running_mongod(&rt, &db3, "mongod.log");
+    std::fs::write(db3.join(STANDALONE_PID_FILE), member.to_string()).unwrap();
+    assert_eq!(rt.block_on(kill_leftover_standalone(&db3)), None);
+    assert!(alive(member), "the node's own mongod was killed");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(member as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
 }

@@ -39,6 +39,7 @@ impl Drop for MongodProcess {
             && matches!(child.try_wait(), Ok(None))
         {
             tracing::warn!(pid = child.id(), address = %self.address, "killing a mongod left running by a failed step");
+            kill_group(child.id() as i32);
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -233,22 +234,20 @@ fn runs_on(pid: i32, dbpath: &Path) -> Option<Vec<String>> {
 /// written, the lock holder if it logs to the standalone's log. Returns the pid it stopped.
 pub async fn kill_leftover_standalone(dbpath: &Path) -> Option<i32> {
     let pid_file = dbpath.join(STANDALONE_PID_FILE);
+    // A crash between the pid file's write and its rename leaves the staging file.
+    let _ = std::fs::remove_file(pid_file.with_extension("pid.tmp"));
     let recorded: Option<i32> = std::fs::read_to_string(&pid_file)
         .ok()
         .and_then(|s| s.trim().parse().ok());
     let pid = recorded
-        .filter(|pid| runs_on(*pid, dbpath).is_some())
-        .or_else(|| {
-            lock_holder(dbpath).filter(|pid| {
-                runs_on(*pid, dbpath)
-                    .is_some_and(|args| args.iter().any(|a| a.ends_with(STANDALONE_LOG)))
-            })
-        });
+        .filter(|pid| is_standalone_on(*pid, dbpath))
+        .or_else(|| find_standalone_on(dbpath));
     let Some(pid) = pid else {
         let _ = std::fs::remove_file(&pid_file);
         return None;
     };
     tracing::warn!(pid, dbpath = %dbpath.display(), "killing a standalone mongod left by an earlier run");
+    kill_group(pid);
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -259,6 +258,33 @@ pub async fn kill_leftover_standalone(dbpath: &Path) -> Option<i32> {
     }
     let _ = std::fs::remove_file(&pid_file);
     Some(pid)
+}
+
+/// Whether `pid` is one of the agent's standalones on this very dbPath: started with
+/// `--dbpath` exactly `dbpath` and logging to the standalone log (never the node's own
+/// mongod, whatever a reused pid now names).
+fn is_standalone_on(pid: i32, dbpath: &Path) -> bool {
+    runs_on(pid, dbpath).is_some_and(|args| args.iter().any(|a| a.ends_with(STANDALONE_LOG)))
+}
+
+/// The agent's standalone on `dbpath` when no pid file names it (the agent died between
+/// starting it and recording its pid): looked for among every process, since it may not
+/// hold `mongod.lock` yet.
+fn find_standalone_on(dbpath: &Path) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| is_standalone_on(*pid, dbpath))
+}
+
+/// SIGKILL to the process group `pid` leads. Every mongod the agent starts leads its own
+/// session, so a wrapper binary that does not exec takes its mongod down with it.
+fn kill_group(pid: i32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 /// The standalone's pid file, written atomically (a crash never leaves it half written)
