@@ -508,11 +508,7 @@ mod tests {
     fn an_equal_priority_member_never_deposes_a_healthy_primary() {
         // Member 0 came back holding the old primary's unreplicated writes (a newer
         // optime), listed first; member 1 is primary. Under mongod's rules member 1 stays.
-        let v = view(
-            0,
-            [1.0, 1.0, 1.0],
-            &[(1, PRIMARY, 100), (2, SECONDARY, 100)],
-        );
+        let v = view(0, [1.0; 3], &[(1, PRIMARY, 100), (2, SECONDARY, 100)]);
         assert_eq!(v.choose_primary(ts(101)), Some(Some(v.peer_host(1))));
         // Member 1's own view agrees: it keeps its place.
         let p = primary_view(1, [1.0; 3], &[(0, SECONDARY, 101), (2, SECONDARY, 100)]);
@@ -521,30 +517,17 @@ mod tests {
 
     #[test]
     fn a_caught_up_member_of_higher_priority_takes_over() {
-        let mut p = view(
-            1,
-            [5.0, 1.0, 1.0],
-            &[(0, SECONDARY, 99), (2, SECONDARY, 100)],
-        );
-        p.state = PRIMARY;
+        let prios = [5.0, 1.0, 1.0];
+        let p = primary_view(1, prios, &[(0, SECONDARY, 99), (2, SECONDARY, 100)]);
         assert_eq!(p.choose_primary(ts(100)), Some(Some(p.peer_host(0))));
         // Not while it lags by more than 2 s.
-        let mut p = view(
-            1,
-            [5.0, 1.0, 1.0],
-            &[(0, SECONDARY, 90), (2, SECONDARY, 100)],
-        );
-        p.state = PRIMARY;
+        let p = primary_view(1, prios, &[(0, SECONDARY, 90), (2, SECONDARY, 100)]);
         assert_eq!(p.choose_primary(ts(100)), Some(Some(p.me.clone())));
     }
 
     #[test]
     fn without_a_primary_only_the_freshest_wins() {
-        let v = view(
-            0,
-            [1.0, 1.0, 1.0],
-            &[(1, SECONDARY, 101), (2, SECONDARY, 100)],
-        );
+        let v = view(0, [1.0; 3], &[(1, SECONDARY, 101), (2, SECONDARY, 100)]);
         assert_eq!(v.choose_primary(ts(100)), Some(Some(v.peer_host(1))));
     }
 
