@@ -125,10 +125,11 @@ pub fn member_delay(m: &Document) -> i64 {
 }
 
 impl ReplState {
-    pub fn load(opts: &Options, catalog: &Catalog, last_ts: Timestamp) -> ReplState {
-        let mut rs = ReplState {
-            set_name: opts.repl_set.clone(),
-            me: opts.host(),
+    /// A member that has just started: no config, no peers heard from, term 0.
+    pub fn starting(set_name: Option<String>, me: String) -> ReplState {
+        ReplState {
+            set_name,
+            me,
             config: None,
             state: STARTUP,
             term: 0,
@@ -139,7 +140,11 @@ impl ReplState {
             sync_source: None,
             started: Instant::now(),
             initiated_here: false,
-        };
+        }
+    }
+
+    pub fn load(opts: &Options, catalog: &Catalog, last_ts: Timestamp) -> ReplState {
+        let mut rs = ReplState::starting(opts.repl_set.clone(), opts.host());
         if rs.set_name.is_none() {
             return rs;
         }
@@ -469,8 +474,6 @@ mod tests {
             .map(|i| doc! {"_id": i as i32, "host": host(i), "priority": priorities[i]})
             .collect();
         ReplState {
-            set_name: Some("rs".into()),
-            me: host(me),
             config: Some(doc! {"_id": "rs", "version": 1, "members": members}),
             state: SECONDARY,
             term: 1,
@@ -488,12 +491,7 @@ mod tests {
                     (host(i), peer)
                 })
                 .collect(),
-            step_down_until: None,
-            election_date: None,
-            election_ts: None,
-            sync_source: None,
-            started: Instant::now(),
-            initiated_here: false,
+            ..ReplState::starting(Some("rs".into()), host(me))
         }
     }
 
