@@ -475,14 +475,19 @@ async fn sim_fill(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdError
     };
     let mut inserted = 0i64;
     for batch in (0..n).collect::<Vec<_>>().chunks(64) {
-        let mut g = node.lock();
-        let ops: Vec<Document> = batch
-            .iter()
-            .map(|i| doc! {"op": "i", "ns": format!("{db}.c{}", i % colls), "o": {"_id": *i as i64, "payload": payload.clone()}})
-            .collect();
-        inserted += ops.len() as i64;
-        let log = g.should_log();
-        g.write(ops, log)?;
+        {
+            let mut g = node.lock();
+            let ops: Vec<Document> = batch
+                .iter()
+                .map(|i| doc! {"op": "i", "ns": format!("{db}.c{}", i % colls), "o": {"_id": *i as i64, "payload": payload.clone()}})
+                .collect();
+            inserted += ops.len() as i64;
+            let log = g.should_log();
+            g.write(ops, log)?;
+        }
+        // Let heartbeats through between batches: a large fill on a busy machine must not
+        // look like a dead primary and cost it its term.
+        tokio::task::yield_now().await;
     }
     node.oplog_changed.notify_waiters();
     Ok(doc! {"inserted": inserted, "bytes": inserted * chunk as i64, "ok": 1.0})
