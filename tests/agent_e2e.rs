@@ -309,6 +309,7 @@ fn a_restore_waiting_for_go_touches_nothing_until_go_and_an_abort_leaves_the_nod
                 replica_set_map: Default::default(),
                 sharding: None,
                 stop_waves: Vec::new(),
+                go_timeout_ms: None,
             },
             &[0],
         )
@@ -444,6 +445,7 @@ fn external_backup_by_snapshot_command_then_external_restore() {
             replica_set_map: Default::default(),
             sharding: None,
             stop_waves: Vec::new(),
+            go_timeout_ms: None,
         },
         &[0],
     );
@@ -576,6 +578,7 @@ fn an_agent_restarted_while_waiting_for_go_closes_the_gate_before_it_refuses() {
             replica_set_map: Default::default(),
             sharding: None,
             stop_waves: Vec::new(),
+            go_timeout_ms: None,
         },
         &[0],
     );

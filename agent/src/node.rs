@@ -46,6 +46,27 @@ pub struct Node {
     pub replica_set: String,
     /// `host:port` as in the replica-set config.
     pub id: String,
+    /// The highest leader epoch seen on an op or a gate: one of a lower epoch comes from
+    /// a deposed leader and is refused.
+    pub epochs: EpochFence,
+}
+
+/// The highest fencing number this agent has seen. In memory: a restarted agent learns
+/// it again from the next op, and a deposed leader's writes still carry the lower one.
+#[derive(Debug, Default)]
+pub struct EpochFence(std::sync::atomic::AtomicU64);
+
+impl EpochFence {
+    /// Records `epoch` and says whether it is current: not below the highest seen. A
+    /// record without an epoch (written by hand or by an older reconciler) is let through.
+    pub fn admit(&self, epoch: Option<u64>) -> Result<(), u64> {
+        use std::sync::atomic::Ordering;
+        let Some(epoch) = epoch else {
+            return Ok(());
+        };
+        let seen = self.0.fetch_max(epoch, Ordering::SeqCst);
+        if epoch < seen { Err(seen) } else { Ok(()) }
+    }
 }
 
 impl Node {
@@ -251,6 +272,87 @@ impl Node {
         Ok(Some(
             tidemark_schema::control::Gate::read(&v).map_err(|why| format!("{key} closed: {why}")),
         ))
+    }
+
+    /// Waits at `ready` for a restore's gate, for at most `timeout` (measured here, on a
+    /// clock no NTP step moves). Past it the node closes the gate and refuses, untouched;
+    /// a gate that someone opened meanwhile is still judged: one opened longer than
+    /// `timeout` after the op was created, or by a deposed leader, is refused too.
+    pub async fn wait_for_go(
+        &self,
+        op: &Op,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), AgentError> {
+        use tidemark_schema::control::go_key;
+        let key = go_key(&op.id);
+        let result = tidemark_schema::control::result_key(&op.id);
+        let abort = tidemark_schema::control::abort_key(&op.id);
+        let waiting = tokio::time::Instant::now();
+        loop {
+            match self.ended_or_arrived(&op.id, &result, &abort, &key).await {
+                Ok(None) => {}
+                Ok(Some(Ok(()))) => return self.judge_gate(op, &key, timeout).await,
+                Ok(Some(Err(why))) => {
+                    return Err(AgentError::Refused(format!(
+                        "the op was ended while waiting for go: {why}"
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control plane unreadable while waiting for go; asking again");
+                }
+            }
+            if let Some(t) = timeout
+                && waiting.elapsed() > t
+            {
+                let why = format!(
+                    "no go within the restore's go timeout ({}s) of this node being ready",
+                    t.as_secs()
+                );
+                if self.close_gate(&op.id, &why).await? {
+                    return Err(AgentError::Refused(format!("{why}; nothing was touched")));
+                }
+                // Opened meanwhile: the next look reads and judges it.
+            }
+            tokio::time::sleep(self.cfg.quick_poll()).await;
+        }
+    }
+
+    /// An open gate, read again with its time and epoch.
+    async fn judge_gate(
+        &self,
+        op: &Op,
+        key: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), AgentError> {
+        let gate: Option<tidemark_schema::control::Gate> = self
+            .control
+            .get::<serde_json::Value>(key)
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok());
+        let Some(gate) = gate else {
+            // `{}` or a hand-written gate without a time: open, nothing to judge.
+            return Ok(());
+        };
+        if let Err(seen) = self.epochs.admit(gate.epoch) {
+            return Err(AgentError::Refused(format!(
+                "{key} was opened by leader epoch {} but epoch {seen} has been seen: a \
+                 deposed leader's gate; nothing was touched",
+                gate.epoch.unwrap_or_default()
+            )));
+        }
+        if let Some(t) = timeout
+            && let Ok(t) = chrono::Duration::from_std(t)
+            && gate.at - op.created_at > t
+        {
+            return Err(AgentError::Refused(format!(
+                "{key} was opened at {}, more than the go timeout ({}s) after the restore was \
+                 written ({}); nothing was touched",
+                gate.at.to_rfc3339(),
+                t.num_seconds(),
+                op.created_at.to_rfc3339()
+            )));
+        }
+        Ok(())
     }
 
     /// Closes a restore's gate before this node refuses on its own while waiting for go,

@@ -29,6 +29,7 @@ pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, A
             control,
             replica_set: tidemark_schema::control::DRILL_REPLICA_SET.to_string(),
             id,
+            epochs: Default::default(),
         });
     }
     let (mut rs, mut id) = (cfg.replica_set.clone(), cfg.node_id.clone());
@@ -54,6 +55,7 @@ pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, A
         control,
         replica_set,
         id,
+        epochs: Default::default(),
     })
 }
 
@@ -305,6 +307,23 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<Seen, AgentError> {
                 id,
                 Some(Phase::Precheck),
                 format!("the op's deadline {deadline} passed before this node started it; nothing was done"),
+                Details::new(),
+            )
+            .await
+            .map(|_| Seen::Handled);
+    }
+    if let Err(seen) = node.epochs.admit(op.epoch) {
+        // Written by a leader that has since been replaced (its lease lapsed while it
+        // was paused, say): the current leader never asked for it.
+        return node
+            .finish_for(
+                id,
+                Some(Phase::Precheck),
+                format!(
+                    "the op was written by leader epoch {} but this agent has seen epoch \
+                     {seen}: a deposed leader's op; nothing was done",
+                    op.epoch.unwrap_or_default()
+                ),
                 Details::new(),
             )
             .await

@@ -208,6 +208,10 @@ pub struct ReconcileArgs {
     /// A node that has not started an op within this time refuses it.
     #[arg(long, env = "TIDEMARK_OP_DEADLINE", default_value = "1h", value_parser = parse_fine)]
     pub op_deadline: std::time::Duration,
+    /// A restore whose nodes are not all ready within this time of its start is aborted
+    /// before any node is touched; nodes stop waiting for go after it too.
+    #[arg(long, env = "TIDEMARK_GO_TIMEOUT", default_value = "5m", value_parser = parse_fine)]
+    pub go_timeout: std::time::Duration,
     /// Reconcilers sharing a control plane elect one leader; another takes over once the
     /// leader's renewals stopped for this long.
     #[arg(long, env = "TIDEMARK_LEASE_TTL", default_value = "15s", value_parser = parse_fine)]

@@ -13,6 +13,7 @@ pub fn run(args: ForgetArgs) -> anyhow::Result<ExitStatus> {
         control,
         dead_after: chrono::Duration::seconds(240),
         op_deadline: chrono::Duration::hours(1),
+        go_timeout: chrono::Duration::minutes(5),
         storage_env: Vec::new(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

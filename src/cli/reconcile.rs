@@ -34,6 +34,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
         control: control.clone(),
         dead_after: chrono::Duration::from_std(args.dead_after)?,
         op_deadline: chrono::Duration::from_std(args.op_deadline)?,
+        go_timeout: chrono::Duration::from_std(args.go_timeout)?,
         storage_env: Vec::new(),
     };
     let lease = Arc::new(Lease::new(control, holder_id(), args.lease_ttl));

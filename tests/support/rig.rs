@@ -327,6 +327,7 @@ impl Rig {
                 replica_set_map: Default::default(),
                 sharding: None,
                 stop_waves: Vec::new(),
+                go_timeout_ms: None,
             },
             targets,
         )

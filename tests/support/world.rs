@@ -93,6 +93,15 @@ impl World {
         tidemark_testkit::commit_and_push(repo, bare.path(), message)
     }
 
+    /// One `tidemark reconcile --once` pass with `extra` flags, logging to `log` in the
+    /// control directory; returns its exit code.
+    pub fn reconcile_once(&self, log: &str, extra: &[&str]) -> i32 {
+        let mut cmd = self.reconciler_command(log);
+        cmd.arg("--once").args(extra);
+        let status = cmd.status().unwrap();
+        status.code().unwrap_or(-1)
+    }
+
     pub fn start_reconciler(&mut self) {
         let child = self.spawn_reconciler("reconciler.log");
         self.reconciler = Some(child);
@@ -101,6 +110,11 @@ impl World {
     /// Another reconciler process on the same source and control plane, logging to `log`
     /// in the control directory; the caller owns (and kills) it.
     pub fn spawn_reconciler(&self, log: &str) -> Child {
+        self.reconciler_command(log).spawn().unwrap()
+    }
+
+    /// The command line of this world's reconcilers, logging to `log`.
+    fn reconciler_command(&self, log: &str) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -136,9 +150,8 @@ impl World {
             .env("TIDEMARK_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+            .stderr(log);
+        cmd
     }
 
     /// `tidemark status -o json`, with its exit code.

@@ -79,6 +79,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
                 cluster: node.cluster.clone(),
                 replica_set: node.replica_set.clone(),
                 id: node.id.clone(),
+                epochs: Default::default(),
             };
             fetch(&scratch_node, op, &selected.store, m).await?;
             node.boundary(op, Phase::Fetch).await?;

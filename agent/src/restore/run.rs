@@ -7,7 +7,7 @@ use std::time::Instant;
 use tidemark_schema::control::Phase;
 
 use serde_json::json;
-use tidemark_schema::control::{Op, OpCommand, go_key};
+use tidemark_schema::control::{Op, OpCommand};
 
 use super::{disk, fallback, fetch, recover, stop, validate};
 use crate::error::AgentError;
@@ -24,6 +24,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         replica_set_map,
         sharding,
         stop_waves,
+        go_timeout_ms,
     } = &op.command
     else {
         unreachable!("dispatched on the command kind");
@@ -49,9 +50,8 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
             Details::new(),
         )
         .await?;
-        node.wait_for(op, &go_key(&op.id), "go")
-            .await
-            .in_phase(Phase::Ready)?;
+        let timeout = go_timeout_ms.map(std::time::Duration::from_millis);
+        node.wait_for_go(op, timeout).await.in_phase(Phase::Ready)?;
     }
     node.boundary(op, Phase::Ready).await?;
     let peers_stopped = stop::wait_turn(node, op, stop_waves).await?;

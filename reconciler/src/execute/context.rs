@@ -29,6 +29,9 @@ pub struct Executor {
     pub dead_after: chrono::Duration,
     /// A node that has not started an op by then refuses it.
     pub op_deadline: chrono::Duration,
+    /// A restore's gate is never opened for an op older than this, and its nodes stop
+    /// waiting for `go` after it (`--go-timeout`).
+    pub go_timeout: chrono::Duration,
     /// Extra environment for opening backup storage (tests pass moto's endpoint here).
     pub storage_env: Vec<(String, String)>,
 }
@@ -57,9 +60,14 @@ impl NodeView {
         self.reports.iter().find(|r| r.phase.is_final())
     }
 
-    /// The newest report that is not the final one.
+    /// The furthest phase reported, the final one aside. By the phases' order, never by
+    /// the reports' `at`: those come from the agent's clock, which an NTP step can move
+    /// back, and a node that moved its data aside must not look as if it only stopped.
     pub fn last_phase(&self) -> Option<&PhaseReport> {
-        self.reports.iter().rev().find(|r| !r.phase.is_final())
+        self.reports
+            .iter()
+            .filter(|r| !r.phase.is_final())
+            .max_by_key(|r| r.phase)
     }
 
     pub fn reported(&self, phase: tidemark_schema::control::Phase) -> bool {
@@ -164,5 +172,48 @@ pub fn storage_target(
         compression: spec.compression,
         compression_level: spec.compression_level,
         options: spec.options.clone().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_schema::control::{Phase, PhaseStatus};
+
+    fn report(phase: Phase, at: DateTime<Utc>) -> PhaseReport {
+        PhaseReport {
+            op_id: "op".into(),
+            replica_set: "rs".into(),
+            node: "n".into(),
+            phase,
+            status: PhaseStatus::Done,
+            at,
+            message: String::new(),
+            outcome: None,
+            failed_phase: None,
+            details: Default::default(),
+        }
+    }
+
+    /// The agent's clock stepped back an hour between `stop` and `fallback`: the furthest
+    /// phase is still `fallback` (the data was moved aside), whatever the timestamps say.
+    #[test]
+    fn last_phase_follows_the_phase_order_not_the_agent_clock() {
+        let t = Utc::now();
+        let hour = chrono::Duration::hours(1);
+        let mut reports = vec![
+            report(Phase::Ready, t),
+            report(Phase::Stop, t + chrono::Duration::seconds(1)),
+            report(Phase::Fallback, t - hour),
+        ];
+        reports.sort_by_key(|r| r.at);
+        let v = NodeView {
+            replica_set: "rs".into(),
+            node: "n".into(),
+            reports,
+            heartbeat: None,
+            lost: true,
+        };
+        assert_eq!(v.last_phase().map(|r| r.phase), Some(Phase::Fallback));
     }
 }

@@ -14,6 +14,18 @@ pub struct NodeState {
     pub fate: NodeFate,
     /// The last phase reached; for a failed node, the phase that failed.
     pub phase: Option<Phase>,
+    /// Its reports prove mongod was stopped by the restore (`stop` done, or a later phase
+    /// begun). A node without that proof may still serve its pre-restore data.
+    pub stopped: bool,
+}
+
+impl NodeState {
+    /// A node that may still serve its pre-restore data and that tidemark cannot reach
+    /// to wipe: its agent went silent before proving mongod stopped. Restored members
+    /// started beside it would be rolled back by its newer oplog, or elect it.
+    fn may_serve_old_data(&self) -> bool {
+        self.fate == NodeFate::Lost && !self.stopped
+    }
 }
 
 /// What the Restore document declared.
@@ -67,6 +79,20 @@ pub fn decide(nodes: &[NodeState], policy: Policy) -> (RunStatus, String) {
             ),
         );
     }
+    let unproven: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.may_serve_old_data())
+        .map(|n| n.node.as_str())
+        .collect();
+    if !unproven.is_empty() {
+        return (
+            RunStatus::Error,
+            format!(
+                "node(s) {} went silent before proving mongod stopped and may still serve                  the data from before the restore: the restored members are not started                  beside them (their newer oplog would undo the restore)",
+                unproven.join(", ")
+            ),
+        );
+    }
     (
         RunStatus::PartlyDone,
         format!(
@@ -91,7 +117,9 @@ pub fn remedy(status: RunStatus, policy: Policy, node: &NodeState) -> (Vec<Remed
             (fallback_removal(fb, true), String::new())
         }
         RunStatus::PartlyDone => {
-            if touched_node {
+            // A node that refused after `go` still runs with its old data beside the
+            // restored members: it is wiped like a touched one (the wipe stops mongod).
+            if touched_node || node.fate == NodeFate::Refused {
                 // Its old data (even intact, after only a stop) would diverge from the
                 // restored members: it must initial-sync from them.
                 let mut r = vec![Remedy::Wipe];
@@ -136,6 +164,15 @@ pub fn remedy(status: RunStatus, policy: Policy, node: &NodeState) -> (Vec<Remed
             }
         }
     };
+    if node.may_serve_old_data() && status == RunStatus::Error && !fb {
+        return (
+            Vec::new(),
+            "node lost before proving mongod stopped: it may still serve the data from \
+             before the restore. Stop its mongod and empty its dbPath (or restore it \
+             again) before starting the restored members, or they are rolled back"
+                .into(),
+        );
+    }
     if node.fate == NodeFate::Lost && !remedies.is_empty() {
         let what: Vec<&str> = remedies.iter().map(|r| r.as_str()).collect();
         remedies.clear();
@@ -179,6 +216,7 @@ mod tests {
             node: node.into(),
             fate,
             phase,
+            stopped: fate != Refused && phase.is_some_and(|p| p.touches_data()),
         }
     }
 
@@ -242,6 +280,24 @@ mod tests {
             ),
             (
                 vec![done("a", "1"), n("a", "2", Refused, Some(Phase::Disk))],
+                NO_FB,
+                RunStatus::PartlyDone,
+            ),
+            // Lost before proving mongod stopped: it may serve old data, so no member of
+            // the set is started beside it, whatever partial results allow.
+            (
+                vec![done("a", "1"), n("a", "2", Lost, Some(Phase::Stop))],
+                PARTLY,
+                RunStatus::Error,
+            ),
+            (
+                vec![done("a", "1"), n("a", "2", Lost, Some(Phase::Stop))],
+                NO_FB,
+                RunStatus::Error,
+            ),
+            // Lost once its stop was proven (it reported fetch): partly done.
+            (
+                vec![done("a", "1"), n("a", "2", Lost, Some(Phase::Fetch))],
                 NO_FB,
                 RunStatus::PartlyDone,
             ),
@@ -345,6 +401,14 @@ mod tests {
                 n("a", "1", Done, Some(Phase::Done)),
                 vec![],
             ),
+            // Refused after `go`: still running with its old data beside the restored
+            // members, so it is wiped (the wipe stops its mongod first).
+            (
+                RunStatus::PartlyDone,
+                PARTLY,
+                n("a", "1", Refused, Some(Phase::Ready)),
+                vec![Wipe],
+            ),
             // A lost node gets nothing (its agent is gone) but a note saying what it needs.
             (
                 RunStatus::PartlyDone,
@@ -372,5 +436,12 @@ mod tests {
             &n("a", "1", Failed, Some(Phase::Fetch)),
         );
         assert!(note.contains("PARTIAL"), "{note}");
+        let (got, note) = remedy(
+            RunStatus::Error,
+            NO_FB,
+            &n("a", "1", Lost, Some(Phase::Stop)),
+        );
+        assert!(got.is_empty());
+        assert!(note.contains("may still serve"), "{note}");
     }
 }

@@ -35,13 +35,21 @@ pub async fn advance(
     // Nodes whose remedy failed get no further remedy: a node whose revert failed must
     // not be started on whatever its dbPath now holds.
     let mut stuck: BTreeSet<String> = BTreeSet::new();
+    // Replica sets with a member whose wipe did not happen: it may still hold (and, once
+    // started, serve) its pre-restore data, so no member of the set is started and the
+    // fallback directories stay for a revert by hand.
+    let mut unwiped: BTreeSet<String> = BTreeSet::new();
     let mut notes: Vec<String> = Vec::new();
     let mut started_at = None;
     for stage in STAGES {
+        let held = |n: &NodeVerdict| {
+            matches!(stage, Remedy::Start | Remedy::RemoveFallback)
+                && unwiped.contains(&n.replica_set)
+        };
         let targets: Vec<OpTarget> = result
             .nodes
             .iter()
-            .filter(|n| n.remedies.contains(&stage) && !stuck.contains(&n.node))
+            .filter(|n| n.remedies.contains(&stage) && !stuck.contains(&n.node) && !held(n))
             .map(|n| OpTarget {
                 replica_set: n.replica_set.clone(),
                 node: n.node.clone(),
@@ -125,9 +133,24 @@ pub async fn advance(
         for n in closed.nodes.iter().filter(|n| n.fate != NodeFate::Done) {
             stuck.insert(n.node.clone());
             notes.push(n.message.clone());
+            if stage == Remedy::Wipe {
+                unwiped.insert(n.replica_set.clone());
+            }
         }
     }
-    if result.status != RunStatus::Error && settings.start_nodes {
+    let mut status = result.status;
+    if !unwiped.is_empty() {
+        // The decision said PartlyDone, but a member could not be wiped: the restore is
+        // not usable until someone deals with it, and nothing of those sets was started.
+        status = RunStatus::Error;
+        notes.push(format!(
+            "replica set(s) {} were NOT started: a member's wipe did not happen, so it still \
+             holds its pre-restore data and would roll back the restored members; wipe it \
+             (or stop it for good), then start the set",
+            unwiped.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if status != RunStatus::Error && settings.start_nodes {
         if let Some(since) = started_at
             && let Some(waiting) = unhealthy(ex, op, result, &stuck, since).await?
         {
@@ -150,7 +173,7 @@ pub async fn advance(
     if !notes.is_empty() {
         message = format!("{message}. {}", notes.join("; "));
     }
-    ex.finish_record(record, result.status, message, now).await
+    ex.finish_record(record, status, message, now).await
 }
 
 /// The closing record of one follow-up stage, with each node's verdict.

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
-    Gate, NodeFate, NodeOutcome, NodeVerdict, OneShotRecord, OpResult, Phase, Remedy, RunStatus,
-    abort_key, go_key, result_key,
+    Gate, NodeFate, NodeOutcome, NodeVerdict, OneShotRecord, Op, OpResult, Phase, PhaseStatus,
+    Remedy, RunStatus, abort_key, go_key, result_key,
 };
 use tidemark_schema::validate::DesiredState;
 use tidemark_store::control::Created;
@@ -33,7 +33,7 @@ pub async fn advance(
                 .map(|v| Gate::read(&v));
             let decided = match gate {
                 Some(Ok(())) => after_go(&op.id, &views, &settings, now),
-                _ => before_go(ex, &op.id, &views, gate, now).await?,
+                _ => before_go(ex, &op, &views, gate, now).await?,
             };
             match decided {
                 Some(r) => {
@@ -52,15 +52,18 @@ pub async fn advance(
 }
 
 /// Before `go`: open the gate once every node is ready; close it and abort when a node
-/// refused or is lost, or when an agent closed it. The gate is created once, so go and
-/// abort can never both be in force.
+/// refused or is lost, when an agent closed it, or when the op is older than
+/// `--go-timeout` (a reconciler that was down for a day, or a `--once` not run again,
+/// must not stop the cluster at a time nobody expects). The gate is created once, so go
+/// and abort can never both be in force.
 async fn before_go(
     ex: &Executor,
-    op_id: &str,
+    op: &Op,
     views: &[NodeView],
     gate: Option<Result<(), String>>,
     now: DateTime<Utc>,
 ) -> Result<Option<OpResult>, ExecError> {
+    let op_id = op.id.as_str();
     let mut blockers: Vec<String> = views
         .iter()
         .filter_map(|v| match v.final_report() {
@@ -72,10 +75,25 @@ async fn before_go(
     if let Some(Err(why)) = &gate {
         blockers.insert(0, format!("gate closed by {why}"));
     }
+    if gate.is_none() && now - op.created_at > ex.go_timeout {
+        blockers.insert(
+            0,
+            format!(
+                "the restore was written at {} and was not ready to go within --go-timeout \
+                 ({}s); start it again under a new name if it is still wanted",
+                op.created_at.to_rfc3339(),
+                ex.go_timeout.num_seconds()
+            ),
+        );
+    }
     let key = go_key(op_id);
     if blockers.is_empty() {
         if views.iter().all(|v| v.reported(Phase::Ready)) {
-            match ex.control.create(&key, &Gate::go(now)).await? {
+            match ex
+                .control
+                .create(&key, &Gate::go(now, ex.control.epoch()))
+                .await?
+            {
                 Created::New => tracing::info!(op = %op_id, "every node is ready: go"),
                 // An agent closed it first: the next pass aborts.
                 Created::Existed => {}
@@ -207,9 +225,7 @@ fn node_state(v: &NodeView) -> NodeState {
             Some(NodeOutcome::Refused) => (NodeFate::Refused, r.failed_phase),
             // A report without an outcome (an older agent) counts as failed after touching:
             // the safe side, since a revert of an untouched node is a no-op.
-            Some(NodeOutcome::Failed) | None
-                if r.status == tidemark_schema::control::PhaseStatus::Done =>
-            {
+            Some(NodeOutcome::Failed) | None if r.status == PhaseStatus::Done => {
                 (NodeFate::Done, Some(Phase::Done))
             }
             Some(NodeOutcome::Failed) | None => (
@@ -228,10 +244,18 @@ fn node_state(v: &NodeView) -> NodeState {
             ),
         ),
     };
+    // Proof that mongod is down: `stop` reported done, or a later phase begun (each
+    // starts only after the stop completed).
+    let stopped = v.reports.iter().any(|r| {
+        (r.phase == Phase::Stop && r.status == PhaseStatus::Done)
+            || (r.phase.touches_data() && !r.phase.is_final())
+            || r.failed_phase.is_some_and(|p| p.touches_data())
+    });
     NodeState {
         replica_set: v.replica_set.clone(),
         node: v.node.clone(),
         fate,
         phase,
+        stopped,
     }
 }

@@ -196,7 +196,53 @@ pub async fn preflight(
     if !wait.is_empty() {
         return Err(NotNow::Wait(wait.join("; ")));
     }
+    if !plan.external {
+        let sources: Vec<String> = plan.nodes.iter().map(source).collect();
+        objects_present(&store, &plan.backup, &sources).await?;
+    }
     Ok(())
+}
+
+/// Every object of every manifest the restore needs is in storage with the size its
+/// manifest records: one HEAD per object, in parallel. Checked last, once nothing else
+/// makes the restore wait, because a node wiped for an object that then cannot be
+/// fetched is a node lost (without fallback, every node of the cluster).
+async fn objects_present(
+    store: &BackupStore,
+    backup: &str,
+    sources: &[String],
+) -> Result<(), NotNow> {
+    use tidemark_store::verify::{Level, verify_backup};
+    let verified = verify_backup(
+        store,
+        backup,
+        Level::Metadata,
+        &|_: tidemark_store::verify::Progress| {},
+    )
+    .await
+    .map_err(|e| NotNow::Wait(format!("backup storage unreachable: {e}")))?;
+    // Problems of replica sets this restore does not read are not its concern.
+    let problems: Vec<String> = verified
+        .problems
+        .iter()
+        .filter(|p| p.replica_set.as_ref().is_none_or(|rs| sources.contains(rs)))
+        .map(|p| p.to_string())
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 5;
+    let more = problems.len().saturating_sub(SHOWN);
+    Err(NotNow::Refuse(format!(
+        "backup {backup:?} in {} cannot be restored: {}{}",
+        store.url(),
+        problems[..problems.len().min(SHOWN)].join("; "),
+        if more > 0 {
+            format!("; and {more} more (tidemark verify {backup} lists them all)")
+        } else {
+            String::new()
+        }
+    )))
 }
 
 /// The stop order: the shards' secondaries, the shards' primaries, then the config
@@ -265,6 +311,7 @@ pub async fn start(
             replica_set_map: plan.remap.clone(),
             sharding: plan.sharding.clone(),
             stop_waves: stop_waves(plan),
+            go_timeout_ms: Some(ex.go_timeout.num_milliseconds().max(0) as u64),
         },
         deadline: Some(now + ex.op_deadline),
         epoch: None,

@@ -110,6 +110,12 @@ pub enum OpCommand {
         /// before the primary. Empty: all at once.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         stop_waves: Vec<Vec<OpTarget>>,
+        /// How long a node waits at `ready` for `go` (the reconciler's `--go-timeout`, in
+        /// milliseconds). Past it the node closes the gate and refuses, untouched, and it
+        /// never acts on a gate opened later than this after the op was created: a restore
+        /// that did not start within minutes must not start hours later by surprise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        go_timeout_ms: Option<u64>,
     },
     /// Put the dbPath back exactly as before restore op `restore_op`.
     #[serde(rename_all = "camelCase")]
@@ -355,17 +361,26 @@ pub struct Gate {
     /// Set when the gate was closed instead of opened: who closed it and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<String>,
+    /// The fencing number of the leader that opened it: agents refuse a gate of a lower
+    /// epoch than the highest they have seen (a deposed leader's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 impl Gate {
-    pub fn go(at: DateTime<Utc>) -> Gate {
-        Gate { at, abort: None }
+    pub fn go(at: DateTime<Utc>, epoch: Option<u64>) -> Gate {
+        Gate {
+            at,
+            abort: None,
+            epoch,
+        }
     }
 
     pub fn abort(at: DateTime<Utc>, why: impl Into<String>) -> Gate {
         Gate {
             at,
             abort: Some(why.into()),
+            epoch: None,
         }
     }
 
