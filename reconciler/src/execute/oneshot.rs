@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tidemark_schema::control::{
-    OneShotRecord, Op, RunStatus, WaitingRecord, archive_key, oneshot_key, op_key, waiting_key,
+    BackupRecord, OneShotRecord, Op, RunStatus, WaitingRecord, archive_key, catalog_key,
+    oneshot_key, op_key, waiting_key,
 };
 use tidemark_store::control::Created;
 
@@ -59,6 +60,11 @@ impl Executor {
             return Ok(false);
         }
         if refused.is_none() {
+            if let Some(why) = self.source_deleted(&record).await? {
+                self.finish_record(&record, RunStatus::Error, why, now)
+                    .await?;
+                return Ok(true);
+            }
             self.control.create(&op_key(&op.id), op).await?;
         }
         self.control
@@ -93,9 +99,46 @@ impl Executor {
                     record.kind, record.name, record.op_id
                 ))
             })?;
+        if let Some(why) = self.source_deleted(record).await? {
+            self.finish_record(record, RunStatus::Error, why.clone(), Utc::now())
+                .await?;
+            return Err(ExecError::Invalid(why));
+        }
         self.control.create(&op_key(&op.id), &op).await?;
         tracing::warn!(op = %op.id, "wrote the op of a one-shot whose start was interrupted");
         Ok(op)
+    }
+
+    /// For a restore whose ledger record was just written: `Some(why)` when its backup is
+    /// being deleted or gone. Its record pins the backup from now on (`forget-backup` and
+    /// retention look for it after marking the backup `deleting`), so a deletion that
+    /// began before the record shows here, and one that begins after it sees the record:
+    /// never both missed. A restore that loses the race ends refused, nothing touched.
+    async fn source_deleted(&self, record: &OneShotRecord) -> Result<Option<String>, ExecError> {
+        if !record.kind.eq_ignore_ascii_case("restore") {
+            return Ok(None);
+        }
+        let Some(backup) = record
+            .started_with
+            .as_ref()
+            .and_then(|s| s["settings"]["backup"].as_str())
+        else {
+            return Ok(None);
+        };
+        let entry: Option<BackupRecord> = self.control.get(&catalog_key(backup)).await?;
+        Ok(match entry {
+            None => Some(format!(
+                "refused before touching any node: backup {backup:?} is no longer in the \
+                 catalog (deleted while the restore was starting)"
+            )),
+            Some(b) => b.deleting.map(|at| {
+                format!(
+                    "refused before touching any node: backup {backup:?} is being deleted \
+                     (marked at {}, by retention or forget-backup)",
+                    at.to_rfc3339()
+                )
+            }),
+        })
     }
 
     /// Whether a one-shot has ended (or its record was replaced), read afresh rather than
@@ -151,5 +194,100 @@ impl Executor {
             reason: reason.to_string(),
         };
         Ok(self.control.put(&key, &record).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_schema::control::OpCommand;
+    use tidemark_schema::model::BackupType;
+    use tidemark_store::control::ControlPlane;
+
+    fn executor(dir: &std::path::Path) -> Executor {
+        Executor {
+            control: ControlPlane::open_writable(dir.to_str().unwrap()).unwrap(),
+            dead_after: chrono::Duration::seconds(5),
+            op_deadline: chrono::Duration::hours(1),
+            go_timeout: chrono::Duration::minutes(5),
+            storage_env: Vec::new(),
+        }
+    }
+
+    fn catalog_entry(deleting: Option<DateTime<Utc>>) -> BackupRecord {
+        BackupRecord {
+            name: "b1".into(),
+            cluster: "c1".into(),
+            storage: "s".into(),
+            schedule: None,
+            backup_type: BackupType::Physical,
+            status: RunStatus::Done,
+            complete: true,
+            started_at: Utc::now(),
+            finished_at: None,
+            last_write: None,
+            replica_sets: Vec::new(),
+            deleting,
+            verification: None,
+        }
+    }
+
+    fn restore_op(now: DateTime<Utc>) -> Op {
+        Op {
+            id: "op-r1".into(),
+            created_at: now,
+            cluster: "c1".into(),
+            targets: Vec::new(),
+            command: OpCommand::RemoveFallback {
+                restore_op: "x".into(),
+            },
+            deadline: None,
+            epoch: None,
+        }
+    }
+
+    /// `forget-backup` marked the backup between the planner's read of the catalog and
+    /// the restore's ledger record: the restore ends refused and no op reaches an agent.
+    #[tokio::test]
+    async fn a_restore_whose_backup_is_being_deleted_never_writes_its_op() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let ex = executor(dir.path());
+        let now = Utc::now();
+        for (name, entry) in [("r1", Some(catalog_entry(Some(now)))), ("r2", None)] {
+            if let Some(e) = &entry {
+                ex.control.put(&catalog_key("b1"), e).await.unwrap();
+            } else {
+                ex.control.delete(&catalog_key("b1")).await.unwrap();
+            }
+            let op = Op {
+                id: format!("op-{name}"),
+                ..restore_op(now)
+            };
+            let settings = json!({"backup": "b1"});
+            assert!(
+                ex.start_oneshot("Restore", name, &op, settings, None, now)
+                    .await
+                    .unwrap()
+            );
+            let record: OneShotRecord = ex
+                .control
+                .get(&oneshot_key("restore", name))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(record.status, RunStatus::Error, "{name}: {record:?}");
+            assert!(record.message.contains("b1"), "{}", record.message);
+            assert!(!ex.control.exists(&op_key(&op.id)).await.unwrap(), "{name}");
+        }
+        // A backup that is not being deleted starts as usual.
+        ex.control
+            .put(&catalog_key("b1"), &catalog_entry(None))
+            .await
+            .unwrap();
+        let op = restore_op(now);
+        ex.start_oneshot("Restore", "r3", &op, json!({"backup": "b1"}), None, now)
+            .await
+            .unwrap();
+        assert!(ex.control.exists(&op_key(&op.id)).await.unwrap());
     }
 }

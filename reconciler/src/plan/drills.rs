@@ -193,7 +193,7 @@ fn choose(
         .iter()
         .filter(|b| b.schedule.as_deref() == Some(spec.schedule.as_str()))
         .filter(|b| b.is_good() && b.deleting.is_none())
-        .max_by_key(|b| (b.started_at, b.name.clone()))
+        .max_by(|a, b| a.recency().cmp(&b.recency()))
         .ok_or_else(|| {
             format!(
                 "schedule {:?} has no good backup yet (complete, and verified where it asks \

@@ -52,7 +52,7 @@ pub fn resolve_backup<'a>(
     backups
         .iter()
         .filter(|b| b.schedule.as_deref() == Some(schedule) && b.is_good())
-        .max_by(|a, b| (a.started_at, &a.name).cmp(&(b.started_at, &b.name)))
+        .max_by(|a, b| a.recency().cmp(&b.recency()))
         .ok_or_else(|| format!("schedule {schedule:?} has no good backup yet"))
 }
 

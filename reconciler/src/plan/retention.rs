@@ -80,12 +80,19 @@ pub fn decide(
         .max_age
         .as_deref()
         .and_then(|m| parse_max_age(m).ok());
+    // Only the schedule's backups of its current cluster and storage: a schedule pointed
+    // elsewhere must not prune the old cluster's backups against the new ones.
     let mut good: Vec<&BackupRecord> = backups
         .iter()
-        .filter(|b| b.schedule.as_deref() == Some(schedule) && b.is_good())
+        .filter(|b| {
+            b.schedule.as_deref() == Some(schedule)
+                && b.cluster == spec.cluster
+                && b.storage == spec.storage
+                && b.is_good()
+        })
         .collect();
-    // Newest first; the name breaks ties so the order never depends on listing order.
-    good.sort_by(|a, b| (b.started_at, &b.name).cmp(&(a.started_at, &a.name)));
+    // Newest first, by the data's own time.
+    good.sort_by(|a, b| b.recency().cmp(&a.recency()));
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); good.len()];
     if let Some(first) = reasons.first_mut() {
         first.push("newest good backup of the schedule: never deleted".to_string());
@@ -105,7 +112,7 @@ pub fn decide(
             if kept == n {
                 break;
             }
-            let bucket = (tier.bucket)(&b.started_at.with_timezone(&tz));
+            let bucket = (tier.bucket)(&b.data_time().with_timezone(&tz));
             if last.as_deref() == Some(bucket.as_str()) {
                 continue;
             }
@@ -120,7 +127,7 @@ pub fn decide(
     good.iter()
         .zip(reasons)
         .map(|(b, mut reasons)| {
-            let age = now - b.started_at;
+            let age = now - b.data_time();
             if let Some(m) = &max_age
                 && age.to_std().map_or(true, |a| a < m.duration)
             {

@@ -101,13 +101,13 @@ pub fn schedule_state(
     }
     let last_good = backups
         .iter()
-        .filter(|b| b.schedule.as_deref() == Some(name) && b.is_good())
-        .max_by_key(|b| (b.started_at, b.name.clone()));
+        .filter(|b| b.schedule.as_deref() == Some(name) && b.cluster == spec.cluster && b.is_good())
+        .max_by(|a, b| a.recency().cmp(&b.recency()));
     let rpo = spec.rpo.as_deref().and_then(|r| parse_max_age(r).ok());
     let rpo_breached = rpo.as_ref().is_some_and(|rpo| {
         let window = chrono::Duration::from_std(rpo.duration).unwrap_or(chrono::Duration::MAX);
         match last_good {
-            Some(b) => now - b.started_at > window,
+            Some(b) => now - b.data_time() > window,
             None => since.is_some_and(|s| now - s > window),
         }
     });

@@ -395,6 +395,21 @@ impl BackupRecord {
                 .is_none_or(|v| v.status == VerificationStatus::Passed)
     }
 
+    /// When the backup's data was cut, by the cluster's own clock (its last write, from
+    /// the oplog), falling back to its start for a backup without one. Backups are
+    /// ordered by it, never by `started_at`: that comes from whichever reconciler led at
+    /// the time, and one whose clock ran an hour ahead would rank its backups above every
+    /// later one.
+    pub fn data_time(&self) -> DateTime<Utc> {
+        self.last_write.unwrap_or(self.started_at)
+    }
+
+    /// The order of "newest": by data time, the name breaking ties so that the order
+    /// never depends on listing order.
+    pub fn recency(&self) -> (DateTime<Utc>, &str) {
+        (self.data_time(), self.name.as_str())
+    }
+
     pub fn uncompressed_bytes(&self) -> u64 {
         self.replica_sets.iter().map(|r| r.uncompressed_bytes).sum()
     }
