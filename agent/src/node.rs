@@ -405,6 +405,20 @@ pub fn j(v: impl serde::Serialize) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
+    /// A deposed leader's op or gate (a lower epoch than one already seen) is refused;
+    /// the current epoch, a newer one, and a record without an epoch pass.
+    #[test]
+    fn the_epoch_fence_refuses_what_a_deposed_leader_wrote() {
+        let fence = super::EpochFence::default();
+        assert_eq!(fence.admit(Some(3)), Ok(()));
+        assert_eq!(fence.admit(Some(4)), Ok(()));
+        assert_eq!(fence.admit(Some(4)), Ok(()));
+        assert_eq!(fence.admit(Some(3)), Err(4));
+        assert_eq!(fence.admit(None), Ok(()));
+        assert_eq!(fence.admit(Some(5)), Ok(()));
+        assert_eq!(fence.admit(Some(4)), Err(5));
+    }
+
     #[test]
     fn first_host_strips_credentials_and_options() {
         assert_eq!(

@@ -108,6 +108,34 @@ pub enum ManifestError {
     UnsafePath { path: String, why: &'static str },
     #[error("manifest totals do not add up: {0}")]
     Totals(String),
+    #[error("manifest {field} {name:?} is unsafe as a directory name: {why}")]
+    UnsafeName {
+        field: &'static str,
+        name: String,
+        why: &'static str,
+    },
+}
+
+/// Why a name read from storage (a replica set's, a backup's) cannot be one component of
+/// a local path, or `None`. Agents join such names to directories (a drill's scratch
+/// dbPath per replica set): `..` or a slash would put files outside it.
+pub fn unsafe_name_reason(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("empty");
+    }
+    if name.len() > 255 {
+        return Some("longer than 255 bytes");
+    }
+    if name.contains(['/', '\\', '\0']) {
+        return Some("contains a slash, a backslash or a NUL byte");
+    }
+    if name == "." || name == ".." {
+        return Some("is '.' or '..'");
+    }
+    if name.starts_with(".tidemark") {
+        return Some("is reserved for tidemark's own files");
+    }
+    None
 }
 
 /// Why a manifest path could escape the dbPath, or `None` if it is a plain relative path.
@@ -150,6 +178,19 @@ impl ReplicaSetManifest {
             serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
         if m.format != MANIFEST_FORMAT {
             return Err(ManifestError::Format(m.format));
+        }
+        for (field, name) in [
+            ("backup", &m.backup),
+            ("cluster", &m.cluster),
+            ("replicaSet", &m.replica_set),
+        ] {
+            if let Some(why) = unsafe_name_reason(name) {
+                return Err(ManifestError::UnsafeName {
+                    field,
+                    name: name.clone(),
+                    why,
+                });
+            }
         }
         let mut seen = std::collections::BTreeSet::new();
         for f in &m.files {
@@ -239,5 +280,50 @@ mod tests {
         ] {
             assert!(unsafe_path_reason(good).is_none(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        for bad in [
+            "",
+            "..",
+            ".",
+            "../../etc",
+            "rs0/x",
+            "a\\b",
+            ".tidemark-fallback",
+        ] {
+            assert!(unsafe_name_reason(bad).is_some(), "{bad:?}");
+        }
+        for good in ["rs0", "shard-1", "cfg", "nightly-20260301T010000Z"] {
+            assert!(unsafe_name_reason(good).is_none(), "{good:?}");
+        }
+    }
+
+    /// A manifest whose replica-set name would lead a drill's scratch directory out of
+    /// its drill dir is refused when read, before any path is built from it.
+    #[test]
+    fn a_manifest_with_an_unsafe_replica_set_name_does_not_parse() {
+        let good = serde_json::json!({
+            "format": MANIFEST_FORMAT, "backup": "b1", "cluster": "c1", "replicaSet": "rs0",
+            "node": "db1:27017", "type": "physical", "compression": "none",
+            "startedAt": "2026-03-01T00:00:00Z", "finishedAt": "2026-03-01T00:01:00Z",
+            "backupId": "x", "checkpointTimestamp": {"t": 1, "i": 1}, "flavor": "psmdb",
+            "storageOptions": {}, "lastWrite": {"t": 1, "i": 1}, "mongodVersion": "7.0.14",
+            "files": [],
+            "uncompressedBytes": 0, "storedBytes": 0,
+        });
+        let parse =
+            |v: &serde_json::Value| ReplicaSetManifest::from_json(&serde_json::to_vec(v).unwrap());
+        if let Err(e) = parse(&good) {
+            panic!("the good manifest must parse: {e}");
+        }
+        let mut bad = good.clone();
+        bad["replicaSet"] = "../../home".into();
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("replicaSet") && err.contains("../../home"),
+            "{err}"
+        );
     }
 }

@@ -203,23 +203,53 @@ pub(crate) async fn read_object(
 /// The agent's `--dbpath` must be the directory mongod really uses: a restore into any
 /// other directory would move or wipe the wrong data.
 fn check_dbpath(node: &Node, cmdline: &bson::Document) -> Result<(), AgentError> {
-    let Ok(theirs) = cmdline
-        .get_document("parsed")
-        .and_then(|p| p.get_document("storage"))
-        .and_then(|s| s.get_str("dbPath"))
-    else {
-        return Ok(()); // mongod's default dbPath is not reported; nothing to compare
-    };
-    let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let (ours, theirs) = (canon(&node.cfg.dbpath), canon(std::path::Path::new(theirs)));
-    if ours != theirs {
-        return Err(AgentError::Refused(format!(
-            "the agent's --dbpath {} is not mongod's dbPath {}; nothing was touched",
-            ours.display(),
-            theirs.display()
-        )));
+    match dbpath_mismatch(&node.cfg.dbpath, cmdline) {
+        Some(why) => Err(AgentError::Refused(format!("{why}; nothing was touched"))),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// mongod's dbPath from `getCmdLineOpts`. mongod leaves `storage.dbPath` out when it runs
+/// on its default (as in the official container image), which is `/data/db`, or
+/// `/data/configdb` for a config server: that default is compared, never skipped, or a
+/// wrong `--dbpath` would be wiped and "restored" while mongod restarts on its real data.
+fn mongod_dbpath(cmdline: &bson::Document) -> (std::path::PathBuf, bool) {
+    let parsed = cmdline.get_document("parsed").ok();
+    if let Some(p) = parsed
+        .and_then(|p| p.get_document("storage").ok())
+        .and_then(|s| s.get_str("dbPath").ok())
+    {
+        return (p.into(), false);
+    }
+    let configsvr = parsed
+        .and_then(|p| p.get_document("sharding").ok())
+        .and_then(|s| s.get_str("clusterRole").ok())
+        == Some("configsvr");
+    let default = if configsvr {
+        "/data/configdb"
+    } else {
+        "/data/db"
+    };
+    (default.into(), true)
+}
+
+/// Why `ours` is not the dbPath of the mongod that answered `cmdline`, or `None`.
+fn dbpath_mismatch(ours: &std::path::Path, cmdline: &bson::Document) -> Option<String> {
+    let (theirs, default) = mongod_dbpath(cmdline);
+    let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (ours, theirs) = (canon(ours), canon(&theirs));
+    (ours != theirs).then(|| {
+        format!(
+            "the agent's --dbpath {} is not mongod's dbPath {}{}",
+            ours.display(),
+            theirs.display(),
+            if default {
+                " (its default: mongod was started without a dbPath)"
+            } else {
+                ""
+            }
+        )
+    })
 }
 
 /// Everything about the backup that would otherwise fail only after mongod is stopped.
@@ -284,5 +314,31 @@ fn check_encryption(
              matches now; refusing to empty a node that can restore; nothing was touched"
         ))),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn a_mongod_on_its_default_dbpath_is_compared_with_that_default() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let default = doc! {"argv": ["mongod", "--replSet", "rs0"], "parsed": {"replication": {"replSetName": "rs0"}}};
+        let why = dbpath_mismatch(dir.path(), &default).expect("a wrong --dbpath is refused");
+        assert!(why.contains("/data/db") && why.contains("default"), "{why}");
+        let config = doc! {"parsed": {"sharding": {"clusterRole": "configsvr"}}};
+        assert!(
+            dbpath_mismatch(dir.path(), &config)
+                .unwrap()
+                .contains("/data/configdb")
+        );
+        let explicit = doc! {"parsed": {"storage": {"dbPath": dir.path().to_str().unwrap()}}};
+        assert_eq!(dbpath_mismatch(dir.path(), &explicit), None);
+        assert_eq!(
+            dbpath_mismatch(std::path::Path::new("/data/db"), &default),
+            None
+        );
     }
 }
