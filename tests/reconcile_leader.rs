@@ -124,3 +124,52 @@ fn three_reconcilers_on_s3_one_leads_and_a_killed_leader_is_replaced_within_the_
     }
     assert!(by_time.iter().any(|(_, e, _)| *e == 3), "{by_time:?}");
 }
+
+/// An S3-compatible store that ignores `If-None-Match` (moto behind a proxy that drops
+/// the header) would let two reconcilers both take one lease epoch and a Restore run
+/// twice: the reconciler proves create-if-absent first and refuses to lead, naming it.
+#[test]
+fn a_store_that_ignores_conditional_puts_is_refused_at_start_up() {
+    let moto = Moto::start();
+    let proxy = tidemark_testkit::HeaderDroppingProxy::start(moto.port, "If-None-Match");
+    let mut w = World::new("nocas");
+    w.rig.use_s3_control(&moto, "ctl");
+    let through_proxy: Vec<(&'static str, String)> = moto
+        .env()
+        .into_iter()
+        .map(|(k, v)| match k {
+            "AWS_ENDPOINT" => (k, proxy.endpoint()),
+            _ => (k, v),
+        })
+        .collect();
+    w.rig.agent_env = through_proxy;
+    let code = w.reconcile_once("nocas.log", &[]);
+    let log = w.reconciler_log_named("nocas.log");
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("does not honour create-if-absent") && log.contains("s3://ctl/tidemark"),
+        "{log}"
+    );
+    // Nothing was led: no lease epoch exists in the store.
+    let raw = object_store::prefix::PrefixStore::new(moto.store("ctl"), "tidemark");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let keys: Vec<String> = runtime.block_on(async {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        raw.list(None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap()
+    });
+    assert!(keys.iter().all(|k| !k.starts_with("lease/")), "{keys:?}");
+
+    // The same moto without the proxy honours it: the reconciler leads.
+    w.rig.agent_env = moto.env();
+    assert_eq!(
+        w.reconcile_once("direct.log", &[]),
+        0,
+        "{}",
+        w.reconciler_log_named("direct.log")
+    );
+}

@@ -37,10 +37,12 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
         go_timeout: chrono::Duration::from_std(args.go_timeout)?,
         storage_env: Vec::new(),
     };
-    let lease = Arc::new(Lease::new(control, holder_id(), args.lease_ttl));
+    let lease = Arc::new(Lease::new(control.clone(), holder_id(), args.lease_ttl));
     tracing::info!(source = %source.describe(), control = %args.control, holder = %lease.holder(), "starting reconciler");
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
+        // Before any lease, ledger or gate is written: all of them are create-once.
+        control.prove_create_if_absent(lease.holder()).await?;
         let standing = Arc::new(Mutex::new(None));
         let mut rec = Reconciler::new(source, ex);
         rec.standing = Some(standing.clone());

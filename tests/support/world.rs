@@ -209,7 +209,12 @@ impl World {
     }
 
     pub fn reconciler_log(&self) -> String {
-        std::fs::read_to_string(self.rig.control.path().join("reconciler.log")).unwrap_or_default()
+        self.reconciler_log_named("reconciler.log")
+    }
+
+    /// The log of a reconciler this world started with `log` as its file name.
+    pub fn reconciler_log_named(&self, log: &str) -> String {
+        std::fs::read_to_string(self.rig.control.path().join(log)).unwrap_or_default()
     }
 
     pub fn logs(&self) -> String {

@@ -131,6 +131,40 @@ impl ControlPlane {
         &self.url
     }
 
+    /// Proves that the store honours create-if-absent before anyone relies on it: two
+    /// creates of one new probe key, and exactly the first must win. `tag` keeps the
+    /// probes of several reconcilers apart. The probe is deleted afterwards.
+    pub async fn prove_create_if_absent(&self, tag: &str) -> Result<(), ControlError> {
+        let store = self.store.as_ref().ok_or_else(|| ControlError::ReadOnly {
+            url: self.url.clone(),
+        })?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let tag: String = tag
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let key = format!("lease/probes/{tag}-{nanos}.json");
+        let first = store
+            .put_json_create(&key, &serde_json::json!({"try": 1}))
+            .await;
+        let second = store
+            .put_json_create(&key, &serde_json::json!({"try": 2}))
+            .await;
+        let _ = store.object_store().delete(&Path::from(key.as_str())).await;
+        first.map_err(|e| self.storage(e))?;
+        match second {
+            Err(StorageError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(self.storage(e)),
+            Ok(()) => Err(ControlError::NoCreateIfAbsent {
+                url: self.url.clone(),
+                key,
+            }),
+        }
+    }
+
     /// The same control plane, writing as the leader of `epoch`: each write first checks
     /// that no later epoch exists and is refused (`Deposed`) if one does. The check and
     /// the write are two requests, so a write can still land just after a takeover; every

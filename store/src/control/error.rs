@@ -34,6 +34,15 @@ pub enum ControlError {
     },
     #[error("control plane {url} does not exist yet and was opened read-only")]
     ReadOnly { url: String },
+    /// The store accepted a second create-if-absent of one key: it ignores conditional
+    /// puts (`If-None-Match: *`), so the lease, the ledger and the gates cannot be made
+    /// once, and two reconcilers could both lead.
+    #[error(
+        "control plane {url} does not honour create-if-absent: a second create of {key:?} \
+         succeeded instead of being refused (the store ignores If-None-Match); tidemark \
+         cannot lead on it: the lease, the ledger and restore gates rely on it"
+    )]
+    NoCreateIfAbsent { url: String, key: String },
     /// A leader's write refused because a later epoch exists: another reconciler leads.
     #[error(
         "control plane {url}: not writing {key:?}: this reconciler led epoch {epoch}, and a later epoch exists (another reconciler leads now)"

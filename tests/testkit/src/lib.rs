@@ -3,6 +3,7 @@
 
 mod git;
 mod moto;
+mod proxy;
 
 pub use git::commit_and_push;
 
@@ -19,6 +20,7 @@ pub fn spread(v: &[f64]) -> String {
     )
 }
 pub use moto::Moto;
+pub use proxy::HeaderDroppingProxy;
 
 /// A one-shot physical `Backup` document of `cluster` to `storage`, as YAML.
 pub fn backup_yaml(name: &str, cluster: &str, storage: &str) -> String {
