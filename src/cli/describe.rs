@@ -193,6 +193,7 @@ pub(crate) async fn describe(
         "finishedAt": record.finished_at,
         "decision": result.as_ref().map(|r| json!({"status": r.status, "reason": r.reason, "at": r.decided_at})),
         "reason": record.message,
+        "retry": record.retry,
         "replicaSets": sets.into_iter().map(|(name, nodes)| json!({"name": name, "nodes": nodes})).collect::<Vec<_>>(),
     }))
 }
@@ -244,6 +245,16 @@ fn render(view: &Value) -> String {
     }
     if !s(&view["reason"]).is_empty() {
         out.push_str(&format!("  reason:  {}\n", s(&view["reason"])));
+    }
+    if let Some(r) = view["retry"].as_object() {
+        out.push_str(&format!(
+            "  retry:   failed {} time(s), next try at {}: {}\n",
+            r.get("failures")
+                .and_then(Value::as_u64)
+                .unwrap_or_default(),
+            r.get("nextAt").and_then(Value::as_str).unwrap_or_default(),
+            r.get("error").and_then(Value::as_str).unwrap_or_default()
+        ));
     }
     if let Some(v) = view["verification"].as_object() {
         out.push_str(&format!(

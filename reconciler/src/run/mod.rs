@@ -1,6 +1,8 @@
 //! The reconcile loop: `pass` (load, observe, plan, execute, follow) and `looper` (when
-//! passes run, backoff after a failed one, and the stop signal).
+//! passes run, backoff after a failed one, and the stop signal) and `backoff` (per
+//! one-shot waits after a failing step).
 
+pub mod backoff;
 mod looper;
 mod pass;
 

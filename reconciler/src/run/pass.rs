@@ -14,6 +14,7 @@ use tidemark_schema::model::Kind;
 use tidemark_schema::validate::{DesiredState, SourceFile, validate_files};
 use tidemark_store::control::{LeaseClock, ObservedState, Standing, observe};
 
+use super::backoff;
 use crate::backup::{self, BackupSettings};
 use crate::execute::{ExecError, Executor, Progress, storage_target};
 use crate::plan::{Action, PlanSettings, plan_with, wanted_record};
@@ -62,6 +63,37 @@ pub struct Reconciler<S> {
     /// When compaction last looked at the ops (it lists `ops/` and `logs/`: not on every
     /// pass of a reconciler following an op every few hundred milliseconds).
     last_compaction: Option<std::time::Instant>,
+}
+
+/// Records a failed step in the one-shot's ledger record with its next try, or clears it
+/// after a step that went through. Read afresh: the step may have rewritten the record.
+async fn note_retry(
+    ex: &Executor,
+    record: &tidemark_schema::control::OneShotRecord,
+    error: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<(), ExecError> {
+    let key = tidemark_schema::control::oneshot_key(&record.kind.to_lowercase(), &record.name);
+    let Some(mut fresh) = ex
+        .control
+        .get::<tidemark_schema::control::OneShotRecord>(&key)
+        .await?
+    else {
+        return Ok(());
+    };
+    if fresh.is_final() || fresh.op_id != record.op_id {
+        return Ok(());
+    }
+    fresh.retry = match error {
+        Some(e) => {
+            let retry = backoff::failed(fresh.retry.as_ref(), e, now);
+            tracing::warn!(kind = %record.kind, name = %record.name, failures = retry.failures, next = %retry.next_at, error = %retry.error, "one-shot step failed; backing off");
+            Some(retry)
+        }
+        None if fresh.retry.is_none() => return Ok(()),
+        None => None,
+    };
+    ex.record(&fresh).await
 }
 
 /// Brings every declared schedule's and drill's ledger record up to date (see
@@ -338,11 +370,27 @@ impl<S: DesiredStateSource> Reconciler<S> {
             if record.is_final() {
                 continue;
             }
+            if let Some(retry) = record
+                .retry
+                .as_ref()
+                .filter(|r| !backoff::due(Some(r), now))
+            {
+                report.running.push(format!(
+                    "{kind} {name} (failed {} time(s); next try at {})",
+                    retry.failures,
+                    retry.next_at.to_rfc3339()
+                ));
+                continue;
+            }
             let progress = match kind.as_str() {
                 "restore" => restore::advance(&self.ex, record, desired, now).await,
                 "backup" => backup::advance(&self.ex, record, now).await,
                 crate::plan::DRILL_KIND => crate::drill::advance(&self.ex, record, now).await,
                 other => Err(ExecError::Invalid(format!("unknown one-shot kind {other}"))),
+            };
+            let outcome = match &progress {
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
             };
             match progress {
                 Ok(Progress::Running) => report.running.push(format!("{kind} {name}")),
@@ -351,6 +399,11 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     report.running.push(format!("{kind} {name}"));
                     report.errors.push(format!("{kind} {name}: {e}"));
                 }
+            }
+            if (outcome.is_some() || record.retry.is_some())
+                && let Err(e) = note_retry(&self.ex, record, outcome, now).await
+            {
+                report.errors.push(format!("{kind} {name}: {e}"));
             }
         }
         // Completed backups whose schedule asked for verification: checked beside the

@@ -90,6 +90,19 @@ pub struct OneShotRecord {
     /// Drills: what the run measured and what its checks found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillOutcome>,
+    /// Set while a step of this one-shot keeps failing: how often, the last error and
+    /// when it is tried again (each failure waits longer, up to a cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+/// A one-shot's step that failed, and when the reconciler tries it again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retry {
+    pub failures: u32,
+    pub error: String,
+    pub next_at: DateTime<Utc>,
 }
 
 /// What one drill run measured, as its agent reported it.
