@@ -67,6 +67,11 @@ impl EpochFence {
         let seen = self.0.fetch_max(epoch, Ordering::SeqCst);
         if epoch < seen { Err(seen) } else { Ok(()) }
     }
+
+    /// Starts over from `epoch` (the control plane was emptied and its epochs restart).
+    pub fn reset(&self, epoch: u64) {
+        self.0.store(epoch, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Node {
@@ -229,7 +234,7 @@ impl Node {
         loop {
             match self.ended_or_arrived(&op.id, &result, &abort, key).await {
                 Ok(None) => {}
-                Ok(Some(Ok(()))) => return Ok(()),
+                Ok(Some(Ok(_))) => return Ok(()),
                 Ok(Some(Err(why))) => {
                     return Err(AgentError::Refused(format!(
                         "the op was ended while waiting for {what}: {why}"
@@ -252,7 +257,7 @@ impl Node {
         result: &str,
         abort: &str,
         key: &str,
-    ) -> Result<Option<Result<(), String>>, AgentError> {
+    ) -> Result<Option<Result<serde_json::Value, String>>, AgentError> {
         // An end (result or abort) wins over the awaited key: two reconcilers racing may
         // write both, and a node must then stay untouched.
         if self.control.exists(result).await? || self.control.exists(abort).await? {
@@ -269,9 +274,10 @@ impl Node {
         let Some(v) = self.control.get::<serde_json::Value>(key).await? else {
             return Ok(None);
         };
-        Ok(Some(
-            tidemark_schema::control::Gate::read(&v).map_err(|why| format!("{key} closed: {why}")),
-        ))
+        Ok(Some(match tidemark_schema::control::Gate::read(&v) {
+            Ok(()) => Ok(v),
+            Err(why) => Err(format!("{key} closed: {why}")),
+        }))
     }
 
     /// Waits at `ready` for a restore's gate, for at most `timeout` (measured here, on a
@@ -291,7 +297,7 @@ impl Node {
         loop {
             match self.ended_or_arrived(&op.id, &result, &abort, &key).await {
                 Ok(None) => {}
-                Ok(Some(Ok(()))) => return self.judge_gate(op, &key, timeout).await,
+                Ok(Some(Ok(gate))) => return self.judge_gate(op, &key, &gate, timeout),
                 Ok(Some(Err(why))) => {
                     return Err(AgentError::Refused(format!(
                         "the op was ended while waiting for go: {why}"
@@ -308,31 +314,43 @@ impl Node {
                     "no go within the restore's go timeout ({}s) of this node being ready",
                     t.as_secs()
                 );
-                if self.close_gate(&op.id, &why).await? {
-                    return Err(AgentError::Refused(format!("{why}; nothing was touched")));
+                match self.close_gate(&op.id, &why).await {
+                    Ok(true) => {
+                        return Err(AgentError::Refused(format!("{why}; nothing was touched")));
+                    }
+                    // Opened meanwhile: the next look reads and judges it.
+                    Ok(false) => {}
+                    // Not closed: the reconciler may still open it for the others, so this
+                    // node must not refuse alone; it tries again.
+                    Err(e) => tracing::warn!(error = %e, "cannot close the gate; trying again"),
                 }
-                // Opened meanwhile: the next look reads and judges it.
             }
             tokio::time::sleep(self.cfg.quick_poll()).await;
         }
     }
 
-    /// An open gate, read again with its time and epoch.
-    async fn judge_gate(
+    /// An open gate, as it was read, judged by its time and epoch. Pure: a control plane
+    /// that fails now must not make this node refuse alone while the others go on.
+    fn judge_gate(
         &self,
         op: &Op,
         key: &str,
+        gate: &serde_json::Value,
         timeout: Option<std::time::Duration>,
     ) -> Result<(), AgentError> {
-        let gate: Option<tidemark_schema::control::Gate> = self
-            .control
-            .get::<serde_json::Value>(key)
-            .await?
-            .and_then(|v| serde_json::from_value(v).ok());
-        let Some(gate) = gate else {
+        let Ok(gate) = serde_json::from_value::<tidemark_schema::control::Gate>(gate.clone())
+        else {
             // `{}` or a hand-written gate without a time: open, nothing to judge.
             return Ok(());
         };
+        if gate.epoch.is_some() && gate.epoch < op.epoch {
+            return Err(AgentError::Refused(format!(
+                "{key} was opened by leader epoch {} but the op is of epoch {}: a deposed \
+                 leader's gate; nothing was touched",
+                gate.epoch.unwrap_or_default(),
+                op.epoch.unwrap_or_default()
+            )));
+        }
         if let Err(seen) = self.epochs.admit(gate.epoch) {
             return Err(AgentError::Refused(format!(
                 "{key} was opened by leader epoch {} but epoch {seen} has been seen: a \

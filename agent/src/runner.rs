@@ -254,7 +254,13 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<Seen, AgentError> {
         // a compacted op's directory is gone by then.
         return Ok(Seen::NotReady);
     }
-    if let Some(last) = reports.last() {
+    // The furthest phase by the phases' order, not the newest by this agent's clock,
+    // which an NTP step may have moved back since.
+    if let Some(last) = reports
+        .iter()
+        .filter(|r| !r.phase.is_final())
+        .max_by_key(|r| r.phase)
+    {
         // We started this op before a restart. Its in-memory state (the backup cursor,
         // the download in progress) is gone, so it cannot have finished: fail it, naming
         // the phase, and leave any fallback directory for the reconciler's decision.
@@ -312,7 +318,9 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<Seen, AgentError> {
             .await
             .map(|_| Seen::Handled);
     }
-    if let Err(seen) = node.epochs.admit(op.epoch) {
+    if let Err(seen) = node.epochs.admit(op.epoch)
+        && !control_plane_reset(node, seen, op.epoch).await
+    {
         // Written by a leader that has since been replaced (its lease lapsed while it
         // was paused, say): the current leader never asked for it.
         return node
@@ -330,6 +338,22 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<Seen, AgentError> {
             .map(|_| Seen::Handled);
     }
     execute(node, op).await.map(|_| Seen::Ran)
+}
+
+/// Whether the control plane was emptied and started again since this agent saw epoch
+/// `seen` (its lease record is gone): the fence then starts over from `epoch`, or every
+/// op of the new control plane would be refused until the agent restarts.
+async fn control_plane_reset(node: &Node, seen: u64, epoch: Option<u64>) -> bool {
+    let key = tidemark_schema::control::lease_key(seen);
+    if !matches!(node.control.exists(&key).await, Ok(false)) {
+        return false;
+    }
+    tracing::warn!(
+        seen,
+        "the lease of the highest epoch seen is gone: the control plane was reset; the epoch fence starts over"
+    );
+    node.epochs.reset(epoch.unwrap_or_default());
+    true
 }
 
 /// Runs an op to its end and writes the final report. Its log lines go to the control

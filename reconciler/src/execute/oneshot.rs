@@ -64,6 +64,9 @@ impl Executor {
             if let Some(why) = self.source_deleted(&record).await? {
                 self.finish_record(&record, RunStatus::Error, why, now)
                     .await?;
+                self.control
+                    .delete(&waiting_key(&kind.to_lowercase(), name))
+                    .await?;
                 return Ok(true);
             }
             self.control.create(&op_key(&op.id), op).await?;
@@ -93,7 +96,12 @@ impl Executor {
         let op: Op = record
             .started_with
             .as_ref()
-            .and_then(|s| serde_json::from_value(s["op"].clone()).ok())
+            .and_then(|s| serde_json::from_value::<Op>(s["op"].clone()).ok())
+            // Written now by this leader, under its epoch: agents that saw it refuse lower.
+            .map(|op| Op {
+                epoch: self.control.epoch().or(op.epoch),
+                ..op
+            })
             .ok_or_else(|| {
                 ExecError::Invalid(format!(
                     "{} {:?}: its op {} is missing and the ledger record does not hold it",

@@ -41,6 +41,7 @@ pub async fn advance(
     let mut unwiped: BTreeSet<String> = BTreeSet::new();
     let mut notes: Vec<String> = Vec::new();
     let mut started_at = None;
+    let mut start_targets: Vec<OpTarget> = Vec::new();
     for stage in STAGES {
         let held = |n: &NodeVerdict| {
             matches!(stage, Remedy::Start | Remedy::RemoveFallback)
@@ -96,6 +97,7 @@ pub async fn advance(
         };
         if stage == Remedy::Start {
             started_at = Some(stage_op.created_at);
+            start_targets = stage_op.targets.clone();
         }
         // Once a stage is closed its verdicts are final: a lost agent that comes back
         // later (and, seeing the result, does nothing) must not reopen it.
@@ -105,6 +107,18 @@ pub async fn advance(
                 stage_result(&id, stage, &op.id, &ex.views(&stage_op, now).await?, now)
             }
             Some(mut closed) => {
+                // A set is held by its wipe as the stage was closed: a wipe that a lost
+                // agent finished later does not release it, or a set left down would be
+                // waited on for ever.
+                if stage == Remedy::Wipe {
+                    unwiped.extend(
+                        closed
+                            .nodes
+                            .iter()
+                            .filter(|n| n.fate != NodeFate::Done)
+                            .map(|n| n.replica_set.clone()),
+                    );
+                }
                 // A node closed as lost whose agent then finished the step did it: count it.
                 if closed.nodes.iter().any(|n| n.fate == NodeFate::Lost) {
                     let views = ex.views(&stage_op, now).await?;
@@ -152,7 +166,7 @@ pub async fn advance(
     }
     if status != RunStatus::Error && settings.start_nodes {
         if let Some(since) = started_at
-            && let Some(waiting) = unhealthy(ex, op, result, &stuck, since).await?
+            && let Some(waiting) = unhealthy(ex, op, &start_targets, &stuck, since).await?
         {
             tracing::info!(restore = %record.name, %waiting, "waiting for a healthy replica set");
             return Ok(Progress::Running);
@@ -232,18 +246,15 @@ fn stage_result(
 async fn unhealthy(
     ex: &Executor,
     op: &Op,
-    result: &OpResult,
+    started: &[OpTarget],
     stuck: &BTreeSet<String>,
     since: DateTime<Utc>,
 ) -> Result<Option<String>, ExecError> {
     let beats = ex.control.heartbeats(&op.cluster).await?;
     let mut missing = Vec::new();
     let mut primary = false;
-    for n in result
-        .nodes
-        .iter()
-        .filter(|n| n.remedies.contains(&Remedy::Start) && !stuck.contains(&n.node))
-    {
+    // Only the nodes the start step was written for: a set held down is not waited on.
+    for n in started.iter().filter(|n| !stuck.contains(&n.node)) {
         let hb = beats
             .iter()
             .find(|h| h.replica_set == n.replica_set && h.node == n.node && h.at > since);

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
-    Gate, NodeFate, NodeOutcome, NodeVerdict, OneShotRecord, Op, OpResult, Phase, PhaseStatus,
-    Remedy, RunStatus, abort_key, go_key, result_key,
+    Gate, NodeFate, NodeOutcome, NodeVerdict, OneShotRecord, Op, OpCommand, OpResult, Phase,
+    PhaseStatus, Remedy, RunStatus, abort_key, go_key, result_key,
 };
 use tidemark_schema::validate::DesiredState;
 use tidemark_store::control::Created;
@@ -75,14 +75,25 @@ async fn before_go(
     if let Some(Err(why)) = &gate {
         blockers.insert(0, format!("gate closed by {why}"));
     }
-    if gate.is_none() && now - op.created_at > ex.go_timeout {
+    // The op's own bound (what its agents enforce) or ours, whichever is shorter: a gate
+    // opened past the op's bound would be refused by every agent anyway.
+    let bound = match &op.command {
+        OpCommand::Restore {
+            go_timeout_ms: Some(ms),
+            ..
+        } => ex
+            .go_timeout
+            .min(chrono::Duration::milliseconds(*ms as i64)),
+        _ => ex.go_timeout,
+    };
+    if gate.is_none() && now - op.created_at > bound {
         blockers.insert(
             0,
             format!(
                 "the restore was written at {} and was not ready to go within --go-timeout \
                  ({}s); start it again under a new name if it is still wanted",
                 op.created_at.to_rfc3339(),
-                ex.go_timeout.num_seconds()
+                bound.num_seconds()
             ),
         );
     }
@@ -228,9 +239,11 @@ fn node_state(v: &NodeView) -> NodeState {
             Some(NodeOutcome::Failed) | None if r.status == PhaseStatus::Done => {
                 (NodeFate::Done, Some(Phase::Done))
             }
+            // The furthest of the phase it says failed and the phases it reported: an
+            // agent restarted after its clock stepped back may name too early a phase.
             Some(NodeOutcome::Failed) | None => (
                 NodeFate::Failed,
-                r.failed_phase.or(v.last_phase().map(|l| l.phase)),
+                r.failed_phase.max(v.last_phase().map(|l| l.phase)),
             ),
         },
         None => (

@@ -221,11 +221,17 @@ async fn objects_present(
     )
     .await
     .map_err(|e| NotNow::Wait(format!("backup storage unreachable: {e}")))?;
-    // Problems of replica sets this restore does not read are not its concern.
+    // Problems of the replica sets this restore reads. The marker was checked above; a
+    // problem naming no replica set is about listing or the marker, which the agents
+    // check again, and must not refuse a restore for a storage that hiccuped once.
     let problems: Vec<String> = verified
         .problems
         .iter()
-        .filter(|p| p.replica_set.as_ref().is_none_or(|rs| sources.contains(rs)))
+        .filter(|p| {
+            p.replica_set
+                .as_ref()
+                .is_some_and(|rs| sources.contains(rs))
+        })
         .map(|p| p.to_string())
         .collect();
     if problems.is_empty() {
@@ -281,6 +287,10 @@ pub async fn start(
     heartbeats: &[Heartbeat],
     now: DateTime<Utc>,
 ) -> Result<Option<String>, ExecError> {
+    let problem = preflight(ex, plan, &storage, heartbeats, now).await;
+    // Stamped after the checks, which HEAD every object and may take minutes on a large
+    // backup: the op's age (its go timeout, its deadline) counts from its writing.
+    let now = chrono::Utc::now().max(now);
     let op = Op {
         id: op_id(now, "restore", &plan.restore),
         created_at: now,
@@ -316,7 +326,6 @@ pub async fn start(
         deadline: Some(now + ex.op_deadline),
         epoch: None,
     };
-    let problem = preflight(ex, plan, &storage, heartbeats, now).await;
     let settings_json =
         serde_json::to_value(&settings).map_err(|e| ExecError::Invalid(e.to_string()))?;
     match problem {

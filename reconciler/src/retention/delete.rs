@@ -112,8 +112,20 @@ pub async fn forget_backup(
         ..record.clone()
     };
     ex.control.put(&catalog_key(name), &marked).await?;
-    let again = tidemark_store::control::observe(&ex.control).await?;
-    if crate::plan::pinned_backups(None, &again).contains(name) {
+    // A restore recorded between our read and the mark reads the catalog next and ends
+    // refused on seeing the mark: give it a moment to do so, rather than both giving up.
+    let mut pinned = true;
+    for attempt in 0..4 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let again = tidemark_store::control::observe(&ex.control).await?;
+        pinned = crate::plan::pinned_backups(None, &again).contains(name);
+        if !pinned {
+            break;
+        }
+    }
+    if pinned {
         ex.control.put(&catalog_key(name), &record).await?;
         return Err(ExecError::Invalid(format!(
             "a Restore started from backup {name:?} just now; nothing was deleted"
