@@ -75,7 +75,8 @@ fn wait_ready(rig: &Rig, since: DateTime<Utc>) {
     for i in 0..3 {
         let key = heartbeat_key(CLUSTER, &rig.rs.name, &rig.node(i));
         wait_until("a fresh heartbeat", Duration::from_secs(60), || {
-            read::<Heartbeat>(rig.control.path(), &key).filter(|h| h.at > since && h.role != "DOWN")
+            read::<Heartbeat>(rig.control.path(), &key)
+                .filter(|h| h.at > since && h.role != tidemark_schema::control::MemberRole::Down)
         });
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use tidemark_schema::control::Heartbeat;
+use tidemark_schema::control::MemberRole;
 
 use crate::disk::disk_facts;
 use crate::mongod::MongodClient;
@@ -36,9 +37,9 @@ pub async fn beat(node: &Node, client: Option<&MongodClient>) -> Heartbeat {
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         healthy: true,
         role: match (&facts, &node.cfg.drill_dir) {
-            (_, Some(_)) => DRILL_ROLE.to_string(),
+            (_, Some(_)) => MemberRole::from(DRILL_ROLE),
             (Some(f), None) => f.role.clone(),
-            (None, None) => "DOWN".to_string(),
+            (None, None) => MemberRole::Down,
         },
         hidden: facts.as_ref().is_some_and(|f| f.hidden),
         delayed: facts.as_ref().is_some_and(|f| f.delayed),

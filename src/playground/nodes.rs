@@ -142,7 +142,7 @@ pub async fn form_replica_set(
     loop {
         for c in &clients {
             if let Ok(Ok(f)) = tokio::time::timeout(ASK, c.facts()).await
-                && f.role == "PRIMARY"
+                && f.role == tidemark_schema::control::MemberRole::Primary
             {
                 return Ok(c.clone());
             }

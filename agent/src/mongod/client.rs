@@ -6,6 +6,7 @@ use std::time::Duration;
 use bson::{Bson, Document, doc};
 use mongodb::Client;
 use mongodb::options::ClientOptions;
+use tidemark_schema::control::MemberRole;
 
 /// Errors at the mongod seam. Messages name the node; URIs are always redacted.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +49,7 @@ pub struct NodeFacts {
     pub me: String,
     pub replica_set: Option<String>,
     /// `PRIMARY`, `SECONDARY`, `ARBITER`, `STARTUP2`, … or `STANDALONE`.
-    pub role: String,
+    pub role: MemberRole,
     pub hidden: bool,
     pub arbiter: bool,
     pub delayed: bool,
@@ -177,15 +178,15 @@ impl MongodClient {
         let hidden = hello.get_bool("hidden").unwrap_or(false);
         let me = hello.get_str("me").unwrap_or_default().to_string();
         let mut role = if replica_set.is_none() {
-            "STANDALONE".to_string()
+            MemberRole::Other("STANDALONE".into())
         } else if hello.get_bool("isWritablePrimary").unwrap_or(false) {
-            "PRIMARY".to_string()
+            MemberRole::Primary
         } else if hello.get_bool("secondary").unwrap_or(false) {
-            "SECONDARY".to_string()
+            MemberRole::Secondary
         } else if arbiter {
-            "ARBITER".to_string()
+            MemberRole::Arbiter
         } else {
-            "UNKNOWN".to_string()
+            MemberRole::Other("UNKNOWN".into())
         };
         let mut lag_seconds = 0.0;
         let mut delayed = false;
@@ -193,7 +194,7 @@ impl MongodClient {
             if let Ok(status) = self.admin(doc! {"replSetGetStatus": 1}).await {
                 let (state, lag) = member_state_and_lag(&status, &me);
                 if let Some(s) = state {
-                    role = s;
+                    role = MemberRole::from(s);
                 }
                 lag_seconds = lag;
             }

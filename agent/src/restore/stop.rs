@@ -107,7 +107,7 @@ pub async fn stop(
     node: &Node,
     op: &Op,
     client: &MongodClient,
-    role: &str,
+    role: &tidemark_schema::control::MemberRole,
     captured_config: &serde_json::Value,
     peers_stopped: bool,
 ) -> Result<(), PhaseFailure> {
@@ -116,7 +116,7 @@ pub async fn stop(
         .await?;
     let started = Instant::now();
     let mut force = false;
-    if role == "PRIMARY" {
+    if *role == tidemark_schema::control::MemberRole::Primary {
         if peers_stopped {
             // Its secondaries stopped first (the stop order): no one to step down to,
             // and a plain shutdown would wait for a secondary to catch up.

@@ -21,7 +21,7 @@ pub struct Captured {
     pub argv: Vec<String>,
     /// The replica-set config as relaxed extended JSON.
     pub replset_config: serde_json::Value,
-    pub role: String,
+    pub role: tidemark_schema::control::MemberRole,
     pub version: String,
     /// mongod options the files need to be opened at all (directory layout, encryption),
     /// passed to every temporary standalone start.

@@ -165,7 +165,7 @@ pub struct RestoreNode {
     pub replica_set: String,
     pub node: String,
     /// Role from the node's heartbeat, `unknown` without one.
-    pub role: String,
+    pub role: tidemark_schema::control::MemberRole,
     pub download_bytes: u64,
     /// Expected mongod starts on this node during and after the restore.
     pub restarts: Vec<String>,

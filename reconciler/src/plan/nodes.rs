@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use tidemark_schema::control::Heartbeat;
+use tidemark_schema::control::MemberRole;
 use tidemark_schema::model::ReplicaSetSpec;
 
 use super::model::NodeChoice;
@@ -66,7 +67,7 @@ pub fn choose_node(
             Some("arbiter".to_string())
         } else if hb.delayed {
             Some("delayed member".to_string())
-        } else if hb.role != "PRIMARY" && hb.role != "SECONDARY" {
+        } else if !hb.role.is_serving() {
             Some(format!("state {}", hb.role))
         } else if hb.lag_seconds >= BACKUP_MAX_LAG_SECONDS {
             Some(format!(
@@ -85,7 +86,7 @@ pub fn choose_node(
         let (score, basis) = match priority.and_then(|p| p.get(member)) {
             Some(s) => (*s, format!("priority {s} from the schedule")),
             None if hb.hidden => (2.0, "hidden secondary, score 2.0".to_string()),
-            None if hb.role == "PRIMARY" => (0.5, "primary, score 0.5".to_string()),
+            None if hb.role == MemberRole::Primary => (0.5, "primary, score 0.5".to_string()),
             None => (1.0, "secondary, score 1.0".to_string()),
         };
         // Strictly greater: ties go to the member listed first.

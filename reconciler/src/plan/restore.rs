@@ -2,7 +2,7 @@
 //! list the nodes it stops, the bytes they download, and each node's fallback disk check.
 
 use chrono::{DateTime, Utc};
-use tidemark_schema::control::{BackupRecord, Heartbeat};
+use tidemark_schema::control::{BackupRecord, Heartbeat, MemberRole};
 use tidemark_schema::encryption::decrypt_problem;
 use tidemark_schema::model::{BackupType, ClusterSpec, RestoreSpec};
 
@@ -108,7 +108,9 @@ pub fn plan_restore(
             // Only from facts on both sides: a backup of an older agent records nothing, and
             // an unreadable key file is neither a match nor a mismatch (pre-flight waits).
             let cannot_decrypt = hb
-                .filter(|h| h.role != "DOWN" && h.encryption_known && is_alive(h, now, dead_after))
+                .filter(|h| {
+                    h.role != MemberRole::Down && h.encryption_known && is_alive(h, now, dead_after)
+                })
                 .filter(|h| part.encryption_recorded && keys_known(part, h))
                 .and_then(|h| decrypt_problem(part.encryption.as_ref(), h.encryption.as_ref()));
             // A node that cannot decrypt is only stopped: no standalone starts.
@@ -127,7 +129,7 @@ pub fn plan_restore(
             rs_nodes.push(RestoreNode {
                 replica_set: rs.name.clone(),
                 node: member.clone(),
-                role: hb.map_or("unknown".to_string(), |h| h.role.clone()),
+                role: hb.map_or(MemberRole::Other("unknown".into()), |h| h.role.clone()),
                 download_bytes: if spec.external || cannot_decrypt.is_some() {
                     0
                 } else {
@@ -143,7 +145,7 @@ pub fn plan_restore(
             });
         }
         // Secondaries stop first; the primary steps down and stops last.
-        rs_nodes.sort_by_key(|n| n.role == "PRIMARY");
+        rs_nodes.sort_by_key(|n| n.role == MemberRole::Primary);
         nodes.extend(rs_nodes);
     }
     let mut post_restore = Vec::new();

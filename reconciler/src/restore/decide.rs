@@ -102,8 +102,52 @@ pub fn decide(nodes: &[NodeState], policy: Policy) -> (RunStatus, String) {
     )
 }
 
+/// What a node needs after the decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRemedy {
+    /// The follow-up steps tidemark runs on it, in order.
+    pub steps: Vec<Remedy>,
+    /// What the operator should know of it.
+    pub note: String,
+    /// The note asks the operator to act (tidemark cannot).
+    pub needs_operator: bool,
+}
+
 /// What a node needs after the decision, in order, and a note for the operator.
-pub fn remedy(status: RunStatus, policy: Policy, node: &NodeState) -> (Vec<Remedy>, String) {
+pub fn remedy(status: RunStatus, policy: Policy, node: &NodeState) -> NodeRemedy {
+    let (steps, note) = remedy_steps(status, policy, node);
+    let partial = status.is_failure()
+        && !policy.fallback_enabled
+        && node.fate != NodeFate::Done
+        && node.fate != NodeFate::Refused
+        && node.phase.is_some_and(|p| p.touches_data());
+    let lost = node.fate == NodeFate::Lost && (!steps.is_empty() || node.may_serve_old_data());
+    let mut r = NodeRemedy {
+        steps,
+        note,
+        needs_operator: partial || lost,
+    };
+    if node.may_serve_old_data() && status.is_failure() && !policy.fallback_enabled {
+        r.steps.clear();
+        r.note = "node lost before proving mongod stopped: it may still serve the data from \
+                  before the restore. Stop its mongod and empty its dbPath (or restore it \
+                  again) before starting the restored members, or they are rolled back"
+            .into();
+    } else if node.fate == NodeFate::Lost && !r.steps.is_empty() {
+        let what: Vec<&str> = r.steps.iter().map(|s| s.as_str()).collect();
+        r.note = format!(
+            "node lost: its agent stopped reporting; when it returns it needs: {} (tidemark \
+             cannot do it without the agent)",
+            what.join(", ")
+        );
+        r.steps.clear();
+    }
+    r
+}
+
+/// The steps a node needs by the decision and the last phase it reached (the table of
+/// `docs/reconciler.md`), before a lost node's are turned into a note.
+fn remedy_steps(status: RunStatus, policy: Policy, node: &NodeState) -> (Vec<Remedy>, String) {
     // A node lost before it reported `stop` may still have stopped mongod: treat it as
     // stopped. Refused nodes reached no further than their checks.
     let phase = node.phase.unwrap_or(Phase::Precheck);
@@ -112,7 +156,7 @@ pub fn remedy(status: RunStatus, policy: Policy, node: &NodeState) -> (Vec<Remed
             && (phase.touches_node() || node.fate == NodeFate::Lost));
     let touched_data = node.fate == NodeFate::Done || (touched_node && phase.touches_data());
     let fb = policy.fallback_enabled;
-    let (mut remedies, note) = match status {
+    let (remedies, note) = match status {
         RunStatus::Done | RunStatus::PartlyDone if node.fate == NodeFate::Done => {
             (fallback_removal(fb, true), String::new())
         }
@@ -164,27 +208,6 @@ pub fn remedy(status: RunStatus, policy: Policy, node: &NodeState) -> (Vec<Remed
             }
         }
     };
-    if node.may_serve_old_data() && status == RunStatus::Error && !fb {
-        return (
-            Vec::new(),
-            "node lost before proving mongod stopped: it may still serve the data from \
-             before the restore. Stop its mongod and empty its dbPath (or restore it \
-             again) before starting the restored members, or they are rolled back"
-                .into(),
-        );
-    }
-    if node.fate == NodeFate::Lost && !remedies.is_empty() {
-        let what: Vec<&str> = remedies.iter().map(|r| r.as_str()).collect();
-        remedies.clear();
-        return (
-            remedies,
-            format!(
-                "node lost: its agent stopped reporting; when it returns it needs: {} \
-                 (tidemark cannot do it without the agent)",
-                what.join(", ")
-            ),
-        );
-    }
     (remedies, note)
 }
 
@@ -418,30 +441,49 @@ mod tests {
             ),
         ];
         for (i, (status, policy, node, want)) in cases.into_iter().enumerate() {
-            let (got, note) = remedy(status, policy, &node);
+            let NodeRemedy {
+                steps: got, note, ..
+            } = remedy(status, policy, &node);
             assert_eq!(got, want, "case {i}: {status} {node:?} ({note})");
         }
-        let (_, note) = remedy(
+        let NodeRemedy {
+            note,
+            needs_operator,
+            ..
+        } = remedy(
             RunStatus::PartlyDone,
             PARTLY,
             &n("a", "1", Lost, Some(Phase::Fetch)),
         );
+        assert!(needs_operator);
         assert!(
             note.contains("node lost") && note.contains("wipe"),
             "{note}"
         );
-        let (_, note) = remedy(
+        let partial = remedy(
             RunStatus::Error,
             NO_FB,
             &n("a", "1", Failed, Some(Phase::Fetch)),
         );
-        assert!(note.contains("PARTIAL"), "{note}");
-        let (got, note) = remedy(
+        assert!(
+            partial.note.contains("PARTIAL") && partial.needs_operator,
+            "{partial:?}"
+        );
+        let unproven = remedy(
             RunStatus::Error,
             NO_FB,
             &n("a", "1", Lost, Some(Phase::Stop)),
         );
-        assert!(got.is_empty());
-        assert!(note.contains("may still serve"), "{note}");
+        assert!(unproven.steps.is_empty() && unproven.needs_operator);
+        assert!(unproven.note.contains("may still serve"), "{unproven:?}");
+        // A node that finished is nothing the operator must act on.
+        assert!(
+            !remedy(
+                RunStatus::Done,
+                PARTLY,
+                &n("a", "1", Done, Some(Phase::Done))
+            )
+            .needs_operator
+        );
     }
 }

@@ -1,18 +1,24 @@
-//! Following a restore: `go` once every node is ready, abort (nothing touched) when one is
-//! not; then, once every node has a final report or is lost, the decision, written once.
+//! Following a restore: read its records, derive its stage (`stage::stage`, pure), and
+//! take the one transition the stage calls for. A pass takes several transitions in a
+//! row while each is a single write, so a restore does not wait a follow interval
+//! between, say, its decision and its first follow-up step.
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
-    Gate, NodeFate, NodeOutcome, NodeVerdict, OneShotRecord, Op, OpCommand, OpResult, Phase,
-    PhaseStatus, Remedy, RunStatus, abort_key, go_key, result_key,
+    Gate, NodeFate, NodeOutcome, NodeVerdict, OneShotRecord, OpResult, Phase, PhaseStatus, Remedy,
+    RunStatus, abort_key, go_key,
 };
 use tidemark_schema::validate::DesiredState;
 use tidemark_store::control::Created;
 
 use super::decide::{NodeState, Policy, decide, remedy};
 use super::finish;
-use super::start::RestoreSettings;
-use crate::execute::{ExecError, Executor, NodeView, Progress, who};
+use super::records::{self, Progressed, RestoreRecords};
+use super::stage::{RestoreStage, lost_message, stage};
+use crate::execute::{ExecError, Executor, NodeView, Progress};
+
+/// Transitions taken in one pass at most; the next pass goes on.
+const TRANSITIONS_PER_PASS: usize = 8;
 
 pub async fn advance(
     ex: &Executor,
@@ -20,116 +26,94 @@ pub async fn advance(
     desired: Option<&DesiredState>,
     now: DateTime<Utc>,
 ) -> Result<Progress, ExecError> {
-    let op = ex.op_of(record).await?;
-    let settings: RestoreSettings = Executor::settings_of(record)?;
-    let result = match ex.control.get::<OpResult>(&result_key(&op.id)).await? {
-        Some(r) => r,
-        None => {
-            let views = ex.views(&op, now).await?;
-            let gate = ex
-                .control
-                .get::<serde_json::Value>(&go_key(&op.id))
-                .await?
-                .map(|v| Gate::read(&v));
-            let decided = match gate {
-                Some(Ok(())) => after_go(&op.id, &views, &settings, now),
-                _ => before_go(ex, &op, &views, gate, now).await?,
-            };
-            match decided {
-                Some(r) => {
-                    // A lost node may only be partitioned: make it stop at its next phase
-                    // boundary rather than finish a restore the cluster decided without it.
-                    ex.control
-                        .create(&abort_key(&op.id), &serde_json::json!({"at": now}))
-                        .await?;
-                    ex.decide_once(r).await?
+    for _ in 0..TRANSITIONS_PER_PASS {
+        let r = records::load(ex, record, now).await?;
+        let stage = stage(&r, ex.go_timeout, now);
+        tracing::debug!(restore = %record.name, stage = stage.name(), "restore stage");
+        match stage {
+            RestoreStage::Checking
+            | RestoreStage::Restoring { .. }
+            | RestoreStage::StepRunning { .. }
+            | RestoreStage::AwaitHealth { .. }
+            | RestoreStage::FreshBackupRunning { .. } => return Ok(Progress::Running),
+            RestoreStage::OpenGate => {
+                let gate = Gate::go(now, ex.control.epoch());
+                if ex.control.create(&go_key(&r.op.id), &gate).await? == Created::New {
+                    tracing::info!(op = %r.op.id, "every node is ready: go");
                 }
-                None => return Ok(Progress::Running),
+                // Opened, or closed first by an agent: the next stage says which.
+                return Ok(Progress::Running);
             }
+            RestoreStage::AbortUntouched { why, cancelled } => {
+                abort_untouched(ex, &r, &why, cancelled, now).await?;
+            }
+            RestoreStage::Cancelling => {
+                // Every node stops at its next phase boundary and fails there, saying how
+                // far it got; the decision then reverts whatever was touched.
+                ex.control
+                    .create(&abort_key(&r.op.id), &serde_json::json!({"at": now}))
+                    .await?;
+                return Ok(Progress::Running);
+            }
+            RestoreStage::Decide { cancelled } => {
+                let Progressed::Undecided { views, .. } = &r.progress else {
+                    unreachable!("decided restores are past this stage");
+                };
+                write_result(ex, &r, after_go(&r, views, cancelled, now), now).await?;
+            }
+            RestoreStage::WriteStep { remedy, targets } => {
+                finish::write_step(ex, &r, remedy, targets, now).await?;
+                return Ok(Progress::Running);
+            }
+            RestoreStage::CloseStep { remedy } => finish::close_step(ex, &r, remedy, now).await?,
+            RestoreStage::StartFreshBackup { status, message } => {
+                return finish::start_fresh_backup(ex, &r, desired, status, message, now).await;
+            }
+            RestoreStage::Finish { status, message } => {
+                return ex.finish_record(record, status, message, now).await;
+            }
+            RestoreStage::Ended(status) => return Ok(Progress::Finished(status)),
         }
-    };
-    finish::advance(ex, record, &op, &settings, &result, desired, now).await
+    }
+    Ok(Progress::Running)
 }
 
-/// Before `go`: open the gate once every node is ready; close it and abort when a node
-/// refused or is lost, when an agent closed it, or when the op is older than
-/// `--go-timeout` (a reconciler that was down for a day, or a `--once` not run again,
-/// must not stop the cluster at a time nobody expects). The gate is created once, so go
-/// and abort can never both be in force.
-async fn before_go(
+/// Writes the restore's decision once. A lost node may only be partitioned: `abort.json`
+/// first makes it stop at its next phase boundary rather than finish a restore the
+/// cluster decided without it.
+async fn write_result(
     ex: &Executor,
-    op: &Op,
-    views: &[NodeView],
-    gate: Option<Result<(), String>>,
+    r: &RestoreRecords,
+    result: OpResult,
     now: DateTime<Utc>,
-) -> Result<Option<OpResult>, ExecError> {
-    let op_id = op.id.as_str();
-    let mut blockers: Vec<String> = views
-        .iter()
-        .filter_map(|v| match v.final_report() {
-            Some(r) => Some(format!("{}: {}", who(v), r.message)),
-            None if v.lost => Some(format!("{}: {}", who(v), lost_message(v))),
-            None => None,
-        })
-        .collect();
-    if let Some(Err(why)) = &gate {
-        blockers.insert(0, format!("gate closed by {why}"));
-    }
-    // The op's own bound (what its agents enforce) or ours, whichever is shorter: a gate
-    // opened past the op's bound would be refused by every agent anyway.
-    let bound = match &op.command {
-        OpCommand::Restore {
-            go_timeout_ms: Some(ms),
-            ..
-        } => ex
-            .go_timeout
-            .min(chrono::Duration::milliseconds(*ms as i64)),
-        _ => ex.go_timeout,
+) -> Result<(), ExecError> {
+    ex.control
+        .create(&abort_key(&r.op.id), &serde_json::json!({"at": now}))
+        .await?;
+    ex.decide_once(result).await?;
+    Ok(())
+}
+
+/// Before `go`, something blocks: the gate is closed (create-once, so go and abort are
+/// never both in force), then the restore is decided with every node untouched.
+async fn abort_untouched(
+    ex: &Executor,
+    r: &RestoreRecords,
+    why: &str,
+    cancelled: bool,
+    now: DateTime<Utc>,
+) -> Result<(), ExecError> {
+    let Progressed::Undecided { views, gate } = &r.progress else {
+        unreachable!("decided restores are past this stage");
     };
-    if gate.is_none() && now - op.created_at > bound {
-        blockers.insert(
-            0,
-            format!(
-                "the restore was written at {} and was not ready to go within --go-timeout \
-                 ({}s); start it again under a new name if it is still wanted",
-                op.created_at.to_rfc3339(),
-                bound.num_seconds()
-            ),
-        );
-    }
-    let key = go_key(op_id);
-    if blockers.is_empty() {
-        if views.iter().all(|v| v.reported(Phase::Ready)) {
-            match ex
-                .control
-                .create(&key, &Gate::go(now, ex.control.epoch()))
-                .await?
-            {
-                Created::New => tracing::info!(op = %op_id, "every node is ready: go"),
-                // An agent closed it first: the next pass aborts.
-                Created::Existed => {}
-            }
+    if gate.is_none() {
+        let key = go_key(&r.op.id);
+        let closed = Gate::abort(now, format!("the reconciler: {why}"));
+        if ex.control.create(&key, &closed).await? == Created::Existed {
+            // Someone wrote the gate first; if it opened it, nodes may be past `go`, and
+            // the next stage says so.
+            return Ok(());
         }
-        return Ok(None);
-    }
-    if gate.is_none()
-        && ex
-            .control
-            .create(
-                &key,
-                &Gate::abort(now, format!("the reconciler: {}", blockers.join("; "))),
-            )
-            .await?
-            == Created::Existed
-        && ex
-            .control
-            .get::<serde_json::Value>(&key)
-            .await?
-            .is_some_and(|g| Gate::read(&g).is_ok())
-    {
-        // Opened by an earlier pass or another writer: nodes may be past go, so the
-        // decision is the flow's, taken once every node settled.
-        return Ok(None);
     }
     // Nothing was touched anywhere: no node passes `ready` without `go`. The result makes
     // every waiting agent stop, untouched.
@@ -150,60 +134,60 @@ async fn before_go(
                 .unwrap_or_else(|| "aborted before it was touched".into()),
             remedies: Vec::new(),
             note: "untouched: mongod kept running with its data".into(),
+            needs_operator: false,
         })
         .collect();
-    Ok(Some(OpResult {
-        op_id: op_id.to_string(),
-        status: RunStatus::Error,
+    let result = OpResult {
+        op_id: r.op.id.clone(),
+        status: if cancelled {
+            RunStatus::Cancelled
+        } else {
+            RunStatus::Error
+        },
         decided_at: now,
-        reason: format!(
-            "aborted before any node was touched: {}",
-            blockers.join("; ")
-        ),
+        reason: format!("aborted before any node was touched: {why}"),
         nodes,
         epoch: None,
-    }))
+    };
+    write_result(ex, r, result, now).await
 }
 
-fn lost_message(v: &NodeView) -> String {
-    format!(
-        "node lost, last heartbeat {}{}",
-        v.heartbeat
-            .as_ref()
-            .map_or("never".to_string(), |h| h.at.to_rfc3339()),
-        v.last_phase()
-            .map(|r| format!(", last phase {}", r.phase))
-            .unwrap_or_default()
-    )
-}
-
-/// After `go`: once every node settled, the decision flow and each node's remedies.
+/// After `go`, every node settled: the decision flow and each node's remedies. A cancel
+/// (with fallback) decides `cancelled` and puts every touched node back.
 fn after_go(
-    op_id: &str,
+    r: &RestoreRecords,
     views: &[NodeView],
-    settings: &RestoreSettings,
+    cancelled: bool,
     now: DateTime<Utc>,
-) -> Option<OpResult> {
-    if !views.iter().all(|v| v.settled()) {
-        return None;
-    }
+) -> OpResult {
     let states: Vec<NodeState> = views.iter().map(node_state).collect();
     let policy = Policy {
-        fallback_enabled: settings.fallback_enabled,
-        allow_partly_done: settings.allow_partly_done,
+        fallback_enabled: r.settings.fallback_enabled,
+        allow_partly_done: r.settings.allow_partly_done,
     };
-    let (status, reason) = decide(&states, policy);
+    let (status, reason) = match &r.cancel {
+        Some(c) if cancelled => (
+            RunStatus::Cancelled,
+            format!(
+                "cancelled by {} at {}: every touched node is put back from its fallback \
+                 directory",
+                c.by,
+                c.at.to_rfc3339()
+            ),
+        ),
+        _ => decide(&states, policy),
+    };
     let nodes = views
         .iter()
         .zip(&states)
         .map(|(v, s)| {
-            let (mut remedies, note) = remedy(status, policy, s);
-            if settings.start_nodes
-                && status != RunStatus::Error
+            let mut plan = remedy(status, policy, s);
+            if r.settings.start_nodes
+                && !status.is_failure()
                 && s.fate != NodeFate::Lost
-                && !remedies.contains(&Remedy::Start)
+                && !plan.steps.contains(&Remedy::Start)
             {
-                remedies.push(Remedy::Start);
+                plan.steps.push(Remedy::Start);
             }
             NodeVerdict {
                 replica_set: v.replica_set.clone(),
@@ -214,22 +198,24 @@ fn after_go(
                     Some(r) => r.message.clone(),
                     None => lost_message(v),
                 },
-                remedies,
-                note,
+                remedies: plan.steps,
+                note: plan.note,
+                needs_operator: plan.needs_operator,
             }
         })
         .collect();
-    Some(OpResult {
-        op_id: op_id.to_string(),
+    OpResult {
+        op_id: r.op.id.clone(),
         status,
         decided_at: now,
         reason,
         nodes,
         epoch: None,
-    })
+    }
 }
 
-fn node_state(v: &NodeView) -> NodeState {
+/// One node's outcome as the decision sees it, from its reports.
+pub fn node_state(v: &NodeView) -> NodeState {
     let (fate, phase) = match v.final_report() {
         Some(r) => match r.outcome {
             Some(NodeOutcome::Done) => (NodeFate::Done, Some(Phase::Done)),

@@ -263,7 +263,10 @@ fn stop_waves(plan: &RestorePlan) -> Vec<Vec<OpTarget>> {
         .unwrap_or_default();
     let mut waves: Vec<Vec<OpTarget>> = vec![Vec::new(); 4];
     for n in &plan.nodes {
-        let wave = match (n.replica_set == config, n.role == "PRIMARY") {
+        let wave = match (
+            n.replica_set == config,
+            n.role == tidemark_schema::control::MemberRole::Primary,
+        ) {
             (false, false) => 0,
             (false, true) => 1,
             (true, false) => 2,

@@ -90,6 +90,11 @@ pub fn oneshot_key(kind: &str, name: &str) -> String {
     format!("{ONESHOTS_PREFIX}/{kind}/{name}.json")
 }
 
+/// An operator's request to cancel a one-shot: `ledger/cancel/<kind>/<name>.json`.
+pub fn cancel_key(kind: &str, name: &str) -> String {
+    format!("ledger/cancel/{kind}/{name}.json")
+}
+
 /// A one-shot the planner cannot start yet, and why: `ledger/waiting/<kind>/<name>.json`.
 pub fn waiting_key(kind: &str, name: &str) -> String {
     format!("ledger/waiting/{kind}/{name}.json")

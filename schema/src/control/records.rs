@@ -51,6 +51,30 @@ pub enum RunStatus {
     Done,
     PartlyDone,
     Error,
+    /// Ended on the operator's request (`tidemark cancel-*`): nothing it did stays (a
+    /// restore's touched nodes are reverted, a backup's objects deleted).
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Ended without the outcome asked for: nothing may build on it (no node is started
+    /// as restored, no fresh backup is taken, no backup counts as good).
+    pub fn is_failure(self) -> bool {
+        matches!(self, RunStatus::Error | RunStatus::Cancelled)
+    }
+}
+
+/// `ledger/cancel/<kind>/<name>.json`: the operator's request to cancel a running
+/// one-shot, created once by `tidemark cancel-backup` / `cancel-restore`. The reconciler
+/// carries it out as a transition of the one-shot's lifecycle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelRequest {
+    pub kind: String,
+    pub name: String,
+    pub at: DateTime<Utc>,
+    /// `user@host` of whoever ran the command.
+    pub by: String,
 }
 
 impl std::fmt::Display for RunStatus {
@@ -61,6 +85,7 @@ impl std::fmt::Display for RunStatus {
             RunStatus::Done => "done",
             RunStatus::PartlyDone => "partlyDone",
             RunStatus::Error => "error",
+            RunStatus::Cancelled => "cancelled",
         })
     }
 }
@@ -154,7 +179,7 @@ impl OneShotRecord {
     pub fn is_final(&self) -> bool {
         matches!(
             self.status,
-            RunStatus::Done | RunStatus::PartlyDone | RunStatus::Error
+            RunStatus::Done | RunStatus::PartlyDone | RunStatus::Error | RunStatus::Cancelled
         )
     }
 
@@ -270,6 +295,69 @@ pub struct NodeVerdict {
     /// What an operator must know or do that tidemark cannot (a lost node, partial data).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub note: String,
+    /// The note asks the operator to act on the node: the restore's outcome repeats it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_operator: bool,
+}
+
+/// A replica-set member's state as mongod names it (`replSetGetStatus`'s `stateStr`), or
+/// `DOWN` when its agent cannot reach it. Written and read as mongod's string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum MemberRole {
+    Primary,
+    Secondary,
+    Arbiter,
+    Down,
+    /// `STARTUP2`, `RECOVERING`, `ROLLBACK`, … kept as mongod said it.
+    Other(String),
+}
+
+impl MemberRole {
+    pub fn as_str(&self) -> &str {
+        match self {
+            MemberRole::Primary => "PRIMARY",
+            MemberRole::Secondary => "SECONDARY",
+            MemberRole::Arbiter => "ARBITER",
+            MemberRole::Down => "DOWN",
+            MemberRole::Other(s) => s,
+        }
+    }
+
+    /// PRIMARY or SECONDARY: a member that holds and serves the data.
+    pub fn is_serving(&self) -> bool {
+        matches!(self, MemberRole::Primary | MemberRole::Secondary)
+    }
+}
+
+impl From<String> for MemberRole {
+    fn from(s: String) -> MemberRole {
+        match s.as_str() {
+            "PRIMARY" => MemberRole::Primary,
+            "SECONDARY" => MemberRole::Secondary,
+            "ARBITER" => MemberRole::Arbiter,
+            "DOWN" => MemberRole::Down,
+            _ => MemberRole::Other(s),
+        }
+    }
+}
+
+impl From<&str> for MemberRole {
+    fn from(s: &str) -> MemberRole {
+        MemberRole::from(s.to_string())
+    }
+}
+
+impl From<MemberRole> for String {
+    fn from(r: MemberRole) -> String {
+        r.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for MemberRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -444,7 +532,7 @@ pub struct Heartbeat {
     pub healthy: bool,
     /// `PRIMARY`, `SECONDARY`, `ARBITER`, `STARTUP2`, … as mongod reports it; `DOWN` when
     /// the agent cannot reach its mongod.
-    pub role: String,
+    pub role: MemberRole,
     #[serde(default)]
     pub hidden: bool,
     #[serde(default)]
