@@ -411,3 +411,7 @@ fn unhealthy(
     }
     (!missing.is_empty()).then(|| missing.join(", "))
 }
+
+#[cfg(test)]
+#[path = "stage_tests.rs"]
+mod tests;
