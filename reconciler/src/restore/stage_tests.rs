@@ -420,8 +420,11 @@ fn step_op(remedy: Remedy, nodes: &[&str]) -> Op {
     }
 }
 
+/// One follow-up step as a test gives it: its op, its result, its nodes' reports.
+type Given = (Remedy, Option<Op>, Option<OpResult>, Vec<NodeView>);
+
 /// The four steps, each as given (`None`: not written).
-fn steps(given: Vec<(Remedy, Option<Op>, Option<OpResult>, Vec<NodeView>)>) -> Vec<StepRecords> {
+fn steps(given: Vec<Given>) -> Vec<StepRecords> {
     STAGES
         .iter()
         .map(|r| {
