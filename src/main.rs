@@ -72,6 +72,8 @@ fn main() -> ExitCode {
         Command::RestoreFinish(args) => cli::finish::run(args),
         Command::Status(args) => cli::status::run(args),
         Command::ForgetBackup(args) => cli::forget::run(args),
+        Command::CancelBackup(args) => cli::cancel::run(args, "backup"),
+        Command::CancelRestore(args) => cli::cancel::run(args, "restore"),
         Command::Logs(args) => cli::logs::run(args),
         Command::Playground(args) => cli::playground::run(args),
         Command::Verify(args) => cli::verify::run(args),

@@ -223,6 +223,29 @@ impl Node {
         Ok(())
     }
 
+    /// Resolves once the op's author ended it (`abort.json` or `result.json`: a cancel,
+    /// or a decision taken without this node), with why; never otherwise. Raced against
+    /// long work (a backup's copy) so that it stops within a second, not at its end.
+    pub async fn ended_by_author(&self, op: &Op) -> String {
+        let abort = tidemark_schema::control::abort_key(&op.id);
+        let result = tidemark_schema::control::result_key(&op.id);
+        let every = self
+            .cfg
+            .quick_poll()
+            .max(std::time::Duration::from_millis(500));
+        loop {
+            let ended = matches!(self.control.exists(&abort).await, Ok(true))
+                || matches!(self.control.exists(&result).await, Ok(true));
+            if ended {
+                return format!(
+                    "the op was cancelled or decided without this node ({abort} or result.json \
+                     exists)"
+                );
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Waits until `key` exists in the control plane. The op's `result.json` appearing
     /// first means its author ended it, and a key holding `abort` (a closed gate) means
     /// the wait ended without it: both are errors, and nothing more is done. A control

@@ -44,6 +44,13 @@ pub enum Command {
     Status(StatusArgs),
     /// Delete a backup on purpose (such as an orphan of a deleted schedule).
     ForgetBackup(ForgetArgs),
+    /// Cancel a running backup: cursors closed, its objects deleted, never counted as good.
+    /// Exits 5 when it cannot be cancelled (it ended, or its outcome is decided).
+    CancelBackup(CancelArgs),
+    /// Cancel a running restore: before go it is aborted untouched; after go with fallback
+    /// every touched node is put back. Exits 5 when refused (past go without fallback, or
+    /// already decided): the restore goes on.
+    CancelRestore(CancelArgs),
     /// A replica set, one agent per node and a reconciler on this machine, in one command:
     /// tidemark end to end in minutes (Ctrl-C stops it all; a second run goes on).
     Playground(PlaygroundArgs),
@@ -132,6 +139,16 @@ pub struct StatusArgs {
     /// An agent silent this long shows as lost (as the reconciler's flag).
     #[arg(long, env = "TIDEMARK_DEAD_AFTER", default_value = "240s", value_parser = parse_fine)]
     pub dead_after: std::time::Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    /// The Backup or Restore name.
+    pub name: String,
+    #[arg(long, env = "TIDEMARK_CONTROL")]
+    pub control: String,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 #[derive(Args, Debug)]

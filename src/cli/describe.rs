@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tidemark_schema::control::{
-    BackupRecord, OneShotRecord, OpArchive, OpResult, PhaseStatus, RunStatus, WaitingRecord,
-    archive_key, catalog_key, oneshot_key, result_key, waiting_key,
+    BackupRecord, CancelRequest, NodeFate, OneShotRecord, OpArchive, OpResult, Phase, PhaseStatus,
+    Remedy, RunStatus, WaitingRecord, archive_key, cancel_key, catalog_key, oneshot_key,
+    result_key, waiting_key,
 };
 use tidemark_store::control::ControlPlane;
 
@@ -26,7 +27,10 @@ pub fn run(args: DescribeArgs, kind: &str) -> anyhow::Result<ExitStatus> {
         loop {
             let view = describe(&control, kind, &args.name, args.dead_after).await?;
             let status = view["status"].as_str().unwrap_or_default().to_string();
-            let ended = matches!(status.as_str(), "done" | "partlyDone" | "error");
+            let ended = matches!(
+                status.as_str(),
+                "done" | "partlyDone" | "error" | "cancelled"
+            );
             if args.wait && !ended {
                 let line = progress_line(&view);
                 if line != last_line {
@@ -102,6 +106,7 @@ pub(crate) async fn describe(
         Some(op) => control.heartbeats(&op.cluster).await?,
         None => Vec::new(),
     };
+    let steps = follow_up_results(control, kind, &record.op_id).await?;
     let mut sets: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
     let mut copy_ready = false;
     for t in op.iter().flat_map(|o| o.targets.iter()) {
@@ -110,7 +115,11 @@ pub(crate) async fn describe(
             .filter(|r| r.replica_set == t.replica_set && r.node == t.node)
             .collect();
         let fin = mine.iter().find(|r| r.phase.is_final());
-        let last = mine.iter().rev().find(|r| !r.phase.is_final());
+        // The furthest phase by the phases' order (agent clocks may step back).
+        let last = mine
+            .iter()
+            .filter(|r| !r.phase.is_final())
+            .max_by_key(|r| r.phase);
         let hb = beats
             .iter()
             .find(|h| h.replica_set == t.replica_set && h.node == t.node);
@@ -121,8 +130,7 @@ pub(crate) async fn describe(
                 .find(|n| n.node == t.node && n.replica_set == t.replica_set)
         });
         if fin.is_none()
-            && last
-                .is_some_and(|r| r.phase.as_str() == "copyReady" && r.status == PhaseStatus::Done)
+            && last.is_some_and(|r| r.phase == Phase::CopyReady && r.status == PhaseStatus::Done)
         {
             copy_ready = true;
         }
@@ -154,12 +162,14 @@ pub(crate) async fn describe(
             "reason": reason,
             "remedies": verdict.map(|v| v.remedies.clone()).unwrap_or_default(),
             "note": verdict.map(|v| v.note.clone()).unwrap_or_default(),
+            "now": node_now(&steps, &t.replica_set, &t.node),
         }));
     }
     let status = match record.status {
         RunStatus::Done => "done",
         RunStatus::PartlyDone => "partlyDone",
         RunStatus::Error => "error",
+        RunStatus::Cancelled => "cancelled",
         _ if copy_ready => "copyReady",
         _ => "running",
     };
@@ -194,8 +204,69 @@ pub(crate) async fn describe(
         "decision": result.as_ref().map(|r| json!({"status": r.status, "reason": r.reason, "at": r.decided_at})),
         "reason": record.message,
         "retry": record.retry,
+        "cancel": control.get::<CancelRequest>(&cancel_key(kind, name)).await?,
         "replicaSets": sets.into_iter().map(|(name, nodes)| json!({"name": name, "nodes": nodes})).collect::<Vec<_>>(),
     }))
+}
+
+/// A restore's closed follow-up steps, in the order they ran (compacted ones from their
+/// archive).
+async fn follow_up_results(
+    control: &ControlPlane,
+    kind: &str,
+    op_id: &str,
+) -> anyhow::Result<Vec<(Remedy, OpResult)>> {
+    let mut out = Vec::new();
+    if kind != "restore" {
+        return Ok(out);
+    }
+    for remedy in [
+        Remedy::Revert,
+        Remedy::Wipe,
+        Remedy::RemoveFallback,
+        Remedy::Start,
+    ] {
+        let id = format!("{op_id}.{}", remedy.as_str());
+        let result = match control.get::<OpArchive>(&archive_key(&id)).await? {
+            Some(a) => a.result,
+            None => control.get::<OpResult>(&result_key(&id)).await?,
+        };
+        if let Some(r) = result {
+            out.push((remedy, r));
+        }
+    }
+    Ok(out)
+}
+
+/// What the follow-up steps did to a node since its restore ended: its state now, not
+/// as its restore's last report left it (mongod stopped, fallback kept).
+fn node_now(steps: &[(Remedy, OpResult)], rs: &str, node: &str) -> Option<String> {
+    let mut now = None;
+    for (remedy, result) in steps {
+        let Some(v) = result
+            .nodes
+            .iter()
+            .find(|n| n.replica_set == rs && n.node == node)
+        else {
+            continue;
+        };
+        now = Some(match (remedy, v.fate) {
+            (Remedy::Revert, NodeFate::Done) => {
+                "its data was moved back from the fallback directory; mongod is stopped".into()
+            }
+            (Remedy::Wipe, NodeFate::Done) => {
+                "wiped; it initial-syncs from the restored members once started".into()
+            }
+            (Remedy::RemoveFallback, NodeFate::Done) => {
+                "the fallback directory was removed; mongod is stopped".into()
+            }
+            (Remedy::Start, NodeFate::Done) => {
+                "mongod was started again as a replica-set member".into()
+            }
+            (_, _) => format!("{} did not happen: {}", remedy.as_str(), v.message),
+        });
+    }
+    now
 }
 
 fn progress_line(view: &Value) -> String {
@@ -245,6 +316,13 @@ fn render(view: &Value) -> String {
     }
     if !s(&view["reason"]).is_empty() {
         out.push_str(&format!("  reason:  {}\n", s(&view["reason"])));
+    }
+    if let Some(c) = view["cancel"].as_object() {
+        out.push_str(&format!(
+            "  cancel:  requested by {} at {}\n",
+            c.get("by").and_then(Value::as_str).unwrap_or_default(),
+            c.get("at").and_then(Value::as_str).unwrap_or_default()
+        ));
     }
     if let Some(r) = view["retry"].as_object() {
         out.push_str(&format!(
@@ -328,7 +406,7 @@ fn render(view: &Value) -> String {
                 n["phase"].as_str().unwrap_or("-"),
                 n["lastHeartbeat"].as_str().unwrap_or("never"),
             ));
-            for key in ["progress", "reason", "note"] {
+            for key in ["now", "progress", "reason", "note"] {
                 if !s(&n[key]).is_empty() {
                     out.push_str(&format!("      {key}: {}\n", s(&n[key])));
                 }

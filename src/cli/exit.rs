@@ -19,6 +19,9 @@ pub enum ExitStatus {
     DrillFailed,
     /// 4: `reconcile --once`: another reconciler holds the lease; nothing was done.
     NotLeader,
+    /// 5: `cancel-*`: the operation cannot be cancelled (it ended, its outcome is decided,
+    /// or a restore is past go without fallback); it goes on.
+    CancelRefused,
     /// 64: the command line itself is wrong (EX_USAGE).
     Usage,
 }
@@ -32,6 +35,7 @@ impl From<ExitStatus> for ExitCode {
             ExitStatus::Running => 3,
             ExitStatus::RpoBreached | ExitStatus::DrillFailed => 2,
             ExitStatus::NotLeader => 4,
+            ExitStatus::CancelRefused => 5,
             ExitStatus::Usage => 64,
         })
     }

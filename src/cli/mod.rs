@@ -2,6 +2,7 @@
 
 pub mod agent;
 mod args;
+pub mod cancel;
 pub mod describe;
 pub mod diff;
 mod exit;

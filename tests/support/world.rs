@@ -280,7 +280,7 @@ impl World {
 
     /// Waits until the operation ended; returns its view.
     pub fn wait_end(&self, kind: &str, name: &str) -> Value {
-        self.wait_status(kind, name, &["done", "partlyDone", "error"])
+        self.wait_status(kind, name, &["done", "partlyDone", "error", "cancelled"])
     }
 
     /// Ids of `app.items` on node `i`, asked over the wire (the node may have been

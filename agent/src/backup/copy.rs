@@ -33,7 +33,7 @@ pub async fn copy_files(
         format!("copying {} files ({total_bytes} B)", files.len()),
     )
     .await?;
-    let entries: Vec<FileEntry> = futures::stream::iter(files.iter())
+    let copy = futures::stream::iter(files.iter())
         .map(|f| async {
             let entry = copy_one(node, store, backup, f, storage).await?;
             done_files.fetch_add(1, Ordering::Relaxed);
@@ -60,9 +60,15 @@ pub async fn copy_files(
             Ok::<_, AgentError>(entry)
         })
         .buffer_unordered(node.cfg.parallel_files.max(1))
-        .try_collect()
-        .await
-        .in_phase(Phase::Copy)?;
+        .try_collect::<Vec<FileEntry>>();
+    // A cancel stops the copy within a second: the uploads in flight are dropped, the
+    // cursor is closed by the caller, and the reconciler deletes what was written.
+    let entries: Vec<FileEntry> = tokio::select! {
+        copied = copy => copied.in_phase(Phase::Copy)?,
+        why = node.ended_by_author(op) => {
+            return Err(AgentError::Refused(why)).in_phase(Phase::Copy);
+        }
+    };
     let mut d = Details::new();
     d.insert("files".into(), json!(entries.len()));
     d.insert(

@@ -4,8 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
-    BackupMarker, BackupRecord, BackupReplicaSet, ExtendTarget, OneShotRecord, Op, OpCommand,
-    OpResult, Phase, PhaseStatus, RunStatus, Verification, catalog_key, extend_key, result_key,
+    BackupMarker, BackupRecord, BackupReplicaSet, CancelRequest, ExtendTarget, OneShotRecord, Op,
+    OpCommand, OpResult, Phase, PhaseStatus, RunStatus, Verification, abort_key, cancel_key,
+    catalog_key, extend_key, result_key,
 };
 use tidemark_schema::manifest::{ReplicaSetManifest, layout};
 use tidemark_store::storage::BackupStore;
@@ -85,6 +86,30 @@ async fn common_point(
     Ok(())
 }
 
+/// A cancelled backup leaves nothing: its objects are deleted from storage (data first,
+/// the marker last), it has no catalog entry, and the ledger says `cancelled`. Each step
+/// is idempotent, so a crash between them is finished by the next pass.
+async fn cancelled(
+    ex: &Executor,
+    record: &OneShotRecord,
+    settings: &BackupSettings,
+    backup: &str,
+    result: &OpResult,
+    now: DateTime<Utc>,
+) -> Result<Progress, ExecError> {
+    let store = BackupStore::open_with_env(&settings.storage, ex.storage_env.clone())?;
+    let deleted = store.delete_backup(backup).await?;
+    ex.control.delete(&catalog_key(backup)).await?;
+    let message = format!(
+        "{}; its partial objects were deleted from {} ({} data object(s))",
+        result.reason,
+        store.url(),
+        deleted.data
+    );
+    ex.finish_record(record, RunStatus::Cancelled, message, now)
+        .await
+}
+
 pub async fn advance(
     ex: &Executor,
     record: &OneShotRecord,
@@ -99,6 +124,38 @@ pub async fn advance(
     // written (and, seeing it, does nothing) must not make the backup wait forever.
     let decided: Option<OpResult> = ex.control.get(&result_key(&op.id)).await?;
     let views = ex.views(&op, now).await?;
+    match &decided {
+        Some(r) if r.status == RunStatus::Cancelled => {
+            return cancelled(ex, record, &settings, backup, r, now).await;
+        }
+        // A cancel asked for before the outcome: every node stops at its next check (its
+        // cursor closed), then the backup is decided cancelled and its objects deleted.
+        None => {
+            let key = cancel_key("backup", &record.name);
+            if let Some(c) = ex.control.get::<CancelRequest>(&key).await? {
+                ex.control
+                    .create(&abort_key(&op.id), &serde_json::json!({"at": now}))
+                    .await?;
+                if !views.iter().all(|v| v.settled()) {
+                    return Ok(Progress::Running);
+                }
+                let result = ex
+                    .decide_once(OpResult {
+                        op_id: op.id.clone(),
+                        status: RunStatus::Cancelled,
+                        decided_at: now,
+                        reason: format!("cancelled by {} at {}", c.by, c.at.to_rfc3339()),
+                        nodes: Vec::new(),
+                        epoch: None,
+                    })
+                    .await?;
+                if result.status == RunStatus::Cancelled {
+                    return cancelled(ex, record, &settings, backup, &result, now).await;
+                }
+            }
+        }
+        Some(_) => {}
+    }
     let mut decided = decided;
     if decided.is_none()
         && let OpCommand::Backup { barrier: true, .. } = &op.command
