@@ -85,6 +85,17 @@ fn an_agent_frozen_after_ready_never_has_its_set_started_beside_restored_members
     });
     // Node 2's agent freezes after `ready`: it may have seen go or not, it says nothing.
     w.rig.signal_agent(2, Signal::SIGSTOP);
+    // Not lost yet by a patient reader, but stuck: its work has not moved for a second.
+    wait_until(&w, "describe-restore shows node 2 stuck at ready", || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["describe-restore", "r1", "--dead-after", "1h", "--stuck-after", "1s"])
+            .arg("--control")
+            .arg(&w.rig.control_url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.contains("STUCK: nothing new in phase ready")
+    });
     assert_eq!(w.reconcile_once("once.log", &[]), 3, "{}", w.logs());
     assert!(
         w.control_json(&format!("ops/{op}/go.json")).is_some(),

@@ -139,6 +139,10 @@ pub struct StatusArgs {
     /// An agent silent this long shows as lost (as the reconciler's flag).
     #[arg(long, env = "TIDEMARK_DEAD_AFTER", default_value = "240s", value_parser = parse_fine)]
     pub dead_after: std::time::Duration,
+    /// A node of a running operation that reported nothing new for this long shows as
+    /// stuck, with its phase.
+    #[arg(long, env = "TIDEMARK_STUCK_AFTER", default_value = "10m", value_parser = parse_fine)]
+    pub stuck_after: std::time::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -260,6 +264,10 @@ pub struct DescribeArgs {
     /// A node whose agent is silent this long shows as lost (as the reconciler's flag).
     #[arg(long, env = "TIDEMARK_DEAD_AFTER", default_value = "240s", value_parser = parse_fine)]
     pub dead_after: std::time::Duration,
+    /// A node of a running operation that reported nothing new for this long shows as
+    /// stuck, with its phase (its agent still beats, but its work does not move).
+    #[arg(long, env = "TIDEMARK_STUCK_AFTER", default_value = "10m", value_parser = parse_fine)]
+    pub stuck_after: std::time::Duration,
 }
 
 #[derive(Args, Debug)]

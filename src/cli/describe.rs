@@ -25,7 +25,11 @@ pub fn run(args: DescribeArgs, kind: &str) -> anyhow::Result<ExitStatus> {
         let tty = std::io::stderr().is_terminal();
         let mut last_line = String::new();
         loop {
-            let view = describe(&control, kind, &args.name, args.dead_after).await?;
+            let limits = Limits {
+                dead_after: args.dead_after,
+                stuck_after: args.stuck_after,
+            };
+            let view = describe(&control, kind, &args.name, limits).await?;
             let status = view["status"].as_str().unwrap_or_default().to_string();
             let ended = matches!(
                 status.as_str(),
@@ -63,12 +67,19 @@ pub fn run(args: DescribeArgs, kind: &str) -> anyhow::Result<ExitStatus> {
     })
 }
 
+/// When a node counts as lost (its agent silent) or stuck (its work not moving).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub dead_after: Duration,
+    pub stuck_after: Duration,
+}
+
 /// The whole view of one operation, as JSON (the `-o json` contract).
 pub(crate) async fn describe(
     control: &ControlPlane,
     kind: &str,
     name: &str,
-    dead_after: Duration,
+    limits: Limits,
 ) -> anyhow::Result<Value> {
     let Some(record) = control
         .get::<OneShotRecord>(&oneshot_key(kind, name))
@@ -90,7 +101,8 @@ pub(crate) async fn describe(
         }));
     };
     let now = chrono::Utc::now();
-    let dead_after = chrono::Duration::from_std(dead_after)?;
+    let dead_after = chrono::Duration::from_std(limits.dead_after)?;
+    let stuck_after = chrono::Duration::from_std(limits.stuck_after)?;
     // Compacted (long ended): the archive holds what the op's records held. It is read
     // first because it is whole, while the op's records may be half deleted.
     let archived: Option<OpArchive> = control.get(&archive_key(&record.op_id)).await?;
@@ -163,6 +175,13 @@ pub(crate) async fn describe(
             "remedies": verdict.map(|v| v.remedies.clone()).unwrap_or_default(),
             "note": verdict.map(|v| v.note.clone()).unwrap_or_default(),
             "now": node_now(&steps, &t.replica_set, &t.node),
+            "figures": last.map(|r| r.details.clone()).unwrap_or_default(),
+            // Its agent beats but its work has not moved: a hung mongod, a stalled download.
+            "stuck": (fin.is_none() && !lost && record.finished_at.is_none())
+                .then(|| last.map(|r| r.at))
+                .flatten()
+                .filter(|at| now - *at > stuck_after)
+                .map(|at| json!({"phase": last.map(|r| r.phase), "since": at})),
         }));
     }
     let status = match record.status {
@@ -273,13 +292,26 @@ fn progress_line(view: &Value) -> String {
     let mut parts = Vec::new();
     for rs in view["replicaSets"].as_array().into_iter().flatten() {
         for n in rs["nodes"].as_array().into_iter().flatten() {
+            let f = &n["figures"];
+            let figures = match (f["bytesWritten"].as_u64(), f["bytesTotal"].as_u64()) {
+                (Some(w), Some(t)) if n["outcome"].is_null() => format!(
+                    " {:.0}% {:.1} MiB/s ETA {}",
+                    w as f64 * 100.0 / t.max(1) as f64,
+                    f["bytesPerSecond"].as_f64().unwrap_or(0.0) / (1 << 20) as f64,
+                    f["etaSeconds"]
+                        .as_f64()
+                        .map_or("?".to_string(), |e| format!("{e:.0}s"))
+                ),
+                _ => String::new(),
+            };
             parts.push(format!(
-                "{} {}",
+                "{} {}{figures}{}",
                 n["node"].as_str().unwrap_or_default(),
                 n["outcome"]
                     .as_str()
                     .or(n["phase"].as_str())
-                    .unwrap_or("waiting")
+                    .unwrap_or("waiting"),
+                if n["stuck"].is_object() { " STUCK" } else { "" }
             ));
         }
     }
@@ -406,6 +438,13 @@ fn render(view: &Value) -> String {
                 n["phase"].as_str().unwrap_or("-"),
                 n["lastHeartbeat"].as_str().unwrap_or("never"),
             ));
+            if let Some(stuck) = n["stuck"].as_object() {
+                out.push_str(&format!(
+                    "      STUCK: nothing new in phase {} since {}\n",
+                    stuck.get("phase").and_then(Value::as_str).unwrap_or("-"),
+                    stuck.get("since").and_then(Value::as_str).unwrap_or("-")
+                ));
+            }
             for key in ["now", "progress", "reason", "note"] {
                 if !s(&n[key]).is_empty() {
                     out.push_str(&format!("      {key}: {}\n", s(&n[key])));
@@ -418,4 +457,30 @@ fn render(view: &Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    /// `--wait` shows a download's share, rate and ETA, and flags a stuck node.
+    #[test]
+    fn the_wait_line_shows_download_progress_and_stuck_nodes() {
+        let view = json!({
+            "kind": "restore", "name": "r1", "status": "running",
+            "replicaSets": [{"name": "rs0", "nodes": [
+                {"node": "db1:27017", "phase": "fetch", "outcome": null,
+                 "figures": {"bytesWritten": 25u64 << 20, "bytesTotal": 100u64 << 20,
+                             "bytesPerSecond": 5.0 * (1u64 << 20) as f64, "etaSeconds": 15.0}},
+                {"node": "db2:27017", "phase": "recover", "outcome": null, "figures": {},
+                 "stuck": {"phase": "recover", "since": "2026-03-10T12:00:00Z"}},
+            ]}],
+        });
+        let line = super::progress_line(&view);
+        assert!(
+            line.contains("db1:27017 fetch 25% 5.0 MiB/s ETA 15s"),
+            "{line}"
+        );
+        assert!(line.contains("db2:27017 recover STUCK"), "{line}");
+    }
 }

@@ -4,8 +4,6 @@
 //! revisions; per restore drill its last run, RTO and RPO. `-o json` for monitors; exit 2
 //! when a schedule is past its RPO or a drill's last run failed.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use tidemark_reconciler::plan::{DrillState, ScheduleState, drill_state, observed_schedule_state};
 use tidemark_reconciler::run::desired_from_applied;
@@ -22,7 +20,11 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitStatus> {
         .build()?;
     runtime.block_on(async {
         let control = ControlPlane::open(&args.control)?;
-        let view = status(&control, args.dead_after).await?;
+        let limits = super::describe::Limits {
+            dead_after: args.dead_after,
+            stuck_after: args.stuck_after,
+        };
+        let view = status(&control, limits).await?;
         match args.output {
             OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&view)?),
             OutputFormat::Text => print!("{}", render(&view)),
@@ -39,9 +41,12 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitStatus> {
 }
 
 /// The whole status as JSON (the `-o json` contract, documented in docs/reconciler.md).
-pub async fn status(control: &ControlPlane, dead_after: Duration) -> anyhow::Result<Value> {
+pub async fn status(
+    control: &ControlPlane,
+    limits: super::describe::Limits,
+) -> anyhow::Result<Value> {
     let now = chrono::Utc::now();
-    let dead_after = chrono::Duration::from_std(dead_after)?;
+    let dead_after = chrono::Duration::from_std(limits.dead_after)?;
     let (observed, leader, waiting) = tokio::try_join!(
         observe(control),
         lease::describe(control),
@@ -113,8 +118,7 @@ pub async fn status(control: &ControlPlane, dead_after: Duration) -> anyhow::Res
     let mut operations = Vec::new();
     for r in observed.oneshots.values().filter(|r| !r.is_final()) {
         let kind = r.kind.to_lowercase();
-        operations
-            .push(super::describe::describe(control, &kind, &r.name, dead_after.to_std()?).await?);
+        operations.push(super::describe::describe(control, &kind, &r.name, limits).await?);
     }
     for w in &waiting.0 {
         if !observed

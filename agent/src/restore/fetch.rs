@@ -32,7 +32,7 @@ pub async fn fetch(
     )
     .await?;
     let dbpath = &node.cfg.dbpath;
-    futures::stream::iter(manifest.files.iter())
+    let download = futures::stream::iter(manifest.files.iter())
         .map(|entry| async move {
             // Paths were validated when the manifest was read: relative, no `..`.
             let dest = dbpath.join(&entry.path);
@@ -42,9 +42,20 @@ pub async fn fetch(
                 .map_err(AgentError::from)
         })
         .buffer_unordered(node.cfg.parallel_files.max(1))
-        .try_collect::<Vec<()>>()
-        .await
-        .in_phase(PHASE)?;
+        .try_collect::<Vec<()>>();
+    // mongod is down for as long as this takes (hours on terabytes): say how far it got.
+    // The reporter is stopped, not dropped: a report cut off mid-write could land after
+    // the phase's final report and overwrite it.
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let (downloaded, ()) = tokio::join!(
+        async {
+            let r = download.await;
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        },
+        report_progress(node, op, manifest, started, &finished)
+    );
+    downloaded.in_phase(PHASE)?;
     // One flush for every file written: nothing is reported fetched before it is durable.
     let root = dbpath.clone();
     tokio::task::spawn_blocking(move || crate::storage::sync_filesystem(&root))
@@ -60,6 +71,66 @@ pub async fn fetch(
     d.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
     node.done(op, PHASE, "every file downloaded and verified", d)
         .await
+}
+
+/// How often a download reports its progress at most: every heartbeat, up to this.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Bytes written, rate and ETA of the download, every few seconds, as the `fetch`
+/// report's message and figures (`bytesWritten`, `bytesTotal`, `bytesPerSecond`,
+/// `etaSeconds`). Measured on disk, so a large file counts as it grows. Returns once
+/// `finished` is set, between two reports.
+async fn report_progress(
+    node: &Node,
+    op: &Op,
+    manifest: &ReplicaSetManifest,
+    started: std::time::Instant,
+    finished: &std::sync::atomic::AtomicBool,
+) {
+    let total = manifest.uncompressed_bytes;
+    let tick = std::time::Duration::from_millis(50);
+    let every = node.cfg.heartbeat_interval.min(PROGRESS_EVERY);
+    loop {
+        let slept = std::time::Instant::now();
+        while slept.elapsed() < every {
+            if finished.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            tokio::time::sleep(tick).await;
+        }
+        let written: u64 = manifest
+            .files
+            .iter()
+            .map(|f| {
+                std::fs::metadata(node.cfg.dbpath.join(&f.path))
+                    .map_or(0, |m| m.len().min(f.uncompressed_size))
+            })
+            .sum();
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let rate = written as f64 / secs;
+        let eta = (rate > 0.0).then(|| (total.saturating_sub(written)) as f64 / rate);
+        let mut d = Details::new();
+        d.insert("bytesWritten".into(), json!(written));
+        d.insert("bytesTotal".into(), json!(total));
+        d.insert("bytesPerSecond".into(), json!(rate.round()));
+        d.insert("etaSeconds".into(), json!(eta.map(f64::round)));
+        let message = format!(
+            "{written} of {total} B written ({:.0}%), {:.1} MiB/s, ETA {}",
+            written as f64 * 100.0 / total.max(1) as f64,
+            rate / (1 << 20) as f64,
+            eta.map_or("unknown".to_string(), |e| format!("{e:.0} s"))
+        );
+        // Progress only: a report the control plane refuses now is simply the next one.
+        let _ = node
+            .report(
+                op,
+                Phase::Fetch,
+                tidemark_schema::control::PhaseStatus::Running,
+                message,
+                d,
+            )
+            .await;
+    }
 }
 
 /// External restore: report `copyReady`, wait for `restore-finish`, check the files.
