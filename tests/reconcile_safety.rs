@@ -88,7 +88,14 @@ fn an_agent_frozen_after_ready_never_has_its_set_started_beside_restored_members
     // Not lost yet by a patient reader, but stuck: its work has not moved for a second.
     wait_until(&w, "describe-restore shows node 2 stuck at ready", || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(["describe-restore", "r1", "--dead-after", "1h", "--stuck-after", "1s"])
+            .args([
+                "describe-restore",
+                "r1",
+                "--dead-after",
+                "1h",
+                "--stuck-after",
+                "1s",
+            ])
             .arg("--control")
             .arg(&w.rig.control_url)
             .output()

@@ -66,9 +66,7 @@ fn check_case(case: &Path) -> Vec<String> {
         ..Default::default()
     };
     for r in fixture.oneshots {
-        observed
-            .oneshots
-            .insert((r.kind.to_lowercase(), r.name.clone()), r);
+        observed.oneshots.insert((r.kind, r.name.clone()), r);
     }
     if case.join("applied").is_dir() {
         let applied = load_state(&case.join("applied"));

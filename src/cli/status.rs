@@ -117,16 +117,12 @@ pub async fn status(
         .collect();
     let mut operations = Vec::new();
     for r in observed.oneshots.values().filter(|r| !r.is_final()) {
-        let kind = r.kind.to_lowercase();
-        operations.push(super::describe::describe(control, &kind, &r.name, limits).await?);
+        operations.push(super::describe::describe(control, r.kind.key(), &r.name, limits).await?);
     }
     for w in &waiting.0 {
-        if !observed
-            .oneshots
-            .contains_key(&(w.kind.to_lowercase(), w.name.clone()))
-        {
+        if !observed.oneshots.contains_key(&(w.kind, w.name.clone())) {
             operations.push(json!({
-                "kind": w.kind.to_lowercase(), "name": w.name, "status": "waiting",
+                "kind": w.kind.key(), "name": w.name, "status": "waiting",
                 "reason": w.reason, "since": w.at,
             }));
         }

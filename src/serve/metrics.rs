@@ -274,7 +274,8 @@ impl Metrics {
         // process first looked are history, not events (a restart must not replay them).
         let first = !seen.first_pass_done;
         for ((kind, name), r) in &observed.oneshots {
-            if !r.is_final() || !seen.ended.insert((kind.clone(), name.clone())) || first {
+            if !r.is_final() || !seen.ended.insert((kind.key().to_string(), name.clone())) || first
+            {
                 continue;
             }
             let status = serde_json::to_value(r.status)
@@ -283,14 +284,16 @@ impl Metrics {
                 .unwrap_or_default();
             self.outcomes
                 .get_or_create(&OutcomeLabels {
-                    kind: kind.clone(),
+                    kind: kind.key().to_string(),
                     status,
                 })
                 .inc();
             if let Some(end) = r.finished_at {
                 let secs = (end - r.started_at).num_milliseconds() as f64 / 1000.0;
                 self.durations
-                    .get_or_create(&KindLabels { kind: kind.clone() })
+                    .get_or_create(&KindLabels {
+                        kind: kind.key().to_string(),
+                    })
                     .observe(secs.max(0.0));
             }
         }
@@ -302,7 +305,7 @@ impl Metrics {
         let mut newest: BTreeMap<DrillLabels, &tidemark_schema::control::OneShotRecord> =
             BTreeMap::new();
         for ((kind, _), r) in &observed.oneshots {
-            if kind != tidemark_reconciler::plan::DRILL_KIND || !r.is_final() {
+            if *kind != tidemark_reconciler::plan::DRILL_KIND || !r.is_final() {
                 continue;
             }
             let (Some(drill), Some(cluster)) = (r.setting("drill"), r.setting("cluster")) else {

@@ -48,7 +48,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
     let at = "2026-03-01T01:00:00Z".parse().unwrap();
     (
         OneShotRecord {
-            kind: "Restore".into(),
+            kind: tidemark_schema::control::OneShotKind::Restore,
             name: "drill".into(),
             op_id: "20260301T010000000Z-restore-drill".into(),
             started_at: at,
@@ -153,7 +153,10 @@ async fn conformance(b: Backend) {
     .await;
     let observed = observe(control).await.unwrap();
     assert_eq!(
-        observed.oneshots.get(&("restore".into(), "drill".into())),
+        observed.oneshots.get(&(
+            tidemark_schema::control::OneShotKind::Restore,
+            "drill".into()
+        )),
         Some(&oneshot),
         "{}",
         control.url()

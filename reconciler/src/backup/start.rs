@@ -79,7 +79,14 @@ pub async fn start(
     };
     let settings =
         serde_json::to_value(&settings).map_err(|e| ExecError::Invalid(e.to_string()))?;
-    ex.start_oneshot("Backup", name, &op, settings, None, now)
-        .await?;
+    ex.start_oneshot(
+        tidemark_schema::control::OneShotKind::Backup,
+        name,
+        &op,
+        settings,
+        None,
+        now,
+    )
+    .await?;
     Ok(None)
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tidemark_schema::control::{DRILL_REPLICA_SET, Op, OpCommand, OpTarget, StorageTarget, op_id};
-use tidemark_schema::model::{DrillChecks, Kind};
+use tidemark_schema::model::DrillChecks;
 
 use crate::execute::{ExecError, Executor};
 
@@ -49,6 +49,13 @@ pub async fn start(
     };
     let settings =
         serde_json::to_value(&settings).map_err(|e| ExecError::Invalid(e.to_string()))?;
-    ex.start_oneshot(Kind::RestoreDrill.as_str(), run, &op, settings, None, now)
-        .await
+    ex.start_oneshot(
+        tidemark_schema::control::OneShotKind::RestoreDrill,
+        run,
+        &op,
+        settings,
+        None,
+        now,
+    )
+    .await
 }

@@ -131,7 +131,7 @@ impl Executor {
 
     /// Rewrites a one-shot's ledger record (one writer: the reconciler).
     pub async fn record(&self, record: &OneShotRecord) -> Result<(), ExecError> {
-        let key = oneshot_key(&record.kind.to_lowercase(), &record.name);
+        let key = oneshot_key(record.kind.key(), &record.name);
         let record = OneShotRecord {
             epoch: self.control.epoch(),
             ..record.clone()

@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tidemark_schema::control::{
-    BackupRecord, OneShotRecord, Op, RunStatus, WaitingRecord, archive_key, catalog_key,
-    oneshot_key, op_key, waiting_key,
+    BackupRecord, OneShotKind, OneShotRecord, Op, RunStatus, WaitingRecord, archive_key,
+    catalog_key, oneshot_key, op_key, waiting_key,
 };
 use tidemark_store::control::Created;
 
@@ -19,7 +19,7 @@ impl Executor {
     /// (another pass or reconciler came first); nothing more is written then.
     pub async fn start_oneshot(
         &self,
-        kind: &str,
+        kind: OneShotKind,
         name: &str,
         op: &Op,
         settings: serde_json::Value,
@@ -27,7 +27,7 @@ impl Executor {
         now: DateTime<Utc>,
     ) -> Result<bool, ExecError> {
         let record = OneShotRecord {
-            kind: kind.to_string(),
+            kind,
             name: name.to_string(),
             op_id: op.id.clone(),
             started_at: now,
@@ -56,7 +56,7 @@ impl Executor {
         if let Some(with) = record.started_with.as_mut() {
             with["op"] = json!(op);
         }
-        let key = oneshot_key(&kind.to_lowercase(), name);
+        let key = oneshot_key(kind.key(), name);
         if self.control.create(&key, &record).await? == Created::Existed {
             return Ok(false);
         }
@@ -64,17 +64,13 @@ impl Executor {
             if let Some(why) = self.source_deleted(&record).await? {
                 self.finish_record(&record, RunStatus::Error, why, now)
                     .await?;
-                self.control
-                    .delete(&waiting_key(&kind.to_lowercase(), name))
-                    .await?;
+                self.control.delete(&waiting_key(kind.key(), name)).await?;
                 return Ok(true);
             }
             self.control.create(&op_key(&op.id), op).await?;
         }
-        self.control
-            .delete(&waiting_key(&kind.to_lowercase(), name))
-            .await?;
-        tracing::info!(kind, name, op = %op.id, refused = refused.is_some(), "started");
+        self.control.delete(&waiting_key(kind.key(), name)).await?;
+        tracing::info!(%kind, name, op = %op.id, refused = refused.is_some(), "started");
         Ok(true)
     }
 
@@ -124,7 +120,7 @@ impl Executor {
     /// began before the record shows here, and one that begins after it sees the record:
     /// never both missed. A restore that loses the race ends refused, nothing touched.
     async fn source_deleted(&self, record: &OneShotRecord) -> Result<Option<String>, ExecError> {
-        if !record.kind.eq_ignore_ascii_case("restore") {
+        if record.kind != OneShotKind::Restore {
             return Ok(None);
         }
         let Some(backup) = record
@@ -156,7 +152,7 @@ impl Executor {
     pub async fn has_ended(&self, record: &OneShotRecord) -> Result<bool, ExecError> {
         let fresh: Option<OneShotRecord> = self
             .control
-            .get(&oneshot_key(&record.kind.to_lowercase(), &record.name))
+            .get(&oneshot_key(record.kind.key(), &record.name))
             .await?;
         Ok(fresh
             .as_ref()
@@ -183,12 +179,12 @@ impl Executor {
     /// Says why a one-shot waits (`describe-*` and `status` show it).
     pub async fn waiting(
         &self,
-        kind: &str,
+        kind: OneShotKind,
         name: &str,
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), ExecError> {
-        let key = waiting_key(&kind.to_lowercase(), name);
+        let key = waiting_key(kind.key(), name);
         // Passes run every few hundred milliseconds while something waits: write only when
         // the reason changes, so `at` says since when, and a long wait costs reads, not puts.
         if let Ok(Some(old)) = self.control.get::<WaitingRecord>(&key).await
@@ -197,7 +193,7 @@ impl Executor {
             return Ok(());
         }
         let record = WaitingRecord {
-            kind: kind.to_string(),
+            kind,
             name: name.to_string(),
             at: now,
             reason: reason.to_string(),
@@ -274,7 +270,7 @@ mod tests {
             };
             let settings = json!({"backup": "b1"});
             assert!(
-                ex.start_oneshot("Restore", name, &op, settings, None, now)
+                ex.start_oneshot(OneShotKind::Restore, name, &op, settings, None, now)
                     .await
                     .unwrap()
             );
@@ -294,9 +290,16 @@ mod tests {
             .await
             .unwrap();
         let op = restore_op(now);
-        ex.start_oneshot("Restore", "r3", &op, json!({"backup": "b1"}), None, now)
-            .await
-            .unwrap();
+        ex.start_oneshot(
+            OneShotKind::Restore,
+            "r3",
+            &op,
+            json!({"backup": "b1"}),
+            None,
+            now,
+        )
+        .await
+        .unwrap();
         assert!(ex.control.exists(&op_key(&op.id)).await.unwrap());
     }
 }

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tidemark_schema::control::OneShotKind;
 use tidemark_schema::control::{DRILL_REPLICA_SET, RunStatus, ScheduleRecord};
 use tidemark_schema::model::{
     Kind, RestoreDrillSpec, drill_run_name, next_run_after, runs_back_from,
@@ -15,7 +16,7 @@ use super::model::{Action, Step};
 use crate::control::ObservedState;
 
 /// The ledger kind of a drill run (`ledger/oneshots/restoredrill/<run>.json`).
-pub const DRILL_KIND: &str = "restoredrill";
+pub const DRILL_KIND: OneShotKind = OneShotKind::RestoreDrill;
 
 /// A drill as the reconciler runs it, for `diff`, `status` and the metrics.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -61,18 +62,14 @@ pub fn drill_state(
         observed
             .oneshots
             .iter()
-            .filter(|((kind, _), r)| kind == DRILL_KIND && r.setting("drill") == Some(name))
+            .filter(|((kind, _), r)| *kind == DRILL_KIND && r.setting("drill") == Some(name))
             .map(|(_, r)| r)
     };
     let due_run = match (observed.drills.get(name), spec.suspend) {
         (Some(record), false) => runs_back_from(&spec.cron, &spec.timezone, now, record.since, 1)
             .first()
             .map(|slot| drill_run_name(name, *slot))
-            .filter(|run| {
-                !observed
-                    .oneshots
-                    .contains_key(&(DRILL_KIND.to_string(), run.clone()))
-            }),
+            .filter(|run| !observed.oneshots.contains_key(&(DRILL_KIND, run.clone()))),
         _ => None,
     };
     let last_run = runs()
@@ -127,7 +124,7 @@ pub fn plan_drills(
     let mut busy: Vec<String> = observed
         .oneshots
         .iter()
-        .filter(|((kind, _), r)| kind == DRILL_KIND && !r.is_final())
+        .filter(|((kind, _), r)| *kind == DRILL_KIND && !r.is_final())
         .filter_map(|(_, r)| r.setting("agent").map(str::to_string))
         .collect();
     for (name, spec) in desired.drills() {
@@ -181,7 +178,7 @@ fn choose(
     (now, dead_after): At,
 ) -> Result<(Action, String), String> {
     if let Some(((_, previous), _)) = observed.oneshots.iter().find(|((kind, _), r)| {
-        kind == DRILL_KIND && !r.is_final() && r.setting("drill") == Some(name)
+        *kind == DRILL_KIND && !r.is_final() && r.setting("drill") == Some(name)
     }) {
         return Err(format!(
             "the drill's previous run {previous:?} is still running; one run of a drill at a \

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::AppliedRevision;
+use tidemark_schema::control::OneShotKind;
 use tidemark_schema::model::{BackupScheduleSpec, Kind, Resource, scheduled_backup_name};
 use tidemark_schema::validate::{DesiredState, resource_from_canonical};
 
@@ -217,7 +218,7 @@ fn changed_fields(old: &BackupScheduleSpec, new: &BackupScheduleSpec) -> Vec<Str
 fn already_ran(observed: &ObservedState, kind: Kind, name: &str) -> Option<Step> {
     let record = observed
         .oneshots
-        .get(&(kind.as_str().to_lowercase(), name.to_string()))?;
+        .get(&(OneShotKind::of(kind)?, name.to_string()))?;
     Some(step(
         Action::AlreadyRan {
             kind: kind.to_string(),
@@ -457,7 +458,9 @@ pub fn pinned_backups(
             .oneshots
             .values()
             // A running drill reads its backup too: deleting it would fail the drill.
-            .filter(|r| matches!(r.kind.as_str(), "Restore" | "RestoreDrill") && !r.is_final())
+            .filter(|r| {
+                matches!(r.kind, OneShotKind::Restore | OneShotKind::RestoreDrill) && !r.is_final()
+            })
             .filter_map(|r| r.setting("backup"))
             .map(str::to_string),
     );

@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tidemark_schema::control::OneShotKind;
 use tidemark_schema::control::{BackupRecord, OneShotRecord, ScheduleRecord};
 use tidemark_schema::model::{BackupScheduleSpec, parse_max_age, scheduled_backup_name};
 
@@ -70,13 +71,13 @@ pub fn schedule_state(
     name: &str,
     spec: &BackupScheduleSpec,
     record: Option<&ScheduleRecord>,
-    oneshots: &BTreeMap<(String, String), OneShotRecord>,
+    oneshots: &BTreeMap<(OneShotKind, String), OneShotRecord>,
     backups: &[BackupRecord],
     now: DateTime<Utc>,
 ) -> ScheduleState {
     let since = record.map(|r| r.since);
     let claimed = |slot: DateTime<Utc>| {
-        oneshots.contains_key(&("backup".to_string(), scheduled_backup_name(name, slot)))
+        oneshots.contains_key(&(OneShotKind::Backup, scheduled_backup_name(name, slot)))
     };
     let mut due_slot = None;
     let mut missed_slots = Vec::new();

@@ -333,8 +333,15 @@ pub async fn start(
         serde_json::to_value(&settings).map_err(|e| ExecError::Invalid(e.to_string()))?;
     match problem {
         Ok(()) => {
-            ex.start_oneshot("Restore", &plan.restore, &op, settings_json, None, now)
-                .await?;
+            ex.start_oneshot(
+                tidemark_schema::control::OneShotKind::Restore,
+                &plan.restore,
+                &op,
+                settings_json,
+                None,
+                now,
+            )
+            .await?;
             Ok(None)
         }
         Err(NotNow::Wait(why)) => Ok(Some(why)),
@@ -343,7 +350,7 @@ pub async fn start(
             // name is needed to try again. No op is written, so no node ever sees it.
             if ex
                 .start_oneshot(
-                    "Restore",
+                    tidemark_schema::control::OneShotKind::Restore,
                     &plan.restore,
                     &op,
                     settings_json,

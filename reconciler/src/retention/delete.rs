@@ -71,7 +71,10 @@ pub async fn forget_backup(
     }
     let ledger = observed
         .oneshots
-        .get(&("backup".to_string(), name.to_string()))
+        .get(&(
+            tidemark_schema::control::OneShotKind::Backup,
+            name.to_string(),
+        ))
         .ok_or_else(|| {
             ExecError::Invalid(format!(
                 "backup {name:?} has no ledger record, so its storage is unknown"

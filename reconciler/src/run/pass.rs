@@ -20,6 +20,7 @@ use crate::execute::{ExecError, Executor, Progress, storage_target};
 use crate::plan::{Action, PlanSettings, plan_with, wanted_record};
 use crate::restore::{self, RestoreSettings};
 use crate::source::{DesiredStateSource, Follower, PollOutcome};
+use tidemark_schema::control::OneShotKind;
 
 /// What one pass did, for logs and `--once`'s exit code.
 #[derive(Debug, Default)]
@@ -73,7 +74,7 @@ async fn note_retry(
     error: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<(), ExecError> {
-    let key = tidemark_schema::control::oneshot_key(&record.kind.to_lowercase(), &record.name);
+    let key = tidemark_schema::control::oneshot_key(record.kind.key(), &record.name);
     let Some(mut fresh) = ex
         .control
         .get::<tidemark_schema::control::OneShotRecord>(&key)
@@ -194,7 +195,7 @@ async fn clear_drill_waits(
     if drills.is_empty() && !had_drills {
         return Ok(()); // no listing on every pass of a control plane without drills
     }
-    let prefix = format!("ledger/waiting/{}/", crate::plan::DRILL_KIND);
+    let prefix = format!("ledger/waiting/{}/", crate::plan::DRILL_KIND.key());
     for key in ex.control.keys(prefix.trim_end_matches('/')).await? {
         let Some(run) = key
             .strip_prefix(&prefix)
@@ -382,11 +383,10 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 ));
                 continue;
             }
-            let progress = match kind.as_str() {
-                "restore" => restore::advance(&self.ex, record, desired, now).await,
-                "backup" => backup::advance(&self.ex, record, now).await,
-                crate::plan::DRILL_KIND => crate::drill::advance(&self.ex, record, now).await,
-                other => Err(ExecError::Invalid(format!("unknown one-shot kind {other}"))),
+            let progress = match kind {
+                OneShotKind::Restore => restore::advance(&self.ex, record, desired, now).await,
+                OneShotKind::Backup => backup::advance(&self.ex, record, now).await,
+                OneShotKind::RestoreDrill => crate::drill::advance(&self.ex, record, now).await,
             };
             let outcome = match &progress {
                 Ok(_) => None,
@@ -424,7 +424,10 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 // (the desired state may have moved on); else as declared now.
                 let from_ledger = observed
                     .oneshots
-                    .get(&("backup".to_string(), b.name.clone()))
+                    .get(&(
+                        tidemark_schema::control::OneShotKind::Backup,
+                        b.name.clone(),
+                    ))
                     .and_then(|r| r.started_with.as_ref())
                     .and_then(|s| serde_json::from_value(s["settings"]["storage"].clone()).ok());
                 match from_ledger.or_else(|| desired.storage(&b.storage).map(storage_target)) {
@@ -522,7 +525,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 };
                 backup::start(&self.ex, name, settings, nodes, now)
                     .await?
-                    .map(|w| (Kind::Backup, name.clone(), w))
+                    .map(|w| (OneShotKind::Backup, name.clone(), w))
             }
             Action::StartRestore(p) => {
                 let (Some(spec), Some(backup)) = (
@@ -545,7 +548,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 };
                 restore::start(&self.ex, p, settings, backup, heartbeats, now)
                     .await?
-                    .map(|w| (Kind::Restore, p.restore.clone(), w))
+                    .map(|w| (OneShotKind::Restore, p.restore.clone(), w))
             }
             Action::DeleteBackup {
                 backup, storage, ..
@@ -605,15 +608,13 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 crate::drill::start(&self.ex, run, settings, now).await?;
                 None
             }
-            Action::Blocked { kind, name } => Some((
-                Kind::parse(kind).unwrap_or(Kind::Backup),
-                name.clone(),
-                reason.to_string(),
-            )),
+            Action::Blocked { kind, name } => Kind::parse(kind)
+                .and_then(OneShotKind::of)
+                .map(|kind| (kind, name.clone(), reason.to_string())),
             _ => None,
         };
         if let Some((kind, name, why)) = wait {
-            self.ex.waiting(kind.as_str(), &name, &why, now).await?;
+            self.ex.waiting(kind, &name, &why, now).await?;
             report.waiting.push(format!("{kind} {name}: {why}"));
         }
         Ok(())

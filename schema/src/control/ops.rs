@@ -227,8 +227,26 @@ impl Phase {
     /// Whether a restore that reached this phase may have changed the node: mongod
     /// stopped (`stop`) or its dbPath replaced (`fallback` and later). The checks before
     /// (`precheck`, `disk`, `ready`) touch nothing.
+    /// Per op: a backup's phases (its cursor, its copy) and a drill's check only read the
+    /// node, so a backup that failed at `cursor` is refused, not a "touched node". A report
+    /// whose writing failed (`report`) and the final phases count as touching: unknown is
+    /// treated as changed, the safe side. Exhaustive, so a new phase must say.
     pub fn touches_node(self) -> bool {
-        !matches!(self, Phase::Precheck | Phase::Disk | Phase::Ready)
+        match self {
+            Phase::Precheck | Phase::Disk | Phase::Ready => false,
+            Phase::Cursor
+            | Phase::Copy
+            | Phase::Snapshot
+            | Phase::Extend
+            | Phase::Close
+            | Phase::Manifest
+            | Phase::Check => false,
+            Phase::Stop | Phase::Fallback | Phase::Fetch | Phase::CopyReady | Phase::Recover => {
+                true
+            }
+            Phase::Revert | Phase::Wipe | Phase::RemoveFallback | Phase::Start => true,
+            Phase::Report | Phase::Done | Phase::Error => true,
+        }
     }
 
     /// Whether a restore that reached this phase may have changed the dbPath's content

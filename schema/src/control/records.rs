@@ -90,12 +90,58 @@ impl std::fmt::Display for RunStatus {
     }
 }
 
+/// What a one-shot is. Written in records as its document kind (`Backup`, `Restore`,
+/// `RestoreDrill`); its ledger keys use `key()` (`backup`, `restore`, `restoredrill`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum OneShotKind {
+    Backup,
+    Restore,
+    /// One run of a `RestoreDrill`.
+    RestoreDrill,
+}
+
+impl OneShotKind {
+    /// The kind as ledger keys and the CLI name it.
+    pub fn key(self) -> &'static str {
+        match self {
+            OneShotKind::Backup => "backup",
+            OneShotKind::Restore => "restore",
+            OneShotKind::RestoreDrill => "restoredrill",
+        }
+    }
+
+    /// The one-shot kind of a document kind, if it is one.
+    pub fn of(kind: crate::model::Kind) -> Option<OneShotKind> {
+        match kind {
+            crate::model::Kind::Backup => Some(OneShotKind::Backup),
+            crate::model::Kind::Restore => Some(OneShotKind::Restore),
+            crate::model::Kind::RestoreDrill => Some(OneShotKind::RestoreDrill),
+            _ => None,
+        }
+    }
+
+    /// The kind as documents name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OneShotKind::Backup => "Backup",
+            OneShotKind::Restore => "Restore",
+            OneShotKind::RestoreDrill => "RestoreDrill",
+        }
+    }
+}
+
+impl std::fmt::Display for OneShotKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `ledger/oneshots/<kind>/<name>.json`: written when a one-shot starts, so it never runs
 /// twice, and updated when it ends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OneShotRecord {
-    pub kind: String,
+    pub kind: OneShotKind,
     pub name: String,
     pub op_id: String,
     pub started_at: DateTime<Utc>,
@@ -238,7 +284,7 @@ pub struct LeaseRenewal {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WaitingRecord {
-    pub kind: String,
+    pub kind: OneShotKind,
     pub name: String,
     pub at: DateTime<Utc>,
     pub reason: String,

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use tidemark_schema::control::{
     AGENTS_PREFIX, APPLIED_KEY, ATTEMPTED_KEY, AppliedRevision, AttemptedRevision, BackupRecord,
-    CATALOG_PREFIX, DRILLS_PREFIX, Heartbeat, ONESHOTS_PREFIX, OneShotRecord, SCHEDULES_PREFIX,
-    ScheduleRecord,
+    CATALOG_PREFIX, DRILLS_PREFIX, Heartbeat, ONESHOTS_PREFIX, OneShotKind, OneShotRecord,
+    SCHEDULES_PREFIX, ScheduleRecord,
 };
 
 use super::client::ControlPlane;
@@ -21,7 +21,7 @@ pub struct ObservedState {
     pub applied: Option<AppliedRevision>,
     pub attempted: Option<AttemptedRevision>,
     /// Keyed by (kind in lowercase, name).
-    pub oneshots: BTreeMap<(String, String), OneShotRecord>,
+    pub oneshots: BTreeMap<(OneShotKind, String), OneShotRecord>,
     /// Keyed by schedule name.
     pub schedules: BTreeMap<String, ScheduleRecord>,
     /// Keyed by drill name: since when each `RestoreDrill`'s runs count.
@@ -51,7 +51,7 @@ pub async fn observe(control: &ControlPlane) -> Result<ObservedState, ControlErr
     for record in oneshots.0 {
         observed
             .oneshots
-            .insert((record.kind.to_lowercase(), record.name.clone()), record);
+            .insert((record.kind, record.name.clone()), record);
     }
     for record in schedules.0 {
         observed.schedules.insert(record.schedule.clone(), record);
