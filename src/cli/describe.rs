@@ -211,10 +211,15 @@ pub(crate) async fn describe(
             })
         })
         .collect();
+    let stage = match kind {
+        "restore" => restore_stage(control, &record, limits, now).await?,
+        _ => None,
+    };
     Ok(json!({
         "kind": kind,
         "name": name,
         "status": status,
+        "stage": stage,
         "verification": verification,
         "data": data,
         "opId": record.op_id,
@@ -225,6 +230,32 @@ pub(crate) async fn describe(
         "retry": record.retry,
         "cancel": control.get::<CancelRequest>(&cancel_key(kind, name)).await?,
         "replicaSets": sets.into_iter().map(|(name, nodes)| json!({"name": name, "nodes": nodes})).collect::<Vec<_>>(),
+    }))
+}
+
+/// A restore's stage (`reconciler/src/restore/stage.rs`), as the reconciler would derive
+/// it now; read only. `None` once compacted (its records are gone) or before its op.
+async fn restore_stage(
+    control: &ControlPlane,
+    record: &OneShotRecord,
+    limits: Limits,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Option<Value>> {
+    use tidemark_reconciler::restore::{peek, stage};
+    if record.is_final() {
+        return Ok(None);
+    }
+    let ex = tidemark_reconciler::execute::Executor {
+        control: control.clone(),
+        dead_after: chrono::Duration::from_std(limits.dead_after)?,
+        op_deadline: chrono::Duration::hours(1),
+        // Only a bound shorter than the op's own would differ from the reconciler's.
+        go_timeout: chrono::Duration::days(3650),
+        storage_env: Vec::new(),
+    };
+    Ok(peek(&ex, record, now).await?.map(|r| {
+        let s = stage(&r, ex.go_timeout, now);
+        json!({"name": s.name(), "detail": s.detail()})
     }))
 }
 
@@ -339,6 +370,19 @@ fn render(view: &Value) -> String {
         s(&view["name"]),
         s(&view["status"])
     );
+    if let Some(stage) = view["stage"].as_object() {
+        out.push_str(&format!(
+            "  stage:   {}: {}\n",
+            stage
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            stage
+                .get("detail")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        ));
+    }
     if !view["opId"].is_null() {
         out.push_str(&format!("  op:      {}\n", s(&view["opId"])));
         out.push_str(&format!("  started: {}\n", s(&view["startedAt"])));

@@ -94,6 +94,28 @@ pub async fn load(
     now: DateTime<Utc>,
 ) -> Result<RestoreRecords, ExecError> {
     let op = ex.op_of(record).await?;
+    load_with(ex, record, op, now).await
+}
+
+/// The same, writing nothing (for `describe-restore` and `status`): `None` while the op
+/// of an interrupted start is not written yet.
+pub async fn peek(
+    ex: &Executor,
+    record: &OneShotRecord,
+    now: DateTime<Utc>,
+) -> Result<Option<RestoreRecords>, ExecError> {
+    match ex.control.op(&record.op_id).await? {
+        Some(op) => load_with(ex, record, op, now).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+async fn load_with(
+    ex: &Executor,
+    record: &OneShotRecord,
+    op: Op,
+    now: DateTime<Utc>,
+) -> Result<RestoreRecords, ExecError> {
     let settings: RestoreSettings = Executor::settings_of(record)?;
     let cancel = ex
         .control

@@ -62,6 +62,38 @@ pub enum RestoreStage {
 }
 
 impl RestoreStage {
+    /// What the stage waits for or does next, in words, for `describe-restore`.
+    pub fn detail(&self) -> String {
+        match self {
+            RestoreStage::Checking => "nodes run their checks; nothing is touched".into(),
+            RestoreStage::OpenGate => "every node is ready; go is opened next".into(),
+            RestoreStage::AbortUntouched { why, .. } => format!("aborting untouched: {why}"),
+            RestoreStage::Restoring {
+                cancel_refused: true,
+            } => "nodes restore; the cancel was refused (past go without fallback)".into(),
+            RestoreStage::Restoring { .. } => {
+                "nodes stop, move their data aside, fetch, recover".into()
+            }
+            RestoreStage::Cancelling => "cancelled: nodes stop at their next phase boundary".into(),
+            RestoreStage::Decide { .. } => "every node ended; the decision is written next".into(),
+            RestoreStage::WriteStep { remedy, .. } | RestoreStage::StepRunning { remedy } => {
+                format!("follow-up step {}", remedy.as_str())
+            }
+            RestoreStage::CloseStep { remedy } => {
+                format!("closing follow-up step {}", remedy.as_str())
+            }
+            RestoreStage::AwaitHealth { missing } => {
+                format!("waiting for a healthy set: {missing}")
+            }
+            RestoreStage::StartFreshBackup { .. } => "starting the fresh base backup".into(),
+            RestoreStage::FreshBackupRunning { backup } => {
+                format!("fresh base backup {backup} runs")
+            }
+            RestoreStage::Finish { .. } => "writing the outcome".into(),
+            RestoreStage::Ended(status) => format!("ended {status}"),
+        }
+    }
+
     /// The stage's name, for `status`, `describe-restore` and logs.
     pub fn name(&self) -> &'static str {
         match self {

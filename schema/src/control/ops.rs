@@ -157,27 +157,31 @@ impl OpCommand {
     }
 }
 
-/// A phase of an op on one node. The restore's phases come first, in the order they run;
-/// `done` and `error` are final: an op has ended on a node exactly when one of them exists.
+/// A phase of an op on one node, declared in the order phases run within any one op, so
+/// that "the furthest phase a node reached" is the maximum of its phases (never the newest
+/// report by an agent's clock): a restore `precheck, disk, ready, stop, fallback,
+/// [copyReady,] fetch, recover`; a backup `cursor, copy, [copyReady, snapshot,] extend,
+/// close, manifest`; a drill `precheck, fetch, recover, check`. `done` and `error` are
+/// final: an op has ended on a node exactly when one of them exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Phase {
-    // Restore, in order.
     Precheck,
     Disk,
     Ready,
     Stop,
     Fallback,
-    Fetch,
-    CopyReady,
-    Recover,
-    // Backup.
     Cursor,
     Copy,
+    /// External backup: the files are ready to copy; external restore: the dbPath is
+    /// ready for the snapshot's files.
+    CopyReady,
+    Fetch,
     Snapshot,
     Extend,
     Close,
     Manifest,
+    Recover,
     // Drill: the checks against the scratch standalone.
     Check,
     // Follow-up instructions after a restore.
@@ -413,6 +417,29 @@ impl Gate {
             None | Some(serde_json::Value::Null) => Ok(()),
             Some(serde_json::Value::String(why)) => Err(why.clone()),
             Some(other) => Err(format!("closed ({other})")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Phase::*;
+
+    /// Every op's phases, in the order they run, sort in that order: the furthest phase a
+    /// node reached is their maximum.
+    #[test]
+    fn each_ops_phases_sort_in_the_order_they_run() {
+        let flows: [&[super::Phase]; 5] = [
+            &[Precheck, Disk, Ready, Stop, Fallback, Fetch, Recover, Done],
+            &[
+                Precheck, Disk, Ready, Stop, Fallback, CopyReady, Fetch, Recover, Done,
+            ],
+            &[Cursor, Copy, Extend, Close, Manifest, Done],
+            &[Cursor, CopyReady, Snapshot, Extend, Close, Manifest, Done],
+            &[Precheck, Fetch, Recover, Check, Done],
+        ];
+        for flow in flows {
+            assert!(flow.windows(2).all(|w| w[0] < w[1]), "{flow:?}");
         }
     }
 }
