@@ -300,13 +300,29 @@ fn render(v: &Value) -> String {
         out.push_str("  none running or waiting\n");
     }
     for op in v["operations"].as_array().into_iter().flatten() {
+        let stage = op["stage"]["name"]
+            .as_str()
+            .map(|s| format!(" (stage {s})"))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "  {} {}: {} {}\n",
+            "  {} {}: {}{stage} {}\n",
             s(&op["kind"]),
             s(&op["name"]),
             s(&op["status"]),
             op["reason"].as_str().unwrap_or_default()
         ));
+        for rs in op["replicaSets"].as_array().into_iter().flatten() {
+            for n in rs["nodes"].as_array().into_iter().flatten() {
+                if let Some(stuck) = n["stuck"].as_object() {
+                    out.push_str(&format!(
+                        "    {} STUCK in phase {} since {}\n",
+                        s(&n["node"]),
+                        stuck.get("phase").and_then(|p| p.as_str()).unwrap_or("-"),
+                        stuck.get("since").and_then(|p| p.as_str()).unwrap_or("-")
+                    ));
+                }
+            }
+        }
     }
     if let Some(o) = v["orphanedBackups"].as_array()
         && !o.is_empty()
