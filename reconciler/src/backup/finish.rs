@@ -261,6 +261,10 @@ pub async fn advance(
             epoch: None,
         })
         .await?;
+    if result.status == RunStatus::Cancelled {
+        // Another reconciler decided it cancelled first: its cleanup is ours to finish.
+        return cancelled(ex, record, &settings, backup, &result, now).await;
+    }
     let status = result.status;
     if status == RunStatus::Done && !failures.is_empty() {
         // Decided Done by an earlier pass, and now a manifest does not read back: never

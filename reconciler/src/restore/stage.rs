@@ -280,16 +280,33 @@ fn decided(
         if step.remedy == Remedy::Start {
             closed.started = Some((op.targets.clone(), op.created_at));
         }
-        for n in verdicts(step, written)
-            .nodes
-            .iter()
-            .filter(|n| n.fate != NodeFate::Done)
-        {
+        let judged = verdicts(step, written);
+        for n in judged.nodes.iter().filter(|n| n.fate != NodeFate::Done) {
             closed.stuck.insert(n.node.clone());
             closed.notes.push(n.message.clone());
+            // A wipe closed without verdicts (an older reconciler's) holds its set by the
+            // verdicts worked out again.
+            if step.remedy == Remedy::Wipe && written.nodes.is_empty() {
+                closed.unwiped.insert(n.replica_set.clone());
+            }
         }
     }
     let mut status = result.status;
+    let left_behind: Vec<&str> = result
+        .nodes
+        .iter()
+        .filter(|n| closed.stuck.contains(&n.node) || n.needs_operator)
+        .map(|n| n.node.as_str())
+        .collect();
+    if status == RunStatus::Cancelled && !left_behind.is_empty() {
+        // "Cancelled" promises that nothing the restore did stays: a node not put back
+        // (a revert that failed, a lost agent) breaks it, and the operator must know.
+        status = RunStatus::Error;
+        closed.notes.push(format!(
+            "the cancel could not put every node back: {} (see each node's note)",
+            left_behind.join(", ")
+        ));
+    }
     if !closed.unwiped.is_empty() {
         // The decision said PartlyDone, but a member could not be wiped: the restore is
         // not usable until someone deals with it, and nothing of those sets was started.
@@ -426,20 +443,28 @@ fn unhealthy(
 ) -> Option<String> {
     use tidemark_schema::control::MemberRole;
     let mut missing = Vec::new();
-    let mut primary = false;
+    // Each replica set with a started node needs its own primary; nodes whose start
+    // failed are not waited for (their failure is in the outcome already).
+    let mut primaries: std::collections::BTreeMap<&str, bool> = Default::default();
     for n in started.iter().filter(|n| !stuck.contains(&n.node)) {
+        let primary = primaries.entry(n.replica_set.as_str()).or_default();
         let hb = beats
             .iter()
             .find(|h| h.replica_set == n.replica_set && h.node == n.node && h.at > since);
         match hb.map(|h| &h.role) {
-            Some(MemberRole::Primary) => primary = true,
+            Some(MemberRole::Primary) => *primary = true,
             Some(MemberRole::Secondary) => {}
             Some(role) => missing.push(format!("{} is {role}", n.node)),
             None => missing.push(format!("{}: no heartbeat since the start", n.node)),
         }
     }
-    if !primary && missing.is_empty() {
-        missing.push("no primary yet".into());
+    if missing.is_empty() {
+        missing.extend(
+            primaries
+                .iter()
+                .filter(|(_, p)| !**p)
+                .map(|(rs, _)| format!("replica set {rs} has no primary yet")),
+        );
     }
     (!missing.is_empty()).then(|| missing.join(", "))
 }

@@ -230,6 +230,43 @@ impl ReplState {
             && self.step_down_until.is_none_or(|t| Instant::now() >= t)
     }
 
+    fn index_of(&self, host: &str) -> i64 {
+        self.members()
+            .iter()
+            .position(|m| same_host(m.get_str("host").unwrap_or_default(), host))
+            .map_or(i64::MAX, |i| i as i64)
+    }
+
+    /// The term a self-election takes: above every term seen, and congruent to this
+    /// member's index + 1 modulo the member count, so two members that each elect
+    /// themselves on stale views never share a term. mongod prevents a shared term with
+    /// one vote per term; the sim has no vote round, and this keeps its one guarantee
+    /// (at most one primary per term), the lower term stepping down on the next beat.
+    pub fn next_term(&self) -> i64 {
+        let n = self.members().len().max(1) as i64;
+        let idx = self.index_of(&self.me).min(n - 1);
+        let t = self
+            .peers
+            .values()
+            .map(|p| p.term)
+            .max()
+            .unwrap_or(0)
+            .max(self.term)
+            + 1;
+        t + (idx + 1 - t).rem_euclid(n)
+    }
+
+    /// Another healthy primary outranks this one: a higher term, or (not reachable with
+    /// `next_term`, kept as a safety net) the same term and a lower member index.
+    pub fn other_primary_wins(&self) -> bool {
+        let me = self.index_of(&self.me);
+        self.peers.iter().any(|(h, p)| {
+            p.health
+                && p.state == PRIMARY
+                && (p.term > self.term || (p.term == self.term && self.index_of(h) < me))
+        })
+    }
+
     pub fn primary_host(&self) -> Option<String> {
         if self.state == PRIMARY {
             return Some(self.me.clone());
@@ -527,6 +564,34 @@ mod tests {
     fn without_a_primary_only_the_freshest_wins() {
         let v = view(0, [1.0; 3], &[(1, SECONDARY, 101), (2, SECONDARY, 100)]);
         assert_eq!(v.choose_primary(ts(100)), Some(Some(v.peer_host(1))));
+    }
+
+    /// Members 1 and 2 both lost member 0 and each chose itself on a stale view of the
+    /// other: their terms differ, so at most one primary per term, as with mongod's votes.
+    #[test]
+    fn self_elected_members_never_share_a_term() {
+        let mut a = view(1, [1.0; 3], &[(2, SECONDARY, 100)]);
+        let mut b = view(2, [1.0; 3], &[(1, SECONDARY, 99)]);
+        for v in [&mut a, &mut b] {
+            v.peers.values_mut().for_each(|p| p.term = 1);
+        }
+        assert_eq!(a.choose_primary(ts(100)), Some(Some(a.me.clone())));
+        assert_eq!(b.choose_primary(ts(101)), Some(Some(b.me.clone())));
+        assert_ne!(a.next_term(), b.next_term());
+        assert!(a.next_term() > 1 && b.next_term() > 1);
+    }
+
+    /// Two primaries in one term (never with `next_term`): exactly one yields.
+    #[test]
+    fn of_two_primaries_in_one_term_exactly_one_steps_down() {
+        let mut a = primary_view(1, [1.0; 3], &[(2, PRIMARY, 100)]);
+        let mut b = primary_view(2, [1.0; 3], &[(1, PRIMARY, 100)]);
+        for v in [&mut a, &mut b] {
+            v.term = 2;
+            v.peers.values_mut().for_each(|p| p.term = 2);
+        }
+        assert!(!a.other_primary_wins());
+        assert!(b.other_primary_wins());
     }
 
     impl ReplState {

@@ -251,24 +251,12 @@ pub fn elect(node: &Node) {
     let my_optime = inner.oplog_top().unwrap_or(ZERO);
     let choice = inner.repl.choose_primary(my_optime);
     let me = inner.repl.me.clone();
-    let higher_primary = inner
-        .repl
-        .peers
-        .values()
-        .any(|p| p.health && p.state == PRIMARY && p.term > inner.repl.term);
+    let higher_primary = inner.repl.other_primary_wins();
     match choice {
         Some(Some(ref who))
             if same_host(who, &me) && inner.repl.state != PRIMARY && !higher_primary =>
         {
-            let max_term = inner
-                .repl
-                .peers
-                .values()
-                .map(|p| p.term)
-                .max()
-                .unwrap_or(0)
-                .max(inner.repl.term);
-            inner.repl.term = max_term + 1;
+            inner.repl.term = inner.repl.next_term();
             let term = inner.repl.term;
             let idx = inner
                 .repl
