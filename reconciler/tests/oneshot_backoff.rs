@@ -1,11 +1,12 @@
 //! A one-shot whose step keeps failing is tried again after a wait that doubles with each
-//! failure, not on every pass; the wait and the last error are in its ledger record.
+//! failure, not on every pass; the wait and the last error are shown beside its ledger
+//! record, never written into it.
 
 use chrono::{DateTime, Duration, Utc};
 use tidemark_reconciler::execute::Executor;
 use tidemark_reconciler::run::Reconciler;
 use tidemark_reconciler::source::DirSource;
-use tidemark_schema::control::{OneShotRecord, RunStatus, oneshot_key};
+use tidemark_schema::control::{OneShotRecord, Retry, RunStatus, oneshot_key, retry_key};
 use tidemark_store::control::ControlPlane;
 
 const CLUSTER: &str = "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: c1\nspec:\n  \
@@ -42,7 +43,11 @@ async fn a_failing_one_shot_waits_longer_after_each_failure() {
             .unwrap()
             .unwrap();
         assert_eq!(r.status, RunStatus::Running);
-        r.retry.expect("the failure is recorded")
+        control
+            .get::<Retry>(&retry_key("backup", "stuck"))
+            .await
+            .unwrap()
+            .expect("the failure is shown")
     };
 
     let report = rec.pass(t0).await.unwrap();

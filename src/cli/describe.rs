@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tidemark_schema::control::{
     BackupRecord, CancelRequest, NodeFate, OneShotRecord, OpArchive, OpResult, Phase, PhaseStatus,
-    Remedy, RunStatus, WaitingRecord, archive_key, cancel_key, catalog_key, oneshot_key,
-    result_key, waiting_key,
+    Remedy, Retry, RunStatus, WaitingRecord, archive_key, cancel_key, catalog_key, oneshot_key,
+    result_key, retry_key, waiting_key,
 };
 use tidemark_store::control::ControlPlane;
 
@@ -227,7 +227,7 @@ pub(crate) async fn describe(
         "finishedAt": record.finished_at,
         "decision": result.as_ref().map(|r| json!({"status": r.status, "reason": r.reason, "at": r.decided_at})),
         "reason": record.message,
-        "retry": record.retry,
+        "retry": control.get::<Retry>(&retry_key(kind, name)).await?,
         "cancel": control.get::<CancelRequest>(&cancel_key(kind, name)).await?,
         "replicaSets": sets.into_iter().map(|(name, nodes)| json!({"name": name, "nodes": nodes})).collect::<Vec<_>>(),
     }))

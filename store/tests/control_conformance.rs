@@ -58,7 +58,6 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
             started_with: None,
             epoch: None,
             drill: None,
-            retry: None,
         },
         BackupRecord {
             name: "nightly-20260301T010000Z".into(),

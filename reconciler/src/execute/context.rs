@@ -151,7 +151,6 @@ impl Executor {
         r.status = status;
         r.message = message;
         r.finished_at = Some(now);
-        r.retry = None;
         self.record(&r).await?;
         tracing::info!(kind = %r.kind, name = %r.name, %status, message = %r.message, "finished");
         Ok(Progress::Finished(status))

@@ -45,7 +45,6 @@ impl Executor {
             ),
             epoch: None,
             drill: None,
-            retry: None,
         };
         let mut record = record;
         record.epoch = self.control.epoch();

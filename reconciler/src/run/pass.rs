@@ -20,7 +20,7 @@ use crate::execute::{ExecError, Executor, Progress, storage_target};
 use crate::plan::{Action, PlanSettings, plan_with, wanted_record};
 use crate::restore::{self, RestoreSettings};
 use crate::source::{DesiredStateSource, Follower, PollOutcome};
-use tidemark_schema::control::OneShotKind;
+use tidemark_schema::control::{OneShotKind, Retry, retry_key};
 
 /// What one pass did, for logs and `--once`'s exit code.
 #[derive(Debug, Default)]
@@ -61,40 +61,30 @@ pub struct Reconciler<S> {
     pub verifier: backup::Verifier,
     /// The desired state rebuilt from the ledger, used while the source has no valid one.
     fallback: Option<(String, DesiredState)>,
+    /// Per one-shot: the failures of its step in a row and when it is tried again
+    /// (kube-rs's error policy; in memory, so a new leader tries once at once).
+    backoff: BTreeMap<(OneShotKind, String), Retry>,
     /// When compaction last looked at the ops (it lists `ops/` and `logs/`: not on every
     /// pass of a reconciler following an op every few hundred milliseconds).
     last_compaction: Option<std::time::Instant>,
 }
 
-/// Records a failed step in the one-shot's ledger record with its next try, or clears it
-/// after a step that went through. Read afresh: the step may have rewritten the record.
-async fn note_retry(
+/// Shows a one-shot's backoff in `ledger/retry/<kind>/<name>.json` for `describe-*` and
+/// `status`, or removes it. Its own key, written only by the leader's loop: rewriting the
+/// ledger record instead could race another reconciler finishing it and make an ended
+/// one-shot run again. Best effort: the backoff itself is kept in memory.
+async fn show_retry(
     ex: &Executor,
-    record: &tidemark_schema::control::OneShotRecord,
-    error: Option<String>,
-    now: DateTime<Utc>,
+    kind: OneShotKind,
+    name: &str,
+    retry: Option<&Retry>,
 ) -> Result<(), ExecError> {
-    let key = tidemark_schema::control::oneshot_key(record.kind.key(), &record.name);
-    let Some(mut fresh) = ex
-        .control
-        .get::<tidemark_schema::control::OneShotRecord>(&key)
-        .await?
-    else {
-        return Ok(());
-    };
-    if fresh.is_final() || fresh.op_id != record.op_id {
-        return Ok(());
+    let key = retry_key(kind.key(), name);
+    match retry {
+        Some(r) => ex.control.put(&key, r).await?,
+        None => ex.control.delete(&key).await?,
     }
-    fresh.retry = match error {
-        Some(e) => {
-            let retry = backoff::failed(fresh.retry.as_ref(), e, now);
-            tracing::warn!(kind = %record.kind, name = %record.name, failures = retry.failures, next = %retry.next_at, error = %retry.error, "one-shot step failed; backing off");
-            Some(retry)
-        }
-        None if fresh.retry.is_none() => return Ok(()),
-        None => None,
-    };
-    ex.record(&fresh).await
+    Ok(())
 }
 
 /// Brings every declared schedule's and drill's ledger record up to date (see
@@ -244,6 +234,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             keep_ops: chrono::Duration::days(7),
             fallback: None,
             last_compaction: None,
+            backoff: BTreeMap::new(),
         }
     }
 
@@ -371,9 +362,10 @@ impl<S: DesiredStateSource> Reconciler<S> {
             if record.is_final() {
                 continue;
             }
-            if let Some(retry) = record
-                .retry
-                .as_ref()
+            let key = (*kind, name.clone());
+            if let Some(retry) = self
+                .backoff
+                .get(&key)
                 .filter(|r| !backoff::due(Some(r), now))
             {
                 report.running.push(format!(
@@ -400,9 +392,20 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     report.errors.push(format!("{kind} {name}: {e}"));
                 }
             }
-            if (outcome.is_some() || record.retry.is_some())
-                && let Err(e) = note_retry(&self.ex, record, outcome, now).await
-            {
+            let shown = match outcome {
+                Some(e) => {
+                    let retry = backoff::failed(self.backoff.get(&key), e, now);
+                    tracing::warn!(%kind, %name, failures = retry.failures, next = %retry.next_at, error = %retry.error, "one-shot step failed; backing off");
+                    let shown = show_retry(&self.ex, *kind, name, Some(&retry)).await;
+                    self.backoff.insert(key, retry);
+                    shown
+                }
+                None if self.backoff.remove(&key).is_some() => {
+                    show_retry(&self.ex, *kind, name, None).await
+                }
+                None => Ok(()),
+            };
+            if let Err(e) = shown {
                 report.errors.push(format!("{kind} {name}: {e}"));
             }
         }

@@ -90,6 +90,11 @@ pub fn oneshot_key(kind: &str, name: &str) -> String {
     format!("{ONESHOTS_PREFIX}/{kind}/{name}.json")
 }
 
+/// A one-shot whose step keeps failing, and its next try: `ledger/retry/<kind>/<name>.json`.
+pub fn retry_key(kind: &str, name: &str) -> String {
+    format!("ledger/retry/{kind}/{name}.json")
+}
+
 /// An operator's request to cancel a one-shot: `ledger/cancel/<kind>/<name>.json`.
 pub fn cancel_key(kind: &str, name: &str) -> String {
     format!("ledger/cancel/{kind}/{name}.json")

@@ -161,13 +161,10 @@ pub struct OneShotRecord {
     /// Drills: what the run measured and what its checks found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillOutcome>,
-    /// Set while a step of this one-shot keeps failing: how often, the last error and
-    /// when it is tried again (each failure waits longer, up to a cap).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry: Option<Retry>,
 }
 
-/// A one-shot's step that failed, and when the reconciler tries it again.
+/// A one-shot's step that failed, and when the reconciler tries it again (each failure
+/// waits longer, up to a cap): `ledger/retry/<kind>/<name>.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Retry {
