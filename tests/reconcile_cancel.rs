@@ -30,10 +30,19 @@ fn wait_until(w: &World, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Runs `tidemark cancel-<kind> NAME -o json`; returns its exit code and output.
-fn cancel(w: &World, kind: &str, name: &str) -> (i32, Value) {
+/// Runs `tidemark cancel-<kind> NAME -o json --wait WAIT`; returns its exit code and
+/// output.
+fn cancel(w: &World, kind: &str, name: &str, wait: &str) -> (i32, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args([&format!("cancel-{kind}"), name, "-o", "json", "--control"])
+        .args([
+            &format!("cancel-{kind}"),
+            name,
+            "-o",
+            "json",
+            "--wait",
+            wait,
+        ])
+        .arg("--control")
         .arg(&w.rig.control_url)
         .output()
         .unwrap();
@@ -58,15 +67,14 @@ fn a_restore_cancelled_before_go_touches_no_node() {
     let mut w = prepared(World::new("cbefore"), None);
     w.kill_reconciler();
     let op = restore_ready(&w, "r1", "  fallbackEnabled: true\n");
-    let (code, v) = cancel(&w, "restore", "r1");
-    assert_eq!(code, 0, "{v:#}");
-    assert!(
-        v["effect"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("before go"),
-        "{v:#}"
-    );
+    // No reconciler runs: the request is written and the gate closed, not decided yet (3).
+    let (code, v) = cancel(&w, "restore", "r1", "0s");
+    assert_eq!(code, 3, "{v:#}");
+    let detail = v["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("before go"), "{v:#}");
+    let gate = w.control_json(&format!("ops/{op}/go.json")).unwrap();
+    let closed_by = gate["abort"].as_str().unwrap_or_default();
+    assert!(closed_by.contains("cancelled by"), "{gate:#}");
     w.reconcile_once("once.log", &[]);
     let v = w.wait_end("restore", "r1");
     assert_eq!(v["status"], "cancelled", "{v:#}");
@@ -82,9 +90,13 @@ fn a_restore_cancelled_before_go_touches_no_node() {
         assert!(!w.reported(&op, i, "stop"), "node {i} was stopped");
         w.wait_ids(i, &all_before());
     }
-    // Ended: a second cancel is refused with exit code 5.
-    let (code, v) = cancel(&w, "restore", "r1");
-    assert_eq!(code, 5, "{v:#}");
+    // Cancelled already: asking again says so, with 0.
+    let (code, v) = cancel(&w, "restore", "r1", "0s");
+    assert_eq!(
+        (code, v["cancel"].as_str()),
+        (0, Some("cancelled")),
+        "{v:#}"
+    );
 }
 
 #[test]
@@ -102,12 +114,10 @@ fn a_restore_cancelled_after_go_with_fallback_puts_every_node_back_byte_for_byte
     let before: Vec<String> = (0..3)
         .map(|i| tree_hash(&fallback(i), Some(".tidemark-fallback-state.json")))
         .collect();
-    let (code, v) = cancel(&w, "restore", "r1");
-    assert_eq!(code, 0, "{v:#}");
-    assert!(
-        v["effect"].as_str().unwrap_or_default().contains("past go"),
-        "{v:#}"
-    );
+    let (code, v) = cancel(&w, "restore", "r1", "0s");
+    assert_eq!(code, 3, "{v:#}");
+    let detail = v["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("past go"), "{v:#}");
     // One pass decides and writes the revert step; the nodes revert; nothing restarts
     // them until the next pass, so their files can be compared now.
     assert_eq!(w.reconcile_once("once.log", &[]), 3, "{}", w.logs());
@@ -147,10 +157,10 @@ fn a_restore_past_go_without_fallback_cannot_be_cancelled_and_goes_on() {
     let op = restore_ready(&w, "r1", "  postRestore:\n    startNodes: true\n");
     assert_eq!(w.reconcile_once("once.log", &[]), 3, "{}", w.logs());
     assert!(w.control_json(&format!("ops/{op}/go.json")).is_some());
-    let (code, v) = cancel(&w, "restore", "r1");
+    let (code, v) = cancel(&w, "restore", "r1", "1m");
     assert_eq!(code, 5, "{v:#}");
     assert!(
-        v["reason"]
+        v["detail"]
             .as_str()
             .unwrap_or_default()
             .contains("fallbackEnabled is false"),
@@ -163,6 +173,9 @@ fn a_restore_past_go_without_fallback_cannot_be_cancelled_and_goes_on() {
     for i in 0..3 {
         w.wait_ids(i, &(0..50).collect::<Vec<_>>());
     }
+    // Ended done: a cancel now is refused (5).
+    let (code, v) = cancel(&w, "restore", "r1", "0s");
+    assert_eq!(code, 5, "{v:#}");
 }
 
 #[test]
@@ -198,12 +211,19 @@ fn a_cancelled_backup_leaves_no_object_and_never_counts() {
     };
     // Frozen mid-copy, so that the cancel surely lands before the copy ends.
     w.rig.signal_agent(from, Signal::SIGSTOP);
-    let (code, v) = cancel(&w, "backup", "b1");
-    assert_eq!(code, 0, "{v:#}");
+    let (code, v) = cancel(&w, "backup", "b1", "0s");
+    assert_eq!(code, 3, "{v:#}");
     wait_until(&w, "the reconciler tells the agent to stop", || {
         w.control_json(&format!("ops/{op}/abort.json")).is_some()
     });
     w.rig.signal_agent(from, Signal::SIGCONT);
+    // Asked again, waiting: it ends cancelled (0), whether it waits or finds it ended.
+    let (code, v) = cancel(&w, "backup", "b1", "1m");
+    assert_eq!(
+        (code, v["cancel"].as_str()),
+        (0, Some("cancelled")),
+        "{v:#}"
+    );
     let v = w.wait_end("backup", "b1");
     assert_eq!(v["status"], "cancelled", "{v:#}");
     let report = w.rig.wait_final(&op, from);

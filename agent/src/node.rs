@@ -227,22 +227,46 @@ impl Node {
     /// or a decision taken without this node), with why; never otherwise. Raced against
     /// long work (a backup's copy) so that it stops within a second, not at its end.
     pub async fn ended_by_author(&self, op: &Op) -> String {
-        let abort = tidemark_schema::control::abort_key(&op.id);
-        let result = tidemark_schema::control::result_key(&op.id);
         let every = self
             .cfg
             .quick_poll()
             .max(std::time::Duration::from_millis(500));
         loop {
-            let ended = matches!(self.control.exists(&abort).await, Ok(true))
-                || matches!(self.control.exists(&result).await, Ok(true));
-            if ended {
-                return format!(
-                    "the op was cancelled or decided without this node ({abort} or result.json \
-                     exists)"
-                );
+            if let Ok(Some(why)) = self.author_ended(op).await {
+                return why;
             }
             tokio::time::sleep(every).await;
+        }
+    }
+
+    /// One look: `Some(why)` when the op's author ended it (`abort.json` or `result.json`).
+    pub async fn author_ended(&self, op: &Op) -> Result<Option<String>, AgentError> {
+        let abort = tidemark_schema::control::abort_key(&op.id);
+        let result = tidemark_schema::control::result_key(&op.id);
+        let ended = self.control.exists(&abort).await? || self.control.exists(&result).await?;
+        Ok(ended.then(|| {
+            format!(
+                "the op was cancelled or decided without this node ({abort} or result.json \
+                 exists)"
+            )
+        }))
+    }
+
+    /// Before a step that must not happen once the op ended (a backup's manifest): asks
+    /// until the control plane answers, for up to a minute, rather than failing hours of
+    /// copying on one read error.
+    pub async fn still_wanted(&self, op: &Op, phase: Phase) -> Result<(), PhaseFailure> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.author_ended(op).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(why)) => return Err(AgentError::Refused(why)).in_phase(phase),
+                Err(e) if started.elapsed() > std::time::Duration::from_secs(60) => {
+                    return Err(e).in_phase(phase);
+                }
+                Err(e) => tracing::warn!(error = %e, "control plane unreadable; asking again"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
 

@@ -153,6 +153,11 @@ pub struct CancelArgs {
     pub control: String,
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// How long to wait for the reconciler to decide: exit 0 once it says `cancelled`, 5
+    /// if it decided otherwise first, 3 if it has not decided yet. `0s`: return once the
+    /// request is written.
+    #[arg(long, default_value = "1m", value_parser = parse_wait)]
+    pub wait: std::time::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -343,6 +348,14 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Durations down to milliseconds (`500ms`, `4s`, `1h`), as the agent's flags take them.
+/// A wait that may be zero (`0s`: do not wait).
+fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim_end_matches(['s', 'm', 'h']).trim_end_matches("m") == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    parse_fine(s)
+}
+
 fn parse_fine(s: &str) -> Result<std::time::Duration, String> {
     tidemark_agent::config::parse_duration(s).map_err(|e| e.to_string())
 }

@@ -1,12 +1,17 @@
 //! `tidemark cancel-backup NAME` / `cancel-restore NAME`: asks the reconciler to cancel a
-//! running one-shot, after checking that it can be: a restore past `go` without fallback
-//! cannot (no copy of the old data exists), nor can anything already decided. The request
-//! is a create-once record in the ledger; the reconciler carries it out as a transition of
-//! the one-shot's lifecycle and records the outcome `cancelled`.
+//! running one-shot, after checking that it can be, then waits (`--wait`) for the outcome.
+//! A restore past `go` without fallback cannot be cancelled (no copy of the old data
+//! exists), nor can anything already decided. The request is a create-once record in the
+//! ledger; the reconciler carries it out as a transition of the one-shot's lifecycle and
+//! records the outcome `cancelled`. Before `go`, this command also closes the gate itself
+//! (create-once), so that a reconciler opening it at the same moment cannot win silently.
+
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tidemark_schema::control::{
-    CancelRequest, Gate, OneShotRecord, OpCommand, cancel_key, go_key, oneshot_key, result_key,
+    CancelRequest, Gate, OneShotRecord, OpCommand, OpResult, RunStatus, cancel_key, go_key,
+    oneshot_key, result_key,
 };
 use tidemark_store::control::{ControlPlane, Created};
 
@@ -14,10 +19,16 @@ use super::args::{CancelArgs, OutputFormat};
 use super::exit::ExitStatus;
 use super::writable::open_writable_control;
 
-/// What the check found: accepted (with what will happen) or refused (with why).
+/// What became of the request.
 enum Verdict {
-    Accepted(String),
+    /// The reconciler decided `cancelled` (or had already).
+    Cancelled(String),
+    /// Written; the reconciler had not decided within `--wait`.
+    Requested(String),
+    /// Not possible, or decided otherwise first: the operation goes on or has ended.
     Refused(String),
+    /// No such operation has started.
+    Unknown(String),
 }
 
 pub fn run(args: CancelArgs, kind: &str) -> anyhow::Result<ExitStatus> {
@@ -25,102 +36,152 @@ pub fn run(args: CancelArgs, kind: &str) -> anyhow::Result<ExitStatus> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let verdict = runtime.block_on(check_and_request(&control, kind, &args.name))?;
-    let (accepted, text) = match &verdict {
-        Verdict::Accepted(what) => (true, what.clone()),
-        Verdict::Refused(why) => (false, why.clone()),
+    let verdict = runtime.block_on(async {
+        match request(&control, kind, &args.name).await? {
+            Ok((op_id, effect)) => outcome(&control, &op_id, effect, args.wait).await,
+            Err(refused) => Ok(refused),
+        }
+    })?;
+    let (word, text, status) = match verdict {
+        Verdict::Cancelled(t) => ("cancelled", t, ExitStatus::Ok),
+        Verdict::Requested(t) => ("requested", t, ExitStatus::Running),
+        Verdict::Refused(t) => ("refused", t, ExitStatus::CancelRefused),
+        Verdict::Unknown(t) => ("unknown", t, ExitStatus::Failure),
     };
     match args.output {
         OutputFormat::Json => println!(
             "{}",
             serde_json::to_string_pretty(&json!({
-                "kind": kind, "name": args.name, "accepted": accepted,
-                if accepted { "effect" } else { "reason" }: text,
+                "kind": kind, "name": args.name, "cancel": word, "detail": text,
             }))?
         ),
-        OutputFormat::Text if accepted => {
-            println!("cancel of {kind} {} requested: {text}", args.name)
-        }
-        OutputFormat::Text => eprintln!("cancel of {kind} {} refused: {text}", args.name),
+        OutputFormat::Text => println!("cancel of {kind} {}: {word}: {text}", args.name),
     }
-    Ok(if accepted {
-        ExitStatus::Ok
-    } else {
-        ExitStatus::CancelRefused
-    })
+    Ok(status)
 }
 
-async fn check_and_request(
+/// Checks and writes the request: `Ok((op id, what will happen))`, or the refusal.
+async fn request(
     control: &ControlPlane,
     kind: &str,
     name: &str,
-) -> anyhow::Result<Verdict> {
+) -> anyhow::Result<Result<(String, String), Verdict>> {
     let Some(record) = control
         .get::<OneShotRecord>(&oneshot_key(kind, name))
         .await?
     else {
-        return Ok(Verdict::Refused(format!(
+        return Ok(Err(Verdict::Unknown(format!(
             "no {kind} named {name:?} has started in {}",
             control.url()
-        )));
+        ))));
     };
     if record.is_final() {
-        return Ok(Verdict::Refused(format!(
-            "it already ended ({}): {}",
-            record.status, record.message
-        )));
+        return Ok(Err(if record.status == RunStatus::Cancelled {
+            Verdict::Cancelled(format!("already cancelled: {}", record.message))
+        } else {
+            Verdict::Refused(format!(
+                "it already ended ({}): {}",
+                record.status, record.message
+            ))
+        }));
     }
-    if control.exists(&result_key(&record.op_id)).await? {
-        return Ok(Verdict::Refused(
-            "its outcome is already decided; it is finishing its follow-up steps".into(),
-        ));
+    if let Some(r) = control.get::<OpResult>(&result_key(&record.op_id)).await? {
+        return Ok(Err(decided(&r)));
     }
-    let effect = match kind {
-        "restore" => {
-            let op = control.op(&record.op_id).await?;
-            let fallback = op.as_ref().is_some_and(|o| {
-                matches!(
-                    o.command,
-                    OpCommand::Restore {
-                        fallback_enabled: true,
-                        ..
-                    }
-                )
-            });
-            let gate = control
-                .get::<serde_json::Value>(&go_key(&record.op_id))
-                .await?;
-            match gate.map(|g| Gate::read(&g).is_ok()) {
-                Some(true) if !fallback => {
-                    return Ok(Verdict::Refused(
-                        "it is past go and fallbackEnabled is false: the nodes' old data is \
-                         already gone, so there is nothing to go back to; the restore goes on"
-                            .into(),
-                    ));
+    let who = who_runs_this();
+    let gate_key = go_key(&record.op_id);
+    let fallback = match kind {
+        "restore" => control.op(&record.op_id).await?.is_some_and(|o| {
+            matches!(
+                o.command,
+                OpCommand::Restore {
+                    fallback_enabled: true,
+                    ..
                 }
-                Some(true) => "past go: every node stops at its next phase boundary and every \
-                               touched node is put back from its fallback directory, byte for \
-                               byte; the outcome is recorded as cancelled"
-                    .to_string(),
-                _ => "before go: the restore is aborted on every node, nothing touched; the \
-                      outcome is recorded as cancelled"
-                    .to_string(),
-            }
-        }
-        _ => "the agents close their backup cursors, its objects are deleted from storage and \
-              it never counts as a good backup; the outcome is recorded as cancelled"
-            .to_string(),
+            )
+        }),
+        _ => false,
     };
-    let request = CancelRequest {
+    let gate_open = || async {
+        Ok::<_, anyhow::Error>(
+            control
+                .get::<serde_json::Value>(&gate_key)
+                .await?
+                .is_some_and(|g| Gate::read(&g).is_ok()),
+        )
+    };
+    if kind == "restore" && !fallback && gate_open().await? {
+        return Ok(Err(past_go_without_fallback()));
+    }
+    let req = CancelRequest {
         kind: kind.to_string(),
         name: name.to_string(),
         at: chrono::Utc::now(),
-        by: who_runs_this(),
+        by: who.clone(),
     };
-    if control.create(&cancel_key(kind, name), &request).await? == Created::Existed {
-        return Ok(Verdict::Accepted(format!("already requested; {effect}")));
+    control.create(&cancel_key(kind, name), &req).await?;
+    let effect = if kind != "restore" {
+        "the agents stop copying and close their backup cursors, its objects are deleted from \
+         storage and it never counts as a good backup"
+            .to_string()
+    } else {
+        // Closed by us unless someone wrote the gate first.
+        let closed = Gate::abort(chrono::Utc::now(), format!("cancelled by {who}"));
+        let created = control.create(&gate_key, &closed).await? == Created::New;
+        match (created || !gate_open().await?, fallback) {
+            (true, _) => "before go: the restore is aborted on every node, nothing touched".into(),
+            (false, true) => "past go: every node stops at its next phase boundary and every \
+                              touched node is put back from its fallback directory, byte for byte"
+                .into(),
+            // Go was opened just as the request was written: nothing to go back to.
+            (false, false) => return Ok(Err(past_go_without_fallback())),
+        }
+    };
+    Ok(Ok((record.op_id, effect)))
+}
+
+fn past_go_without_fallback() -> Verdict {
+    Verdict::Refused(
+        "it is past go and fallbackEnabled is false: the nodes' old data is already gone, so \
+         there is nothing to go back to; the restore goes on"
+            .into(),
+    )
+}
+
+fn decided(r: &OpResult) -> Verdict {
+    if r.status == RunStatus::Cancelled {
+        Verdict::Cancelled(r.reason.clone())
+    } else {
+        Verdict::Refused(format!(
+            "its outcome was decided first ({}): {}",
+            r.status, r.reason
+        ))
     }
-    Ok(Verdict::Accepted(effect))
+}
+
+/// Waits up to `wait` for the op's decision.
+async fn outcome(
+    control: &ControlPlane,
+    op_id: &str,
+    effect: String,
+    wait: Duration,
+) -> anyhow::Result<Verdict> {
+    let started = Instant::now();
+    loop {
+        if let Some(r) = control.get::<OpResult>(&result_key(op_id)).await? {
+            return Ok(match decided(&r) {
+                Verdict::Cancelled(why) => Verdict::Cancelled(format!("{effect}; {why}")),
+                other => other,
+            });
+        }
+        if started.elapsed() >= wait {
+            return Ok(Verdict::Requested(format!(
+                "{effect}; not decided yet (the reconciler carries it out; follow it with \
+                 describe-*)"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// `user@host`, for the request's audit trail.

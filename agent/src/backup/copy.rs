@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tidemark_schema::control::Phase;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde_json::json;
 use tidemark_schema::control::{Op, StorageTarget};
 use tidemark_schema::manifest::{FileEntry, layout};
@@ -33,9 +33,25 @@ pub async fn copy_files(
         format!("copying {} files ({total_bytes} B)", files.len()),
     )
     .await?;
+    // Set once the op's author ended it, or a file failed: no new file starts and the ones
+    // in flight finish, so that every object this node writes exists before its final
+    // report (the reconciler deletes a cancelled backup's objects after that report; an
+    // upload dropped mid-way can go on, on a blocking thread, and land after the deletion).
+    let stop: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     let copy = futures::stream::iter(files.iter())
         .map(|f| async {
-            let entry = copy_one(node, store, backup, f, storage).await?;
+            if stop.lock().expect("not poisoned").is_some() {
+                return Ok(None);
+            }
+            let entry = match copy_one(node, store, backup, f, storage).await {
+                Ok(entry) => entry,
+                Err(e) => {
+                    stop.lock()
+                        .expect("not poisoned")
+                        .get_or_insert_with(|| "another file failed".into());
+                    return Err(e);
+                }
+            };
             done_files.fetch_add(1, Ordering::Relaxed);
             done_bytes.fetch_add(entry.uncompressed_size, Ordering::Relaxed);
             let due = {
@@ -57,18 +73,31 @@ pub async fn copy_files(
                 );
                 let _ = node.running(op, Phase::Copy, msg).await;
             }
-            Ok::<_, AgentError>(entry)
+            Ok::<_, AgentError>(Some(entry))
         })
         .buffer_unordered(node.cfg.parallel_files.max(1))
-        .try_collect::<Vec<FileEntry>>();
-    // A cancel stops the copy within a second: the uploads in flight are dropped, the
-    // cursor is closed by the caller, and the reconciler deletes what was written.
-    let entries: Vec<FileEntry> = tokio::select! {
-        copied = copy => copied.in_phase(Phase::Copy)?,
-        why = node.ended_by_author(op) => {
-            return Err(AgentError::Refused(why)).in_phase(Phase::Copy);
-        }
+        .collect::<Vec<Result<Option<FileEntry>, AgentError>>>();
+    // A cancel stops the copy at the next file (the caller closes the cursor, and the
+    // reconciler deletes what was written); the watch never ends the copy by itself.
+    let watch = async {
+        let why = node.ended_by_author(op).await;
+        *stop.lock().expect("not poisoned") = Some(why);
+        std::future::pending::<()>().await
     };
+    let results = tokio::select! {
+        results = copy => results,
+        () = watch => unreachable!("the watch never ends"),
+    };
+    let mut entries = Vec::with_capacity(results.len());
+    for r in results {
+        if let Some(entry) = r.in_phase(Phase::Copy)? {
+            entries.push(entry);
+        }
+    }
+    if let Some(why) = stop.lock().expect("not poisoned").take() {
+        // Every file either failed (returned above) or was skipped: a cancel.
+        return Err(AgentError::Refused(why)).in_phase(Phase::Copy);
+    }
     let mut d = Details::new();
     d.insert("files".into(), json!(entries.len()));
     d.insert(

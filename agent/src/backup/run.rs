@@ -172,7 +172,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     m.collection_hashes = collection_hashes;
     m.unstable_hashes = unstable_hashes;
     // Cancelled (or decided without this node) since the copy: no manifest, ever.
-    node.boundary(op, Phase::Close).await?;
+    node.still_wanted(op, Phase::Close).await?;
     // The data must be durable before the manifest that vouches for it exists.
     store.flush().await.in_phase(Phase::Manifest)?;
     manifest::write(&store, &m)
