@@ -40,6 +40,7 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitStatus> {
     };
     let plan = plan_with(&validation.state, &observed, now, settings);
     let changed = !diffs.is_empty() || plan.has_changes();
+    let running = runtime.block_on(running_restores(&control, &observed, args.dead_after, now))?;
     match args.output {
         OutputFormat::Json => {
             let out = serde_json::json!({
@@ -50,6 +51,7 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitStatus> {
                 "changes": changed,
                 "documents": diffs,
                 "plan": plan,
+                "runningRestores": running,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
@@ -81,6 +83,17 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitStatus> {
             }
             println!();
             print!("{}", render_plan(&plan));
+            if !running.is_empty() {
+                println!("\nRunning restores (the next transition each is in):");
+                for r in &running {
+                    println!(
+                        "  {}: stage {}: {}",
+                        r["name"].as_str().unwrap_or_default(),
+                        r["stage"].as_str().unwrap_or_default(),
+                        r["detail"].as_str().unwrap_or_default()
+                    );
+                }
+            }
         }
     }
     Ok(if changed {
@@ -88,6 +101,35 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitStatus> {
     } else {
         ExitStatus::Ok
     })
+}
+
+/// Each running restore's stage, as the reconciler derives it (read only).
+async fn running_restores(
+    control: &ControlPlane,
+    observed: &tidemark_reconciler::control::ObservedState,
+    dead_after: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    use tidemark_reconciler::restore::{peek, stage};
+    use tidemark_schema::control::OneShotKind;
+    let ex = tidemark_reconciler::execute::Executor {
+        control: control.clone(),
+        dead_after: chrono::Duration::from_std(dead_after)?,
+        op_deadline: chrono::Duration::hours(1),
+        go_timeout: chrono::Duration::days(3650),
+        storage_env: Vec::new(),
+    };
+    let mut out = Vec::new();
+    for ((kind, name), record) in &observed.oneshots {
+        if *kind != OneShotKind::Restore || record.is_final() {
+            continue;
+        }
+        if let Some(r) = peek(&ex, record, now).await? {
+            let s = stage(&r, ex.go_timeout, now);
+            out.push(serde_json::json!({"name": name, "stage": s.name(), "detail": s.detail()}));
+        }
+    }
+    Ok(out)
 }
 
 fn short(id: &str) -> &str {
