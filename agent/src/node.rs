@@ -224,8 +224,8 @@ impl Node {
     }
 
     /// Resolves once the op's author ended it (`abort.json` or `result.json`: a cancel,
-    /// or a decision taken without this node), with why; never otherwise. Raced against
-    /// long work (a backup's copy) so that it stops within a second, not at its end.
+    /// or a decision taken without this node), with why; never otherwise. Watched beside
+    /// long work (a backup's copy) so that it stops at its next file, not at its end.
     pub async fn ended_by_author(&self, op: &Op) -> String {
         let every = self
             .cfg

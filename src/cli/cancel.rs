@@ -38,7 +38,7 @@ pub fn run(args: CancelArgs, kind: &str) -> anyhow::Result<ExitStatus> {
         .build()?;
     let verdict = runtime.block_on(async {
         match request(&control, kind, &args.name).await? {
-            Ok((op_id, effect)) => outcome(&control, &op_id, effect, args.wait).await,
+            Ok((_, effect)) => outcome(&control, kind, &args.name, effect, args.wait).await,
             Err(refused) => Ok(refused),
         }
     })?;
@@ -85,8 +85,13 @@ async fn request(
             ))
         }));
     }
-    if let Some(r) = control.get::<OpResult>(&result_key(&record.op_id)).await? {
-        return Ok(Err(decided(&r)));
+    if let Some(r) = control.get::<OpResult>(&result_key(&record.op_id)).await?
+        && r.status != RunStatus::Cancelled
+    {
+        return Ok(Err(Verdict::Refused(format!(
+            "its outcome was decided first ({}): {}",
+            r.status, r.reason
+        ))));
     }
     let who = who_runs_this();
     let gate_key = go_key(&record.op_id);
@@ -148,35 +153,36 @@ fn past_go_without_fallback() -> Verdict {
     )
 }
 
-fn decided(r: &OpResult) -> Verdict {
-    if r.status == RunStatus::Cancelled {
-        Verdict::Cancelled(r.reason.clone())
-    } else {
-        Verdict::Refused(format!(
-            "its outcome was decided first ({}): {}",
-            r.status, r.reason
-        ))
-    }
-}
-
-/// Waits up to `wait` for the op's decision.
+/// Waits up to `wait` for the one-shot to end: `cancelled` only once its ledger record
+/// says so (a restore's decision comes before its nodes are put back, and a revert that
+/// fails then ends it `error`).
 async fn outcome(
     control: &ControlPlane,
-    op_id: &str,
+    kind: &str,
+    name: &str,
     effect: String,
     wait: Duration,
 ) -> anyhow::Result<Verdict> {
     let started = Instant::now();
     loop {
-        if let Some(r) = control.get::<OpResult>(&result_key(op_id)).await? {
-            return Ok(match decided(&r) {
-                Verdict::Cancelled(why) => Verdict::Cancelled(format!("{effect}; {why}")),
-                other => other,
-            });
+        let record = control
+            .get::<OneShotRecord>(&oneshot_key(kind, name))
+            .await?;
+        match record {
+            Some(r) if r.is_final() && r.status == RunStatus::Cancelled => {
+                return Ok(Verdict::Cancelled(format!("{effect}; {}", r.message)));
+            }
+            Some(r) if r.is_final() => {
+                return Ok(Verdict::Refused(format!(
+                    "it ended {} instead: {}",
+                    r.status, r.message
+                )));
+            }
+            _ => {}
         }
         if started.elapsed() >= wait {
             return Ok(Verdict::Requested(format!(
-                "{effect}; not decided yet (the reconciler carries it out; follow it with \
+                "{effect}; not ended yet (the reconciler carries it out; follow it with \
                  describe-*)"
             )));
         }

@@ -124,9 +124,18 @@ async fn running_restores(
         if *kind != OneShotKind::Restore || record.is_final() {
             continue;
         }
-        if let Some(r) = peek(&ex, record, now).await? {
-            let s = stage(&r, ex.go_timeout, now);
-            out.push(serde_json::json!({"name": name, "stage": s.name(), "detail": s.detail()}));
+        // One restore's records that cannot be read are said, never a failed diff.
+        match peek(&ex, record, now).await {
+            Ok(Some(r)) => {
+                let s = stage(&r, ex.go_timeout, now);
+                out.push(
+                    serde_json::json!({"name": name, "stage": s.name(), "detail": s.detail()}),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => out.push(serde_json::json!({
+                "name": name, "stage": "unknown", "detail": format!("cannot read its records: {e}"),
+            })),
         }
     }
     Ok(out)

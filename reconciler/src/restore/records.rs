@@ -117,10 +117,6 @@ async fn load_with(
     now: DateTime<Utc>,
 ) -> Result<RestoreRecords, ExecError> {
     let settings: RestoreSettings = Executor::settings_of(record)?;
-    let cancel = ex
-        .control
-        .get::<CancelRequest>(&cancel_key("restore", &record.name))
-        .await?;
     let progress = match ex.control.get::<OpResult>(&result_key(&op.id)).await? {
         None => {
             let views = ex.views(&op, now).await?;
@@ -163,6 +159,13 @@ async fn load_with(
             }
         }
     };
+    // Read after the gate: `cancel-restore` writes its request before it closes the gate,
+    // so a gate it closed always comes with its request (never a cancel taken for an
+    // error).
+    let cancel = ex
+        .control
+        .get::<CancelRequest>(&cancel_key("restore", &record.name))
+        .await?;
     Ok(RestoreRecords {
         record: record.clone(),
         op,

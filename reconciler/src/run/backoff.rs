@@ -28,9 +28,11 @@ pub fn failed(previous: Option<&Retry>, error: String, now: DateTime<Utc>) -> Re
     }
 }
 
-/// Whether the one-shot's step may be tried at `now`.
+/// Whether the one-shot's step may be tried at `now`: once its wait is over, or when the
+/// clock reads earlier than the failure itself (it was stepped back; waiting for the old
+/// time would add the whole step to the wait).
 pub fn due(retry: Option<&Retry>, now: DateTime<Utc>) -> bool {
-    retry.is_none_or(|r| now >= r.next_at)
+    retry.is_none_or(|r| now >= r.next_at || now < r.next_at - delay(r.failures))
 }
 
 #[cfg(test)]
@@ -57,5 +59,7 @@ mod tests {
             (2, t0 + Duration::seconds(3))
         );
         assert!(due(None, t0));
+        // The clock stepped back an hour after the failure: due, not an hour late.
+        assert!(due(Some(&second), t0 - Duration::hours(1)));
     }
 }

@@ -359,10 +359,17 @@ impl<S: DesiredStateSource> Reconciler<S> {
         report.observed = Some(Arc::new(observed.clone()));
         let desired = desired.map(|(_, s)| s);
         for ((kind, name), record) in &observed.oneshots {
+            let key = (*kind, name.clone());
             if record.is_final() {
+                // Ended (here or by another reconciler) while its step was failing.
+                if self.backoff.contains_key(&key) {
+                    match show_retry(&self.ex, *kind, name, None).await {
+                        Ok(()) => drop(self.backoff.remove(&key)),
+                        Err(e) => report.errors.push(format!("{kind} {name}: {e}")),
+                    }
+                }
                 continue;
             }
-            let key = (*kind, name.clone());
             if let Some(retry) = self
                 .backoff
                 .get(&key)
@@ -400,8 +407,12 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     self.backoff.insert(key, retry);
                     shown
                 }
-                None if self.backoff.remove(&key).is_some() => {
-                    show_retry(&self.ex, *kind, name, None).await
+                None if self.backoff.contains_key(&key) => {
+                    let shown = show_retry(&self.ex, *kind, name, None).await;
+                    if shown.is_ok() {
+                        self.backoff.remove(&key);
+                    }
+                    shown
                 }
                 None => Ok(()),
             };
@@ -468,6 +479,27 @@ impl<S: DesiredStateSource> Reconciler<S> {
         {
             Ok(c) => report.errors.extend(c.errors),
             Err(e) => report.errors.push(format!("compacting ended ops: {e}")),
+        }
+        // Retry records nobody here is failing on: a leader changed, or another reconciler
+        // ended the one-shot. Once a minute at most, with the compaction.
+        if let Err(e) = self.sweep_retries(&observed).await {
+            report.errors.push(format!("sweeping retry records: {e}"));
+        }
+        Ok(())
+    }
+
+    async fn sweep_retries(&self, observed: &ObservedState) -> Result<(), ExecError> {
+        for key in self.ex.control.keys("ledger/retry/").await? {
+            let failing = self.backoff.keys().any(|(kind, name)| {
+                key == retry_key(kind.key(), name)
+                    && observed
+                        .oneshots
+                        .get(&(*kind, name.clone()))
+                        .is_some_and(|r| !r.is_final())
+            });
+            if !failing {
+                self.ex.control.delete(&key).await?;
+            }
         }
         Ok(())
     }
