@@ -115,11 +115,22 @@ pub enum Action {
         kind: String,
         name: String,
     },
+    /// A completed backup whose schedule asks for verification, not checked yet: checked
+    /// beside the passes (it reads storage, changes nothing).
+    #[serde(rename_all = "camelCase")]
+    VerifyBackup {
+        backup: String,
+        storage: String,
+        level: tidemark_schema::model::VerifyLevel,
+    },
 }
 
 impl Action {
     pub fn is_change(&self) -> bool {
-        !matches!(self, Action::AlreadyRan { .. } | Action::Blocked { .. })
+        !matches!(
+            self,
+            Action::AlreadyRan { .. } | Action::Blocked { .. } | Action::VerifyBackup { .. }
+        )
     }
 }
 

@@ -54,12 +54,40 @@ pub fn plan_with(
     let schedules = plan_slots(desired, observed, (now, dead), &mut busy, &mut steps);
     let drills = super::plan_drills(desired, observed, (now, dead), &mut steps);
     let retention = plan_retention(desired, observed, now, &mut steps);
+    plan_verifications(observed, &mut steps);
     Plan {
         now,
         steps,
         retention,
         schedules,
         drills,
+    }
+}
+
+/// Completed backups whose verification is pending (their schedule asked for it when
+/// they started): each is checked beside the passes, and counts as good once it passes.
+fn plan_verifications(observed: &ObservedState, steps: &mut Vec<Step>) {
+    use tidemark_schema::control::VerificationStatus;
+    for b in &observed.backups {
+        let Some(v) = &b.verification else { continue };
+        if v.status != VerificationStatus::Pending || b.deleting.is_some() {
+            continue;
+        }
+        steps.push(step(
+            Action::VerifyBackup {
+                backup: b.name.clone(),
+                storage: b.storage.clone(),
+                level: v.level,
+            },
+            format!(
+                "its schedule asks for verification ({}); until it passes the backup is not \
+                 counted as good",
+                match v.level {
+                    tidemark_schema::model::VerifyLevel::Metadata => "metadata",
+                    tidemark_schema::model::VerifyLevel::Data => "data",
+                }
+            ),
+        ));
     }
 }
 

@@ -188,6 +188,17 @@ fn headline(action: &Action) -> String {
             human_bytes(*stored_bytes)
         ),
         Action::Blocked { kind, name } => format!("x {kind} {name} is blocked"),
+        Action::VerifyBackup {
+            backup,
+            storage,
+            level,
+        } => format!(
+            "~ verify backup {backup} in {storage} ({})",
+            match level {
+                tidemark_schema::model::VerifyLevel::Metadata => "metadata",
+                tidemark_schema::model::VerifyLevel::Data => "data",
+            }
+        ),
     }
 }
 

@@ -420,45 +420,6 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 report.errors.push(format!("{kind} {name}: {e}"));
             }
         }
-        // Completed backups whose schedule asked for verification: checked beside the
-        // passes (a data check can take hours); each writes its outcome when done.
-        if let Some(desired) = desired {
-            for b in &observed.backups {
-                let Some(v) = b
-                    .verification
-                    .as_ref()
-                    .filter(|v| v.status == tidemark_schema::control::VerificationStatus::Pending)
-                else {
-                    continue;
-                };
-                if b.deleting.is_some() {
-                    continue;
-                }
-                // The storage the backup was written to, as its ledger record holds it
-                // (the desired state may have moved on); else as declared now.
-                let from_ledger = observed
-                    .oneshots
-                    .get(&(
-                        tidemark_schema::control::OneShotKind::Backup,
-                        b.name.clone(),
-                    ))
-                    .and_then(|r| r.started_with.as_ref())
-                    .and_then(|s| serde_json::from_value(s["settings"]["storage"].clone()).ok());
-                match from_ledger.or_else(|| desired.storage(&b.storage).map(storage_target)) {
-                    Some(target) => self.verifier.spawn(
-                        self.ex.control.clone(),
-                        target,
-                        self.ex.storage_env.clone(),
-                        b.name.clone(),
-                        v.level,
-                    ),
-                    None => report.errors.push(format!(
-                        "backup {}: cannot verify it: storage {:?} is not declared",
-                        b.name, b.storage
-                    )),
-                }
-            }
-        }
         // At most once a minute (or once per `keep_ops`, when that is shorter).
         let every = self
             .keep_ops
@@ -486,6 +447,42 @@ impl<S: DesiredStateSource> Reconciler<S> {
             report.errors.push(format!("sweeping retry records: {e}"));
         }
         Ok(())
+    }
+
+    /// Starts the verification of a completed backup beside the passes (once: a running
+    /// one is not started again), with the storage it was written to as its ledger record
+    /// holds it (the desired state may have moved on), else as declared now.
+    fn verify(
+        &self,
+        desired: &DesiredState,
+        observed: &ObservedState,
+        backup: &str,
+        level: tidemark_schema::model::VerifyLevel,
+        report: &mut PassReport,
+    ) {
+        let from_ledger = observed
+            .oneshots
+            .get(&(OneShotKind::Backup, backup.to_string()))
+            .and_then(|r| r.started_with.as_ref())
+            .and_then(|s| serde_json::from_value(s["settings"]["storage"].clone()).ok());
+        let declared = observed
+            .backups
+            .iter()
+            .find(|b| b.name == backup)
+            .and_then(|b| desired.storage(&b.storage))
+            .map(storage_target);
+        match from_ledger.or(declared) {
+            Some(target) => self.verifier.spawn(
+                self.ex.control.clone(),
+                target,
+                self.ex.storage_env.clone(),
+                backup.to_string(),
+                level,
+            ),
+            None => report.errors.push(format!(
+                "backup {backup}: cannot verify it: its storage is not declared"
+            )),
+        }
     }
 
     async fn sweep_retries(&self, observed: &ObservedState) -> Result<(), ExecError> {
@@ -641,6 +638,10 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     checks: spec.checks.clone(),
                 };
                 crate::drill::start(&self.ex, run, settings, now).await?;
+                None
+            }
+            Action::VerifyBackup { backup, level, .. } => {
+                self.verify(desired, observed, backup, *level, report);
                 None
             }
             Action::Blocked { kind, name } => Kind::parse(kind)
