@@ -9,26 +9,12 @@ mod rig;
 mod world;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use bson::doc;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use rig::*;
 use world::*;
-
-fn all_before() -> Vec<i32> {
-    (0..50).chain(1000..1010).collect()
-}
-
-fn wait_until(w: &World, what: &str, mut f: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !f() {
-        assert!(started.elapsed() < LONG, "never: {what}\n{}", w.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Runs `tidemark cancel-<kind> NAME -o json --wait WAIT`; returns its exit code and
 /// output.
@@ -182,19 +168,7 @@ fn a_restore_past_go_without_fallback_cannot_be_cancelled_and_goes_on() {
 fn a_cancelled_backup_leaves_no_object_and_never_counts() {
     let mut w = World::new("cbak");
     // Enough data that the copy takes a while.
-    let p = w.rig.primary();
-    let r = w
-        .rig
-        .rs
-        .process(p)
-        .unwrap()
-        .command(
-            "admin",
-            doc! {"simFill": 1, "db": "big", "bytes": 48i64 << 20, "collections": 4},
-        )
-        .unwrap();
-    assert_eq!(r.get_f64("ok").unwrap_or(0.0), 1.0, "{r}");
-    w.rig.rs.wait_settled(LONG).unwrap();
+    w.fill(48 << 20);
     for i in 0..3 {
         w.rig.start_agent(i);
     }

@@ -11,7 +11,6 @@ mod world;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bson::doc;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -19,11 +18,6 @@ use tidemark_schema::control::heartbeat_key;
 
 use rig::*;
 use world::*;
-
-/// The documents every node holds before a restore: 0..50 before backup `b1`, then 1000..1010.
-fn all_before() -> Vec<i32> {
-    (0..50).chain(1000..1010).collect()
-}
 
 #[test]
 fn a_node_whose_disk_is_too_small_refuses_the_restore_before_any_node_is_stopped() {
@@ -148,20 +142,7 @@ fn inner_small_disk_on_one_node() {
 fn an_agent_killed_mid_fetch_is_a_lost_node_and_the_flow_decides_without_it() {
     let w = World::new("rlost");
     // Enough data that the download takes a moment.
-    let p = w.rig.primary();
-    let r = w
-        .rig
-        .rs
-        .process(p)
-        .unwrap()
-        .command(
-            "admin",
-            doc! {"simFill": 1, "db": "big", "bytes": 48i64 << 20, "collections": 4},
-        )
-        .unwrap();
-    assert_eq!(r.get_f64("ok").unwrap_or(0.0), 1.0, "{r}");
-    // A fill that large may cost the primary its term: let the set settle first.
-    w.rig.rs.wait_settled(LONG).unwrap();
+    w.fill(48 << 20);
     let mut w = prepared(w, None);
     w.restore_yaml(
         "r1",

@@ -9,26 +9,9 @@ mod rig;
 #[path = "support/world.rs"]
 mod world;
 
-use std::time::{Duration, Instant};
-
 use nix::sys::signal::Signal;
 
-use rig::*;
 use world::*;
-
-/// The documents every node holds before a restore: 0..50 before backup `b1`, then 1000..1010.
-fn all_before() -> Vec<i32> {
-    (0..50).chain(1000..1010).collect()
-}
-
-/// Waits until `f` holds, naming `what` and the logs when it never does.
-fn wait_until(w: &World, what: &str, mut f: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !f() {
-        assert!(started.elapsed() < LONG, "never: {what}\n{}", w.logs());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Declares Restore `name` of `b1` and runs one pass with `flags`, which writes its op;
 /// returns the op's id.

@@ -441,6 +441,42 @@ impl Drop for World {
     }
 }
 
+/// The documents every node holds after `prepared`: 0..50 before backup `b1`, then
+/// 1000..1010.
+pub fn all_before() -> Vec<i32> {
+    (0..50).chain(1000..1010).collect()
+}
+
+/// Waits until `f` holds, naming `what` and the logs when it never does.
+pub fn wait_until(w: &World, what: &str, mut f: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < LONG, "never: {what}\n{}", w.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl World {
+    /// Fills the primary with `bytes` of data (so that a backup's copy or a restore's
+    /// download takes a moment), then waits for the set to settle: a fill that large may
+    /// cost the primary its term.
+    pub fn fill(&self, bytes: i64) {
+        let p = self.rig.primary();
+        let r = self
+            .rig
+            .rs
+            .process(p)
+            .unwrap()
+            .command(
+                "admin",
+                doc! {"simFill": 1, "db": "big", "bytes": bytes, "collections": 4},
+            )
+            .unwrap();
+        assert_eq!(r.get_f64("ok").unwrap_or(0.0), 1.0, "{r}");
+        self.rig.rs.wait_settled(LONG).unwrap();
+    }
+}
+
 /// Data written, agents and reconciler up, backup `b1` taken, then data written after it.
 pub fn prepared(w: World, faulty_recover: Option<usize>) -> World {
     let mut w = w;

@@ -461,6 +461,21 @@ fn decided(
     )
 }
 
+/// The stage of a decided restore at `now()`.
+fn after(
+    settings: RestoreSettings,
+    result: OpResult,
+    steps: Vec<StepRecords>,
+    beats: Vec<Heartbeat>,
+    fresh: Option<OneShotRecord>,
+) -> RestoreStage {
+    stage(
+        &decided(settings, result, steps, beats, fresh),
+        BOUND,
+        now(),
+    )
+}
+
 fn step_done(id: &str, nodes: &[(&str, NodeFate)]) -> OpResult {
     OpResult {
         op_id: id.into(),
@@ -550,11 +565,7 @@ fn after_the_decision() {
     ];
 
     // Crash after the decision, before the first step: write it, for the failed node only.
-    let got = stage(
-        &decided(s(), partly(), steps(vec![]), vec![], None),
-        BOUND,
-        now(),
-    );
+    let got = after(s(), partly(), steps(vec![]), vec![], None);
     assert_eq!(
         got,
         WriteStep {
@@ -563,46 +574,34 @@ fn after_the_decision() {
         }
     );
     // Crash after the step op, before its nodes ended: it runs; once they did: close it.
-    let running = stage(
-        &decided(
-            s(),
-            partly(),
-            steps(vec![(
-                Wipe,
-                Some(step_op(Wipe, &[NODES[2]])),
-                None,
-                vec![view(NODES[2], &[], None, false)],
-            )]),
-            vec![],
+    let running = after(
+        s(),
+        partly(),
+        steps(vec![(
+            Wipe,
+            Some(step_op(Wipe, &[NODES[2]])),
             None,
-        ),
-        BOUND,
-        now(),
+            vec![view(NODES[2], &[], None, false)],
+        )]),
+        vec![],
+        None,
     );
     assert_eq!(running, StepRunning { remedy: Wipe });
-    let settled = stage(
-        &decided(
-            s(),
-            partly(),
-            steps(vec![(
-                Wipe,
-                Some(step_op(Wipe, &[NODES[2]])),
-                None,
-                done_views(&[NODES[2]]),
-            )]),
-            vec![],
+    let settled = after(
+        s(),
+        partly(),
+        steps(vec![(
+            Wipe,
+            Some(step_op(Wipe, &[NODES[2]])),
             None,
-        ),
-        BOUND,
-        now(),
+            done_views(&[NODES[2]]),
+        )]),
+        vec![],
+        None,
     );
     assert_eq!(settled, CloseStep { remedy: Wipe });
     // Closed: the next step, for every node that needs it.
-    let next = stage(
-        &decided(s(), partly(), steps(vec![wipe_ok.clone()]), vec![], None),
-        BOUND,
-        now(),
-    );
+    let next = after(s(), partly(), steps(vec![wipe_ok.clone()]), vec![], None);
     assert_eq!(
         next,
         WriteStep {
@@ -611,31 +610,23 @@ fn after_the_decision() {
         }
     );
     // Started, not healthy yet; then healthy: finished partly done.
-    let waiting = stage(
-        &decided(
-            s(),
-            partly(),
-            steps(vec![wipe_ok.clone(), removed.clone(), started.clone()]),
-            syncing,
-            None,
-        ),
-        BOUND,
-        now(),
+    let waiting = after(
+        s(),
+        partly(),
+        steps(vec![wipe_ok.clone(), removed.clone(), started.clone()]),
+        syncing,
+        None,
     );
     assert!(
         matches!(&waiting, AwaitHealth { missing } if missing.contains("STARTUP2")),
         "{waiting:?}"
     );
-    let end = stage(
-        &decided(
-            s(),
-            partly(),
-            steps(vec![wipe_ok.clone(), removed.clone(), started.clone()]),
-            healthy.clone(),
-            None,
-        ),
-        BOUND,
-        now(),
+    let end = after(
+        s(),
+        partly(),
+        steps(vec![wipe_ok.clone(), removed.clone(), started.clone()]),
+        healthy.clone(),
+        None,
     );
     assert!(
         matches!(
@@ -653,16 +644,12 @@ fn after_the_decision() {
         ..s()
     };
     let done_steps = || steps(vec![wipe_ok.clone(), removed.clone(), started.clone()]);
-    let got = stage(
-        &decided(
-            fresh_settings(),
-            partly(),
-            done_steps(),
-            healthy.clone(),
-            None,
-        ),
-        BOUND,
-        now(),
+    let got = after(
+        fresh_settings(),
+        partly(),
+        done_steps(),
+        healthy.clone(),
+        None,
     );
     assert!(
         matches!(
@@ -677,16 +664,12 @@ fn after_the_decision() {
     let mut fresh: OneShotRecord = serde_json::from_value(json!({
         "kind": "Backup", "name": "r1-fresh-base", "opId": "f", "startedAt": now(), "status": "running",
     })).unwrap();
-    let got = stage(
-        &decided(
-            fresh_settings(),
-            partly(),
-            done_steps(),
-            healthy.clone(),
-            Some(fresh.clone()),
-        ),
-        BOUND,
-        now(),
+    let got = after(
+        fresh_settings(),
+        partly(),
+        done_steps(),
+        healthy.clone(),
+        Some(fresh.clone()),
     );
     assert_eq!(
         got,
@@ -695,16 +678,12 @@ fn after_the_decision() {
         }
     );
     fresh.status = RunStatus::Done;
-    let got = stage(
-        &decided(
-            fresh_settings(),
-            partly(),
-            done_steps(),
-            healthy.clone(),
-            Some(fresh),
-        ),
-        BOUND,
-        now(),
+    let got = after(
+        fresh_settings(),
+        partly(),
+        done_steps(),
+        healthy.clone(),
+        Some(fresh),
     );
     assert!(
         matches!(&got, Finish { message, .. } if message.contains("fresh base backup r1-fresh-base: done")),
@@ -718,16 +697,12 @@ fn after_the_decision() {
         Some(step_done("op.wipe", &[(NODES[2], Failed)])),
         vec![],
     );
-    let got = stage(
-        &decided(
-            s(),
-            partly(),
-            steps(vec![wipe_failed]),
-            healthy.clone(),
-            None,
-        ),
-        BOUND,
-        now(),
+    let got = after(
+        s(),
+        partly(),
+        steps(vec![wipe_failed]),
+        healthy.clone(),
+        None,
     );
     assert!(
         matches!(&got, Finish { status: RunStatus::Error, message } if message.contains("NOT started")),
@@ -741,16 +716,12 @@ fn after_the_decision() {
         Some(step_done("op.wipe", &[(NODES[2], Lost)])),
         done_views(&[NODES[2]]),
     );
-    let got = stage(
-        &decided(
-            s(),
-            partly(),
-            steps(vec![wipe_lost_then_done]),
-            vec![],
-            None,
-        ),
-        BOUND,
-        now(),
+    let got = after(
+        s(),
+        partly(),
+        steps(vec![wipe_lost_then_done]),
+        vec![],
+        None,
     );
     assert!(
         matches!(
@@ -772,16 +743,12 @@ fn after_the_decision() {
         )),
         done_views(&all),
     );
-    let got = stage(
-        &decided(
-            s(),
-            partly(),
-            steps(vec![wipe_ok.clone(), removal_lost_then_done]),
-            vec![],
-            None,
-        ),
-        BOUND,
-        now(),
+    let got = after(
+        s(),
+        partly(),
+        steps(vec![wipe_ok.clone(), removal_lost_then_done]),
+        vec![],
+        None,
     );
     assert_eq!(
         got,
@@ -800,11 +767,7 @@ fn after_the_decision() {
             verdict(NODES[1], Failed, &[Revert, Start]),
         ],
     );
-    let got = stage(
-        &decided(s(), error.clone(), steps(vec![]), vec![], None),
-        BOUND,
-        now(),
-    );
+    let got = after(s(), error.clone(), steps(vec![]), vec![], None);
     assert!(
         matches!(&got, WriteStep { remedy: Revert, targets } if targets.len() == 2),
         "{got:?}"
@@ -824,16 +787,12 @@ fn after_the_decision() {
         Some(step_done("op.start", &[(NODES[0], Done), (NODES[1], Done)])),
         vec![],
     );
-    let got = stage(
-        &decided(
-            s(),
-            error.clone(),
-            steps(vec![reverted.clone(), started2]),
-            vec![],
-            None,
-        ),
-        BOUND,
-        now(),
+    let got = after(
+        s(),
+        error.clone(),
+        steps(vec![reverted.clone(), started2]),
+        vec![],
+        None,
     );
     assert!(
         matches!(
@@ -855,11 +814,7 @@ fn after_the_decision() {
         )),
         vec![],
     );
-    let got = stage(
-        &decided(s(), error, steps(vec![revert_failed]), vec![], None),
-        BOUND,
-        now(),
-    );
+    let got = after(s(), error, steps(vec![revert_failed]), vec![], None);
     assert_eq!(
         got,
         WriteStep {
@@ -876,16 +831,12 @@ fn after_the_decision() {
         RunStatus::PartlyDone,
         vec![verdict(NODES[0], Done, &[]), lost],
     );
-    let got = stage(
-        &decided(
-            settings(false, false),
-            with_lost,
-            steps(vec![]),
-            vec![],
-            None,
-        ),
-        BOUND,
-        now(),
+    let got = after(
+        settings(false, false),
+        with_lost,
+        steps(vec![]),
+        vec![],
+        None,
     );
     assert!(
         matches!(&got, Finish { message, .. } if message.contains("db3:27017: node lost")),
