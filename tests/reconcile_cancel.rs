@@ -218,3 +218,24 @@ fn a_cancelled_backup_leaves_no_object_and_never_counts() {
     w.backup_yaml("b2", "physical");
     assert_eq!(w.wait_end("backup", "b2")["status"], "done");
 }
+
+/// A cancel request that does not parse (a truncated write, a hand edit) still counts as a
+/// cancel, on the safe side: before go the restore is aborted untouched, not blocked.
+#[test]
+fn an_unreadable_cancel_request_before_go_aborts_untouched() {
+    let mut w = prepared(World::new("cbad"), None);
+    w.kill_reconciler();
+    let op = restore_ready(&w, "r1", "  fallbackEnabled: true\n");
+    let key = w.rig.control.path().join("ledger/cancel/restore/r1.json");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    std::fs::write(&key, b"{\"kind\": \"restore\", \"na").unwrap();
+    w.reconcile_once("once.log", &[]);
+    let v = w.wait_end("restore", "r1");
+    assert_eq!(v["status"], "cancelled", "{v:#}");
+    let reason = v["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("an unreadable request"), "{reason}");
+    for i in 0..3 {
+        assert!(!w.reported(&op, i, "stop"), "node {i} was stopped");
+        w.wait_ids(i, &all_before());
+    }
+}

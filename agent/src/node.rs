@@ -12,6 +12,12 @@ use crate::mongod::{MongodClient, MongodError};
 
 pub type Details = BTreeMap<String, serde_json::Value>;
 
+/// How a wait for a key ended, when it did not end with the op.
+enum Waited {
+    Arrived(serde_json::Value),
+    TimedOut,
+}
+
 /// A failed phase: which one, and why.
 #[derive(Debug)]
 pub struct PhaseFailure {
@@ -276,12 +282,24 @@ impl Node {
     /// plane that does not answer is asked again: a node must not refuse on its own while
     /// the reconciler may be opening the gate for everyone.
     pub async fn wait_for(&self, op: &Op, key: &str, what: &str) -> Result<(), AgentError> {
+        self.wait_until(op, key, what, None).await.map(|_| ())
+    }
+
+    /// Looks for `key` at the quick rate until it arrives open (its value), the op ends
+    /// (an error), or `deadline` passes (`TimedOut`, after at least one look).
+    async fn wait_until(
+        &self,
+        op: &Op,
+        key: &str,
+        what: &str,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Waited, AgentError> {
         let result = tidemark_schema::control::result_key(&op.id);
         let abort = tidemark_schema::control::abort_key(&op.id);
         loop {
             match self.ended_or_arrived(&op.id, &result, &abort, key).await {
                 Ok(None) => {}
-                Ok(Some(Ok(_))) => return Ok(()),
+                Ok(Some(Ok(value))) => return Ok(Waited::Arrived(value)),
                 Ok(Some(Err(why))) => {
                     return Err(AgentError::Refused(format!(
                         "the op was ended while waiting for {what}: {why}"
@@ -290,6 +308,9 @@ impl Node {
                 Err(e) => {
                     tracing::warn!(error = %e, "control plane unreadable while waiting for {what}; asking again");
                 }
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Ok(Waited::TimedOut);
             }
             // Inside an op every node waits on the same gate: the quick rate keeps the time
             // between `go` and the last node moving short.
@@ -336,43 +357,31 @@ impl Node {
         op: &Op,
         timeout: Option<std::time::Duration>,
     ) -> Result<(), AgentError> {
-        use tidemark_schema::control::go_key;
-        let key = go_key(&op.id);
-        let result = tidemark_schema::control::result_key(&op.id);
-        let abort = tidemark_schema::control::abort_key(&op.id);
-        let waiting = tokio::time::Instant::now();
+        let key = tidemark_schema::control::go_key(&op.id);
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         loop {
-            match self.ended_or_arrived(&op.id, &result, &abort, &key).await {
-                Ok(None) => {}
-                Ok(Some(Ok(gate))) => return self.judge_gate(op, &key, &gate, timeout),
-                Ok(Some(Err(why))) => {
-                    return Err(AgentError::Refused(format!(
-                        "the op was ended while waiting for go: {why}"
-                    )));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "control plane unreadable while waiting for go; asking again");
-                }
-            }
-            if let Some(t) = timeout
-                && waiting.elapsed() > t
-            {
-                let why = format!(
-                    "no go within the restore's go timeout ({}s) of this node being ready",
-                    t.as_secs()
-                );
-                match self.close_gate(&op.id, &why).await {
-                    Ok(true) => {
-                        return Err(AgentError::Refused(format!("{why}; nothing was touched")));
+            let gate = match self.wait_until(op, &key, "go", deadline).await? {
+                Waited::Arrived(gate) => gate,
+                Waited::TimedOut => {
+                    let why = format!(
+                        "no go within the restore's go timeout ({}s) of this node being ready",
+                        timeout.unwrap_or_default().as_secs()
+                    );
+                    match self.close_gate(&op.id, &why).await {
+                        Ok(true) => {
+                            return Err(AgentError::Refused(format!("{why}; nothing was touched")));
+                        }
+                        // Opened meanwhile: the next look reads and judges it.
+                        Ok(false) => {}
+                        // Not closed: the reconciler may still open it for the others, so
+                        // this node must not refuse alone; it tries again.
+                        Err(e) => tracing::warn!(error = %e, "cannot close the gate; trying again"),
                     }
-                    // Opened meanwhile: the next look reads and judges it.
-                    Ok(false) => {}
-                    // Not closed: the reconciler may still open it for the others, so this
-                    // node must not refuse alone; it tries again.
-                    Err(e) => tracing::warn!(error = %e, "cannot close the gate; trying again"),
+                    tokio::time::sleep(self.cfg.quick_poll()).await;
+                    continue;
                 }
-            }
-            tokio::time::sleep(self.cfg.quick_poll()).await;
+            };
+            return self.judge_gate(op, &key, &gate, timeout);
         }
     }
 

@@ -38,7 +38,7 @@ pub fn run(args: CancelArgs, kind: &str) -> anyhow::Result<ExitStatus> {
         .build()?;
     let verdict = runtime.block_on(async {
         match request(&control, kind, &args.name).await? {
-            Ok((_, effect)) => outcome(&control, kind, &args.name, effect, args.wait).await,
+            Ok(effect) => outcome(&control, kind, &args.name, effect, args.wait).await,
             Err(refused) => Ok(refused),
         }
     })?;
@@ -60,12 +60,12 @@ pub fn run(args: CancelArgs, kind: &str) -> anyhow::Result<ExitStatus> {
     Ok(status)
 }
 
-/// Checks and writes the request: `Ok((op id, what will happen))`, or the refusal.
+/// Checks and writes the request: `Ok(what will happen)`, or the refusal.
 async fn request(
     control: &ControlPlane,
     kind: &str,
     name: &str,
-) -> anyhow::Result<Result<(String, String), Verdict>> {
+) -> anyhow::Result<Result<String, Verdict>> {
     let Some(record) = control
         .get::<OneShotRecord>(&oneshot_key(kind, name))
         .await?
@@ -142,7 +142,7 @@ async fn request(
             (false, false) => return Ok(Err(past_go_without_fallback())),
         }
     };
-    Ok(Ok((record.op_id, effect)))
+    Ok(Ok(effect))
 }
 
 fn past_go_without_fallback() -> Verdict {

@@ -228,7 +228,11 @@ pub(crate) async fn describe(
         "decision": result.as_ref().map(|r| json!({"status": r.status, "reason": r.reason, "at": r.decided_at})),
         "reason": record.message,
         "retry": control.get::<Retry>(&retry_key(kind, name)).await?,
-        "cancel": control.get::<CancelRequest>(&cancel_key(kind, name)).await?,
+        // An unreadable request still counts as a cancel (see `Executor::cancel_request`).
+        "cancel": match control.get::<CancelRequest>(&cancel_key(kind, name)).await {
+            Ok(c) => json!(c),
+            Err(e) => json!({"by": "an unreadable request", "error": e.to_string()}),
+        },
         "replicaSets": sets.into_iter().map(|(name, nodes)| json!({"name": name, "nodes": nodes})).collect::<Vec<_>>(),
     }))
 }
@@ -241,22 +245,12 @@ async fn restore_stage(
     limits: Limits,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<Option<Value>> {
-    use tidemark_reconciler::restore::{peek, stage};
     if record.is_final() {
         return Ok(None);
     }
-    let ex = tidemark_reconciler::execute::Executor {
-        control: control.clone(),
-        dead_after: chrono::Duration::from_std(limits.dead_after)?,
-        op_deadline: chrono::Duration::hours(1),
-        // Only a bound shorter than the op's own would differ from the reconciler's.
-        go_timeout: chrono::Duration::days(3650),
-        storage_env: Vec::new(),
-    };
-    Ok(peek(&ex, record, now).await?.map(|r| {
-        let s = stage(&r, ex.go_timeout, now);
-        json!({"name": s.name(), "detail": s.detail()})
-    }))
+    let dead_after = chrono::Duration::from_std(limits.dead_after)?;
+    let stage = tidemark_reconciler::restore::stage_now(control, record, dead_after, now).await?;
+    Ok(stage.map(|s| json!({"name": s.name(), "detail": s.detail()})))
 }
 
 /// A restore's closed follow-up steps, in the order they ran (compacted ones from their

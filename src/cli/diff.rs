@@ -110,24 +110,17 @@ async fn running_restores(
     dead_after: std::time::Duration,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    use tidemark_reconciler::restore::{peek, stage};
+    use tidemark_reconciler::restore::stage_now;
     use tidemark_schema::control::OneShotKind;
-    let ex = tidemark_reconciler::execute::Executor {
-        control: control.clone(),
-        dead_after: chrono::Duration::from_std(dead_after)?,
-        op_deadline: chrono::Duration::hours(1),
-        go_timeout: chrono::Duration::days(3650),
-        storage_env: Vec::new(),
-    };
+    let dead_after = chrono::Duration::from_std(dead_after)?;
     let mut out = Vec::new();
     for ((kind, name), record) in &observed.oneshots {
         if *kind != OneShotKind::Restore || record.is_final() {
             continue;
         }
         // One restore's records that cannot be read are said, never a failed diff.
-        match peek(&ex, record, now).await {
-            Ok(Some(r)) => {
-                let s = stage(&r, ex.go_timeout, now);
+        match stage_now(control, record, dead_after, now).await {
+            Ok(Some(s)) => {
                 out.push(
                     serde_json::json!({"name": name, "stage": s.name(), "detail": s.detail()}),
                 );

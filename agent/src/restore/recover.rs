@@ -1,4 +1,4 @@
-//! The standalone starts that turn copied files into a consistent node (DESIGN §5.6), on a
+//! The standalone starts that turn copied files into a consistent node (docs/agent.md, step 6), on a
 //! private localhost port, logging into a restore log inside the dbPath:
 //! 1. reset the replication metadata and set the oplog truncate point to the backup's
 //!    last write;

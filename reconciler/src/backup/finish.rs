@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
-    BackupMarker, BackupRecord, BackupReplicaSet, CancelRequest, ExtendTarget, OneShotRecord, Op,
-    OpCommand, OpResult, Phase, PhaseStatus, RunStatus, Verification, abort_key, cancel_key,
-    catalog_key, extend_key, result_key,
+    BackupMarker, BackupRecord, BackupReplicaSet, ExtendTarget, OneShotRecord, Op, OpCommand,
+    OpResult, Phase, PhaseStatus, RunStatus, Verification, abort_key, catalog_key, extend_key,
+    result_key,
 };
 use tidemark_schema::manifest::{ReplicaSetManifest, layout};
 use tidemark_store::storage::BackupStore;
@@ -131,8 +131,7 @@ pub async fn advance(
         // A cancel asked for before the outcome: every node stops at its next check (its
         // cursor closed), then the backup is decided cancelled and its objects deleted.
         None => {
-            let key = cancel_key("backup", &record.name);
-            if let Some(c) = ex.control.get::<CancelRequest>(&key).await? {
+            if let Some(c) = ex.cancel_request(record).await? {
                 ex.control
                     .create(&abort_key(&op.id), &serde_json::json!({"at": now}))
                     .await?;

@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tidemark_schema::control::{
-    BackupRecord, OneShotKind, OneShotRecord, Op, RunStatus, WaitingRecord, archive_key,
-    catalog_key, oneshot_key, op_key, waiting_key,
+    BackupRecord, CancelRequest, OneShotKind, OneShotRecord, Op, RunStatus, WaitingRecord,
+    archive_key, cancel_key, catalog_key, oneshot_key, op_key, waiting_key,
 };
 use tidemark_store::control::Created;
 
@@ -157,6 +157,31 @@ impl Executor {
             .as_ref()
             .is_none_or(|r| r.is_final() || r.op_id != record.op_id)
             || self.control.exists(&archive_key(&record.op_id)).await?)
+    }
+
+    /// The operator's request to cancel a one-shot, if any. Only `tidemark cancel-*` writes
+    /// it, so one that does not parse was still meant as a cancel: it counts as one, on
+    /// the safe side (before `go` nothing is touched, after it only a fallback is put
+    /// back), rather than blocking the one-shot on every pass.
+    pub async fn cancel_request(
+        &self,
+        record: &OneShotRecord,
+    ) -> Result<Option<CancelRequest>, ExecError> {
+        use tidemark_store::control::ControlError;
+        let key = cancel_key(record.kind.key(), &record.name);
+        match self.control.get::<CancelRequest>(&key).await {
+            Ok(request) => Ok(request),
+            Err(ControlError::Corrupt { message, .. }) => {
+                tracing::warn!(%key, error = %message, "an unreadable cancel request counts as a cancel");
+                Ok(Some(CancelRequest {
+                    kind: record.kind.key().to_string(),
+                    name: record.name.clone(),
+                    at: record.started_at,
+                    by: format!("an unreadable request at {key}"),
+                }))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The settings a one-shot was started with.

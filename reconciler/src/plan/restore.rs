@@ -203,7 +203,7 @@ pub fn plan_restore(
 /// warn about. Not a reason to wait or to refuse here: a heartbeat can be seconds out of
 /// date (the fallback of a restore that just ended still counted as used), so each node's
 /// agent measures again at its `disk` phase, and one node short of room aborts the whole
-/// restore on every node before any is stopped (DESIGN §5). Waiting instead would start
+/// restore on every node before any is stopped (docs/reconciler.md, Restores). Waiting instead would start
 /// the restore by itself hours later, once someone freed space: a surprise nobody wants.
 pub fn disk_warning(plan: &RestorePlan) -> Option<String> {
     let too_small: Vec<String> = plan

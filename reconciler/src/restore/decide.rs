@@ -1,6 +1,7 @@
-//! The seeds' decision flow as two pure functions: `decide` turns every node's outcome into
+//! PBM's decision flow as two pure functions: `decide` turns every node's outcome into
 //! the cluster's (Done, PartlyDone or Error), and `remedy` says what each node needs next,
-//! from the decision and the last phase the node reached (DESIGN §5's table).
+//! from the decision and the last phase the node reached (the remedy table of
+//! docs/reconciler.md).
 
 use std::collections::BTreeMap;
 

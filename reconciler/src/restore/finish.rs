@@ -3,9 +3,7 @@
 //! and the `postRestore.freshBackup` backup. Which one is due is `stage`'s to say.
 
 use chrono::{DateTime, Utc};
-use tidemark_schema::control::{
-    Op, OpCommand, OpTarget, Remedy, RunStatus, archive_key, op_key, result_key,
-};
+use tidemark_schema::control::{Op, OpCommand, OpTarget, Remedy, RunStatus, archive_key, op_key};
 use tidemark_schema::validate::DesiredState;
 use tidemark_store::control::Created;
 
@@ -74,11 +72,9 @@ pub async fn close_step(
         return Ok(());
     };
     let id = step_op_id(&r.op.id, remedy);
-    let closed = step_result(&id, remedy, &s.views, now);
-    if ex.control.exists(&result_key(&id)).await? {
-        return Ok(());
-    }
-    ex.decide_once(closed).await?;
+    // Create-once: a result another pass wrote first stands.
+    ex.decide_once(step_result(&id, remedy, &s.views, now))
+        .await?;
     Ok(())
 }
 

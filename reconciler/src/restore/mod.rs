@@ -13,6 +13,6 @@ mod start;
 
 pub use decide::{NodeRemedy, NodeState, Policy, STAGES, decide, remedy};
 pub use follow::advance;
-pub use records::{GateRecord, Progressed, RestoreRecords, StepRecords, peek, step_op_id};
+pub use records::{GateRecord, Progressed, RestoreRecords, StepRecords, stage_now, step_op_id};
 pub use stage::{RestoreStage, stage};
 pub use start::{RestoreSettings, start};

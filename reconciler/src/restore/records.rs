@@ -5,11 +5,12 @@
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
-    CancelRequest, Gate, Heartbeat, OneShotRecord, Op, OpResult, Remedy, cancel_key, go_key,
-    oneshot_key, result_key,
+    CancelRequest, Gate, Heartbeat, OneShotRecord, Op, OpResult, Remedy, go_key, oneshot_key,
+    result_key,
 };
 
 use super::decide::STAGES;
+use super::stage::{RestoreStage, stage};
 use super::start::RestoreSettings;
 use crate::execute::{ExecError, Executor, NodeView};
 
@@ -97,17 +98,27 @@ pub async fn load(
     load_with(ex, record, op, now).await
 }
 
-/// The same, writing nothing (for `describe-restore` and `status`): `None` while the op
-/// of an interrupted start is not written yet.
-pub async fn peek(
-    ex: &Executor,
+/// A restore's stage as the reconciler would derive it now, writing nothing (for
+/// `describe-restore`, `status` and `diff`): `None` while the op of an interrupted start
+/// is not written yet. The go bound is the op's own (what its agents enforce).
+pub async fn stage_now(
+    control: &tidemark_store::control::ControlPlane,
     record: &OneShotRecord,
+    dead_after: chrono::Duration,
     now: DateTime<Utc>,
-) -> Result<Option<RestoreRecords>, ExecError> {
-    match ex.control.op(&record.op_id).await? {
-        Some(op) => load_with(ex, record, op, now).await.map(Some),
-        None => Ok(None),
-    }
+) -> Result<Option<RestoreStage>, ExecError> {
+    let ex = Executor {
+        control: control.clone(),
+        dead_after,
+        op_deadline: chrono::Duration::hours(1),
+        go_timeout: chrono::Duration::MAX,
+        storage_env: Vec::new(),
+    };
+    let Some(op) = ex.control.op(&record.op_id).await? else {
+        return Ok(None);
+    };
+    let r = load_with(&ex, record, op, now).await?;
+    Ok(Some(stage(&r, ex.go_timeout, now)))
 }
 
 async fn load_with(
@@ -131,9 +142,23 @@ async fn load_with(
             Progressed::Undecided { views, gate }
         }
         Some(result) => {
+            // Steps are written in order, each once the one before closed: past a step that
+            // is still open none exists yet, so none is read.
             let mut steps = Vec::new();
+            let mut open = false;
             for remedy in STAGES {
-                steps.push(load_step(ex, &op.id, remedy, now).await?);
+                let step = if open {
+                    StepRecords {
+                        remedy,
+                        op: None,
+                        result: None,
+                        views: Vec::new(),
+                    }
+                } else {
+                    load_step(ex, &op.id, remedy, now).await?
+                };
+                open |= step.op.is_some() && step.result.is_none();
+                steps.push(step);
             }
             let beats = if settings.start_nodes {
                 ex.control.heartbeats(&op.cluster).await?
@@ -162,10 +187,7 @@ async fn load_with(
     // Read after the gate: `cancel-restore` writes its request before it closes the gate,
     // so a gate it closed always comes with its request (never a cancel taken for an
     // error).
-    let cancel = ex
-        .control
-        .get::<CancelRequest>(&cancel_key("restore", &record.name))
-        .await?;
+    let cancel = ex.cancel_request(record).await?;
     Ok(RestoreRecords {
         record: record.clone(),
         op,

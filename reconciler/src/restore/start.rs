@@ -252,8 +252,8 @@ async fn objects_present(
 }
 
 /// The stop order: the shards' secondaries, the shards' primaries, then the config
-/// server's secondaries and its primary (DESIGN §5: secondaries first, the primary after
-/// it steps down; a sharded cluster's config server last). A replica set alone: its
+/// server's secondaries and its primary (docs/reconciler.md: secondaries first, the primary
+/// after it steps down; a sharded cluster's config server last). A replica set alone: its
 /// secondaries, then its primary.
 fn stop_waves(plan: &RestorePlan) -> Vec<Vec<OpTarget>> {
     let config = plan

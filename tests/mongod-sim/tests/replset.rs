@@ -296,7 +296,7 @@ fn ts_of_last_oplog(rs: &ReplicaSet, i: usize) -> Timestamp {
         .unwrap()
 }
 
-/// The physical-restore flow of DESIGN §5: copy a backup cursor's files, extend it, and bring the
+/// The physical-restore flow (the agent's `recover`, docs/agent.md): copy a backup cursor's files, extend it, and bring the
 /// copy up standalone with the truncate point; documents written after that point are gone.
 #[test]
 fn backup_restore_with_truncate_point() {
