@@ -43,6 +43,12 @@ pub struct Collection {
     stored_data_size: u64,
     /// Changed since the last checkpoint, so its files must be rewritten.
     pub dirty: bool,
+    /// The options it was created with (`capped`, `validator`, `collation` …), kept in the
+    /// catalog and reported by `listCollections`; not enforced.
+    pub options: Document,
+    /// Its secondary index specs (`{v, key, name, …}`), kept in the catalog and reported by
+    /// `listIndexes` after `_id_`; queries never use them.
+    pub indexes: Vec<Document>,
 }
 
 impl Collection {
@@ -64,6 +70,8 @@ impl Collection {
             stored_last: None,
             stored_data_size: 0,
             dirty: true,
+            options: Document::new(),
+            indexes: Vec::new(),
         }
     }
 
@@ -86,6 +94,8 @@ impl Collection {
             stored_last: stored.last,
             stored_data_size: stored.data_size,
             dirty: false,
+            options: Document::new(),
+            indexes: Vec::new(),
         }
     }
 
@@ -291,6 +301,19 @@ impl Catalog {
         }
     }
 
+    /// Moves a collection to another namespace, keeping its files (as mongod's rename within
+    /// a database does); with `drop_target`, an existing target is dropped first.
+    pub fn rename(&mut self, from: &str, to: &str, drop_target: bool) -> bool {
+        if !self.colls.contains_key(from) || (self.colls.contains_key(to) && !drop_target) {
+            return false;
+        }
+        self.drop_coll(to);
+        let c = self.colls.remove(from).expect("checked above");
+        self.colls.insert(to.to_string(), c);
+        self.catalog_dirty = true;
+        true
+    }
+
     pub fn databases(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for (ns, c) in &self.colls {
@@ -317,7 +340,26 @@ impl Catalog {
                 if let Ok(coll) = o.get_str("drop") {
                     self.drop_coll(&format!("{db}.{coll}"));
                 } else if let Ok(coll) = o.get_str("create") {
-                    self.coll_mut(&format!("{db}.{coll}"));
+                    let mut options = o.clone();
+                    options.remove("create");
+                    self.coll_mut(&format!("{db}.{coll}")).options = options;
+                    self.catalog_dirty = true;
+                } else if let Ok(coll) = o.get_str("createIndexes") {
+                    let mut spec = o.clone();
+                    spec.remove("createIndexes");
+                    let c = self.coll_mut(&format!("{db}.{coll}"));
+                    let name = spec.get_str("name").unwrap_or_default();
+                    if !c
+                        .indexes
+                        .iter()
+                        .any(|i| i.get_str("name").ok() == Some(name))
+                    {
+                        c.indexes.push(spec);
+                    }
+                    self.catalog_dirty = true;
+                } else if let (Ok(from), Ok(to)) = (o.get_str("renameCollection"), o.get_str("to"))
+                {
+                    self.rename(from, to, o.get_bool("dropTarget").unwrap_or(false));
                 } else if o.contains_key("dropDatabase") {
                     let prefix = format!("{db}.");
                     let names: Vec<String> = self

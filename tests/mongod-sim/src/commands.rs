@@ -606,14 +606,9 @@ async fn dispatch(node: &Arc<Node>, cmd: &Document, conn_id: u64) -> Result<Outc
         "delete" => crud::delete(node, &db, cmd).await?,
         "count" => crud::count(node, &db, cmd)?,
         "drop" | "create" | "dropDatabase" => crud::ddl(node, &db, &name, cmd).await?,
-        "createIndexes" => {
-            let n = cmd.get_array("indexes").map(|a| a.len()).unwrap_or(0) as i32;
-            doc! {"numIndexesBefore": 1, "numIndexesAfter": 1 + n, "createdCollectionAutomatically": false, "note": "mongod-sim keeps only the _id index", "ok": 1.0}
-        }
-        "listIndexes" => {
-            let ns = format!("{db}.{}", cmd.get_str("listIndexes").unwrap_or_default());
-            doc! {"cursor": {"firstBatch": [{"v": 2, "key": {"_id": 1}, "name": "_id_"}], "id": 0i64, "ns": ns}, "ok": 1.0}
-        }
+        "createIndexes" => crate::ddl::create_indexes(node, &db, cmd).await?,
+        "listIndexes" => crate::ddl::list_indexes(node, &db, cmd)?,
+        "renameCollection" => crate::ddl::rename_collection(node, cmd).await?,
         "listCollections" => crud::list_collections(node, &db, cmd)?,
         "listDatabases" => crud::list_databases(node, cmd),
         "aggregate" => {

@@ -71,7 +71,7 @@ fn present(ns: &str, mut d: Document) -> Document {
     d
 }
 
-fn cursor_reply(
+pub fn cursor_reply(
     inner: &mut Inner,
     ns: &str,
     mut docs: VecDeque<Document>,
@@ -353,8 +353,10 @@ pub async fn ddl(
                     format!("Collection {ns} already exists."),
                 ));
             }
+            let mut o = doc! {"create": &coll};
+            o.extend(crate::ddl::create_options(cmd)?);
             g.write(
-                vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": {"create": &coll}}],
+                vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": o}],
                 log,
             )?;
             doc! {"ok": 1.0}
@@ -386,7 +388,7 @@ pub fn list_collections(node: &Node, db: &str, cmd: &Document) -> Result<Documen
         let d = if name_only {
             doc! {"name": name, "type": "collection"}
         } else {
-            doc! {"name": name, "type": "collection", "options": {}, "info": {"readOnly": false, "uuid": c.uuid.clone()}, "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}}
+            doc! {"name": name, "type": "collection", "options": c.options.clone(), "info": {"readOnly": false, "uuid": c.uuid.clone()}, "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}}
         };
         if matches(&d, &filter).map_err(bad_value)? {
             out.push_back(d);

@@ -7,6 +7,7 @@ pub mod client;
 pub mod commands;
 pub mod crud;
 pub mod crypt;
+pub mod ddl;
 pub mod harness;
 pub mod log;
 pub mod node;

@@ -517,7 +517,8 @@ async fn initial_sync(node: &Node, c: &mut AsyncConn, source: &str) -> Result<()
             continue;
         }
         let colls = find_all_list(c, &name).await?;
-        for coll in colls {
+        for (coll, options) in colls {
+            let indexes = find_all(c, &name, doc! {"listIndexes": &coll}).await?;
             let docs = find_all(
                 c,
                 &name,
@@ -526,8 +527,20 @@ async fn initial_sync(node: &Node, c: &mut AsyncConn, source: &str) -> Result<()
             .await?;
             cloned += docs.len();
             let ns = format!("{name}.{coll}");
-            let mut ops =
-                vec![doc! {"op": "c", "ns": format!("{name}.$cmd"), "o": {"create": &coll}}];
+            let mut create = doc! {"create": &coll};
+            create.extend(options);
+            let mut ops = vec![doc! {"op": "c", "ns": format!("{name}.$cmd"), "o": create}];
+            // Secondary indexes, as initial sync builds them before copying documents.
+            ops.extend(
+                indexes
+                    .into_iter()
+                    .filter(|i| i.get_str("name").ok() != Some("_id_"))
+                    .map(|i| {
+                        let mut o = doc! {"createIndexes": &coll};
+                        o.extend(i);
+                        doc! {"op": "c", "ns": format!("{name}.$cmd"), "o": o}
+                    }),
+            );
             ops.extend(
                 docs.into_iter()
                     .map(|d| doc! {"op": "i", "ns": &ns, "o": d}),
@@ -561,13 +574,10 @@ async fn initial_sync(node: &Node, c: &mut AsyncConn, source: &str) -> Result<()
     Ok(())
 }
 
-async fn find_all_list(c: &mut AsyncConn, db: &str) -> Result<Vec<String>, String> {
+/// The collections of `db` with their options.
+async fn find_all_list(c: &mut AsyncConn, db: &str) -> Result<Vec<(String, Document)>, String> {
     let r = c
-        .command(
-            db,
-            doc! {"listCollections": 1, "nameOnly": true},
-            Duration::from_secs(30),
-        )
+        .command(db, doc! {"listCollections": 1}, Duration::from_secs(30))
         .await
         .map_err(|e| e.to_string())?;
     let cursor = r
@@ -578,9 +588,9 @@ async fn find_all_list(c: &mut AsyncConn, db: &str) -> Result<Vec<String>, Strin
         .into_iter()
         .flatten()
         .filter_map(|d| {
-            d.as_document()
-                .and_then(|d| d.get_str("name").ok())
-                .map(str::to_string)
+            let d = d.as_document()?;
+            let options = d.get_document("options").cloned().unwrap_or_default();
+            Some((d.get_str("name").ok()?.to_string(), options))
         })
         .collect())
 }

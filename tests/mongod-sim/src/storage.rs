@@ -314,9 +314,15 @@ impl Store {
                 data_size,
                 last: e.get_document("last").ok().cloned(),
             };
-            catalog
-                .colls
-                .insert(ns, Collection::on_disk(ident, idx, uuid, dbpath, stored));
+            let mut coll = Collection::on_disk(ident, idx, uuid, dbpath, stored);
+            coll.options = e.get_document("options").cloned().unwrap_or_default();
+            coll.indexes = e
+                .get_array("indexes")
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.as_document().cloned())
+                .collect();
+            catalog.colls.insert(ns, coll);
         }
         // Every .wt file is opened, as WiredTiger opens each table's file and reads its
         // descriptor: a missing or truncated file fails start-up. Pages (here: the payload's
@@ -491,6 +497,12 @@ impl Store {
             .iter()
             .map(|(ns, c)| {
                 let mut entry = doc! {"ns": ns, "ident": &c.ident, "idxIdent": &c.idx_ident, "uuid": c.uuid.clone()};
+                if !c.options.is_empty() {
+                    entry.insert("options", c.options.clone());
+                }
+                if !c.indexes.is_empty() {
+                    entry.insert("indexes", c.indexes.clone());
+                }
                 // The oplog's top, so start-up finds it without reading the oplog.
                 if ns == crate::node::OPLOG_NS
                     && let Some(last) = c.last()

@@ -1,0 +1,191 @@
+//! Collection options, secondary index specs and renames: kept in the catalog, written to
+//! the oplog in mongod's forms (`create` with its options, one `createIndexes` entry per
+//! index, `renameCollection`) and reported by `listCollections` and `listIndexes`. The
+//! options are not enforced and queries use no secondary index.
+
+use crate::crud::{cursor_reply, writable};
+use crate::node::{CmdError, Node};
+use bson::{Bson, Document, doc};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// The `create` options mongod keeps with a collection; anything else in the command
+/// (session, write concern, `$db`) is not an option. Time series and views are refused:
+/// the sim has no buckets collection and no views.
+const OPTIONS: &[&str] = &[
+    "capped",
+    "size",
+    "max",
+    "validator",
+    "validationLevel",
+    "validationAction",
+    "collation",
+    "expireAfterSeconds",
+    "clusteredIndex",
+    "changeStreamPreAndPostImages",
+    "storageEngine",
+    "indexOptionDefaults",
+];
+
+/// The options of a `create` command, as its oplog entry and `listCollections` carry them.
+pub fn create_options(cmd: &Document) -> Result<Document, CmdError> {
+    for unsupported in ["timeseries", "viewOn"] {
+        if cmd.contains_key(unsupported) {
+            return Err(CmdError::new(
+                2,
+                "BadValue",
+                format!("mongod-sim does not model {unsupported} collections"),
+            ));
+        }
+    }
+    if cmd.get_bool("capped").unwrap_or(false) && !cmd.contains_key("size") {
+        return Err(CmdError::new(
+            72,
+            "InvalidOptions",
+            "the 'size' field is required when 'capped' is true",
+        ));
+    }
+    Ok(cmd
+        .iter()
+        .filter(|(k, _)| OPTIONS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect())
+}
+
+/// `createIndexes`: each spec needs `key` and `name`; an index of the same name and key is
+/// already there (no-op), one of the same name and another key is a conflict (code 86).
+pub async fn create_indexes(
+    node: &Arc<Node>,
+    db: &str,
+    cmd: &Document,
+) -> Result<Document, CmdError> {
+    writable(node, db).await?;
+    let coll = cmd.get_str("createIndexes").unwrap_or_default().to_string();
+    let ns = format!("{db}.{coll}");
+    let specs: Vec<Document> = cmd
+        .get_array("indexes")
+        .map_err(|_| CmdError::new(2, "BadValue", "createIndexes needs an 'indexes' array"))?
+        .iter()
+        .filter_map(|i| i.as_document().cloned())
+        .collect();
+    let mut g = node.lock();
+    let log = g.should_log();
+    let existed = g.catalog.colls.contains_key(&ns);
+    let before = g.catalog.colls.get(&ns).map_or(0, |c| c.indexes.len()) + 1;
+    let mut ops = Vec::new();
+    for spec in specs {
+        let (Ok(key), Ok(name)) = (spec.get_document("key"), spec.get_str("name")) else {
+            return Err(CmdError::new(
+                9,
+                "FailedToParse",
+                "an index spec needs 'key' and 'name'",
+            ));
+        };
+        if name == "_id_" {
+            continue;
+        }
+        let same = g.catalog.colls.get(&ns).and_then(|c| {
+            c.indexes
+                .iter()
+                .find(|i| i.get_str("name").ok() == Some(name))
+        });
+        match same {
+            Some(i) if i.get_document("key").ok() == Some(key) => continue,
+            Some(_) => {
+                return Err(CmdError::new(
+                    86,
+                    "IndexKeySpecsConflict",
+                    format!("An existing index has the same name as the requested index: {name}"),
+                ));
+            }
+            None => {}
+        }
+        let mut o = doc! {"createIndexes": &coll};
+        o.extend(spec.clone());
+        o.entry("v".to_string()).or_insert(Bson::Int32(2));
+        ops.push(doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": o});
+    }
+    let added = ops.len();
+    if !existed {
+        ops.insert(
+            0,
+            doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": {"create": &coll}},
+        );
+    }
+    if !ops.is_empty() {
+        g.write(ops, log)?;
+    }
+    Ok(doc! {
+        "numIndexesBefore": before as i32,
+        "numIndexesAfter": (before + added) as i32,
+        "createdCollectionAutomatically": !existed,
+        "ok": 1.0,
+    })
+}
+
+/// `listIndexes`: `_id_` and the secondary specs, or `NamespaceNotFound` (26).
+pub fn list_indexes(node: &Node, db: &str, cmd: &Document) -> Result<Document, CmdError> {
+    let ns = format!("{db}.{}", cmd.get_str("listIndexes").unwrap_or_default());
+    let mut g = node.lock();
+    let Some(c) = g.catalog.colls.get(&ns) else {
+        return Err(CmdError::new(
+            26,
+            "NamespaceNotFound",
+            format!("ns does not exist: {ns}"),
+        ));
+    };
+    let mut out: VecDeque<Document> =
+        VecDeque::from([doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}]);
+    out.extend(c.indexes.iter().cloned());
+    Ok(cursor_reply(&mut g, &ns, out, usize::MAX, true))
+}
+
+/// `renameCollection` (on `admin`): source missing is `NamespaceNotFound` (26), an
+/// existing target without `dropTarget` is `NamespaceExists` (48); across databases is
+/// refused (the sim moves a collection's files only within one database's catalog).
+pub async fn rename_collection(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdError> {
+    let from = cmd
+        .get_str("renameCollection")
+        .unwrap_or_default()
+        .to_string();
+    let to = cmd.get_str("to").unwrap_or_default().to_string();
+    let drop_target = cmd.get_bool("dropTarget").unwrap_or(false);
+    let (Some((db, _)), Some((to_db, _))) = (from.split_once('.'), to.split_once('.')) else {
+        return Err(CmdError::new(
+            73,
+            "InvalidNamespace",
+            "Invalid namespace specified",
+        ));
+    };
+    if db != to_db {
+        return Err(CmdError::new(
+            20,
+            "IllegalOperation",
+            "mongod-sim renames only within one database",
+        ));
+    }
+    writable(node, db).await?;
+    let mut g = node.lock();
+    if !g.catalog.colls.contains_key(&from) {
+        return Err(CmdError::new(
+            26,
+            "NamespaceNotFound",
+            format!("Source collection {from} does not exist"),
+        ));
+    }
+    if g.catalog.colls.contains_key(&to) && !drop_target {
+        return Err(CmdError::new(
+            48,
+            "NamespaceExists",
+            "target namespace exists",
+        ));
+    }
+    let log = g.should_log();
+    let o =
+        doc! {"renameCollection": &from, "to": &to, "stayTemp": false, "dropTarget": drop_target};
+    g.write(
+        vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": o}],
+        log,
+    )?;
+    Ok(doc! {"ok": 1.0})
+}
