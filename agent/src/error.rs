@@ -27,6 +27,12 @@ pub enum AgentError {
     Refused(String),
     #[error("configuration: {0}")]
     Config(String),
+    /// A selective restore that stopped partway: why, and the state of every target.
+    #[error("{error}; {state}")]
+    Stopped {
+        error: Box<AgentError>,
+        state: String,
+    },
 }
 
 impl AgentError {

@@ -20,4 +20,5 @@ pub mod node;
 pub mod oplog;
 pub mod restore;
 pub mod runner;
+pub mod selective;
 pub use tidemark_store::storage;

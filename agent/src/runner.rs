@@ -276,6 +276,16 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<Seen, AgentError> {
                 _ => "",
             }
         );
+        // A selective restore's copies live in staging collections of the running
+        // cluster: dropped now, and the state of each target said.
+        let message = if matches!(op.command, OpCommand::SelectiveRestore { .. }) {
+            format!(
+                "{message}{}",
+                crate::selective::after_restart(op, &reports).await
+            )
+        } else {
+            message
+        };
         if matches!(op.command, OpCommand::Restore { .. }) && last.phase == Phase::Recover {
             // A temporary standalone of `recover` outlives the agent that started it; left
             // running it would hold the lock whatever the decision (even "left stopped").
@@ -397,6 +407,7 @@ async fn execute_logged(node: &Node, op: &Op) -> Result<(String, Details), Phase
         }
         OpCommand::StartMongod { restore_op } => restore::start_member(node, restore_op).await,
         OpCommand::Drill { .. } => drill::run(node, op).await,
+        OpCommand::SelectiveRestore { .. } => crate::selective::run(node, op).await,
     };
     match &outcome {
         Ok((message, _)) => tracing::info!(op = %op.id, result = %message, "op done on this node"),

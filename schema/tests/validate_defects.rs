@@ -256,6 +256,50 @@ fn defects() -> Vec<Defect> {
             says: &["allowPartlyDone: false needs fallbackEnabled: true"],
         },
         Defect {
+            what: "selective restore into mongod's own database",
+            file: "d-sel-admin.yaml",
+            content: replace(
+                &restore("d-sel-admin"),
+                "fallbackEnabled: true",
+                "namespaces: [shop.orders, admin.users]",
+            ),
+            line: 9,
+            says: &["\"admin.users\" would be written into database \"admin\""],
+        },
+        Defect {
+            what: "selective restore renaming an unlisted collection",
+            file: "d-sel-rename.yaml",
+            content: replace(
+                &restore("d-sel-rename"),
+                "fallbackEnabled: true",
+                "namespaces: [shop.orders]\n  renameTo:\n    shop.carts: shop.carts2",
+            ),
+            line: 11,
+            says: &["\"shop.carts\" is not one of the collections listed in spec.namespaces"],
+        },
+        Defect {
+            what: "selective restore with a fallback",
+            file: "d-sel-fallback.yaml",
+            content: replace(
+                &restore("d-sel-fallback"),
+                "fallbackEnabled: true",
+                "fallbackEnabled: true\n  namespaces: [shop.orders]",
+            ),
+            line: 9,
+            says: &["has no meaning for a selective restore"],
+        },
+        Defect {
+            what: "onExisting without namespaces",
+            file: "d-sel-onexisting.yaml",
+            content: replace(
+                &restore("d-sel-onexisting"),
+                "fallbackEnabled: true",
+                "fallbackEnabled: true\n  onExisting: merge",
+            ),
+            line: 10,
+            says: &["applies only to a selective restore"],
+        },
+        Defect {
             what: "both backup and latestOf",
             file: "d-bothsources.yaml",
             content: replace(

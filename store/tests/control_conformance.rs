@@ -58,6 +58,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
             started_with: None,
             epoch: None,
             drill: None,
+            selective: None,
         },
         BackupRecord {
             name: "nightly-20260301T010000Z".into(),

@@ -5,8 +5,8 @@
 
 mod check;
 mod run;
-mod scratch;
-mod select;
+pub(crate) mod scratch;
+pub(crate) mod select;
 
 pub use run::run;
 pub use scratch::{clean_leftovers, lock};

@@ -45,6 +45,7 @@ impl Executor {
             ),
             epoch: None,
             drill: None,
+            selective: None,
         };
         let mut record = record;
         record.epoch = self.control.epoch();

@@ -5,8 +5,10 @@ mod keys;
 mod logs;
 mod ops;
 mod records;
+mod selective;
 
 pub use keys::*;
 pub use logs::*;
 pub use ops::*;
 pub use records::*;
+pub use selective::*;

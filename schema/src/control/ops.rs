@@ -141,6 +141,44 @@ pub enum OpCommand {
         replica_sets: Vec<String>,
         checks: crate::model::DrillChecks,
     },
+    /// A drill agent restores one replica set of a backup into a scratch dbPath, starts it
+    /// as a private standalone and copies the selected collections into the running
+    /// cluster through its primary; no node of the cluster is stopped.
+    #[serde(rename_all = "camelCase")]
+    SelectiveRestore {
+        restore: String,
+        backup: String,
+        storage: StorageTarget,
+        /// The backup's replica set the collections come from.
+        replica_set: String,
+        /// `db.coll` or `db.*`, as declared.
+        namespaces: Vec<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        rename_to: BTreeMap<String, String>,
+        on_existing: crate::model::OnExisting,
+        /// The running replica set: its name and members (`host:port`), from the Cluster
+        /// document. The agent reaches its primary through them.
+        target: SelectiveTarget,
+    },
+}
+
+/// The replica set a selective restore writes into.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectiveTarget {
+    pub replica_set: String,
+    pub members: Vec<String>,
+}
+
+impl SelectiveTarget {
+    /// A connection string that finds the set's primary.
+    pub fn uri(&self) -> String {
+        format!(
+            "mongodb://{}/?replicaSet={}",
+            self.members.join(","),
+            self.replica_set
+        )
+    }
 }
 
 impl OpCommand {
@@ -153,6 +191,7 @@ impl OpCommand {
             OpCommand::RemoveFallback { .. } => "removeFallback",
             OpCommand::StartMongod { .. } => "startMongod",
             OpCommand::Drill { .. } => "drill",
+            OpCommand::SelectiveRestore { .. } => "selectiveRestore",
         }
     }
 }
@@ -161,7 +200,8 @@ impl OpCommand {
 /// that "the furthest phase a node reached" is the maximum of its phases (never the newest
 /// report by an agent's clock): a restore `precheck, disk, ready, stop, fallback,
 /// [copyReady,] fetch, recover`; a backup `cursor, copy, [copyReady, snapshot,] extend,
-/// close, manifest`; a drill `precheck, fetch, recover, check`. `done` and `error` are
+/// close, manifest`; a drill `precheck, fetch, recover, check`; a selective restore `precheck, fetch, recover,
+/// check, import, swap`. `done` and `error` are
 /// final: an op has ended on a node exactly when one of them exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -182,8 +222,14 @@ pub enum Phase {
     Close,
     Manifest,
     Recover,
-    // Drill: the checks against the scratch standalone.
+    // Drill: the checks against the scratch standalone. Selective restore: the checks of
+    // the selected collections and their targets, before any write.
     Check,
+    /// Selective restore: the collections are copied into the running cluster (into
+    /// staging collections, or upserted into existing targets for `merge`).
+    Import,
+    /// Selective restore: each staging collection is renamed onto its target.
+    Swap,
     // Follow-up instructions after a restore.
     Revert,
     Wipe,
@@ -214,6 +260,8 @@ impl Phase {
             Phase::Close => "close",
             Phase::Manifest => "manifest",
             Phase::Check => "check",
+            Phase::Import => "import",
+            Phase::Swap => "swap",
             Phase::Revert => "revert",
             Phase::Wipe => "wipe",
             Phase::RemoveFallback => "removeFallback",
@@ -249,6 +297,8 @@ impl Phase {
                 true
             }
             Phase::Revert | Phase::Wipe | Phase::RemoveFallback | Phase::Start => true,
+            // The cluster's data may have changed (a merge, a rename onto a target).
+            Phase::Import | Phase::Swap => true,
             Phase::Report | Phase::Done | Phase::Error => true,
         }
     }

@@ -161,6 +161,9 @@ pub struct OneShotRecord {
     /// Drills: what the run measured and what its checks found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillOutcome>,
+    /// Selective restores: what happened to each collection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selective: Option<super::SelectiveOutcome>,
 }
 
 /// A one-shot's step that failed, and when the reconciler tries it again (each failure

@@ -24,6 +24,25 @@ pub struct RestoreSpec {
     /// must land on one of the cluster's, under its own name or through this map.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_set_remap: Option<std::collections::BTreeMap<String, String>>,
+    /// Selective restore: only these namespaces (`db.coll`, or `db.*` for every collection
+    /// of a database) are copied from the backup into the running cluster, through its
+    /// primary; no node is stopped. Without it, the whole cluster is restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
+    /// Selective restore: a listed namespace → the namespace it is written to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rename_to: Option<std::collections::BTreeMap<String, String>>,
+    /// Selective restore: what happens to a target collection that already exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_existing: Option<super::OnExisting>,
+}
+
+impl RestoreSpec {
+    /// Whether this restore copies namespaces into the running cluster (selective) rather
+    /// than replacing every node's data.
+    pub fn is_selective(&self) -> bool {
+        self.namespaces.is_some()
+    }
 }
 
 fn yes() -> bool {

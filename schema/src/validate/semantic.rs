@@ -386,6 +386,10 @@ fn check_restore(
     out: &mut Vec<ValidationError>,
 ) {
     index.reference(doc, "spec.cluster", Kind::Cluster, &spec.cluster, out);
+    let sharded = index
+        .cluster(&spec.cluster)
+        .is_some_and(ClusterSpec::is_sharded);
+    super::selective::check_selective(doc, spec, sharded, out);
     match (&spec.source.backup, &spec.source.latest_of) {
         (Some(_), Some(_)) => out.push(doc.error(
             "spec.source",
@@ -416,7 +420,7 @@ fn check_restore(
             index.schedule_of(doc, "spec.source.latestOf", schedule, &spec.cluster, out);
         }
     }
-    if !spec.allow_partly_done && !spec.fallback_enabled {
+    if !spec.allow_partly_done && !spec.fallback_enabled && !spec.is_selective() {
         out.push(doc.error(
             "spec.allowPartlyDone",
             "allowPartlyDone: false needs fallbackEnabled: true — without a fallback, a \

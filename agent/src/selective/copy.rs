@@ -1,0 +1,238 @@
+//! Copying one collection from the scratch standalone into the running cluster: its
+//! options and indexes on a staging collection, then its documents in batches (read and
+//! written at once, so the copy goes at the speed of the slower side), or, for `merge`,
+//! its documents upserted by `_id` into the existing target. Progress goes into the op's
+//! `import` report at most every two seconds.
+
+use std::time::{Duration, Instant};
+
+use bson::{Bson, Document, RawDocumentBuf, doc};
+use futures::TryStreamExt;
+use serde_json::json;
+use tidemark_schema::control::{Op, Phase, PhaseStatus};
+
+use super::live::{Live, Ns};
+use super::plan::NsCopy;
+use crate::error::AgentError;
+use crate::mongod::{MongodClient, MongodError};
+use crate::node::{Details, Node};
+
+/// Documents per batch, and the bytes a batch stops at: well under mongod's 48 MB
+/// message and 16 MB command limits.
+const BATCH_DOCS: usize = 1000;
+const BATCH_BYTES: usize = 8 << 20;
+/// Batches read ahead of the writer.
+const READ_AHEAD: usize = 4;
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// Progress over the whole restore, reported to the control plane.
+pub struct Progress<'a> {
+    node: &'a Node,
+    op: &'a Op,
+    began: Instant,
+    last: Option<Instant>,
+    pub done: u64,
+    pub total: u64,
+    /// Merge targets written to so far (they may be partly merged if the agent dies).
+    pub merging: Vec<String>,
+}
+
+impl<'a> Progress<'a> {
+    pub fn new(node: &'a Node, op: &'a Op, total: u64) -> Progress<'a> {
+        Progress {
+            node,
+            op,
+            began: Instant::now(),
+            last: None,
+            done: 0,
+            total,
+            merging: Vec::new(),
+        }
+    }
+
+    /// Counts `n` more documents of `c`; reports when the last report is old enough or
+    /// `force`. A report that cannot be written is logged, never fatal to the copy.
+    pub async fn advance(&mut self, c: &NsCopy, ns_done: u64, n: u64, force: bool) {
+        self.done += n;
+        if !force && self.last.is_some_and(|l| l.elapsed() < REPORT_EVERY) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let secs = self.began.elapsed().as_secs_f64().max(1e-3);
+        let rate = self.done as f64 / secs;
+        let eta = (rate > 0.0).then(|| (self.total.saturating_sub(self.done)) as f64 / rate);
+        let message = format!(
+            "{} → {}: {ns_done} of {} documents; all: {} of {} ({:.0}/s{})",
+            c.source,
+            c.target,
+            c.documents,
+            self.done,
+            self.total,
+            rate,
+            eta.map_or(String::new(), |e| format!(", ETA {e:.0} s"))
+        );
+        let mut d = Details::new();
+        d.insert("namespace".into(), json!(c.source.to_string()));
+        d.insert("documentsCopied".into(), json!(self.done));
+        d.insert("documentsTotal".into(), json!(self.total));
+        d.insert("documentsPerSecond".into(), json!(rate));
+        d.insert("etaSeconds".into(), json!(eta));
+        d.insert("merging".into(), json!(self.merging));
+        let wrote = self
+            .node
+            .report(self.op, Phase::Import, PhaseStatus::Running, message, d)
+            .await;
+        if let Err(e) = wrote {
+            tracing::warn!(error = %e, "cannot write the import progress report");
+        }
+    }
+}
+
+/// Creates `dest` with the collection's options and secondary indexes.
+pub async fn create_like(live: &Live, c: &NsCopy, dest: &Ns) -> Result<(), AgentError> {
+    let mut create = doc! {"create": &dest.coll};
+    create.extend(c.options.clone());
+    live.command(&dest.db, create).await?;
+    if !c.indexes.is_empty() {
+        let specs: Vec<Bson> = c.indexes.iter().cloned().map(Bson::Document).collect();
+        live.command(
+            &dest.db,
+            doc! {"createIndexes": &dest.coll, "indexes": specs},
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Copies every document of `c.source` into `dest`: inserted (a fresh staging
+/// collection) or upserted by `_id` (`merge`). Returns the documents written.
+pub async fn documents(
+    standalone: &MongodClient,
+    live: &Live,
+    c: &NsCopy,
+    dest: &Ns,
+    upsert: bool,
+    progress: &mut Progress<'_>,
+) -> Result<u64, AgentError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<RawDocumentBuf>, AgentError>>(
+        READ_AHEAD,
+    );
+    let reader = tokio::spawn(read_batches(standalone.clone(), c.source.clone(), tx));
+    let coll = live
+        .client()
+        .database(&dest.db)
+        .collection::<RawDocumentBuf>(&dest.coll);
+    let mut written = 0u64;
+    let mut batch_no = 0u64;
+    while let Some(batch) = rx.recv().await {
+        let batch = batch?;
+        batch_no += 1;
+        let n = batch.len() as u64;
+        let first = written + 1;
+        let wrote = if upsert {
+            upsert_batch(live, dest, batch).await
+        } else {
+            coll.insert_many(batch)
+                .ordered(false)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        wrote.map_err(|message| {
+            AgentError::Mongod(MongodError::Command {
+                node: live.name.clone(),
+                command: if upsert { "update" } else { "insert" }.into(),
+                message: format!(
+                    "{} → {dest}: batch {batch_no} (documents {first}–{}): {message}",
+                    c.source,
+                    written + n
+                ),
+            })
+        })?;
+        written += n;
+        progress.advance(c, written, n, false).await;
+    }
+    reader
+        .await
+        .map_err(|e| AgentError::Refused(format!("the reader of {} stopped: {e}", c.source)))?;
+    Ok(written)
+}
+
+/// Reads `ns` from the standalone in natural order, in batches bounded by count and bytes.
+async fn read_batches(
+    standalone: MongodClient,
+    ns: Ns,
+    tx: tokio::sync::mpsc::Sender<Result<Vec<RawDocumentBuf>, AgentError>>,
+) {
+    let coll = standalone
+        .client()
+        .database(&ns.db)
+        .collection::<RawDocumentBuf>(&ns.coll);
+    let fail = |e: mongodb::error::Error| {
+        AgentError::Mongod(MongodError::Command {
+            node: standalone.node.clone(),
+            command: "find".into(),
+            message: format!("{ns}: {e}"),
+        })
+    };
+    let mut cursor = match coll.find(doc! {}).batch_size(BATCH_DOCS as u32).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(Err(fail(e))).await;
+            return;
+        }
+    };
+    let mut batch = Vec::with_capacity(BATCH_DOCS);
+    let mut bytes = 0usize;
+    loop {
+        match cursor.try_next().await {
+            Ok(Some(d)) => {
+                bytes += d.as_bytes().len();
+                batch.push(d);
+                if batch.len() >= BATCH_DOCS || bytes >= BATCH_BYTES {
+                    bytes = 0;
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_DOCS));
+                    if tx.send(Ok(full)).await.is_err() {
+                        return; // the writer stopped
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(Err(fail(e))).await;
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Ok(batch)).await;
+    }
+}
+
+/// One `update` command of upserts by `_id`, each a whole-document replacement.
+async fn upsert_batch(live: &Live, dest: &Ns, batch: Vec<RawDocumentBuf>) -> Result<(), String> {
+    let mut updates = Vec::with_capacity(batch.len());
+    for raw in batch {
+        let d = Document::try_from(raw.as_ref()).map_err(|e| e.to_string())?;
+        let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+        updates.push(Bson::Document(
+            doc! {"q": {"_id": id}, "u": d, "upsert": true},
+        ));
+    }
+    let reply = live
+        .command(
+            &dest.db,
+            doc! {"update": &dest.coll, "updates": updates, "ordered": false},
+        )
+        .await
+        .map_err(|e| e.error.to_string())?;
+    // Write errors come in an `ok: 1` reply.
+    match reply.get_array("writeErrors") {
+        Ok(errors) if !errors.is_empty() => Err(format!(
+            "{} of the upserts failed, the first: {}",
+            errors.len(),
+            errors[0]
+        )),
+        _ => Ok(()),
+    }
+}

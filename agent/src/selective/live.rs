@@ -1,0 +1,255 @@
+//! The running replica set's side of a selective restore. Every copy is written into a
+//! staging collection of the target's database, named after the op
+//! (`tidemark_restore_<key>.<collection>`), and renamed onto its target only once every
+//! collection is copied, so a restore that stops partway leaves the targets as they were
+//! and only staging collections to drop (which the agent does, then or at its restart).
+
+use bson::{Document, doc};
+use mongodb::Client;
+use mongodb::options::{ClientOptions, WriteConcern};
+use tidemark_schema::control::{Op, OpCommand, PhaseReport, SelectiveTarget};
+
+use crate::error::AgentError;
+use crate::mongod::MongodError;
+
+/// A namespace, split.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ns {
+    pub db: String,
+    pub coll: String,
+}
+
+impl Ns {
+    pub fn parse(ns: &str) -> Option<Ns> {
+        let (db, coll) = ns.split_once('.')?;
+        Some(Ns {
+            db: db.to_string(),
+            coll: coll.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for Ns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.db, self.coll)
+    }
+}
+
+/// The start of every staging collection name of op `op_id`.
+pub fn staging_prefix(op_id: &str) -> String {
+    let key = blake3::hash(op_id.as_bytes()).to_hex();
+    format!("tidemark_restore_{}.", &key[..10])
+}
+
+/// The staging collection of `target` for op `op_id`, in the target's database (a rename
+/// within one database moves no data).
+pub fn staging(op_id: &str, target: &Ns) -> Ns {
+    Ns {
+        db: target.db.clone(),
+        coll: format!("{}{}", staging_prefix(op_id), target.coll),
+    }
+}
+
+/// The running replica set, reached through its primary with majority writes.
+pub struct Live {
+    client: Client,
+    /// For messages: `replica set rs0`.
+    pub name: String,
+}
+
+impl Live {
+    pub async fn connect(target: &SelectiveTarget) -> Result<Live, AgentError> {
+        let name = format!("replica set {}", target.replica_set);
+        let mut options = ClientOptions::parse(target.uri())
+            .await
+            .map_err(|e| connect_error(&name, e))?;
+        options.app_name = Some("tidemark-selective-restore".into());
+        options.server_selection_timeout = Some(std::time::Duration::from_secs(30));
+        options.write_concern = Some(WriteConcern::majority());
+        let client = Client::with_options(options).map_err(|e| connect_error(&name, e))?;
+        Ok(Live { client, name })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Runs a command on the primary; `{ok: 0}` is an error naming the command.
+    pub async fn command(&self, db: &str, cmd: Document) -> Result<Document, LiveError> {
+        let command = cmd.keys().next().cloned().unwrap_or_default();
+        self.client
+            .database(db)
+            .run_command(cmd)
+            .await
+            .map_err(|e| LiveError {
+                code: code_of(&e),
+                error: MongodError::Command {
+                    node: self.name.clone(),
+                    command,
+                    message: e.to_string(),
+                },
+            })
+    }
+
+    /// The collection names of `db`.
+    pub async fn collections(&self, db: &str) -> Result<Vec<String>, AgentError> {
+        Ok(self
+            .client
+            .database(db)
+            .list_collection_names()
+            .await
+            .map_err(|e| MongodError::Command {
+                node: self.name.clone(),
+                command: "listCollections".into(),
+                message: e.to_string(),
+            })?)
+    }
+
+    pub async fn exists(&self, ns: &Ns) -> Result<bool, AgentError> {
+        Ok(self.collections(&ns.db).await?.contains(&ns.coll))
+    }
+
+    /// Renames `from` onto `to`; with `replace`, an existing `to` is dropped in the same
+    /// step. Without it, a target that appeared since the checks is `NamespaceExists`.
+    pub async fn rename(&self, from: &Ns, to: &Ns, replace: bool) -> Result<(), LiveError> {
+        self.command(
+            "admin",
+            doc! {"renameCollection": from.to_string(), "to": to.to_string(), "dropTarget": replace},
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Drops every staging collection of op `op_id` in the databases `dbs`; returns the
+    /// ones dropped. A missing one is not an error.
+    pub async fn drop_staging(&self, op_id: &str, dbs: &[String]) -> Result<Vec<Ns>, AgentError> {
+        let prefix = staging_prefix(op_id);
+        let mut dropped = Vec::new();
+        for db in dbs {
+            for coll in self.collections(db).await? {
+                if coll.starts_with(&prefix) {
+                    let ns = Ns {
+                        db: db.clone(),
+                        coll,
+                    };
+                    match self.command(db, doc! {"drop": &ns.coll}).await {
+                        Ok(_) => dropped.push(ns),
+                        Err(e) if e.code == Some(NAMESPACE_NOT_FOUND) => {}
+                        Err(e) => return Err(e.error.into()),
+                    }
+                }
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+/// mongod's error codes a selective restore acts on.
+pub const NAMESPACE_NOT_FOUND: i32 = 26;
+pub const NAMESPACE_EXISTS: i32 = 48;
+
+/// A failed command on the running set, with mongod's code when it gave one.
+#[derive(Debug)]
+pub struct LiveError {
+    pub code: Option<i32>,
+    pub error: MongodError,
+}
+
+impl From<LiveError> for AgentError {
+    fn from(e: LiveError) -> AgentError {
+        AgentError::Mongod(e.error)
+    }
+}
+
+fn code_of(e: &mongodb::error::Error) -> Option<i32> {
+    match e.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
+}
+
+fn connect_error(name: &str, e: mongodb::error::Error) -> AgentError {
+    AgentError::Mongod(MongodError::Connect {
+        node: name.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The target databases of a selective op: where its staging collections can be.
+pub fn target_dbs(op: &Op) -> Vec<String> {
+    let OpCommand::SelectiveRestore {
+        namespaces,
+        rename_to,
+        ..
+    } = &op.command
+    else {
+        return Vec::new();
+    };
+    let mut dbs: Vec<String> = namespaces
+        .iter()
+        .map(|ns| tidemark_schema::model::target_namespace(ns, Some(rename_to)))
+        .filter_map(|ns| ns.split_once('.').map(|(db, _)| db.to_string()))
+        .collect();
+    dbs.sort();
+    dbs.dedup();
+    dbs
+}
+
+/// For an op this agent was running when it died: drops the op's staging collections
+/// and says what state the targets are in, from the last progress report. Returns the
+/// sentence to add to the op's final report.
+pub async fn after_restart(op: &Op, reports: &[PhaseReport]) -> String {
+    let OpCommand::SelectiveRestore { target, .. } = &op.command else {
+        return String::new();
+    };
+    let swapped: Vec<String> = reports
+        .iter()
+        .filter_map(|r| r.details.get("swapped"))
+        .filter_map(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
+        .max_by_key(Vec::len)
+        .unwrap_or_default();
+    let merging: Vec<String> = reports
+        .iter()
+        .filter_map(|r| r.details.get("merging"))
+        .filter_map(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
+        .max_by_key(Vec::len)
+        .unwrap_or_default();
+    let cleaned = match Live::connect(target).await {
+        Ok(live) => match live.drop_staging(&op.id, &target_dbs(op)).await {
+            Ok(dropped) if dropped.is_empty() => "; no staging collection was left".to_string(),
+            Ok(dropped) => format!(
+                "; its staging collections were dropped ({})",
+                dropped
+                    .iter()
+                    .map(Ns::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(e) => format!(
+                "; its staging collections (named {}*) could not be dropped: {e}; drop them by hand",
+                staging_prefix(&op.id)
+            ),
+        },
+        Err(e) => format!(
+            "; its staging collections (named {}*) could not be dropped: {e}; drop them by hand",
+            staging_prefix(&op.id)
+        ),
+    };
+    let mut state = String::new();
+    if !swapped.is_empty() {
+        state.push_str(&format!(
+            "; already put in place before the restart: {}",
+            swapped.join(", ")
+        ));
+    }
+    if !merging.is_empty() {
+        state.push_str(&format!(
+            "; possibly partly merged (upserts by _id, safe to run again): {}",
+            merging.join(", ")
+        ));
+    }
+    if swapped.is_empty() && merging.is_empty() {
+        state.push_str("; no target collection was changed");
+    }
+    format!("{state}{cleaned}")
+}

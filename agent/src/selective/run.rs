@@ -1,0 +1,341 @@
+//! Runs a selective restore op on a drill agent, as a checklist: check the backup and the
+//! targets, download the backup's replica set into a scratch dbPath, recover it as a
+//! standalone, select the collections, copy them into staging collections of the running
+//! cluster (or merge them), rename the copies onto their targets, and remove the scratch
+//! directory whatever happened. A copy that stops partway drops its staging collections,
+//! so every target is either as it was or named in the error with its state.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde_json::json;
+use tidemark_schema::control::{
+    NamespaceOutcome, Op, OpCommand, Phase, PhaseStatus, SelectiveOutcome, TargetState,
+};
+use tidemark_schema::manifest::ReplicaSetManifest;
+use tidemark_schema::model::{NsPattern, OnExisting, target_namespace};
+
+use super::copy::{self, Progress};
+use super::live::{Live, NAMESPACE_EXISTS, Ns, staging, target_dbs};
+use super::plan::{self, Mode, NsCopy};
+use crate::drill::{scratch, select};
+use crate::error::AgentError;
+use crate::mongod::MongodClient;
+use crate::node::{Details, InPhase, Node, PhaseFailure};
+use crate::restore::Captured;
+use crate::restore::fetch::fetch;
+use crate::restore::recover::{replay_oplog, reset_replication, with_standalone};
+
+/// The op's declared settings, borrowed.
+struct Want<'a> {
+    backup: &'a str,
+    namespaces: &'a [String],
+    rename_to: &'a BTreeMap<String, String>,
+    on_existing: OnExisting,
+}
+
+pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure> {
+    let OpCommand::SelectiveRestore {
+        restore,
+        backup,
+        storage,
+        replica_set,
+        namespaces,
+        rename_to,
+        on_existing,
+        target,
+    } = &op.command
+    else {
+        unreachable!("dispatched on the command kind");
+    };
+    let want = Want {
+        backup,
+        namespaces,
+        rename_to,
+        on_existing: *on_existing,
+    };
+    let Some(root) = node.cfg.drill_dir.clone() else {
+        return Err(AgentError::Refused(
+            "this agent serves a mongod node; selective restores run on a drill agent (one \
+             with --drill-dir); nothing was done"
+                .into(),
+        ))
+        .in_phase(Phase::Precheck);
+    };
+    let began = Instant::now();
+    let dir = scratch::op_dir(&root, &op.id);
+    let result = async {
+        node.running(op, Phase::Precheck, format!("checking backup {backup} and the targets"))
+            .await?;
+        let selected = select::select(backup, storage, std::slice::from_ref(replica_set), &root)
+            .await
+            .in_phase(Phase::Precheck)?;
+        let live = Live::connect(target).await.in_phase(Phase::Precheck)?;
+        refuse_existing_early(&live, &want).await.in_phase(Phase::Precheck)?;
+        node.done(op, Phase::Precheck, "backup and targets checked", Details::new())
+            .await?;
+        let m = &selected.manifests[0];
+        let scratch_node = scratch_node(node, &dir.join(&m.replica_set))
+            .in_phase(Phase::Fetch)?;
+        fetch(&scratch_node, op, &selected.store, m).await?;
+        node.boundary(op, Phase::Fetch).await?;
+        node.running(op, Phase::Recover, format!("recovering to {} as a standalone", m.last_write))
+            .await?;
+        let captured = captured_for(m);
+        let ts = bson::Timestamp {
+            time: m.last_write.t,
+            increment: m.last_write.i,
+        };
+        reset_replication(&scratch_node, &captured, ts)
+            .await
+            .in_phase(Phase::Recover)?;
+        replay_oplog(&scratch_node, &captured)
+            .await
+            .in_phase(Phase::Recover)?;
+        node.boundary(op, Phase::Recover).await?;
+        let copied = with_standalone(&scratch_node, &captured, &[], |c| {
+            let (live, want) = (&live, &want);
+            async move { Ok(copy_into(node, op, live, &c, want).await) }
+        })
+        .await
+        .in_phase(Phase::Import)??;
+        Ok::<_, PhaseFailure>(copied)
+    }
+    .await;
+    scratch::remove(&dir).await;
+    let outcome = SelectiveOutcome {
+        backup: backup.clone(),
+        agent: node.id.clone(),
+        namespaces: result?,
+        elapsed_seconds: began.elapsed().as_secs_f64(),
+    };
+    let message = format!(
+        "restore {restore}: {} from backup {backup} in {:.1} s",
+        outcome
+            .namespaces
+            .iter()
+            .map(|n| format!(
+                "{} → {} {} ({} documents)",
+                n.source,
+                n.target,
+                n.target_state.as_str(),
+                n.documents
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        outcome.elapsed_seconds
+    );
+    let mut d = Details::new();
+    d.insert("selective".into(), json!(outcome));
+    Ok((message, d))
+}
+
+/// Exactly named targets that exist, refused before anything is downloaded (patterns
+/// `db.*` are checked again once the backup's collections are known).
+async fn refuse_existing_early(live: &Live, want: &Want<'_>) -> Result<(), AgentError> {
+    if want.on_existing != OnExisting::Refuse {
+        return Ok(());
+    }
+    let mut copies: Vec<NsCopy> = want
+        .namespaces
+        .iter()
+        .filter(|ns| NsPattern::parse(ns).is_some_and(|p| p.collection.is_some()))
+        .filter_map(|ns| {
+            Some(NsCopy {
+                source: Ns::parse(ns)?,
+                target: Ns::parse(&target_namespace(ns, Some(want.rename_to)))?,
+                options: Default::default(),
+                indexes: Vec::new(),
+                documents: 0,
+                mode: Mode::Staged { replace: false },
+            })
+        })
+        .collect();
+    plan::decide(live, &mut copies, OnExisting::Refuse).await
+}
+
+/// Select, check, import and swap, against the restored standalone. On a failure the
+/// staging collections are dropped and the error names every target's state.
+async fn copy_into(
+    node: &Node,
+    op: &Op,
+    live: &Live,
+    standalone: &MongodClient,
+    want: &Want<'_>,
+) -> Result<Vec<NamespaceOutcome>, PhaseFailure> {
+    node.running(op, Phase::Check, "selecting the collections").await?;
+    let mut copies = plan::select(standalone, want.backup, want.namespaces, want.rename_to)
+        .await
+        .in_phase(Phase::Check)?;
+    plan::decide(live, &mut copies, want.on_existing)
+        .await
+        .in_phase(Phase::Check)?;
+    let mut d = Details::new();
+    d.insert(
+        "namespaces".into(),
+        json!(copies.iter().map(|c| json!({"source": c.source.to_string(), "target": c.target.to_string(), "documents": c.documents, "indexes": c.indexes.len()})).collect::<Vec<_>>()),
+    );
+    node.done(op, Phase::Check, format!("{} collection(s) selected", copies.len()), d)
+        .await?;
+    let mut outcomes: Vec<NamespaceOutcome> = copies
+        .iter()
+        .map(|c| NamespaceOutcome {
+            source: c.source.to_string(),
+            target: c.target.to_string(),
+            documents: 0,
+            indexes: 0,
+            target_state: TargetState::Untouched,
+        })
+        .collect();
+    let done = import_and_swap(node, op, live, standalone, &copies, &mut outcomes).await;
+    match done {
+        Ok(()) => Ok(outcomes),
+        Err(failure) => Err(stopped(live, op, failure, &outcomes).await),
+    }
+}
+
+async fn import_and_swap(
+    node: &Node,
+    op: &Op,
+    live: &Live,
+    standalone: &MongodClient,
+    copies: &[NsCopy],
+    outcomes: &mut [NamespaceOutcome],
+) -> Result<(), PhaseFailure> {
+    let total = copies.iter().map(|c| c.documents).sum();
+    let mut progress = Progress::new(node, op, total);
+    // Staged copies first, merges after: a merge is the only write a stop cannot undo.
+    let order = copies
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.mode != Mode::Merge)
+        .chain(copies.iter().enumerate().filter(|(_, c)| c.mode == Mode::Merge));
+    for (i, c) in order {
+        let dest = match c.mode {
+            Mode::Merge => {
+                progress.merging.push(c.target.to_string());
+                outcomes[i].target_state = TargetState::PartlyMerged;
+                c.target.clone()
+            }
+            Mode::Staged { .. } => {
+                let dest = staging(&op.id, &c.target);
+                copy::create_like(live, c, &dest).await.in_phase(Phase::Import)?;
+                outcomes[i].indexes = c.indexes.len();
+                dest
+            }
+        };
+        progress.advance(c, 0, 0, true).await;
+        let upsert = c.mode == Mode::Merge;
+        outcomes[i].documents =
+            copy::documents(standalone, live, c, &dest, upsert, &mut progress)
+                .await
+                .in_phase(Phase::Import)?;
+        if upsert {
+            outcomes[i].target_state = TargetState::Merged;
+        }
+    }
+    node.done(op, Phase::Import, format!("{} documents copied", progress.done), Details::new())
+        .await?;
+    swap(node, op, live, copies, outcomes).await
+}
+
+/// Renames each staging collection onto its target, reporting each one done (so an agent
+/// restarted meanwhile knows which targets were already replaced).
+async fn swap(
+    node: &Node,
+    op: &Op,
+    live: &Live,
+    copies: &[NsCopy],
+    outcomes: &mut [NamespaceOutcome],
+) -> Result<(), PhaseFailure> {
+    let mut swapped: Vec<String> = Vec::new();
+    for (i, c) in copies.iter().enumerate() {
+        let Mode::Staged { replace } = c.mode else {
+            continue;
+        };
+        let mut d = Details::new();
+        d.insert("swapped".into(), json!(swapped));
+        node.report(op, Phase::Swap, PhaseStatus::Running, format!("putting {} in place", c.target), d)
+            .await
+            .in_phase(Phase::Swap)?;
+        match live.rename(&staging(&op.id, &c.target), &c.target, replace).await {
+            Ok(()) => {}
+            Err(e) if e.code == Some(NAMESPACE_EXISTS) => {
+                return Err(AgentError::Refused(format!(
+                    "target {} was created in {} while the restore ran (onExisting: refuse); \
+                     it was not replaced",
+                    c.target, live.name
+                )))
+                .in_phase(Phase::Swap);
+            }
+            Err(e) => return Err(AgentError::from(e)).in_phase(Phase::Swap),
+        }
+        outcomes[i].target_state = if replace {
+            TargetState::Replaced
+        } else {
+            TargetState::Created
+        };
+        swapped.push(c.target.to_string());
+    }
+    let mut d = Details::new();
+    d.insert("swapped".into(), json!(swapped));
+    node.done(op, Phase::Swap, format!("{} collection(s) in place", swapped.len()), d)
+        .await
+}
+
+/// The failure of a copy that stopped partway: its staging collections dropped, and the
+/// state of every target named.
+async fn stopped(
+    live: &Live,
+    op: &Op,
+    failure: PhaseFailure,
+    outcomes: &[NamespaceOutcome],
+) -> PhaseFailure {
+    let cleanup = match live.drop_staging(&op.id, &target_dbs(op)).await {
+        Ok(_) => "its staging collections were dropped".to_string(),
+        Err(e) => format!(
+            "its staging collections (named {}*) could not be dropped ({e}); drop them by hand",
+            super::live::staging_prefix(&op.id)
+        ),
+    };
+    let states = outcomes
+        .iter()
+        .map(|o| format!("{} {}", o.target, o.target_state.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    PhaseFailure {
+        phase: failure.phase,
+        error: AgentError::Stopped {
+            error: Box::new(failure.error),
+            state: format!("targets: {states}; {cleanup}"),
+        },
+    }
+}
+
+/// A node on the scratch dbPath, for the download and the standalone starts.
+fn scratch_node(node: &Node, dbpath: &std::path::Path) -> Result<Node, AgentError> {
+    std::fs::create_dir_all(dbpath).map_err(|e| AgentError::io(dbpath, e))?;
+    Ok(Node {
+        cfg: crate::config::AgentConfig {
+            dbpath: dbpath.to_path_buf(),
+            ..node.cfg.clone()
+        },
+        control: node.control.clone(),
+        cluster: node.cluster.clone(),
+        replica_set: node.replica_set.clone(),
+        id: node.id.clone(),
+        epochs: Default::default(),
+    })
+}
+
+/// The standalone starts open the backup's files with its own storage layout.
+fn captured_for(m: &ReplicaSetManifest) -> Captured {
+    Captured {
+        argv: Vec::new(),
+        replset_config: serde_json::Value::Null,
+        role: "selective".into(),
+        version: m.mongod_version.clone(),
+        standalone_args: crate::mongod::encryption::layout_args(&m.storage_options),
+        cluster_role: None,
+    }
+}
