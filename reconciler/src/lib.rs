@@ -4,7 +4,7 @@
 //! - [`control`]: opening the control plane and reading the observed state from it;
 //! - [`plan`]: `plan(desired, observed, now)`, a pure function, and its rendering;
 //! - [`preview`]: the document diffs `tidemark diff` shows;
-//! - [`execute`], [`backup`], [`restore`], [`drill`]: carrying out plans and following
+//! - [`execute`], [`backup`], [`restore`], [`selective`], [`drill`]: carrying out plans and following
 //!   operations;
 //! - [`run`]: the reconcile loop.
 
@@ -17,4 +17,5 @@ pub mod preview;
 pub mod restore;
 pub mod retention;
 pub mod run;
+pub mod selective;
 pub mod source;

@@ -220,6 +220,7 @@ pub(crate) async fn describe(
         "name": name,
         "status": status,
         "stage": stage,
+        "selective": record.selective,
         "verification": verification,
         "data": data,
         "opId": record.op_id,
@@ -403,6 +404,23 @@ fn render(view: &Value) -> String {
             r.get("nextAt").and_then(Value::as_str).unwrap_or_default(),
             r.get("error").and_then(Value::as_str).unwrap_or_default()
         ));
+    }
+    if let Some(sel) = view["selective"].as_object() {
+        for n in sel
+            .get("namespaces")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            out.push_str(&format!(
+                "  collection: {} -> {}: {} ({} documents, {} index(es))\n",
+                s(&n["source"]),
+                s(&n["target"]),
+                s(&n["targetState"]),
+                n["documents"],
+                n["indexes"]
+            ));
+        }
     }
     if let Some(v) = view["verification"].as_object() {
         out.push_str(&format!(

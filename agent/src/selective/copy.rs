@@ -114,9 +114,8 @@ pub async fn documents(
     upsert: bool,
     progress: &mut Progress<'_>,
 ) -> Result<u64, AgentError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<RawDocumentBuf>, AgentError>>(
-        READ_AHEAD,
-    );
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<Vec<RawDocumentBuf>, AgentError>>(READ_AHEAD);
     let reader = tokio::spawn(read_batches(standalone.clone(), c.source.clone(), tx));
     let coll = live
         .client()

@@ -65,22 +65,36 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     let began = Instant::now();
     let dir = scratch::op_dir(&root, &op.id);
     let result = async {
-        node.running(op, Phase::Precheck, format!("checking backup {backup} and the targets"))
-            .await?;
+        node.running(
+            op,
+            Phase::Precheck,
+            format!("checking backup {backup} and the targets"),
+        )
+        .await?;
         let selected = select::select(backup, storage, std::slice::from_ref(replica_set), &root)
             .await
             .in_phase(Phase::Precheck)?;
         let live = Live::connect(target).await.in_phase(Phase::Precheck)?;
-        refuse_existing_early(&live, &want).await.in_phase(Phase::Precheck)?;
-        node.done(op, Phase::Precheck, "backup and targets checked", Details::new())
-            .await?;
+        refuse_existing_early(&live, &want)
+            .await
+            .in_phase(Phase::Precheck)?;
+        node.done(
+            op,
+            Phase::Precheck,
+            "backup and targets checked",
+            Details::new(),
+        )
+        .await?;
         let m = &selected.manifests[0];
-        let scratch_node = scratch_node(node, &dir.join(&m.replica_set))
-            .in_phase(Phase::Fetch)?;
+        let scratch_node = scratch_node(node, &dir.join(&m.replica_set)).in_phase(Phase::Fetch)?;
         fetch(&scratch_node, op, &selected.store, m).await?;
         node.boundary(op, Phase::Fetch).await?;
-        node.running(op, Phase::Recover, format!("recovering to {} as a standalone", m.last_write))
-            .await?;
+        node.running(
+            op,
+            Phase::Recover,
+            format!("recovering to {} as a standalone", m.last_write),
+        )
+        .await?;
         let captured = captured_for(m);
         let ts = bson::Timestamp {
             time: m.last_write.t,
@@ -163,7 +177,8 @@ async fn copy_into(
     standalone: &MongodClient,
     want: &Want<'_>,
 ) -> Result<Vec<NamespaceOutcome>, PhaseFailure> {
-    node.running(op, Phase::Check, "selecting the collections").await?;
+    node.running(op, Phase::Check, "selecting the collections")
+        .await?;
     let mut copies = plan::select(standalone, want.backup, want.namespaces, want.rename_to)
         .await
         .in_phase(Phase::Check)?;
@@ -175,8 +190,13 @@ async fn copy_into(
         "namespaces".into(),
         json!(copies.iter().map(|c| json!({"source": c.source.to_string(), "target": c.target.to_string(), "documents": c.documents, "indexes": c.indexes.len()})).collect::<Vec<_>>()),
     );
-    node.done(op, Phase::Check, format!("{} collection(s) selected", copies.len()), d)
-        .await?;
+    node.done(
+        op,
+        Phase::Check,
+        format!("{} collection(s) selected", copies.len()),
+        d,
+    )
+    .await?;
     let mut outcomes: Vec<NamespaceOutcome> = copies
         .iter()
         .map(|c| NamespaceOutcome {
@@ -209,7 +229,12 @@ async fn import_and_swap(
         .iter()
         .enumerate()
         .filter(|(_, c)| c.mode != Mode::Merge)
-        .chain(copies.iter().enumerate().filter(|(_, c)| c.mode == Mode::Merge));
+        .chain(
+            copies
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.mode == Mode::Merge),
+        );
     for (i, c) in order {
         let dest = match c.mode {
             Mode::Merge => {
@@ -219,23 +244,29 @@ async fn import_and_swap(
             }
             Mode::Staged { .. } => {
                 let dest = staging(&op.id, &c.target);
-                copy::create_like(live, c, &dest).await.in_phase(Phase::Import)?;
+                copy::create_like(live, c, &dest)
+                    .await
+                    .in_phase(Phase::Import)?;
                 outcomes[i].indexes = c.indexes.len();
                 dest
             }
         };
         progress.advance(c, 0, 0, true).await;
         let upsert = c.mode == Mode::Merge;
-        outcomes[i].documents =
-            copy::documents(standalone, live, c, &dest, upsert, &mut progress)
-                .await
-                .in_phase(Phase::Import)?;
+        outcomes[i].documents = copy::documents(standalone, live, c, &dest, upsert, &mut progress)
+            .await
+            .in_phase(Phase::Import)?;
         if upsert {
             outcomes[i].target_state = TargetState::Merged;
         }
     }
-    node.done(op, Phase::Import, format!("{} documents copied", progress.done), Details::new())
-        .await?;
+    node.done(
+        op,
+        Phase::Import,
+        format!("{} documents copied", progress.done),
+        Details::new(),
+    )
+    .await?;
     swap(node, op, live, copies, outcomes).await
 }
 
@@ -255,10 +286,19 @@ async fn swap(
         };
         let mut d = Details::new();
         d.insert("swapped".into(), json!(swapped));
-        node.report(op, Phase::Swap, PhaseStatus::Running, format!("putting {} in place", c.target), d)
+        node.report(
+            op,
+            Phase::Swap,
+            PhaseStatus::Running,
+            format!("putting {} in place", c.target),
+            d,
+        )
+        .await
+        .in_phase(Phase::Swap)?;
+        match live
+            .rename(&staging(&op.id, &c.target), &c.target, replace)
             .await
-            .in_phase(Phase::Swap)?;
-        match live.rename(&staging(&op.id, &c.target), &c.target, replace).await {
+        {
             Ok(()) => {}
             Err(e) if e.code == Some(NAMESPACE_EXISTS) => {
                 return Err(AgentError::Refused(format!(
@@ -279,8 +319,13 @@ async fn swap(
     }
     let mut d = Details::new();
     d.insert("swapped".into(), json!(swapped));
-    node.done(op, Phase::Swap, format!("{} collection(s) in place", swapped.len()), d)
-        .await
+    node.done(
+        op,
+        Phase::Swap,
+        format!("{} collection(s) in place", swapped.len()),
+        d,
+    )
+    .await
 }
 
 /// The failure of a copy that stopped partway: its staging collections dropped, and the

@@ -121,12 +121,12 @@ pub fn plan_drills(
 ) -> Vec<DrillState> {
     let mut states = Vec::new();
     // Agents that already have a drill to run (one at a time each: a drill fills a disk).
-    let mut busy: Vec<String> = observed
-        .oneshots
-        .iter()
-        .filter(|((kind, _), r)| *kind == DRILL_KIND && !r.is_final())
-        .filter_map(|(_, r)| r.setting("agent").map(str::to_string))
-        .collect();
+    let mut busy: Vec<String> = super::planner::drill_agents_busy(observed);
+    // And those a selective restore planned earlier in this pass takes.
+    busy.extend(steps.iter().filter_map(|s| match &s.action {
+        Action::StartSelectiveRestore(p) => Some(p.agent.clone()),
+        _ => None,
+    }));
     for (name, spec) in desired.drills() {
         let Some(schedule) = desired.schedule(&spec.schedule) else {
             continue; // validation refuses it

@@ -10,6 +10,7 @@ mod render;
 mod restore;
 mod retention;
 mod schedule;
+mod selective;
 
 pub use drills::{
     DRILL_KIND, DrillRun, DrillState, drill_state, hash_namespaces, plan_drills,
@@ -25,3 +26,4 @@ pub use restore::keys_known;
 pub use schedule::{
     MISSED_LOOKBACK, ScheduleState, observed_schedule_state, schedule_state, wanted_record,
 };
+pub use selective::{PlannedNamespace, SelectivePlan};

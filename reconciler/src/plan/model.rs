@@ -82,6 +82,8 @@ pub enum Action {
         schedule: Option<String>,
     },
     StartRestore(RestorePlan),
+    /// A selective restore: collections copied into the running cluster by a drill agent.
+    StartSelectiveRestore(super::SelectivePlan),
     /// One run of a `RestoreDrill`, on a drill agent: the cluster is not touched.
     #[serde(rename_all = "camelCase")]
     RunDrill {

@@ -431,6 +431,30 @@ fn plan_restores(
             steps.push(blocked(Kind::Restore, name, why));
             continue;
         }
+        if spec.is_selective() {
+            let agents = drill_agents_busy(observed);
+            match super::selective::plan_selective(
+                name,
+                spec,
+                cluster,
+                &observed.backups,
+                &observed.heartbeats,
+                &agents,
+                now,
+                dead_after,
+            ) {
+                Ok(p) => {
+                    busy.insert(
+                        spec.cluster.clone(),
+                        format!("Restore {name:?} starts in this pass"),
+                    );
+                    let reason = super::selective::reason(&p);
+                    steps.push(step(Action::StartSelectiveRestore(p), reason));
+                }
+                Err(why) => steps.push(blocked(Kind::Restore, name, why)),
+            }
+            continue;
+        }
         match plan_restore(
             name,
             spec,
@@ -465,6 +489,19 @@ fn plan_restores(
             Err(why) => steps.push(blocked(Kind::Restore, name, why)),
         }
     }
+}
+
+/// Drill agents running a drill or a selective restore (one such op at a time each: both
+/// fill the agent's disk).
+pub fn drill_agents_busy(observed: &ObservedState) -> Vec<String> {
+    observed
+        .oneshots
+        .iter()
+        .filter(|((kind, _), r)| {
+            matches!(kind, OneShotKind::RestoreDrill | OneShotKind::Restore) && !r.is_final()
+        })
+        .filter_map(|(_, r)| r.setting("agent").map(str::to_string))
+        .collect()
 }
 
 /// Backups that a Restore still to run (declared, not in the ledger) or running needs:

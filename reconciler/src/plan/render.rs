@@ -53,6 +53,15 @@ pub fn render_plan(plan: &Plan) -> String {
         if let Action::StartRestore(r) = &s.action {
             restore_details(&mut out, r);
         }
+        if let Action::StartSelectiveRestore(p) = &s.action {
+            for n in &p.namespaces {
+                let _ = writeln!(
+                    out,
+                    "    {} -> {} (an existing target: {})",
+                    n.source, n.target, p.on_existing
+                );
+            }
+        }
         if let Action::RunBackup { nodes, .. } = &s.action {
             for n in nodes {
                 let _ = writeln!(
@@ -164,6 +173,16 @@ fn headline(action: &Action) -> String {
             r.cluster,
             r.backup,
             human_bytes(r.download_bytes)
+        ),
+        Action::StartSelectiveRestore(p) => format!(
+            "! start selective restore {}: {} collection pattern(s) of backup {} into {} ({} to \
+             download on drill agent {}; no node stops)",
+            p.restore,
+            p.namespaces.len(),
+            p.backup,
+            p.target.replica_set,
+            human_bytes(p.download_bytes),
+            p.agent
         ),
         Action::RunDrill {
             run, backup, agent, ..

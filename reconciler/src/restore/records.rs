@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
-    CancelRequest, Gate, Heartbeat, OneShotRecord, Op, OpResult, Remedy, go_key, oneshot_key,
-    result_key,
+    CancelRequest, Gate, Heartbeat, OneShotRecord, Op, OpCommand, OpResult, Remedy, go_key,
+    oneshot_key, result_key,
 };
 
 use super::decide::STAGES;
@@ -117,6 +117,11 @@ pub async fn stage_now(
     let Some(op) = ex.control.op(&record.op_id).await? else {
         return Ok(None);
     };
+    // A selective restore has no gate, waves or decision: no stage, only its agent's
+    // progress report.
+    if matches!(op.command, OpCommand::SelectiveRestore { .. }) {
+        return Ok(None);
+    }
     let r = load_with(&ex, record, op, now).await?;
     Ok(Some(stage(&r, ex.go_timeout, now)))
 }

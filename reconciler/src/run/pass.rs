@@ -383,6 +383,9 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 continue;
             }
             let progress = match kind {
+                OneShotKind::Restore if crate::selective::is_selective(record) => {
+                    crate::selective::advance(&self.ex, record, now).await
+                }
                 OneShotKind::Restore => restore::advance(&self.ex, record, desired, now).await,
                 OneShotKind::Backup => backup::advance(&self.ex, record, now).await,
                 OneShotKind::RestoreDrill => crate::drill::advance(&self.ex, record, now).await,
@@ -581,6 +584,17 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 restore::start(&self.ex, p, settings, backup, heartbeats, now)
                     .await?
                     .map(|w| (OneShotKind::Restore, p.restore.clone(), w))
+            }
+            Action::StartSelectiveRestore(p) => {
+                let (Some(spec), Some(storage)) = (
+                    desired.restore(&p.restore),
+                    self.backup_storage(desired, &p.backup).await?,
+                ) else {
+                    return Ok(());
+                };
+                let rename_to = spec.rename_to.clone().unwrap_or_default();
+                crate::selective::start(&self.ex, p, rename_to, storage, now).await?;
+                None
             }
             Action::DeleteBackup {
                 backup, storage, ..

@@ -18,11 +18,11 @@ pub use drill::{
 pub use duration::{MaxAge, parse_max_age};
 pub use meta::{API_VERSION, ApiVersion, Kind, Metadata, Object, Resource, name_problem};
 pub use restore::{PostRestore, RestoreSource, RestoreSpec};
-pub use selective::{NsPattern, OnExisting, SYSTEM_DATABASES, target_namespace};
 pub use schedule::{
     BackupScheduleSpec, BackupType, Retention, VerifyLevel, next_run_after, parse_cron,
     parse_timezone, runs_back_from, scheduled_backup_name,
 };
+pub use selective::{NsPattern, OnExisting, SYSTEM_DATABASES, target_namespace};
 pub use storage::{
     BackupStorageSpec, Compression, StorageScheme, looks_like_credential, url_has_userinfo,
 };

@@ -1,0 +1,82 @@
+//! Following a selective restore to its end: the drill agent's final report decides it.
+//! `done` when every collection was put in place; `error` with the agent's words (which
+//! name each target's state) when it failed, or when the agent stopped reporting.
+
+use chrono::{DateTime, Utc};
+use tidemark_schema::control::{
+    OneShotRecord, Op, OpCommand, OpResult, PhaseStatus, RunStatus, SelectiveOutcome, result_key,
+};
+
+use crate::execute::{ExecError, Executor, Progress, who};
+
+/// Whether a Restore's ledger record is a selective one (read from the op it holds).
+pub fn is_selective(record: &OneShotRecord) -> bool {
+    record
+        .started_with
+        .as_ref()
+        .and_then(|s| serde_json::from_value::<Op>(s["op"].clone()).ok())
+        .is_some_and(|op| matches!(op.command, OpCommand::SelectiveRestore { .. }))
+}
+
+pub async fn advance(
+    ex: &Executor,
+    record: &OneShotRecord,
+    now: DateTime<Utc>,
+) -> Result<Progress, ExecError> {
+    let op = ex.op_of(record).await?;
+    let decided: Option<OpResult> = ex.control.get(&result_key(&op.id)).await?;
+    let views = ex.views(&op, now).await?;
+    let Some(v) = views.first() else {
+        return Err(ExecError::Invalid(format!(
+            "{}: a selective restore op without a target",
+            op.id
+        )));
+    };
+    if decided.is_none() && !v.settled() {
+        return Ok(Progress::Running);
+    }
+    let mut outcome: Option<SelectiveOutcome> = None;
+    let (status, reason) = match v.final_report() {
+        Some(r) if r.status == PhaseStatus::Done => {
+            outcome = r
+                .details
+                .get("selective")
+                .and_then(|d| serde_json::from_value(d.clone()).ok());
+            match outcome {
+                Some(_) => (RunStatus::Done, r.message.clone()),
+                None => (
+                    RunStatus::Error,
+                    format!("{}: reported done without what it copied", who(v)),
+                ),
+            }
+        }
+        Some(r) => (RunStatus::Error, format!("{}: {}", who(v), r.message)),
+        None => (
+            RunStatus::Error,
+            format!(
+                "drill agent {} stopped reporting (last heartbeat {}); the selective restore \
+                 did not finish. Its copies are in staging collections until the agent starts \
+                 again and drops them; a target is changed only once its copy is renamed onto \
+                 it (or, with onExisting: merge, partly merged)",
+                v.node,
+                v.heartbeat
+                    .as_ref()
+                    .map_or("never".to_string(), |h| h.at.to_rfc3339())
+            ),
+        ),
+    };
+    let result = ex
+        .decide_once(OpResult {
+            op_id: op.id.clone(),
+            status,
+            decided_at: now,
+            reason,
+            nodes: Vec::new(),
+            epoch: None,
+        })
+        .await?;
+    let mut r = record.clone();
+    r.selective = outcome;
+    ex.finish_record(&r, result.status, result.reason, now)
+        .await
+}
