@@ -19,50 +19,6 @@ use world::*;
 
 const DRILL: &str = "proof";
 
-/// `serverStatus.uptime` of each member, in seconds.
-fn uptimes(w: &World) -> Vec<f64> {
-    (0..3)
-        .map(|i| {
-            let reply = w
-                .rig
-                .rs
-                .process(i)
-                .unwrap()
-                .command("admin", doc! {"serverStatus": 1})
-                .unwrap();
-            reply
-                .get("uptime")
-                .and_then(|u| u.as_f64().or_else(|| u.as_i64().map(|n| n as f64)))
-                .expect("serverStatus has uptime")
-        })
-        .collect()
-}
-
-fn drill_agent(w: &World, dir: &std::path::Path) -> Child {
-    let log = std::fs::File::create(w.rig.control.path().join("drill-agent.log")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
-    cmd.args(["agent", "--cluster", rig::CLUSTER, "--control"])
-        .arg(&w.rig.control_url)
-        .arg("--drill-dir")
-        .arg(dir)
-        .args(["--node-id", "drill-1", "--mongod-bin"])
-        .arg(binary().expect("cargo builds mongod-sim for the workspace tests"))
-        .args(["--heartbeat-interval", "1s", "--poll-interval", "200ms"])
-        .args(["--mongod-timeout", "60s"])
-        .envs(w.rig.agent_env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("TIDEMARK_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    if real_mongod().is_none() {
-        cmd.args([
-            "--standalone-arg=--sim-checkpoint-interval-ms",
-            "--standalone-arg=300",
-        ]);
-    }
-    cmd.spawn().expect("the drill agent starts")
-}
-
 /// Ended runs of the drill in the ledger, oldest first.
 fn runs(w: &World) -> Vec<Value> {
     let dir = w.rig.control.path().join("ledger/oneshots/restoredrill");
@@ -120,7 +76,7 @@ fn a_drill_proves_the_newest_backup_on_a_scratch_node_and_a_corrupt_one_fails_by
     // A leftover of a killed drill agent: removed when the agent starts.
     std::fs::create_dir_all(scratch.path().join("tidemark-drill-old/rs0")).unwrap();
     std::fs::write(scratch.path().join("unrelated.txt"), "kept").unwrap();
-    let mut agent = drill_agent(&w, scratch.path());
+    let mut agent = w.drill_agent(scratch.path(), "drill-1", &[]);
     // A second drill agent on the same directory would kill the first one's standalone
     // and delete its scratch at start: it refuses to run (once the first one beats, so it
     // surely holds the lock).
@@ -175,7 +131,7 @@ fn a_drill_proves_the_newest_backup_on_a_scratch_node_and_a_corrupt_one_fails_by
              - namespace: app.items\n        minDocuments: 50\n    dbHash: [app.products]\n"
         ),
     );
-    let before = uptimes(&w);
+    let before = w.uptimes();
     let began = Instant::now();
     w.start_reconciler();
 
@@ -197,8 +153,7 @@ fn a_drill_proves_the_newest_backup_on_a_scratch_node_and_a_corrupt_one_fails_by
             "no passing drill run: {:#?}\n{}\n{}",
             runs(&w),
             w.reconciler_log(),
-            std::fs::read_to_string(w.rig.control.path().join("drill-agent.log"))
-                .unwrap_or_default()
+            std::fs::read_to_string(w.rig.control.path().join("drill-1.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(300));
     };
@@ -280,8 +235,7 @@ fn a_drill_proves_the_newest_backup_on_a_scratch_node_and_a_corrupt_one_fails_by
             started.elapsed() < Duration::from_secs(120),
             "no drill run failed on {key}: {:#?}\n{}",
             runs(&w),
-            std::fs::read_to_string(w.rig.control.path().join("drill-agent.log"))
-                .unwrap_or_default()
+            std::fs::read_to_string(w.rig.control.path().join("drill-1.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(300));
     };
@@ -333,7 +287,7 @@ fn a_drill_proves_the_newest_backup_on_a_scratch_node_and_a_corrupt_one_fails_by
     let _ = agent.kill();
     let _ = agent.wait();
     assert_eq!(scratch_left(scratch.path()), Vec::<String>::new());
-    let after = uptimes(&w);
+    let after = w.uptimes();
     let elapsed = began.elapsed().as_secs_f64();
     for (i, (b, a)) in before.iter().zip(&after).enumerate() {
         assert!(

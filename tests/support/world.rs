@@ -441,6 +441,73 @@ impl Drop for World {
     }
 }
 
+impl World {
+    /// `serverStatus.uptime` of each member, in seconds: it only grows while no member
+    /// restarts.
+    pub fn uptimes(&self) -> Vec<f64> {
+        (0..3)
+            .map(|i| {
+                let reply = self
+                    .rig
+                    .rs
+                    .process(i)
+                    .unwrap()
+                    .command("admin", doc! {"serverStatus": 1})
+                    .unwrap();
+                reply
+                    .get("uptime")
+                    .and_then(|u| u.as_f64().or_else(|| u.as_i64().map(|n| n as f64)))
+                    .expect("serverStatus has uptime")
+            })
+            .collect()
+    }
+
+    /// A drill agent of the rig's cluster on `dir`, named `node_id`, logging to
+    /// `<node_id>.log` in the control directory; `standalone_args` go to the mongod
+    /// standalones it starts.
+    pub fn drill_agent(
+        &self,
+        dir: &std::path::Path,
+        node_id: &str,
+        standalone_args: &[&str],
+    ) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.rig.control.path().join(format!("{node_id}.log")))
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+        cmd.args(["agent", "--cluster", CLUSTER, "--control"])
+            .arg(&self.rig.control_url)
+            .arg("--drill-dir")
+            .arg(dir)
+            .args(["--node-id", node_id, "--mongod-bin"])
+            .arg(
+                mongod_sim::harness::binary()
+                    .expect("cargo builds mongod-sim for the workspace tests"),
+            )
+            .args(["--heartbeat-interval", "1s", "--poll-interval", "200ms"])
+            .args(["--mongod-timeout", "60s"])
+            .envs(self.rig.agent_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("TIDEMARK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if mongod_sim::harness::real_mongod().is_none() {
+            cmd.args([
+                "--standalone-arg=--sim-checkpoint-interval-ms",
+                "--standalone-arg=300",
+            ]);
+            cmd.args(
+                standalone_args
+                    .iter()
+                    .map(|a| format!("--standalone-arg={a}")),
+            );
+        }
+        cmd.spawn().expect("the drill agent starts")
+    }
+}
+
 /// The documents every node holds after `prepared`: 0..50 before backup `b1`, then
 /// 1000..1010.
 pub fn all_before() -> Vec<i32> {

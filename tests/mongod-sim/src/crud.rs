@@ -127,7 +127,10 @@ pub async fn get_more(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Docu
     let batch = num(cmd.get("batchSize"))
         .map(|b| b.max(1) as usize)
         .unwrap_or(usize::MAX);
-    let slow = node.faults().slow_reads_ms;
+    let (slow, slow_find) = {
+        let f = node.faults();
+        (f.slow_reads_ms, f.slow_find_ms)
+    };
     let (next, ns, done, backup) = {
         let mut g = node.lock();
         let c = g.cursors.get_mut(&id).ok_or_else(|| {
@@ -145,6 +148,9 @@ pub async fn get_more(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Docu
     };
     if backup && slow > 0 && !next.is_empty() {
         tokio::time::sleep(Duration::from_millis(slow)).await;
+    }
+    if !backup && slow_find > 0 && !next.is_empty() {
+        tokio::time::sleep(Duration::from_millis(slow_find)).await;
     }
     let _ = db;
     Ok(doc! {"cursor": {"nextBatch": next, "id": if done { 0 } else { id }, "ns": ns}, "ok": 1.0})

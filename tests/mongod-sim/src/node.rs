@@ -61,6 +61,7 @@ pub struct Faults {
     pub refuse_shutdown: bool,
     pub crash_at: Option<String>,
     pub slow_reads_ms: u64,
+    pub slow_find_ms: u64,
 }
 
 pub struct Node {
@@ -235,6 +236,7 @@ impl Node {
             refuse_shutdown: opts.refuse_shutdown,
             crash_at: opts.crash_at.clone(),
             slow_reads_ms: opts.slow_reads_ms,
+            slow_find_ms: opts.slow_find_ms,
         };
         let inner = Inner {
             catalog,

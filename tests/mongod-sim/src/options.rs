@@ -63,6 +63,9 @@ pub struct Cli {
     /// Fault: every data-file read at start-up and every backup-cursor batch takes this long.
     #[arg(long = "sim-slow-reads-ms", default_value_t = 0)]
     pub sim_slow_reads_ms: u64,
+    /// Fault: every `getMore` batch of a query (not of the backup cursor) takes this long.
+    #[arg(long = "sim-slow-find-ms", default_value_t = 0)]
+    pub sim_slow_find_ms: u64,
     /// The server version to report (`7.0.14` when absent), for version-mismatch tests.
     #[arg(long = "sim-version")]
     pub sim_version: Option<String>,
@@ -176,6 +179,7 @@ pub struct Options {
     pub crash_at: Option<String>,
     pub fail_startup: Option<String>,
     pub slow_reads_ms: u64,
+    pub slow_find_ms: u64,
     /// The original argv, for `getCmdLineOpts`.
     pub argv: Vec<String>,
     /// The version reported by `buildInfo`, `serverStatus` and the log.
@@ -297,6 +301,7 @@ impl Options {
             crash_at: cli.sim_crash_at,
             fail_startup: cli.sim_fail_startup,
             slow_reads_ms: cli.sim_slow_reads_ms,
+            slow_find_ms: cli.sim_slow_find_ms,
             argv,
         })
     }
