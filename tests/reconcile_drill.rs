@@ -9,11 +9,10 @@ mod rig;
 #[path = "support/world.rs"]
 mod world;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bson::doc;
-use mongod_sim::harness::{binary, real_mongod};
 use serde_json::Value;
 use world::*;
 
