@@ -5,7 +5,7 @@
 //! or merged into it (`onExisting: merge`), leaves `shop.customers` alone, never restarts a
 //! node and leaves no scratch directory and no staging collection. A drill agent killed
 //! mid-copy leaves the target as it was, and its restart drops the staging collection and
-//! says so.
+//! says so; a cancel mid-copy does the same and ends the restore cancelled.
 
 #[path = "support/rig.rs"]
 mod rig;
@@ -196,6 +196,45 @@ fn one_collection_comes_back_renamed_replaced_or_merged_and_no_node_stops() {
     let before = w.uptimes();
     let backup_time: Vec<i32> = (0..50).collect();
 
+    // The preview: what is copied, from which backup, and its size in the backup.
+    let preview = tempfile::TempDir::new().unwrap();
+    for f in std::fs::read_dir(w.policies.path()).unwrap().flatten() {
+        std::fs::copy(f.path(), preview.path().join(f.file_name())).unwrap();
+    }
+    std::fs::write(
+        preview.path().join("restore-preview.yaml"),
+        format!(
+            "apiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: preview\nspec:\n  \
+             cluster: {}\n  source:\n    backup: b1\n  namespaces: [shop.orders]\n",
+            rig::CLUSTER
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["diff", "-o", "json", "--policies"])
+        .arg(preview.path())
+        .arg("--control")
+        .arg(&w.rig.control_url)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let diff: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let step = diff["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["action"] == "startSelectiveRestore")
+        .unwrap_or_else(|| panic!("{diff:#}"));
+    let ns = &step["namespaces"][0];
+    assert_eq!(ns["source"], "shop.orders", "{step:#}");
+    assert_eq!(ns["documents"], 50, "{step:#}");
+    assert!(ns["bytes"].as_u64().unwrap() > 50 * 100, "{step:#}");
+
     // The damaged collection still exists (empty): refused by default, nothing written.
     let v = selective(&w, "r-refuse", "  namespaces: [shop.orders]\n");
     assert_eq!(v["status"], "error", "{v:#}");
@@ -337,6 +376,49 @@ fn a_drill_agent_killed_mid_copy_leaves_the_target_as_it_was() {
         reason.contains("no target collection was changed"),
         "{reason}"
     );
+    assert!(
+        reason.contains("staging collections were dropped"),
+        "{reason}"
+    );
+    assert!(staging_left(&w).is_empty(), "{:?}", staging_left(&w));
+    assert!(ids(&w, "orders").is_empty());
+    let _ = agent.kill();
+    let _ = agent.wait();
+
+    // Cancelled mid-copy: the agent stops at its next batch, drops the staging collection
+    // and the restore ends cancelled, the target untouched.
+    let mut agent = w.drill_agent(scratch.path(), "drill-1", &["--sim-slow-find-ms=2000"]);
+    w.restore_yaml(
+        "r-cancel",
+        "b1",
+        "  namespaces: [shop.orders]\n  onExisting: replace\n",
+    );
+    let op = w.op_of("restore", "r-cancel");
+    let import = w
+        .rig
+        .control
+        .path()
+        .join(phase_key(&op, DRILL_REPLICA_SET, "drill-1", "import"));
+    wait_until(&w, "the copy has begun", || import.exists());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "cancel-restore",
+            "r-cancel",
+            "-o",
+            "json",
+            "--wait",
+            "60s",
+            "--control",
+        ])
+        .arg(&w.rig.control_url)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}\n{}", w.logs());
+    let v = w.wait_end("restore", "r-cancel");
+    assert_eq!(v["status"], "cancelled", "{v:#}");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(reason.contains("shop.orders untouched"), "{reason}");
     assert!(
         reason.contains("staging collections were dropped"),
         "{reason}"

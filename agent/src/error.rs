@@ -27,6 +27,10 @@ pub enum AgentError {
     Refused(String),
     #[error("configuration: {0}")]
     Config(String),
+    /// The op's author ended it (a cancel, or a decision taken without this node) and this
+    /// agent stopped its work.
+    #[error("{0}")]
+    EndedByAuthor(String),
     /// A selective restore that stopped partway: why, and the state of every target.
     #[error("{error}; {state}")]
     Stopped {
@@ -36,6 +40,17 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    /// Whether the work stopped because its author ended the op (reported to the
+    /// reconciler as `endedByAuthor`, so that a cancel is told from a failure by a flag,
+    /// never by the message).
+    pub fn ended_by_author(&self) -> bool {
+        match self {
+            AgentError::EndedByAuthor(_) => true,
+            AgentError::Stopped { error, .. } => error.ended_by_author(),
+            _ => false,
+        }
+    }
+
     pub fn io(path: &std::path::Path, source: std::io::Error) -> AgentError {
         AgentError::Io {
             path: path.display().to_string(),

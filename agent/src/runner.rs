@@ -233,6 +233,23 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<Seen, AgentError> {
         .await?
         .is_some()
     {
+        // Decided without us (this agent was away past --dead-after): a selective restore
+        // we began may have left staging collections in the running cluster; dropped now,
+        // and our final report says so.
+        if matches!(op.command, OpCommand::SelectiveRestore { .. }) {
+            let reports = node
+                .control
+                .reports(id, &node.replica_set, &node.id)
+                .await?;
+            if !reports.is_empty() && !reports.iter().any(|r| r.phase.is_final()) {
+                let said = crate::selective::after_restart(op, &reports).await;
+                let message = format!(
+                    "the op was decided while this agent was away; its work did not finish{said}"
+                );
+                node.finish_for(id, Some(Phase::Import), message, Details::new())
+                    .await?;
+            }
+        }
         return Ok(Seen::Handled); // the op already has an outcome
     }
     let reports = node
@@ -387,6 +404,9 @@ pub async fn execute(node: &Node, op: &Op) -> Result<(), AgentError> {
         Err(failure) => {
             let mut details = Details::new();
             details.insert("phase".into(), json!(failure.phase));
+            if failure.error.ended_by_author() {
+                details.insert("endedByAuthor".into(), json!(true));
+            }
             node.finish_for(&op.id, Some(failure.phase), failure.to_string(), details)
                 .await
         }

@@ -76,6 +76,19 @@ pub struct ReplicaSetManifest {
     /// taken (not recorded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unstable_hashes: Vec<String>,
+    /// Each user collection's documents and data bytes when the backup was taken
+    /// (`db.collection` →), so that a selective restore's plan can say what it copies.
+    /// Empty when the node could not tell (the backup is restorable all the same).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub collections: BTreeMap<String, CollectionSize>,
+}
+
+/// A collection's size in a backup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionSize {
+    pub documents: u64,
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -278,6 +278,17 @@ fn defects() -> Vec<Defect> {
             says: &["\"shop.carts\" is not one of the collections listed in spec.namespaces"],
         },
         Defect {
+            what: "selective restore renamed onto a system collection",
+            file: "d-sel-system.yaml",
+            content: replace(
+                &restore("d-sel-system"),
+                "fallbackEnabled: true",
+                "namespaces: [shop.orders]\n  renameTo:\n    shop.orders: shop.system.views",
+            ),
+            line: 11,
+            says: &["target \"shop.system.views\" is one of mongod's own collections"],
+        },
+        Defect {
             what: "selective restore with a fallback",
             file: "d-sel-fallback.yaml",
             content: replace(

@@ -94,9 +94,25 @@ async fn request(
         ))));
     }
     let who = who_runs_this();
+    let op = control.op(&record.op_id).await?;
+    if tidemark_reconciler::selective::is_selective(&record) {
+        let req = CancelRequest {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            at: chrono::Utc::now(),
+            by: who,
+        };
+        control.create(&cancel_key(kind, name), &req).await?;
+        return Ok(Ok(
+            "the copy stops at its next batch or rename and its staging collections \
+                       are dropped; a target already put in place, or partly merged, stays so \
+                       and the outcome names it"
+                .into(),
+        ));
+    }
     let gate_key = go_key(&record.op_id);
     let fallback = match kind {
-        "restore" => control.op(&record.op_id).await?.is_some_and(|o| {
+        "restore" => op.is_some_and(|o| {
             matches!(
                 o.command,
                 OpCommand::Restore {

@@ -172,6 +172,7 @@ fn main() {
         mongod_version: "7.0.14".into(),
         flavor: "psmdb".into(),
         storage_options: Default::default(),
+        collections: Default::default(),
         encryption: None,
         encryption_recorded: false,
         files: entries.clone(),
@@ -194,6 +195,7 @@ fn main() {
             encryption: None,
             encryption_recorded: false,
             storage_options: Default::default(),
+            collections: Default::default(),
         }],
         cluster_time: None,
     };

@@ -80,6 +80,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
                 encryption: None,
                 encryption_recorded: false,
                 storage_options: Default::default(),
+                collections: Default::default(),
             }],
             deleting: None,
             verification: None,

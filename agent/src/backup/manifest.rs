@@ -57,6 +57,7 @@ pub fn build(i: Input) -> ReplicaSetManifest {
         files: i.files,
         collection_hashes: BTreeMap::new(),
         unstable_hashes: Vec::new(),
+        collections: BTreeMap::new(),
     }
 }
 

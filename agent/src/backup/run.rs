@@ -171,6 +171,12 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     });
     m.collection_hashes = collection_hashes;
     m.unstable_hashes = unstable_hashes;
+    // After the cursor closed: sizes for a selective restore's plan, never a reason to
+    // fail a backup.
+    m.collections = client.collection_sizes().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "collection sizes not recorded");
+        Default::default()
+    });
     // Cancelled (or decided without this node) since the copy: no manifest, ever.
     node.still_wanted(op, Phase::Close).await?;
     // The data must be durable before the manifest that vouches for it exists.

@@ -286,6 +286,65 @@ impl MongodClient {
         Ok(out)
     }
 
+    /// Each user collection's documents and data bytes (`collStats`), for at most
+    /// `MAX_SIZED` collections: mongod's own databases and views are left out.
+    pub async fn collection_sizes(
+        &self,
+    ) -> Result<
+        std::collections::BTreeMap<String, tidemark_schema::manifest::CollectionSize>,
+        MongodError,
+    > {
+        const MAX_SIZED: usize = 10_000;
+        let fail = |command: &str, e: mongodb::error::Error| MongodError::Command {
+            node: self.node.clone(),
+            command: command.into(),
+            message: e.to_string(),
+        };
+        let mut out = std::collections::BTreeMap::new();
+        let dbs = self
+            .client
+            .list_database_names()
+            .await
+            .map_err(|e| fail("listDatabases", e))?;
+        for db in dbs
+            .iter()
+            .filter(|d| !["admin", "local", "config"].contains(&d.as_str()))
+        {
+            let names = self
+                .client
+                .database(db)
+                .list_collection_names()
+                .filter(doc! {"type": "collection"})
+                .await
+                .map_err(|e| fail("listCollections", e))?;
+            for coll in names.iter().filter(|c| !c.starts_with("system.")) {
+                if out.len() >= MAX_SIZED {
+                    return Ok(out);
+                }
+                let stats = self
+                    .client
+                    .database(db)
+                    .run_command(doc! {"collStats": coll})
+                    .await
+                    .map_err(|e| fail("collStats", e))?;
+                let n = |k: &str| match stats.get(k) {
+                    Some(Bson::Int32(v)) => *v as u64,
+                    Some(Bson::Int64(v)) => *v as u64,
+                    Some(Bson::Double(v)) => *v as u64,
+                    _ => 0,
+                };
+                out.insert(
+                    format!("{db}.{coll}"),
+                    tidemark_schema::manifest::CollectionSize {
+                        documents: n("count"),
+                        bytes: n("size"),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// Asks mongod to shut down. A closed connection is the expected answer.
     pub async fn shutdown(&self, force: bool) -> Result<(), MongodError> {
         match self

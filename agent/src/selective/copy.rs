@@ -24,6 +24,8 @@ const BATCH_BYTES: usize = 8 << 20;
 /// Batches read ahead of the writer.
 const READ_AHEAD: usize = 4;
 const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// Tries of one upsert batch when the set does not answer (a failover takes seconds).
+const UPSERT_ATTEMPTS: u32 = 5;
 
 /// Progress over the whole restore, reported to the control plane.
 pub struct Progress<'a> {
@@ -35,6 +37,8 @@ pub struct Progress<'a> {
     pub total: u64,
     /// Merge targets written to so far (they may be partly merged if the agent dies).
     pub merging: Vec<String>,
+    /// When the control plane was last asked whether the op was cancelled.
+    asked: Instant,
 }
 
 impl<'a> Progress<'a> {
@@ -47,6 +51,26 @@ impl<'a> Progress<'a> {
             done: 0,
             total,
             merging: Vec::new(),
+            asked: Instant::now(),
+        }
+    }
+
+    /// Stops the copy once the op's author ended it (a cancel writes `abort.json`; a
+    /// reconciler that lost this agent writes the result): asked at most every two seconds
+    /// unless `now`, so it takes effect within a batch or two. A control plane that does
+    /// not answer is no reason to stop.
+    pub async fn check_ended(&mut self, now: bool) -> Result<(), AgentError> {
+        if !now && self.asked.elapsed() < REPORT_EVERY {
+            return Ok(());
+        }
+        self.asked = Instant::now();
+        match self.node.author_ended(self.op).await {
+            Ok(Some(why)) => Err(AgentError::EndedByAuthor(why)),
+            Ok(None) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read whether the op was cancelled");
+                Ok(())
+            }
         }
     }
 
@@ -131,8 +155,11 @@ pub async fn documents(
         let wrote = if upsert {
             upsert_batch(live, dest, batch).await
         } else {
+            // The backup's documents met the validator of their time; a stricter one
+            // since must not refuse them.
             coll.insert_many(batch)
                 .ordered(false)
+                .bypass_document_validation(true)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -150,11 +177,21 @@ pub async fn documents(
         })?;
         written += n;
         progress.advance(c, written, n, false).await;
+        progress.check_ended(false).await?;
     }
     reader
         .await
         .map_err(|e| AgentError::Refused(format!("the reader of {} stopped: {e}", c.source)))?;
     Ok(written)
+}
+
+/// Errors a failover or a lost connection gives: the same idempotent batch may go again.
+fn transient(code: Option<i32>) -> bool {
+    // NotWritablePrimary, InterruptedAtShutdown, InterruptedDueToReplStateChange,
+    // NotPrimaryNoSecondaryOk, PrimarySteppedDown, ShutdownInProgress, WriteConcernFailed,
+    // HostUnreachable, NetworkTimeout, HostNotFound.
+    const CODES: &[i32] = &[10107, 11600, 11602, 13435, 189, 91, 64, 6, 89, 7];
+    code.is_none_or(|c| CODES.contains(&c))
 }
 
 /// Reads `ns` from the standalone in natural order, in batches bounded by count and bytes.
@@ -186,15 +223,18 @@ async fn read_batches(
     loop {
         match cursor.try_next().await {
             Ok(Some(d)) => {
-                bytes += d.as_bytes().len();
-                batch.push(d);
-                if batch.len() >= BATCH_DOCS || bytes >= BATCH_BYTES {
+                let len = d.as_bytes().len();
+                // Sent before it would grow past the bound: one command stays under
+                // mongod's 16 MB limit whatever the documents' sizes.
+                if !batch.is_empty() && (batch.len() >= BATCH_DOCS || bytes + len > BATCH_BYTES) {
                     bytes = 0;
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_DOCS));
                     if tx.send(Ok(full)).await.is_err() {
                         return; // the writer stopped
                     }
                 }
+                bytes += len;
+                batch.push(d);
             }
             Ok(None) => break,
             Err(e) => {
@@ -208,23 +248,37 @@ async fn read_batches(
     }
 }
 
-/// One `update` command of upserts by `_id`, each a whole-document replacement.
+/// One `update` command of upserts by `_id`, each a whole-document replacement; asked
+/// again (the same batch: upserts by `_id` repeat safely) when the set could not answer,
+/// as across a failover.
 async fn upsert_batch(live: &Live, dest: &Ns, batch: Vec<RawDocumentBuf>) -> Result<(), String> {
     let mut updates = Vec::with_capacity(batch.len());
     for raw in batch {
         let d = Document::try_from(raw.as_ref()).map_err(|e| e.to_string())?;
         let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+        // `$eq`: an `_id` that is a regular expression must match itself only.
         updates.push(Bson::Document(
-            doc! {"q": {"_id": id}, "u": d, "upsert": true},
+            doc! {"q": {"_id": {"$eq": id}}, "u": d, "upsert": true},
         ));
     }
-    let reply = live
-        .command(
-            &dest.db,
-            doc! {"update": &dest.coll, "updates": updates, "ordered": false},
-        )
-        .await
-        .map_err(|e| e.error.to_string())?;
+    let cmd = doc! {
+        "update": &dest.coll,
+        "updates": updates,
+        "ordered": false,
+        "bypassDocumentValidation": true,
+    };
+    let mut attempt = 1;
+    let reply = loop {
+        match live.command(&dest.db, cmd.clone()).await {
+            Ok(reply) => break reply,
+            Err(e) if attempt < UPSERT_ATTEMPTS && transient(e.code) => {
+                tracing::warn!(attempt, error = %e.error, "upsert batch failed; trying it again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.error.to_string()),
+        }
+    };
     // Write errors come in an `ok: 1` reply.
     match reply.get_array("writeErrors") {
         Ok(errors) if !errors.is_empty() => Err(format!(

@@ -74,21 +74,36 @@ impl Live {
         &self.client
     }
 
-    /// Runs a command on the primary; `{ok: 0}` is an error naming the command.
-    pub async fn command(&self, db: &str, cmd: Document) -> Result<Document, LiveError> {
+    /// Runs a command on the primary; `{ok: 0}` is an error naming the command. Writes
+    /// carry majority write concern (a raw command does not take the client's), and a
+    /// `writeConcernError` is an error: a write that a failover could roll back is never
+    /// reported as done.
+    pub async fn command(&self, db: &str, mut cmd: Document) -> Result<Document, LiveError> {
         let command = cmd.keys().next().cloned().unwrap_or_default();
-        self.client
+        if WRITES.contains(&command.as_str()) {
+            cmd.insert("writeConcern", doc! {"w": "majority"});
+        }
+        let fail = |code: Option<i32>, message: String| LiveError {
+            code,
+            error: MongodError::Command {
+                node: self.name.clone(),
+                command: command.clone(),
+                message,
+            },
+        };
+        let reply = self
+            .client
             .database(db)
             .run_command(cmd)
             .await
-            .map_err(|e| LiveError {
-                code: code_of(&e),
-                error: MongodError::Command {
-                    node: self.name.clone(),
-                    command,
-                    message: e.to_string(),
-                },
-            })
+            .map_err(|e| fail(code_of(&e), e.to_string()))?;
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            return Err(fail(
+                wce.get_i32("code").ok(),
+                format!("write concern not satisfied: {wce}"),
+            ));
+        }
+        Ok(reply)
     }
 
     /// The collection names of `db`.
@@ -144,6 +159,15 @@ impl Live {
     }
 }
 
+/// The commands a selective restore writes with.
+const WRITES: &[&str] = &[
+    "create",
+    "createIndexes",
+    "renameCollection",
+    "drop",
+    "update",
+];
+
 /// mongod's error codes a selective restore acts on.
 pub const NAMESPACE_NOT_FOUND: i32 = 26;
 pub const NAMESPACE_EXISTS: i32 = 48;
@@ -195,41 +219,73 @@ pub fn target_dbs(op: &Op) -> Vec<String> {
     dbs
 }
 
-/// For an op this agent was running when it died: drops the op's staging collections
-/// and says what state the targets are in, from the last progress report. Returns the
-/// sentence to add to the op's final report.
+/// One rename the swap planned: a staging collection and its target.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct PlannedSwap {
+    pub staging: String,
+    pub target: String,
+}
+
+/// The longest list a report holds under `key` (reports are rewritten per phase, so the
+/// newest report of each phase carries everything known by then).
+fn listed<T: serde::de::DeserializeOwned>(reports: &[PhaseReport], key: &str) -> Vec<T> {
+    reports
+        .iter()
+        .filter_map(|r| r.details.get(key))
+        .filter_map(|v| serde_json::from_value::<Vec<T>>(v.clone()).ok())
+        .max_by_key(Vec::len)
+        .unwrap_or_default()
+}
+
+/// For an op this agent was running when it died (or that was decided while it was
+/// away): drops the op's staging collections and says what state the targets are in.
+/// Which targets were put in place is read from the cluster (a planned rename whose
+/// staging collection is gone while its target exists happened), not from the reports,
+/// which may lag the last rename. Returns the sentence to add to the op's final report.
 pub async fn after_restart(op: &Op, reports: &[PhaseReport]) -> String {
     let OpCommand::SelectiveRestore { target, .. } = &op.command else {
         return String::new();
     };
-    let swapped: Vec<String> = reports
-        .iter()
-        .filter_map(|r| r.details.get("swapped"))
-        .filter_map(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
-        .max_by_key(Vec::len)
-        .unwrap_or_default();
-    let merging: Vec<String> = reports
-        .iter()
-        .filter_map(|r| r.details.get("merging"))
-        .filter_map(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
-        .max_by_key(Vec::len)
-        .unwrap_or_default();
-    let cleaned = match Live::connect(target).await {
-        Ok(live) => match live.drop_staging(&op.id, &target_dbs(op)).await {
-            Ok(dropped) if dropped.is_empty() => "; no staging collection was left".to_string(),
-            Ok(dropped) => format!(
-                "; its staging collections were dropped ({})",
-                dropped
+    let planned: Vec<PlannedSwap> = listed(reports, "planned");
+    let merging: Vec<String> = listed(reports, "merging");
+    let live = match Live::connect(target).await {
+        Ok(live) => live,
+        Err(e) => {
+            return format!(
+                "; the running set could not be reached ({e}): its staging collections (named \
+                 {}*) may remain, drop them by hand; renames planned: {}; possibly partly \
+                 merged: {}",
+                staging_prefix(&op.id),
+                planned
                     .iter()
-                    .map(Ns::to_string)
+                    .map(|p| p.target.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Err(e) => format!(
-                "; its staging collections (named {}*) could not be dropped: {e}; drop them by hand",
-                staging_prefix(&op.id)
-            ),
-        },
+                    .join(", "),
+                merging.join(", ")
+            );
+        }
+    };
+    let mut swapped = Vec::new();
+    for p in &planned {
+        let (Some(staging), Some(t)) = (Ns::parse(&p.staging), Ns::parse(&p.target)) else {
+            continue;
+        };
+        if matches!(live.exists(&staging).await, Ok(false))
+            && matches!(live.exists(&t).await, Ok(true))
+        {
+            swapped.push(p.target.clone());
+        }
+    }
+    let cleaned = match live.drop_staging(&op.id, &target_dbs(op)).await {
+        Ok(dropped) if dropped.is_empty() => "; no staging collection was left".to_string(),
+        Ok(dropped) => format!(
+            "; its staging collections were dropped ({})",
+            dropped
+                .iter()
+                .map(Ns::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Err(e) => format!(
             "; its staging collections (named {}*) could not be dropped: {e}; drop them by hand",
             staging_prefix(&op.id)
@@ -238,7 +294,7 @@ pub async fn after_restart(op: &Op, reports: &[PhaseReport]) -> String {
     let mut state = String::new();
     if !swapped.is_empty() {
         state.push_str(&format!(
-            "; already put in place before the restart: {}",
+            "; already put in place before it stopped: {}",
             swapped.join(", ")
         ));
     }

@@ -35,15 +35,25 @@ pub struct NsCopy {
     pub mode: Mode,
 }
 
+/// What the patterns select, and what a `db.*` passed over (views, time-series
+/// collections), for the report.
+pub struct Selection {
+    pub copies: Vec<NsCopy>,
+    pub skipped: Vec<String>,
+}
+
 /// The collections the patterns select in the standalone's data. A pattern that selects
-/// nothing, a view or a time-series collection is an error naming it.
+/// nothing, a named view or time-series collection, and two collections bound for one
+/// target are errors naming them; `db.*` passes over views, time-series collections and
+/// tidemark's own staging collections.
 pub async fn select(
     standalone: &MongodClient,
     backup: &str,
     patterns: &[String],
     rename_to: &BTreeMap<String, String>,
-) -> Result<Vec<NsCopy>, AgentError> {
+) -> Result<Selection, AgentError> {
     let mut out: Vec<NsCopy> = Vec::new();
+    let mut skipped = Vec::new();
     for pattern in patterns {
         let p = NsPattern::parse(pattern)
             .ok_or_else(|| AgentError::Refused(format!("{pattern:?} is not a namespace")))?;
@@ -52,16 +62,24 @@ pub async fn select(
         for spec in &listed {
             let name = spec.get_str("name").unwrap_or_default();
             let ns = format!("{}.{name}", p.db);
-            if !p.matches(&ns) || out.iter().any(|c| c.source.to_string() == ns) {
+            if !p.matches(&ns) || (p.collection.is_none() && name.starts_with(STAGING_START)) {
+                continue;
+            }
+            let kind = spec.get_str("type").unwrap_or("collection");
+            if kind != "collection" {
+                if p.collection.is_some() {
+                    return Err(AgentError::Refused(format!(
+                        "{ns} in backup {backup} is a {kind}; a selective restore copies \
+                         collections only"
+                    )));
+                }
+                skipped.push(format!("{ns} (a {kind})"));
                 continue;
             }
             found += 1;
-            let kind = spec.get_str("type").unwrap_or("collection");
-            if kind != "collection" {
-                return Err(AgentError::Refused(format!(
-                    "{ns} in backup {backup} is a {kind}; a selective restore copies \
-                     collections only"
-                )));
+            // Listed twice (`db.*` and `db.coll`): the named entry's rename applies.
+            if out.iter().any(|c| c.source.to_string() == ns) {
+                continue;
             }
             let source = Ns::parse(&ns).expect("db.coll");
             out.push(NsCopy {
@@ -89,8 +107,23 @@ pub async fn select(
             )));
         }
     }
-    Ok(out)
+    let mut targets: BTreeMap<&Ns, &Ns> = BTreeMap::new();
+    for c in &out {
+        if let Some(other) = targets.insert(&c.target, &c.source) {
+            return Err(AgentError::Refused(format!(
+                "{} and {other} would both be written to {}; rename one of them (renameTo)",
+                c.source, c.target
+            )));
+        }
+    }
+    Ok(Selection {
+        copies: out,
+        skipped,
+    })
 }
+
+/// How tidemark's staging collections start (never selected by `db.*`).
+const STAGING_START: &str = "tidemark_restore_";
 
 /// Decides each collection's mode from whether its target exists; with `refuse`, any
 /// existing target stops the restore before a write, naming every one of them.
@@ -103,8 +136,9 @@ pub async fn decide(
     for c in copies.iter_mut() {
         let exists = live.exists(&c.target).await?;
         c.mode = match (exists, on_existing) {
+            // `replace` also replaces a target created while the copy runs.
+            (_, OnExisting::Replace) => Mode::Staged { replace: true },
             (false, _) => Mode::Staged { replace: false },
-            (true, OnExisting::Replace) => Mode::Staged { replace: true },
             (true, OnExisting::Merge) => Mode::Merge,
             (true, OnExisting::Refuse) => {
                 existing.push(c.target.to_string());

@@ -16,7 +16,7 @@ use tidemark_schema::manifest::ReplicaSetManifest;
 use tidemark_schema::model::{NsPattern, OnExisting, target_namespace};
 
 use super::copy::{self, Progress};
-use super::live::{Live, NAMESPACE_EXISTS, Ns, staging, target_dbs};
+use super::live::{Live, NAMESPACE_EXISTS, Ns, PlannedSwap, staging, target_dbs};
 use super::plan::{self, Mode, NsCopy};
 use crate::drill::{scratch, select};
 use crate::error::AgentError;
@@ -144,9 +144,21 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     Ok((message, d))
 }
 
-/// Exactly named targets that exist, refused before anything is downloaded (patterns
-/// `db.*` are checked again once the backup's collections are known).
+/// Before anything is downloaded: the running set answers (its target databases are
+/// listed, whatever `onExisting` says: an unreachable set must not cost a download), and
+/// with `refuse`, exactly named targets that exist are refused (patterns `db.*` are
+/// checked again once the backup's collections are known).
 async fn refuse_existing_early(live: &Live, want: &Want<'_>) -> Result<(), AgentError> {
+    let mut dbs: Vec<String> = want
+        .namespaces
+        .iter()
+        .filter_map(|ns| Ns::parse(&target_namespace(ns, Some(want.rename_to))))
+        .map(|ns| ns.db)
+        .collect();
+    dbs.dedup();
+    for db in &dbs {
+        live.collections(db).await?;
+    }
     if want.on_existing != OnExisting::Refuse {
         return Ok(());
     }
@@ -177,9 +189,15 @@ async fn copy_into(
     standalone: &MongodClient,
     want: &Want<'_>,
 ) -> Result<Vec<NamespaceOutcome>, PhaseFailure> {
+    if let Some(why) = node.author_ended(op).await.in_phase(Phase::Check)? {
+        return Err(AgentError::EndedByAuthor(why)).in_phase(Phase::Check);
+    }
     node.running(op, Phase::Check, "selecting the collections")
         .await?;
-    let mut copies = plan::select(standalone, want.backup, want.namespaces, want.rename_to)
+    let plan::Selection {
+        mut copies,
+        skipped,
+    } = plan::select(standalone, want.backup, want.namespaces, want.rename_to)
         .await
         .in_phase(Phase::Check)?;
     plan::decide(live, &mut copies, want.on_existing)
@@ -190,10 +208,16 @@ async fn copy_into(
         "namespaces".into(),
         json!(copies.iter().map(|c| json!({"source": c.source.to_string(), "target": c.target.to_string(), "documents": c.documents, "indexes": c.indexes.len()})).collect::<Vec<_>>()),
     );
+    d.insert("skipped".into(), json!(skipped));
+    let passed_over = if skipped.is_empty() {
+        String::new()
+    } else {
+        format!("; passed over: {}", skipped.join(", "))
+    };
     node.done(
         op,
         Phase::Check,
-        format!("{} collection(s) selected", copies.len()),
+        format!("{} collection(s) selected{passed_over}", copies.len()),
         d,
     )
     .await?;
@@ -236,9 +260,23 @@ async fn import_and_swap(
                 .filter(|(_, c)| c.mode == Mode::Merge),
         );
     for (i, c) in order {
+        progress.check_ended(true).await.in_phase(Phase::Import)?;
         let dest = match c.mode {
             Mode::Merge => {
                 progress.merging.push(c.target.to_string());
+                // Written before the first upsert, or not begun: an agent restarted later
+                // must be able to say this target may be partly merged.
+                let mut d = Details::new();
+                d.insert("merging".into(), json!(progress.merging));
+                node.report(
+                    op,
+                    Phase::Import,
+                    PhaseStatus::Running,
+                    format!("merging {} into {}", c.source, c.target),
+                    d,
+                )
+                .await
+                .in_phase(Phase::Import)?;
                 outcomes[i].target_state = TargetState::PartlyMerged;
                 c.target.clone()
             }
@@ -260,32 +298,66 @@ async fn import_and_swap(
             outcomes[i].target_state = TargetState::Merged;
         }
     }
+    let mut d = Details::new();
+    d.insert("merging".into(), json!(progress.merging));
     node.done(
         op,
         Phase::Import,
         format!("{} documents copied", progress.done),
-        Details::new(),
+        d,
     )
     .await?;
-    swap(node, op, live, copies, outcomes).await
+    swap(node, op, live, copies, outcomes, &progress.merging).await
 }
 
-/// Renames each staging collection onto its target, reporting each one done (so an agent
-/// restarted meanwhile knows which targets were already replaced).
+/// Renames each staging collection onto its target. Every report of the swap lists the
+/// planned renames and the merges, so an agent restarted meanwhile can tell from the
+/// cluster which targets were already put in place.
 async fn swap(
     node: &Node,
     op: &Op,
     live: &Live,
     copies: &[NsCopy],
     outcomes: &mut [NamespaceOutcome],
+    merging: &[String],
 ) -> Result<(), PhaseFailure> {
+    let staged: Vec<(usize, &NsCopy, bool)> = copies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c.mode {
+            Mode::Staged { replace } => Some((i, c, replace)),
+            Mode::Merge => None,
+        })
+        .collect();
+    // A target created while the copy ran stops the restore before its first rename,
+    // so that no target is put in place while another is not.
+    for (_, c, replace) in &staged {
+        if !replace && live.exists(&c.target).await.in_phase(Phase::Swap)? {
+            return Err(AgentError::Refused(format!(
+                "target {} was created in {} while the restore ran; it is not overwritten \
+                 (only onExisting: replace does that) and no target was put in place",
+                c.target, live.name
+            )))
+            .in_phase(Phase::Swap);
+        }
+    }
+    let planned: Vec<PlannedSwap> = staged
+        .iter()
+        .map(|(_, c, _)| PlannedSwap {
+            staging: staging(&op.id, &c.target).to_string(),
+            target: c.target.to_string(),
+        })
+        .collect();
     let mut swapped: Vec<String> = Vec::new();
-    for (i, c) in copies.iter().enumerate() {
-        let Mode::Staged { replace } = c.mode else {
-            continue;
-        };
+    for (i, c, replace) in staged {
+        // A cancel, or a decision taken without us, stops before the next rename.
+        if let Some(why) = node.author_ended(op).await.in_phase(Phase::Swap)? {
+            return Err(AgentError::EndedByAuthor(why)).in_phase(Phase::Swap);
+        }
         let mut d = Details::new();
+        d.insert("planned".into(), json!(planned));
         d.insert("swapped".into(), json!(swapped));
+        d.insert("merging".into(), json!(merging));
         node.report(
             op,
             Phase::Swap,
@@ -295,22 +367,28 @@ async fn swap(
         )
         .await
         .in_phase(Phase::Swap)?;
-        match live
-            .rename(&staging(&op.id, &c.target), &c.target, replace)
-            .await
-        {
+        let from = staging(&op.id, &c.target);
+        // For the outcome: a replaced target, or one created by this rename.
+        let existed = replace && live.exists(&c.target).await.unwrap_or(true);
+        match live.rename(&from, &c.target, replace).await {
             Ok(()) => {}
             Err(e) if e.code == Some(NAMESPACE_EXISTS) => {
                 return Err(AgentError::Refused(format!(
-                    "target {} was created in {} while the restore ran (onExisting: refuse); \
-                     it was not replaced",
+                    "target {} was created in {} just now; it was not overwritten",
                     c.target, live.name
                 )))
                 .in_phase(Phase::Swap);
             }
-            Err(e) => return Err(AgentError::from(e)).in_phase(Phase::Swap),
+            // An answer lost to a failover: the cluster says whether the rename happened.
+            Err(e) => {
+                let happened = matches!(live.exists(&from).await, Ok(false))
+                    && matches!(live.exists(&c.target).await, Ok(true));
+                if !happened {
+                    return Err(AgentError::from(e)).in_phase(Phase::Swap);
+                }
+            }
         }
-        outcomes[i].target_state = if replace {
+        outcomes[i].target_state = if existed {
             TargetState::Replaced
         } else {
             TargetState::Created
@@ -318,7 +396,9 @@ async fn swap(
         swapped.push(c.target.to_string());
     }
     let mut d = Details::new();
+    d.insert("planned".into(), json!(planned));
     d.insert("swapped".into(), json!(swapped));
+    d.insert("merging".into(), json!(merging));
     node.done(
         op,
         Phase::Swap,

@@ -233,6 +233,7 @@ pub async fn advance(
                 encryption: manifest.encryption.clone(),
                 encryption_recorded: manifest.encryption_recorded,
                 storage_options: manifest.storage_options.clone(),
+                collections: manifest.collections.clone(),
             });
         }
     }

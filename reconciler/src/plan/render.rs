@@ -55,9 +55,15 @@ pub fn render_plan(plan: &Plan) -> String {
         }
         if let Action::StartSelectiveRestore(p) = &s.action {
             for n in &p.namespaces {
+                let size = match (n.documents, n.bytes) {
+                    (Some(d), Some(b)) => {
+                        format!("{d} documents, {} in the backup", human_bytes(b))
+                    }
+                    _ => "size not recorded by this backup".to_string(),
+                };
                 let _ = writeln!(
                     out,
-                    "    {} -> {} (an existing target: {})",
+                    "    {} -> {} ({size}; an existing target: {})",
                     n.source, n.target, p.on_existing
                 );
             }

@@ -4,8 +4,13 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tidemark_schema::control::{BackupRecord, DRILL_REPLICA_SET, Heartbeat, SelectiveTarget};
-use tidemark_schema::model::{BackupType, ClusterSpec, OnExisting, RestoreSpec, target_namespace};
+use tidemark_schema::control::{
+    BackupRecord, BackupReplicaSet, DRILL_REPLICA_SET, Heartbeat, SelectiveTarget,
+};
+use tidemark_schema::manifest::CollectionSize;
+use tidemark_schema::model::{
+    BackupType, ClusterSpec, NsPattern, OnExisting, RestoreSpec, target_namespace,
+};
 
 use super::restore::resolve_backup;
 
@@ -34,6 +39,12 @@ pub struct SelectivePlan {
 pub struct PlannedNamespace {
     pub source: String,
     pub target: String,
+    /// What the backup holds of it, summed over the collections it selects, as recorded
+    /// when the backup was taken; `None` when the backup recorded no sizes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub documents: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// The plan, or why the restore cannot start now. `busy` are drill agents already
@@ -99,9 +110,14 @@ pub fn plan_selective(
         .namespaces
         .iter()
         .flatten()
-        .map(|ns| PlannedNamespace {
-            source: ns.clone(),
-            target: target_namespace(ns, spec.rename_to.as_ref()),
+        .map(|ns| {
+            let sizes = sizes_of(ns, part);
+            PlannedNamespace {
+                source: ns.clone(),
+                target: target_namespace(ns, spec.rename_to.as_ref()),
+                documents: sizes.map(|s| s.documents),
+                bytes: sizes.map(|s| s.bytes),
+            }
         })
         .collect();
     Ok(SelectivePlan {
@@ -119,6 +135,23 @@ pub fn plan_selective(
         namespaces,
         on_existing: spec.on_existing.unwrap_or_default(),
     })
+}
+
+/// The size in the backup of what pattern `ns` selects, when the backup recorded sizes.
+fn sizes_of(ns: &str, part: &BackupReplicaSet) -> Option<CollectionSize> {
+    if part.collections.is_empty() {
+        return None;
+    }
+    let p = NsPattern::parse(ns)?;
+    Some(
+        part.collections
+            .iter()
+            .filter(|(name, _)| p.matches(name))
+            .fold(CollectionSize::default(), |sum, (_, s)| CollectionSize {
+                documents: sum.documents + s.documents,
+                bytes: sum.bytes + s.bytes,
+            }),
+    )
 }
 
 /// The plan step's reason: what is copied, where, and what happens to existing targets.
@@ -140,9 +173,24 @@ pub fn reason(p: &SelectivePlan) -> String {
         OnExisting::Replace => "an existing target is replaced by the backup's copy",
         OnExisting::Merge => "the backup's documents are upserted into an existing target by _id",
     };
+    let missing: Vec<&str> = p
+        .namespaces
+        .iter()
+        .filter(|n| n.documents == Some(0) && n.bytes == Some(0))
+        .map(|n| n.source.as_str())
+        .collect();
+    let warning = if missing.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; WARNING: {} held nothing when the backup was taken (the agent refuses a \
+             pattern that selects no collection)",
+            missing.join(", ")
+        )
+    };
     format!(
         "new one-shot selective Restore of backup {:?}: copies {what} into replica set {:?} \
-         through its primary, on drill agent {:?}; no node is stopped; {existing}",
+         through its primary, on drill agent {:?}; no node is stopped; {existing}{warning}",
         p.backup, p.target.replica_set, p.agent
     )
 }

@@ -1,10 +1,13 @@
 //! Following a selective restore to its end: the drill agent's final report decides it.
 //! `done` when every collection was put in place; `error` with the agent's words (which
-//! name each target's state) when it failed, or when the agent stopped reporting.
+//! name each target's state) when it failed, or when the agent stopped reporting;
+//! `cancelled` when `cancel-restore` asked (the op's `abort.json` stops the agent at its
+//! next batch or rename) and the agent stopped.
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
-    OneShotRecord, Op, OpCommand, OpResult, PhaseStatus, RunStatus, SelectiveOutcome, result_key,
+    OneShotRecord, Op, OpCommand, OpResult, PhaseStatus, RunStatus, SelectiveOutcome, abort_key,
+    result_key,
 };
 
 use crate::execute::{ExecError, Executor, Progress, who};
@@ -32,6 +35,14 @@ pub async fn advance(
             op.id
         )));
     };
+    let cancel = ex.cancel_request(record).await?;
+    if let Some(c) = &cancel
+        && decided.is_none()
+    {
+        // The agent stops at its next batch or rename and drops its staging collections.
+        let abort = serde_json::json!({"at": now, "by": c.by});
+        ex.control.create(&abort_key(&op.id), &abort).await?;
+    }
     if decided.is_none() && !v.settled() {
         return Ok(Progress::Running);
     }
@@ -50,14 +61,31 @@ pub async fn advance(
                 ),
             }
         }
+        // Stopped by the cancel (the agent says so by a flag): what it left is in its
+        // words. A failure of its own stays an error even with a cancel requested.
+        Some(r)
+            if cancel.is_some()
+                && r.details.get("endedByAuthor") == Some(&serde_json::json!(true)) =>
+        {
+            (
+                RunStatus::Cancelled,
+                format!(
+                    "cancelled by {}: {}: {}",
+                    cancel.as_ref().map_or("", |c| c.by.as_str()),
+                    who(v),
+                    r.message
+                ),
+            )
+        }
         Some(r) => (RunStatus::Error, format!("{}: {}", who(v), r.message)),
         None => (
             RunStatus::Error,
             format!(
                 "drill agent {} stopped reporting (last heartbeat {}); the selective restore \
-                 did not finish. Its copies are in staging collections until the agent starts \
-                 again and drops them; a target is changed only once its copy is renamed onto \
-                 it (or, with onExisting: merge, partly merged)",
+                 did not finish. A target is changed only once its copy is renamed onto it \
+                 (or, with onExisting: merge, partly merged); staging collections it may have \
+                 left (tidemark_restore_*) are dropped when the agent starts again, or can be \
+                 dropped by hand",
                 v.node,
                 v.heartbeat
                     .as_ref()

@@ -527,6 +527,9 @@ pub struct BackupReplicaSet {
     pub encryption_recorded: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub storage_options: BTreeMap<String, serde_json::Value>,
+    /// Each user collection's size when the backup was taken, from its manifest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub collections: BTreeMap<String, crate::manifest::CollectionSize>,
 }
 
 impl BackupRecord {

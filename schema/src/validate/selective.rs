@@ -51,6 +51,11 @@ pub fn check_selective(
         if let Some(first) = seen.insert(ns.clone(), i) {
             out.push(doc.error(&field, format!("{ns:?} is listed twice (also at {first})")));
         }
+        if p.collection.is_some()
+            && let Some(problem) = collection_problem(ns)
+        {
+            out.push(doc.error(&field, format!("{ns:?} {problem}")));
+        }
         let renamed = spec.rename_to.as_ref().is_some_and(|r| r.contains_key(ns));
         if !renamed && SYSTEM_DATABASES.contains(&p.db.as_str()) {
             out.push(doc.error(
@@ -67,6 +72,26 @@ pub fn check_selective(
     if let Some(rename) = &spec.rename_to {
         check_renames(doc, namespaces, rename, out);
     }
+}
+
+/// What makes `db.coll` unusable as a selective restore's collection or target: mongod's
+/// own `system.*` collections, tidemark's staging names, and a name too long for its
+/// staging collection (`tidemark_restore_<10 hex>.<coll>` within mongod's 255 bytes).
+fn collection_problem(ns: &str) -> Option<String> {
+    let (db, coll) = ns.split_once('.')?;
+    if coll.starts_with("system.") {
+        return Some("is one of mongod's own collections (system.*)".into());
+    }
+    if coll.starts_with("tidemark_restore_") {
+        return Some("is named like tidemark's staging collections (tidemark_restore_*)".into());
+    }
+    let staging = db.len() + 1 + "tidemark_restore_".len() + 11 + coll.len();
+    (staging > 255).then(|| {
+        format!(
+            "is too long: its staging collection would be a {staging}-byte namespace, over \
+             mongod's 255"
+        )
+    })
 }
 
 fn pattern(ns: &str) -> Option<NsPattern> {
@@ -130,6 +155,9 @@ fn check_renames(
         }
         match NsPattern::parse(to) {
             Some(p) if p.collection.is_some() && namespace_problem(to).is_none() => {
+                if let Some(problem) = collection_problem(to) {
+                    out.push(doc.error(&field, format!("target {to:?} {problem}")));
+                }
                 if SYSTEM_DATABASES.contains(&p.db.as_str()) {
                     out.push(doc.error(
                         &field,

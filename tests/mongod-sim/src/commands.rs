@@ -609,6 +609,7 @@ async fn dispatch(node: &Arc<Node>, cmd: &Document, conn_id: u64) -> Result<Outc
         "createIndexes" => crate::ddl::create_indexes(node, &db, cmd).await?,
         "listIndexes" => crate::ddl::list_indexes(node, &db, cmd)?,
         "renameCollection" => crate::ddl::rename_collection(node, cmd).await?,
+        "collStats" => crate::ddl::coll_stats(node, &db, cmd)?,
         "listCollections" => crud::list_collections(node, &db, cmd)?,
         "listDatabases" => crud::list_databases(node, cmd),
         "aggregate" => {

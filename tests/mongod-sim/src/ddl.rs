@@ -140,6 +140,31 @@ pub fn list_indexes(node: &Node, db: &str, cmd: &Document) -> Result<Document, C
     Ok(cursor_reply(&mut g, &ns, out, usize::MAX, true))
 }
 
+/// `collStats`: the document count and data size of a collection (`NamespaceNotFound`
+/// (26) for a missing one), as mongod 7.0 still answers the deprecated command.
+pub fn coll_stats(node: &Node, db: &str, cmd: &Document) -> Result<Document, CmdError> {
+    let ns = format!("{db}.{}", cmd.get_str("collStats").unwrap_or_default());
+    let g = node.lock();
+    let Some(c) = g.catalog.colls.get(&ns) else {
+        return Err(CmdError::new(
+            26,
+            "NamespaceNotFound",
+            format!("Collection [{ns}] not found."),
+        ));
+    };
+    let count = c.len() as i64;
+    let size = c.data_size() as i64;
+    Ok(doc! {
+        "ns": &ns,
+        "count": count,
+        "size": size,
+        "avgObjSize": if count > 0 { size / count } else { 0 },
+        "storageSize": size,
+        "nindexes": (c.indexes.len() + 1) as i32,
+        "ok": 1.0,
+    })
+}
+
 /// `renameCollection` (on `admin`): source missing is `NamespaceNotFound` (26), an
 /// existing target without `dropTarget` is `NamespaceExists` (48); across databases is
 /// refused (the sim moves a collection's files only within one database's catalog).
