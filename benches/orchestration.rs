@@ -151,22 +151,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    // mongod-sim is another package's binary, which `cargo bench` does not rebuild: build
-    // it every time (a no-op when fresh) so the figures never come from a stale one.
-    {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "mongod-sim",
-                "--bin",
-                "mongod-sim",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building mongod-sim");
-    }
+    rig::build_release_sim();
 
     let mut rig = Rig::new("bench", 3, &[]);
     let bytes = (gib * (1u64 << 30) as f64) as i64;

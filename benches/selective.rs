@@ -37,17 +37,6 @@ fn at(w: &World, op: &str, phase: &str) -> DateTime<Utc> {
     read::<PhaseReport>(w, &phase_key(op, DRILL_REPLICA_SET, "drill-1", phase)).at
 }
 
-/// `median (min–max …)`.
-fn spread(mut v: Vec<f64>) -> String {
-    v.sort_by(f64::total_cmp);
-    format!(
-        "{:.3} (min–max {:.3}–{:.3})",
-        v[v.len() / 2],
-        v[0],
-        v[v.len() - 1]
-    )
-}
-
 /// Inserts on the primary, in batches of 1,000, waiting for the set to apply each.
 fn load(w: &World, coll: &str, n: i64) {
     for start in (0..n).step_by(1000) {
@@ -78,7 +67,15 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let mut w = World::new("bench-selective");
+    rig::build_release_sim();
+    // WiredTiger's checkpoint period on the live set: mongod-sim rewrites a dirty
+    // collection's whole file at each checkpoint (WiredTiger writes only changed pages),
+    // so the tests' 300 ms would charge a long copy for many full rewrites a plain insert
+    // finishing between two checkpoints never pays.
+    let mut w = World::with_sim_args(
+        "bench-selective",
+        &["--sim-checkpoint-interval-ms", "60000"],
+    );
     load(&w, "orders", n);
     for i in 0..3 {
         w.rig.start_agent(i);
@@ -129,10 +126,16 @@ fn main() {
         ready.push(to_ready);
     }
     println!("selective_documents: {n}");
-    println!("selective_copy_vs_insert_ratio: {}", spread(ratios));
-    println!("selective_copy_s: {}", spread(copies));
-    println!("selective_insert_s: {}", spread(inserts));
-    println!("selective_scratch_ready_s: {}", spread(ready));
+    println!(
+        "selective_copy_vs_insert_ratio: {}",
+        tidemark_testkit::spread(&ratios)
+    );
+    println!("selective_copy_s: {}", tidemark_testkit::spread(&copies));
+    println!("selective_insert_s: {}", tidemark_testkit::spread(&inserts));
+    println!(
+        "selective_scratch_ready_s: {}",
+        tidemark_testkit::spread(&ready)
+    );
     let _ = agent.kill();
     let _ = agent.wait();
 }

@@ -179,6 +179,23 @@ fn staging_left(w: &World) -> Vec<String> {
         .collect()
 }
 
+/// Declares selective restore `name` of `shop.orders` (`replace`) and waits until its
+/// agent has begun copying (its first `import` report).
+fn copy_begun(w: &World, name: &str) {
+    w.restore_yaml(
+        name,
+        "b1",
+        "  namespaces: [shop.orders]\n  onExisting: replace\n",
+    );
+    let op = w.op_of("restore", name);
+    let import = w
+        .rig
+        .control
+        .path()
+        .join(phase_key(&op, DRILL_REPLICA_SET, "drill-1", "import"));
+    wait_until(w, "the copy has begun", || import.exists());
+}
+
 fn scratch_left(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -334,18 +351,7 @@ fn a_drill_agent_killed_mid_copy_leaves_the_target_as_it_was() {
     // Each batch read from the restored standalone after the first takes 2 s: the copy
     // of 3 batches outlasts the kill below by seconds.
     let mut agent = w.drill_agent(scratch.path(), "drill-1", &["--sim-slow-find-ms=2000"]);
-    w.restore_yaml(
-        "r-kill",
-        "b1",
-        "  namespaces: [shop.orders]\n  onExisting: replace\n",
-    );
-    let op = w.op_of("restore", "r-kill");
-    let import = w
-        .rig
-        .control
-        .path()
-        .join(phase_key(&op, DRILL_REPLICA_SET, "drill-1", "import"));
-    wait_until(&w, "the copy has begun", || import.exists());
+    copy_begun(&w, "r-kill");
     assert_eq!(
         staging_left(&w).len(),
         1,
@@ -388,18 +394,7 @@ fn a_drill_agent_killed_mid_copy_leaves_the_target_as_it_was() {
     // Cancelled mid-copy: the agent stops at its next batch, drops the staging collection
     // and the restore ends cancelled, the target untouched.
     let mut agent = w.drill_agent(scratch.path(), "drill-1", &["--sim-slow-find-ms=2000"]);
-    w.restore_yaml(
-        "r-cancel",
-        "b1",
-        "  namespaces: [shop.orders]\n  onExisting: replace\n",
-    );
-    let op = w.op_of("restore", "r-cancel");
-    let import = w
-        .rig
-        .control
-        .path()
-        .join(phase_key(&op, DRILL_REPLICA_SET, "drill-1", "import"));
-    wait_until(&w, "the copy has begun", || import.exists());
+    copy_begun(&w, "r-cancel");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args([
             "cancel-restore",

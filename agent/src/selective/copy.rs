@@ -17,10 +17,11 @@ use crate::error::AgentError;
 use crate::mongod::{MongodClient, MongodError};
 use crate::node::{Details, Node};
 
-/// Documents per batch, and the bytes a batch stops at: well under mongod's 48 MB
-/// message and 16 MB command limits.
-const BATCH_DOCS: usize = 1000;
-const BATCH_BYTES: usize = 8 << 20;
+/// Documents per batch and the bytes a batch stops at. Inserts go in large batches (few
+/// round trips; the driver splits them under mongod's 48 MB message limit); upserts in
+/// smaller ones, as each is one `update` command under the 16 MB command limit.
+const INSERT_BATCH: (usize, usize) = (10_000, 32 << 20);
+const UPSERT_BATCH: (usize, usize) = (1_000, 8 << 20);
 /// Batches read ahead of the writer.
 const READ_AHEAD: usize = 4;
 const REPORT_EVERY: Duration = Duration::from_secs(2);
@@ -140,7 +141,13 @@ pub async fn documents(
 ) -> Result<u64, AgentError> {
     let (tx, mut rx) =
         tokio::sync::mpsc::channel::<Result<Vec<RawDocumentBuf>, AgentError>>(READ_AHEAD);
-    let reader = tokio::spawn(read_batches(standalone.clone(), c.source.clone(), tx));
+    let bounds = if upsert { UPSERT_BATCH } else { INSERT_BATCH };
+    let reader = tokio::spawn(read_batches(
+        standalone.clone(),
+        c.source.clone(),
+        bounds,
+        tx,
+    ));
     let coll = live
         .client()
         .database(&dest.db)
@@ -157,12 +164,22 @@ pub async fn documents(
         } else {
             // The backup's documents met the validator of their time; a stricter one
             // since must not refuse them.
-            coll.insert_many(batch)
+            let inserted = coll
+                .insert_many(&batch)
                 .ordered(false)
                 .bypass_document_validation(true)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+                .await;
+            match inserted {
+                Ok(_) => Ok(()),
+                // A failover mid-batch: part of it may be written. The same documents go
+                // again as upserts by `_id`, which repeat safely (and wait out the
+                // election).
+                Err(e) if transient(super::live::code_of(&e)) => {
+                    tracing::warn!(error = %e, "insert batch failed; writing it again as upserts");
+                    upsert_batch(live, dest, batch).await
+                }
+                Err(e) => Err(e.to_string()),
+            }
         };
         wrote.map_err(|message| {
             AgentError::Mongod(MongodError::Command {
@@ -198,6 +215,7 @@ fn transient(code: Option<i32>) -> bool {
 async fn read_batches(
     standalone: MongodClient,
     ns: Ns,
+    (max_docs, max_bytes): (usize, usize),
     tx: tokio::sync::mpsc::Sender<Result<Vec<RawDocumentBuf>, AgentError>>,
 ) {
     let coll = standalone
@@ -211,14 +229,14 @@ async fn read_batches(
             message: format!("{ns}: {e}"),
         })
     };
-    let mut cursor = match coll.find(doc! {}).batch_size(BATCH_DOCS as u32).await {
+    let mut cursor = match coll.find(doc! {}).batch_size(max_docs as u32).await {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(Err(fail(e))).await;
             return;
         }
     };
-    let mut batch = Vec::with_capacity(BATCH_DOCS);
+    let mut batch = Vec::with_capacity(max_docs);
     let mut bytes = 0usize;
     loop {
         match cursor.try_next().await {
@@ -226,9 +244,9 @@ async fn read_batches(
                 let len = d.as_bytes().len();
                 // Sent before it would grow past the bound: one command stays under
                 // mongod's 16 MB limit whatever the documents' sizes.
-                if !batch.is_empty() && (batch.len() >= BATCH_DOCS || bytes + len > BATCH_BYTES) {
+                if !batch.is_empty() && (batch.len() >= max_docs || bytes + len > max_bytes) {
                     bytes = 0;
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_DOCS));
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(max_docs));
                     if tx.send(Ok(full)).await.is_err() {
                         return; // the writer stopped
                     }

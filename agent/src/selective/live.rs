@@ -91,12 +91,22 @@ impl Live {
                 message,
             },
         };
-        let reply = self
-            .client
-            .database(db)
-            .run_command(cmd)
-            .await
-            .map_err(|e| fail(code_of(&e), e.to_string()))?;
+        // A command refused because the node is no longer primary was not run: asked
+        // again (the driver selects the new primary) while an election settles.
+        let began = std::time::Instant::now();
+        let reply = loop {
+            match self.client.database(db).run_command(cmd.clone()).await {
+                Ok(reply) => break reply,
+                Err(e)
+                    if code_of(&e).is_some_and(|c| NOT_PRIMARY.contains(&c))
+                        && began.elapsed() < ELECTION =>
+                {
+                    tracing::warn!(error = %e, "{command}: not primary; asking again");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(fail(code_of(&e), e.to_string())),
+            }
+        };
         if let Ok(wce) = reply.get_document("writeConcernError") {
             return Err(fail(
                 wce.get_i32("code").ok(),
@@ -168,6 +178,12 @@ const WRITES: &[&str] = &[
     "update",
 ];
 
+/// NotWritablePrimary, NotPrimaryNoSecondaryOk, NotPrimaryOrSecondary: the command was not
+/// run, so it can be asked again whatever it does.
+const NOT_PRIMARY: &[i32] = &[10107, 13435, 13436];
+/// How long a command is asked again while the set elects a primary.
+const ELECTION: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// mongod's error codes a selective restore acts on.
 pub const NAMESPACE_NOT_FOUND: i32 = 26;
 pub const NAMESPACE_EXISTS: i32 = 48;
@@ -185,7 +201,7 @@ impl From<LiveError> for AgentError {
     }
 }
 
-fn code_of(e: &mongodb::error::Error) -> Option<i32> {
+pub(super) fn code_of(e: &mongodb::error::Error) -> Option<i32> {
     match e.kind.as_ref() {
         mongodb::error::ErrorKind::Command(c) => Some(c.code),
         _ => None,

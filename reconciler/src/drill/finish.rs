@@ -4,9 +4,7 @@
 //! check, nothing checked or a lost agent is `error`.
 
 use chrono::{DateTime, Utc};
-use tidemark_schema::control::{
-    DrillOutcome, OneShotRecord, OpResult, PhaseStatus, RunStatus, result_key,
-};
+use tidemark_schema::control::{DrillOutcome, OneShotRecord, PhaseStatus, RunStatus};
 
 use crate::execute::{ExecError, Executor, Progress, who};
 
@@ -15,18 +13,11 @@ pub async fn advance(
     record: &OneShotRecord,
     now: DateTime<Utc>,
 ) -> Result<Progress, ExecError> {
-    let op = ex.op_of(record).await?;
-    let decided: Option<OpResult> = ex.control.get(&result_key(&op.id)).await?;
-    let views = ex.views(&op, now).await?;
-    let Some(v) = views.first() else {
-        return Err(ExecError::Invalid(format!(
-            "{}: a drill op without a target",
-            op.id
-        )));
-    };
-    if decided.is_none() && !v.settled() {
+    let one = ex.single(record, now).await?;
+    if one.running() {
         return Ok(Progress::Running);
     }
+    let v = &one.view;
     let mut outcome: Option<DrillOutcome> = None;
     let (status, reason) = match v.final_report() {
         Some(r) if r.status == PhaseStatus::Done => {
@@ -81,26 +72,13 @@ pub async fn advance(
             format!(
                 "drill agent {} stopped reporting (last heartbeat {}); the drill did not finish",
                 v.node,
-                v.heartbeat
-                    .as_ref()
-                    .map_or("never".to_string(), |h| h.at.to_rfc3339())
+                one.last_heartbeat()
             ),
         ),
     };
-    let result = ex
-        .decide_once(OpResult {
-            op_id: op.id.clone(),
-            status,
-            decided_at: now,
-            reason,
-            nodes: Vec::new(),
-            epoch: None,
-        })
-        .await?;
     let mut r = record.clone();
     // The figures go with the outcome whatever decided it first: an earlier pass that
     // saw the same report wrote the same result.
     r.drill = outcome;
-    ex.finish_record(&r, result.status, result.reason, now)
-        .await
+    ex.end_single(&r, &one.op.id, (status, reason), now).await
 }

@@ -4,5 +4,7 @@
 
 mod context;
 mod oneshot;
+mod single;
 
 pub use context::{ExecError, Executor, NodeView, Progress, storage_target, who};
+pub use single::Single;

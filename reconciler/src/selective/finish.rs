@@ -6,8 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
-    OneShotRecord, Op, OpCommand, OpResult, PhaseStatus, RunStatus, SelectiveOutcome, abort_key,
-    result_key,
+    OneShotRecord, Op, OpCommand, PhaseStatus, RunStatus, SelectiveOutcome, abort_key,
 };
 
 use crate::execute::{ExecError, Executor, Progress, who};
@@ -26,26 +25,19 @@ pub async fn advance(
     record: &OneShotRecord,
     now: DateTime<Utc>,
 ) -> Result<Progress, ExecError> {
-    let op = ex.op_of(record).await?;
-    let decided: Option<OpResult> = ex.control.get(&result_key(&op.id)).await?;
-    let views = ex.views(&op, now).await?;
-    let Some(v) = views.first() else {
-        return Err(ExecError::Invalid(format!(
-            "{}: a selective restore op without a target",
-            op.id
-        )));
-    };
+    let one = ex.single(record, now).await?;
     let cancel = ex.cancel_request(record).await?;
     if let Some(c) = &cancel
-        && decided.is_none()
+        && one.decided.is_none()
     {
         // The agent stops at its next batch or rename and drops its staging collections.
         let abort = serde_json::json!({"at": now, "by": c.by});
-        ex.control.create(&abort_key(&op.id), &abort).await?;
+        ex.control.create(&abort_key(&one.op.id), &abort).await?;
     }
-    if decided.is_none() && !v.settled() {
+    if one.running() {
         return Ok(Progress::Running);
     }
+    let v = &one.view;
     let mut outcome: Option<SelectiveOutcome> = None;
     let (status, reason) = match v.final_report() {
         Some(r) if r.status == PhaseStatus::Done => {
@@ -87,24 +79,11 @@ pub async fn advance(
                  left (tidemark_restore_*) are dropped when the agent starts again, or can be \
                  dropped by hand",
                 v.node,
-                v.heartbeat
-                    .as_ref()
-                    .map_or("never".to_string(), |h| h.at.to_rfc3339())
+                one.last_heartbeat()
             ),
         ),
     };
-    let result = ex
-        .decide_once(OpResult {
-            op_id: op.id.clone(),
-            status,
-            decided_at: now,
-            reason,
-            nodes: Vec::new(),
-            epoch: None,
-        })
-        .await?;
     let mut r = record.clone();
     r.selective = outcome;
-    ex.finish_record(&r, result.status, result.reason, now)
-        .await
+    ex.end_single(&r, &one.op.id, (status, reason), now).await
 }

@@ -54,6 +54,36 @@ fn snapshot(inner: &Inner, ns: &str, filter: &Document) -> Result<Vec<Document>,
     let Some(c) = inner.catalog.colls.get(ns) else {
         return Ok(vec![]);
     };
+    // mongod's IDHACK: a filter on `_id` alone (`{_id: v}` or `{_id: {$eq: v}}`) is one
+    // lookup in the `_id` index, not a scan.
+    if let Some(id) = id_only(filter) {
+        // Index keys compare numbers by value: 5, 5i64 and 5.0 are one key.
+        let same: Vec<Bson> = match id {
+            Bson::Int32(n) => vec![
+                Bson::Int32(*n),
+                Bson::Int64(i64::from(*n)),
+                Bson::Double(f64::from(*n)),
+            ],
+            Bson::Int64(n) => vec![
+                Bson::Int64(*n),
+                Bson::Double(*n as f64),
+                i32::try_from(*n).map_or(Bson::Null, Bson::Int32),
+            ],
+            Bson::Double(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => vec![
+                Bson::Double(*f),
+                Bson::Int64(*f as i64),
+                i32::try_from(*f as i64).map_or(Bson::Null, Bson::Int32),
+            ],
+            other => vec![other.clone()],
+        };
+        return Ok(same
+            .iter()
+            .filter(|v| !matches!(v, Bson::Null) || matches!(id, Bson::Null))
+            .find_map(|v| c.get(v))
+            .into_iter()
+            .cloned()
+            .collect());
+    }
     let mut out = Vec::new();
     for d in c.docs() {
         if matches(d, filter).map_err(bad_value)? {
@@ -61,6 +91,20 @@ fn snapshot(inner: &Inner, ns: &str, filter: &Document) -> Result<Vec<Document>,
         }
     }
     Ok(out)
+}
+
+/// The value of a filter that names one `_id` and nothing else (not an operator document
+/// other than `$eq`, which may hold regular expressions or ranges).
+fn id_only(filter: &Document) -> Option<&Bson> {
+    if filter.len() != 1 {
+        return None;
+    }
+    match filter.get("_id")? {
+        Bson::Document(d) if d.len() == 1 && d.contains_key("$eq") => d.get("$eq"),
+        Bson::Document(d) if d.keys().any(|k| k.starts_with('$')) => None,
+        Bson::RegularExpression(_) => None,
+        v => Some(v),
+    }
 }
 
 /// The oplog's `_id` is our storage key, not part of real oplog entries.
