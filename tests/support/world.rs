@@ -470,7 +470,7 @@ impl World {
         dir: &std::path::Path,
         node_id: &str,
         standalone_args: &[&str],
-    ) -> Child {
+    ) -> DrillAgent {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -504,7 +504,30 @@ impl World {
                     .map(|a| format!("--standalone-arg={a}")),
             );
         }
-        cmd.spawn().expect("the drill agent starts")
+        DrillAgent(cmd.spawn().expect("the drill agent starts"))
+    }
+}
+
+/// A drill agent process, killed when dropped: a failing test must not leave it running.
+pub struct DrillAgent(pub Child);
+
+impl std::ops::Deref for DrillAgent {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for DrillAgent {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for DrillAgent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
