@@ -348,8 +348,8 @@ fn one_collection_comes_back_renamed_replaced_or_merged_and_no_node_stops() {
 fn a_drill_agent_killed_mid_copy_leaves_the_target_as_it_was() {
     let w = damaged_after_backup("selective-kill", 3000);
     let scratch = tempfile::TempDir::new().unwrap();
-    // Each batch read from the restored standalone after the first takes 2 s: the copy
-    // of 3 batches outlasts the kill below by seconds.
+    // Each batch read from the restored standalone takes 2 s: the copy outlasts the kill
+    // below by seconds.
     let mut agent = w.drill_agent(scratch.path(), "drill-1", &["--sim-slow-find-ms=2000"]);
     copy_begun(&w, "r-kill");
     assert_eq!(

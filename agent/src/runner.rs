@@ -310,6 +310,12 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<Seen, AgentError> {
         }
         let mut details = Details::new();
         details.insert("interruptedPhase".into(), json!(last.phase));
+        // A cancel that came meanwhile is still the cause the reconciler should see.
+        if matches!(op.command, OpCommand::SelectiveRestore { .. })
+            && matches!(node.author_ended(op).await, Ok(Some(_)))
+        {
+            details.insert("endedByAuthor".into(), json!(true));
+        }
         // The phase it was in failed; but a node that had passed its checks and seen `go`
         // may have gone on to stop mongod before the report of `stop` was written.
         let mut failed = last.phase;

@@ -318,15 +318,23 @@ impl MongodClient {
                 .await
                 .map_err(|e| fail("listCollections", e))?;
             for coll in names.iter().filter(|c| !c.starts_with("system.")) {
+                // Past the cap nothing is recorded: a partial list would make a plan warn
+                // that a pattern held nothing.
                 if out.len() >= MAX_SIZED {
-                    return Ok(out);
+                    return Err(MongodError::Unexpected {
+                        node: self.node.clone(),
+                        message: format!("more than {MAX_SIZED} collections; sizes not recorded"),
+                    });
                 }
-                let stats = self
+                // A collection dropped since it was listed is left out, not a failure.
+                let Ok(stats) = self
                     .client
                     .database(db)
-                    .run_command(doc! {"collStats": coll})
+                    .run_command(doc! {"collStats": coll, "maxTimeMS": 10_000i64})
                     .await
-                    .map_err(|e| fail("collStats", e))?;
+                else {
+                    continue;
+                };
                 let n = |k: &str| match stats.get(k) {
                     Some(Bson::Int32(v)) => *v as u64,
                     Some(Bson::Int64(v)) => *v as u64,

@@ -174,9 +174,9 @@ pub async fn documents(
                 // A failover mid-batch: part of it may be written. The same documents go
                 // again as upserts by `_id`, which repeat safely (and wait out the
                 // election).
-                Err(e) if transient(super::live::code_of(&e)) => {
+                Err(e) if insert_transient(&e) => {
                     tracing::warn!(error = %e, "insert batch failed; writing it again as upserts");
-                    upsert_batch(live, dest, batch).await
+                    upsert_in_chunks(live, dest, batch).await
                 }
                 Err(e) => Err(e.to_string()),
             }
@@ -200,6 +200,45 @@ pub async fn documents(
         .await
         .map_err(|e| AgentError::Refused(format!("the reader of {} stopped: {e}", c.source)))?;
     Ok(written)
+}
+
+/// Whether an insert batch failed the way a failover fails it (the batch may be partly
+/// written, and writing it again as upserts is safe), not on a document of its own.
+fn insert_transient(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::ErrorKind;
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => transient(Some(c.code)),
+        ErrorKind::InsertMany(m) => m.write_errors.as_ref().is_none_or(Vec::is_empty),
+        ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::ServerSelection { .. } => true,
+        _ => false,
+    }
+}
+
+/// A batch of the insert's size, upserted in batches of the upsert's bounds (one
+/// `update` command must stay under mongod's 16 MB limit).
+async fn upsert_in_chunks(
+    live: &Live,
+    dest: &Ns,
+    batch: Vec<RawDocumentBuf>,
+) -> Result<(), String> {
+    let (max_docs, max_bytes) = UPSERT_BATCH;
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for d in batch {
+        let len = d.as_bytes().len();
+        if !chunk.is_empty() && (chunk.len() >= max_docs || bytes + len > max_bytes) {
+            upsert_batch(live, dest, std::mem::take(&mut chunk)).await?;
+            bytes = 0;
+        }
+        bytes += len;
+        chunk.push(d);
+    }
+    if chunk.is_empty() {
+        return Ok(());
+    }
+    upsert_batch(live, dest, chunk).await
 }
 
 /// Errors a failover or a lost connection gives: the same idempotent batch may go again.
@@ -229,7 +268,14 @@ async fn read_batches(
             message: format!("{ns}: {e}"),
         })
     };
-    let mut cursor = match coll.find(doc! {}).batch_size(max_docs as u32).await {
+    // The standalone is ours alone: its cursor must outlive a writer that waits long on
+    // the running set.
+    let mut cursor = match coll
+        .find(doc! {})
+        .batch_size(max_docs as u32)
+        .no_cursor_timeout(true)
+        .await
+    {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(Err(fail(e))).await;

@@ -65,7 +65,14 @@ impl Live {
             .map_err(|e| connect_error(&name, e))?;
         options.app_name = Some("tidemark-selective-restore".into());
         options.server_selection_timeout = Some(std::time::Duration::from_secs(30));
-        options.write_concern = Some(WriteConcern::majority());
+        // Bounded: with a majority that cannot acknowledge (a secondary down in a PSA set),
+        // a write fails after a minute instead of blocking a cancel forever.
+        options.write_concern = Some(
+            WriteConcern::builder()
+                .w(mongodb::options::Acknowledgment::Majority)
+                .w_timeout(std::time::Duration::from_millis(WTIMEOUT_MS as u64))
+                .build(),
+        );
         let client = Client::with_options(options).map_err(|e| connect_error(&name, e))?;
         Ok(Live { client, name })
     }
@@ -81,7 +88,10 @@ impl Live {
     pub async fn command(&self, db: &str, mut cmd: Document) -> Result<Document, LiveError> {
         let command = cmd.keys().next().cloned().unwrap_or_default();
         if WRITES.contains(&command.as_str()) {
-            cmd.insert("writeConcern", doc! {"w": "majority"});
+            cmd.insert(
+                "writeConcern",
+                doc! {"w": "majority", "wtimeout": WTIMEOUT_MS},
+            );
         }
         let fail = |code: Option<i32>, message: String| LiveError {
             code,
@@ -134,6 +144,46 @@ impl Live {
         Ok(self.collections(&ns.db).await?.contains(&ns.coll))
     }
 
+    /// The collection's UUID (hex), `None` when it does not exist. A rename within a
+    /// database keeps it, so "the target has the staging collection's UUID" is the proof
+    /// that a rename happened, whatever else was dropped since.
+    pub async fn uuid(&self, ns: &Ns) -> Result<Option<String>, AgentError> {
+        let reply = self
+            .command(
+                &ns.db,
+                doc! {"listCollections": 1, "filter": {"name": &ns.coll}},
+            )
+            .await?;
+        let first = reply
+            .get_document("cursor")
+            .ok()
+            .and_then(|c| c.get_array("firstBatch").ok())
+            .and_then(|b| b.first())
+            .and_then(|d| d.as_document());
+        Ok(
+            first.and_then(|d| match d.get_document("info").ok()?.get("uuid")? {
+                bson::Bson::Binary(b) => Some(b.bytes.iter().map(|x| format!("{x:02x}")).collect()),
+                _ => None,
+            }),
+        )
+    }
+
+    /// Whether the rename of a staging collection whose UUID is `uuid` onto `target`
+    /// happened: asked for up to an election's length; `None` when the set cannot tell.
+    pub async fn renamed_onto(&self, uuid: &str, target: &Ns) -> Option<bool> {
+        let began = std::time::Instant::now();
+        loop {
+            match self.uuid(target).await {
+                Ok(found) => return Some(found.as_deref() == Some(uuid)),
+                Err(e) if began.elapsed() < ELECTION => {
+                    tracing::warn!(error = %e, "cannot read {target}; asking again");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Renames `from` onto `to`; with `replace`, an existing `to` is dropped in the same
     /// step. Without it, a target that appeared since the checks is `NamespaceExists`.
     pub async fn rename(&self, from: &Ns, to: &Ns, replace: bool) -> Result<(), LiveError> {
@@ -181,6 +231,8 @@ const WRITES: &[&str] = &[
 /// NotWritablePrimary, NotPrimaryNoSecondaryOk, NotPrimaryOrSecondary: the command was not
 /// run, so it can be asked again whatever it does.
 const NOT_PRIMARY: &[i32] = &[10107, 13435, 13436];
+/// How long a majority write may wait for its acknowledgement.
+const WTIMEOUT_MS: i64 = 60_000;
 /// How long a command is asked again while the set elects a primary.
 const ELECTION: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -240,6 +292,8 @@ pub fn target_dbs(op: &Op) -> Vec<String> {
 pub struct PlannedSwap {
     pub staging: String,
     pub target: String,
+    /// The staging collection's UUID, which the target has once the rename happened.
+    pub uuid: String,
 }
 
 /// The longest list a report holds under `key` (reports are rewritten per phase, so the
@@ -281,15 +335,15 @@ pub async fn after_restart(op: &Op, reports: &[PhaseReport]) -> String {
             );
         }
     };
-    let mut swapped = Vec::new();
+    let (mut swapped, mut unknown) = (Vec::new(), Vec::new());
     for p in &planned {
-        let (Some(staging), Some(t)) = (Ns::parse(&p.staging), Ns::parse(&p.target)) else {
+        let Some(t) = Ns::parse(&p.target) else {
             continue;
         };
-        if matches!(live.exists(&staging).await, Ok(false))
-            && matches!(live.exists(&t).await, Ok(true))
-        {
-            swapped.push(p.target.clone());
+        match live.renamed_onto(&p.uuid, &t).await {
+            Some(true) => swapped.push(p.target.clone()),
+            Some(false) => {}
+            None => unknown.push(p.target.clone()),
         }
     }
     let cleaned = match live.drop_staging(&op.id, &target_dbs(op)).await {
@@ -320,7 +374,13 @@ pub async fn after_restart(op: &Op, reports: &[PhaseReport]) -> String {
             merging.join(", ")
         ));
     }
-    if swapped.is_empty() && merging.is_empty() {
+    if !unknown.is_empty() {
+        state.push_str(&format!(
+            "; the set could not tell whether these were put in place: {}",
+            unknown.join(", ")
+        ));
+    }
+    if swapped.is_empty() && merging.is_empty() && unknown.is_empty() {
         state.push_str("; no target collection was changed");
     }
     format!("{state}{cleaned}")

@@ -88,7 +88,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         let m = &selected.manifests[0];
         let scratch_node = scratch_node(node, &dir.join(&m.replica_set)).in_phase(Phase::Fetch)?;
         fetch(&scratch_node, op, &selected.store, m).await?;
-        node.boundary(op, Phase::Fetch).await?;
+        ended_here(node, op, Phase::Fetch).await?;
         node.running(
             op,
             Phase::Recover,
@@ -106,14 +106,29 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         replay_oplog(&scratch_node, &captured)
             .await
             .in_phase(Phase::Recover)?;
-        node.boundary(op, Phase::Recover).await?;
-        let copied = with_standalone(&scratch_node, &captured, &[], |c| {
-            let (live, want) = (&live, &want);
-            async move { Ok(copy_into(node, op, live, &c, want).await) }
+        ended_here(node, op, Phase::Recover).await?;
+        // The copy's own result stands even when stopping the standalone afterwards
+        // fails: by then targets may have been put in place, and the result names them
+        // (the scratch removal below stops a standalone left running).
+        let copied = std::sync::Mutex::new(None);
+        let stopped = with_standalone(&scratch_node, &captured, &[], |c| {
+            let (live, want, copied) = (&live, &want, &copied);
+            async move {
+                let result = copy_into(node, op, live, &c, want).await;
+                *copied.lock().expect("not poisoned") = Some(result);
+                Ok(())
+            }
         })
-        .await
-        .in_phase(Phase::Import)??;
-        Ok::<_, PhaseFailure>(copied)
+        .await;
+        match (copied.into_inner().expect("not poisoned"), stopped) {
+            (Some(result), Err(e)) => {
+                tracing::warn!(error = %e, "the restored standalone did not stop cleanly");
+                result
+            }
+            (Some(result), Ok(())) => result,
+            (None, Err(e)) => Err(e).in_phase(Phase::Import),
+            (None, Ok(())) => unreachable!("the work ran"),
+        }
     }
     .await;
     scratch::remove(&dir).await;
@@ -142,6 +157,22 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     let mut d = Details::new();
     d.insert("selective".into(), json!(outcome));
     Ok((message, d))
+}
+
+/// Between phases: stops, as ended by its author, once a cancel or a decision taken
+/// without this agent exists (a control plane that does not answer is no reason).
+async fn ended_here(node: &Node, op: &Op, reached: Phase) -> Result<(), PhaseFailure> {
+    match node.author_ended(op).await {
+        Ok(Some(why)) => Err(AgentError::EndedByAuthor(format!(
+            "{why}; stopped after phase {reached}"
+        )))
+        .in_phase(reached),
+        Ok(None) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read whether the op was cancelled");
+            Ok(())
+        }
+    }
 }
 
 /// Before anything is downloaded: the running set answers (its target databases are
@@ -248,6 +279,8 @@ async fn import_and_swap(
 ) -> Result<(), PhaseFailure> {
     let total = copies.iter().map(|c| c.documents).sum();
     let mut progress = Progress::new(node, op, total);
+    // Each staging collection's UUID, which its target takes in the rename.
+    let mut uuids: Vec<Option<String>> = vec![None; copies.len()];
     // Staged copies first, merges after: a merge is the only write a stop cannot undo.
     let order = copies
         .iter()
@@ -285,6 +318,7 @@ async fn import_and_swap(
                 copy::create_like(live, c, &dest)
                     .await
                     .in_phase(Phase::Import)?;
+                uuids[i] = live.uuid(&dest).await.in_phase(Phase::Import)?;
                 outcomes[i].indexes = c.indexes.len();
                 dest
             }
@@ -307,17 +341,25 @@ async fn import_and_swap(
         d,
     )
     .await?;
-    swap(node, op, live, copies, outcomes, &progress.merging).await
+    swap(
+        node,
+        op,
+        live,
+        (copies, &uuids),
+        outcomes,
+        &progress.merging,
+    )
+    .await
 }
 
-/// Renames each staging collection onto its target. Every report of the swap lists the
-/// planned renames and the merges, so an agent restarted meanwhile can tell from the
-/// cluster which targets were already put in place.
+/// Renames each staging collection onto its target. The planned renames, with each
+/// staging collection's UUID, are reported before the first one (or none happens), so an
+/// agent restarted meanwhile can tell from the cluster which targets were put in place.
 async fn swap(
     node: &Node,
     op: &Op,
     live: &Live,
-    copies: &[NsCopy],
+    (copies, uuids): (&[NsCopy], &[Option<String>]),
     outcomes: &mut [NamespaceOutcome],
     merging: &[String],
 ) -> Result<(), PhaseFailure> {
@@ -343,30 +385,35 @@ async fn swap(
     }
     let planned: Vec<PlannedSwap> = staged
         .iter()
-        .map(|(_, c, _)| PlannedSwap {
+        .map(|(i, c, _)| PlannedSwap {
             staging: staging(&op.id, &c.target).to_string(),
             target: c.target.to_string(),
+            uuid: uuids[*i].clone().unwrap_or_default(),
         })
         .collect();
-    let mut swapped: Vec<String> = Vec::new();
-    for (i, c, replace) in staged {
-        // A cancel, or a decision taken without us, stops before the next rename.
-        if let Some(why) = node.author_ended(op).await.in_phase(Phase::Swap)? {
-            return Err(AgentError::EndedByAuthor(why)).in_phase(Phase::Swap);
-        }
+    let report = |swapped: &[String]| {
         let mut d = Details::new();
         d.insert("planned".into(), json!(planned));
         d.insert("swapped".into(), json!(swapped));
         d.insert("merging".into(), json!(merging));
-        node.report(
-            op,
-            Phase::Swap,
-            PhaseStatus::Running,
-            format!("putting {} in place", c.target),
-            d,
-        )
-        .await
-        .in_phase(Phase::Swap)?;
+        d
+    };
+    node.report(
+        op,
+        Phase::Swap,
+        PhaseStatus::Running,
+        format!("putting {} collection(s) in place", planned.len()),
+        report(&[]),
+    )
+    .await
+    .in_phase(Phase::Swap)?;
+    let mut swapped: Vec<String> = Vec::new();
+    for ((i, c, replace), p) in staged.into_iter().zip(&planned) {
+        // A cancel, or a decision taken without us, stops before the next rename; a
+        // control plane that does not answer does not stop the renames halfway.
+        if let Ok(Some(why)) = node.author_ended(op).await {
+            return Err(AgentError::EndedByAuthor(why)).in_phase(Phase::Swap);
+        }
         let from = staging(&op.id, &c.target);
         // For the outcome: a replaced target, or one created by this rename.
         let existed = replace && live.exists(&c.target).await.unwrap_or(true);
@@ -379,14 +426,15 @@ async fn swap(
                 )))
                 .in_phase(Phase::Swap);
             }
-            // An answer lost to a failover: the cluster says whether the rename happened.
-            Err(e) => {
-                let happened = matches!(live.exists(&from).await, Ok(false))
-                    && matches!(live.exists(&c.target).await, Ok(true));
-                if !happened {
+            // An answer lost to a failover: the target's UUID says whether it happened.
+            Err(e) => match live.renamed_onto(&p.uuid, &c.target).await {
+                Some(true) => {}
+                Some(false) => return Err(AgentError::from(e)).in_phase(Phase::Swap),
+                None => {
+                    outcomes[i].target_state = TargetState::Unknown;
                     return Err(AgentError::from(e)).in_phase(Phase::Swap);
                 }
-            }
+            },
         }
         outcomes[i].target_state = if existed {
             TargetState::Replaced
@@ -394,16 +442,24 @@ async fn swap(
             TargetState::Created
         };
         swapped.push(c.target.to_string());
+        let progress = node
+            .report(
+                op,
+                Phase::Swap,
+                PhaseStatus::Running,
+                format!("{} in place", c.target),
+                report(&swapped),
+            )
+            .await;
+        if let Err(e) = progress {
+            tracing::warn!(error = %e, "cannot write the swap's progress");
+        }
     }
-    let mut d = Details::new();
-    d.insert("planned".into(), json!(planned));
-    d.insert("swapped".into(), json!(swapped));
-    d.insert("merging".into(), json!(merging));
     node.done(
         op,
         Phase::Swap,
         format!("{} collection(s) in place", swapped.len()),
-        d,
+        report(&swapped),
     )
     .await
 }

@@ -43,6 +43,9 @@ pub enum TargetState {
     /// Some batches were upserted into it before the restore stopped (`merge`): running
     /// the restore again under a new name completes it, as upserts by `_id` repeat safely.
     PartlyMerged,
+    /// The set could not tell whether its rename happened (a lost answer, then no answer):
+    /// it may hold the backup's copy or its own.
+    Unknown,
 }
 
 impl TargetState {
@@ -53,6 +56,7 @@ impl TargetState {
             TargetState::Merged => "merged",
             TargetState::Untouched => "untouched",
             TargetState::PartlyMerged => "partly merged",
+            TargetState::Unknown => "unknown (may be in place)",
         }
     }
 }

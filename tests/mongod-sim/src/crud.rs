@@ -163,6 +163,10 @@ pub async fn find(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document
         .map(|b| b.max(0) as usize)
         .unwrap_or(101);
     let single = cmd.get_bool("singleBatch").unwrap_or(false) || limit < 0;
+    let slow = node.faults().slow_find_ms;
+    if slow > 0 && batch > 0 && !out.is_empty() && ns != OPLOG_NS {
+        tokio::time::sleep(Duration::from_millis(slow)).await;
+    }
     Ok(cursor_reply(&mut node.lock(), &ns, out, batch, single))
 }
 
@@ -193,7 +197,7 @@ pub async fn get_more(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Docu
     if backup && slow > 0 && !next.is_empty() {
         tokio::time::sleep(Duration::from_millis(slow)).await;
     }
-    if !backup && slow_find > 0 && !next.is_empty() {
+    if !backup && slow_find > 0 && !next.is_empty() && ns != OPLOG_NS {
         tokio::time::sleep(Duration::from_millis(slow_find)).await;
     }
     let _ = db;

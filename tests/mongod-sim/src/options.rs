@@ -63,7 +63,8 @@ pub struct Cli {
     /// Fault: every data-file read at start-up and every backup-cursor batch takes this long.
     #[arg(long = "sim-slow-reads-ms", default_value_t = 0)]
     pub sim_slow_reads_ms: u64,
-    /// Fault: every `getMore` batch of a query (not of the backup cursor) takes this long.
+    /// Fault: every non-empty batch of a query (`find` and its `getMore`s, not the backup
+    /// cursor's or the oplog's first batch) takes this long.
     #[arg(long = "sim-slow-find-ms", default_value_t = 0)]
     pub sim_slow_find_ms: u64,
     /// The server version to report (`7.0.14` when absent), for version-mismatch tests.
