@@ -48,15 +48,6 @@ fn running_runs(w: &World) -> usize {
         .unwrap_or(0)
 }
 
-fn scratch_left(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n.starts_with("tidemark-drill-"))
-        .collect()
-}
-
 #[test]
 fn a_drill_proves_the_newest_backup_on_a_scratch_node_and_a_corrupt_one_fails_by_name() {
     let mut w = World::new("drill");

@@ -196,15 +196,6 @@ fn copy_begun(w: &World, name: &str) {
     wait_until(w, "the copy has begun", || import.exists());
 }
 
-fn scratch_left(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n.starts_with("tidemark-drill-"))
-        .collect()
-}
-
 #[test]
 fn one_collection_comes_back_renamed_replaced_or_merged_and_no_node_stops() {
     let w = damaged_after_backup("selective", 50);

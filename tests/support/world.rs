@@ -639,3 +639,13 @@ pub fn node_view(w: &World, v: &Value, i: usize) -> Value {
         .find(|n| n["node"] == w.rig.node(i))
         .unwrap_or(Value::Null)
 }
+
+/// The scratch directories (`tidemark-drill-*`) a drill agent left in `dir`.
+pub fn scratch_left(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("tidemark-drill-"))
+        .collect()
+}

@@ -13,9 +13,8 @@ use tidemark_schema::manifest::ReplicaSetManifest;
 use super::{check, scratch, select};
 use crate::error::AgentError;
 use crate::node::{Details, InPhase, Node, PhaseFailure};
-use crate::restore::Captured;
 use crate::restore::fetch::fetch;
-use crate::restore::recover::{replay_oplog, reset_replication, with_standalone};
+use crate::restore::recover::with_standalone;
 
 pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure> {
     let OpCommand::Drill {
@@ -67,23 +66,9 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         for m in &selected.manifests {
             let rs_began = Instant::now();
             let rs_dir = dir.join(&m.replica_set);
-            std::fs::create_dir_all(&rs_dir)
-                .map_err(|e| AgentError::io(&rs_dir, e))
-                .in_phase(Phase::Fetch)?;
-            let scratch_node = Node {
-                cfg: crate::config::AgentConfig {
-                    dbpath: rs_dir.clone(),
-                    ..node.cfg.clone()
-                },
-                control: node.control.clone(),
-                cluster: node.cluster.clone(),
-                replica_set: node.replica_set.clone(),
-                id: node.id.clone(),
-                epochs: Default::default(),
-            };
+            let scratch_node = scratch::scratch_node(node, &rs_dir).in_phase(Phase::Fetch)?;
             fetch(&scratch_node, op, &selected.store, m).await?;
             node.boundary(op, Phase::Fetch).await?;
-            let captured = captured_for(m);
             node.running(
                 op,
                 Phase::Recover,
@@ -93,14 +78,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
                 ),
             )
             .await?;
-            let ts = bson::Timestamp {
-                time: m.last_write.t,
-                increment: m.last_write.i,
-            };
-            reset_replication(&scratch_node, &captured, ts)
-                .await
-                .in_phase(Phase::Recover)?;
-            replay_oplog(&scratch_node, &captured)
+            let captured = scratch::recover(&scratch_node, m)
                 .await
                 .in_phase(Phase::Recover)?;
             node.boundary(op, Phase::Recover).await?;
@@ -177,18 +155,4 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         json!(began.elapsed().as_secs_f64()),
     );
     Ok((message, d))
-}
-
-/// What the standalone starts need to open the backup's files: the backup's own storage
-/// options (its layout), never a cluster node's; the agent's `--standalone-arg`s add the
-/// key source an encrypted backup needs.
-fn captured_for(m: &ReplicaSetManifest) -> Captured {
-    Captured {
-        argv: Vec::new(),
-        replset_config: serde_json::Value::Null,
-        role: "drill".into(),
-        version: m.mongod_version.clone(),
-        standalone_args: crate::mongod::encryption::layout_args(&m.storage_options),
-        cluster_role: None,
-    }
 }

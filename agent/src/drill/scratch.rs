@@ -4,6 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
+use tidemark_schema::manifest::ReplicaSetManifest;
+
+use crate::error::AgentError;
+use crate::node::Node;
+use crate::restore::Captured;
+use crate::restore::recover::{replay_oplog, reset_replication};
+
 const PREFIX: &str = "tidemark-drill-";
 
 /// The directory of one drill op.
@@ -68,4 +75,48 @@ pub fn lock(root: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
             ),
         )
     })
+}
+
+/// A node on a scratch dbPath (created here), for the download and the standalone starts;
+/// it reports as the agent itself.
+pub fn scratch_node(node: &Node, dbpath: &Path) -> Result<Node, AgentError> {
+    std::fs::create_dir_all(dbpath).map_err(|e| AgentError::io(dbpath, e))?;
+    Ok(Node {
+        cfg: crate::config::AgentConfig {
+            dbpath: dbpath.to_path_buf(),
+            ..node.cfg.clone()
+        },
+        control: node.control.clone(),
+        cluster: node.cluster.clone(),
+        replica_set: node.replica_set.clone(),
+        id: node.id.clone(),
+        epochs: Default::default(),
+    })
+}
+
+/// What the standalone starts need to open the backup's files: the backup's own storage
+/// options (its layout), never a cluster node's; the agent's `--standalone-arg`s add the
+/// key source an encrypted backup needs.
+pub fn captured_for(m: &ReplicaSetManifest) -> Captured {
+    Captured {
+        argv: Vec::new(),
+        replset_config: serde_json::Value::Null,
+        role: "scratch".into(),
+        version: m.mongod_version.clone(),
+        standalone_args: crate::mongod::encryption::layout_args(&m.storage_options),
+        cluster_role: None,
+    }
+}
+
+/// Recovers a downloaded backup on its scratch dbPath to the backup's point, with the
+/// standalone starts a restore uses: replication metadata reset, oplog replayed.
+pub async fn recover(scratch: &Node, m: &ReplicaSetManifest) -> Result<Captured, AgentError> {
+    let captured = captured_for(m);
+    let ts = bson::Timestamp {
+        time: m.last_write.t,
+        increment: m.last_write.i,
+    };
+    reset_replication(scratch, &captured, ts).await?;
+    replay_oplog(scratch, &captured).await?;
+    Ok(captured)
 }

@@ -12,7 +12,6 @@ use serde_json::json;
 use tidemark_schema::control::{
     NamespaceOutcome, Op, OpCommand, Phase, PhaseStatus, SelectiveOutcome, TargetState,
 };
-use tidemark_schema::manifest::ReplicaSetManifest;
 use tidemark_schema::model::{NsPattern, OnExisting, target_namespace};
 
 use super::copy::{self, Progress};
@@ -22,9 +21,8 @@ use crate::drill::{scratch, select};
 use crate::error::AgentError;
 use crate::mongod::MongodClient;
 use crate::node::{Details, InPhase, Node, PhaseFailure};
-use crate::restore::Captured;
 use crate::restore::fetch::fetch;
-use crate::restore::recover::{replay_oplog, reset_replication, with_standalone};
+use crate::restore::recover::with_standalone;
 
 /// The op's declared settings, borrowed.
 struct Want<'a> {
@@ -86,7 +84,8 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         )
         .await?;
         let m = &selected.manifests[0];
-        let scratch_node = scratch_node(node, &dir.join(&m.replica_set)).in_phase(Phase::Fetch)?;
+        let scratch_node =
+            scratch::scratch_node(node, &dir.join(&m.replica_set)).in_phase(Phase::Fetch)?;
         fetch(&scratch_node, op, &selected.store, m).await?;
         ended_here(node, op, Phase::Fetch).await?;
         node.running(
@@ -95,15 +94,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
             format!("recovering to {} as a standalone", m.last_write),
         )
         .await?;
-        let captured = captured_for(m);
-        let ts = bson::Timestamp {
-            time: m.last_write.t,
-            increment: m.last_write.i,
-        };
-        reset_replication(&scratch_node, &captured, ts)
-            .await
-            .in_phase(Phase::Recover)?;
-        replay_oplog(&scratch_node, &captured)
+        let captured = scratch::recover(&scratch_node, m)
             .await
             .in_phase(Phase::Recover)?;
         ended_here(node, op, Phase::Recover).await?;
@@ -186,6 +177,7 @@ async fn refuse_existing_early(live: &Live, want: &Want<'_>) -> Result<(), Agent
         .filter_map(|ns| Ns::parse(&target_namespace(ns, Some(want.rename_to))))
         .map(|ns| ns.db)
         .collect();
+    dbs.sort();
     dbs.dedup();
     for db in &dbs {
         live.collections(db).await?;
@@ -490,33 +482,5 @@ async fn stopped(
             error: Box::new(failure.error),
             state: format!("targets: {states}; {cleanup}"),
         },
-    }
-}
-
-/// A node on the scratch dbPath, for the download and the standalone starts.
-fn scratch_node(node: &Node, dbpath: &std::path::Path) -> Result<Node, AgentError> {
-    std::fs::create_dir_all(dbpath).map_err(|e| AgentError::io(dbpath, e))?;
-    Ok(Node {
-        cfg: crate::config::AgentConfig {
-            dbpath: dbpath.to_path_buf(),
-            ..node.cfg.clone()
-        },
-        control: node.control.clone(),
-        cluster: node.cluster.clone(),
-        replica_set: node.replica_set.clone(),
-        id: node.id.clone(),
-        epochs: Default::default(),
-    })
-}
-
-/// The standalone starts open the backup's files with its own storage layout.
-fn captured_for(m: &ReplicaSetManifest) -> Captured {
-    Captured {
-        argv: Vec::new(),
-        replset_config: serde_json::Value::Null,
-        role: "selective".into(),
-        version: m.mongod_version.clone(),
-        standalone_args: crate::mongod::encryption::layout_args(&m.storage_options),
-        cluster_role: None,
     }
 }
