@@ -4,6 +4,7 @@
 //!
 //! - [`runner`]: the main loop and op dispatch;
 //! - [`backup`], [`restore`] and [`drill`]: one folder per pipeline, one file per stage;
+//! - [`pitr`]: oplog slicing for point-in-time recovery, on the node the reconciler assigns;
 //! - [`mongod`]: the mongod seam (wire commands, the backup cursor, processes);
 //! - [`storage`]: the backup storage seam (streamed, compressed, checksummed objects);
 //! - [`control`]: the shared control-plane client (from `tidemark-store`).
@@ -18,6 +19,7 @@ pub mod heartbeat;
 pub mod mongod;
 pub mod node;
 pub mod oplog;
+pub mod pitr;
 pub mod restore;
 pub mod runner;
 pub mod selective;

@@ -89,6 +89,12 @@ pub async fn run(
     }
     tracing::info!(cluster = %node.cluster, rs = %node.replica_set, node = %node.id, "agent started");
     let beats = tokio::spawn(heartbeat::run(node.clone()));
+    // A drill agent serves no replica set: it has no oplog to slice.
+    let slicing = node
+        .cfg
+        .drill_dir
+        .is_none()
+        .then(|| tokio::spawn(crate::pitr::follow::run(node.clone())));
     let shipper = {
         let node = node.clone();
         tokio::spawn(async move {
@@ -146,6 +152,9 @@ pub async fn run(
     }
     beats.abort();
     shipper.abort();
+    if let Some(s) = slicing {
+        s.abort();
+    }
     oplog::ship(&node.control, &node.replica_set, &node.id).await;
     Ok(())
 }

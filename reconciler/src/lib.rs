@@ -4,14 +4,15 @@
 //! - [`control`]: opening the control plane and reading the observed state from it;
 //! - [`plan`]: `plan(desired, observed, now)`, a pure function, and its rendering;
 //! - [`preview`]: the document diffs `tidemark diff` shows;
-//! - [`execute`], [`backup`], [`restore`], [`selective`], [`drill`]: carrying out plans and following
-//!   operations;
+//! - [`execute`], [`backup`], [`restore`], [`selective`], [`drill`], [`pitr`]: carrying out
+//!   plans and following operations;
 //! - [`run`]: the reconcile loop.
 
 pub mod backup;
 pub mod drill;
 pub use tidemark_store::control;
 pub mod execute;
+pub mod pitr;
 pub mod plan;
 pub mod preview;
 pub mod restore;

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use tidemark_reconciler::control::ObservedState;
 use tidemark_reconciler::plan::{plan, render_plan};
 use tidemark_reconciler::source::{DesiredStateSource, DirSource};
-use tidemark_schema::control::{BackupRecord, Heartbeat, OneShotRecord, ScheduleRecord};
+use tidemark_schema::control::{
+    BackupRecord, ChunkRecord, Heartbeat, OneShotRecord, ScheduleRecord, SlicingAssignment,
+};
 use tidemark_schema::validate::{DesiredState, validate_files};
 
 /// The time every golden plan is made at.
@@ -35,6 +37,10 @@ struct ObservedFixture {
     schedules: Vec<ScheduleRecord>,
     #[serde(default)]
     drills: Vec<ScheduleRecord>,
+    #[serde(default)]
+    slicing: Vec<SlicingAssignment>,
+    #[serde(default)]
+    chunks: Vec<ChunkRecord>,
 }
 
 fn load_state(dir: &Path) -> DesiredState {
@@ -63,6 +69,8 @@ fn check_case(case: &Path) -> Vec<String> {
             .into_iter()
             .map(|s| (s.schedule.clone(), s))
             .collect(),
+        slicing: fixture.slicing,
+        chunks: fixture.chunks,
         ..Default::default()
     };
     for r in fixture.oneshots {

@@ -402,6 +402,32 @@ fn defects() -> Vec<Defect> {
             says: &["\"Clustr\" is not a known kind", "did you mean \"Cluster\""],
         },
         Defect {
+            what: "oplogSpan outside 1s..1d",
+            file: "d-pitr-span.yaml",
+            content: format!(
+                "{}  pitr:\n    enabled: false\n    oplogSpan: 2d\n",
+                schedule("d-pitr-span")
+            )
+            .into_bytes(),
+            line: 16,
+            says: &["oplogSpan \"2d\" is outside 1s..1d"],
+        },
+        Defect {
+            what: "two schedules slicing one cluster into one storage",
+            file: "d-pitr-twice.yaml",
+            content: format!(
+                "{}  pitr:\n    enabled: true\n---\n{}  pitr:\n    enabled: true\n",
+                schedule("d-pitr-a"),
+                schedule("d-pitr-b")
+            )
+            .into_bytes(),
+            line: 31,
+            says: &[
+                "schedule \"d-pitr-a\" already slices cluster \"prod\"'s oplog into storage \"s3\"",
+                "d-pitr-twice.yaml:15",
+            ],
+        },
+        Defect {
             what: "bad name",
             file: "d-name.yaml",
             content: cluster("Prod_1").into_bytes(),

@@ -60,6 +60,9 @@ pub enum Command {
     /// The log lines the agents logged for an operation, merged by time, with the node.
     /// Without --op: every running operation, or else the latest one.
     Logs(LogsArgs),
+    /// Every backup (status, type, size, last write, verification) and, per cluster, the
+    /// windows a point-in-time restore can reach, split at every gap (PBM's `pbm list`).
+    List(ListArgs),
 }
 
 #[derive(Args, Debug)]
@@ -126,6 +129,17 @@ pub struct LogsArgs {
     #[arg(short = 'f', long)]
     pub follow: bool,
     /// `json`: one JSON object per line.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[arg(long, env = "TIDEMARK_CONTROL")]
+    pub control: String,
+    /// Only this cluster's backups and timelines.
+    #[arg(long)]
+    pub cluster: Option<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     pub output: OutputFormat,
 }

@@ -1,11 +1,15 @@
 //! `tidemark status`: one look at whether the clusters are protected. The leader and its
 //! lease; agents and their health; per schedule the newest good backup, its age, the next
 //! run, missed slots and the RPO; operations running or waiting; the applied and attempted
-//! revisions; per restore drill its last run, RTO and RPO. `-o json` for monitors; exit 2
-//! when a schedule is past its RPO or a drill's last run failed.
+//! revisions; per restore drill its last run, RTO and RPO; per slicing schedule its PITR lag,
+//! recovery point and gaps. `-o json` for monitors; exit 2 when a schedule is past its RPO
+//! (with PITR on: its recovery point is), a PITR gap is not bridged by a newer backup, or a
+//! drill's last run failed.
 
 use serde_json::{Value, json};
-use tidemark_reconciler::plan::{DrillState, ScheduleState, drill_state, observed_schedule_state};
+use tidemark_reconciler::plan::{
+    DrillState, PitrState, ScheduleState, drill_state, observed_schedule_state, plan_slicing,
+};
 use tidemark_reconciler::run::desired_from_applied;
 use tidemark_schema::control::WaitingRecord;
 use tidemark_store::control::{ControlPlane, lease, observe};
@@ -30,7 +34,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitStatus> {
             OutputFormat::Text => print!("{}", render(&view)),
         }
         let any = |key: &str| view[key].as_array().is_some_and(|a| !a.is_empty());
-        Ok(if any("rpoBreached") {
+        Ok(if any("rpoBreached") || any("pitrGaps") {
             ExitStatus::RpoBreached
         } else if any("drillsFailed") {
             ExitStatus::DrillFailed
@@ -110,11 +114,31 @@ pub async fn status(
         })
         .map(|d| d.drill.as_str())
         .collect();
+    let pitr: Vec<PitrState> = desired
+        .as_ref()
+        .map(|d| plan_slicing(d, &observed, (now, dead_after), &mut Vec::new()))
+        .unwrap_or_default();
+    // With PITR on, a schedule's RPO is judged by how far a restore reaches, not by its
+    // newest backup's age.
     let rpo_breached: Vec<&str> = schedules
         .iter()
-        .filter(|s| s.rpo_breached)
+        .filter(|s| match pitr.iter().find(|p| p.schedule == s.schedule) {
+            Some(p) => p.rpo_breached,
+            None => s.rpo_breached,
+        })
         .map(|s| s.schedule.as_str())
         .collect();
+    let pitr_gaps: Vec<Value> = pitr
+        .iter()
+        .flat_map(|p| {
+            p.timeline.open_gaps.iter().map(|g| {
+                json!({"schedule": p.schedule, "cluster": p.cluster, "storage": p.storage,
+                       "replicaSet": g.replica_set, "from": g.gap.from, "to": g.gap.to,
+                       "foundAt": g.gap.found_at})
+            })
+        })
+        .collect();
+    let pitr_json: Vec<Value> = pitr.iter().map(super::list::pitr_json).collect();
     let mut operations = Vec::new();
     for r in observed.oneshots.values().filter(|r| !r.is_final()) {
         operations.push(super::describe::describe(control, r.kind.key(), &r.name, limits).await?);
@@ -159,6 +183,8 @@ pub async fn status(
         },
         "orphanedBackups": orphaned,
         "rpoBreached": rpo_breached,
+        "pitr": pitr_json,
+        "pitrGaps": pitr_gaps,
         "drills": drills,
         "drillsFailed": drills_failed,
         "warnings": warnings,
@@ -252,6 +278,7 @@ fn render(v: &Value) -> String {
             ));
         }
     }
+    super::list::render_pitr_status(&mut out, v);
     if let Some(drills) = v["drills"].as_array()
         && !drills.is_empty()
     {

@@ -196,6 +196,7 @@ fn main() {
             encryption_recorded: false,
             storage_options: Default::default(),
             collections: Default::default(),
+            last_write_optime: None,
         }],
         cluster_time: None,
     };

@@ -81,6 +81,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
                 encryption_recorded: false,
                 storage_options: Default::default(),
                 collections: Default::default(),
+                last_write_optime: None,
             }],
             deleting: None,
             verification: None,

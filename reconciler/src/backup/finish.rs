@@ -234,6 +234,7 @@ pub async fn advance(
                 encryption_recorded: manifest.encryption_recorded,
                 storage_options: manifest.storage_options.clone(),
                 collections: manifest.collections.clone(),
+                last_write_optime: Some(manifest.last_write),
             });
         }
     }

@@ -18,6 +18,9 @@ pub struct Plan {
     /// Every declared restore drill: its due run and its last outcome.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub drills: Vec<super::DrillState>,
+    /// Every schedule slicing the oplog: its slicers, lag, windows and gaps.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pitr: Vec<super::PitrState>,
 }
 
 impl Plan {
@@ -124,6 +127,30 @@ pub enum Action {
         backup: String,
         storage: String,
         level: tidemark_schema::model::VerifyLevel,
+    },
+    /// Who slices a replica set's oplog, per stream; no stream stops its slicer.
+    #[serde(rename_all = "camelCase")]
+    SetSlicing {
+        cluster: String,
+        replica_set: String,
+        streams: Vec<super::PlannedStream>,
+        /// What is written to the control plane.
+        #[serde(skip)]
+        assignment: Box<tidemark_schema::control::SlicingAssignment>,
+    },
+    /// Oplog chunks no kept backup can roll forward through.
+    #[serde(rename_all = "camelCase")]
+    DeleteChunks {
+        cluster: String,
+        storage: String,
+        replica_set: String,
+        chunks: usize,
+        stored_bytes: u64,
+        from: tidemark_schema::manifest::OpTime,
+        to: tidemark_schema::manifest::OpTime,
+        /// (control-plane record, storage object) of each chunk.
+        #[serde(skip)]
+        records: Vec<(String, String)>,
     },
 }
 

@@ -54,6 +54,13 @@ pub fn plan_with(
     let schedules = plan_slots(desired, observed, (now, dead), &mut busy, &mut steps);
     let drills = super::plan_drills(desired, observed, (now, dead), &mut steps);
     let retention = plan_retention(desired, observed, now, &mut steps);
+    let deleted: BTreeSet<String> = retention
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.backup.clone())
+        .collect();
+    super::chunk_retention::plan_chunk_retention(desired, observed, &deleted, &mut steps);
+    let pitr = super::pitr::plan_slicing(desired, observed, (now, dead), &mut steps);
     plan_verifications(observed, &mut steps);
     Plan {
         now,
@@ -61,6 +68,7 @@ pub fn plan_with(
         retention,
         schedules,
         drills,
+        pitr,
     }
 }
 

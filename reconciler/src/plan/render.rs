@@ -40,6 +40,7 @@ pub fn render_plan(plan: &Plan) -> String {
     let mut out = String::new();
     if plan.steps.is_empty() {
         out.push_str("No changes: the desired state and the observed state agree.\n");
+        super::pitr_render::pitr_section(&mut out, plan);
         return out;
     }
     let changes = plan.steps.iter().filter(|s| s.action.is_change()).count();
@@ -81,6 +82,7 @@ pub fn render_plan(plan: &Plan) -> String {
         }
         let _ = writeln!(out, "    why: {}", s.reason);
     }
+    super::pitr_render::pitr_section(&mut out, plan);
     // What retention keeps, and which rule keeps it: a delete above is only half the story.
     let kept: Vec<_> = plan.retention.iter().filter(|d| d.keep).collect();
     if !kept.is_empty() {
@@ -213,6 +215,49 @@ fn headline(action: &Action) -> String {
             human_bytes(*stored_bytes)
         ),
         Action::Blocked { kind, name } => format!("x {kind} {name} is blocked"),
+        Action::SetSlicing {
+            cluster,
+            replica_set,
+            streams,
+            ..
+        } if streams.is_empty() => format!("- stop slicing the oplog of {cluster}/{replica_set}"),
+        Action::SetSlicing {
+            cluster,
+            replica_set,
+            streams,
+            ..
+        } => format!(
+            "~ slice the oplog of {cluster}/{replica_set}: {}",
+            streams
+                .iter()
+                .map(|s| match &s.previous {
+                    Some(p) => format!(
+                        "{} on {} (was {p}), into {} every {}s",
+                        s.schedule, s.node, s.storage, s.span_seconds
+                    ),
+                    None => format!(
+                        "{} on {}, into {} every {}s",
+                        s.schedule, s.node, s.storage, s.span_seconds
+                    ),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        Action::DeleteChunks {
+            cluster,
+            storage,
+            replica_set,
+            chunks,
+            stored_bytes,
+            from,
+            to,
+            ..
+        } => format!(
+            "- delete {chunks} oplog chunk(s) of {cluster}/{replica_set} from {storage} ({}), {} to {}",
+            human_bytes(*stored_bytes),
+            super::timeline::optime_text(*from),
+            super::timeline::optime_text(*to)
+        ),
         Action::VerifyBackup {
             backup,
             storage,

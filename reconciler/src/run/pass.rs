@@ -12,7 +12,7 @@ use tidemark_schema::control::schedule_key;
 use tidemark_schema::control::{APPLIED_KEY, ATTEMPTED_KEY, AttemptedRevision};
 use tidemark_schema::model::Kind;
 use tidemark_schema::validate::{DesiredState, SourceFile, validate_files};
-use tidemark_store::control::{LeaseClock, ObservedState, Standing, observe};
+use tidemark_store::control::{ChunkCache, LeaseClock, ObservedState, Standing, observe_with};
 
 use super::backoff;
 use crate::backup::{self, BackupSettings};
@@ -67,6 +67,8 @@ pub struct Reconciler<S> {
     /// When compaction last looked at the ops (it lists `ops/` and `logs/`: not on every
     /// pass of a reconciler following an op every few hundred milliseconds).
     last_compaction: Option<std::time::Instant>,
+    /// The oplog-chunk records read so far (they never change once written).
+    chunks: ChunkCache,
 }
 
 /// Shows a one-shot's backoff in `ledger/retry/<kind>/<name>.json` for `describe-*` and
@@ -234,6 +236,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             keep_ops: chrono::Duration::days(7),
             fallback: None,
             last_compaction: None,
+            chunks: ChunkCache::default(),
             backoff: BTreeMap::new(),
         }
     }
@@ -315,7 +318,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     .push(format!("reading the desired state: {e}"));
             }
         }
-        let mut observed = observe(&self.ex.control).await?;
+        let mut observed = observe_with(&self.ex.control, &self.chunks).await?;
         report.errors.extend(observed.warnings.iter().cloned());
         if self.follower.current().is_none()
             && self.fallback.is_none()
@@ -355,7 +358,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
         }
         // Every one-shot that has not ended, whatever the desired state says now: deleting
         // or editing a Restore never stops or undoes one that started.
-        let observed = observe(&self.ex.control).await?;
+        let observed = observe_with(&self.ex.control, &self.chunks).await?;
         report.observed = Some(Arc::new(observed.clone()));
         let desired = desired.map(|(_, s)| s);
         for ((kind, name), record) in &observed.oneshots {
@@ -656,6 +659,24 @@ impl<S: DesiredStateSource> Reconciler<S> {
             }
             Action::VerifyBackup { backup, level, .. } => {
                 self.verify(desired, observed, backup, *level, report);
+                None
+            }
+            Action::SetSlicing { assignment, .. } => {
+                crate::pitr::set_slicing(&self.ex, assignment).await?;
+                None
+            }
+            Action::DeleteChunks {
+                storage, records, ..
+            } => {
+                let Some(spec) = desired.storage(storage) else {
+                    return Ok(());
+                };
+                let n =
+                    crate::pitr::delete_chunks(&self.ex, &storage_target(spec), records, reason)
+                        .await?;
+                report
+                    .finished
+                    .push(format!("deleted {n} oplog chunk(s): {reason}"));
                 None
             }
             Action::Blocked { kind, name } => Kind::parse(kind)

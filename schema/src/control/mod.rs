@@ -4,11 +4,13 @@
 mod keys;
 mod logs;
 mod ops;
+mod pitr;
 mod records;
 mod selective;
 
 pub use keys::*;
 pub use logs::*;
 pub use ops::*;
+pub use pitr::*;
 pub use records::*;
 pub use selective::*;

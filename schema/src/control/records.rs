@@ -530,6 +530,10 @@ pub struct BackupReplicaSet {
     /// Each user collection's size when the backup was taken, from its manifest.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub collections: BTreeMap<String, crate::manifest::CollectionSize>,
+    /// The replica set's last write in the backup (its manifest's): where a point-in-time
+    /// restore's oplog replay starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_write_optime: Option<crate::manifest::OpTime>,
 }
 
 impl BackupRecord {

@@ -5,6 +5,7 @@ mod cluster;
 mod drill;
 mod duration;
 mod meta;
+mod pitr;
 mod restore;
 mod schedule;
 mod selective;
@@ -17,6 +18,7 @@ pub use drill::{
 };
 pub use duration::{MaxAge, parse_max_age};
 pub use meta::{API_VERSION, ApiVersion, Kind, Metadata, Object, Resource, name_problem};
+pub use pitr::{DEFAULT_OPLOG_SPAN, MAX_OPLOG_SPAN, MIN_OPLOG_SPAN, PitrSpec};
 pub use restore::{PostRestore, RestoreSource, RestoreSpec};
 pub use schedule::{
     BackupScheduleSpec, BackupType, Retention, VerifyLevel, next_run_after, parse_cron,

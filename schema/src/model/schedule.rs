@@ -59,6 +59,16 @@ pub struct BackupScheduleSpec {
     /// a backup is not counted as good: not by retention, `latestOf` or `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyLevel>,
+    /// Point-in-time recovery: slice the cluster's oplog into this storage continuously.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitr: Option<super::PitrSpec>,
+}
+
+impl BackupScheduleSpec {
+    /// The oplog-slicing settings when slicing is on.
+    pub fn pitr_enabled(&self) -> Option<&super::PitrSpec> {
+        self.pitr.as_ref().filter(|p| p.enabled)
+    }
 }
 
 /// How deep a schedule's backups are checked after they complete.
@@ -267,6 +277,7 @@ mod tests {
             priority: None,
             rpo: None,
             verify: None,
+            pitr: None,
         }
     }
 

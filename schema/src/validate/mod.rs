@@ -5,6 +5,7 @@ mod error;
 mod node;
 mod parse;
 mod pipeline;
+mod pitr;
 mod selective;
 mod semantic;
 mod structure;

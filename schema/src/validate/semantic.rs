@@ -14,6 +14,7 @@ use crate::model::{
 /// Checks every document alone, then across documents; pushes every problem found.
 pub fn check(docs: &[Document], out: &mut Vec<ValidationError>) {
     check_duplicates(docs, out);
+    super::pitr::check_pitr_streams(docs, out);
     let names = |kind: Kind| -> Vec<&str> {
         docs.iter()
             .filter(|d| d.kind() == kind)
@@ -270,6 +271,7 @@ fn check_schedule(
     if let Some(Err(problem)) = spec.rpo.as_deref().map(parse_max_age) {
         out.push(doc.error("spec.rpo", problem));
     }
+    super::pitr::check_pitr(doc, spec, out);
     if let Some(retention) = &spec.retention {
         let counts = [
             ("keepLast", retention.keep_last),

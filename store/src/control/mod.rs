@@ -1,11 +1,13 @@
 //! The control plane: one client over object storage, and the observed state read from it.
 
+mod chunks;
 mod client;
 mod error;
 pub mod lease;
 mod observe;
 
+pub use chunks::{ChunkCache, chunk_records};
 pub use client::{ControlPlane, Created, LeaseClock, is_report_key};
 pub use error::ControlError;
 pub use lease::{Lease, Standing};
-pub use observe::{ObservedState, observe};
+pub use observe::{ObservedState, observe, observe_with};

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 
 use tidemark_schema::control::{
     AGENTS_PREFIX, APPLIED_KEY, ATTEMPTED_KEY, AppliedRevision, AttemptedRevision, BackupRecord,
-    CATALOG_PREFIX, DRILLS_PREFIX, Heartbeat, ONESHOTS_PREFIX, OneShotKind, OneShotRecord,
-    SCHEDULES_PREFIX, ScheduleRecord,
+    CATALOG_PREFIX, ChunkRecord, DRILLS_PREFIX, Heartbeat, ONESHOTS_PREFIX, OneShotKind,
+    OneShotRecord, SCHEDULES_PREFIX, SLICING_PREFIX, ScheduleRecord, SlicingAssignment,
 };
+
+use super::chunks::ChunkCache;
 
 use super::client::ControlPlane;
 use super::error::ControlError;
@@ -28,13 +30,25 @@ pub struct ObservedState {
     pub drills: BTreeMap<String, ScheduleRecord>,
     pub backups: Vec<BackupRecord>,
     pub heartbeats: Vec<Heartbeat>,
+    /// Who slices each replica set's oplog, by (cluster, replica set).
+    pub slicing: Vec<SlicingAssignment>,
+    /// The oplog-chunk index: every chunk in every storage.
+    pub chunks: Vec<ChunkRecord>,
     /// Records skipped because they do not parse, each naming its key.
     pub warnings: Vec<String>,
 }
 
 /// Reads the observed state. An empty or missing control plane gives the empty state.
 pub async fn observe(control: &ControlPlane) -> Result<ObservedState, ControlError> {
-    let (applied, attempted, oneshots, schedules, drills, backups, heartbeats) = tokio::try_join!(
+    observe_with(control, &ChunkCache::default()).await
+}
+
+/// [`observe`], reading only the chunk records `cache` has not seen (the reconciler's loop).
+pub async fn observe_with(
+    control: &ControlPlane,
+    cache: &ChunkCache,
+) -> Result<ObservedState, ControlError> {
+    let (applied, attempted, oneshots, schedules, drills, backups, heartbeats, slicing, chunks) = tokio::try_join!(
         control.get::<AppliedRevision>(APPLIED_KEY),
         control.get::<AttemptedRevision>(ATTEMPTED_KEY),
         control.all_lenient::<OneShotRecord>(ONESHOTS_PREFIX),
@@ -42,6 +56,8 @@ pub async fn observe(control: &ControlPlane) -> Result<ObservedState, ControlErr
         control.all_lenient::<ScheduleRecord>(DRILLS_PREFIX),
         control.all_lenient::<BackupRecord>(CATALOG_PREFIX),
         control.all_lenient::<Heartbeat>(AGENTS_PREFIX),
+        control.all_lenient::<SlicingAssignment>(SLICING_PREFIX),
+        cache.read(control),
     )?;
     let mut observed = ObservedState {
         applied,
@@ -67,7 +83,25 @@ pub async fn observe(control: &ControlPlane) -> Result<ObservedState, ControlErr
     observed.heartbeats.sort_by(|a, b| {
         (&a.cluster, &a.replica_set, &a.node).cmp(&(&b.cluster, &b.replica_set, &b.node))
     });
-    for w in [oneshots.1, schedules.1, drills.1, backups.1, heartbeats.1] {
+    observed.slicing = slicing.0;
+    observed.chunks = chunks.0;
+    observed.chunks.sort_by(|a, b| {
+        (&a.cluster, &a.storage, &a.replica_set, a.first).cmp(&(
+            &b.cluster,
+            &b.storage,
+            &b.replica_set,
+            b.first,
+        ))
+    });
+    for w in [
+        oneshots.1,
+        schedules.1,
+        drills.1,
+        backups.1,
+        heartbeats.1,
+        slicing.1,
+        chunks.1,
+    ] {
         observed.warnings.extend(w);
     }
     for w in &observed.warnings {

@@ -34,7 +34,7 @@ impl BackupStore {
     /// On `file://`, flushes the object written at `key` and every directory entry above
     /// it, so a record that was acknowledged survives a power cut (object_store's local
     /// store renames into place without an fsync). Cloud stores acknowledge durable writes.
-    async fn durable(&self, key: &str) -> Result<(), StorageError> {
+    pub(crate) async fn durable(&self, key: &str) -> Result<(), StorageError> {
         let Some(root) = self.local_root.clone() else {
             return Ok(());
         };

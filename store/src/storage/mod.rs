@@ -2,6 +2,7 @@
 //! (compressed, checksummed, retried) and reads/writes the small JSON objects (manifests,
 //! markers) the backup and restore pipelines need.
 
+mod blob;
 mod check;
 mod codec;
 mod delete;
@@ -13,6 +14,7 @@ mod open;
 mod retry;
 mod upload;
 
+pub use blob::{StoredBlob, compress, decompress};
 pub use delete::Deleted;
 pub use error::StorageError;
 pub use local::sync_filesystem;

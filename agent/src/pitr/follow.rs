@@ -1,0 +1,61 @@
+//! Following the replica set's slicing assignment: one GET per beat, a slicer task per
+//! stream assigned to this node, told to stop when the stream goes elsewhere.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tidemark_schema::control::{SliceStream, SlicingAssignment, slicing_key};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::node::Node;
+
+/// Runs until the task is dropped.
+pub async fn run(node: Arc<Node>) {
+    let key = slicing_key(&node.cluster, &node.replica_set);
+    let mut running: BTreeMap<String, (watch::Sender<Option<SliceStream>>, JoinHandle<()>)> =
+        BTreeMap::new();
+    loop {
+        match node.control.get::<SlicingAssignment>(&key).await {
+            Ok(assignment) => {
+                let mine: BTreeMap<String, SliceStream> = assignment
+                    .into_iter()
+                    .flat_map(|a| a.streams)
+                    .filter(|s| s.node == node.id)
+                    .map(|s| (s.schedule.clone(), s))
+                    .collect();
+                running.retain(|schedule, (tx, task)| {
+                    if task.is_finished() {
+                        return false;
+                    }
+                    if !mine.contains_key(schedule) {
+                        tracing::info!(schedule = %schedule, "no longer this node's stream: slicer stops");
+                        let _ = tx.send(None);
+                    }
+                    true
+                });
+                for (schedule, stream) in mine {
+                    match running.get(&schedule) {
+                        Some((tx, _)) => {
+                            tx.send_if_modified(|cur| {
+                                let changed = cur.as_ref() != Some(&stream);
+                                if changed {
+                                    *cur = Some(stream.clone());
+                                }
+                                changed
+                            });
+                        }
+                        None => {
+                            tracing::info!(schedule = %schedule, storage = %stream.storage_name, "slicing this replica set's oplog");
+                            let (tx, rx) = watch::channel(Some(stream));
+                            let task = tokio::spawn(super::slicer::run(node.clone(), rx));
+                            running.insert(schedule, (tx, task));
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the slicing assignment"),
+        }
+        tokio::time::sleep(node.cfg.heartbeat_interval).await;
+    }
+}

@@ -1,0 +1,140 @@
+//! Oplog slicing records: who slices each replica set's oplog, and the index of the
+//! chunks written so far. A chunk's record is its create-once claim on the range that
+//! follows the previous chunk, which is what keeps two slicers off one range.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ops::StorageTarget;
+use crate::manifest::OpTime;
+
+/// Prefix of slicing assignments: `pitr/slicing/<cluster>/<rs>.json`.
+pub const SLICING_PREFIX: &str = "pitr/slicing";
+/// Prefix of the chunk index: `pitr/chunks/<cluster>/<storage>/<rs>/<after>.json`.
+pub const CHUNKS_PREFIX: &str = "pitr/chunks";
+/// Where chunk data goes in the backup storage. Resource names are lowercase letters,
+/// digits and `-`, so no backup's prefix can be this one.
+pub const CHUNK_DATA_PREFIX: &str = "_pitr";
+
+/// `pitr/slicing/<cluster>/<rs>.json`: the streams a replica set's oplog is sliced into,
+/// and which node slices each. Written by the leading reconciler only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlicingAssignment {
+    pub cluster: String,
+    pub replica_set: String,
+    /// One per schedule with `pitr.enabled` (one per storage); empty when slicing stopped.
+    pub streams: Vec<SliceStream>,
+    /// The epoch of the reconciler that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+/// One slicing stream: a replica set's oplog into one storage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SliceStream {
+    pub schedule: String,
+    /// The `BackupStorage` name: part of the chunk index's keys.
+    pub storage_name: String,
+    pub storage: StorageTarget,
+    /// Seconds of oplog per chunk.
+    pub span_seconds: u64,
+    /// The node that slices (`host:port`).
+    pub node: String,
+    /// Why this node, as the plan said.
+    pub reason: String,
+    /// Where a timeline with no chunk yet starts: the newest good backup's last write of
+    /// this replica set, so the first window opens at a base; else the newest entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<OpTime>,
+}
+
+/// A range of the oplog the slicer found gone: entries after `from` and before `to` were
+/// truncated from the oplog before they were sliced. No restore can cross it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Gap {
+    /// The end of the last chunk before the gap.
+    pub from: OpTime,
+    /// The oldest entry the oplog still held: the first of the chunk after the gap.
+    pub to: OpTime,
+    pub found_at: DateTime<Utc>,
+}
+
+/// `pitr/chunks/<cluster>/<storage>/<rs>/<after>.json`: one chunk of oplog in storage.
+/// Created once; its key is the end of the chunk it continues (`after`), so of two
+/// slicers continuing one timeline exactly one can write the next chunk.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkRecord {
+    pub cluster: String,
+    pub storage: String,
+    pub replica_set: String,
+    /// The last entry of the previous chunk; `None` for a timeline's first chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<OpTime>,
+    /// The chunk's first and last entries: it holds every entry in `first..=last`. Without
+    /// a gap, `first == after` (the boundary entry is in both chunks).
+    pub first: OpTime,
+    pub last: OpTime,
+    pub entries: u64,
+    /// The object in the backup storage, relative to its URL.
+    pub object: String,
+    pub stored_bytes: u64,
+    /// The BSON bytes before compression.
+    pub raw_bytes: u64,
+    /// blake3 of the stored object, hex.
+    pub checksum: String,
+    pub compression: crate::model::Compression,
+    pub node: String,
+    pub written_at: DateTime<Utc>,
+    /// Set when the oplog no longer held `after`: the entries between were lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<Gap>,
+}
+
+/// A timestamp as a key part that sorts like the timestamp: `tttttttttt.iiiiiiiiii`.
+pub fn optime_key_part(t: OpTime) -> String {
+    format!("{:010}.{:010}", t.t, t.i)
+}
+
+/// The name the first chunk of a timeline is claimed under.
+pub const FIRST_CHUNK: &str = "first";
+
+pub fn slicing_key(cluster: &str, rs: &str) -> String {
+    format!("{SLICING_PREFIX}/{cluster}/{rs}.json")
+}
+
+pub fn chunks_prefix(cluster: &str, storage: &str, rs: &str) -> String {
+    format!("{CHUNKS_PREFIX}/{cluster}/{storage}/{rs}/")
+}
+
+/// The claim of the chunk that continues after `after` (the first chunk: `None`).
+pub fn chunk_key(cluster: &str, storage: &str, rs: &str, after: Option<OpTime>) -> String {
+    let link = after.map_or_else(|| FIRST_CHUNK.to_string(), optime_key_part);
+    format!("{}{link}.json", chunks_prefix(cluster, storage, rs))
+}
+
+/// The chunk's data in the backup storage; `nonce` keeps two writers' objects apart until
+/// one of them wins the claim.
+pub fn chunk_object_key(
+    cluster: &str,
+    rs: &str,
+    first: OpTime,
+    last: OpTime,
+    nonce: &str,
+) -> String {
+    format!(
+        "{CHUNK_DATA_PREFIX}/{cluster}/{rs}/{}-{}.{nonce}.oplog",
+        optime_key_part(first),
+        optime_key_part(last)
+    )
+}
+
+impl ChunkRecord {
+    /// This record's key in the control plane.
+    pub fn key(&self) -> String {
+        chunk_key(&self.cluster, &self.storage, &self.replica_set, self.after)
+    }
+}

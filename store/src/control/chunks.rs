@@ -1,0 +1,67 @@
+//! Reading the oplog-chunk index. Chunk records are created once and never change, so a
+//! long-running reader keeps the ones it has read and, each time, lists the index and
+//! reads only the keys it has not seen: one LIST per thousand chunks instead of a GET
+//! per chunk per pass.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use tidemark_schema::control::{CHUNKS_PREFIX, ChunkRecord};
+
+use super::client::ControlPlane;
+use super::error::ControlError;
+
+/// Records read so far, by key; shared by clones of one reader.
+#[derive(Clone, Debug, Default)]
+pub struct ChunkCache(Arc<Mutex<BTreeMap<String, ChunkRecord>>>);
+
+impl ChunkCache {
+    /// Every chunk record of the control plane, reading only keys not read before. A record
+    /// that does not parse is skipped and named in the warnings.
+    pub async fn read(
+        &self,
+        control: &ControlPlane,
+    ) -> Result<(Vec<ChunkRecord>, Vec<String>), ControlError> {
+        let keys = control.keys(CHUNKS_PREFIX).await?;
+        let keys: Vec<String> = keys.into_iter().filter(|k| k.ends_with(".json")).collect();
+        let unseen: Vec<String> = {
+            let cache = self.0.lock().expect("not poisoned");
+            keys.iter()
+                .filter(|k| !cache.contains_key(*k))
+                .cloned()
+                .collect()
+        };
+        let read: Vec<(String, Result<Option<ChunkRecord>, ControlError>)> =
+            futures::stream::iter(unseen)
+                .map(|k| async move {
+                    let r = control.get::<ChunkRecord>(&k).await;
+                    (k, r)
+                })
+                .buffered(32)
+                .collect()
+                .await;
+        let mut warnings = Vec::new();
+        let mut cache = self.0.lock().expect("not poisoned");
+        for (key, r) in read {
+            match r {
+                Ok(Some(record)) => {
+                    cache.insert(key, record);
+                }
+                Ok(None) => {}
+                Err(e @ ControlError::Corrupt { .. }) => warnings.push(format!("skipped: {e}")),
+                Err(e) => return Err(e),
+            }
+        }
+        // Keys gone from the listing were deleted (retention): forget them.
+        let listed: std::collections::BTreeSet<&String> = keys.iter().collect();
+        cache.retain(|k, _| listed.contains(k));
+        Ok((cache.values().cloned().collect(), warnings))
+    }
+}
+
+/// Every chunk record, read afresh (for one-shot commands).
+pub async fn chunk_records(control: &ControlPlane) -> Result<Vec<ChunkRecord>, ControlError> {
+    let (records, _) = ChunkCache::default().read(control).await?;
+    Ok(records)
+}
