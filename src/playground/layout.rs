@@ -202,9 +202,11 @@ impl Layout {
             dir.join("schedule.yaml"),
             format!(
                 "# Edit the cron and watch `tidemark status`: the next run moves at once.\n\
+                 # pitr: the oplog is sliced every 30 s, so `tidemark list` shows how far a\n\
+                 # point-in-time restore reaches.\n\
                  apiVersion: tidemark/v1\nkind: BackupSchedule\nmetadata:\n  name: often\nspec:\n  \
                  cluster: {CLUSTER}\n  storage: local\n  type: physical\n  cron: \"{cron}\"\n  \
-                 rpo: 10m\n  retention:\n    keepLast: 5\n"
+                 rpo: 10m\n  retention:\n    keepLast: 5\n  pitr:\n    enabled: true\n    oplogSpan: 30s\n"
             ),
         )?;
         Ok(true)

@@ -193,7 +193,8 @@ fn shown(path: &std::path::Path) -> String {
 }
 
 fn print_banner(layout: &Layout, policies: &std::path::Path, sets: &[(String, Vec<String>)]) {
-    let control = shown(&layout.control());
+    // Absolute: the export must still work after a `cd`.
+    let control = layout.control().display().to_string();
     let root = shown(&layout.root);
     let policies = shown(policies);
     println!(
@@ -201,13 +202,16 @@ fn print_banner(layout: &Layout, policies: &std::path::Path, sets: &[(String, Ve
          connect:   {}\n\
          policies:  {policies}   (the reconciler watches this directory)\n\
          logs:      {root}/logs/\n\n\
+         in another shell, so that `status`, `list` and `describe-*` need no --control:\n  \
+         export TIDEMARK_CONTROL={control}\n\n\
          try:\n  \
-         tidemark status --control {control}\n  \
-         tidemark diff --policies {policies} --control {control}\n  \
+         tidemark status\n  \
+         tidemark list      (backups, and the windows a point-in-time restore can reach)\n  \
+         tidemark diff --policies {policies}\n  \
          edit {policies}/schedule.yaml (the cron), then `tidemark status` again\n  \
          write a Restore into {policies}/ (see docs/tutorial.md), then\n  \
-         tidemark describe-restore NAME --control {control} --wait\n  \
-         tidemark logs --control {control} --follow\n  \
+         tidemark describe-restore NAME --wait\n  \
+         tidemark logs --follow\n  \
          kill a node (its pid is in {root}/db/n1/mongod.lock) and watch `tidemark status`\n",
         sets.iter()
             .map(|(name, hosts)| format!("mongodb://{}/?replicaSet={name}", hosts.join(",")))

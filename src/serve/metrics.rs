@@ -2,7 +2,8 @@
 //! crate, kept by the Prometheus project): per schedule the age and size of the newest
 //! good backup, per operation kind the outcomes and durations, agents alive, the applied
 //! revision, passes and their errors, whether this process leads, and per restore drill
-//! its last run: passed or not, when, and the RTO and RPO it measured.
+//! its last run: passed or not, when, and the RTO and RPO it measured; per cluster and
+//! storage the oplog slicing's newest optime, lag, chunks and gaps.
 //!
 //! Everything is recorded from the pass reports; ages are worked out at scrape time, so
 //! they grow between passes as they should.
@@ -86,6 +87,7 @@ pub struct Metrics {
     drill_time: Family<DrillLabels, FloatGauge>,
     drill_rto: Family<DrillLabels, FloatGauge>,
     drill_rpo: Family<DrillLabels, FloatGauge>,
+    pitr: super::pitr_metrics::PitrMetrics,
     seen: Mutex<Seen>,
 }
 
@@ -113,6 +115,7 @@ impl Metrics {
             drill_time: Family::default(),
             drill_rto: Family::default(),
             drill_rpo: Family::default(),
+            pitr: Default::default(),
             seen: Mutex::new(Seen::default()),
             registry: Registry::default(),
         };
@@ -182,6 +185,7 @@ impl Metrics {
             "How old the data restored by the drill's last run was when it started",
             m.drill_rpo.clone(),
         );
+        m.pitr.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -211,6 +215,7 @@ impl Metrics {
                 self.drill_time.clear();
                 self.drill_rto.clear();
                 self.drill_rpo.clear();
+                self.pitr.clear();
             }
             return;
         };
@@ -270,6 +275,7 @@ impl Metrics {
             seen.last_good.insert(labels, at);
         }
         self.record_drills(observed);
+        self.pitr.record(observed);
         // Operations that ended since the last pass; those that had ended before this
         // process first looked are history, not events (a restart must not replay them).
         let first = !seen.first_pass_done;
@@ -351,6 +357,7 @@ impl Metrics {
             let age = (now - *at).num_milliseconds() as f64 / 1000.0;
             self.age.get_or_create(labels).set(age.max(0.0));
         }
+        self.pitr.set_lags(now);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

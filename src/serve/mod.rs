@@ -3,6 +3,7 @@
 
 mod http;
 mod metrics;
+mod pitr_metrics;
 mod webhook;
 
 pub use http::{Endpoints, Webhook, serve};

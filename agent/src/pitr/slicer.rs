@@ -21,7 +21,7 @@ use tidemark_store::control::Created;
 use tidemark_store::storage::{BackupStore, compress};
 use tokio::sync::watch;
 
-use super::source::{majority_point, oldest_entry, read_range};
+use super::source::{entry_at_or_before, majority_point, oldest_entry, read_range};
 use crate::error::AgentError;
 use crate::mongod::MongodClient;
 use crate::node::Node;
@@ -217,16 +217,21 @@ async fn cut(
     }
 }
 
-/// Where a timeline's first chunk starts: the newest base's last write while the oplog
-/// still holds it, else the newest majority-committed entry (nothing older is sliced).
+/// Where a timeline's first chunk starts: at the newest base's last write (the entry at
+/// or before it, so the base's point is inside the chunk) while the oplog still holds
+/// it, else at the newest majority-committed entry (nothing older is sliced).
 async fn first_start(
     client: &MongodClient,
     stream: &SliceStream,
     majority: OpTime,
 ) -> Result<OpTime, AgentError> {
     let oldest = oldest_entry(client).await?;
-    Ok(match (stream.start_at, oldest) {
-        (Some(s), Some(o)) if o <= s && s <= majority => s,
-        _ => majority,
-    })
+    if let (Some(s), Some(o)) = (stream.start_at, oldest)
+        && o <= s
+        && s <= majority
+        && let Some(at) = entry_at_or_before(client, s).await?
+    {
+        return Ok(at);
+    }
+    Ok(majority)
 }

@@ -63,6 +63,29 @@ pub async fn oldest_entry(client: &MongodClient) -> Result<Option<OpTime>, Mongo
     Ok(first)
 }
 
+/// The newest entry at or before `t` (a backup's last write may fall between entries).
+pub async fn entry_at_or_before(
+    client: &MongodClient,
+    t: OpTime,
+) -> Result<Option<OpTime>, MongodError> {
+    let reply = client
+        .client()
+        .database("local")
+        .run_command(doc! {
+            "find": "oplog.rs", "filter": {"ts": {"$lte": ts(t)}}, "sort": {"$natural": -1},
+            "limit": 1, "projection": {"ts": 1}, "singleBatch": true,
+        })
+        .await
+        .map_err(|e| unexpected(client, format!("reading the oplog at {t}: {e}")))?;
+    Ok(reply
+        .get_document("cursor")
+        .ok()
+        .and_then(|c| c.get_array("firstBatch").ok())
+        .and_then(|b| b.first())
+        .and_then(Bson::as_document)
+        .and_then(|d| optime(d.get("ts"))))
+}
+
 /// Entries with `from <= ts <= to`, in oplog order, as raw BSON; stops after the entry
 /// that passes `max_bytes`. Returns the bytes, the count and the first and last optimes.
 pub struct Range {

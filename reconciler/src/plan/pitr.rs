@@ -92,7 +92,20 @@ pub fn plan_slicing(
                 .find(|r| r.replica_set == rs.name)
                 .and_then(|r| r.newest());
             let choice = slicer_for(name, spec, rs, observed, (span, newest), (now, dead));
-            if let Some(node) = &choice.node {
+            let keep = || {
+                current(observed, &spec.cluster, &rs.name)
+                    .and_then(|a| a.streams.iter().find(|s| s.schedule == name))
+                    .cloned()
+            };
+            if choice.node.is_none() {
+                // No node can slice now (every agent silent, say): the assignment stays,
+                // and its node takes up again where the chain ends when it returns.
+                if let Some(stream) = keep() {
+                    assignment_of(&mut wanted, &spec.cluster, &rs.name)
+                        .streams
+                        .push(stream);
+                }
+            } else if let Some(node) = &choice.node {
                 let stream = SliceStream {
                     schedule: name.to_string(),
                     storage_name: spec.storage.clone(),

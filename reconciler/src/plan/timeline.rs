@@ -276,3 +276,139 @@ pub fn streams(chunks: &[ChunkRecord]) -> BTreeMap<(String, String), Vec<String>
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_schema::control::{BackupReplicaSet, RunStatus};
+    use tidemark_schema::model::{BackupType, Compression};
+
+    fn t(s: u32) -> OpTime {
+        OpTime { t: s, i: 1 }
+    }
+
+    fn chunk(rs: &str, after: Option<u32>, first: u32, last: u32, gap: bool) -> ChunkRecord {
+        ChunkRecord {
+            cluster: "c".into(),
+            storage: "s".into(),
+            replica_set: rs.into(),
+            after: after.map(t),
+            first: t(first),
+            last: t(last),
+            entries: 1,
+            object: String::new(),
+            stored_bytes: 10,
+            raw_bytes: 10,
+            checksum: String::new(),
+            compression: Compression::Zstd,
+            node: "n".into(),
+            written_at: Utc::now(),
+            gap: gap.then(|| Gap {
+                from: t(after.unwrap_or_default()),
+                to: t(first),
+                found_at: Utc::now(),
+            }),
+        }
+    }
+
+    fn base(name: &str, points: &[(&str, u32)]) -> BackupRecord {
+        BackupRecord {
+            name: name.into(),
+            cluster: "c".into(),
+            storage: "s".into(),
+            schedule: None,
+            backup_type: BackupType::Physical,
+            status: RunStatus::Done,
+            complete: true,
+            started_at: Utc::now(),
+            finished_at: None,
+            last_write: DateTime::<Utc>::from_timestamp(i64::from(points[0].1), 0),
+            replica_sets: points
+                .iter()
+                .map(|(rs, p)| BackupReplicaSet {
+                    name: rs.to_string(),
+                    node: "n".into(),
+                    mongod_version: "7.0.14".into(),
+                    uncompressed_bytes: 0,
+                    stored_bytes: 0,
+                    encryption: None,
+                    encryption_recorded: false,
+                    storage_options: Default::default(),
+                    collections: Default::default(),
+                    last_write_optime: Some(t(*p)),
+                })
+                .collect(),
+            deleting: None,
+            verification: None,
+        }
+    }
+
+    fn sets(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_sharded_clusters_window_is_the_intersection_of_its_replica_sets() {
+        let chunks = vec![
+            chunk("cfg", None, 90, 150, false),
+            chunk("cfg", Some(150), 150, 200, false),
+            chunk("sh1", None, 95, 120, false),
+            chunk("sh1", Some(120), 120, 170, false),
+        ];
+        let b = base("b", &[("cfg", 100), ("sh1", 102)]);
+        let tl = timeline("c", "s", &sets(&["cfg", "sh1"]), &chunks, &[&b]);
+        assert_eq!(tl.windows.len(), 1, "{tl:?}");
+        assert_eq!((tl.windows[0].from, tl.windows[0].to), (t(102), t(170)));
+        assert_eq!(
+            tl.newest(),
+            Some(t(170)),
+            "the slowest replica set bounds it"
+        );
+        // A replica set without chunks has no window at all.
+        let tl = timeline("c", "s", &sets(&["cfg", "sh1", "sh2"]), &chunks, &[&b]);
+        assert!(tl.windows.is_empty(), "{tl:?}");
+        assert_eq!(tl.newest(), None);
+    }
+
+    #[test]
+    fn a_gap_splits_the_timeline_and_stays_open_until_a_base_follows_it() {
+        let chunks = vec![
+            chunk("rs", None, 100, 200, false),
+            chunk("rs", Some(200), 200, 300, false),
+            chunk("rs", Some(300), 400, 500, true),
+            chunk("rs", Some(500), 500, 600, false),
+        ];
+        let before = base("before", &[("rs", 150)]);
+        let tl = timeline("c", "s", &sets(&["rs"]), &chunks, &[&before]);
+        assert_eq!(tl.replica_sets[0].segments.len(), 2);
+        assert_eq!(tl.windows.len(), 1);
+        assert_eq!((tl.windows[0].from, tl.windows[0].to), (t(150), t(300)));
+        assert_eq!(tl.open_gaps.len(), 1);
+        assert_eq!(
+            (tl.open_gaps[0].gap.from, tl.open_gaps[0].gap.to),
+            (t(300), t(400))
+        );
+        let after = base("after", &[("rs", 450)]);
+        let tl = timeline("c", "s", &sets(&["rs"]), &chunks, &[&before, &after]);
+        assert_eq!(tl.windows.len(), 2, "{tl:?}");
+        assert_eq!((tl.windows[1].from, tl.windows[1].to), (t(450), t(600)));
+        assert!(tl.open_gaps.is_empty(), "a base after the gap bridges it");
+    }
+
+    #[test]
+    fn bases_in_one_segment_share_one_window_and_a_base_outside_the_chunks_opens_none() {
+        let chunks = vec![
+            chunk("rs", None, 100, 200, false),
+            chunk("rs", Some(200), 200, 300, false),
+        ];
+        let (a, b, outside) = (
+            base("a", &[("rs", 120)]),
+            base("b", &[("rs", 250)]),
+            base("old", &[("rs", 50)]),
+        );
+        let tl = timeline("c", "s", &sets(&["rs"]), &chunks, &[&outside, &a, &b]);
+        assert_eq!(tl.windows.len(), 1, "{tl:?}");
+        assert_eq!(tl.windows[0].bases, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!((tl.windows[0].from, tl.windows[0].to), (t(120), t(300)));
+    }
+}

@@ -20,7 +20,7 @@ pub fn spread(v: &[f64]) -> String {
     )
 }
 pub use moto::Moto;
-pub use proxy::HeaderDroppingProxy;
+pub use proxy::{CountingProxy, Counts, HeaderDroppingProxy};
 
 /// A one-shot physical `Backup` document of `cluster` to `storage`, as YAML.
 pub fn backup_yaml(name: &str, cluster: &str, storage: &str) -> String {

@@ -1,5 +1,6 @@
-//! An HTTP proxy on loopback that drops one request header before passing each request to
-//! a real server: an S3-compatible store that ignores `If-None-Match`, made from moto.
+//! HTTP proxies on loopback in front of a real server: one drops a request header (an
+//! S3-compatible store that ignores `If-None-Match`, made from moto); one counts the
+//! requests that pass, by kind (what a process costs at S3 prices).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -21,7 +22,7 @@ impl HeaderDroppingProxy {
             for client in listener.incoming().flatten() {
                 let header = header.clone();
                 std::thread::spawn(move || {
-                    let _ = relay(client, upstream, &header);
+                    let _ = relay(client, upstream, &header, &|_| {});
                 });
             }
         });
@@ -33,7 +34,66 @@ impl HeaderDroppingProxy {
     }
 }
 
-fn relay(mut client: TcpStream, upstream: u16, header: &str) -> std::io::Result<()> {
+/// Requests by kind (`list`, `get`, `put`, `head`, `delete`, `post`).
+pub type Counts = std::collections::BTreeMap<String, u64>;
+
+/// Counts every request it forwards whose request line contains `filter` (a key prefix,
+/// say), by S3 request kind.
+pub struct CountingProxy {
+    pub port: u16,
+    counts: std::sync::Arc<std::sync::Mutex<Counts>>,
+}
+
+impl CountingProxy {
+    pub fn start(upstream: u16, filter: &str) -> CountingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let counts = std::sync::Arc::new(std::sync::Mutex::new(Counts::new()));
+        let (shared, filter) = (counts.clone(), filter.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (counts, filter) = (shared.clone(), filter.clone());
+                std::thread::spawn(move || {
+                    let count = |line: &str| {
+                        if line.contains(&filter) {
+                            *counts.lock().unwrap().entry(kind(line)).or_default() += 1;
+                        }
+                    };
+                    let _ = relay(client, upstream, "x-nothing-dropped", &count);
+                });
+            }
+        });
+        CountingProxy { port, counts }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> Counts {
+        self.counts.lock().unwrap().clone()
+    }
+}
+
+/// `GET /bucket?list-type=2&prefix=…` is a LIST; other methods are themselves.
+fn kind(request_line: &str) -> String {
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_ascii_lowercase();
+    let target = parts.next().unwrap_or_default();
+    if method == "get" && target.contains("list-type=") {
+        "list".into()
+    } else {
+        method
+    }
+}
+
+fn relay(
+    mut client: TcpStream,
+    upstream: u16,
+    header: &str,
+    on_request: &dyn Fn(&str),
+) -> std::io::Result<()> {
     // The request head, byte by byte up to its blank line; the body follows as is.
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -44,6 +104,7 @@ fn relay(mut client: TcpStream, upstream: u16, header: &str) -> std::io::Result<
         head.push(byte[0]);
     }
     let text = String::from_utf8_lossy(&head).into_owned();
+    on_request(text.lines().next().unwrap_or_default());
     let mut kept: Vec<&str> = text
         .split("\r\n")
         .filter(|l| !l.is_empty())
