@@ -32,14 +32,18 @@ fn unexpected(client: &MongodClient, message: String) -> MongodError {
     }
 }
 
-/// The majority commit point this node knows (`replSetGetStatus.optimes.lastCommittedOpTime`).
+/// The newest majority-committed entry this node has applied
+/// (`replSetGetStatus.optimes.readConcernMajorityOpTime`). Not `lastCommittedOpTime`: on a
+/// lagging secondary that can be ahead of what the node holds, and a read bounded by it
+/// would miss the entries in between.
 pub async fn majority_point(client: &MongodClient) -> Result<Option<OpTime>, MongodError> {
     let status = client.admin(doc! {"replSetGetStatus": 1}).await?;
     Ok(status
         .get_document("optimes")
         .ok()
-        .and_then(|o| o.get_document("lastCommittedOpTime").ok())
-        .and_then(|c| optime(c.get("ts"))))
+        .and_then(|o| o.get_document("readConcernMajorityOpTime").ok())
+        .and_then(|c| optime(c.get("ts")))
+        .filter(|t| t.t > 0))
 }
 
 /// The oldest entry the oplog holds.

@@ -329,6 +329,24 @@ impl Catalog {
         let ns = entry.get_str("ns").unwrap_or_default();
         let o = entry.get_document("o").cloned().unwrap_or_default();
         match entry.get_str("op").unwrap_or_default() {
+            "u" if o.get_i32("$v").ok() == Some(2) => {
+                // mongod 5.0+'s update form: a diff against the document `o2` names. A
+                // document gone since (a replay over newer data, initial sync) is skipped,
+                // as mongod's idempotent application does.
+                let id = entry
+                    .get_document("o2")
+                    .ok()
+                    .and_then(|o2| o2.get("_id"))
+                    .cloned()
+                    .unwrap_or(Bson::Null);
+                let diff = o.get_document("diff").cloned().unwrap_or_default();
+                if let Some(c) = self.colls.get_mut(ns)
+                    && let Some(old) = c.get(&id)
+                {
+                    let new = crate::diff::apply(old, &diff);
+                    c.upsert(new);
+                }
+            }
             "i" | "u" => self.coll_mut(ns).upsert(o),
             "d" => {
                 if let Some(c) = self.colls.get_mut(ns) {
@@ -357,6 +375,15 @@ impl Catalog {
                         c.indexes.push(spec);
                     }
                     self.catalog_dirty = true;
+                } else if let Ok(coll) = o.get_str("collMod") {
+                    // Only the journal carries this form: `replSetResizeOplog`'s new size.
+                    if let (Some(c), Some(size)) = (
+                        self.colls.get_mut(&format!("{db}.{coll}")),
+                        o.get("cappedSize"),
+                    ) {
+                        c.options.insert("size", size.clone());
+                        self.catalog_dirty = true;
+                    }
                 } else if let (Ok(from), Ok(to)) = (o.get_str("renameCollection"), o.get_str("to"))
                 {
                     self.rename(from, to, o.get_bool("dropTarget").unwrap_or(false));

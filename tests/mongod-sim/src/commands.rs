@@ -36,7 +36,7 @@ pub fn hello(node: &Node, cmd: &Document, conn_id: u64) -> Document {
     if !standalone {
         out.insert("secondary", false);
     }
-    g.repl.hello_fields(&mut out, g.last_ts);
+    g.repl.hello_fields(&mut out, g.last_write());
     if node.opts.cluster_role == ClusterRole::ConfigSvr {
         out.insert("configsvr", 2);
     }
@@ -99,8 +99,20 @@ fn cmd_line_opts(node: &Node) -> Document {
         "net": {"bindIp": &o.bind_ip, "port": o.port as i32},
         "storage": {"dbPath": o.dbpath.to_string_lossy().into_owned()},
     };
+    let mut replication = Document::new();
+    if let Some(mb) = o.oplog_size_mb {
+        replication.insert("oplogSizeMB", mb as i64);
+    }
     if let Some(rs) = &o.repl_set {
-        parsed.insert("replication", doc! {"replSet": rs});
+        replication.insert("replSet", rs);
+    }
+    if !replication.is_empty() {
+        parsed.insert("replication", replication);
+    }
+    if o.oplog_min_retention_hours > 0.0
+        && let Ok(storage) = parsed.get_document_mut("storage")
+    {
+        storage.insert("oplogMinRetentionHours", o.oplog_min_retention_hours);
     }
     match o.cluster_role {
         ClusterRole::ShardSvr => {
@@ -167,11 +179,37 @@ fn server_status(node: &Node) -> Document {
     };
     if g.repl.set_name.is_some() {
         let mut r = Document::new();
-        g.repl.hello_fields(&mut r, g.last_ts);
+        g.repl.hello_fields(&mut r, g.last_write());
         d.insert("repl", r);
+    }
+    if g.catalog.colls.contains_key(crate::node::OPLOG_NS) {
+        d.insert("oplogTruncation", g.truncation_status());
     }
     d.insert("ok", 1.0);
     d
+}
+
+/// `replSetGetStatus`: the members, and the optimes and vote counts before them, as mongod
+/// orders them.
+fn repl_status(node: &Node) -> Result<Document, CmdError> {
+    let g = node.lock();
+    g.repl.set_name.as_ref().ok_or_else(not_repl)?;
+    g.repl.config.as_ref().ok_or_else(not_initiated)?;
+    let applied = g
+        .applied()
+        .map_or(crate::commit::OpTime::NULL, |s| s.op)
+        .to_doc();
+    let mut status = g.repl.status(
+        applied,
+        node.started.elapsed().as_secs() as i64,
+        node.opts.heartbeat_interval_ms,
+    );
+    let members = status.remove("members").unwrap_or(Bson::Array(vec![]));
+    status.remove("ok");
+    g.status_optimes(&mut status);
+    status.insert("members", members);
+    status.insert("ok", 1.0);
+    Ok(status)
 }
 
 fn not_repl() -> CmdError {
@@ -496,8 +534,15 @@ async fn sim_fill(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdError
 fn get_parameter(node: &Node, cmd: &Document) -> Document {
     let all = matches!(cmd.get("getParameter"), Some(Bson::String(s)) if s == "*");
     let mut out = Document::new();
+    // Parameters with a modelled default are reported even when not set.
+    if all || cmd.contains_key("periodicNoopIntervalSecs") {
+        out.insert(
+            "periodicNoopIntervalSecs",
+            node.opts.periodic_noop_interval_secs as i32,
+        );
+    }
     for (k, v) in &node.opts.parameters {
-        if all || cmd.contains_key(k) {
+        if (all || cmd.contains_key(k)) && !out.contains_key(k) {
             out.insert(k.clone(), parsed_param(v));
         }
     }
@@ -527,6 +572,11 @@ pub async fn run(node: &Arc<Node>, cmd: Document, conn_id: u64) -> Outcome {
                 },
             );
             reply.insert("operationTime", g.last_ts);
+            // The replication metadata mongod adds for callers that ask (heartbeats, the
+            // oplog fetcher).
+            if cmd.contains_key("$replData") && g.repl.config.is_some() {
+                reply.insert("$replData", g.repl_data());
+            }
             Outcome::Reply(reply)
         }
         other => other,
@@ -552,16 +602,9 @@ async fn dispatch(node: &Arc<Node>, cmd: &Document, conn_id: u64) -> Result<Outc
         "serverStatus" => server_status(node),
         "getParameter" => get_parameter(node, cmd),
         "replSetInitiate" => initiate(node, cmd)?,
-        "replSetGetStatus" => {
-            let g = node.lock();
-            g.repl.set_name.as_ref().ok_or_else(not_repl)?;
-            g.repl.config.as_ref().ok_or_else(not_initiated)?;
-            g.repl.status(
-                g.oplog_top().unwrap_or(g.last_ts),
-                node.started.elapsed().as_secs() as i64,
-                node.opts.heartbeat_interval_ms,
-            )
-        }
+        "replSetGetStatus" => repl_status(node)?,
+        "replSetUpdatePosition" => crate::commit::update_position(node, cmd)?,
+        "replSetResizeOplog" => crate::oplog::resize(node, &db, cmd)?,
         "replSetGetConfig" => {
             let g = node.lock();
             g.repl.set_name.as_ref().ok_or_else(not_repl)?;

@@ -107,6 +107,20 @@ fn id_only(filter: &Document) -> Option<&Bson> {
     }
 }
 
+/// A majority read of the oplog sees the entries up to the committed snapshot (entries are
+/// written at their own timestamps, so a read at that timestamp hides the later ones). Other
+/// collections are read as they are: the sim keeps no older versions of documents.
+fn oplog_visible(
+    mut docs: Vec<Document>,
+    ns: &str,
+    read_point: Option<bson::Timestamp>,
+) -> Vec<Document> {
+    if let (Some(point), true) = (read_point, ns == OPLOG_NS) {
+        docs.retain(|d| d.get_timestamp("ts").is_ok_and(|t| t <= point));
+    }
+    docs
+}
+
 /// The oplog's `_id` is our storage key, not part of real oplog entries.
 fn present(ns: &str, mut d: Document) -> Document {
     if ns == OPLOG_NS {
@@ -136,14 +150,24 @@ pub async fn find(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document
     let ns = format!("{db}.{coll}");
     let filter = cmd.get_document("filter").cloned().unwrap_or_default();
     let await_data = cmd.get_bool("awaitData").unwrap_or(false) && ns == OPLOG_NS;
+    let majority = crate::commit::read_concern_level(cmd) == "majority";
     let notified = node.oplog_changed.notified();
     tokio::pin!(notified);
     notified.as_mut().enable();
-    let mut docs = snapshot(&node.lock(), &ns, &filter)?;
+    let read_point = if majority {
+        crate::commit::majority_read_point(node, num(cmd.get("maxTimeMS"))).await?
+    } else {
+        None
+    };
+    let mut docs = oplog_visible(snapshot(&node.lock(), &ns, &filter)?, &ns, read_point);
     if docs.is_empty() && await_data {
         let wait = num(cmd.get("maxTimeMS")).unwrap_or(1000).clamp(1, 60_000) as u64;
         let _ = tokio::time::timeout(Duration::from_millis(wait), notified).await;
-        docs = snapshot(&node.lock(), &ns, &filter)?;
+        let read_point = match read_point {
+            Some(_) => node.lock().majority_snapshot().map(|s| s.op.ts),
+            None => None,
+        };
+        docs = oplog_visible(snapshot(&node.lock(), &ns, &filter)?, &ns, read_point);
     }
     if let Ok(sort) = cmd.get_document("sort") {
         sort_docs(&mut docs, sort);
@@ -279,8 +303,9 @@ pub async fn update(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Docume
     let mut g = node.lock();
     let (mut n, mut modified) = (0i32, 0i32);
     let mut upserted = Vec::new();
-    let mut ops = Vec::new();
+    let log = g.should_log();
     for (i, u) in cmd.get_array("updates").into_iter().flatten().enumerate() {
+        let mut ops = Vec::new();
         let Bson::Document(u) = u else { continue };
         let q = u.get_document("q").cloned().unwrap_or_default();
         let Ok(upd) = u.get_document("u") else {
@@ -312,21 +337,30 @@ pub async fn update(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Docume
             upserted
                 .push(doc! {"index": i as i32, "_id": d.get("_id").cloned().unwrap_or(Bson::Null)});
             n += 1;
-            ops.push(doc! {"op": "i", "ns": &ns, "o": d});
+            g.write(vec![doc! {"op": "i", "ns": &ns, "o": d}], log)?;
             continue;
         }
         for h in hits {
             let new = apply_update(&h, upd, false).map_err(bad_value)?;
             n += 1;
-            if new != h {
-                modified += 1;
-                ops.push(doc! {"op": "u", "ns": &ns, "o": new, "o2": {"_id": h.get("_id").cloned().unwrap_or(Bson::Null)}});
+            if new == h {
+                continue;
             }
+            modified += 1;
+            let o2 = doc! {"_id": h.get("_id").cloned().unwrap_or(Bson::Null)};
+            // Operator updates are logged as mongod 5.0+ logs them, as a `$v: 2` diff;
+            // replacements as the whole new document.
+            let o = if query::is_operator_update(upd) {
+                crate::diff::update_entry(&h, upd, &new).unwrap_or(new)
+            } else {
+                new
+            };
+            ops.push(doc! {"op": "u", "ns": &ns, "o": o, "o2": o2});
         }
-    }
-    let log = g.should_log();
-    if !ops.is_empty() {
-        g.write(ops, log)?;
+        // Each statement sees the writes of the ones before it, as in mongod.
+        if !ops.is_empty() {
+            g.write(ops, log)?;
+        }
     }
     drop(g);
     node.oplog_changed.notify_waiters();

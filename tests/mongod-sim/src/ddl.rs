@@ -134,14 +134,17 @@ pub fn list_indexes(node: &Node, db: &str, cmd: &Document) -> Result<Document, C
             format!("ns does not exist: {ns}"),
         ));
     };
-    let mut out: VecDeque<Document> =
-        VecDeque::from([doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}]);
+    let mut out: VecDeque<Document> = VecDeque::new();
+    if ns != crate::node::OPLOG_NS {
+        out.push_back(doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"});
+    }
     out.extend(c.indexes.iter().cloned());
     Ok(cursor_reply(&mut g, &ns, out, usize::MAX, true))
 }
 
-/// `collStats`: the document count and data size of a collection (`NamespaceNotFound`
-/// (26) for a missing one), as mongod 7.0 still answers the deprecated command.
+/// `collStats`: the document count and data size of a collection, and `capped`/`maxSize`
+/// (`NamespaceNotFound` (26) for a missing one), as mongod 7.0 still answers the deprecated
+/// command.
 pub fn coll_stats(node: &Node, db: &str, cmd: &Document) -> Result<Document, CmdError> {
     let ns = format!("{db}.{}", cmd.get_str("collStats").unwrap_or_default());
     let g = node.lock();
@@ -154,15 +157,19 @@ pub fn coll_stats(node: &Node, db: &str, cmd: &Document) -> Result<Document, Cmd
     };
     let count = c.len() as i64;
     let size = c.data_size() as i64;
-    Ok(doc! {
+    let mut out = doc! {
         "ns": &ns,
         "count": count,
         "size": size,
         "avgObjSize": if count > 0 { size / count } else { 0 },
         "storageSize": size,
-        "nindexes": (c.indexes.len() + 1) as i32,
-        "ok": 1.0,
-    })
+    };
+    crate::oplog::capped_stats(&g, &ns, &mut out);
+    // The oplog has no `_id` index in mongod.
+    let id_index = usize::from(ns != crate::node::OPLOG_NS);
+    out.insert("nindexes", (c.indexes.len() + id_index) as i32);
+    out.insert("ok", 1.0);
+    Ok(out)
 }
 
 /// `renameCollection` (on `admin`): source missing is `NamespaceNotFound` (26), an

@@ -53,6 +53,12 @@ pub struct Inner {
     pub fsync_lock: u32,
     /// Started standalone with `recoverFromOplogAsStandalone`: no stable checkpoints are taken.
     pub recovering_standalone: bool,
+    /// `--oplogSize`, for an oplog this process creates.
+    pub oplog_size_mb: Option<u64>,
+    /// `minRetentionHours` (startup option, changed by `replSetResizeOplog`, not persisted).
+    pub oplog_min_retention_hours: f64,
+    /// How many times entries were truncated (`serverStatus.oplogTruncation.truncateCount`).
+    pub oplog_truncations: u64,
 }
 
 /// Run-time fault switches (`--sim-*` flags, changeable with the `simFault` command).
@@ -137,13 +143,10 @@ impl Node {
         let recovering = !repl_mode && opts.param_bool("recoverFromOplogAsStandalone");
         // The truncate point is honoured in every mode, before any oplog application.
         let mut truncate_journal = Vec::new();
-        let top_of = |catalog: &crate::catalog::Catalog| {
-            catalog
-                .colls
-                .get(OPLOG_NS)
-                .and_then(|c| c.last())
-                .and_then(|e| e.get_timestamp("ts").ok())
-        };
+        let top_of_coll =
+            |c: &crate::catalog::Collection| c.last().and_then(|e| e.get_timestamp("ts").ok());
+        let top_of =
+            |catalog: &crate::catalog::Catalog| catalog.colls.get(OPLOG_NS).and_then(top_of_coll);
         if let Some(tdoc) = catalog
             .colls
             .get(TRUNCATE_NS)
@@ -157,12 +160,11 @@ impl Node {
         {
             // Entries are in timestamp order: when the top is at or before the point there
             // is nothing to read, as mongod's seek to the point finds.
-            let removed = if top_of(&catalog).is_some_and(|top| top <= point) {
-                vec![]
-            } else {
-                catalog
-                    .coll_mut(OPLOG_NS)
-                    .retain(|e| e.get_timestamp("ts").map(|t| t <= point).unwrap_or(true))
+            let removed = match catalog.colls.get_mut(OPLOG_NS) {
+                Some(c) if top_of_coll(c).is_some_and(|top| top > point) => {
+                    c.retain(|e| e.get_timestamp("ts").map(|t| t <= point).unwrap_or(true))
+                }
+                _ => vec![],
             };
             slog!(
                 I,
@@ -254,6 +256,9 @@ impl Node {
             backup: None,
             fsync_lock: 0,
             recovering_standalone: recovering,
+            oplog_size_mb: opts.oplog_size_mb,
+            oplog_min_retention_hours: opts.oplog_min_retention_hours,
+            oplog_truncations: 0,
         };
         Ok(Arc::new(Node {
             opts,
@@ -387,6 +392,8 @@ impl Inner {
         let ts = self.checkpoint_ts_now();
         self.store.checkpoint(&mut self.catalog, ts)?;
         self.checkpoint_ts = ts;
+        // The checkpoint no longer needs the entries before it for crash recovery.
+        self.reclaim_oplog()?;
         Ok(true)
     }
 
@@ -427,6 +434,13 @@ impl Inner {
         let mut journal_ops = Vec::with_capacity(ops.len() * 2);
         let mut ts = self.last_ts;
         let logging = log && self.repl.enabled();
+        if logging
+            && ops
+                .iter()
+                .any(|op| db_of(op.get_str("ns").unwrap_or_default()) != "local")
+        {
+            self.ensure_oplog(&mut journal_ops);
+        }
         for mut op in ops {
             let ns = op.get_str("ns").unwrap_or_default().to_string();
             let logged = logging && db_of(&ns) != "local";
@@ -454,6 +468,11 @@ impl Inner {
         }
         self.store
             .journal_append(&doc! {"ts": ts, "ops": journal_ops})?;
+        if logging {
+            // A one-member majority commits at once; a larger one moves when members report.
+            self.update_commit_point();
+            self.reclaim_oplog()?;
+        }
         Ok(ts)
     }
 
@@ -465,6 +484,9 @@ impl Inner {
     /// Applies oplog entries fetched from a sync source, keeping them in our own oplog.
     pub fn apply_oplog(&mut self, entries: &[Document]) -> Result<(), StorageError> {
         let mut journal_ops = Vec::with_capacity(entries.len() * 2);
+        if !entries.is_empty() {
+            self.ensure_oplog(&mut journal_ops);
+        }
         for e in entries {
             let mut e = e.clone();
             let ts = e.get_timestamp("ts").unwrap_or(self.last_ts);
@@ -475,14 +497,17 @@ impl Inner {
             self.cluster_time = self.cluster_time.max(ts);
             journal_ops.push(doc! {"op": "i", "ns": OPLOG_NS, "o": &e, "l": false});
             let mut data = doc! {"op": e.get_str("op").unwrap_or("n"), "ns": e.get_str("ns").unwrap_or_default(), "l": true};
-            if let Some(o) = e.get("o") {
-                data.insert("o", o.clone());
+            for key in ["o", "o2"] {
+                if let Some(v) = e.get(key) {
+                    data.insert(key, v.clone());
+                }
             }
             journal_ops.push(data);
         }
         if !journal_ops.is_empty() {
             self.store
                 .journal_append(&doc! {"ts": self.last_ts, "ops": journal_ops})?;
+            self.reclaim_oplog()?;
         }
         Ok(())
     }

@@ -40,6 +40,13 @@ pub struct Cli {
     pub logappend: bool,
     #[arg(short = 'f', long = "config")]
     pub config: Option<PathBuf>,
+    /// The oplog's maximum size in megabytes, used when the oplog is created (mongod's
+    /// `replication.oplogSizeMB`).
+    #[arg(long = "oplogSize", allow_negative_numbers = true)]
+    pub oplog_size: Option<i64>,
+    /// Hours an oplog entry is kept even past the size cap (`storage.oplogMinRetentionHours`).
+    #[arg(long = "oplogMinRetentionHours", allow_negative_numbers = true)]
+    pub oplog_min_retention_hours: Option<f64>,
     #[arg(long = "version")]
     pub version: bool,
     /// `psmdb` (has `$backupCursor`) or `community` (has not).
@@ -111,6 +118,12 @@ pub enum OptionsError {
     CipherMode(String),
     #[error("--vaultServerName needs --vaultSecret, and --kmipServerName --kmipKeyIdentifier")]
     KeySource,
+    #[error("bad --oplogSize, arg must be greater than 0, found: {0}")]
+    OplogSize(i64),
+    #[error("bad --oplogMinRetentionHours, argument must be greater or equal to 0: {0}")]
+    MinRetention(f64),
+    #[error("Bad value for parameter \"{0}\": {1}")]
+    Parameter(String, String),
 }
 
 #[derive(Deserialize, Default)]
@@ -127,6 +140,7 @@ struct ConfigFile {
 #[serde(rename_all = "camelCase")]
 struct StorageSection {
     db_path: Option<PathBuf>,
+    oplog_min_retention_hours: Option<f64>,
 }
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -138,6 +152,8 @@ struct NetSection {
 #[serde(rename_all = "camelCase")]
 struct ReplicationSection {
     repl_set_name: Option<String>,
+    #[serde(rename = "oplogSizeMB")]
+    oplog_size_mb: Option<i64>,
 }
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -186,6 +202,13 @@ pub struct Options {
     /// The version reported by `buildInfo`, `serverStatus` and the log.
     pub version: String,
     pub encryption: crate::crypt::Encryption,
+    /// `--oplogSize`: the size (MB) an oplog created by this process gets; `None` leaves it
+    /// unbounded (mongod would pick 5% of the disk, see README).
+    pub oplog_size_mb: Option<u64>,
+    /// `--oplogMinRetentionHours` (0: entries go as soon as the size needs it).
+    pub oplog_min_retention_hours: f64,
+    /// `periodicNoopIntervalSecs` (1..=10, default 10).
+    pub periodic_noop_interval_secs: u64,
 }
 
 impl Options {
@@ -229,6 +252,14 @@ impl Options {
             ClusterRole::ConfigSvr => 27019,
         };
         let net = file.net.unwrap_or_default();
+        let storage = file.storage.unwrap_or_default();
+        let replication = file.replication.unwrap_or_default();
+        let (oplog_size_mb, oplog_min_retention_hours) = oplog_options(
+            cli.oplog_size.or(replication.oplog_size_mb),
+            cli.oplog_min_retention_hours
+                .or(storage.oplog_min_retention_hours),
+        )?;
+        let periodic_noop_interval_secs = noop_interval(&parameters)?;
         let flavor = match cli.sim_flavor.as_str() {
             "psmdb" => Flavor::Psmdb,
             "community" => Flavor::Community,
@@ -274,24 +305,19 @@ impl Options {
                 .clone()
                 .unwrap_or_else(|| MONGO_VERSION.to_string()),
             encryption,
-            dbpath: cli
-                .dbpath
-                .or(file.storage.and_then(|s| s.db_path))
-                .unwrap_or_else(|| {
-                    PathBuf::from(if cluster_role == ClusterRole::ConfigSvr {
-                        "/data/configdb"
-                    } else {
-                        "/data/db"
-                    })
-                }),
+            dbpath: cli.dbpath.or(storage.db_path).unwrap_or_else(|| {
+                PathBuf::from(if cluster_role == ClusterRole::ConfigSvr {
+                    "/data/configdb"
+                } else {
+                    "/data/db"
+                })
+            }),
             port: cli.port.or(net.port).unwrap_or(default_port),
             bind_ip: cli
                 .bind_ip
                 .or(net.bind_ip)
                 .unwrap_or_else(|| "127.0.0.1".to_string()),
-            repl_set: cli
-                .repl_set
-                .or(file.replication.and_then(|r| r.repl_set_name)),
+            repl_set: cli.repl_set.or(replication.repl_set_name),
             cluster_role,
             parameters,
             logpath: cli.logpath.or(file.system_log.and_then(|s| s.path)),
@@ -304,6 +330,9 @@ impl Options {
             slow_reads_ms: cli.sim_slow_reads_ms,
             slow_find_ms: cli.sim_slow_find_ms,
             argv,
+            oplog_size_mb,
+            oplog_min_retention_hours,
+            periodic_noop_interval_secs,
         })
     }
 
@@ -341,6 +370,46 @@ impl Options {
     }
 }
 
+/// `--oplogSize` (more than 0 MB, as mongod checks) and `--oplogMinRetentionHours` (0 or more).
+fn oplog_options(
+    size: Option<i64>,
+    hours: Option<f64>,
+) -> Result<(Option<u64>, f64), OptionsError> {
+    let size = match size {
+        Some(n) if n <= 0 => return Err(OptionsError::OplogSize(n)),
+        other => other.map(|n| n as u64),
+    };
+    let hours = hours.unwrap_or(0.0);
+    if hours < 0.0 || hours.is_nan() {
+        return Err(OptionsError::MinRetention(hours));
+    }
+    Ok((size, hours))
+}
+
+/// `periodicNoopIntervalSecs`: an integer from 1 to 10 (mongod's validator), 10 by default.
+fn noop_interval(parameters: &BTreeMap<String, String>) -> Result<u64, OptionsError> {
+    const NAME: &str = "periodicNoopIntervalSecs";
+    let Some(text) = parameters.get(NAME) else {
+        return Ok(10);
+    };
+    let bad = |why: String| OptionsError::Parameter(NAME.to_string(), why);
+    let n: i64 = text
+        .trim()
+        .parse()
+        .map_err(|_| bad(format!("Failed to parse value '{text}' as an integer")))?;
+    if n < 1 {
+        return Err(bad(format!(
+            "Invalid value for parameter {NAME}: {n} is not greater than or equal to 1"
+        )));
+    }
+    if n > 10 {
+        return Err(bad(format!(
+            "Invalid value for parameter {NAME}: {n} is not less than or equal to 10"
+        )));
+    }
+    Ok(n as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,5 +439,45 @@ mod tests {
         assert_eq!(o.cluster_role, ClusterRole::ShardSvr);
         assert!(o.param_bool("recoverFromOplogAsStandalone"));
         assert_eq!(o.parameters["a"], "b");
+        assert_eq!(o.oplog_size_mb, None);
+        assert_eq!(o.periodic_noop_interval_secs, 10);
+    }
+
+    #[test]
+    fn oplog_size_and_noop_interval_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mongod.conf");
+        std::fs::write(
+            &path,
+            "replication:\n  replSetName: rs0\n  oplogSizeMB: 2048\nstorage:\n  oplogMinRetentionHours: 1.5\n",
+        )
+        .unwrap();
+        let parse = |args: &[&str]| {
+            let mut all = vec!["mongod-sim"];
+            all.extend_from_slice(args);
+            Options::from_cli(Cli::parse_from(all), vec![])
+        };
+        let conf = path.to_str().unwrap();
+        let o = parse(&["-f", conf]).unwrap();
+        assert_eq!(o.oplog_size_mb, Some(2048));
+        assert_eq!(o.oplog_min_retention_hours, 1.5);
+        let o = parse(&["-f", conf, "--oplogSize", "1"]).unwrap();
+        assert_eq!(o.oplog_size_mb, Some(1), "the command line wins");
+        assert!(matches!(
+            parse(&["--oplogSize", "0"]),
+            Err(OptionsError::OplogSize(0))
+        ));
+        let o = parse(&["--setParameter", "periodicNoopIntervalSecs=1"]).unwrap();
+        assert_eq!(o.periodic_noop_interval_secs, 1);
+        for bad in ["0", "11", "x"] {
+            let arg = format!("periodicNoopIntervalSecs={bad}");
+            assert!(
+                matches!(
+                    parse(&["--setParameter", &arg]),
+                    Err(OptionsError::Parameter(..))
+                ),
+                "{bad}"
+            );
+        }
     }
 }

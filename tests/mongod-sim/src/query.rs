@@ -231,38 +231,60 @@ pub fn apply_update(doc: &Document, u: &Document, inserting: bool) -> Result<Doc
         }
         return Ok(out);
     }
-    let mut out = doc.clone();
+    // mongod 5.0+ applies the fields of all operators in path order (numeric components by
+    // value), so new fields are appended in that order whatever the update's order.
+    let mut changes: Vec<(&str, &str, &Bson)> = Vec::new();
     for (op, args) in u {
         let Bson::Document(args) = args else {
             return Err(format!(
                 "Modifiers operate on fields but we found type {args} instead"
             ));
         };
-        for (path, v) in args {
-            match op.as_str() {
-                "$set" => set_path(&mut out, path, v.clone()),
-                "$setOnInsert" => {
-                    if inserting {
-                        set_path(&mut out, path, v.clone())
-                    }
+        changes.extend(args.iter().map(|(path, v)| (op.as_str(), path.as_str(), v)));
+    }
+    changes.sort_by(|a, b| compare_paths(a.1, b.1));
+    let mut out = doc.clone();
+    for (op, path, v) in changes {
+        match op {
+            "$set" => set_path(&mut out, path, v.clone()),
+            "$setOnInsert" => {
+                if inserting {
+                    set_path(&mut out, path, v.clone())
                 }
-                "$unset" => unset_path(&mut out, path),
-                "$inc" => {
-                    let cur = get_path(&out, path).cloned().unwrap_or(Bson::Int32(0));
-                    let new = match (&cur, v) {
-                        (Bson::Int32(a), Bson::Int32(b)) => Bson::Int32(a + b),
-                        (Bson::Int32(_) | Bson::Int64(_), Bson::Int32(_) | Bson::Int64(_)) => {
-                            Bson::Int64(as_f64(&cur) as i64 + as_f64(v) as i64)
-                        }
-                        _ => Bson::Double(as_f64(&cur) + as_f64(v)),
-                    };
-                    set_path(&mut out, path, new);
-                }
-                other => return Err(format!("Unknown modifier: {other}")),
             }
+            "$unset" => unset_path(&mut out, path),
+            "$inc" => {
+                let cur = get_path(&out, path).cloned().unwrap_or(Bson::Int32(0));
+                let new = match (&cur, v) {
+                    (Bson::Int32(a), Bson::Int32(b)) => Bson::Int32(a + b),
+                    (Bson::Int32(_) | Bson::Int64(_), Bson::Int32(_) | Bson::Int64(_)) => {
+                        Bson::Int64(as_f64(&cur) as i64 + as_f64(v) as i64)
+                    }
+                    _ => Bson::Double(as_f64(&cur) + as_f64(v)),
+                };
+                set_path(&mut out, path, new);
+            }
+            other => return Err(format!("Unknown modifier: {other}")),
         }
     }
     Ok(out)
+}
+
+/// mongod's order of update paths: component by component, numeric components (array
+/// indexes) by value, others by their bytes.
+pub fn compare_paths(a: &str, b: &str) -> Ordering {
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    for (x, y) in a.split('.').zip(b.split('.')) {
+        let c = if numeric(x) && numeric(y) {
+            (x.len(), x).cmp(&(y.len(), y))
+        } else {
+            x.cmp(y)
+        };
+        if c != Ordering::Equal {
+            return c;
+        }
+    }
+    a.split('.').count().cmp(&b.split('.').count())
 }
 
 /// The document an upsert starts from: the filter's equality fields.

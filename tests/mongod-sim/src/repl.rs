@@ -44,6 +44,8 @@ pub struct Peer {
     pub health: bool,
     pub state: i32,
     pub optime: Timestamp,
+    /// The term of the entry at `optime` (what mongod's optimes carry as `t`).
+    pub optime_term: i64,
     pub term: i64,
     pub electable: bool,
     pub last_heartbeat: Option<DateTime>,
@@ -60,6 +62,7 @@ impl Default for Peer {
                 time: 0,
                 increment: 0,
             },
+            optime_term: -1,
             term: -1,
             electable: false,
             last_heartbeat: None,
@@ -85,6 +88,12 @@ pub struct ReplState {
     pub started: Instant,
     /// This member ran `replSetInitiate` and may stand at once.
     pub initiated_here: bool,
+    /// The majority commit point as this member knows it (`None` until it computes or
+    /// learns one; not kept across restarts, as mongod's is not).
+    pub commit_point: Option<crate::commit::Stamped>,
+    /// On a primary, its term's first entry: it commits nothing older (mongod's
+    /// `_firstOpTimeOfMyTerm`).
+    pub first_op_of_term: Option<crate::commit::OpTime>,
 }
 
 fn num(v: Option<&Bson>) -> f64 {
@@ -140,6 +149,8 @@ impl ReplState {
             sync_source: None,
             started: Instant::now(),
             initiated_here: false,
+            commit_point: None,
+            first_op_of_term: None,
         }
     }
 
@@ -348,7 +359,7 @@ impl ReplState {
     }
 
     /// The replica-set fields of a `hello` reply.
-    pub fn hello_fields(&self, out: &mut Document, last_ts: Timestamp) {
+    pub fn hello_fields(&self, out: &mut Document, last_write: Document) {
         let Some(set) = &self.set_name else { return };
         let Some(cfg) = &self.config else {
             out.insert("isreplicaset", true);
@@ -404,22 +415,18 @@ impl ReplState {
         if self.state == PRIMARY {
             out.insert("electionId", self.election_id());
         }
-        let wall = DateTime::from_millis(last_ts.time as i64 * 1000);
-        out.insert(
-            "lastWrite",
-            doc! {"opTime": {"ts": last_ts, "t": self.term}, "lastWriteDate": wall, "majorityOpTime": {"ts": last_ts, "t": self.term}, "majorityWriteDate": wall},
-        );
+        out.insert("lastWrite", last_write);
     }
 
-    /// `replSetGetStatus` for an initiated member.
-    pub fn status(&self, last_ts: Timestamp, uptime_secs: i64, hb_ms: u64) -> Document {
+    /// `replSetGetStatus` for an initiated member whose last applied entry is `applied`
+    /// (`{ts, t}`); the `optimes` and vote counts are added by `Inner::status_optimes`.
+    pub fn status(&self, applied: Document, uptime_secs: i64, hb_ms: u64) -> Document {
         let optime_date = |t: Timestamp| DateTime::from_millis(t.time as i64 * 1000);
         let mut members = Vec::new();
-        let voters = self
-            .members()
-            .iter()
-            .filter(|m| member_votes(m) > 0.0)
-            .count() as i32;
+        let last_ts = applied.get_timestamp("ts").unwrap_or(Timestamp {
+            time: 0,
+            increment: 0,
+        });
         for m in self.members() {
             let host = m.get_str("host").unwrap_or_default().to_string();
             let mut d =
@@ -429,7 +436,7 @@ impl ReplState {
                 d.insert("state", self.state);
                 d.insert("stateStr", state_str(self.state));
                 d.insert("uptime", uptime_secs);
-                d.insert("optime", doc! {"ts": last_ts, "t": self.term});
+                d.insert("optime", applied.clone());
                 d.insert("optimeDate", optime_date(last_ts));
                 d.insert(
                     "syncSourceHost",
@@ -456,8 +463,8 @@ impl ReplState {
                         .map(|t| t.elapsed().as_secs() as i64)
                         .unwrap_or(0),
                 );
-                d.insert("optime", doc! {"ts": p.optime, "t": p.term});
-                d.insert("optimeDurable", doc! {"ts": p.optime, "t": p.term});
+                d.insert("optime", doc! {"ts": p.optime, "t": p.optime_term});
+                d.insert("optimeDurable", doc! {"ts": p.optime, "t": p.optime_term});
                 d.insert("optimeDate", optime_date(p.optime));
                 d.insert(
                     "lastHeartbeat",
@@ -481,13 +488,6 @@ impl ReplState {
             "myState": self.state,
             "term": self.term,
             "heartbeatIntervalMillis": hb_ms as i64,
-            "majorityVoteCount": voters / 2 + 1,
-            "votingMembersCount": voters,
-            "optimes": {
-                "lastCommittedOpTime": {"ts": last_ts, "t": self.term},
-                "appliedOpTime": {"ts": last_ts, "t": self.term},
-                "durableOpTime": {"ts": last_ts, "t": self.term},
-            },
             "members": members,
             "ok": 1.0,
         }

@@ -79,16 +79,8 @@ pub fn handle_heartbeat(
         install_config(inner, cfg.clone());
     }
     if let Ok(from) = cmd.get_str("from") {
-        let p = inner.repl.peers.entry(from.to_string()).or_default();
-        if !p.health {
-            p.up_since = Some(Instant::now());
-        }
-        p.health = true;
-        p.state = cmd.get_i32("state").unwrap_or(p.state);
-        p.optime = cmd.get_timestamp("optime").unwrap_or(p.optime);
-        p.term = cmd.get_i64("term").unwrap_or(p.term);
-        p.electable = cmd.get_bool("electable").unwrap_or(false);
-        p.last_heartbeat = Some(DateTime::now());
+        note_peer(inner.repl.peers.entry(from.to_string()).or_default(), cmd);
+        inner.update_commit_point();
     }
     let mut reply = heartbeat_doc(inner);
     if inner.repl.config_version() > their_version
@@ -100,12 +92,30 @@ pub fn handle_heartbeat(
     Ok(reply)
 }
 
+/// Records what a heartbeat (request or reply) says about the member that sent it.
+fn note_peer(p: &mut repl::Peer, d: &Document) {
+    if !p.health {
+        p.up_since = Some(Instant::now());
+    }
+    p.health = true;
+    p.state = d.get_i32("state").unwrap_or(p.state);
+    p.optime = d.get_timestamp("optime").unwrap_or(p.optime);
+    p.optime_term = d.get_i64("optimeTerm").unwrap_or(p.optime_term);
+    p.term = d.get_i64("term").unwrap_or(p.term);
+    p.electable = d.get_bool("electable").unwrap_or(false);
+    p.last_heartbeat = Some(DateTime::now());
+}
+
 fn heartbeat_doc(inner: &Inner) -> Document {
+    let applied = inner
+        .applied()
+        .map_or(crate::commit::OpTime::NULL, |s| s.op);
     doc! {
         "set": inner.repl.set_name.clone().unwrap_or_default(),
         "from": inner.repl.me.clone(),
         "state": inner.repl.state,
         "optime": inner.oplog_top().unwrap_or(ZERO),
+        "optimeTerm": applied.t,
         "term": inner.repl.term,
         "electable": inner.repl.electable(),
         "configVersion": inner.repl.config_version(),
@@ -138,9 +148,10 @@ fn noop_if_behind(node: &Arc<Node>) {
     }
 }
 
-/// Starts the heartbeat, election and sync tasks of a `--replSet` member.
+/// Starts the heartbeat, election, sync and periodic no-op tasks of a `--replSet` member.
 pub fn spawn(node: Arc<Node>) {
     tokio::spawn(heartbeat_loop(node.clone()));
+    tokio::spawn(crate::oplog::noop_loop(node.clone()));
     tokio::spawn(sync_loop(node));
 }
 
@@ -179,6 +190,9 @@ async fn peer_loop(node: Arc<Node>, host: String) {
             if let Some(cfg) = &g.repl.config {
                 d.insert("config", cfg.clone());
             }
+            // mongod's heartbeats ask for the replication metadata: the commit point spreads
+            // through them.
+            d.insert("$replData", 1);
             d
         };
         // The command name must come first.
@@ -204,17 +218,13 @@ async fn peer_loop(node: Arc<Node>, host: String) {
                         install_config(inner, cfg.clone());
                     }
                     if let Some(p) = inner.repl.peers.get_mut(&host) {
-                        if !p.health {
-                            p.up_since = Some(Instant::now());
-                        }
-                        p.health = true;
-                        p.state = r.get_i32("state").unwrap_or(p.state);
-                        p.optime = r.get_timestamp("optime").unwrap_or(p.optime);
-                        p.term = r.get_i64("term").unwrap_or(p.term);
-                        p.electable = r.get_bool("electable").unwrap_or(false);
-                        p.last_heartbeat = Some(DateTime::now());
+                        note_peer(p, &r);
                         p.ping_ms = started.elapsed().as_millis() as i64;
                     }
+                    if let Ok(meta) = r.get_document("$replData") {
+                        inner.learn_repl_data(meta, false);
+                    }
+                    inner.update_commit_point();
                 }
                 None => {
                     conn = None;
@@ -281,11 +291,15 @@ pub fn elect(node: &Node) {
             inner.repl.state = PRIMARY;
             inner.repl.sync_source = None;
             inner.repl.election_date = Some(DateTime::now());
+            // Nothing of an earlier term is committed by this primary (optimes compare
+            // term first); its first entry's timestamp is known once written.
+            inner.repl.first_op_of_term = Some(crate::commit::OpTime { t: term, ts: ZERO });
             if let Ok(ts) = inner.write(
                 vec![doc! {"op": "n", "ns": "", "o": {"msg": "new primary"}}],
                 true,
             ) {
                 inner.repl.election_ts = Some(ts);
+                inner.repl.first_op_of_term = Some(crate::commit::OpTime { t: term, ts });
             }
             log_transition(before, PRIMARY);
             slog!(
@@ -435,11 +449,14 @@ async fn pull(
     last: Timestamp,
     delay: i64,
 ) -> Result<(), String> {
-    let cmd = doc! {"find": "oplog.rs", "filter": {"ts": {"$gt": last}}, "batchSize": 5000, "limit": 5000, "awaitData": true, "maxTimeMS": 500};
+    let cmd = doc! {"find": "oplog.rs", "filter": {"ts": {"$gt": last}}, "batchSize": 5000, "limit": 5000, "awaitData": true, "maxTimeMS": 500, "$replData": 1};
     let r = c
         .command("local", cmd, Duration::from_secs(10))
         .await
         .map_err(|e| e.to_string())?;
+    if let Ok(meta) = r.get_document("$replData") {
+        node.lock().learn_repl_data(meta, true);
+    }
     let batch: Vec<Document> = r
         .get_document("cursor")
         .map_err(|_| format!("oplog query failed: {r}"))?
@@ -461,16 +478,25 @@ async fn pull(
         .collect();
     let held_back = ready.len() < batch.len();
     if !ready.is_empty() {
-        let mut g = node.lock();
-        let inner = &mut *g;
-        if inner.repl.state == SECONDARY {
-            inner.repl.sync_source = Some(source.to_string());
-            inner.apply_oplog(&ready).map_err(|e| e.to_string())?;
-            let top = inner.oplog_top().unwrap_or(ZERO);
-            let _ = inner.write(vec![doc! {"op": "u", "ns": MINVALID_NS, "o": {"_id": "minvalid", "ts": top, "t": inner.repl.term}}], false);
-        }
-        drop(g);
+        let report = {
+            let mut g = node.lock();
+            let inner = &mut *g;
+            if inner.repl.state == SECONDARY {
+                inner.repl.sync_source = Some(source.to_string());
+                inner.apply_oplog(&ready).map_err(|e| e.to_string())?;
+                let top = inner.oplog_top().unwrap_or(ZERO);
+                let _ = inner.write(vec![doc! {"op": "u", "ns": MINVALID_NS, "o": {"_id": "minvalid", "ts": top, "t": inner.repl.term}}], false);
+            }
+            crate::commit::position_report(inner)
+        };
         node.oplog_changed.notify_waiters();
+        // As mongod's reporter does after each applied batch: the primary's commit point
+        // need not wait for a heartbeat.
+        if let Some(report) = report {
+            c.command("admin", report, Duration::from_secs(10))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
     }
     if held_back {
         tokio::time::sleep(Duration::from_millis(100)).await;
