@@ -284,6 +284,11 @@ fn slicing_hands_over_after_a_kill_without_gap_or_overlap() {
         "newest chunk ends {}s ago",
         now - i64::from(newest.t)
     );
+    let wrote = writer.written.load(Ordering::Relaxed);
+    assert!(
+        wrote >= 100,
+        "the writer kept writing through the handover: {wrote}"
+    );
     drop(writer);
     assert!(after.iter().all(|c| c.gap.is_none()), "{after:#?}");
     let sliced = sliced_entries(&w, &after);
