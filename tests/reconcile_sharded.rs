@@ -727,3 +727,91 @@ fn a_backup_restores_onto_a_cluster_with_other_replica_set_names_only_when_remap
         "the recovery point naming the old config server is gone"
     );
 }
+
+/// `tidemark list -o json` on the fixture's control plane.
+fn list(f: &Fixture) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["list", "-o", "json", "--control"])
+        .arg(f.control.path())
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn optime(v: &Value) -> (u64, u64) {
+    (v["t"].as_u64().unwrap_or(0), v["i"].as_u64().unwrap_or(0))
+}
+
+#[test]
+fn a_sharded_clusters_pitr_window_is_the_intersection_of_its_replica_sets() {
+    let (mut f, _one) = Fixture::new();
+    f.backed_up(&[0..10, 0..10, 0..10]);
+    f.write(
+        "schedule.yaml",
+        &format!(
+            "apiVersion: tidemark/v1\nkind: BackupSchedule\nmetadata:\n  name: pitr\nspec:\n  \
+             cluster: {CLUSTER}\n  storage: local\n  type: physical\n  cron: \"0 0 1 1 *\"\n  \
+             pitr:\n    enabled: true\n    oplogSpan: 2s\n"
+        ),
+    );
+    // Every replica set slices on its own node; the window needs all three.
+    let started = Instant::now();
+    let l = loop {
+        let l = list(&f);
+        let t = &l["timelines"][0];
+        let sliced = t["replicaSets"].as_array().is_some_and(|r| {
+            r.len() == 3
+                && r.iter()
+                    .all(|r| !r["segments"].as_array().is_none_or(|s| s.is_empty()))
+        });
+        if sliced && t["windows"].as_array().is_some_and(|w| w.len() == 1) {
+            break l;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "a window over every replica set: {l:#}\n{}",
+            f.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let t = &l["timelines"][0];
+    let b1 = l["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "b1")
+        .unwrap();
+    let from = b1["lastWriteOptimes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| optime(&p["optime"]))
+        .max()
+        .unwrap();
+    // Each replica set's reach: the end of the segment holding b1's point there.
+    let to = t["replicaSets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let point = b1["lastWriteOptimes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["replicaSet"] == r["replicaSet"])
+                .map(|p| optime(&p["optime"]))
+                .unwrap();
+            r["segments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| optime(&s["first"]) <= point && point <= optime(&s["last"]))
+                .map(|s| optime(&s["last"]))
+                .unwrap_or_else(|| panic!("{point:?} in no segment of {r:#}"))
+        })
+        .collect::<Vec<_>>();
+    let w = &t["windows"][0];
+    assert_eq!(optime(&w["from"]), from, "{l:#}");
+    assert_eq!(optime(&w["to"]), *to.iter().min().unwrap(), "{l:#}");
+    assert_eq!(t["replicaSets"].as_array().map(Vec::len), Some(3));
+}
