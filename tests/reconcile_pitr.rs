@@ -401,3 +401,46 @@ fn a_rolled_over_oplog_is_a_recorded_gap_until_a_backup_bridges_it() {
     let (status, code) = w.status();
     assert_eq!(code, 0, "a backup after the gap bridges it: {status:#}");
 }
+
+#[test]
+fn a_slicer_that_cannot_write_is_named_by_status_and_recovers() {
+    let mut w = World::with_sim_args("pitr-broken", NOOP_EVERY_SECOND);
+    for i in 0..3 {
+        w.rig.start_agent(i);
+    }
+    w.start_reconciler();
+    // A file where the chunks' directory goes: every chunk write fails, naming the object.
+    let blocker = w.rig.storage_dir.path().join("_pitr");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    pitr_schedule(&w);
+    let v = w.wait_for("the slicer's failure in status", 60, |v| {
+        v["pitr"][0]["slicers"][0]["error"].is_string()
+    });
+    let error = v["pitr"][0]["slicers"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("_pitr/"),
+        "the error names the object: {error}"
+    );
+    assert!(chunks(&w).is_empty());
+    let text = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .arg("status")
+        .env("TIDEMARK_CONTROL", &w.rig.control_url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.contains("FAILING"),
+        "{text}\n{:#}",
+        w.status().0["pitr"]
+    );
+    std::fs::remove_file(&blocker).unwrap();
+    wait_chunks(&w, "a chunk once storage takes writes", 60, |c| {
+        !c.is_empty()
+    });
+    w.wait_for("the failure cleared", 30, |v| {
+        v["pitr"][0]["slicers"][0]["error"].is_null()
+    });
+}

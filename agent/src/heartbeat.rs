@@ -56,6 +56,7 @@ pub async fn beat(node: &Node, client: Option<&MongodClient>) -> Heartbeat {
         encryption,
         encryption_known: cmdline.is_some(),
         extra: Default::default(),
+        slicing: node.slicing.all(),
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Node {
     /// The highest leader epoch seen on an op or a gate: one of a lower epoch comes from
     /// a deposed leader and is refused.
     pub epochs: EpochFence,
+    /// What each oplog slicer of this agent last did, for the heartbeat.
+    pub slicing: crate::pitr::SlicerReports,
 }
 
 /// The highest fencing number this agent has seen. In memory: a restarted agent learns

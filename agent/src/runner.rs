@@ -30,6 +30,7 @@ pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, A
             replica_set: tidemark_schema::control::DRILL_REPLICA_SET.to_string(),
             id,
             epochs: Default::default(),
+            slicing: Default::default(),
         });
     }
     let (mut rs, mut id) = (cfg.replica_set.clone(), cfg.node_id.clone());
@@ -56,6 +57,7 @@ pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, A
         replica_set,
         id,
         epochs: Default::default(),
+        slicing: Default::default(),
     })
 }
 

@@ -209,9 +209,13 @@ pub fn render_pitr_status(out: &mut String, v: &Value) {
         ));
         for s in p["slicers"].as_array().into_iter().flatten() {
             out.push_str(&format!(
-                "    slicer {}: {}\n",
+                "    slicer {}: {}{}\n",
                 text(&s["replicaSet"]),
-                text(&s["node"])
+                text(&s["node"]),
+                match s["error"].as_str() {
+                    Some(e) => format!("  FAILING: {e}"),
+                    None => String::new(),
+                }
             ));
         }
         render_windows(out, p, "    ");

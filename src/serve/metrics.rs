@@ -275,7 +275,7 @@ impl Metrics {
             seen.last_good.insert(labels, at);
         }
         self.record_drills(observed);
-        self.pitr.record(observed);
+        self.pitr.record(observed, now, dead_after);
         // Operations that ended since the last pass; those that had ended before this
         // process first looked are history, not events (a restart must not replay them).
         let first = !seen.first_pass_done;

@@ -10,7 +10,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tidemark_reconciler::plan::{bases, streams, timeline};
+use tidemark_reconciler::plan::plan_slicing;
+use tidemark_reconciler::run::desired_from_applied;
 use tidemark_store::control::ObservedState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -61,18 +62,30 @@ impl PitrMetrics {
         );
     }
 
-    /// Rebuilds every series from what a pass observed.
-    pub fn record(&self, observed: &ObservedState) {
+    /// Rebuilds every series from what a pass observed: one per slicing schedule of the
+    /// revision in force, over every replica set it declares (as `status` computes it), so a
+    /// shard that never sliced holds the newest point back here too.
+    pub fn record(
+        &self,
+        observed: &ObservedState,
+        now: DateTime<Utc>,
+        dead_after: chrono::Duration,
+    ) {
         let mut newest_at = self.newest_at.lock().expect("not poisoned");
         newest_at.clear();
         for f in [&self.chunks, &self.gaps, &self.open_gaps] {
             f.clear();
         }
         self.newest.clear();
-        for ((cluster, storage), sets) in streams(&observed.chunks) {
-            let good = bases(&observed.backups, &cluster, &storage);
-            let tl = timeline(&cluster, &storage, &sets, &observed.chunks, &good);
-            let labels = StreamLabels { cluster, storage };
+        let Some(desired) = observed.applied.as_ref().and_then(desired_from_applied) else {
+            return;
+        };
+        for state in plan_slicing(&desired, observed, (now, dead_after), &mut Vec::new()) {
+            let tl = state.timeline;
+            let labels = StreamLabels {
+                cluster: state.cluster,
+                storage: state.storage,
+            };
             self.chunks.get_or_create(&labels).set(tl.chunks() as i64);
             self.gaps.get_or_create(&labels).set(tl.gaps() as i64);
             self.open_gaps

@@ -109,6 +109,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
             encryption: None,
             encryption_known: false,
             extra: Default::default(),
+            slicing: Vec::new(),
         },
     )
 }

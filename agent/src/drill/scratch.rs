@@ -91,6 +91,7 @@ pub fn scratch_node(node: &Node, dbpath: &Path) -> Result<Node, AgentError> {
         replica_set: node.replica_set.clone(),
         id: node.id.clone(),
         epochs: Default::default(),
+        slicing: Default::default(),
     })
 }
 

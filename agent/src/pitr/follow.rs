@@ -1,5 +1,7 @@
 //! Following the replica set's slicing assignment: one GET per beat, a slicer task per
-//! stream assigned to this node, told to stop when the stream goes elsewhere.
+//! stream assigned to this node, told to stop when the stream goes elsewhere. A stream is
+//! its schedule and its storage: a schedule moved to another storage is a new timeline,
+//! sliced by a new task from that storage's own chain.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,20 +24,20 @@ pub async fn run(node: Arc<Node>) {
                     .into_iter()
                     .flat_map(|a| a.streams)
                     .filter(|s| s.node == node.id)
-                    .map(|s| (s.schedule.clone(), s))
+                    .map(|s| (stream_key(&s), s))
                     .collect();
-                running.retain(|schedule, (tx, task)| {
+                running.retain(|key, (tx, task)| {
                     if task.is_finished() {
                         return false;
                     }
-                    if !mine.contains_key(schedule) {
-                        tracing::info!(schedule = %schedule, "no longer this node's stream: slicer stops");
+                    if !mine.contains_key(key) {
+                        tracing::info!(stream = %key, "no longer this node's stream: slicer stops");
                         let _ = tx.send(None);
                     }
                     true
                 });
-                for (schedule, stream) in mine {
-                    match running.get(&schedule) {
+                for (key, stream) in mine {
+                    match running.get(&key) {
                         Some((tx, _)) => {
                             tx.send_if_modified(|cur| {
                                 let changed = cur.as_ref() != Some(&stream);
@@ -46,10 +48,10 @@ pub async fn run(node: Arc<Node>) {
                             });
                         }
                         None => {
-                            tracing::info!(schedule = %schedule, storage = %stream.storage_name, "slicing this replica set's oplog");
+                            tracing::info!(schedule = %stream.schedule, storage = %stream.storage_name, "slicing this replica set's oplog");
                             let (tx, rx) = watch::channel(Some(stream));
                             let task = tokio::spawn(super::slicer::run(node.clone(), rx));
-                            running.insert(schedule, (tx, task));
+                            running.insert(key, (tx, task));
                         }
                     }
                 }
@@ -58,4 +60,9 @@ pub async fn run(node: Arc<Node>) {
         }
         tokio::time::sleep(node.cfg.heartbeat_interval).await;
     }
+}
+
+/// A running slicer's key: its schedule and its storage.
+pub fn stream_key(s: &SliceStream) -> String {
+    format!("{} into {}", s.schedule, s.storage_name)
 }

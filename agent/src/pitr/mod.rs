@@ -8,3 +8,32 @@
 pub mod follow;
 pub mod slicer;
 pub mod source;
+
+/// Each running slicer's latest report, by stream (`follow::stream_key`); the heartbeat
+/// sends them all.
+#[derive(Debug, Default)]
+pub struct SlicerReports(
+    std::sync::Mutex<std::collections::BTreeMap<String, tidemark_schema::control::SlicerReport>>,
+);
+
+impl SlicerReports {
+    pub fn set(&self, key: &str, report: tidemark_schema::control::SlicerReport) {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .insert(key.to_string(), report);
+    }
+
+    pub fn remove(&self, key: &str) {
+        self.0.lock().expect("not poisoned").remove(key);
+    }
+
+    pub fn all(&self) -> Vec<tidemark_schema::control::SlicerReport> {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+}

@@ -9,12 +9,13 @@
 //! entry read must be exactly it); when it does not, the chunk records the gap.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
 use tidemark_schema::control::{
-    ChunkRecord, FIRST_CHUNK, Gap, SliceStream, chunk_key, chunk_object_key, chunks_prefix,
+    ChunkRecord, FIRST_CHUNK, Gap, SliceStream, SlicerReport, chunk_key, chunk_object_key,
+    chunks_prefix,
 };
 use tidemark_schema::manifest::OpTime;
 use tidemark_store::control::Created;
@@ -34,54 +35,127 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Runs the stream until `assigned` says it is no longer ours.
 pub async fn run(node: Arc<Node>, mut assigned: watch::Receiver<Option<SliceStream>>) {
-    let mut head: Option<Option<ChunkRecord>> = None;
+    let mut head = Head::default();
+    let mut last_key: Option<String> = None;
+    // Reported until a chunk is written again: a retry that finds nothing to do yet has
+    // not shown that the failure is gone.
+    let mut error: Option<String> = None;
+    let mut failures: u32 = 0;
+    let mut idle_since: Option<Instant> = None;
     loop {
         let Some(stream) = assigned.borrow().clone() else {
+            if let Some(last) = &last_key {
+                node.slicing.remove(last);
+            }
             return;
         };
-        let step = async {
-            let store = BackupStore::open(&stream.storage)?;
-            let client = node.mongod().await?;
-            if head.is_none() {
-                head = Some(chain_head(&node, &stream).await?);
+        let key = super::follow::stream_key(&stream);
+        last_key = Some(key.clone());
+        let pause = match step(&node, &stream, &mut head).await {
+            Ok(Next::Wrote) => {
+                (error, failures, idle_since) = (None, 0, None);
+                None
             }
-            let current = head.clone().flatten();
-            let wait = due_in(current.as_ref(), stream.span_seconds);
-            if !wait.is_zero() {
-                return Ok::<_, AgentError>(Some(wait));
-            }
-            match cut(&node, &client, &store, &stream, current.as_ref()).await? {
-                Cut::Written(record) => {
-                    tracing::info!(
-                        rs = %record.replica_set, first = %record.first, last = %record.last,
-                        entries = record.entries, bytes = record.stored_bytes,
-                        gap = record.gap.is_some(), "oplog chunk written"
-                    );
-                    head = Some(Some(*record));
-                    Ok(None)
+            Ok(Next::Due(pause)) => Some(pause),
+            Ok(Next::Idle(why)) => {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                let stalled = since.elapsed().as_secs();
+                if stalled > stall_after(stream.span_seconds) {
+                    let text = format!("nothing to slice for {stalled}s: {why}");
+                    if error.as_deref() != Some(text.as_str()) {
+                        tracing::warn!(schedule = %stream.schedule, "{text}");
+                    }
+                    error = Some(text);
                 }
-                Cut::NothingNew => Ok(Some(Duration::from_secs(1))),
-                Cut::Lost => {
-                    tracing::info!(
-                        "another slicer wrote the next chunk first; continuing after it"
-                    );
-                    head = None;
-                    Ok(None)
-                }
+                Some(Duration::from_secs(1))
             }
-        };
-        let pause = match step.await {
-            Ok(p) => p,
             Err(e) => {
                 tracing::warn!(schedule = %stream.schedule, error = %e, "oplog slicing failed; retrying");
-                head = None;
-                Some(RETRY_AFTER)
+                error = Some(e.to_string());
+                failures += 1;
+                head = Head::default();
+                // 2 s, doubling, at most a minute: a storage that refuses every write is
+                // not asked every two seconds forever.
+                Some(RETRY_AFTER * 2u32.pow(failures.min(5) - 1).min(30))
             }
         };
+        node.slicing.set(
+            &key,
+            SlicerReport {
+                schedule: stream.schedule.clone(),
+                storage: stream.storage_name.clone(),
+                newest: head.chunk.clone().flatten().map(|h| h.last),
+                error: error.clone(),
+                at: Utc::now(),
+            },
+        );
         if let Some(pause) = pause {
             // Woken early when the assignment changes (stopped, or handed to another node).
             let _ =
-                tokio::time::timeout(pause.min(Duration::from_secs(5)), assigned.changed()).await;
+                tokio::time::timeout(pause.min(Duration::from_secs(60)), assigned.changed()).await;
+        }
+    }
+}
+
+/// Seconds without anything to slice before the slicer says so (mongod writes a no-op
+/// every 10 s, so a healthy replica set always has something within a span or so).
+fn stall_after(span: u64) -> u64 {
+    (2 * span).max(60)
+}
+
+/// The chain's newest chunk as this slicer last saw it.
+#[derive(Default)]
+struct Head {
+    /// `None` until read; `Some(None)` for an empty timeline.
+    chunk: Option<Option<ChunkRecord>>,
+    /// When it was read or written. A head older than two spans is read again before the
+    /// next claim: a slicer that was paused (or partitioned) while another took over must
+    /// not claim under a link retention may have freed meanwhile.
+    at: Option<Instant>,
+}
+
+/// What the slicer does after a step.
+enum Next {
+    /// A chunk was written (or another slicer's was found): look again at once.
+    Wrote,
+    /// The next chunk is due after this long.
+    Due(Duration),
+    /// Nothing new is majority-committed; why.
+    Idle(String),
+}
+
+/// One step: wait for the next chunk to be due, or cut and claim it.
+async fn step(node: &Node, stream: &SliceStream, head: &mut Head) -> Result<Next, AgentError> {
+    let store = BackupStore::open(&stream.storage)?;
+    let client = node.mongod().await?;
+    let stale = head
+        .at
+        .is_none_or(|at| at.elapsed() > Duration::from_secs(2 * stream.span_seconds + 5));
+    if head.chunk.is_none() || stale {
+        head.chunk = Some(chain_head(node, stream).await?);
+        head.at = Some(Instant::now());
+    }
+    let current = head.chunk.clone().flatten();
+    let wait = due_in(current.as_ref(), stream.span_seconds);
+    if !wait.is_zero() {
+        return Ok(Next::Due(wait));
+    }
+    match cut(node, &client, &store, stream, current.as_ref()).await? {
+        Cut::Written(record) => {
+            tracing::info!(
+                rs = %record.replica_set, first = %record.first, last = %record.last,
+                entries = record.entries, bytes = record.stored_bytes,
+                gap = record.gap.is_some(), "oplog chunk written"
+            );
+            head.chunk = Some(Some(*record));
+            head.at = Some(Instant::now());
+            Ok(Next::Wrote)
+        }
+        Cut::NothingNew(why) => Ok(Next::Idle(why)),
+        Cut::Lost => {
+            tracing::info!("another slicer wrote the next chunk first; continuing after it");
+            *head = Head::default();
+            Ok(Next::Wrote)
         }
     }
 }
@@ -120,7 +194,8 @@ pub async fn chain_head(
 
 enum Cut {
     Written(Box<ChunkRecord>),
-    NothingNew,
+    /// Nothing majority-committed past the last chunk yet; why.
+    NothingNew(String),
     /// Another slicer claimed the range first.
     Lost,
 }
@@ -134,18 +209,28 @@ async fn cut(
     head: Option<&ChunkRecord>,
 ) -> Result<Cut, AgentError> {
     let Some(majority) = majority_point(client).await? else {
-        return Ok(Cut::NothingNew);
+        return Ok(Cut::NothingNew(format!(
+            "{} reports no majority-committed entry (readConcernMajorityOpTime)",
+            client.node
+        )));
     };
     let from = match head {
         Some(h) => h.last,
         None => first_start(client, stream, majority).await?,
     };
     if from > majority {
-        return Ok(Cut::NothingNew);
+        return Ok(Cut::NothingNew(format!(
+            "the majority commit point {majority} on {} is behind the last sliced entry {from} \
+             (is a majority of the data-bearing voting members up?)",
+            client.node
+        )));
     }
     let range = read_range(client, from, majority, MAX_CHUNK_BYTES).await?;
     let (Some(first), Some(last)) = (range.first, range.last) else {
-        return Ok(Cut::NothingNew);
+        return Ok(Cut::NothingNew(format!(
+            "{} holds no oplog entry from {from} to {majority}",
+            client.node
+        )));
     };
     let gap = match head {
         Some(h) if first != h.last => Some(Gap {
@@ -156,7 +241,12 @@ async fn cut(
         _ => None,
     };
     if head.is_some() && gap.is_none() && range.entries <= 1 {
-        return Ok(Cut::NothingNew); // only the boundary entry: nothing written since
+        // Only the boundary entry: nothing majority-committed since.
+        return Ok(Cut::NothingNew(format!(
+            "no entry past {from} is majority-committed on {} (mongod writes a no-op every \
+             10 s: is a majority of the data-bearing voting members up?)",
+            client.node
+        )));
     }
     if let Some(g) = &gap {
         tracing::error!(
@@ -208,11 +298,19 @@ async fn cut(
         &record.replica_set,
         record.after,
     );
-    match node.control.create(&key, &record).await? {
-        Created::New => Ok(Cut::Written(Box::new(record))),
-        Created::Existed => {
+    match node.control.create(&key, &record).await {
+        Ok(Created::New) => Ok(Cut::Written(Box::new(record))),
+        Ok(Created::Existed) => {
             store.delete_object(&object).await?;
             Ok(Cut::Lost)
+        }
+        Err(e) => {
+            // Unclaimed, the object is nobody's: removed now (best effort) rather than
+            // left behind by every retry.
+            if let Err(d) = store.delete_object(&object).await {
+                tracing::warn!(object = %object, error = %d, "cannot remove an unclaimed chunk object");
+            }
+            Err(e.into())
         }
     }
 }

@@ -58,6 +58,8 @@ pub fn plan_chunk_retention(
 struct Run<'a> {
     chunks: Vec<&'a ChunkRecord>,
     reason: String,
+    /// The backups deleted now that alone could use them.
+    after_deleting: Vec<String>,
 }
 
 fn useless_runs<'a>(
@@ -83,7 +85,7 @@ fn useless_runs<'a>(
             continue;
         };
         let is_last = tl.segments.last() == Some(seg);
-        let Some(reason) = why_useless(rs, c, seg, is_last, all, kept) else {
+        let Some((reason, after_deleting)) = why_useless(rs, c, seg, is_last, all, kept) else {
             continue;
         };
         match runs.last_mut() {
@@ -91,13 +93,15 @@ fn useless_runs<'a>(
             _ => runs.push(Run {
                 chunks: vec![c],
                 reason,
+                after_deleting,
             }),
         }
     }
     runs
 }
 
-/// Why no kept base can roll forward through chunk `c`, or `None` when one can.
+/// Why no kept base can roll forward through chunk `c` (and the backups deleted now that
+/// could), or `None` when one can.
 fn why_useless(
     rs: &str,
     c: &ChunkRecord,
@@ -105,7 +109,7 @@ fn why_useless(
     is_last: bool,
     all: &[&BackupRecord],
     kept: &[&BackupRecord],
-) -> Option<String> {
+) -> Option<(String, Vec<String>)> {
     let oldest_in = |set: &[&BackupRecord]| -> Option<(OpTime, String)> {
         set.iter()
             .filter_map(|b| base_point(b, rs).map(|p| (p, b.name.clone())))
@@ -126,12 +130,15 @@ fn why_useless(
             .filter(|b| base_point(b, rs).is_some_and(|p| seg.first <= p && p <= c.last))
             .map(|b| b.name.clone())
             .collect();
-        return Some(format!(
-            "only {} (deleted now by retention) could roll forward through them",
-            users.join(", ")
+        return Some((
+            format!(
+                "only {} (deleted now by retention) could roll forward through them",
+                users.join(", ")
+            ),
+            users,
         ));
     }
-    Some(match oldest_in(kept) {
+    let reason = match oldest_in(kept) {
         Some((p, base)) => format!(
             "they end before {base}'s last write {p}, the oldest kept backup in this stretch \
              of the timeline: no kept backup can roll forward through them"
@@ -141,7 +148,8 @@ fn why_useless(
              no kept backup can roll forward through them",
             seg.first, seg.last
         ),
-    })
+    };
+    Some((reason, Vec::new()))
 }
 
 fn delete_step(cluster: &str, storage: &str, rs: &str, run: Run) -> Step {
@@ -156,6 +164,7 @@ fn delete_step(cluster: &str, storage: &str, rs: &str, run: Run) -> Step {
             stored_bytes: run.chunks.iter().map(|c| c.stored_bytes).sum(),
             from,
             to,
+            after_deleting: run.after_deleting,
             records: run
                 .chunks
                 .iter()

@@ -148,6 +148,10 @@ pub enum Action {
         stored_bytes: u64,
         from: tidemark_schema::manifest::OpTime,
         to: tidemark_schema::manifest::OpTime,
+        /// Backups this pass deletes that alone could use these chunks: the chunks go only
+        /// once those are marked for deletion.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        after_deleting: Vec<String>,
         /// (control-plane record, storage object) of each chunk.
         #[serde(skip)]
         records: Vec<(String, String)>,

@@ -15,7 +15,7 @@ use tidemark_schema::manifest::OpTime;
 use tidemark_schema::model::{BackupScheduleSpec, ClusterSpec, ReplicaSetSpec};
 use tidemark_schema::validate::DesiredState;
 
-use super::model::{Action, Step};
+use super::model::{Action, NodeChoice, Step};
 use super::nodes::{choose_node, heartbeats_of, is_alive};
 use super::timeline::{Timeline, base_point, bases, timeline};
 use crate::control::ObservedState;
@@ -48,6 +48,9 @@ pub struct SlicerState {
     pub replica_set: String,
     pub node: Option<String>,
     pub reason: String,
+    /// The slicer's last failure, as its agent's heartbeat reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A stream as a `setSlicing` step shows it.
@@ -91,7 +94,21 @@ pub fn plan_slicing(
                 .iter()
                 .find(|r| r.replica_set == rs.name)
                 .and_then(|r| r.newest());
-            let choice = slicer_for(name, spec, rs, observed, (span, newest), (now, dead));
+            let mut choice = slicer_for(name, spec, rs, observed, (span, newest), (now, dead));
+            choice.error = choice.node.as_deref().and_then(|node| {
+                observed
+                    .heartbeats
+                    .iter()
+                    .find(|h| {
+                        h.cluster == spec.cluster && h.replica_set == rs.name && h.node == node
+                    })
+                    .and_then(|h| {
+                        h.slicing
+                            .iter()
+                            .find(|r| r.schedule == name && r.storage == spec.storage)
+                    })
+                    .and_then(|r| r.error.clone())
+            });
             let keep = || {
                 current(observed, &spec.cluster, &rs.name)
                     .and_then(|a| a.streams.iter().find(|s| s.schedule == name))
@@ -114,6 +131,10 @@ pub fn plan_slicing(
                     node: node.clone(),
                     reason: choice.reason.clone(),
                     start_at: start_point(observed, spec, &rs.name),
+                    since: keep()
+                        .filter(|cur| &cur.node == node)
+                        .and_then(|cur| cur.since)
+                        .or(Some(now)),
                 };
                 assignment_of(&mut wanted, &spec.cluster, &rs.name)
                     .streams
@@ -273,14 +294,14 @@ fn slicer_for(
     (now, dead): (DateTime<Utc>, chrono::Duration),
 ) -> SlicerState {
     let beats = heartbeats_of(&observed.heartbeats, &spec.cluster, &rs.name);
-    let holder = current(observed, &spec.cluster, &rs.name)
-        .and_then(|a| a.streams.iter().find(|s| s.schedule == name))
-        .map(|s| s.node.clone());
-    let unfit = holder.as_deref().map(|node| {
+    let held = current(observed, &spec.cluster, &rs.name)
+        .and_then(|a| a.streams.iter().find(|s| s.schedule == name));
+    let holder = held.map(|s| s.node.clone());
+    let unfit = held.map(|s| {
         unfit_reason(
-            beats.get(node).copied(),
-            rs.members.iter().any(|m| m == node),
-            (span, newest),
+            beats.get(s.node.as_str()).copied(),
+            rs.members.iter().any(|m| m == &s.node),
+            (span, newest, s.since),
             (now, dead),
         )
     });
@@ -289,16 +310,43 @@ fn slicer_for(
             replica_set: rs.name.clone(),
             node: Some(node.clone()),
             reason: "slicing; the node is fit".to_string(),
+            error: None,
         };
     }
+    // An unfit holder is not chosen again: alive and best-ranked, it may still be unable
+    // to slice (no read on the oplog, no credentials for the storage).
+    let others: Vec<Heartbeat> = observed
+        .heartbeats
+        .iter()
+        .filter(|h| unfit.as_ref().is_none_or(Option::is_none) || Some(&h.node) != holder.as_ref())
+        .cloned()
+        .collect();
     let choice = choose_node(
         &spec.cluster,
         rs,
-        &observed.heartbeats,
+        &others,
         spec.priority.as_ref(),
         now,
         dead,
     );
+    // The holder was left out of the choice above; say why in its own words.
+    let choice = match (&holder, &unfit) {
+        (Some(h), Some(Some(_))) => {
+            let left_out = |text: String| {
+                text.replace(
+                    &format!("{h}: no heartbeat"),
+                    &format!("{h}: the holder, unfit"),
+                )
+            };
+            choice
+                .map(|c| NodeChoice {
+                    reason: left_out(c.reason),
+                    ..c
+                })
+                .map_err(left_out)
+        }
+        _ => choice,
+    };
     let handover = match (&holder, unfit.flatten()) {
         (Some(node), Some(why)) => format!("handed over from {node} ({why}); "),
         _ => String::new(),
@@ -311,6 +359,7 @@ fn slicer_for(
                 None => c.reason,
             },
             node: c.node,
+            error: None,
         },
         Err(why) => SlicerState {
             replica_set: rs.name.clone(),
@@ -319,6 +368,7 @@ fn slicer_for(
                 "{handover}{}",
                 why.replace("take a backup", "slice the oplog")
             ),
+            error: None,
         },
     }
 }
@@ -327,7 +377,7 @@ fn slicer_for(
 fn unfit_reason(
     hb: Option<&Heartbeat>,
     member: bool,
-    (span, newest): (u64, Option<OpTime>),
+    (span, newest, since): (u64, Option<OpTime>, Option<DateTime<Utc>>),
     (now, dead): (DateTime<Utc>, chrono::Duration),
 ) -> Option<String> {
     if !member {
@@ -361,14 +411,23 @@ fn unfit_reason(
         ));
     }
     // Alive and replicating, but not slicing: a stuck cursor, a storage it cannot write.
-    let behind = newest.map(|t| now.timestamp() - i64::from(t.t));
+    // With no chunk yet, it counts from when the node was given the stream.
+    let behind = newest
+        .map(|t| now.timestamp() - i64::from(t.t))
+        .or_else(|| since.map(|s| (now - s).num_seconds()));
     if let Some(behind) = behind
         && behind > stuck_after(span)
     {
-        return Some(format!(
-            "its newest chunk ends {behind}s ago, more than {}s (two spans and a minute)",
-            stuck_after(span)
-        ));
+        return Some(match newest {
+            Some(_) => format!(
+                "its newest chunk ends {behind}s ago, more than {}s (two spans and a minute)",
+                stuck_after(span)
+            ),
+            None => format!(
+                "it has written no chunk in the {behind}s since it was given the stream (more \
+                 than two spans and a minute)"
+            ),
+        });
     }
     None
 }

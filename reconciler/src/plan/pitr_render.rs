@@ -34,6 +34,9 @@ pub fn pitr_section(out: &mut String, plan: &Plan) {
                 s.node.as_deref().unwrap_or("none"),
                 s.reason
             );
+            if let Some(e) = &s.error {
+                let _ = writeln!(out, "      x failing: {e}");
+            }
         }
         for w in &p.timeline.windows {
             let _ = writeln!(

@@ -69,6 +69,8 @@ pub struct Reconciler<S> {
     last_compaction: Option<std::time::Instant>,
     /// The oplog-chunk records read so far (they never change once written).
     chunks: ChunkCache,
+    /// The chunk-index summaries this process wrote, to rewrite only what changed.
+    chunk_indexes: crate::pitr::Written,
 }
 
 /// Shows a one-shot's backoff in `ledger/retry/<kind>/<name>.json` for `describe-*` and
@@ -237,6 +239,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             fallback: None,
             last_compaction: None,
             chunks: ChunkCache::default(),
+            chunk_indexes: Default::default(),
             backoff: BTreeMap::new(),
         }
     }
@@ -360,6 +363,13 @@ impl<S: DesiredStateSource> Reconciler<S> {
         // or editing a Restore never stops or undoes one that started.
         let observed = observe_with(&self.ex.control, &self.chunks).await?;
         report.observed = Some(Arc::new(observed.clone()));
+        if let Err(e) =
+            crate::pitr::write_indexes(&self.ex, &observed.chunks, &mut self.chunk_indexes).await
+        {
+            report
+                .errors
+                .push(format!("writing the chunk-index summaries: {e}"));
+        }
         let desired = desired.map(|(_, s)| s);
         for ((kind, name), record) in &observed.oneshots {
             let key = (*kind, name.clone());
@@ -666,13 +676,17 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 None
             }
             Action::DeleteChunks {
-                storage, records, ..
+                storage,
+                records,
+                after_deleting,
+                ..
             } => {
                 let Some(spec) = desired.storage(storage) else {
                     return Ok(());
                 };
+                let target = storage_target(spec);
                 let n =
-                    crate::pitr::delete_chunks(&self.ex, &storage_target(spec), records, reason)
+                    crate::pitr::delete_chunks(&self.ex, &target, records, after_deleting, reason)
                         .await?;
                 report
                     .finished

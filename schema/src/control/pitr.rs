@@ -48,6 +48,10 @@ pub struct SliceStream {
     /// this replica set, so the first window opens at a base; else the newest entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_at: Option<OpTime>,
+    /// When this node was given the stream: a node that has written no chunk two spans
+    /// (and a minute) after it is handed over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// A range of the oplog the slicer found gone: entries after `from` and before `to` were
@@ -92,6 +96,40 @@ pub struct ChunkRecord {
     /// Set when the oplog no longer held `after`: the entries between were lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap: Option<Gap>,
+}
+
+/// A slicer's state as its agent's heartbeat carries it: `status` shows a slicer that
+/// fails (a storage it cannot write, a mongod it cannot read) by its error, not only by a
+/// growing lag.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlicerReport {
+    pub schedule: String,
+    pub storage: String,
+    /// The last entry of the newest chunk this slicer knows of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest: Option<OpTime>,
+    /// The last failure, until a chunk is written again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// Prefix of the chunk-index summaries: `pitr/index/<cluster>/<storage>/<rs>.json`.
+pub const CHUNK_INDEX_PREFIX: &str = "pitr/index";
+
+/// `pitr/index/<cluster>/<storage>/<rs>.json`: every chunk record of one timeline in one
+/// object, rewritten by the leading reconciler when chunks come or go. A reader takes it,
+/// then reads only the records listed under `pitr/chunks/` that it does not hold: one GET
+/// instead of one per chunk. The records under `pitr/chunks/` stay the truth.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkIndex {
+    pub records: Vec<ChunkRecord>,
+}
+
+pub fn chunk_index_key(cluster: &str, storage: &str, rs: &str) -> String {
+    format!("{CHUNK_INDEX_PREFIX}/{cluster}/{storage}/{rs}.json")
 }
 
 /// A timestamp as a key part that sorts like the timestamp: `tttttttttt.iiiiiiiiii`.

@@ -610,6 +610,9 @@ pub struct Heartbeat {
     pub encryption_known: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, String>,
+    /// The oplog slicers this agent runs, each with its newest chunk and last error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slicing: Vec<super::SlicerReport>,
 }
 
 /// Figures of the file system that holds the dbPath, in bytes.

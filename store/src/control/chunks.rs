@@ -1,13 +1,14 @@
 //! Reading the oplog-chunk index. Chunk records are created once and never change, so a
 //! long-running reader keeps the ones it has read and, each time, lists the index and
 //! reads only the keys it has not seen: one LIST per thousand chunks instead of a GET
-//! per chunk per pass.
+//! per chunk per pass. A new reader (`status`, `list`) starts from the leader's summaries
+//! (`pitr/index/…`), so it too reads one object per timeline, not one per chunk.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use tidemark_schema::control::{CHUNKS_PREFIX, ChunkRecord};
+use tidemark_schema::control::{CHUNK_INDEX_PREFIX, CHUNKS_PREFIX, ChunkIndex, ChunkRecord};
 
 use super::client::ControlPlane;
 use super::error::ControlError;
@@ -23,6 +24,17 @@ impl ChunkCache {
         &self,
         control: &ControlPlane,
     ) -> Result<(Vec<ChunkRecord>, Vec<String>), ControlError> {
+        // A reader that holds nothing yet starts from the summaries the leader keeps.
+        let empty = self.0.lock().expect("not poisoned").is_empty();
+        if empty {
+            let (indexes, _) = control
+                .all_lenient::<ChunkIndex>(CHUNK_INDEX_PREFIX)
+                .await?;
+            let mut cache = self.0.lock().expect("not poisoned");
+            for r in indexes.into_iter().flat_map(|i| i.records) {
+                cache.insert(r.key(), r);
+            }
+        }
         let keys = control.keys(CHUNKS_PREFIX).await?;
         let keys: Vec<String> = keys.into_iter().filter(|k| k.ends_with(".json")).collect();
         let unseen: Vec<String> = {
