@@ -14,7 +14,8 @@ pub fn run(args: ForgetArgs) -> anyhow::Result<ExitStatus> {
         dead_after: chrono::Duration::seconds(240),
         op_deadline: chrono::Duration::hours(1),
         go_timeout: chrono::Duration::minutes(5),
-        storage_env: Vec::new(),
+        // Storage credentials come from this process's environment, as the agents' do.
+        storage_env: std::env::vars().collect(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -35,7 +35,8 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
         dead_after: chrono::Duration::from_std(args.dead_after)?,
         op_deadline: chrono::Duration::from_std(args.op_deadline)?,
         go_timeout: chrono::Duration::from_std(args.go_timeout)?,
-        storage_env: Vec::new(),
+        // Storage credentials come from this process's environment, as the agents' do.
+        storage_env: std::env::vars().collect(),
     };
     let lease = Arc::new(Lease::new(control.clone(), holder_id(), args.lease_ttl));
     tracing::info!(source = %source.describe(), control = %args.control, holder = %lease.holder(), "starting reconciler");

@@ -347,63 +347,104 @@ impl Catalog {
                     c.upsert(new);
                 }
             }
-            "i" | "u" => self.coll_mut(ns).upsert(o),
+            "i" | "u" => self.coll_with_uuid(ns, entry).upsert(o),
             "d" => {
                 if let Some(c) = self.colls.get_mut(ns) {
                     c.remove(o.get("_id").unwrap_or(&Bson::Null));
                 }
             }
-            "c" => {
-                let db = ns.split_once('.').map(|(d, _)| d).unwrap_or(ns);
-                if let Ok(coll) = o.get_str("drop") {
-                    self.drop_coll(&format!("{db}.{coll}"));
-                } else if let Ok(coll) = o.get_str("create") {
-                    let mut options = o.clone();
-                    options.remove("create");
-                    self.coll_mut(&format!("{db}.{coll}")).options = options;
-                    self.catalog_dirty = true;
-                } else if let Ok(coll) = o.get_str("createIndexes") {
-                    let mut spec = o.clone();
-                    spec.remove("createIndexes");
-                    let c = self.coll_mut(&format!("{db}.{coll}"));
-                    let name = spec.get_str("name").unwrap_or_default();
-                    if !c
-                        .indexes
-                        .iter()
-                        .any(|i| i.get_str("name").ok() == Some(name))
-                    {
-                        c.indexes.push(spec);
-                    }
-                    self.catalog_dirty = true;
-                } else if let Ok(coll) = o.get_str("collMod") {
-                    // Only the journal carries this form: `replSetResizeOplog`'s new size.
-                    if let (Some(c), Some(size)) = (
-                        self.colls.get_mut(&format!("{db}.{coll}")),
-                        o.get("cappedSize"),
-                    ) {
-                        c.options.insert("size", size.clone());
-                        self.catalog_dirty = true;
-                    }
-                } else if let (Ok(from), Ok(to)) = (o.get_str("renameCollection"), o.get_str("to"))
-                {
-                    self.rename(from, to, o.get_bool("dropTarget").unwrap_or(false));
-                } else if o.contains_key("dropDatabase") {
-                    let prefix = format!("{db}.");
-                    let names: Vec<String> = self
-                        .colls
-                        .keys()
-                        .filter(|k| k.starts_with(&prefix))
-                        .cloned()
-                        .collect();
-                    for n in names {
-                        self.drop_coll(&n);
-                    }
-                }
-            }
+            "c" => self.apply_command(ns, &o, entry),
             "n" => {}
             _ => return false,
         }
         true
+    }
+
+    /// The collection for `ns`, created when missing with the UUID the entry's `ui` names:
+    /// a secondary's collection has its primary's UUID, as in mongod, so an entry's `ui`
+    /// means the same collection on every member and on a node restored from any of them.
+    fn coll_with_uuid(&mut self, ns: &str, entry: &Document) -> &mut Collection {
+        let fresh = !self.colls.contains_key(ns);
+        let c = self.coll_mut(ns);
+        if fresh && let Some(Bson::Binary(ui)) = entry.get("ui") {
+            c.uuid = bson::Binary {
+                subtype: bson::spec::BinarySubtype::Uuid,
+                bytes: ui.bytes.clone(),
+            };
+        }
+        c
+    }
+
+    /// A command entry (`op: "c"`): DDL, index builds, and `applyOps` (transactions).
+    fn apply_command(&mut self, ns: &str, o: &Document, entry: &Document) {
+        let db = ns.split_once('.').map(|(d, _)| d).unwrap_or(ns).to_string();
+        let full = |coll: &str| format!("{db}.{coll}");
+        if let Ok(coll) = o.get_str("drop") {
+            self.drop_coll(&full(coll));
+        } else if let Ok(coll) = o.get_str("create") {
+            let mut options = o.clone();
+            options.remove("create");
+            options.remove("idIndex");
+            self.coll_with_uuid(&full(coll), entry).options = options;
+            self.catalog_dirty = true;
+        } else if let Ok(coll) = o.get_str("createIndexes") {
+            let mut spec = o.clone();
+            spec.remove("createIndexes");
+            self.add_indexes(&full(coll), entry, vec![spec]);
+        } else if let Ok(coll) = o.get_str("commitIndexBuild") {
+            // A two-phase build's index is ready (listed) once its commit is applied.
+            let specs = o
+                .get_array("indexes")
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.as_document().cloned())
+                .collect();
+            self.add_indexes(&full(coll), entry, specs);
+        } else if let Ok(coll) = o.get_str("dropIndexes") {
+            if let (Some(c), Ok(name)) = (self.colls.get_mut(&full(coll)), o.get_str("index")) {
+                c.indexes.retain(|i| i.get_str("name").ok() != Some(name));
+                self.catalog_dirty = true;
+            }
+        } else if let Ok(coll) = o.get_str("collMod") {
+            if let Some(c) = self.colls.get_mut(&full(coll)) {
+                crate::indexes::apply_coll_mod(c, o);
+                self.catalog_dirty = true;
+            }
+        } else if let (Ok(from), Ok(to)) = (o.get_str("renameCollection"), o.get_str("to")) {
+            self.rename(from, to, o.get_bool("dropTarget").unwrap_or(false));
+        } else if o.contains_key("dropDatabase") {
+            let prefix = format!("{db}.");
+            let names: Vec<String> = self
+                .colls
+                .keys()
+                .filter(|k| k.starts_with(&prefix))
+                .cloned()
+                .collect();
+            for n in names {
+                self.drop_coll(&n);
+            }
+        } else if o.contains_key("applyOps") {
+            for op in crate::txn::entry_ops(self, o, entry) {
+                self.apply(&op);
+            }
+        }
+        // startIndexBuild and abortIndexBuild change nothing a reader sees.
+    }
+
+    /// Adds index specs not already there (by name), creating the collection if needed.
+    fn add_indexes(&mut self, ns: &str, entry: &Document, specs: Vec<Document>) {
+        let c = self.coll_with_uuid(ns, entry);
+        for spec in specs {
+            let name = spec.get_str("name").unwrap_or_default().to_string();
+            if !c
+                .indexes
+                .iter()
+                .any(|i| i.get_str("name").ok() == Some(&name))
+            {
+                c.indexes.push(spec);
+            }
+        }
+        self.catalog_dirty = true;
     }
 }
 

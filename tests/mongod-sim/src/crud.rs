@@ -1,7 +1,7 @@
 //! CRUD commands on any namespace, cursors (`find`, `getMore`, `killCursors`) and the
 //! non-backup part of `aggregate`.
 
-use crate::catalog::{id_key, new_id};
+use crate::catalog::{Catalog, id_key, new_id};
 use crate::node::{CmdError, Inner, Node, OPLOG_NS};
 use crate::query::{self, apply_update, matches, project, sort_docs, upsert_seed};
 use crate::repl::PRIMARY;
@@ -50,8 +50,8 @@ pub async fn writable(node: &Node, db: &str) -> Result<(), CmdError> {
     }
 }
 
-fn snapshot(inner: &Inner, ns: &str, filter: &Document) -> Result<Vec<Document>, CmdError> {
-    let Some(c) = inner.catalog.colls.get(ns) else {
+pub fn snapshot(catalog: &Catalog, ns: &str, filter: &Document) -> Result<Vec<Document>, CmdError> {
+    let Some(c) = catalog.colls.get(ns) else {
         return Ok(vec![]);
     };
     // mongod's IDHACK: a filter on `_id` alone (`{_id: v}` or `{_id: {$eq: v}}`) is one
@@ -159,7 +159,11 @@ pub async fn find(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document
     } else {
         None
     };
-    let mut docs = oplog_visible(snapshot(&node.lock(), &ns, &filter)?, &ns, read_point);
+    let mut docs = oplog_visible(
+        snapshot(&node.lock().catalog, &ns, &filter)?,
+        &ns,
+        read_point,
+    );
     if docs.is_empty() && await_data {
         let wait = num(cmd.get("maxTimeMS")).unwrap_or(1000).clamp(1, 60_000) as u64;
         let _ = tokio::time::timeout(Duration::from_millis(wait), notified).await;
@@ -167,7 +171,11 @@ pub async fn find(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document
             Some(_) => node.lock().majority_snapshot().map(|s| s.op.ts),
             None => None,
         };
-        docs = oplog_visible(snapshot(&node.lock(), &ns, &filter)?, &ns, read_point);
+        docs = oplog_visible(
+            snapshot(&node.lock().catalog, &ns, &filter)?,
+            &ns,
+            read_point,
+        );
     }
     if let Ok(sort) = cmd.get_document("sort") {
         sort_docs(&mut docs, sort);
@@ -252,16 +260,80 @@ pub fn kill_cursors(node: &Node, cmd: &Document) -> Result<Document, CmdError> {
     )
 }
 
-pub async fn insert(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document, CmdError> {
-    let coll = coll_name(cmd, "insert")?;
+/// Where a write statement's effects go: the node (applied, journaled, logged on a primary)
+/// or an open transaction (kept until it commits).
+pub trait Sink {
+    fn catalog(&self) -> &Catalog;
+    fn write(&mut self, ops: Vec<Document>) -> Result<(), CmdError>;
+}
+
+/// Writes straight to the node.
+pub struct NodeSink<'a> {
+    pub inner: &'a mut Inner,
+    pub log: bool,
+}
+
+impl Sink for NodeSink<'_> {
+    fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+    fn write(&mut self, ops: Vec<Document>) -> Result<(), CmdError> {
+        self.inner.write(ops, self.log)?;
+        Ok(())
+    }
+}
+
+/// Runs one of `insert`, `update`, `delete` on the node, or in the session's transaction
+/// when the command carries `autocommit: false`.
+async fn run_write(
+    node: &Arc<Node>,
+    db: &str,
+    cmd: &Document,
+    stmts: fn(&mut dyn Sink, &str, &Document) -> Result<Document, CmdError>,
+) -> Result<Document, CmdError> {
+    let name = cmd.keys().next().cloned().unwrap_or_default();
+    let coll = coll_name(cmd, &name)?;
     writable(node, db).await?;
     let ns = format!("{db}.{coll}");
-    let ordered = cmd.get_bool("ordered").unwrap_or(true);
+    if crate::txn::in_transaction(cmd) {
+        return crate::txn::run_statement(node, &ns, cmd, stmts);
+    }
     let mut g = node.lock();
-    let existing = g.catalog.colls.get(&ns);
+    let log = g.should_log();
+    let reply = stmts(&mut NodeSink { inner: &mut g, log }, &ns, cmd)?;
+    drop(g);
+    node.oplog_changed.notify_waiters();
+    Ok(reply)
+}
+
+pub async fn insert(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document, CmdError> {
+    run_write(node, db, cmd, insert_docs).await
+}
+
+pub async fn update(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document, CmdError> {
+    run_write(node, db, cmd, update_stmts).await
+}
+
+pub async fn delete(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document, CmdError> {
+    run_write(node, db, cmd, delete_stmts).await
+}
+
+fn with_write_errors(mut reply: Document, errors: Vec<Document>) -> Document {
+    if !errors.is_empty() {
+        reply.insert("writeErrors", errors);
+    }
+    reply.insert("ok", 1.0);
+    reply
+}
+
+/// The documents of an `insert`: a duplicate `_id` or unique key is a write error (the
+/// rest go on unless `ordered`).
+pub fn insert_docs(sink: &mut dyn Sink, ns: &str, cmd: &Document) -> Result<Document, CmdError> {
+    let ordered = cmd.get_bool("ordered").unwrap_or(true);
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
-    let mut ops = Vec::new();
+    let mut docs: Vec<Document> = Vec::new();
     let mut errors = Vec::new();
+    let existing = sink.catalog().colls.get(ns);
     for (i, d) in cmd.get_array("documents").into_iter().flatten().enumerate() {
         let Bson::Document(d) = d else { continue };
         let mut d = d.clone();
@@ -272,117 +344,144 @@ pub async fn insert(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Docume
         }
         let id = d.get("_id").cloned().unwrap_or(Bson::Null);
         let key = id_key(&id);
-        if existing.is_some_and(|c| c.get(&id).is_some()) || !seen.insert(key) {
+        if existing.is_some_and(|c| c.get(&id).is_some()) || seen.contains(&key) {
             errors.push(doc! {"index": i as i32, "code": 11000, "errmsg": format!("E11000 duplicate key error collection: {ns} index: _id_ dup key: {{ _id: {id} }}"), "keyPattern": {"_id": 1}, "keyValue": {"_id": id}});
-            if ordered {
-                break;
-            }
+        } else if let Some(dup) = crate::indexes::check_unique(sink.catalog(), ns, &d, &docs) {
+            errors.push(dup.write_error(i));
+        } else {
+            seen.insert(key);
+            docs.push(d);
             continue;
         }
-        ops.push(doc! {"op": "i", "ns": &ns, "o": d});
+        if ordered {
+            break;
+        }
     }
-    let n = ops.len() as i32;
-    let log = g.should_log();
-    if !ops.is_empty() {
-        g.write(ops, log)?;
+    let n = docs.len() as i32;
+    if !docs.is_empty() {
+        sink.write(
+            docs.into_iter()
+                .map(|d| doc! {"op": "i", "ns": ns, "o": d})
+                .collect(),
+        )?;
     }
-    drop(g);
-    node.oplog_changed.notify_waiters();
-    let mut reply = doc! {"n": n};
-    if !errors.is_empty() {
-        reply.insert("writeErrors", errors);
-    }
-    reply.insert("ok", 1.0);
-    Ok(reply)
+    Ok(with_write_errors(doc! {"n": n}, errors))
 }
 
-pub async fn update(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document, CmdError> {
-    let coll = coll_name(cmd, "update")?;
-    writable(node, db).await?;
-    let ns = format!("{db}.{coll}");
-    let mut g = node.lock();
-    let (mut n, mut modified) = (0i32, 0i32);
-    let mut upserted = Vec::new();
-    let log = g.should_log();
-    for (i, u) in cmd.get_array("updates").into_iter().flatten().enumerate() {
-        let mut ops = Vec::new();
-        let Bson::Document(u) = u else { continue };
-        let q = u.get_document("q").cloned().unwrap_or_default();
-        let Ok(upd) = u.get_document("u") else {
-            return Err(CmdError::new(
-                9,
-                "FailedToParse",
-                "pipeline-style updates are not modelled by mongod-sim",
-            ));
-        };
-        let multi = u.get_bool("multi").unwrap_or(false);
-        let mut hits = snapshot(&g, &ns, &q)?;
-        if !multi {
-            hits.truncate(1);
+/// What one update statement does: its oplog-form writes, matched and modified counts and
+/// upserted `_id`; or the unique index it would break.
+enum Stmt {
+    Done(Vec<Document>, i32, i32, Option<Bson>),
+    Dup(Box<crate::indexes::DupKey>),
+}
+
+fn update_one(sink: &dyn Sink, ns: &str, u: &Document) -> Result<Stmt, CmdError> {
+    let q = u.get_document("q").cloned().unwrap_or_default();
+    let Ok(upd) = u.get_document("u") else {
+        return Err(CmdError::new(
+            9,
+            "FailedToParse",
+            "pipeline-style updates are not modelled by mongod-sim",
+        ));
+    };
+    let multi = u.get_bool("multi").unwrap_or(false);
+    if multi && !query::is_operator_update(upd) {
+        return Err(CmdError::new(
+            9,
+            "FailedToParse",
+            "multi update is not supported for replacement-style update",
+        ));
+    }
+    let mut hits = snapshot(sink.catalog(), ns, &q)?;
+    if !multi {
+        hits.truncate(1);
+    }
+    if hits.is_empty() && u.get_bool("upsert").unwrap_or(false) {
+        let mut d = apply_update(&upsert_seed(&q), upd, true).map_err(bad_value)?;
+        if !d.contains_key("_id") {
+            let mut with_id = doc! {"_id": q.get("_id").cloned().unwrap_or_else(new_id)};
+            with_id.extend(d);
+            d = with_id;
         }
-        if multi && !query::is_operator_update(upd) {
-            return Err(CmdError::new(
-                9,
-                "FailedToParse",
-                "multi update is not supported for replacement-style update",
-            ));
+        if let Some(dup) = crate::indexes::check_unique(sink.catalog(), ns, &d, &[]) {
+            return Ok(Stmt::Dup(Box::new(dup)));
         }
-        if hits.is_empty() && u.get_bool("upsert").unwrap_or(false) {
-            let mut d = apply_update(&upsert_seed(&q), upd, true).map_err(bad_value)?;
-            if !d.contains_key("_id") {
-                let mut with_id = doc! {"_id": q.get("_id").cloned().unwrap_or_else(new_id)};
-                with_id.extend(d);
-                d = with_id;
-            }
-            upserted
-                .push(doc! {"index": i as i32, "_id": d.get("_id").cloned().unwrap_or(Bson::Null)});
-            n += 1;
-            g.write(vec![doc! {"op": "i", "ns": &ns, "o": d}], log)?;
+        let id = d.get("_id").cloned();
+        return Ok(Stmt::Done(
+            vec![doc! {"op": "i", "ns": ns, "o": d}],
+            1,
+            0,
+            id,
+        ));
+    }
+    let (mut n, mut modified, mut ops) = (0, 0, Vec::new());
+    let mut changed = Vec::new();
+    for h in hits {
+        let new = apply_update(&h, upd, false).map_err(bad_value)?;
+        n += 1;
+        if new == h {
             continue;
         }
-        for h in hits {
-            let new = apply_update(&h, upd, false).map_err(bad_value)?;
-            n += 1;
-            if new == h {
-                continue;
-            }
-            modified += 1;
-            let o2 = doc! {"_id": h.get("_id").cloned().unwrap_or(Bson::Null)};
-            // Operator updates are logged as mongod 5.0+ logs them, as a `$v: 2` diff;
-            // replacements as the whole new document.
-            let o = if query::is_operator_update(upd) {
-                crate::diff::update_entry(&h, upd, &new).unwrap_or(new)
-            } else {
-                new
-            };
-            ops.push(doc! {"op": "u", "ns": &ns, "o": o, "o2": o2});
+        if let Some(dup) = crate::indexes::check_unique(sink.catalog(), ns, &new, &changed) {
+            return Ok(Stmt::Dup(Box::new(dup)));
         }
-        // Each statement sees the writes of the ones before it, as in mongod.
-        if !ops.is_empty() {
-            g.write(ops, log)?;
+        modified += 1;
+        let o2 = doc! {"_id": h.get("_id").cloned().unwrap_or(Bson::Null)};
+        // Operator updates are logged as mongod 5.0+ logs them, as a `$v: 2` diff;
+        // replacements as the whole new document.
+        let o = if query::is_operator_update(upd) {
+            crate::diff::update_entry(&h, upd, &new).unwrap_or_else(|| new.clone())
+        } else {
+            new.clone()
+        };
+        changed.push(new);
+        ops.push(doc! {"op": "u", "ns": ns, "o": o, "o2": o2});
+    }
+    Ok(Stmt::Done(ops, n, modified, None))
+}
+
+/// The statements of an `update`; each sees the writes of the ones before it, as in mongod.
+pub fn update_stmts(sink: &mut dyn Sink, ns: &str, cmd: &Document) -> Result<Document, CmdError> {
+    let ordered = cmd.get_bool("ordered").unwrap_or(true);
+    let (mut n, mut modified) = (0i32, 0i32);
+    let mut upserted = Vec::new();
+    let mut errors = Vec::new();
+    for (i, u) in cmd.get_array("updates").into_iter().flatten().enumerate() {
+        let Bson::Document(u) = u else { continue };
+        match update_one(sink, ns, u)? {
+            Stmt::Done(ops, hit, changed, id) => {
+                n += hit;
+                modified += changed;
+                if let Some(id) = id {
+                    upserted.push(doc! {"index": i as i32, "_id": id});
+                }
+                if !ops.is_empty() {
+                    sink.write(ops)?;
+                }
+            }
+            Stmt::Dup(dup) => {
+                errors.push(dup.write_error(i));
+                if ordered {
+                    break;
+                }
+            }
         }
     }
-    drop(g);
-    node.oplog_changed.notify_waiters();
     let mut reply = doc! {"n": n, "nModified": modified};
     if !upserted.is_empty() {
         reply.insert("upserted", upserted);
     }
-    reply.insert("ok", 1.0);
-    Ok(reply)
+    Ok(with_write_errors(reply, errors))
 }
 
-pub async fn delete(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document, CmdError> {
-    let coll = coll_name(cmd, "delete")?;
-    writable(node, db).await?;
-    let ns = format!("{db}.{coll}");
-    let mut g = node.lock();
+/// The statements of a `delete` (`limit: 1` deletes the first match only).
+pub fn delete_stmts(sink: &mut dyn Sink, ns: &str, cmd: &Document) -> Result<Document, CmdError> {
     let mut ops = Vec::new();
     let mut gone: HashSet<Vec<u8>> = HashSet::new();
     for d in cmd.get_array("deletes").into_iter().flatten() {
         let Bson::Document(d) = d else { continue };
         let q = d.get_document("q").cloned().unwrap_or_default();
-        let mut hits = snapshot(&g, &ns, &q)?;
+        let mut hits = snapshot(sink.catalog(), ns, &q)?;
         hits.retain(|h| !gone.contains(&id_key(h.get("_id").unwrap_or(&Bson::Null))));
         if num(d.get("limit")).unwrap_or(0) == 1 {
             hits.truncate(1);
@@ -390,23 +489,20 @@ pub async fn delete(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Docume
         for h in hits {
             let id = h.get("_id").cloned().unwrap_or(Bson::Null);
             gone.insert(id_key(&id));
-            ops.push(doc! {"op": "d", "ns": &ns, "o": {"_id": id}});
+            ops.push(doc! {"op": "d", "ns": ns, "o": {"_id": id}});
         }
     }
     let n = ops.len() as i32;
-    let log = g.should_log();
     if !ops.is_empty() {
-        g.write(ops, log)?;
+        sink.write(ops)?;
     }
-    drop(g);
-    node.oplog_changed.notify_waiters();
     Ok(doc! {"n": n, "ok": 1.0})
 }
 
 pub fn count(node: &Node, db: &str, cmd: &Document) -> Result<Document, CmdError> {
     let ns = format!("{db}.{}", coll_name(cmd, "count")?);
     let q = cmd.get_document("query").cloned().unwrap_or_default();
-    let n = snapshot(&node.lock(), &ns, &q)?.len();
+    let n = snapshot(&node.lock().catalog, &ns, &q)?.len();
     Ok(doc! {"n": n as i64, "ok": 1.0})
 }
 
@@ -419,17 +515,41 @@ pub async fn ddl(
     writable(node, db).await?;
     let mut g = node.lock();
     let log = g.should_log();
-    let reply = match name {
+    ddl_inner(&mut g, log, db, name, cmd, None)
+}
+
+/// `drop`, `create` (with `ui`, the UUID `applyOps` may give it) and `dropDatabase` on a
+/// locked node. A drop is logged `{drop: <coll>}` with `o2: {numRecords}`; `dropDatabase`
+/// drops each collection (one `drop` entry each) and then logs `{dropDatabase: 1}`, as mongod
+/// 4.2+ does, and writes nothing for a database that does not exist.
+pub fn ddl_inner(
+    g: &mut Inner,
+    log: bool,
+    db: &str,
+    name: &str,
+    cmd: &Document,
+    ui: Option<&Bson>,
+) -> Result<Document, CmdError> {
+    let cmd_ns = format!("{db}.$cmd");
+    let drop_op = |g: &Inner, coll: &str| {
+        let records = g
+            .catalog
+            .colls
+            .get(&format!("{db}.{coll}"))
+            .map_or(0, |c| c.len() as i64);
+        doc! {"op": "c", "ns": &cmd_ns, "o": {"drop": coll}, "o2": {"numRecords": records}}
+    };
+    match name {
         "drop" => {
             let coll = coll_name(cmd, "drop")?;
             let ns = format!("{db}.{coll}");
-            if g.catalog.colls.contains_key(&ns) {
-                g.write(
-                    vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": {"drop": &coll}}],
-                    log,
-                )?;
+            let was = g.catalog.colls.get(&ns).map(|c| c.indexes.len() as i32 + 1);
+            if let Some(was) = was {
+                let op = drop_op(g, &coll);
+                g.write(vec![op], log)?;
+                return Ok(doc! {"nIndexesWas": was, "ns": ns, "ok": 1.0});
             }
-            doc! {"nIndexesWas": 1, "ns": ns, "ok": 1.0}
+            Ok(doc! {"ok": 1.0})
         }
         "create" => {
             let coll = coll_name(cmd, "create")?;
@@ -443,21 +563,31 @@ pub async fn ddl(
             }
             let mut o = doc! {"create": &coll};
             o.extend(crate::ddl::create_options(cmd)?);
-            g.write(
-                vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": o}],
-                log,
-            )?;
-            doc! {"ok": 1.0}
+            let mut op = doc! {"op": "c", "ns": &cmd_ns};
+            if let Some(ui) = ui {
+                op.insert("ui", ui.clone());
+            }
+            op.insert("o", o);
+            g.write(vec![op], log)?;
+            Ok(doc! {"ok": 1.0})
         }
         _ => {
-            g.write(
-                vec![doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": {"dropDatabase": 1}}],
-                log,
-            )?;
-            doc! {"dropped": db, "ok": 1.0}
+            let prefix = format!("{db}.");
+            let colls: Vec<String> = g
+                .catalog
+                .colls
+                .keys()
+                .filter_map(|ns| ns.strip_prefix(&prefix).map(str::to_string))
+                .collect();
+            if colls.is_empty() {
+                return Ok(doc! {"ok": 1.0});
+            }
+            let mut ops: Vec<Document> = colls.iter().map(|c| drop_op(g, c)).collect();
+            ops.push(doc! {"op": "c", "ns": &cmd_ns, "o": {"dropDatabase": 1}});
+            g.write(ops, log)?;
+            Ok(doc! {"dropped": db, "ok": 1.0})
         }
-    };
-    Ok(reply)
+    }
 }
 
 pub fn list_collections(node: &Node, db: &str, cmd: &Document) -> Result<Document, CmdError> {

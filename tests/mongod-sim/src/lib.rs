@@ -1,6 +1,7 @@
 //! mongod-sim: a test tool that behaves like a Percona Server for MongoDB `mongod` for what
 //! tidemark relies on, plus a harness that runs replica sets of it for tests.
 
+pub mod applyops;
 pub mod backup;
 pub mod catalog;
 pub mod client;
@@ -11,6 +12,7 @@ pub mod crypt;
 pub mod ddl;
 pub mod diff;
 pub mod harness;
+pub mod indexes;
 pub mod log;
 pub mod node;
 pub mod oplog;
@@ -21,4 +23,5 @@ pub mod repl;
 pub mod replloop;
 pub mod server;
 pub mod storage;
+pub mod txn;
 pub mod wire;

@@ -59,6 +59,8 @@ pub struct Inner {
     pub oplog_min_retention_hours: f64,
     /// How many times entries were truncated (`serverStatus.oplogTruncation.truncateCount`).
     pub oplog_truncations: u64,
+    /// Open and committed transactions, by session.
+    pub txns: crate::txn::Txns,
 }
 
 /// Run-time fault switches (`--sim-*` flags, changeable with the `simFault` command).
@@ -105,6 +107,21 @@ impl CmdError {
 impl From<StorageError> for CmdError {
     fn from(e: StorageError) -> CmdError {
         CmdError::new(8, "UnknownError", e.to_string())
+    }
+}
+
+/// The collection an oplog-form op is about: its `ns`, or for a command the collection its
+/// first field names (`create`, `drop`, `createIndexes`, `collMod`…; a rename's source).
+pub fn target_ns(op: &Document) -> String {
+    let ns = op.get_str("ns").unwrap_or_default();
+    if op.get_str("op").ok() != Some("c") {
+        return ns.to_string();
+    }
+    let o = op.get_document("o").ok();
+    match o.and_then(|o| o.iter().next()) {
+        Some((k, Bson::String(from))) if k == "renameCollection" => from.clone(),
+        Some((k, Bson::String(coll))) if k != "applyOps" => format!("{}.{coll}", db_of(ns)),
+        _ => String::new(),
     }
 }
 
@@ -259,6 +276,7 @@ impl Node {
             oplog_size_mb: opts.oplog_size_mb,
             oplog_min_retention_hours: opts.oplog_min_retention_hours,
             oplog_truncations: 0,
+            txns: Default::default(),
         };
         Ok(Arc::new(Node {
             opts,
@@ -441,24 +459,26 @@ impl Inner {
         {
             self.ensure_oplog(&mut journal_ops);
         }
+        let ops = if logging {
+            self.with_implicit_creates(ops)
+        } else {
+            ops
+        };
         for mut op in ops {
             let ns = op.get_str("ns").unwrap_or_default().to_string();
             let logged = logging && db_of(&ns) != "local";
+            let target = target_ns(&op);
+            let ui_before = self.catalog.colls.get(&target).map(|c| c.uuid.clone());
             self.catalog.apply(&op);
             if logged {
-                ts = self.next_ts();
-                self.cluster_time = self.cluster_time.max(ts);
-                let mut entry = doc! {"ts": ts, "t": self.repl.term, "v": 2i64};
-                for (k, v) in op.iter() {
-                    entry.insert(k.clone(), v.clone());
+                let mut entry = op.clone();
+                // The collection's UUID; a drop's or a rename's is the one it had.
+                let ui =
+                    ui_before.or_else(|| self.catalog.colls.get(&target).map(|c| c.uuid.clone()));
+                if let Some(ui) = ui {
+                    entry.insert("ui", ui);
                 }
-                if let Some(c) = self.catalog.colls.get(&ns) {
-                    entry.insert("ui", c.uuid.clone());
-                }
-                entry.insert("wall", DateTime::now());
-                entry.insert("_id", Bson::Timestamp(ts));
-                self.catalog.coll_mut(OPLOG_NS).upsert(entry.clone());
-                journal_ops.push(doc! {"op": "i", "ns": OPLOG_NS, "o": entry, "l": false});
+                ts = self.append_oplog(entry, &mut journal_ops);
             }
             op.insert("l", logged);
             journal_ops.push(op);
@@ -474,6 +494,43 @@ impl Inner {
             self.reclaim_oplog()?;
         }
         Ok(ts)
+    }
+
+    /// Logs one oplog entry made of `fields` (`op`, `ns`, `o`…) at the next timestamp,
+    /// journaling its insert into `journal`.
+    pub fn append_oplog(&mut self, fields: Document, journal: &mut Vec<Document>) -> Timestamp {
+        let ts = self.next_ts();
+        self.cluster_time = self.cluster_time.max(ts);
+        let mut entry = doc! {"ts": ts, "t": self.repl.term, "v": 2i64};
+        entry.extend(fields);
+        entry.insert("wall", DateTime::now());
+        entry.insert("_id", Bson::Timestamp(ts));
+        self.catalog.coll_mut(OPLOG_NS).upsert(entry.clone());
+        journal.push(doc! {"op": "i", "ns": OPLOG_NS, "o": entry, "l": false});
+        ts
+    }
+
+    /// The ops with a `create` entry before the first write to each collection that does not
+    /// exist yet: mongod logs an implicit creation as `{create: <coll>, idIndex}`, so an
+    /// applier (a secondary, a replay through `applyOps`) has the collection, and its UUID,
+    /// before the first insert.
+    pub fn with_implicit_creates(&self, ops: Vec<Document>) -> Vec<Document> {
+        let mut made = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            let ns = op.get_str("ns").unwrap_or_default().to_string();
+            let data = matches!(op.get_str("op"), Ok("i" | "u"));
+            if data
+                && db_of(&ns) != "local"
+                && !self.catalog.colls.contains_key(&ns)
+                && made.insert(ns.clone())
+                && let Some((db, coll)) = ns.split_once('.')
+            {
+                out.push(doc! {"op": "c", "ns": format!("{db}.$cmd"), "o": {"create": coll, "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}}});
+            }
+            out.push(op);
+        }
+        out
     }
 
     /// Client writes are logged on a primary; the command layer refuses them elsewhere.

@@ -543,7 +543,7 @@ async fn initial_sync(node: &Node, c: &mut AsyncConn, source: &str) -> Result<()
             continue;
         }
         let colls = find_all_list(c, &name).await?;
-        for (coll, options) in colls {
+        for (coll, options, uuid) in colls {
             let indexes = find_all(c, &name, doc! {"listIndexes": &coll}).await?;
             let docs = find_all(
                 c,
@@ -555,7 +555,12 @@ async fn initial_sync(node: &Node, c: &mut AsyncConn, source: &str) -> Result<()
             let ns = format!("{name}.{coll}");
             let mut create = doc! {"create": &coll};
             create.extend(options);
-            let mut ops = vec![doc! {"op": "c", "ns": format!("{name}.$cmd"), "o": create}];
+            // The source's UUID, as mongod's collection cloner keeps it.
+            let mut create_op = doc! {"op": "c", "ns": format!("{name}.$cmd"), "o": create};
+            if let Some(ui) = uuid {
+                create_op.insert("ui", ui);
+            }
+            let mut ops = vec![create_op];
             // Secondary indexes, as initial sync builds them before copying documents.
             ops.extend(
                 indexes
@@ -600,8 +605,11 @@ async fn initial_sync(node: &Node, c: &mut AsyncConn, source: &str) -> Result<()
     Ok(())
 }
 
-/// The collections of `db` with their options.
-async fn find_all_list(c: &mut AsyncConn, db: &str) -> Result<Vec<(String, Document)>, String> {
+/// The collections of `db` with their options and UUIDs.
+async fn find_all_list(
+    c: &mut AsyncConn,
+    db: &str,
+) -> Result<Vec<(String, Document, Option<Bson>)>, String> {
     let r = c
         .command(db, doc! {"listCollections": 1}, Duration::from_secs(30))
         .await
@@ -616,7 +624,12 @@ async fn find_all_list(c: &mut AsyncConn, db: &str) -> Result<Vec<(String, Docum
         .filter_map(|d| {
             let d = d.as_document()?;
             let options = d.get_document("options").cloned().unwrap_or_default();
-            Some((d.get_str("name").ok()?.to_string(), options))
+            let uuid = d
+                .get_document("info")
+                .ok()
+                .and_then(|i| i.get("uuid"))
+                .cloned();
+            Some((d.get_str("name").ok()?.to_string(), options, uuid))
         })
         .collect())
 }
