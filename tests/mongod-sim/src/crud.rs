@@ -334,6 +334,7 @@ pub fn insert_docs(sink: &mut dyn Sink, ns: &str, cmd: &Document) -> Result<Docu
     let mut docs: Vec<Document> = Vec::new();
     let mut errors = Vec::new();
     let existing = sink.catalog().colls.get(ns);
+    let mut unique = crate::indexes::UniqueKeys::new(sink.catalog(), ns);
     for (i, d) in cmd.get_array("documents").into_iter().flatten().enumerate() {
         let Bson::Document(d) = d else { continue };
         let mut d = d.clone();
@@ -346,10 +347,11 @@ pub fn insert_docs(sink: &mut dyn Sink, ns: &str, cmd: &Document) -> Result<Docu
         let key = id_key(&id);
         if existing.is_some_and(|c| c.get(&id).is_some()) || seen.contains(&key) {
             errors.push(doc! {"index": i as i32, "code": 11000, "errmsg": format!("E11000 duplicate key error collection: {ns} index: _id_ dup key: {{ _id: {id} }}"), "keyPattern": {"_id": 1}, "keyValue": {"_id": id}});
-        } else if let Some(dup) = crate::indexes::check_unique(sink.catalog(), ns, &d, &docs) {
+        } else if let Some(dup) = unique.check(&d) {
             errors.push(dup.write_error(i));
         } else {
             seen.insert(key);
+            unique.add(&d);
             docs.push(d);
             continue;
         }

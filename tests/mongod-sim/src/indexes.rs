@@ -107,6 +107,86 @@ pub fn check_unique(
     None
 }
 
+/// A key as a hashable value: numbers by value (`1` and `1.0` are one key, as `compare`
+/// says), everything else by its BSON type and bytes.
+fn key_hash(key: &Document) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (_, v) in key {
+        match v {
+            Bson::Int32(n) => out.extend(format!("n{}|", f64::from(*n)).bytes()),
+            Bson::Int64(n) => out.extend(format!("n{}|", *n as f64).bytes()),
+            Bson::Double(n) => out.extend(format!("n{n}|").bytes()),
+            other => {
+                out.extend(id_key(other));
+                out.push(b'|');
+            }
+        }
+    }
+    out
+}
+
+/// The keys of every unique index of one collection, built once for a batch of inserts:
+/// checking each document against the whole collection would cost a scan per document,
+/// and a 1,000-document insert would hold the node for seconds (mongod uses the index).
+pub struct UniqueKeys {
+    /// Per unique index: its spec, and key → the `_id` holding it.
+    indexes: Vec<(Document, std::collections::HashMap<Vec<u8>, Vec<u8>>)>,
+    ns: String,
+}
+
+impl UniqueKeys {
+    pub fn new(catalog: &Catalog, ns: &str) -> UniqueKeys {
+        let mut indexes = Vec::new();
+        if let Some(c) = catalog.colls.get(ns) {
+            for spec in unique_specs(c) {
+                let mut keys = std::collections::HashMap::new();
+                for d in c.docs() {
+                    if let Some(k) = key_of(spec, d) {
+                        keys.insert(key_hash(&k), id_key(d.get("_id").unwrap_or(&Bson::Null)));
+                    }
+                }
+                indexes.push((spec.clone(), keys));
+            }
+        }
+        UniqueKeys {
+            indexes,
+            ns: ns.to_string(),
+        }
+    }
+
+    /// The unique index `doc` would break, if any.
+    pub fn check(&self, doc: &Document) -> Option<DupKey> {
+        let me = id_key(doc.get("_id").unwrap_or(&Bson::Null));
+        for (spec, keys) in &self.indexes {
+            let Some(key) = key_of(spec, doc) else {
+                continue;
+            };
+            if keys
+                .get(&key_hash(&key))
+                .is_some_and(|holder| *holder != me)
+            {
+                return Some(DupKey {
+                    ns: self.ns.clone(),
+                    index: spec.get_str("name").unwrap_or_default().to_string(),
+                    key_pattern: spec.get_document("key").cloned().unwrap_or_default(),
+                    key_value: key,
+                });
+            }
+        }
+        None
+    }
+
+    /// Records `doc`'s keys (it is written with the batch).
+    pub fn add(&mut self, doc: &Document) {
+        let me = id_key(doc.get("_id").unwrap_or(&Bson::Null));
+        for (spec, keys) in &mut self.indexes {
+            if let Some(k) = key_of(spec, doc) {
+                keys.insert(key_hash(&k), me.clone());
+            }
+        }
+    }
+}
+
 /// The first two documents of `ns` a new unique index `spec` would find equal.
 pub fn existing_dup(catalog: &Catalog, ns: &str, spec: &Document) -> Option<DupKey> {
     if !spec.get_bool("unique").unwrap_or(false) {
