@@ -107,6 +107,9 @@ pub fn check_unique(
     None
 }
 
+/// Index key (hashed) → the `_id` (as `id_key`) of the document holding it.
+type KeyHolders = std::collections::HashMap<Vec<u8>, Vec<u8>>;
+
 /// A key as a hashable value: numbers by value (`1` and `1.0` are one key, as `compare`
 /// says), everything else by its BSON type and bytes.
 fn key_hash(key: &Document) -> Vec<u8> {
@@ -130,7 +133,7 @@ fn key_hash(key: &Document) -> Vec<u8> {
 /// and a 1,000-document insert would hold the node for seconds (mongod uses the index).
 pub struct UniqueKeys {
     /// Per unique index: its spec, and key → the `_id` holding it.
-    indexes: Vec<(Document, std::collections::HashMap<Vec<u8>, Vec<u8>>)>,
+    indexes: Vec<(Document, KeyHolders)>,
     ns: String,
 }
 
