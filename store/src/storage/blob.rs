@@ -39,18 +39,26 @@ pub fn decompress(compression: Compression, stored: Bytes) -> std::io::Result<Ve
 }
 
 impl BackupStore {
-    /// Writes `body` to `key` only if nothing is there (`AlreadyExists` otherwise). A retry
-    /// that finds exactly these bytes counts them as its own.
+    /// Writes `body` to `key` only if nothing is there (`AlreadyExists` otherwise), and
+    /// returns its size and blake3.
     pub async fn put_blob_create(
         &self,
         key: &str,
         body: Bytes,
     ) -> Result<StoredBlob, StorageError> {
-        let location = self.path(key)?;
         let stored = StoredBlob {
             stored_bytes: body.len() as u64,
             checksum: blake3::hash(&body).to_hex().to_string(),
         };
+        self.create_bytes(key, body).await?;
+        Ok(stored)
+    }
+
+    /// Writes `body` to `key` only if nothing is there (`AlreadyExists` if something is).
+    /// When an attempt fails in transit and a retry then finds the object, the object
+    /// counts as ours if it holds exactly these bytes.
+    pub(crate) async fn create_bytes(&self, key: &str, body: Bytes) -> Result<(), StorageError> {
+        let location = self.path(key)?;
         with_retries(&self.retry, &self.url, key, "create", |attempt| {
             let body = body.clone();
             let location = &location;
@@ -59,12 +67,10 @@ impl BackupStore {
                     mode: PutMode::Create,
                     ..Default::default()
                 };
-                match self
-                    .store
-                    .put_opts(location, PutPayload::from_bytes(body.clone()), opts)
-                    .await
-                {
-                    // Flushed inside the attempt (file://): a retry then finds these bytes.
+                let put = PutPayload::from_bytes(body.clone());
+                match self.store.put_opts(location, put, opts).await {
+                    // Flushed inside the attempt (file://): if the flush fails, the retry
+                    // finds these very bytes and counts them as ours (then flushes again).
                     Ok(_) => self
                         .durable(key)
                         .await
@@ -91,8 +97,7 @@ impl BackupStore {
                 }
             }
         })
-        .await?;
-        Ok(stored)
+        .await
     }
 
     /// Reads a whole object and checks it against `checksum` (blake3, hex): a missing

@@ -3,13 +3,13 @@
 //! operation under the store's retry policy.
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::StorageError;
 use super::open::BackupStore;
-use super::retry::{Failure, classify, with_retries};
+use super::retry::{classify, with_retries};
 
 impl BackupStore {
     /// Writes `value` as JSON to `key`, replacing what is there.
@@ -56,55 +56,8 @@ impl BackupStore {
         key: &str,
         value: &T,
     ) -> Result<(), StorageError> {
-        let location = self.path(key)?;
         let body = self.to_json(key, value)?;
-        with_retries(&self.retry, &self.url, key, "create", |attempt| {
-            let body = body.clone();
-            let location = &location;
-            async move {
-                let opts = PutOptions {
-                    mode: PutMode::Create,
-                    ..Default::default()
-                };
-                match self
-                    .store
-                    .put_opts(location, PutPayload::from_bytes(body.clone()), opts)
-                    .await
-                {
-                    // Flushed inside the attempt: if the flush fails, the retry finds
-                    // these very bytes and counts them as ours (then flushes again)
-                    // instead of reporting someone else's record.
-                    Ok(_) => self
-                        .durable(key)
-                        .await
-                        .map_err(|e| Failure::Transient(e.to_string())),
-                    Err(
-                        object_store::Error::AlreadyExists { .. }
-                        | object_store::Error::Precondition { .. },
-                    ) => {
-                        if attempt > 1 {
-                            let existing = self.store.get(location).await;
-                            let existing = match existing {
-                                Ok(got) => got.bytes().await.ok(),
-                                Err(_) => None,
-                            };
-                            if existing.as_deref() == Some(&body[..]) {
-                                return self
-                                    .durable(key)
-                                    .await
-                                    .map_err(|e| Failure::Transient(e.to_string()));
-                            }
-                        }
-                        Err(Failure::Fatal(StorageError::AlreadyExists {
-                            url: self.url.clone(),
-                            key: key.to_string(),
-                        }))
-                    }
-                    Err(e) => Err(classify(&self.url, key, "create", e)),
-                }
-            }
-        })
-        .await
+        self.create_bytes(key, body).await
     }
 
     /// Reads JSON from `key`; `None` when there is no such object.
