@@ -82,7 +82,7 @@ fn main() {
     let agents_proxy = CountingProxy::start(moto.port, "pitr");
     let reconciler_proxy = CountingProxy::start(moto.port, "pitr");
     let mut w = World::with_sim_args(
-        "pitr-bench",
+        "slicebench",
         &["--setParameter", "periodicNoopIntervalSecs=1"],
     );
     w.rig.use_s3_control(&moto, "ctl");

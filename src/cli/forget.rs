@@ -15,7 +15,7 @@ pub fn run(args: ForgetArgs) -> anyhow::Result<ExitStatus> {
         op_deadline: chrono::Duration::hours(1),
         go_timeout: chrono::Duration::minutes(5),
         // Storage credentials come from this process's environment, as the agents' do.
-        storage_env: std::env::vars().collect(),
+        storage_env: tidemark_reconciler::execute::storage_env_from_process(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -36,7 +36,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
         op_deadline: chrono::Duration::from_std(args.op_deadline)?,
         go_timeout: chrono::Duration::from_std(args.go_timeout)?,
         // Storage credentials come from this process's environment, as the agents' do.
-        storage_env: std::env::vars().collect(),
+        storage_env: tidemark_reconciler::execute::storage_env_from_process(),
     };
     let lease = Arc::new(Lease::new(control.clone(), holder_id(), args.lease_ttl));
     tracing::info!(source = %source.describe(), control = %args.control, holder = %lease.holder(), "starting reconciler");

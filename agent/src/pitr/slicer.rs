@@ -42,6 +42,7 @@ pub async fn run(node: Arc<Node>, mut assigned: watch::Receiver<Option<SliceStre
     let mut error: Option<String> = None;
     let mut failures: u32 = 0;
     let mut idle_since: Option<Instant> = None;
+    let mut stalled = false;
     loop {
         let Some(stream) = assigned.borrow().clone() else {
             if let Some(last) = &last_key {
@@ -53,30 +54,38 @@ pub async fn run(node: Arc<Node>, mut assigned: watch::Receiver<Option<SliceStre
         last_key = Some(key.clone());
         let pause = match step(&node, &stream, &mut head).await {
             Ok(Next::Wrote) => {
-                (error, failures, idle_since) = (None, 0, None);
+                (error, failures, idle_since, stalled) = (None, 0, None, false);
                 None
             }
-            Ok(Next::Due(pause)) => Some(pause),
+            Ok(Next::Due(pause)) => {
+                (idle_since, stalled) = (None, false);
+                Some(pause)
+            }
             Ok(Next::Idle(why)) => {
-                let since = *idle_since.get_or_insert_with(Instant::now);
-                let stalled = since.elapsed().as_secs();
-                if stalled > stall_after(stream.span_seconds) {
-                    let text = format!("nothing to slice for {stalled}s: {why}");
+                // Counted from the newest sliced entry (else from the first idle step): a
+                // stall shows before the reconciler would hand the stream over.
+                let started = *idle_since.get_or_insert_with(Instant::now);
+                let idle = match head.chunk.clone().flatten() {
+                    Some(h) => (Utc::now().timestamp() - i64::from(h.last.t)).max(0) as u64,
+                    None => started.elapsed().as_secs(),
+                };
+                if idle > stall_after(stream.span_seconds) {
+                    let text = format!("nothing to slice for {idle}s: {why}");
                     if error.as_deref() != Some(text.as_str()) {
                         tracing::warn!(schedule = %stream.schedule, "{text}");
                     }
-                    error = Some(text);
+                    (error, stalled) = (Some(text), true);
                 }
                 Some(Duration::from_secs(1))
             }
             Err(e) => {
                 tracing::warn!(schedule = %stream.schedule, error = %e, "oplog slicing failed; retrying");
-                error = Some(e.to_string());
+                (error, idle_since, stalled) = (Some(e.to_string()), None, false);
                 failures += 1;
                 head = Head::default();
-                // 2 s, doubling, at most a minute: a storage that refuses every write is
-                // not asked every two seconds forever.
-                Some(RETRY_AFTER * 2u32.pow(failures.min(5) - 1).min(30))
+                // 2, 4, 8, 16, then 32 s: a storage that refuses every write is not asked
+                // every two seconds forever.
+                Some(RETRY_AFTER * 2u32.pow(failures.min(5) - 1))
             }
         };
         node.slicing.set(
@@ -86,6 +95,7 @@ pub async fn run(node: Arc<Node>, mut assigned: watch::Receiver<Option<SliceStre
                 storage: stream.storage_name.clone(),
                 newest: head.chunk.clone().flatten().map(|h| h.last),
                 error: error.clone(),
+                stalled,
                 at: Utc::now(),
             },
         );
@@ -97,10 +107,12 @@ pub async fn run(node: Arc<Node>, mut assigned: watch::Receiver<Option<SliceStre
     }
 }
 
-/// Seconds without anything to slice before the slicer says so (mongod writes a no-op
-/// every 10 s, so a healthy replica set always has something within a span or so).
+/// Seconds since the newest sliced entry, with nothing majority-committed to slice,
+/// before the slicer reports a stall (mongod writes a no-op every 10 s, so a healthy
+/// replica set always has something): under the reconciler's handover bound (two spans
+/// and a minute), so the stall, which another node would not cure, is seen first.
 fn stall_after(span: u64) -> u64 {
-    (2 * span).max(60)
+    span + 30
 }
 
 /// The chain's newest chunk as this slicer last saw it.
@@ -298,20 +310,27 @@ async fn cut(
         &record.replica_set,
         record.after,
     );
-    match node.control.create(&key, &record).await {
-        Ok(Created::New) => Ok(Cut::Written(Box::new(record))),
-        Ok(Created::Existed) => {
-            store.delete_object(&object).await?;
-            Ok(Cut::Lost)
-        }
-        Err(e) => {
-            // Unclaimed, the object is nobody's: removed now (best effort) rather than
-            // left behind by every retry.
+    let created = node.control.create(&key, &record).await;
+    if matches!(created, Ok(Created::New)) {
+        return Ok(Cut::Written(Box::new(record)));
+    }
+    // Lost the race, or the answer was lost: the record now under the key says whose
+    // object the timeline holds. Ours is deleted only when the record is known to name
+    // another (or none is there); when that cannot be read, it stays, an orphan at worst.
+    match node.control.get::<ChunkRecord>(&key).await {
+        Ok(Some(r)) if r.object == object => return Ok(Cut::Written(Box::new(r))),
+        Ok(_) => {
             if let Err(d) = store.delete_object(&object).await {
                 tracing::warn!(object = %object, error = %d, "cannot remove an unclaimed chunk object");
             }
-            Err(e.into())
         }
+        Err(e) => {
+            tracing::warn!(object = %object, error = %e, "cannot tell whether the chunk was claimed; its object stays");
+        }
+    }
+    match created {
+        Ok(_) => Ok(Cut::Lost),
+        Err(e) => Err(e.into()),
     }
 }
 

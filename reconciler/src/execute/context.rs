@@ -22,7 +22,7 @@ pub enum ExecError {
 }
 
 /// Settings and handles of one reconciler.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Executor {
     pub control: ControlPlane,
     /// An agent silent for longer is dead (PBM: 240 s).
@@ -32,8 +32,42 @@ pub struct Executor {
     /// A restore's gate is never opened for an op older than this, and its nodes stop
     /// waiting for `go` after it (`--go-timeout`).
     pub go_timeout: chrono::Duration,
-    /// Extra environment for opening backup storage (tests pass moto's endpoint here).
+    /// The environment backup storage is opened with: credentials and endpoints
+    /// ([`storage_env_from_process`]), or moto's in tests.
     pub storage_env: Vec<(String, String)>,
+}
+
+/// Never the storage environment's values: they are credentials.
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("control", &self.control)
+            .field("dead_after", &self.dead_after)
+            .field("op_deadline", &self.op_deadline)
+            .field("go_timeout", &self.go_timeout)
+            .field(
+                "storage_env",
+                &self.storage_env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// The variables of this process's environment that configure object storage (the
+/// prefixes object_store's builders read), and nothing else: a variable that is not
+/// valid UTF-8 is skipped, not a panic.
+pub fn storage_env_from_process() -> Vec<(String, String)> {
+    const PREFIXES: [&str; 5] = [
+        "AWS_",
+        "GOOGLE_",
+        "AZURE_",
+        "SERVICE_ACCOUNT",
+        "IDENTITY_ENDPOINT",
+    ];
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| PREFIXES.iter().any(|p| k.starts_with(p)))
+        .collect()
 }
 
 /// How far an operation got in this pass.

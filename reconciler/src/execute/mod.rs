@@ -6,5 +6,7 @@ mod context;
 mod oneshot;
 mod single;
 
-pub use context::{ExecError, Executor, NodeView, Progress, storage_target, who};
+pub use context::{
+    ExecError, Executor, NodeView, Progress, storage_env_from_process, storage_target, who,
+};
 pub use single::Single;

@@ -7,8 +7,14 @@ use tidemark_schema::control::{ChunkIndex, ChunkRecord, chunk_index_key};
 
 use crate::execute::{ExecError, Executor};
 
-/// What was last written per summary key (the record keys), to write only on change.
-pub type Written = BTreeMap<String, Vec<String>>;
+/// What was last written per summary key (the record keys) and when, to write only on
+/// change and at most every [`REWRITE_EVERY`].
+pub type Written = BTreeMap<String, (Vec<String>, std::time::Instant)>;
+
+/// A summary with only new chunks to add waits this long: readers read the newer records
+/// themselves meanwhile (a few GETs), and a timeline of thousands of chunks is not
+/// rewritten every span. One that lost chunks (retention) is rewritten at once.
+pub const REWRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Rewrites each timeline's summary whose chunks changed since this process last wrote it.
 pub async fn write_indexes(
@@ -25,14 +31,17 @@ pub async fn write_indexes(
     }
     for (key, records) in by_timeline {
         let keys: Vec<String> = records.iter().map(|r| r.key()).collect();
-        if written.get(&key) == Some(&keys) {
-            continue;
+        if let Some((before, at)) = written.get(&key) {
+            let lost = before.iter().any(|k| !keys.contains(k));
+            if before == &keys || (!lost && at.elapsed() < REWRITE_EVERY) {
+                continue;
+            }
         }
         let index = ChunkIndex {
             records: records.into_iter().cloned().collect(),
         };
         ex.control.put(&key, &index).await?;
-        written.insert(key, keys);
+        written.insert(key, (keys, std::time::Instant::now()));
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use tidemark_schema::model::{BackupScheduleSpec, ClusterSpec, ReplicaSetSpec};
 use tidemark_schema::validate::DesiredState;
 
 use super::model::{Action, NodeChoice, Step};
-use super::nodes::{choose_node, heartbeats_of, is_alive};
+use super::nodes::{BACKUP_MAX_LAG_SECONDS, choose_node, heartbeats_of, is_alive};
 use super::timeline::{Timeline, base_point, bases, timeline};
 use crate::control::ObservedState;
 
@@ -111,7 +111,11 @@ pub fn plan_slicing(
             });
             let keep = || {
                 current(observed, &spec.cluster, &rs.name)
-                    .and_then(|a| a.streams.iter().find(|s| s.schedule == name))
+                    .and_then(|a| {
+                        a.streams
+                            .iter()
+                            .find(|s| s.schedule == name && s.storage_name == spec.storage)
+                    })
                     .cloned()
             };
             if choice.node.is_none() {
@@ -294,14 +298,23 @@ fn slicer_for(
     (now, dead): (DateTime<Utc>, chrono::Duration),
 ) -> SlicerState {
     let beats = heartbeats_of(&observed.heartbeats, &spec.cluster, &rs.name);
-    let held = current(observed, &spec.cluster, &rs.name)
-        .and_then(|a| a.streams.iter().find(|s| s.schedule == name));
+    let held = current(observed, &spec.cluster, &rs.name).and_then(|a| {
+        a.streams
+            .iter()
+            .find(|s| s.schedule == name && s.storage_name == spec.storage)
+    });
     let holder = held.map(|s| s.node.clone());
     let unfit = held.map(|s| {
+        let hb = beats.get(s.node.as_str()).copied();
+        let stalled = hb.is_some_and(|h| {
+            h.slicing
+                .iter()
+                .any(|r| r.schedule == name && r.storage == spec.storage && r.stalled)
+        });
         unfit_reason(
-            beats.get(s.node.as_str()).copied(),
+            hb,
             rs.members.iter().any(|m| m == &s.node),
-            (span, newest, s.since),
+            (span, newest, s.since, stalled),
             (now, dead),
         )
     });
@@ -377,7 +390,7 @@ fn slicer_for(
 fn unfit_reason(
     hb: Option<&Heartbeat>,
     member: bool,
-    (span, newest, since): (u64, Option<OpTime>, Option<DateTime<Utc>>),
+    (span, newest, since, stalled): (u64, Option<OpTime>, Option<DateTime<Utc>>, bool),
     (now, dead): (DateTime<Utc>, chrono::Duration),
 ) -> Option<String> {
     if !member {
@@ -404,30 +417,44 @@ fn unfit_reason(
             }
         ));
     }
-    if hb.lag_seconds > span as f64 {
+    // The backup rule's bound too, or a node chosen with a lag under it would be unfit at
+    // the next pass and the stream would flap.
+    let max_lag = (span as f64).max(BACKUP_MAX_LAG_SECONDS);
+    if hb.lag_seconds >= max_lag {
         return Some(format!(
-            "it replicates {:.0}s behind, more than one span ({span}s)",
+            "it replicates {:.0}s behind, more than one span ({span}s) or {BACKUP_MAX_LAG_SECONDS:.0}s",
             hb.lag_seconds
         ));
     }
+    // Every node would be as stuck when the majority commit point does not move: its
+    // agent says so, and the stream stays.
+    if stalled {
+        return None;
+    }
     // Alive and replicating, but not slicing: a stuck cursor, a storage it cannot write.
     // With no chunk yet, it counts from when the node was given the stream.
-    let behind = newest
-        .map(|t| now.timestamp() - i64::from(t.t))
-        .or_else(|| since.map(|s| (now - s).num_seconds()));
+    // From the newest chunk's end or from when this node was given the stream, whichever
+    // is later: a node that just took over is not judged by its predecessor's last chunk.
+    let behind = [newest.map(|t| i64::from(t.t)), since.map(|s| s.timestamp())]
+        .into_iter()
+        .flatten()
+        .max()
+        .map(|from| now.timestamp() - from);
     if let Some(behind) = behind
         && behind > stuck_after(span)
     {
-        return Some(match newest {
-            Some(_) => format!(
-                "its newest chunk ends {behind}s ago, more than {}s (two spans and a minute)",
-                stuck_after(span)
-            ),
-            None => format!(
-                "it has written no chunk in the {behind}s since it was given the stream (more \
+        return Some(
+            match newest.filter(|t| since.is_none_or(|s| i64::from(t.t) >= s.timestamp())) {
+                Some(_) => format!(
+                    "its newest chunk ends {behind}s ago, more than {}s (two spans and a minute)",
+                    stuck_after(span)
+                ),
+                None => format!(
+                    "it has written no chunk in the {behind}s since it was given the stream (more \
                  than two spans and a minute)"
-            ),
-        });
+                ),
+            },
+        );
     }
     None
 }

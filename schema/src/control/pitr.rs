@@ -112,6 +112,11 @@ pub struct SlicerReport {
     /// The last failure, until a chunk is written again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Nothing majority-committed to slice for longer than a span and half a minute: the
+    /// commit point is stuck, which another node would not change; the reconciler keeps
+    /// the stream where it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stalled: bool,
     pub at: DateTime<Utc>,
 }
 

@@ -15,9 +15,22 @@ use super::error::ControlError;
 
 /// Records read so far, by key; shared by clones of one reader.
 #[derive(Clone, Debug, Default)]
-pub struct ChunkCache(Arc<Mutex<BTreeMap<String, ChunkRecord>>>);
+pub struct ChunkCache {
+    records: Arc<Mutex<BTreeMap<String, ChunkRecord>>>,
+    /// Start from the leader's summaries (one-shot readers). The leader never does: it
+    /// writes them, and must build them from the records themselves.
+    from_summaries: bool,
+}
 
 impl ChunkCache {
+    /// A reader that starts from the summaries: `status`, `list`, `diff`.
+    pub fn for_one_shot() -> ChunkCache {
+        ChunkCache {
+            from_summaries: true,
+            ..Default::default()
+        }
+    }
+
     /// Every chunk record of the control plane, reading only keys not read before. A record
     /// that does not parse is skipped and named in the warnings.
     pub async fn read(
@@ -25,12 +38,12 @@ impl ChunkCache {
         control: &ControlPlane,
     ) -> Result<(Vec<ChunkRecord>, Vec<String>), ControlError> {
         // A reader that holds nothing yet starts from the summaries the leader keeps.
-        let empty = self.0.lock().expect("not poisoned").is_empty();
-        if empty {
+        let empty = self.records.lock().expect("not poisoned").is_empty();
+        if empty && self.from_summaries {
             let (indexes, _) = control
                 .all_lenient::<ChunkIndex>(CHUNK_INDEX_PREFIX)
                 .await?;
-            let mut cache = self.0.lock().expect("not poisoned");
+            let mut cache = self.records.lock().expect("not poisoned");
             for r in indexes.into_iter().flat_map(|i| i.records) {
                 cache.insert(r.key(), r);
             }
@@ -38,7 +51,7 @@ impl ChunkCache {
         let keys = control.keys(CHUNKS_PREFIX).await?;
         let keys: Vec<String> = keys.into_iter().filter(|k| k.ends_with(".json")).collect();
         let unseen: Vec<String> = {
-            let cache = self.0.lock().expect("not poisoned");
+            let cache = self.records.lock().expect("not poisoned");
             keys.iter()
                 .filter(|k| !cache.contains_key(*k))
                 .cloned()
@@ -54,7 +67,7 @@ impl ChunkCache {
                 .collect()
                 .await;
         let mut warnings = Vec::new();
-        let mut cache = self.0.lock().expect("not poisoned");
+        let mut cache = self.records.lock().expect("not poisoned");
         for (key, r) in read {
             match r {
                 Ok(Some(record)) => {
@@ -74,6 +87,6 @@ impl ChunkCache {
 
 /// Every chunk record, read afresh (for one-shot commands).
 pub async fn chunk_records(control: &ControlPlane) -> Result<Vec<ChunkRecord>, ControlError> {
-    let (records, _) = ChunkCache::default().read(control).await?;
+    let (records, _) = ChunkCache::for_one_shot().read(control).await?;
     Ok(records)
 }

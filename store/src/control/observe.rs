@@ -40,7 +40,7 @@ pub struct ObservedState {
 
 /// Reads the observed state. An empty or missing control plane gives the empty state.
 pub async fn observe(control: &ControlPlane) -> Result<ObservedState, ControlError> {
-    observe_with(control, &ChunkCache::default()).await
+    observe_with(control, &ChunkCache::for_one_shot()).await
 }
 
 /// [`observe`], reading only the chunk records `cache` has not seen (the reconciler's loop).
