@@ -43,6 +43,7 @@ pub async fn run(node: Arc<Node>, mut assigned: watch::Receiver<Option<SliceStre
     let mut failures: u32 = 0;
     let mut idle_since: Option<Instant> = None;
     let mut stalled = false;
+    let mut conn: Option<Conn> = None;
     loop {
         let Some(stream) = assigned.borrow().clone() else {
             if let Some(last) = &last_key {
@@ -52,7 +53,7 @@ pub async fn run(node: Arc<Node>, mut assigned: watch::Receiver<Option<SliceStre
         };
         let key = super::follow::stream_key(&stream);
         last_key = Some(key.clone());
-        let pause = match step(&node, &stream, &mut head).await {
+        let pause = match step(&node, &stream, &mut head, &mut conn).await {
             Ok(Next::Wrote) => {
                 (error, failures, idle_since, stalled) = (None, 0, None, false);
                 None
@@ -82,7 +83,7 @@ pub async fn run(node: Arc<Node>, mut assigned: watch::Receiver<Option<SliceStre
                 tracing::warn!(schedule = %stream.schedule, error = %e, "oplog slicing failed; retrying");
                 (error, idle_since, stalled) = (Some(e.to_string()), None, false);
                 failures += 1;
-                head = Head::default();
+                (head, conn) = (Head::default(), None);
                 // 2, 4, 8, 16, then 32 s: a storage that refuses every write is not asked
                 // every two seconds forever.
                 Some(RETRY_AFTER * 2u32.pow(failures.min(5) - 1))
@@ -126,6 +127,13 @@ struct Head {
     at: Option<Instant>,
 }
 
+/// The clients a stream's steps share.
+struct Conn {
+    store: BackupStore,
+    client: MongodClient,
+    storage: tidemark_schema::control::StorageTarget,
+}
+
 /// What the slicer does after a step.
 enum Next {
     /// A chunk was written (or another slicer's was found): look again at once.
@@ -137,9 +145,25 @@ enum Next {
 }
 
 /// One step: wait for the next chunk to be due, or cut and claim it.
-async fn step(node: &Node, stream: &SliceStream, head: &mut Head) -> Result<Next, AgentError> {
-    let store = BackupStore::open(&stream.storage)?;
-    let client = node.mongod().await?;
+async fn step(
+    node: &Node,
+    stream: &SliceStream,
+    head: &mut Head,
+    conn: &mut Option<Conn>,
+) -> Result<Next, AgentError> {
+    // One mongod client and one storage client for the stream's life (a new one per step
+    // would cost a handshake, and a connection, every second): dropped after a failure,
+    // or when the storage settings change.
+    if conn.as_ref().is_none_or(|c| c.storage != stream.storage) {
+        *conn = Some(Conn {
+            store: BackupStore::open(&stream.storage)?,
+            client: node.mongod().await?,
+            storage: stream.storage.clone(),
+        });
+    }
+    let Some(Conn { store, client, .. }) = conn.as_ref() else {
+        unreachable!("just set");
+    };
     let stale = head
         .at
         .is_none_or(|at| at.elapsed() > Duration::from_secs(2 * stream.span_seconds + 5));
@@ -152,7 +176,7 @@ async fn step(node: &Node, stream: &SliceStream, head: &mut Head) -> Result<Next
     if !wait.is_zero() {
         return Ok(Next::Due(wait));
     }
-    match cut(node, &client, &store, stream, current.as_ref()).await? {
+    match cut(node, client, store, stream, current.as_ref()).await? {
         Cut::Written(record) => {
             tracing::info!(
                 rs = %record.replica_set, first = %record.first, last = %record.last,
