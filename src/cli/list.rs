@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tidemark_reconciler::plan::{PitrState, Timeline, bases, optime_text, streams, timeline};
 use tidemark_reconciler::run::desired_from_applied;
 use tidemark_schema::control::BackupRecord;
-use tidemark_store::control::{ControlPlane, chunk_records, observe};
+use tidemark_store::control::{ControlPlane, observe};
 
 use super::args::{ListArgs, OutputFormat};
 use super::exit::ExitStatus;
@@ -34,7 +34,8 @@ pub async fn list(
     cluster: Option<&str>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Value> {
-    let (observed, chunks) = tokio::try_join!(observe(control), chunk_records(control))?;
+    let observed = observe(control).await?;
+    let chunks = &observed.chunks;
     let wanted = |c: &str| cluster.is_none_or(|w| w == c);
     let mut backups: Vec<&BackupRecord> = observed
         .backups
@@ -45,7 +46,7 @@ pub async fn list(
     let backups: Vec<Value> = backups.iter().map(|b| backup_json(b)).collect();
     let desired = observed.applied.as_ref().and_then(desired_from_applied);
     let mut timelines = Vec::new();
-    for ((c, storage), mut sets) in streams(&chunks) {
+    for ((c, storage), mut sets) in streams(chunks) {
         if !wanted(&c) {
             continue;
         }
@@ -55,7 +56,7 @@ pub async fn list(
         }
         let good = bases(&observed.backups, &c, &storage);
         timelines.push(timeline_json(
-            &timeline(&c, &storage, &sets, &chunks, &good),
+            &timeline(&c, &storage, &sets, chunks, &good),
             now,
         ));
     }
@@ -103,7 +104,8 @@ pub fn pitr_json(p: &PitrState) -> Value {
     v
 }
 
-fn text(v: &Value) -> String {
+/// A JSON value as `status` and `list` print it: strings bare, null as `-`.
+pub fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".to_string(),

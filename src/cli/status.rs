@@ -192,11 +192,7 @@ pub async fn status(
 }
 
 fn render(v: &Value) -> String {
-    let s = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_string(),
-        other => other.to_string(),
-    };
+    let s = super::list::text;
     let mut out = String::new();
     match v["leader"].as_object() {
         Some(l) => out.push_str(&format!(

@@ -84,9 +84,3 @@ impl ChunkCache {
         Ok((cache.values().cloned().collect(), warnings))
     }
 }
-
-/// Every chunk record, read afresh (for one-shot commands).
-pub async fn chunk_records(control: &ControlPlane) -> Result<Vec<ChunkRecord>, ControlError> {
-    let (records, _) = ChunkCache::for_one_shot().read(control).await?;
-    Ok(records)
-}

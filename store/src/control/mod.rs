@@ -6,7 +6,7 @@ mod error;
 pub mod lease;
 mod observe;
 
-pub use chunks::{ChunkCache, chunk_records};
+pub use chunks::ChunkCache;
 pub use client::{ControlPlane, Created, LeaseClock, is_report_key};
 pub use error::ControlError;
 pub use lease::{Lease, Standing};
