@@ -310,6 +310,7 @@ fn a_restore_waiting_for_go_touches_nothing_until_go_and_an_abort_leaves_the_nod
                 sharding: None,
                 stop_waves: Vec::new(),
                 go_timeout_ms: None,
+                point_in_time: None,
             },
             &[0],
         )
@@ -446,6 +447,7 @@ fn external_backup_by_snapshot_command_then_external_restore() {
             sharding: None,
             stop_waves: Vec::new(),
             go_timeout_ms: None,
+            point_in_time: None,
         },
         &[0],
     );
@@ -579,6 +581,7 @@ fn an_agent_restarted_while_waiting_for_go_closes_the_gate_before_it_refuses() {
             sharding: None,
             stop_waves: Vec::new(),
             go_timeout_ms: None,
+            point_in_time: None,
         },
         &[0],
     );

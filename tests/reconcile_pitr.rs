@@ -238,6 +238,41 @@ fn list(w: &World) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The reason `diff` gives for a point-in-time Restore to `target`, declared in a copy of
+/// the policies (so the running reconciler never sees it).
+fn restore_reason(w: &World, target: OpTime) -> String {
+    let preview = tempfile::TempDir::new().unwrap();
+    for e in std::fs::read_dir(w.policies.path()).unwrap().flatten() {
+        std::fs::copy(e.path(), preview.path().join(e.file_name())).unwrap();
+    }
+    std::fs::write(
+        preview.path().join("restore.yaml"),
+        format!(
+            "apiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: back\nspec:\n  \
+             cluster: {}\n  source:\n    pointInTime: {{t: {}, i: {}}}\n  fallbackEnabled: true\n",
+            rig::CLUSTER,
+            target.t,
+            target.i
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["diff", "-o", "json", "--policies"])
+        .arg(preview.path())
+        .arg("--control")
+        .arg(w.rig.control.path())
+        .output()
+        .unwrap();
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let step = plan["plan"]["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "back"))
+        .cloned()
+        .unwrap_or_else(|| panic!("a step for the restore: {plan:#}"));
+    assert_eq!(step["action"], "blocked", "{step:#}");
+    step["reason"].as_str().unwrap().to_string()
+}
+
 fn base_point(w: &World, backup: &str) -> OpTime {
     let v = w.control_json(&format!("catalog/{backup}.json")).unwrap();
     serde_json::from_value(v["replicaSets"][0]["lastWriteOptime"].clone()).unwrap()
@@ -371,6 +406,21 @@ fn a_rolled_over_oplog_is_a_recorded_gap_until_a_backup_bridges_it() {
     });
     let (_, code) = w.status();
     assert_eq!(code, 2, "an open gap fails status: {v:#}");
+    // A restore to a point inside the gap is refused by the plan, naming the gap and the
+    // nearest point that can be reached: no op is written, no node stops.
+    let inside = OpTime {
+        t: gap.from.t,
+        i: gap.from.i + 1,
+    };
+    let reason = restore_reason(&w, inside);
+    assert!(
+        reason.contains("has a gap in its oplog from") && reason.contains(&gap.to.to_string()),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("nearest reachable points: ") && reason.contains(&held.to_string()),
+        "{reason}"
+    );
     w.backup("after");
     // The second window opens once the chunks reach the new backup's last write.
     let started = Instant::now();

@@ -12,17 +12,29 @@ use crate::disk::disk_facts;
 use crate::mongod::MongodClient;
 use crate::node::Node;
 
+/// How long a beat waits for mongod's answers before reporting it `DOWN`.
+const FACTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Builds one heartbeat. A mongod that does not answer is reported as `DOWN`, not as an
 /// error: during a restore that is expected.
 pub async fn beat(node: &Node, client: Option<&MongodClient>) -> Heartbeat {
+    // Bounded: a stopped mongod (a restore) would otherwise hold each beat for the
+    // driver's server-selection timeout, and a node whose beats come late is declared
+    // dead by the reconciler while its agent is busy restoring it.
     let facts = match client {
-        Some(client) => client.facts().await.ok(),
+        Some(client) => tokio::time::timeout(FACTS_TIMEOUT, client.facts())
+            .await
+            .ok()
+            .and_then(Result::ok),
         None => None,
     };
     // What the restore's pre-flight compares with a backup's: read each beat, since a
     // node restarted with another key must not be judged by its old one.
     let cmdline = match (client, &facts) {
-        (Some(client), Some(_)) => client.cmd_line_opts().await.ok(),
+        (Some(client), Some(_)) => tokio::time::timeout(FACTS_TIMEOUT, client.cmd_line_opts())
+            .await
+            .ok()
+            .and_then(Result::ok),
         _ => None,
     };
     let encryption = cmdline

@@ -314,7 +314,9 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<Seen, AgentError> {
         } else {
             message
         };
-        if matches!(op.command, OpCommand::Restore { .. }) && last.phase == Phase::Recover {
+        if matches!(op.command, OpCommand::Restore { .. })
+            && matches!(last.phase, Phase::Recover | Phase::Replay)
+        {
             // A temporary standalone of `recover` outlives the agent that started it; left
             // running it would hold the lock whatever the decision (even "left stopped").
             crate::mongod::kill_leftover_standalone(&node.cfg.dbpath).await;

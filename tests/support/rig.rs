@@ -328,6 +328,7 @@ impl Rig {
                 sharding: None,
                 stop_waves: Vec::new(),
                 go_timeout_ms: None,
+                point_in_time: None,
             },
             targets,
         )

@@ -1,7 +1,7 @@
 //! The physical restore of one node, one file per stage as pgBackRest lays it out:
 //! `validate` (pre-checks while mongod is up), `disk` (the fallback space rule), `stop`,
 //! `fallback` (move aside or wipe), `fetch` (download and verify), `recover` (the
-//! standalone starts), `finish`; `run` drives them and `actions` holds the follow-up
+//! standalone starts), `replay` (a point-in-time restore's oplog), `finish`; `run` drives them and `actions` holds the follow-up
 //! instructions (revert, wipe, remove the fallback, start as a member).
 
 mod actions;
@@ -9,6 +9,7 @@ mod disk;
 pub mod fallback;
 pub(crate) mod fetch;
 pub(crate) mod recover;
+mod replay;
 mod run;
 mod stop;
 pub(crate) mod validate;

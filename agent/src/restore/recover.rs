@@ -105,7 +105,18 @@ where
         }
     };
     let ready = began.elapsed();
-    let out = work(client.clone()).await?;
+    // A standalone that dies under the work (a crash, the OOM killer) fails it at once,
+    // rather than after the driver's timeouts on each remaining command.
+    let out = tokio::select! {
+        out = work(client.clone()) => out?,
+        exited = process.wait_exit(Duration::MAX) => {
+            let status = exited.map_or_else(|e| e.to_string(), |s| s.to_string());
+            return Err(AgentError::Refused(format!(
+                "the standalone mongod exited ({status}) while working; see {RESTORE_LOG} in the \
+                 dbPath"
+            )));
+        }
+    };
     let worked = began.elapsed();
     client.shutdown(false).await?;
     let status = process.wait_exit(node.cfg.mongod_timeout).await?;
@@ -146,29 +157,99 @@ pub async fn recover(
     last_write: OpTime,
     captured: &Captured,
     sharding: Option<&ShardingRestore>,
+    replay: Option<super::replay::Replay<'_>>,
 ) -> Result<(), PhaseFailure> {
     const PHASE: Phase = Phase::Recover;
+    let starts = if replay.is_some() { 4 } else { 3 };
     let ts = bson::Timestamp {
         time: last_write.t,
         increment: last_write.i,
     };
-    node.running(op, PHASE, "standalone 1/3: resetting replication metadata")
-        .await?;
+    node.running(
+        op,
+        PHASE,
+        format!("standalone 1/{starts}: resetting replication metadata"),
+    )
+    .await?;
     reset_replication(node, captured, ts)
         .await
         .in_phase(PHASE)?;
-    node.running(op, PHASE, "standalone 2/3: recovering from the oplog")
-        .await?;
+    node.running(
+        op,
+        PHASE,
+        format!("standalone 2/{starts}: recovering from the oplog"),
+    )
+    .await?;
     replay_oplog(node, captured).await.in_phase(PHASE)?;
-    node.running(op, PHASE, "standalone 3/3: writing the replica-set config")
-        .await?;
+    let mut d = Details::new();
+    d.insert("truncatedAfter".into(), json!(last_write));
+    // With a replay, the config is written after it: the replica set must not be
+    // startable while it holds the base's data only.
+    let phase = match &replay {
+        None => PHASE,
+        Some(r) => {
+            node.done(op, PHASE, format!("recovered to {last_write}"), d.clone())
+                .await?;
+            node.boundary(op, PHASE).await?;
+            node.running(
+                op,
+                Phase::Replay,
+                format!("standalone 3/4: replaying the oplog up to {}", r.target),
+            )
+            .await?;
+            let stats = super::replay::replay(node, op, captured, r)
+                .await
+                .in_phase(Phase::Replay)?;
+            d = Details::new();
+            d.insert("replay".into(), json!(stats));
+            d.insert("target".into(), json!(r.target));
+            Phase::Replay
+        }
+    };
+    node.running(
+        op,
+        phase,
+        format!("standalone {starts}/{starts}: writing the replica-set config"),
+    )
+    .await?;
+    write_config(node, captured, sharding)
+        .await
+        .in_phase(phase)?;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::fs::remove_file(node.cfg.dbpath.join(RESTORE_LOG)),
+    )
+    .await;
+    d.insert("standaloneStarts".into(), json!(starts));
+    let message = match (&replay, d.get("replay")) {
+        (Some(r), Some(stats)) => format!(
+            "replayed the oplog from {last_write} up to {}: {} entries applied, reached {}",
+            r.target,
+            stats["applied"],
+            stats["reached"]
+                .as_object()
+                .map_or_else(String::new, |o| format!(
+                    "Timestamp({}, {})",
+                    o["t"], o["i"]
+                ))
+        ),
+        _ => format!("recovered to {last_write}"),
+    };
+    node.done(op, phase, message, d).await
+}
+
+/// The last standalone: the sharding metadata, then the replica-set config the node had.
+async fn write_config(
+    node: &Node,
+    captured: &Captured,
+    sharding: Option<&ShardingRestore>,
+) -> Result<(), AgentError> {
     let config = Bson::try_from(captured.replset_config.clone())
         .ok()
         .and_then(|b| b.as_document().cloned())
         .ok_or_else(|| {
             AgentError::Refused("the captured replica-set config is not a document".into())
-        })
-        .in_phase(PHASE)?;
+        })?;
     let role = captured.cluster_role.as_deref();
     with_standalone(node, captured, &[], |c| async move {
         // The sharding metadata first: the replica-set config is the last write, so a
@@ -184,17 +265,6 @@ pub async fn recover(
         .await
     })
     .await
-    .in_phase(PHASE)?;
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::fs::remove_file(node.cfg.dbpath.join(RESTORE_LOG)),
-    )
-    .await;
-    let mut d = Details::new();
-    d.insert("truncatedAfter".into(), json!(last_write));
-    d.insert("standaloneStarts".into(), json!(3));
-    node.done(op, PHASE, format!("recovered to {last_write}"), d)
-        .await
 }
 
 /// A sharded cluster's metadata, for the target's hosts and names (see

@@ -9,7 +9,7 @@ use tidemark_schema::control::Phase;
 use serde_json::json;
 use tidemark_schema::control::{Op, OpCommand};
 
-use super::{disk, fallback, fetch, recover, stop, validate};
+use super::{disk, fallback, fetch, recover, replay, stop, validate};
 use crate::error::AgentError;
 use crate::node::{Details, InPhase, Node, PhaseFailure};
 
@@ -25,6 +25,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         sharding,
         stop_waves,
         go_timeout_ms,
+        point_in_time,
     } = &op.command
     else {
         unreachable!("dispatched on the command kind");
@@ -133,12 +134,19 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         fetch::fetch(node, op, &checked.store, &checked.manifest).await?;
     }
     node.boundary(op, Phase::Fetch).await?;
+    let replay = point_in_time.as_ref().map(|p| replay::Replay {
+        store: &checked.store,
+        target: p.target,
+        chunks: p.chunks.get(source).map_or(&[][..], Vec::as_slice),
+        from: checked.manifest.last_write,
+    });
     recover::recover(
         node,
         op,
         checked.manifest.last_write,
         &checked.captured,
         sharding.as_ref(),
+        replay,
     )
     .await?;
 

@@ -9,6 +9,7 @@ mod nodes;
 mod pitr;
 mod pitr_render;
 mod planner;
+mod point_in_time;
 mod render;
 mod restore;
 mod retention;
@@ -28,6 +29,7 @@ pub use pitr::{
     PitrState, PlannedStream, SlicerState, plan_slicing, replica_set_names, stuck_after,
 };
 pub use planner::{PlanSettings, pinned_backups, plan, plan_with};
+pub use point_in_time::{PointInTimePlan, ReplayPart, plan_point_in_time};
 pub use render::{human_bytes, render_plan};
 pub use restore::keys_known;
 pub use schedule::{

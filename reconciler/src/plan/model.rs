@@ -201,6 +201,9 @@ pub struct RestorePlan {
     /// A sharded cluster: the metadata its nodes rewrite for the target's names and hosts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sharding: Option<tidemark_schema::control::ShardingRestore>,
+    /// A point-in-time restore: the oplog replayed after the base.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<super::PointInTimePlan>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -11,7 +11,7 @@ use tidemark_schema::validate::{DesiredState, resource_from_canonical};
 
 use super::model::{Action, Plan, Step};
 use super::nodes::{HEARTBEAT_DEAD_AFTER_SECONDS, choose_node};
-use super::restore::{plan_restore, resolve_backup};
+use super::restore::{plan_restore, restore_base};
 use super::retention;
 use super::schedule::{ScheduleState, observed_schedule_state};
 use crate::control::ObservedState;
@@ -468,6 +468,7 @@ fn plan_restores(
             spec,
             cluster,
             &observed.backups,
+            &observed.chunks,
             &observed.heartbeats,
             now,
             dead_after,
@@ -476,10 +477,21 @@ fn plan_restores(
                 let warning = super::restore::disk_warning(&p)
                     .map(|w| format!("; WARNING: {w}"))
                     .unwrap_or_default();
+                let what = match &p.point_in_time {
+                    Some(pit) => format!(
+                        "point-in-time Restore to {} from backup {:?} ({}), replaying {} \
+                         chunk(s), {} of oplog",
+                        pit.target,
+                        p.backup,
+                        pit.base_reason,
+                        pit.chunk_count(),
+                        super::render::human_bytes(pit.chunk_bytes())
+                    ),
+                    None => format!("Restore of backup {:?}", p.backup),
+                };
                 let reason = format!(
-                    "new one-shot Restore of backup {:?}: it stops {} node(s) and replaces \
+                    "new one-shot {what}: it stops {} node(s) and replaces \
                      their data{}{warning}",
-                    p.backup,
                     p.nodes.len(),
                     if p.fallback_enabled {
                         "; each node's current data is moved aside first and moved back if the \
@@ -523,8 +535,8 @@ pub fn pinned_backups(
         .into_iter()
         .flat_map(|d| d.restores())
         .filter(|(name, _)| already_ran(observed, Kind::Restore, name).is_none())
-        .filter_map(|(_, spec)| resolve_backup(spec, &observed.backups).ok())
-        .map(|b| b.name.clone())
+        .filter_map(|(_, spec)| restore_base(spec, &observed.backups, &observed.chunks).ok())
+        .map(|(b, _)| b.name.clone())
         .collect();
     pinned.extend(
         observed

@@ -176,10 +176,13 @@ fn headline(action: &Action) -> String {
             ..
         } => format!("+ run backup {backup}: {backup_type} backup of {cluster} to {storage}"),
         Action::StartRestore(r) => format!(
-            "! start restore {}: cluster {} from backup {} ({} to download)",
+            "! start restore {}: cluster {} from backup {}{} ({} to download)",
             r.restore,
             r.cluster,
             r.backup,
+            r.point_in_time
+                .as_ref()
+                .map_or(String::new(), |p| format!(" to {}", p.target)),
             human_bytes(r.download_bytes)
         ),
         Action::StartSelectiveRestore(p) => format!(
@@ -272,6 +275,28 @@ fn headline(action: &Action) -> String {
     }
 }
 
+/// The replay of a point-in-time restore: its base, and per replica set the oplog window
+/// and the chunks it downloads.
+fn point_in_time_details(out: &mut String, p: &super::PointInTimePlan) {
+    let _ = writeln!(
+        out,
+        "    point in time {} -> replays the oplog up to {}",
+        p.point_in_time, p.target
+    );
+    let _ = writeln!(out, "    base: {}", p.base_reason);
+    for part in &p.replica_sets {
+        let _ = writeln!(
+            out,
+            "    replay {}: after {} through the target, {} chunk(s), {} (not counted in the \
+             fallback disk check)",
+            part.replica_set,
+            super::timeline::optime_text(part.from),
+            part.chunks.len(),
+            human_bytes(part.chunks.iter().map(|c| c.stored_bytes).sum())
+        );
+    }
+}
+
 fn restore_details(out: &mut String, r: &RestorePlan) {
     let _ = writeln!(
         out,
@@ -294,6 +319,9 @@ fn restore_details(out: &mut String, r: &RestorePlan) {
             out,
             "    replica set {to} restores the backup's {from} (replicaSetRemap)"
         );
+    }
+    if let Some(p) = &r.point_in_time {
+        point_in_time_details(out, p);
     }
     if let Some(sh) = &r.sharding {
         let _ = writeln!(

@@ -2,12 +2,13 @@
 //! list the nodes it stops, the bytes they download, and each node's fallback disk check.
 
 use chrono::{DateTime, Utc};
-use tidemark_schema::control::{BackupRecord, Heartbeat, MemberRole};
+use tidemark_schema::control::{BackupRecord, ChunkRecord, Heartbeat, MemberRole};
 use tidemark_schema::encryption::decrypt_problem;
 use tidemark_schema::model::{BackupType, ClusterSpec, RestoreSpec};
 
 use super::model::{DiskCheck, RestoreNode, RestorePlan};
 use super::nodes::{heartbeats_of, is_alive};
+use super::point_in_time::PointInTimePlan;
 use super::render::{human_bytes, human_signed};
 
 /// The backup a restore resolves to, or why it cannot (`Err` is the blocked reason).
@@ -56,17 +57,34 @@ pub fn resolve_backup<'a>(
         .ok_or_else(|| format!("schedule {schedule:?} has no good backup yet"))
 }
 
+/// The backup a restore starts from, with its replay for a point-in-time restore.
+pub fn restore_base<'a>(
+    spec: &RestoreSpec,
+    backups: &'a [BackupRecord],
+    chunks: &[ChunkRecord],
+) -> Result<(&'a BackupRecord, Option<PointInTimePlan>), String> {
+    match &spec.source.point_in_time {
+        Some(pit) => {
+            let (b, p) = super::point_in_time::plan_point_in_time(spec, pit, backups, chunks)?;
+            Ok((b, Some(p)))
+        }
+        None => Ok((resolve_backup(spec, backups)?, None)),
+    }
+}
+
 /// Builds the restore plan, or the blocked reason.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_restore(
     name: &str,
     spec: &RestoreSpec,
     cluster: &ClusterSpec,
     backups: &[BackupRecord],
+    chunks: &[ChunkRecord],
     heartbeats: &[Heartbeat],
     now: DateTime<Utc>,
     dead_after: chrono::Duration,
 ) -> Result<RestorePlan, String> {
-    let backup = resolve_backup(spec, backups)?;
+    let (backup, point_in_time) = restore_base(spec, backups, chunks)?;
     if backup.cluster != spec.cluster {
         return Err(format!(
             "backup {:?} is of cluster {:?}, not {:?}",
@@ -123,6 +141,19 @@ pub fn plan_restore(
                     "standalone: write the replica-set config".to_string(),
                 ]
             };
+            if let Some(p) = point_in_time.as_ref().filter(|_| cannot_decrypt.is_none()) {
+                restarts.insert(
+                    2,
+                    format!(
+                        "standalone: replay {} chunk(s) of oplog up to {}",
+                        p.replica_sets
+                            .iter()
+                            .find(|r| r.replica_set == *source)
+                            .map_or(0, |r| r.chunks.len()),
+                        p.target
+                    ),
+                );
+            }
             if spec.post_restore.as_ref().is_some_and(|p| p.start_nodes) {
                 restarts.push("replica-set member (postRestore.startNodes)".to_string());
             }
@@ -130,10 +161,14 @@ pub fn plan_restore(
                 replica_set: rs.name.clone(),
                 node: member.clone(),
                 role: hb.map_or(MemberRole::Other("unknown".into()), |h| h.role.clone()),
-                download_bytes: if spec.external || cannot_decrypt.is_some() {
-                    0
-                } else {
-                    part.stored_bytes
+                download_bytes: match (spec.external, cannot_decrypt.is_some()) {
+                    (_, true) => 0,
+                    (true, false) => 0,
+                    (false, false) => part.stored_bytes,
+                } + match (&point_in_time, cannot_decrypt.is_some()) {
+                    // The oplog is downloaded even after a snapshot's files were copied in.
+                    (Some(p), false) => p.stored_bytes_of(source),
+                    _ => 0,
                 },
                 restarts,
                 disk: if cannot_decrypt.is_some() {
@@ -196,6 +231,7 @@ pub fn plan_restore(
         post_restore,
         remap,
         sharding,
+        point_in_time,
     })
 }
 

@@ -43,7 +43,7 @@ impl ReplicaSetTimeline {
     }
 
     /// The segment holding `t`, if any.
-    fn segment_of(&self, t: OpTime) -> Option<&Segment> {
+    pub fn segment_of(&self, t: OpTime) -> Option<&Segment> {
         self.segments.iter().find(|s| s.first <= t && t <= s.last)
     }
 }

@@ -139,6 +139,7 @@ fn records(settings: RestoreSettings, progress: Progressed) -> RestoreRecords {
                 sharding: None,
                 stop_waves: Vec::new(),
                 go_timeout_ms: Some(300_000),
+                point_in_time: None,
             },
             deadline: None,
             epoch: Some(1),

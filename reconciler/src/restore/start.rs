@@ -325,6 +325,7 @@ pub async fn start(
             sharding: plan.sharding.clone(),
             stop_waves: stop_waves(plan),
             go_timeout_ms: Some(ex.go_timeout.num_milliseconds().max(0) as u64),
+            point_in_time: plan.point_in_time.as_ref().map(|p| p.replay()),
         },
         deadline: Some(now + ex.op_deadline),
         epoch: None,

@@ -116,6 +116,9 @@ pub enum OpCommand {
         /// that did not start within minutes must not start hours later by surprise.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         go_timeout_ms: Option<u64>,
+        /// A point-in-time restore: the oplog each node replays after recovering the base.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        point_in_time: Option<super::PointInTimeReplay>,
     },
     /// Put the dbPath back exactly as before restore op `restore_op`.
     #[serde(rename_all = "camelCase")]
@@ -222,6 +225,9 @@ pub enum Phase {
     Close,
     Manifest,
     Recover,
+    /// Point-in-time restore: the recovered base's standalone applies the oplog chunks up
+    /// to the target.
+    Replay,
     // Drill: the checks against the scratch standalone. Selective restore: the checks of
     // the selected collections and their targets, before any write.
     Check,
@@ -253,6 +259,7 @@ impl Phase {
             Phase::Fetch => "fetch",
             Phase::CopyReady => "copyReady",
             Phase::Recover => "recover",
+            Phase::Replay => "replay",
             Phase::Cursor => "cursor",
             Phase::Copy => "copy",
             Phase::Snapshot => "snapshot",
@@ -293,9 +300,12 @@ impl Phase {
             | Phase::Close
             | Phase::Manifest
             | Phase::Check => false,
-            Phase::Stop | Phase::Fallback | Phase::Fetch | Phase::CopyReady | Phase::Recover => {
-                true
-            }
+            Phase::Stop
+            | Phase::Fallback
+            | Phase::Fetch
+            | Phase::CopyReady
+            | Phase::Recover
+            | Phase::Replay => true,
             Phase::Revert | Phase::Wipe | Phase::RemoveFallback | Phase::Start => true,
             // The cluster's data may have changed (a merge, a rename onto a target).
             Phase::Import | Phase::Swap => true,

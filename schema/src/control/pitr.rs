@@ -181,3 +181,116 @@ impl ChunkRecord {
         chunk_key(&self.cluster, &self.storage, &self.replica_set, self.after)
     }
 }
+
+/// Which oplog entries a point-in-time restore applies: every entry at or before `until`;
+/// with a wall-clock target (`wall`), those of `until`'s second only while their `wall` is
+/// at or before it. The entries applied are always a prefix of the oplog: replay stops at
+/// the first entry not kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayTarget {
+    pub until: OpTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall: Option<DateTime<Utc>>,
+}
+
+impl ReplayTarget {
+    /// The target of a wall-clock instant; `None` outside a timestamp's seconds.
+    pub fn at_wall(at: DateTime<Utc>) -> Option<Self> {
+        let t = u32::try_from(at.timestamp()).ok()?;
+        Some(ReplayTarget {
+            until: OpTime { t, i: u32::MAX },
+            wall: Some(at),
+        })
+    }
+
+    /// Whether the entry at `ts`, written at `wall_ms` (its `wall`, ms since the epoch),
+    /// is applied.
+    pub fn keeps(&self, ts: OpTime, wall_ms: Option<i64>) -> bool {
+        if ts > self.until {
+            return false;
+        }
+        match (self.wall, wall_ms) {
+            (Some(limit), Some(w)) if ts.t == self.until.t => w <= limit.timestamp_millis(),
+            _ => true,
+        }
+    }
+
+    /// The oplog a replica set must have sliced to prove it holds every kept entry: the
+    /// target itself for a cluster time; for a wall time, an entry of a later second.
+    pub fn needs(&self) -> OpTime {
+        match self.wall {
+            None => self.until,
+            Some(_) => OpTime {
+                t: self.until.t.saturating_add(1),
+                i: 0,
+            },
+        }
+    }
+
+    /// The newest base point a replay can start from: a base must not already hold a
+    /// write after the target (of a wall-clock target's second, its wall is unknown).
+    pub fn latest_base(&self) -> OpTime {
+        match self.wall {
+            None => self.until,
+            Some(_) => OpTime {
+                t: self.until.t.saturating_sub(1),
+                i: u32::MAX,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ReplayTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.wall {
+            Some(w) => write!(
+                f,
+                "{} (wall clock)",
+                w.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ),
+            None => write!(f, "{}", self.until),
+        }
+    }
+}
+
+/// One chunk a point-in-time restore downloads and applies, as its record names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkRef {
+    pub object: String,
+    pub first: OpTime,
+    pub last: OpTime,
+    pub entries: u64,
+    pub stored_bytes: u64,
+    pub raw_bytes: u64,
+    pub checksum: String,
+    pub compression: crate::model::Compression,
+}
+
+impl From<&ChunkRecord> for ChunkRef {
+    fn from(c: &ChunkRecord) -> Self {
+        ChunkRef {
+            object: c.object.clone(),
+            first: c.first,
+            last: c.last,
+            entries: c.entries,
+            stored_bytes: c.stored_bytes,
+            raw_bytes: c.raw_bytes,
+            checksum: c.checksum.clone(),
+            compression: c.compression,
+        }
+    }
+}
+
+/// The oplog replay of a point-in-time restore, carried by its op: after recovering the
+/// base, every node applies its replica set's chunks from the base's last write up to
+/// the target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PointInTimeReplay {
+    pub target: ReplayTarget,
+    /// The backup's replica-set name → its chunks, oldest first; they cover the base's
+    /// last write through the target without a hole. In the backup's storage.
+    pub chunks: std::collections::BTreeMap<String, Vec<ChunkRef>>,
+}

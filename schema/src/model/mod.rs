@@ -6,6 +6,7 @@ mod drill;
 mod duration;
 mod meta;
 mod pitr;
+mod point_in_time;
 mod restore;
 mod schedule;
 mod selective;
@@ -19,6 +20,7 @@ pub use drill::{
 pub use duration::{MaxAge, parse_max_age};
 pub use meta::{API_VERSION, ApiVersion, Kind, Metadata, Object, Resource, name_problem};
 pub use pitr::{DEFAULT_OPLOG_SPAN, MAX_OPLOG_SPAN, MIN_OPLOG_SPAN, PitrSpec};
+pub use point_in_time::PointInTime;
 pub use restore::{PostRestore, RestoreSource, RestoreSpec};
 pub use schedule::{
     BackupScheduleSpec, BackupType, Retention, VerifyLevel, next_run_after, parse_cron,

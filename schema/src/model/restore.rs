@@ -49,7 +49,7 @@ fn yes() -> bool {
     true
 }
 
-/// Exactly one of the two must be given.
+/// `backup` or `latestOf`, exactly one; or `pointInTime`, with `backup` to pin the base.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RestoreSource {
@@ -59,6 +59,11 @@ pub struct RestoreSource {
     /// The newest good backup of this `BackupSchedule`, resolved when the restore starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_of: Option<String>,
+    /// A point-in-time restore: the cluster is put back as it was at this instant, from
+    /// a base backup (the newest good one whose timeline reaches it, or `backup` when
+    /// given) and the oplog sliced since (`BackupSchedule.spec.pitr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<super::PointInTime>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -381,6 +381,33 @@ fn check_drill(
     }
 }
 
+/// `pointInTime`: a time that parses, a base chosen by it (never `latestOf`), and a
+/// whole-cluster restore.
+fn check_point_in_time(
+    doc: &Document,
+    spec: &RestoreSpec,
+    pit: &crate::model::PointInTime,
+    out: &mut Vec<ValidationError>,
+) {
+    if let Err(e) = pit.target() {
+        out.push(doc.error("spec.source.pointInTime", e));
+    }
+    if spec.source.latest_of.is_some() {
+        out.push(doc.error(
+            "spec.source.latestOf",
+            "latestOf cannot go with pointInTime: the base is the newest good backup whose \
+             timeline reaches the target; pin one with backup: <name>",
+        ));
+    }
+    if spec.is_selective() {
+        out.push(doc.error(
+            "spec.source.pointInTime",
+            "a selective restore (namespaces) copies a backup as it was taken; pointInTime \
+             restores the whole cluster",
+        ));
+    }
+}
+
 fn check_restore(
     doc: &Document,
     spec: &RestoreSpec,
@@ -392,14 +419,19 @@ fn check_restore(
         .cluster(&spec.cluster)
         .is_some_and(ClusterSpec::is_sharded);
     super::selective::check_selective(doc, spec, sharded, out);
+    if let Some(pit) = &spec.source.point_in_time {
+        check_point_in_time(doc, spec, pit, out);
+    }
+    let pitr = spec.source.point_in_time.is_some();
     match (&spec.source.backup, &spec.source.latest_of) {
         (Some(_), Some(_)) => out.push(doc.error(
             "spec.source",
             "give either backup or latestOf, not both: a restore has exactly one source",
         )),
+        (None, None) if pitr => {}
         (None, None) => out.push(doc.error(
             "spec.source",
-            "give the source: backup: <name> or latestOf: <schedule>",
+            "give the source: backup: <name>, latestOf: <schedule> or pointInTime: <time>",
         )),
         (Some(backup), None) => {
             let same_named = index.docs.iter().find_map(|d| match &d.resource {

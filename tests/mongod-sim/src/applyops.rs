@@ -78,6 +78,7 @@ fn check_command(cmd: &Document) -> Result<Vec<Document>, CmdError> {
 }
 
 pub async fn apply_ops(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Document, CmdError> {
+    node.crash_point("apply-ops");
     let mode = match cmd.get_str("oplogApplicationMode") {
         Err(_) | Ok("ApplyOps") => Mode::ApplyOps,
         Ok("InitialSync") => Mode::InitialSync,

@@ -301,12 +301,14 @@ impl Store {
             let ns = e.get_str("ns").unwrap_or_default().to_string();
             let ident = e.get_str("ident").unwrap_or_default().to_string();
             let idx = e.get_str("idxIdent").unwrap_or_default().to_string();
-            let uuid = match e.get_binary_generic("uuid") {
-                Ok(u) => bson::Binary {
+            // Kept across restarts, as mongod keeps it: oplog entries name collections by
+            // it (`ui`), and a replay after a restart must find them.
+            let uuid = match e.get("uuid") {
+                Some(bson::Bson::Binary(u)) => bson::Binary {
                     subtype: bson::spec::BinarySubtype::Uuid,
-                    bytes: u.clone(),
+                    bytes: u.bytes.clone(),
                 },
-                Err(_) => Collection::new(String::new(), String::new()).uuid,
+                _ => Collection::new(String::new(), String::new()).uuid,
             };
             let (records, data_size) = sizes.get(&ident).copied().unwrap_or_default();
             let stored = Stored {

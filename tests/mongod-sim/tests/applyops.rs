@@ -211,3 +211,30 @@ fn a_primary_logs_each_applied_write_and_secondaries_follow() {
     let r = apply(rs.process(s).unwrap(), batch());
     assert_eq!(r.get_i32("code").unwrap(), 10107, "{r}");
 }
+
+/// A collection keeps its UUID across a restart, as in mongod: an oplog entry of the
+/// replica set, replayed on the member restarted as a standalone, finds its collection by
+/// `ui` (a point-in-time replay does exactly this).
+#[test]
+fn an_entrys_ui_finds_its_collection_after_a_restart_as_a_standalone() {
+    let mut rs = ReplicaSet::start("ui-restart", 2).unwrap();
+    let p = rs.wait_for_primary(LONG).unwrap();
+    let s = 1 - p;
+    insert(rs.process(p).unwrap(), "items", doc! {"_id": 1});
+    let entry = wait_for("the insert on the secondary", || {
+        first_batch(&cmd(
+            rs.process(s).unwrap(),
+            "local",
+            doc! {"find": "oplog.rs", "filter": {"ns": "app.items", "op": "i"}},
+        ))
+        .into_iter()
+        .next()
+    });
+    rs.stop(s).unwrap();
+    let sp = rs.start_standalone_on(s, &[]).unwrap();
+    let mut op = doc! {"op": "i", "ns": "app.items", "o": {"_id": 2}};
+    op.insert("ui", entry.get("ui").unwrap().clone());
+    let r = cmd(&sp, "admin", doc! {"applyOps": [op]});
+    assert!(ok(&r), "{r}");
+    assert_eq!(docs(&sp, "items"), vec![doc! {"_id": 1}, doc! {"_id": 2}]);
+}

@@ -1,0 +1,309 @@
+//! Planning a point-in-time restore: the base it starts from, the chunks each replica set
+//! replays, and, when the target cannot be reached, why and the nearest points that can.
+//! Pure: the same answer for `diff`, the planner and the tests.
+//!
+//! The base is the newest good backup of the cluster whose last write (on every replica
+//! set) is before the target and whose timeline reaches the target without a hole on any
+//! replica set. When the newest such backup cannot (a gap after it, or slicing that
+//! stopped), an older one that can is chosen and the plan says why.
+
+use serde::Serialize;
+use tidemark_schema::control::{
+    BackupRecord, ChunkRecord, ChunkRef, PointInTimeReplay, ReplayTarget,
+};
+use tidemark_schema::manifest::OpTime;
+use tidemark_schema::model::{PointInTime, RestoreSpec};
+
+use super::timeline::{self, base_point, optime_text, replica_set_timeline};
+
+/// What a point-in-time restore replays.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PointInTimePlan {
+    /// As declared.
+    pub point_in_time: PointInTime,
+    pub target: ReplayTarget,
+    /// The storage the base and its chunks are in.
+    pub storage: String,
+    /// Why this base: the newest that reaches the target, or why a newer one does not.
+    pub base_reason: String,
+    pub replica_sets: Vec<ReplayPart>,
+}
+
+/// One replica set's replay: from the base's last write there, these chunks.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayPart {
+    /// The backup's replica-set name.
+    pub replica_set: String,
+    /// The base's last write: replay applies the entries after it.
+    pub from: OpTime,
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl PointInTimePlan {
+    pub fn chunk_count(&self) -> usize {
+        self.replica_sets.iter().map(|r| r.chunks.len()).sum()
+    }
+
+    /// Bytes of oplog every node of the replica sets downloads (compressed).
+    pub fn chunk_bytes(&self) -> u64 {
+        self.replica_sets
+            .iter()
+            .flat_map(|r| &r.chunks)
+            .map(|c| c.stored_bytes)
+            .sum()
+    }
+
+    pub fn stored_bytes_of(&self, replica_set: &str) -> u64 {
+        self.replica_sets
+            .iter()
+            .filter(|r| r.replica_set == replica_set)
+            .flat_map(|r| &r.chunks)
+            .map(|c| c.stored_bytes)
+            .sum()
+    }
+
+    /// What the op carries to the agents.
+    pub fn replay(&self) -> PointInTimeReplay {
+        PointInTimeReplay {
+            target: self.target,
+            chunks: self
+                .replica_sets
+                .iter()
+                .map(|r| (r.replica_set.clone(), r.chunks.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// The base and the replay of a point-in-time restore, or why there is none.
+pub fn plan_point_in_time<'a>(
+    spec: &RestoreSpec,
+    pit: &PointInTime,
+    backups: &'a [BackupRecord],
+    chunks: &[ChunkRecord],
+) -> Result<(&'a BackupRecord, PointInTimePlan), String> {
+    let target = pit.target()?;
+    let mut candidates: Vec<&BackupRecord> = match &spec.source.backup {
+        Some(_) => vec![super::restore::resolve_backup(spec, backups)?],
+        None => backups
+            .iter()
+            .filter(|b| b.cluster == spec.cluster && b.is_good())
+            .collect(),
+    };
+    candidates.sort_by(|a, b| b.recency().cmp(&a.recency()));
+    // The backups whose data is not already past the target, newest first.
+    let before: Vec<&BackupRecord> = candidates
+        .iter()
+        .copied()
+        .filter(|b| starts_before(b, &target))
+        .collect();
+    let mut refused: Vec<(String, String)> = Vec::new();
+    for b in &before {
+        match replay_parts(b, &target, chunks) {
+            Ok(parts) => {
+                let base_reason = match refused.first() {
+                    None => format!(
+                        "backup {:?} is the newest good backup whose last write is before the \
+                         target",
+                        b.name
+                    ),
+                    Some((newer, why)) => format!(
+                        "the newest base before the target, backup {newer:?}, cannot reach it \
+                         ({why}); backup {:?} can",
+                        b.name
+                    ),
+                };
+                let plan = PointInTimePlan {
+                    point_in_time: pit.clone(),
+                    target,
+                    storage: b.storage.clone(),
+                    base_reason,
+                    replica_sets: parts,
+                };
+                return Ok((b, plan));
+            }
+            Err(why) => refused.push((b.name.clone(), why)),
+        }
+    }
+    Err(unreachable(
+        spec,
+        &target,
+        &candidates,
+        &before,
+        &refused,
+        backups,
+        chunks,
+    ))
+}
+
+/// Whether `b` holds no write after the target on any replica set.
+fn starts_before(b: &BackupRecord, target: &ReplayTarget) -> bool {
+    b.replica_sets.iter().all(|p| {
+        p.last_write_optime
+            .is_none_or(|w| w <= target.latest_base())
+    })
+}
+
+/// Each replica set's chunks from `b`'s last write through the target, or why they do
+/// not reach it.
+fn replay_parts(
+    b: &BackupRecord,
+    target: &ReplayTarget,
+    chunks: &[ChunkRecord],
+) -> Result<Vec<ReplayPart>, String> {
+    let mut parts = Vec::new();
+    for p in &b.replica_sets {
+        let rs = p.name.as_str();
+        let Some(from) = base_point(b, rs) else {
+            return Err(format!(
+                "it records no last-write optime for replica set {rs:?} (taken by an older \
+                 agent)"
+            ));
+        };
+        let mine: Vec<&ChunkRecord> = chunks
+            .iter()
+            .filter(|c| c.cluster == b.cluster && c.storage == b.storage && c.replica_set == rs)
+            .collect();
+        let tl = replica_set_timeline(rs, &mine);
+        let Some(seg) = tl.segment_of(from) else {
+            return Err(format!(
+                "no oplog of replica set {rs:?} was sliced into storage {:?} from its last \
+                 write {}",
+                b.storage,
+                optime_text(from)
+            ));
+        };
+        if seg.last < target.needs() {
+            let gap = tl.gaps.iter().find(|g| g.from >= seg.last);
+            return Err(match gap {
+                Some(g) => format!(
+                    "replica set {rs:?} has a gap in its oplog from {} to {}",
+                    optime_text(g.from),
+                    optime_text(g.to)
+                ),
+                None => format!(
+                    "replica set {rs:?} is sliced only up to {}",
+                    optime_text(seg.last)
+                ),
+            });
+        }
+        let mut sorted: Vec<&ChunkRecord> = mine
+            .into_iter()
+            .filter(|c| c.first >= seg.first && c.last <= seg.last && c.last > from)
+            .collect();
+        sorted.sort_by_key(|c| (c.first, c.last));
+        let mut picked = Vec::new();
+        for c in sorted {
+            picked.push(ChunkRef::from(c));
+            if c.last >= target.needs() {
+                break;
+            }
+        }
+        parts.push(ReplayPart {
+            replica_set: rs.to_string(),
+            from,
+            chunks: picked,
+        });
+    }
+    Ok(parts)
+}
+
+/// Why no base reaches the target, with the nearest points that can be reached.
+fn unreachable(
+    spec: &RestoreSpec,
+    target: &ReplayTarget,
+    candidates: &[&BackupRecord],
+    before: &[&BackupRecord],
+    refused: &[(String, String)],
+    backups: &[BackupRecord],
+    chunks: &[ChunkRecord],
+) -> String {
+    let what = match &spec.source.backup {
+        Some(b) => format!("backup {b:?}"),
+        None => format!("no good backup of cluster {:?}", spec.cluster),
+    };
+    let mut why = if candidates.is_empty() {
+        format!(
+            "cluster {:?} has no good backup to start from",
+            spec.cluster
+        )
+    } else if before.is_empty() {
+        format!(
+            "the target {target} is before the last write of {}",
+            match &spec.source.backup {
+                Some(b) => format!("backup {b:?}"),
+                None => "the oldest good backup".into(),
+            }
+        )
+    } else {
+        let shown: Vec<String> = refused
+            .iter()
+            .take(3)
+            .map(|(b, why)| format!("backup {b:?}: {why}"))
+            .collect();
+        format!(
+            "{what} reaches the target {target}: {}{}",
+            shown.join("; "),
+            match refused.len().saturating_sub(3) {
+                0 => String::new(),
+                n => format!("; and {n} older"),
+            }
+        )
+    };
+    why.push_str(&nearest(spec, target, backups, chunks));
+    why
+}
+
+/// The reachable points nearest the target, in the storages that hold bases.
+fn nearest(
+    spec: &RestoreSpec,
+    target: &ReplayTarget,
+    backups: &[BackupRecord],
+    chunks: &[ChunkRecord],
+) -> String {
+    let mut storages: Vec<&str> = backups
+        .iter()
+        .filter(|b| b.cluster == spec.cluster && b.is_good())
+        .map(|b| b.storage.as_str())
+        .collect();
+    storages.sort_unstable();
+    storages.dedup();
+    let mut earlier: Option<OpTime> = None;
+    let mut later: Option<OpTime> = None;
+    for storage in storages {
+        let bases = timeline::bases(backups, &spec.cluster, storage);
+        let mut sets: Vec<String> = bases
+            .iter()
+            .flat_map(|b| b.replica_sets.iter().map(|r| r.name.clone()))
+            .collect();
+        sets.sort();
+        sets.dedup();
+        let tl = timeline::timeline(&spec.cluster, storage, &sets, chunks, &bases);
+        for w in &tl.windows {
+            if w.to < target.until {
+                earlier = earlier.max(Some(w.to));
+            }
+            if w.from > target.until {
+                later = Some(later.map_or(w.from, |l| l.min(w.from)));
+            }
+        }
+    }
+    match (earlier, later) {
+        (None, None) => {
+            "; no point in time is reachable yet (tidemark list shows the timeline)".into()
+        }
+        (e, l) => format!(
+            "; nearest reachable points: {}",
+            [
+                e.map(|t| format!("{} (before)", optime_text(t))),
+                l.map(|t| format!("{} (after)", optime_text(t))),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ")
+        ),
+    }
+}
