@@ -322,6 +322,42 @@ fn defects() -> Vec<Defect> {
             says: &["either backup or latestOf, not both"],
         },
         Defect {
+            what: "a point in time that is not a time",
+            file: "d-pit-bad.yaml",
+            content: replace(
+                &restore("d-pit-bad"),
+                "latestOf: nightly",
+                "pointInTime: \"2026-12-04 14:02\"",
+            ),
+            line: 8,
+            says: &[
+                "\"2026-12-04 14:02\" is not an RFC 3339 time",
+                "{t: <seconds>, i: <ordinal>}",
+            ],
+        },
+        Defect {
+            what: "a point in time with latestOf",
+            file: "d-pit-latest.yaml",
+            content: replace(
+                &restore("d-pit-latest"),
+                "latestOf: nightly",
+                "latestOf: nightly\n    pointInTime: {t: 1796392936, i: 4}",
+            ),
+            line: 8,
+            says: &["latestOf cannot go with pointInTime"],
+        },
+        Defect {
+            what: "a selective point-in-time restore",
+            file: "d-pit-sel.yaml",
+            content: replace(
+                &restore("d-pit-sel"),
+                "latestOf: nightly\n  fallbackEnabled: true",
+                "pointInTime: \"2026-12-04T14:02:16.9Z\"\n  namespaces: [\"app.items\"]",
+            ),
+            line: 8,
+            says: &["pointInTime restores the whole cluster"],
+        },
+        Defect {
             what: "keepLast 0",
             file: "d-keeplast.yaml",
             content: replace(&schedule("d-keeplast"), "keepLast: 7", "keepLast: 0"),

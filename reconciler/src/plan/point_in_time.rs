@@ -307,3 +307,122 @@ fn nearest(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::timeline::tests::{base, chunk, t};
+
+    fn spec(pit: PointInTime, pinned: Option<&str>) -> RestoreSpec {
+        serde_json::from_value(serde_json::json!({
+            "cluster": "c",
+            "source": {"pointInTime": pit, "backup": pinned},
+        }))
+        .unwrap()
+    }
+
+    fn at(s: u32) -> PointInTime {
+        PointInTime::ClusterTime { t: s, i: 1 }
+    }
+
+    #[test]
+    fn the_newest_base_before_the_target_and_the_chunks_through_it() {
+        let chunks = vec![
+            chunk("rs", None, 90, 110, false),
+            chunk("rs", Some(110), 110, 130, false),
+            chunk("rs", Some(130), 130, 150, false),
+            chunk("rs", Some(150), 150, 170, false),
+        ];
+        let backups = vec![base("old", &[("rs", 95)]), base("new", &[("rs", 120)])];
+        let s = spec(at(140), None);
+        let pit = s.source.point_in_time.clone().unwrap();
+        let (b, p) = plan_point_in_time(&s, &pit, &backups, &chunks).unwrap();
+        assert_eq!(b.name, "new");
+        let firsts: Vec<u32> = p.replica_sets[0].chunks.iter().map(|c| c.first.t).collect();
+        assert_eq!(
+            firsts,
+            vec![110, 130],
+            "from the chunk holding 120 to the one holding 140"
+        );
+        assert_eq!(p.replica_sets[0].from, t(120));
+    }
+
+    #[test]
+    fn a_newer_base_that_cannot_reach_gives_way_to_an_older_one_saying_why() {
+        // The newer base is in a storage whose slicing has a gap before the target.
+        let mut chunks = vec![
+            chunk("rs", None, 90, 110, false),
+            chunk("rs", Some(110), 110, 150, false),
+        ];
+        let mut other = vec![
+            chunk("rs", None, 115, 125, false),
+            chunk("rs", Some(125), 135, 160, true),
+        ];
+        for c in &mut other {
+            c.storage = "s2".into();
+        }
+        chunks.extend(other);
+        let mut newer = base("newer", &[("rs", 120)]);
+        newer.storage = "s2".into();
+        let backups = vec![base("older", &[("rs", 100)]), newer];
+        let s = spec(at(140), None);
+        let pit = s.source.point_in_time.clone().unwrap();
+        let (b, p) = plan_point_in_time(&s, &pit, &backups, &chunks).unwrap();
+        assert_eq!(b.name, "older");
+        assert!(
+            p.base_reason.contains("backup \"newer\", cannot reach it")
+                && p.base_reason.contains("has a gap in its oplog"),
+            "{}",
+            p.base_reason
+        );
+        assert_eq!(p.storage, "s");
+    }
+
+    #[test]
+    fn a_gap_on_one_replica_set_refuses_the_whole_sharded_cluster() {
+        let chunks = vec![
+            chunk("cfg", None, 90, 200, false),
+            chunk("sh1", None, 90, 130, false),
+            chunk("sh1", Some(130), 160, 200, true),
+        ];
+        let backups = vec![base("b", &[("cfg", 100), ("sh1", 100)])];
+        let s = spec(at(140), None);
+        let pit = s.source.point_in_time.clone().unwrap();
+        let e = plan_point_in_time(&s, &pit, &backups, &chunks).unwrap_err();
+        assert!(e.contains("replica set \"sh1\" has a gap"), "{e}");
+        assert!(
+            e.contains("(before)"),
+            "the nearest reachable point is named: {e}"
+        );
+        // Before the gap, both replica sets replay to the same target.
+        let s = spec(at(120), None);
+        let pit = s.source.point_in_time.clone().unwrap();
+        let (_, p) = plan_point_in_time(&s, &pit, &backups, &chunks).unwrap();
+        assert_eq!(p.replica_sets.len(), 2);
+        assert!(p.replica_sets.iter().all(|r| r.chunks.len() == 1));
+    }
+
+    #[test]
+    fn a_pinned_base_is_the_only_candidate_and_a_target_before_it_is_refused() {
+        let chunks = vec![chunk("rs", None, 90, 200, false)];
+        let backups = vec![base("old", &[("rs", 95)]), base("new", &[("rs", 150)])];
+        let s = spec(at(140), Some("old"));
+        let pit = s.source.point_in_time.clone().unwrap();
+        let (b, _) = plan_point_in_time(&s, &pit, &backups, &chunks).unwrap();
+        assert_eq!(b.name, "old", "pinned, though \"new\" is newer");
+        let s = spec(at(120), Some("new"));
+        let pit = s.source.point_in_time.clone().unwrap();
+        let e = plan_point_in_time(&s, &pit, &backups, &chunks).unwrap_err();
+        assert!(e.contains("before the last write of backup \"new\""), "{e}");
+    }
+
+    #[test]
+    fn a_target_past_the_newest_slice_waits_for_it() {
+        let chunks = vec![chunk("rs", None, 90, 130, false)];
+        let backups = vec![base("b", &[("rs", 100)])];
+        let s = spec(at(140), None);
+        let pit = s.source.point_in_time.clone().unwrap();
+        let e = plan_point_in_time(&s, &pit, &backups, &chunks).unwrap_err();
+        assert!(e.contains("is sliced only up to"), "{e}");
+    }
+}

@@ -441,6 +441,7 @@ mod tests {
         spec.source = RestoreSource {
             backup: Some("b2".into()),
             latest_of: None,
+            point_in_time: None,
         };
         let err = resolve_backup(&spec, &backups).unwrap_err();
         assert!(

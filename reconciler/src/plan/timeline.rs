@@ -278,16 +278,22 @@ pub fn streams(chunks: &[ChunkRecord]) -> BTreeMap<(String, String), Vec<String>
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use tidemark_schema::control::{BackupReplicaSet, RunStatus};
     use tidemark_schema::model::{BackupType, Compression};
 
-    fn t(s: u32) -> OpTime {
+    pub(in crate::plan) fn t(s: u32) -> OpTime {
         OpTime { t: s, i: 1 }
     }
 
-    fn chunk(rs: &str, after: Option<u32>, first: u32, last: u32, gap: bool) -> ChunkRecord {
+    pub(in crate::plan) fn chunk(
+        rs: &str,
+        after: Option<u32>,
+        first: u32,
+        last: u32,
+        gap: bool,
+    ) -> ChunkRecord {
         ChunkRecord {
             cluster: "c".into(),
             storage: "s".into(),
@@ -311,7 +317,7 @@ mod tests {
         }
     }
 
-    fn base(name: &str, points: &[(&str, u32)]) -> BackupRecord {
+    pub(in crate::plan) fn base(name: &str, points: &[(&str, u32)]) -> BackupRecord {
         BackupRecord {
             name: name.into(),
             cluster: "c".into(),
