@@ -309,6 +309,26 @@ fn a_restore_to_a_cluster_time_keeps_exactly_the_writes_at_or_before_it() {
             );
         }
     }
+    // `describe-restore` names the target and each node's replay.
+    let d = w.describe("restore", "undo");
+    assert_eq!(
+        d["pointInTime"]["target"]["until"],
+        serde_json::json!({"t": h.target.t, "i": h.target.i}),
+        "{d:#}"
+    );
+    let text = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["describe-restore", "undo", "--control"])
+        .arg(w.rig.control.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.contains(&format!(
+            "point in time: replays the oplog up to {}",
+            h.target
+        )),
+        "{text}"
+    );
     // Each node said how far it replayed.
     for i in 0..3 {
         let n = node_report(&w, &v, i);

@@ -221,6 +221,7 @@ pub(crate) async fn describe(
         "status": status,
         "stage": stage,
         "selective": record.selective,
+        "pointInTime": record.started_with.as_ref().map(|w| w["settings"]["pointInTime"].clone()).filter(|v| !v.is_null()),
         "verification": verification,
         "data": data,
         "opId": record.op_id,
@@ -320,6 +321,20 @@ fn progress_line(view: &Value) -> String {
         for n in rs["nodes"].as_array().into_iter().flatten() {
             let f = &n["figures"];
             let figures = match (f["bytesWritten"].as_u64(), f["bytesTotal"].as_u64()) {
+                // A point-in-time replay: entries applied, how far, and its ETA.
+                _ if f["entriesApplied"].is_u64() && n["outcome"].is_null() => format!(
+                    " {} entries, reached {}, ETA {}",
+                    f["entriesApplied"],
+                    f["reached"]
+                        .as_object()
+                        .map_or("?".to_string(), |o| format!(
+                            "Timestamp({}, {})",
+                            o["t"], o["i"]
+                        )),
+                    f["etaSeconds"]
+                        .as_f64()
+                        .map_or("?".to_string(), |e| format!("{e:.0}s"))
+                ),
                 (Some(w), Some(t)) if n["outcome"].is_null() => format!(
                     " {:.0}% {:.1} MiB/s ETA {}",
                     w as f64 * 100.0 / t.max(1) as f64,
@@ -355,6 +370,14 @@ fn progress_line(view: &Value) -> String {
         view["status"].as_str().unwrap_or_default(),
         parts.join(", ")
     )
+}
+
+/// A replay target as `describe` shows it: the wall-clock time, or the cluster time.
+fn target_text(t: &Value) -> String {
+    match t["wall"].as_str() {
+        Some(w) => format!("{w} (wall clock)"),
+        None => format!("Timestamp({}, {})", t["until"]["t"], t["until"]["i"]),
+    }
 }
 
 fn render(view: &Value) -> String {
@@ -403,6 +426,17 @@ fn render(view: &Value) -> String {
                 .unwrap_or_default(),
             r.get("nextAt").and_then(Value::as_str).unwrap_or_default(),
             r.get("error").and_then(Value::as_str).unwrap_or_default()
+        ));
+    }
+    if let Some(p) = view["pointInTime"].as_object() {
+        out.push_str(&format!(
+            "  point in time: replays the oplog up to {} ({} chunk(s), {} bytes); base: {}\n",
+            p.get("target").map_or(String::new(), target_text),
+            p.get("chunks").unwrap_or(&Value::Null),
+            p.get("chunkBytes").unwrap_or(&Value::Null),
+            p.get("baseReason")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
         ));
     }
     if let Some(sel) = view["selective"].as_object() {
@@ -538,5 +572,24 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("db2:27017 recover STUCK"), "{line}");
+    }
+
+    #[test]
+    fn the_wait_line_shows_a_replays_entries_optime_and_eta() {
+        let view = json!({
+            "kind": "restore", "name": "r1", "status": "running",
+            "replicaSets": [{"name": "rs0", "nodes": [
+                {"node": "db1:27017", "phase": "replay", "outcome": null,
+                 "figures": {"entriesApplied": 1200, "entriesRead": 1300, "entriesTotal": 5000,
+                             "reached": {"t": 1796392936, "i": 4}, "etaSeconds": 12}},
+            ]}],
+        });
+        let line = super::progress_line(&view);
+        assert!(
+            line.contains(
+                "db1:27017 replay 1200 entries, reached Timestamp(1796392936, 4), ETA 12s"
+            ),
+            "{line}"
+        );
     }
 }

@@ -15,4 +15,4 @@ pub use decide::{NodeRemedy, NodeState, Policy, STAGES, decide, remedy};
 pub use follow::advance;
 pub use records::{GateRecord, Progressed, RestoreRecords, StepRecords, stage_now, step_op_id};
 pub use stage::{RestoreStage, stage};
-pub use start::{RestoreSettings, start};
+pub use start::{PointInTimeSettings, RestoreSettings, start};

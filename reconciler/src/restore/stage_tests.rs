@@ -98,6 +98,7 @@ fn settings(fallback: bool, start_nodes: bool) -> RestoreSettings {
         external: false,
         start_nodes,
         fresh_backup: None,
+        point_in_time: None,
     }
 }
 
@@ -642,6 +643,7 @@ fn after_the_decision() {
     // The fresh backup: to start, running, then its outcome in the message.
     let fresh_settings = || RestoreSettings {
         fresh_backup: Some("nightly".into()),
+        point_in_time: None,
         ..s()
     };
     let done_steps = || steps(vec![wipe_ok.clone(), removed.clone(), started.clone()]);

@@ -29,6 +29,30 @@ pub struct RestoreSettings {
     pub start_nodes: bool,
     #[serde(default)]
     pub fresh_backup: Option<String>,
+    /// A point-in-time restore: the target its nodes replay to, and why its base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<PointInTimeSettings>,
+}
+
+/// What `describe-restore` shows of a point-in-time restore.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PointInTimeSettings {
+    pub target: tidemark_schema::control::ReplayTarget,
+    pub base_reason: String,
+    pub chunks: usize,
+    pub chunk_bytes: u64,
+}
+
+impl PointInTimeSettings {
+    pub fn of(p: &crate::plan::PointInTimePlan) -> Self {
+        PointInTimeSettings {
+            target: p.target,
+            base_reason: p.base_reason.clone(),
+            chunks: p.chunk_count(),
+            chunk_bytes: p.chunk_bytes(),
+        }
+    }
 }
 
 /// What stops a restore from starting now.

@@ -593,6 +593,10 @@ impl<S: DesiredStateSource> Reconciler<S> {
                         .post_restore
                         .as_ref()
                         .and_then(|r| r.fresh_backup.clone()),
+                    point_in_time: p
+                        .point_in_time
+                        .as_ref()
+                        .map(restore::PointInTimeSettings::of),
                 };
                 restore::start(&self.ex, p, settings, backup, heartbeats, now)
                     .await?
