@@ -1,6 +1,7 @@
 //! End-to-end: `tidemark playground` on a fresh directory, as a user runs it. The first
-//! scheduled backup appears, a Restore written into the watched directory ends `done`
-//! with the documents of the backup back on every node, and Ctrl-C (SIGINT) leaves no
+//! scheduled backup appears; writes follow, then a mistake (a `delete_many`); a
+//! point-in-time Restore to just before the mistake, written into the watched directory,
+//! ends `done` with every write but the mistake on every node; and Ctrl-C (SIGINT) leaves no
 //! process behind. A second playground on the same directory is refused, naming the
 //! first. A playground killed with SIGKILL leaves its processes; the next run names them
 //! and refuses, and `--stop-leftovers` stops them and goes on with the same data.
@@ -219,14 +220,44 @@ fn the_playground_backs_up_restores_and_stops_cleanly() {
         }
         after
     });
+    // The tutorial's point-in-time undo: writes after the backup (kept), the target, then a
+    // mistake; the restore to the target keeps the writes and undoes the mistake. The
+    // writes start a second after the backup's last write, so a wall-clock target is
+    // past the base's second (docs/pitr.md, precision).
+    let catalog: Value = serde_json::from_slice(
+        &std::fs::read(control.join(format!("catalog/{backup}.json"))).unwrap(),
+    )
+    .unwrap();
+    let base_second = catalog["replicaSets"][0]["lastWriteOptime"]["t"]
+        .as_i64()
+        .unwrap();
+    wait_until("the second after the backup's", 5, &out_path, || {
+        chrono::Utc::now().timestamp() > base_second
+    });
     insert(base, 1000..1010);
+    let target = chrono::Utc::now();
+    // The mistake comes strictly after the target on the wall clock.
+    wait_until("the clock to pass the target", 5, &out_path, || {
+        chrono::Utc::now().timestamp_millis() > target.timestamp_millis()
+    });
+    let deleted = primary(base)
+        .and_then(|p| {
+            command(
+                p,
+                "app",
+                doc! {"delete": "items", "deletes": [{"q": {"_id": {"$lt": 10}}, "limit": 0}]},
+            )
+        })
+        .unwrap();
+    assert_eq!(deleted.get_i32("n").unwrap_or(0), 10, "{deleted}");
 
     std::fs::write(
         dir.join("policies/restore.yaml"),
         format!(
             "apiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: back\nspec:\n  \
-             cluster: playground\n  source:\n    backup: {backup}\n  fallbackEnabled: true\n  \
-             postRestore:\n    startNodes: true\n"
+             cluster: playground\n  source:\n    pointInTime: \"{}\"\n  fallbackEnabled: true\n  \
+             postRestore:\n    startNodes: true\n",
+            target.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         ),
     )
     .unwrap();
@@ -246,23 +277,34 @@ fn the_playground_backs_up_restores_and_stops_cleanly() {
         .unwrap();
     let started = Instant::now();
     while describe.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(150) {
+        // The restore waits for the 30 s slices to pass the target, then runs.
+        if started.elapsed() > Duration::from_secs(200) {
             let _ = describe.kill();
-            panic!("the restore did not end within 150 s");
+            panic!("the restore did not end within 200 s");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     let described = describe.wait_with_output().unwrap();
     let v: Value = serde_json::from_slice(&described.stdout).unwrap_or(Value::Null);
     assert_eq!(v["status"], "done", "{v:#}");
-    let want: Vec<i32> = (0..30).collect();
+    let want: Vec<i32> = (0..30).chain(1000..1010).collect();
     for p in base..base + NODES {
-        wait_until(
-            &format!("node {p} serves the backup's documents"),
-            60,
-            &out_path,
-            || ids_on(p).as_ref() == Some(&want),
-        );
+        let started = Instant::now();
+        loop {
+            let got = ids_on(p);
+            if got.as_ref() == Some(&want) {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                wait_until(
+                    &format!("node {p} serves the documents of the target (it serves {got:?})"),
+                    0,
+                    &out_path,
+                    || false,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     // Ctrl-C: every process goes, and the playground exits 0.

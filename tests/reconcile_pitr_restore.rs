@@ -481,3 +481,52 @@ fn a_newer_base_without_oplog_gives_way_to_an_older_one_that_reaches_the_target(
     }
     drop(other);
 }
+
+#[test]
+fn a_corrupt_chunk_refuses_the_restore_before_any_node_is_touched() {
+    let (w, h) = prepared("pitr-corrupt", None);
+    // The chunk holding the target, once sliced: one byte flipped, its size kept.
+    let dir = w
+        .rig
+        .control
+        .path()
+        .join("pitr/chunks")
+        .join(rig::CLUSTER)
+        .join("local")
+        .join(&w.rig.rs.name);
+    let mut object = None;
+    wait_until(&w, "a chunk holding the target", || {
+        object = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.path()).ok()?).ok())
+            .find(|c| {
+                let at = |k: &str| serde_json::from_value::<OpTime>(c[k].clone()).unwrap();
+                at("first") <= h.target && h.target < at("last")
+            })
+            .map(|c| c["object"].as_str().unwrap().to_string());
+        object.is_some()
+    });
+    let object = object.unwrap();
+    let path = w.rig.storage_dir.path().join(&object);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let before = items_at(&w, w.rig.primary()).unwrap();
+    restore_yaml(&w, "undo", &at_cluster_time(h.target), "");
+    let v = w.wait_end("restore", "undo");
+    assert_eq!(v["status"], "error", "{v:#}\n{}", w.logs());
+    let text = v.to_string();
+    assert!(text.contains(&object), "the chunk is named: {v:#}");
+    for i in 0..3 {
+        let n = node_report(&w, &v, i);
+        assert_eq!(n["outcome"], "refused", "node {i} untouched: {n:#}");
+        assert_eq!(
+            items_at(&w, i).as_ref(),
+            Some(&before),
+            "node {i} kept its data"
+        );
+    }
+}

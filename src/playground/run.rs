@@ -210,6 +210,7 @@ fn print_banner(layout: &Layout, policies: &std::path::Path, sets: &[(String, Ve
          tidemark diff --policies {policies}\n  \
          edit {policies}/schedule.yaml (the cron), then `tidemark status` again\n  \
          write a Restore into {policies}/ (see docs/tutorial.md), then\n  \
+         (to undo a mistake, give it `source: {{pointInTime: <a time just before it>}}`)\n  \
          tidemark describe-restore NAME --wait\n  \
          tidemark logs --follow\n  \
          kill a node (its pid is in {root}/db/n1/mongod.lock) and watch `tidemark status`\n",

@@ -31,15 +31,10 @@ pub enum ReplayError {
     #[error("oplog entry {at}: {what}")]
     Malformed { at: String, what: String },
     #[error(
-        "the transaction committed at {commit} began before the oldest chunk replayed \
-         (its first operations are not in the chunks)"
+        "the transaction committed at {commit} is not whole in the chunks replayed (it began \
+         before the oldest one, or a part of it is missing): it cannot be applied"
     )]
     TransactionStart { commit: OpTime },
-    #[error(
-        "oplog entry {at} is a prepared transaction's {command}: prepared (cross-shard) \
-         transactions cannot be replayed"
-    )]
-    Prepared { at: OpTime, command: String },
 }
 
 /// One `applyOps` command's operations.
@@ -69,6 +64,16 @@ pub struct ReplayStats {
     pub uncommitted_transactions: u64,
     /// The newest entry applied (or the base's last write when none was).
     pub reached: Option<OpTime>,
+    /// Seconds from the first chunk's download to the last batch applied.
+    pub seconds: f64,
+}
+
+/// A transaction seen in part: its operations so far, the optime of its last part, and
+/// whether every part since its first (the one whose `prevOpTime` is null) was seen.
+struct OpenTxn {
+    ops: Vec<Document>,
+    last: OpTime,
+    whole: bool,
 }
 
 /// The state of one replica set's replay.
@@ -76,8 +81,9 @@ pub struct Replayer {
     from: OpTime,
     target: ReplayTarget,
     last_seen: Option<OpTime>,
-    /// `partialTxn` operations by transaction, until their commit.
-    open_txns: HashMap<String, Vec<Document>>,
+    /// Transactions seen in part (a `partialTxn` chain, a prepared transaction), until
+    /// their commit.
+    open_txns: HashMap<String, OpenTxn>,
     batch: Batch,
     batch_bytes: usize,
     /// Set at the first entry past the target: everything after it is ignored.
@@ -171,10 +177,14 @@ impl Replayer {
         // A transaction's parts are kept from wherever they start, even inside the base:
         // its commit may come after the base's last write.
         if op == "c"
-            && e.get_document("o")
-                .is_ok_and(|o| o.contains_key("applyOps"))
+            && let Ok(o) = e.get_document("o")
         {
-            return self.transaction_entry(ts, &e, &mut out).map(|()| out);
+            if o.contains_key("applyOps") {
+                return self.transaction_entry(ts, &e, &mut out).map(|()| out);
+            }
+            if o.contains_key("commitTransaction") || o.contains_key("abortTransaction") {
+                return self.prepared_outcome(ts, &e, &mut out).map(|()| out);
+            }
         }
         if ts <= self.from {
             return Ok(out);
@@ -252,47 +262,28 @@ impl Replayer {
             what: "a command entry without o".into(),
         })?;
         let name = o.keys().next().map(String::as_str).unwrap_or_default();
+        if acted_on(e, o, name).iter().any(|ns| skipped_namespace(ns)) {
+            self.stats.skipped_namespace += 1;
+            return Ok(());
+        }
         match name {
             "startIndexBuild" | "abortIndexBuild" => self.stats.skipped_index_build += 1,
             "commitIndexBuild" => {
                 let ops = index_builds(ts, e, o)?;
                 self.add(ts, ops, 1, out);
             }
-            "commitTransaction" | "abortTransaction" | "prepareTransaction" => {
-                return Err(ReplayError::Prepared {
-                    at: ts,
-                    command: name.to_string(),
-                });
-            }
             "dropDatabase" => {
-                let db = e.get_str("ns").unwrap_or_default();
-                if skipped_namespace(db) {
-                    self.stats.skipped_namespace += 1;
-                    return Ok(());
-                }
                 out.extend(self.take());
                 self.add(ts, vec![clean(e)], 1, out);
                 out.extend(self.take());
             }
-            _ => {
-                // A command's namespace is `db.$cmd`; what it acts on is `db.<o's value>`
-                // (a rename names whole namespaces).
-                let db = e.get_str("ns").unwrap_or_default().split('.').next();
-                let target = o.get_str(name).ok().map(|v| match name {
-                    "renameCollection" => v.to_string(),
-                    _ => format!("{}.{v}", db.unwrap_or_default()),
-                });
-                if target.as_deref().is_some_and(skipped_namespace) {
-                    self.stats.skipped_namespace += 1;
-                    return Ok(());
-                }
-                self.add(ts, vec![clean(e)], 1, out);
-            }
+            _ => self.add(ts, vec![clean(e)], 1, out),
         }
         Ok(())
     }
 
-    /// A transaction's `applyOps` entry: held while `partialTxn`, applied at its commit.
+    /// A transaction's `applyOps` entry: held while `partialTxn` or prepared, applied
+    /// whole at its commit.
     fn transaction_entry(
         &mut self,
         ts: OpTime,
@@ -300,45 +291,106 @@ impl Replayer {
         out: &mut Vec<Batch>,
     ) -> Result<(), ReplayError> {
         let o = e.get_document("o").expect("checked by the caller");
-        let ops: Vec<Document> = match o.get_array("applyOps") {
-            Ok(a) => a
-                .iter()
-                .filter_map(|b| b.as_document())
-                .map(clean)
-                .collect(),
-            Err(_) => {
-                return Err(ReplayError::Malformed {
-                    at: ts.to_string(),
-                    what: "applyOps is not an array".into(),
-                });
-            }
+        let Ok(ops) = o.get_array("applyOps") else {
+            return Err(ReplayError::Malformed {
+                at: ts.to_string(),
+                what: "applyOps is not an array".into(),
+            });
         };
+        let ops: Vec<Document> = ops
+            .iter()
+            .filter_map(Bson::as_document)
+            .map(clean)
+            .collect();
         let key = txn_key(e);
-        if o.get_bool("partialTxn").unwrap_or(false) {
-            self.open_txns.entry(key).or_default().extend(ops);
+        let held = self.open_txns.remove(&key);
+        // Whole only if every part back to the first was seen, linked by `prevOpTime`.
+        let (mut all, whole) = match (prev_optime(e), held) {
+            (None, _) => (Vec::new(), true),
+            (Some(prev), Some(h)) => {
+                let whole = h.whole && h.last == prev;
+                (h.ops, whole)
+            }
+            (Some(_), None) => (Vec::new(), false),
+        };
+        all.extend(ops);
+        if o.get_bool("partialTxn").unwrap_or(false) || o.get_bool("prepare").unwrap_or(false) {
+            // A prepared transaction waits for its `commitTransaction` entry.
+            self.open_txns.insert(
+                key,
+                OpenTxn {
+                    ops: all,
+                    last: ts,
+                    whole,
+                },
+            );
             return Ok(());
         }
-        let earlier = self.open_txns.remove(&key);
         if ts <= self.from {
             return Ok(()); // committed inside the base
         }
-        // A chain's last entry links back to the one before it: if that part was never
-        // seen, the transaction began before the chunks.
-        let chained = e
-            .get_document("prevOpTime")
-            .ok()
-            .and_then(|p| match p.get("ts") {
-                Some(Bson::Timestamp(t)) => Some(t.time != 0 || t.increment != 0),
-                _ => None,
-            })
-            .unwrap_or(false);
-        if chained && earlier.is_none() {
+        if !whole {
             return Err(ReplayError::TransactionStart { commit: ts });
         }
-        let mut all = earlier.unwrap_or_default();
-        all.extend(ops);
         self.add(ts, all, 1, out);
         Ok(())
+    }
+
+    /// A prepared transaction's commit (applied whole, here) or abort (dropped).
+    fn prepared_outcome(
+        &mut self,
+        ts: OpTime,
+        e: &Document,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), ReplayError> {
+        let held = self.open_txns.remove(&txn_key(e));
+        let committed = e
+            .get_document("o")
+            .is_ok_and(|o| o.contains_key("commitTransaction"));
+        if !committed || ts <= self.from {
+            return Ok(());
+        }
+        match held {
+            Some(h) if h.whole => {
+                self.add(ts, h.ops, 1, out);
+                Ok(())
+            }
+            _ => Err(ReplayError::TransactionStart { commit: ts }),
+        }
+    }
+}
+
+/// The optime of the transaction's previous part; `None` for its first (a null
+/// `prevOpTime`, or none at all).
+fn prev_optime(e: &Document) -> Option<OpTime> {
+    match e.get_document("prevOpTime").ok()?.get("ts") {
+        Some(Bson::Timestamp(t)) if t.time != 0 || t.increment != 0 => Some(OpTime {
+            t: t.time,
+            i: t.increment,
+        }),
+        _ => None,
+    }
+}
+
+/// The namespaces a command entry acts on: its namespace is `db.$cmd`, the collection is
+/// the command's value (`db.<value>`); a rename names both namespaces whole.
+fn acted_on(e: &Document, o: &Document, name: &str) -> Vec<String> {
+    let db = e
+        .get_str("ns")
+        .unwrap_or_default()
+        .split('.')
+        .next()
+        .unwrap_or_default();
+    match (name, o.get_str(name)) {
+        ("renameCollection", Ok(from)) => {
+            let mut v = vec![from.to_string()];
+            v.extend(o.get_str("to").ok().map(str::to_string));
+            v
+        }
+        // The whole database: skipped where its collections are (`config`).
+        ("dropDatabase", _) => vec![format!("{db}.")],
+        (_, Ok(coll)) => vec![format!("{db}.{coll}")],
+        _ => Vec::new(),
     }
 }
 
@@ -525,6 +577,59 @@ mod tests {
         assert_eq!(err, ReplayError::TransactionStart { commit: at(11, 1) });
     }
 
+    fn prepared(t: u32, ops: Vec<Document>) -> Document {
+        let mut e = txn(t, ops, false, None);
+        e.get_document_mut("o").unwrap().insert("prepare", true);
+        e
+    }
+
+    fn outcome(t: u32, how: &str) -> Document {
+        doc! {"ts": ts(t, 1), "op": "c", "ns": "admin.$cmd", "o": {how: 1, "commitTimestamp": ts(t, 1)}, "lsid": {"id": 7}, "txnNumber": 3i64, "prevOpTime": {"ts": ts(t - 1, 1), "t": 1i64}}
+    }
+
+    #[test]
+    fn a_prepared_transaction_is_applied_at_its_commit_and_never_when_aborted_or_later() {
+        let mut r = Replayer::new(at(10, 1), upto(20, 0));
+        let b = run(
+            &mut r,
+            vec![
+                prepared(11, vec![inner(1)]),
+                outcome(12, "commitTransaction"),
+            ],
+        );
+        assert_eq!(ids(&b), vec![1]);
+        let mut r = Replayer::new(at(10, 1), upto(20, 0));
+        let b = run(
+            &mut r,
+            vec![
+                prepared(11, vec![inner(1)]),
+                outcome(12, "abortTransaction"),
+            ],
+        );
+        assert!(ids(&b).is_empty());
+        let mut r = Replayer::new(at(10, 1), upto(12, 0));
+        let b = run(
+            &mut r,
+            vec![
+                prepared(11, vec![inner(1)]),
+                outcome(12, "commitTransaction"),
+            ],
+        );
+        assert!(ids(&b).is_empty(), "committed after the target");
+        assert_eq!(r.stats.uncommitted_transactions, 1);
+    }
+
+    #[test]
+    fn a_chain_with_a_missing_middle_part_is_an_error() {
+        let mut r = Replayer::new(at(10, 1), upto(20, 0));
+        r.push(txn(11, vec![inner(1)], true, None)).unwrap();
+        // Links back to 12, which was never read.
+        let err = r
+            .push(txn(13, vec![inner(3)], false, Some((12, 1))))
+            .unwrap_err();
+        assert_eq!(err, ReplayError::TransactionStart { commit: at(13, 1) });
+    }
+
     #[test]
     fn an_index_build_is_applied_at_its_commit_as_create_indexes() {
         let mut r = Replayer::new(at(10, 1), upto(20, 0));
@@ -563,6 +668,34 @@ mod tests {
         assert_eq!(kept, vec!["config.chunks", "db.c"]);
         assert_eq!(r.stats.skipped_namespace, 4);
         assert_eq!(r.stats.skipped_noop, 1);
+    }
+
+    #[test]
+    fn a_command_on_a_skipped_namespace_is_skipped_whichever_side_it_names() {
+        let mut r = Replayer::new(at(10, 1), upto(20, 0));
+        let c = |i: u32, ns: &str, o: Document| doc! {"ts": ts(11, i), "op": "c", "ns": ns, "o": o};
+        let b = run(
+            &mut r,
+            vec![
+                c(
+                    1,
+                    "app.$cmd",
+                    doc! {"renameCollection": "app.a", "to": "config.shards"},
+                ),
+                c(
+                    2,
+                    "config.$cmd",
+                    doc! {"commitIndexBuild": "transactions", "indexes": []},
+                ),
+                c(
+                    3,
+                    "app.$cmd",
+                    doc! {"renameCollection": "app.a", "to": "app.b"},
+                ),
+            ],
+        );
+        assert_eq!(b[0].ops.len(), 1, "{b:?}");
+        assert_eq!(r.stats.skipped_namespace, 2);
     }
 
     #[test]

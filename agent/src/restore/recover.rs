@@ -203,6 +203,8 @@ pub async fn recover(
             d = Details::new();
             d.insert("replay".into(), json!(stats));
             d.insert("target".into(), json!(r.target));
+            // Not made startable (the config) once the op was cancelled or decided.
+            node.boundary(op, Phase::Replay).await?;
             Phase::Replay
         }
     };

@@ -22,9 +22,6 @@ use crate::pitr::apply::{Batch, ReplayStats, Replayer};
 const PHASE: Phase = Phase::Replay;
 /// Chunks downloaded ahead of the one being applied.
 const PREFETCH: usize = 2;
-/// Tries of one batch whose outcome is unknown (the connection broke): the retry runs in
-/// `InitialSync` mode, which accepts what the first try already applied.
-const BATCH_TRIES: u32 = 3;
 /// How often replay reports its progress at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -56,6 +53,45 @@ pub async fn replay(
         |client| async move { apply_chunks(node, op, &client, r).await },
     )
     .await
+}
+
+/// Before anything is touched: every chunk downloads, matches its checksum, parses, and
+/// replays (nothing sent) through the target. A chunk that is missing or corrupt, or an
+/// entry that cannot be replayed, refuses the restore while every node still has its
+/// data, rather than failing it after the data was replaced.
+pub async fn check(r: &Replay<'_>) -> Result<ReplayStats, AgentError> {
+    check_coverage(r)?;
+    let mut replayer = Replayer::new(r.from, r.target);
+    for chunk in r.chunks {
+        for e in fetch_chunk(r.store, chunk).await? {
+            replayer
+                .push(e)
+                .map_err(|e| AgentError::Refused(format!("chunk {}: {e}", chunk.object)))?;
+            if replayer.ended() {
+                break;
+            }
+        }
+        if replayer.ended() {
+            break;
+        }
+    }
+    replayer.finish();
+    let needs = r.target.needs();
+    if !replayer.ended()
+        && replayer
+            .last_seen()
+            .max(Some(r.from))
+            .is_none_or(|l| l < needs)
+    {
+        return Err(AgentError::Refused(format!(
+            "the oplog chunks end at {} before the target {}",
+            replayer
+                .last_seen()
+                .map_or_else(|| "nothing".into(), |t| t.to_string()),
+            r.target
+        )));
+    }
+    Ok(replayer.stats)
 }
 
 /// The chunks start at or before the base's last write (else entries after it would be
@@ -116,6 +152,9 @@ async fn apply_chunks(
                 if last_report.elapsed() >= node.cfg.heartbeat_interval.min(PROGRESS_EVERY) {
                     last_report = Instant::now();
                     progress(node, op, &replayer.stats, total, started).await;
+                    // A cancel or a decision taken without this node stops a long replay
+                    // here, not at its end.
+                    node.boundary(op, PHASE).await.map_err(|f| f.error)?;
                 }
             }
             if replayer.ended() {
@@ -130,7 +169,14 @@ async fn apply_chunks(
         apply_batch(client, &batch).await?;
     }
     let needs = r.target.needs();
-    if !replayer.ended() && replayer.last_seen().is_none_or(|l| l < needs) {
+    // Covered once an entry at or past what the target needs was read (or the base itself
+    // reaches it: a target at the base's last write replays nothing).
+    if !replayer.ended()
+        && replayer
+            .last_seen()
+            .max(Some(r.from))
+            .is_none_or(|l| l < needs)
+    {
         return Err(AgentError::Refused(format!(
             "the oplog chunks end at {} before the target {}: entries up to it are missing",
             replayer
@@ -139,7 +185,9 @@ async fn apply_chunks(
             r.target
         )));
     }
-    Ok(replayer.stats)
+    let mut stats = replayer.stats;
+    stats.seconds = started.elapsed().as_secs_f64();
+    Ok(stats)
 }
 
 /// A chunk's entries, its checksum verified.
@@ -173,46 +221,39 @@ fn parse_entries(raw: &[u8]) -> Result<Vec<Document>, String> {
     Ok(out)
 }
 
-/// Sends one batch; a batch whose outcome is unknown is sent again in `InitialSync` mode.
+/// Sends one batch. A batch whose outcome is unknown (the connection broke) is not sent
+/// again: the first try may still be running in the standalone, and a second one could
+/// apply its operations out of order; the node fails instead, and the decision reverts or
+/// wipes it.
 async fn apply_batch(client: &MongodClient, batch: &Batch) -> Result<(), AgentError> {
     if batch.ops.is_empty() {
         return Ok(());
     }
-    let mut mode = "ApplyOps";
-    let mut attempt = 1;
-    loop {
-        let cmd = doc! {"applyOps": batch.ops.clone(), "oplogApplicationMode": mode};
-        match client.client().database("admin").run_command(cmd).await {
-            Ok(_) => return Ok(()),
-            Err(e)
-                if attempt < BATCH_TRIES
-                    && !matches!(*e.kind, mongodb::error::ErrorKind::Command(_)) =>
-            {
-                tracing::warn!(attempt, error = %e, "a replay batch's outcome is unknown; sending it again");
-                mode = "InitialSync";
-                attempt += 1;
-            }
-            Err(e) => {
-                return Err(MongodError::Command {
-                    node: client.node.clone(),
-                    command: format!(
-                        "applyOps of {} operation(s) up to {}",
-                        batch.ops.len(),
-                        batch.last
-                    ),
-                    message: match failed_op(&e, batch) {
-                        Some(op) => format!(
-                            "{}; the first operation it did not apply: {op} (mongod's reason \
-                             is in {} in the dbPath)",
-                            command_message(&e),
-                            super::recover::RESTORE_LOG
-                        ),
-                        None => command_message(&e),
-                    },
-                }
-                .into());
-            }
+    let cmd = doc! {"applyOps": &batch.ops, "oplogApplicationMode": "ApplyOps"};
+    match client.client().database("admin").run_command(cmd).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(MongodError::Command {
+            node: client.node.clone(),
+            command: format!(
+                "applyOps of {} operation(s) up to {}",
+                batch.ops.len(),
+                batch.last
+            ),
+            message: match (&*e.kind, failed_op(&e, batch)) {
+                (mongodb::error::ErrorKind::Command(_), Some(op)) => format!(
+                    "{}; the first operation it did not apply: {op} (mongod's reason is in \
+                     {} in the dbPath)",
+                    command_message(&e),
+                    super::recover::RESTORE_LOG
+                ),
+                (mongodb::error::ErrorKind::Command(_), None) => command_message(&e),
+                _ => format!(
+                    "{}; the batch's outcome is unknown, so it is not sent again",
+                    command_message(&e)
+                ),
+            },
         }
+        .into()),
     }
 }
 

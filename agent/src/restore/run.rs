@@ -39,6 +39,18 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         .unwrap_or(&node.replica_set);
     let checked =
         validate::precheck(node, op, backup, storage, *external, stop_only, source).await?;
+    let replay = point_in_time
+        .as_ref()
+        .filter(|_| !stop_only)
+        .map(|p| replay::Replay {
+            store: &checked.store,
+            target: p.target,
+            chunks: p.chunks.get(source).map_or(&[][..], Vec::as_slice),
+            from: checked.manifest.last_write,
+        });
+    if let Some(r) = &replay {
+        check_replay(node, op, r, &checked.report).await?;
+    }
     // A node that is only stopped (it cannot decrypt) needs no room for a second copy.
     if *fallback_enabled && !stop_only {
         disk::evaluate(node, op, checked.manifest.uncompressed_bytes).await?;
@@ -134,12 +146,6 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         fetch::fetch(node, op, &checked.store, &checked.manifest).await?;
     }
     node.boundary(op, Phase::Fetch).await?;
-    let replay = point_in_time.as_ref().map(|p| replay::Replay {
-        store: &checked.store,
-        target: p.target,
-        chunks: p.chunks.get(source).map_or(&[][..], Vec::as_slice),
-        from: checked.manifest.last_write,
-    });
     recover::recover(
         node,
         op,
@@ -150,6 +156,10 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     )
     .await?;
 
+    let restored_to = point_in_time.as_ref().map_or_else(
+        || checked.manifest.last_write.to_string(),
+        |p| p.target.to_string(),
+    );
     let mut d = Details::new();
     d.insert("backup".into(), json!(backup));
     d.insert("files".into(), json!(checked.manifest.files.len()));
@@ -158,8 +168,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     d.insert("fallbackKept".into(), json!(*fallback_enabled));
     Ok((
         format!(
-            "restored backup {backup} to {}; mongod is stopped{}",
-            checked.manifest.last_write,
+            "restored backup {backup} to {restored_to}; mongod is stopped{}",
             if *fallback_enabled {
                 "; the fallback directory stays until the cluster outcome is known"
             } else {
@@ -168,4 +177,44 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         ),
         d,
     ))
+}
+
+/// A point-in-time restore's chunks, checked before the node is touched (see
+/// [`replay::check`]); reported as part of the pre-checks.
+async fn check_replay(
+    node: &Node,
+    op: &Op,
+    r: &replay::Replay<'_>,
+    precheck: &Details,
+) -> Result<(), PhaseFailure> {
+    // The same report is rewritten: its figures (the captured command line) are kept.
+    node.report(
+        op,
+        Phase::Precheck,
+        tidemark_schema::control::PhaseStatus::Running,
+        format!(
+            "checking {} oplog chunk(s) up to {} before touching anything",
+            r.chunks.len(),
+            r.target
+        ),
+        precheck.clone(),
+    )
+    .await
+    .in_phase(Phase::Precheck)?;
+    let stats = replay::check(r).await.in_phase(Phase::Precheck)?;
+    let mut d = precheck.clone();
+    d.insert("replayCheck".into(), json!(stats));
+    node.done(
+        op,
+        Phase::Precheck,
+        format!(
+            "{} oplog chunk(s) download, match their checksums and replay up to {} ({} \
+             entries to apply)",
+            r.chunks.len(),
+            r.target,
+            stats.applied
+        ),
+        d,
+    )
+    .await
 }

@@ -40,6 +40,9 @@ pub struct Checked {
     pub captured: Captured,
     pub manifest: ReplicaSetManifest,
     pub store: BackupStore,
+    /// The `precheck` report's figures (the captured command line among them, which
+    /// the follow-up start reads back): a later rewrite of that report keeps them.
+    pub report: Details,
 }
 
 fn major_minor(v: &str) -> String {
@@ -167,7 +170,7 @@ pub async fn precheck(
             "backup {backup} is complete and matches mongod {}",
             facts.version
         ),
-        d,
+        d.clone(),
     )
     .await?;
     Ok(Checked {
@@ -176,6 +179,7 @@ pub async fn precheck(
         captured,
         manifest,
         store,
+        report: d,
     })
 }
 

@@ -212,9 +212,8 @@ impl Executor {
         let key = waiting_key(kind.key(), name);
         // Passes run every few hundred milliseconds while something waits: write only when
         // the reason changes, so `at` says since when, and a long wait costs reads, not puts.
-        if let Ok(Some(old)) = self.control.get::<WaitingRecord>(&key).await
-            && old.reason == reason
-        {
+        let old = self.control.get::<WaitingRecord>(&key).await.ok().flatten();
+        if old.as_ref().is_some_and(|o| o.reason == reason) {
             return Ok(());
         }
         let record = WaitingRecord {
@@ -222,6 +221,7 @@ impl Executor {
             name: name.to_string(),
             at: now,
             reason: reason.to_string(),
+            since: Some(old.map_or(now, |o| o.since.unwrap_or(o.at))),
         };
         Ok(self.control.put(&key, &record).await?)
     }

@@ -203,7 +203,7 @@ pub struct RestorePlan {
     pub sharding: Option<tidemark_schema::control::ShardingRestore>,
     /// A point-in-time restore: the oplog replayed after the base.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub point_in_time: Option<super::PointInTimePlan>,
+    pub point_in_time: Option<Box<super::PointInTimePlan>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -535,8 +535,17 @@ pub fn pinned_backups(
         .into_iter()
         .flat_map(|d| d.restores())
         .filter(|(name, _)| already_ran(observed, Kind::Restore, name).is_none())
-        .filter_map(|(_, spec)| restore_base(spec, &observed.backups, &observed.chunks).ok())
-        .map(|(b, _)| b.name.clone())
+        .flat_map(
+            |(_, spec)| match restore_base(spec, &observed.backups, &observed.chunks) {
+                Ok((b, _)) => vec![b.name.clone()],
+                // A point-in-time restore still waiting (for slices, say): every base it
+                // could start from.
+                Err(_) => super::point_in_time::waiting_bases(spec, &observed.backups)
+                    .into_iter()
+                    .map(|b| b.name.clone())
+                    .collect(),
+            },
+        )
         .collect();
     pinned.extend(
         observed

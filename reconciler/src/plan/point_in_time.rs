@@ -27,6 +27,9 @@ pub struct PointInTimePlan {
     pub storage: String,
     /// Why this base: the newest that reaches the target, or why a newer one does not.
     pub base_reason: String,
+    /// How the declared time became the target, when it is not taken as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub replica_sets: Vec<ReplayPart>,
 }
 
@@ -84,7 +87,7 @@ pub fn plan_point_in_time<'a>(
     backups: &'a [BackupRecord],
     chunks: &[ChunkRecord],
 ) -> Result<(&'a BackupRecord, PointInTimePlan), String> {
-    let target = pit.target()?;
+    let mut target = pit.target()?;
     let mut candidates: Vec<&BackupRecord> = match &spec.source.backup {
         Some(_) => vec![super::restore::resolve_backup(spec, backups)?],
         None => backups
@@ -93,6 +96,7 @@ pub fn plan_point_in_time<'a>(
             .collect(),
     };
     candidates.sort_by(|a, b| b.recency().cmp(&a.recency()));
+    let note = sharded_cut(&mut target, &candidates);
     // The backups whose data is not already past the target, newest first.
     let before: Vec<&BackupRecord> = candidates
         .iter()
@@ -120,6 +124,7 @@ pub fn plan_point_in_time<'a>(
                     target,
                     storage: b.storage.clone(),
                     base_reason,
+                    note,
                     replica_sets: parts,
                 };
                 return Ok((b, plan));
@@ -136,6 +141,64 @@ pub fn plan_point_in_time<'a>(
         backups,
         chunks,
     ))
+}
+
+/// On a sharded cluster a wall-clock target becomes one cluster time for every replica
+/// set: each would otherwise cut its target's second by its own clock, and a transaction
+/// across shards could be kept on one and not on another. The cut is at the start of the
+/// second: nothing of that second is kept. Says so, for the plan.
+fn sharded_cut(target: &mut ReplayTarget, candidates: &[&BackupRecord]) -> Option<String> {
+    let sharded = candidates.iter().any(|b| b.replica_sets.len() > 1);
+    let wall = target.wall.filter(|_| sharded)?;
+    target.until.i = 0;
+    target.wall = None;
+    Some(format!(
+        "on a sharded cluster a wall-clock target is one cluster time for every replica set: \
+         {} keeps the writes before its second ({}); give a cluster time {{t, i}} to keep \
+         writes inside that second",
+        wall.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        target.until
+    ))
+}
+
+/// Why a target is refused for being in the future (beyond a minute of clock skew).
+pub fn in_the_future(pit: &PointInTime, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    let target = pit.target().ok()?;
+    let at = target
+        .wall
+        .or_else(|| chrono::DateTime::from_timestamp(i64::from(target.until.t), 0))?;
+    let ahead = (at - now).num_seconds();
+    (ahead > 60).then(|| {
+        format!(
+            "the target {target} is {ahead} s in the future: a restore never waits for a time \
+             to come, and one that waited since before its target is refused when it could \
+             start; correct the time (its time zone?) and give the Restore a new name"
+        )
+    })
+}
+
+/// The bases a point-in-time restore still waiting could start from: every good backup of
+/// its cluster (or the pinned one) that holds nothing after the target. Retention keeps
+/// them while it waits.
+pub fn waiting_bases<'a>(spec: &RestoreSpec, backups: &'a [BackupRecord]) -> Vec<&'a BackupRecord> {
+    let Some(target) = spec
+        .source
+        .point_in_time
+        .as_ref()
+        .and_then(|p| p.target().ok())
+    else {
+        return Vec::new();
+    };
+    backups
+        .iter()
+        .filter(|b| b.cluster == spec.cluster && b.is_good())
+        .filter(|b| spec.source.backup.as_ref().is_none_or(|n| *n == b.name))
+        .filter(|b| {
+            b.replica_sets
+                .iter()
+                .all(|p| p.last_write_optime.is_none_or(|w| w <= target.until))
+        })
+        .collect()
 }
 
 /// Whether `b` holds no write after the target on any replica set.
@@ -220,14 +283,23 @@ fn unreachable(
     backups: &[BackupRecord],
     chunks: &[ChunkRecord],
 ) -> String {
-    let what = match &spec.source.backup {
-        Some(b) => format!("backup {b:?}"),
-        None => format!("no good backup of cluster {:?}", spec.cluster),
-    };
     let mut why = if candidates.is_empty() {
         format!(
             "cluster {:?} has no good backup to start from",
             spec.cluster
+        )
+    } else if before.is_empty()
+        && let Some(b) = candidates.iter().find(|b| {
+            b.replica_sets
+                .iter()
+                .all(|p| p.last_write_optime.is_none_or(|w| w <= target.until))
+        })
+    {
+        format!(
+            "backup {:?} ends in the target's second, and a wall-clock target cannot tell \
+             which writes of that second the backup already holds: give a cluster time \
+             {{t, i}} or a target in a later second",
+            b.name
         )
     } else if before.is_empty() {
         format!(
@@ -244,7 +316,11 @@ fn unreachable(
             .map(|(b, why)| format!("backup {b:?}: {why}"))
             .collect();
         format!(
-            "{what} reaches the target {target}: {}{}",
+            "{} the target {target}: {}{}",
+            match &spec.source.backup {
+                Some(b) => format!("the pinned backup {b:?} does not reach"),
+                None => format!("no good backup of cluster {:?} reaches", spec.cluster),
+            },
             shown.join("; "),
             match refused.len().saturating_sub(3) {
                 0 => String::new(),
@@ -414,6 +490,66 @@ mod tests {
         let pit = s.source.point_in_time.clone().unwrap();
         let e = plan_point_in_time(&s, &pit, &backups, &chunks).unwrap_err();
         assert!(e.contains("before the last write of backup \"new\""), "{e}");
+    }
+
+    #[test]
+    fn a_wall_clock_target_in_the_bases_last_second_says_what_to_give_instead() {
+        let chunks = vec![chunk("rs", None, 90, 200, false)];
+        let backups = vec![base("b", &[("rs", 100)])];
+        let s = spec(PointInTime::Time("1970-01-01T00:01:40.5Z".into()), None);
+        let pit = s.source.point_in_time.clone().unwrap();
+        let e = plan_point_in_time(&s, &pit, &backups, &chunks).unwrap_err();
+        assert!(e.contains("ends in the target's second"), "{e}");
+        // A second later, the same base reaches it.
+        let s = spec(PointInTime::Time("1970-01-01T00:01:41.5Z".into()), None);
+        let pit = s.source.point_in_time.clone().unwrap();
+        assert!(plan_point_in_time(&s, &pit, &backups, &chunks).is_ok());
+    }
+
+    #[test]
+    fn a_wall_clock_target_on_a_sharded_cluster_is_one_cluster_time_at_its_second() {
+        let chunks = vec![
+            chunk("cfg", None, 90, 200, false),
+            chunk("sh1", None, 90, 200, false),
+        ];
+        let backups = vec![base("b", &[("cfg", 100), ("sh1", 100)])];
+        let s = spec(PointInTime::Time("1970-01-01T00:02:20.5Z".into()), None);
+        let pit = s.source.point_in_time.clone().unwrap();
+        let (_, p) = plan_point_in_time(&s, &pit, &backups, &chunks).unwrap();
+        assert_eq!(
+            p.target,
+            ReplayTarget {
+                until: OpTime { t: 140, i: 0 },
+                wall: None
+            }
+        );
+        assert!(
+            p.note
+                .as_deref()
+                .is_some_and(|n| n.contains("Timestamp(140, 0)")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_target_in_the_future_is_refused_and_a_waiting_restore_keeps_its_bases() {
+        let now = chrono::DateTime::from_timestamp(1000, 0).unwrap();
+        assert!(
+            in_the_future(&at(1030), now).is_none(),
+            "within the clock margin"
+        );
+        let e = in_the_future(&at(5000), now).unwrap();
+        assert!(e.contains("4000 s in the future"), "{e}");
+        let backups = vec![base("old", &[("rs", 95)]), base("new", &[("rs", 150)])];
+        let names: Vec<&str> = waiting_bases(&spec(at(140), None), &backups)
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["old"],
+            "a base after the target cannot serve it"
+        );
     }
 
     #[test]

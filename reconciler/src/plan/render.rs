@@ -283,6 +283,9 @@ fn point_in_time_details(out: &mut String, p: &super::PointInTimePlan) {
         "    point in time {} -> replays the oplog up to {}",
         p.point_in_time, p.target
     );
+    if let Some(note) = &p.note {
+        let _ = writeln!(out, "    note: {note}");
+    }
     let _ = writeln!(out, "    base: {}", p.base_reason);
     for part in &p.replica_sets {
         let _ = writeln!(

@@ -62,11 +62,11 @@ pub fn restore_base<'a>(
     spec: &RestoreSpec,
     backups: &'a [BackupRecord],
     chunks: &[ChunkRecord],
-) -> Result<(&'a BackupRecord, Option<PointInTimePlan>), String> {
+) -> Result<(&'a BackupRecord, Option<Box<PointInTimePlan>>), String> {
     match &spec.source.point_in_time {
         Some(pit) => {
             let (b, p) = super::point_in_time::plan_point_in_time(spec, pit, backups, chunks)?;
-            Ok((b, Some(p)))
+            Ok((b, Some(Box::new(p))))
         }
         None => Ok((resolve_backup(spec, backups)?, None)),
     }
@@ -84,6 +84,14 @@ pub fn plan_restore(
     now: DateTime<Utc>,
     dead_after: chrono::Duration,
 ) -> Result<RestorePlan, String> {
+    if let Some(why) = spec
+        .source
+        .point_in_time
+        .as_ref()
+        .and_then(|p| super::point_in_time::in_the_future(p, now))
+    {
+        return Err(why);
+    }
     let (backup, point_in_time) = restore_base(spec, backups, chunks)?;
     if backup.cluster != spec.cluster {
         return Err(format!(

@@ -81,6 +81,9 @@ pub async fn preflight(
     heartbeats: &[Heartbeat],
     now: DateTime<Utc>,
 ) -> Result<(), NotNow> {
+    if let Some(why) = declared_before_target(ex, plan).await {
+        return Err(NotNow::Refuse(why));
+    }
     let mut wait = Vec::new();
     let mut refuse = Vec::new();
     let store = BackupStore::open_with_env(storage, ex.storage_env.clone())
@@ -224,7 +227,79 @@ pub async fn preflight(
         let sources: Vec<String> = plan.nodes.iter().map(source).collect();
         objects_present(&store, &plan.backup, &sources).await?;
     }
+    if let Some(p) = &plan.point_in_time {
+        chunks_present(&store, p).await?;
+    }
     Ok(())
+}
+
+/// Clocks may differ this much before a target counts as declared ahead of its time.
+const FUTURE_MARGIN_SECONDS: i64 = 60;
+
+/// A point-in-time restore that has waited since before its target: it was declared for a
+/// time to come (a wrong date or time zone, most often) and must not start by surprise
+/// when that time arrives. `None` when it may start.
+async fn declared_before_target(ex: &Executor, plan: &RestorePlan) -> Option<String> {
+    let target = plan.point_in_time.as_ref()?.target;
+    let at = target
+        .wall
+        .or_else(|| chrono::DateTime::<Utc>::from_timestamp(i64::from(target.until.t), 0))?;
+    let key = tidemark_schema::control::waiting_key(
+        tidemark_schema::control::OneShotKind::Restore.key(),
+        &plan.restore,
+    );
+    let waiting: tidemark_schema::control::WaitingRecord = ex.control.get(&key).await.ok()??;
+    let since = waiting.since.unwrap_or(waiting.at);
+    waited_since_before(since, at).then(|| {
+        format!(
+            "its target {target} was in the future when the restore was first seen (waiting \
+             since {}): a restore is never started when a time it was declared for comes; \
+             correct the time and give the Restore a new name",
+            since.to_rfc3339()
+        )
+    })
+}
+
+/// Whether waiting began before the target (beyond the clock margin).
+fn waited_since_before(since: DateTime<Utc>, target: DateTime<Utc>) -> bool {
+    since + chrono::Duration::seconds(FUTURE_MARGIN_SECONDS) < target
+}
+
+/// Every oplog chunk a point-in-time restore replays is in storage with its recorded
+/// size: one HEAD each, in parallel (the agents then check their contents before they
+/// touch anything).
+async fn chunks_present(
+    store: &BackupStore,
+    p: &crate::plan::PointInTimePlan,
+) -> Result<(), NotNow> {
+    use futures::StreamExt;
+    let chunks: Vec<&tidemark_schema::control::ChunkRef> =
+        p.replica_sets.iter().flat_map(|r| &r.chunks).collect();
+    let sizes: Vec<_> = futures::stream::iter(chunks.iter().map(|c| store.object_size(&c.object)))
+        .buffered(16)
+        .collect()
+        .await;
+    let mut problems = Vec::new();
+    for (c, size) in chunks.iter().zip(sizes) {
+        match size {
+            Err(e) => return Err(NotNow::Wait(format!("backup storage unreachable: {e}"))),
+            Ok(None) => problems.push(format!("oplog chunk {} is missing", c.object)),
+            Ok(Some(n)) if n != c.stored_bytes => problems.push(format!(
+                "oplog chunk {} holds {n} bytes, its record says {}",
+                c.object, c.stored_bytes
+            )),
+            Ok(Some(_)) => {}
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(NotNow::Refuse(format!(
+        "the oplog to replay up to {} cannot be read from {}: {}",
+        p.target,
+        store.url(),
+        problems.join("; ")
+    )))
 }
 
 /// Every object of every manifest the restore needs is in storage with the size its
@@ -393,6 +468,28 @@ pub async fn start(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_restore_waiting_since_before_its_target_was_declared_for_the_future() {
+        let t: chrono::DateTime<chrono::Utc> = "2026-12-04T15:00:00Z".parse().unwrap();
+        let hours = |h| t - chrono::Duration::hours(h);
+        assert!(
+            super::waited_since_before(hours(3), t),
+            "a date typed a day wrong"
+        );
+        assert!(
+            !super::waited_since_before(t, t),
+            "declared at its own time"
+        );
+        assert!(
+            !super::waited_since_before(t - chrono::Duration::seconds(30), t),
+            "within the clock margin"
+        );
+        assert!(!super::waited_since_before(
+            t + chrono::Duration::hours(1),
+            t
+        ));
+    }
+
     #[test]
     fn major_minor_of_versions() {
         assert_eq!(super::major_minor("7.0.14-8"), "7.0");

@@ -596,7 +596,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     point_in_time: p
                         .point_in_time
                         .as_ref()
-                        .map(restore::PointInTimeSettings::of),
+                        .map(|p| restore::PointInTimeSettings::of(p)),
                 };
                 restore::start(&self.ex, p, settings, backup, heartbeats, now)
                     .await?

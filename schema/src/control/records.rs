@@ -286,8 +286,13 @@ pub struct LeaseRenewal {
 pub struct WaitingRecord {
     pub kind: OneShotKind,
     pub name: String,
+    /// Since when it waits for this reason.
     pub at: DateTime<Utc>,
     pub reason: String,
+    /// Since when it waits at all, whatever the reasons: a point-in-time restore first
+    /// seen before its target was declared for a time to come, and is never started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// `<backup>/backup.json` in the backup storage: the cluster-wide completion marker,

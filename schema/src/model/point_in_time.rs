@@ -12,7 +12,7 @@ use crate::manifest::OpTime;
 ///
 /// - `2026-12-04T14:02:16.9Z` (RFC 3339, fractions allowed): every write whose wall clock
 ///   (the oplog entry's `wall`) is at or before this instant is kept.
-/// - `{t: 1796393536, i: 4}`: every oplog entry at or before this cluster time is kept;
+/// - `{t: 1796392936, i: 4}`: every oplog entry at or before this cluster time is kept;
 ///   exact, so it can split two writes of one second.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
