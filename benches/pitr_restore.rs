@@ -175,7 +175,7 @@ fn replay_rates(entries: &[Document], from: OpTime, to: OpTime) -> (f64, f64) {
     for e in entries.iter().cloned() {
         batches.extend(r.push(e).unwrap());
     }
-    batches.extend(r.finish());
+    batches.extend(r.finish().unwrap());
     for b in batches {
         apply(&rt, &batched, b.ops);
     }
@@ -301,12 +301,7 @@ fn main() {
     .unwrap();
     w.write(
         "schedule.yaml",
-        &format!(
-            "apiVersion: tidemark/v1\nkind: BackupSchedule\nmetadata:\n  name: pitr\nspec:\n  \
-             cluster: {}\n  storage: local\n  type: physical\n  cron: \"0 0 1 1 *\"\n  \
-             pitr:\n    enabled: true\n    oplogSpan: 2s\n",
-            rig::CLUSTER
-        ),
+        &tidemark_testkit::pitr_schedule_yaml(rig::CLUSTER, "local", "2s"),
     );
     let target = write_entries(&w, entries);
     let logged = oplog(&w, base, target);

@@ -34,12 +34,7 @@ const NOOP_EVERY_SECOND: &[&str] = &["--setParameter", "periodicNoopIntervalSecs
 fn pitr_schedule(w: &World) {
     w.write(
         "schedule.yaml",
-        &format!(
-            "apiVersion: tidemark/v1\nkind: BackupSchedule\nmetadata:\n  name: pitr\nspec:\n  \
-             cluster: {}\n  storage: local\n  type: physical\n  cron: \"0 0 1 1 *\"\n  \
-             pitr:\n    enabled: true\n    oplogSpan: 2s\n",
-            rig::CLUSTER
-        ),
+        &tidemark_testkit::pitr_schedule_yaml(rig::CLUSTER, "local", "2s"),
     );
 }
 

@@ -17,11 +17,7 @@ fn a_sharded_clusters_pitr_window_is_the_intersection_of_its_replica_sets() {
     f.backed_up(&[0..10, 0..10, 0..10]);
     f.write(
         "schedule.yaml",
-        &format!(
-            "apiVersion: tidemark/v1\nkind: BackupSchedule\nmetadata:\n  name: pitr\nspec:\n  \
-             cluster: {CLUSTER}\n  storage: local\n  type: physical\n  cron: \"0 0 1 1 *\"\n  \
-             pitr:\n    enabled: true\n    oplogSpan: 2s\n"
-        ),
+        &tidemark_testkit::pitr_schedule_yaml(CLUSTER, "local", "2s"),
     );
     // Every replica set slices on its own node; the window needs all three.
     let started = Instant::now();
@@ -107,11 +103,7 @@ fn a_point_in_time_restore_puts_every_shard_and_the_config_server_back_to_one_cl
     f.backed_up(&[0..10, 0..10, 0..10]);
     f.write(
         "schedule.yaml",
-        &format!(
-            "apiVersion: tidemark/v1\nkind: BackupSchedule\nmetadata:\n  name: pitr\nspec:\n  \
-             cluster: {CLUSTER}\n  storage: local\n  type: physical\n  cron: \"0 0 1 1 *\"\n  \
-             pitr:\n    enabled: true\n    oplogSpan: 2s\n"
-        ),
+        &tidemark_testkit::pitr_schedule_yaml(CLUSTER, "local", "2s"),
     );
     // Writes alternating between the shards; the target is the tenth.
     let writes: Vec<(usize, i32, (u32, u32))> = (0..20)

@@ -35,6 +35,12 @@ pub enum ReplayError {
          before the oldest one, or a part of it is missing): it cannot be applied"
     )]
     TransactionStart { commit: OpTime },
+    #[error(
+        "the transaction prepared at {prepared} was neither committed nor aborted at the \
+         target: a cross-shard transaction in flight, which shards could keep differently; \
+         choose a target before its prepare or after its outcome"
+    )]
+    PreparedAtTarget { prepared: OpTime },
 }
 
 /// One `applyOps` command's operations.
@@ -74,6 +80,8 @@ struct OpenTxn {
     ops: Vec<Document>,
     last: OpTime,
     whole: bool,
+    /// Prepared (its outcome is a later `commitTransaction` or `abortTransaction`).
+    prepared: bool,
 }
 
 /// The state of one replica set's replay.
@@ -203,12 +211,22 @@ impl Replayer {
         Ok(out)
     }
 
-    /// The last, partial batch.
-    pub fn finish(&mut self) -> Option<Batch> {
+    /// The last, partial batch; refused when a prepared transaction is still open at the
+    /// target (see [`ReplayError::PreparedAtTarget`]).
+    pub fn finish(&mut self) -> Result<Option<Batch>, ReplayError> {
         if !self.ended {
             self.stats.uncommitted_transactions = self.open_txns.len() as u64;
         }
-        self.take()
+        if let Some(t) = self
+            .open_txns
+            .values()
+            .filter(|t| t.prepared)
+            .map(|t| t.last)
+            .min()
+        {
+            return Err(ReplayError::PreparedAtTarget { prepared: t });
+        }
+        Ok(self.take())
     }
 
     fn take(&mut self) -> Option<Batch> {
@@ -306,7 +324,17 @@ impl Replayer {
         let held = self.open_txns.remove(&key);
         // Whole only if every part back to the first was seen, linked by `prevOpTime`.
         let (mut all, whole) = match (prev_optime(e), held) {
-            (None, _) => (Vec::new(), true),
+            (None, Some(h)) => {
+                return Err(ReplayError::Malformed {
+                    at: ts.to_string(),
+                    what: format!(
+                        "a transaction starts while the one of the same session and number \
+                         from {} is still open",
+                        h.last
+                    ),
+                });
+            }
+            (None, None) => (Vec::new(), true),
             (Some(prev), Some(h)) => {
                 let whole = h.whole && h.last == prev;
                 (h.ops, whole)
@@ -314,7 +342,8 @@ impl Replayer {
             (Some(_), None) => (Vec::new(), false),
         };
         all.extend(ops);
-        if o.get_bool("partialTxn").unwrap_or(false) || o.get_bool("prepare").unwrap_or(false) {
+        let prepared = o.get_bool("prepare").unwrap_or(false);
+        if o.get_bool("partialTxn").unwrap_or(false) || prepared {
             // A prepared transaction waits for its `commitTransaction` entry.
             self.open_txns.insert(
                 key,
@@ -322,6 +351,7 @@ impl Replayer {
                     ops: all,
                     last: ts,
                     whole,
+                    prepared,
                 },
             );
             return Ok(());
@@ -394,13 +424,10 @@ fn acted_on(e: &Document, o: &Document, name: &str) -> Vec<String> {
     }
 }
 
-/// The identity of a transaction: its session and number.
+/// The identity of a transaction: its whole session id (an internal session adds
+/// `txnNumber` and `txnUUID` to the parent's `id`) and its number.
 fn txn_key(e: &Document) -> String {
-    format!(
-        "{:?}/{:?}",
-        e.get_document("lsid").ok().and_then(|l| l.get("id")),
-        e.get("txnNumber")
-    )
+    format!("{:?}/{:?}", e.get_document("lsid").ok(), e.get("txnNumber"))
 }
 
 /// An entry as `applyOps` takes it: the operation, nothing of the session or the oplog's
@@ -474,7 +501,7 @@ mod tests {
         for e in entries {
             out.extend(r.push(e).unwrap());
         }
-        out.extend(r.finish());
+        out.extend(r.finish().unwrap());
         out
     }
 
@@ -607,16 +634,16 @@ mod tests {
             ],
         );
         assert!(ids(&b).is_empty());
+        // In flight at the target: refused, since another shard may hold its commit.
         let mut r = Replayer::new(at(10, 1), upto(12, 0));
-        let b = run(
-            &mut r,
-            vec![
-                prepared(11, vec![inner(1)]),
-                outcome(12, "commitTransaction"),
-            ],
+        r.push(prepared(11, vec![inner(1)])).unwrap();
+        r.push(outcome(12, "commitTransaction")).unwrap();
+        assert_eq!(
+            r.finish().unwrap_err(),
+            ReplayError::PreparedAtTarget {
+                prepared: at(11, 1)
+            }
         );
-        assert!(ids(&b).is_empty(), "committed after the target");
-        assert_eq!(r.stats.uncommitted_transactions, 1);
     }
 
     #[test]

@@ -203,8 +203,9 @@ pub async fn recover(
             d = Details::new();
             d.insert("replay".into(), json!(stats));
             d.insert("target".into(), json!(r.target));
-            // Not made startable (the config) once the op was cancelled or decided.
-            node.boundary(op, Phase::Replay).await?;
+            // Not made startable (the config) once the op was cancelled or decided; a
+            // control plane that does not answer is asked again for a minute.
+            node.still_wanted(op, Phase::Replay).await?;
             Phase::Replay
         }
     };

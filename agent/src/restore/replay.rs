@@ -75,23 +75,28 @@ pub async fn check(r: &Replay<'_>) -> Result<ReplayStats, AgentError> {
             break;
         }
     }
-    replayer.finish();
-    let needs = r.target.needs();
-    if !replayer.ended()
-        && replayer
-            .last_seen()
-            .max(Some(r.from))
-            .is_none_or(|l| l < needs)
-    {
-        return Err(AgentError::Refused(format!(
-            "the oplog chunks end at {} before the target {}",
-            replayer
-                .last_seen()
-                .map_or_else(|| "nothing".into(), |t| t.to_string()),
-            r.target
-        )));
-    }
+    replayer
+        .finish()
+        .map_err(|e| AgentError::Refused(e.to_string()))?;
+    covered(&replayer, r)?;
     Ok(replayer.stats)
+}
+
+/// Replay covered the target: an entry at or past what it needs was read (or the base
+/// itself reaches it: a target at the base's last write replays nothing), or replay ended
+/// at an entry past it.
+fn covered(replayer: &Replayer, r: &Replay<'_>) -> Result<(), AgentError> {
+    let needs = r.target.needs();
+    if replayer.ended() || replayer.last_seen().max(Some(r.from)) >= Some(needs) {
+        return Ok(());
+    }
+    Err(AgentError::Refused(format!(
+        "the oplog chunks end at {} before the target {}: entries up to it are missing",
+        replayer
+            .last_seen()
+            .map_or_else(|| "nothing".into(), |t| t.to_string()),
+        r.target
+    )))
 }
 
 /// The chunks start at or before the base's last write (else entries after it would be
@@ -153,8 +158,10 @@ async fn apply_chunks(
                     last_report = Instant::now();
                     progress(node, op, &replayer.stats, total, started).await;
                     // A cancel or a decision taken without this node stops a long replay
-                    // here, not at its end.
-                    node.boundary(op, PHASE).await.map_err(|f| f.error)?;
+                    // here, not at its end; a control plane that does not answer does not.
+                    if let Ok(Some(why)) = node.author_ended(op).await {
+                        return Err(AgentError::Refused(why));
+                    }
                 }
             }
             if replayer.ended() {
@@ -165,26 +172,13 @@ async fn apply_chunks(
             break;
         }
     }
-    if let Some(batch) = replayer.finish() {
+    if let Some(batch) = replayer
+        .finish()
+        .map_err(|e| AgentError::Refused(e.to_string()))?
+    {
         apply_batch(client, &batch).await?;
     }
-    let needs = r.target.needs();
-    // Covered once an entry at or past what the target needs was read (or the base itself
-    // reaches it: a target at the base's last write replays nothing).
-    if !replayer.ended()
-        && replayer
-            .last_seen()
-            .max(Some(r.from))
-            .is_none_or(|l| l < needs)
-    {
-        return Err(AgentError::Refused(format!(
-            "the oplog chunks end at {} before the target {}: entries up to it are missing",
-            replayer
-                .last_seen()
-                .map_or_else(|| "nothing".into(), |t| t.to_string()),
-            r.target
-        )));
-    }
+    covered(&replayer, r)?;
     let mut stats = replayer.stats;
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)

@@ -207,12 +207,19 @@ impl Executor {
         kind: OneShotKind,
         name: &str,
         reason: &str,
+        target: Option<tidemark_schema::control::ReplayTarget>,
         now: DateTime<Utc>,
     ) -> Result<(), ExecError> {
         let key = waiting_key(kind.key(), name);
         // Passes run every few hundred milliseconds while something waits: write only when
         // the reason changes, so `at` says since when, and a long wait costs reads, not puts.
-        let old = self.control.get::<WaitingRecord>(&key).await.ok().flatten();
+        // An unreadable record fails the pass rather than restart `since`: a restore
+        // declared for the future must not look newly declared after a storage error.
+        let old = self
+            .control
+            .get::<WaitingRecord>(&key)
+            .await?
+            .filter(|o| o.target == target);
         if old.as_ref().is_some_and(|o| o.reason == reason) {
             return Ok(());
         }
@@ -222,6 +229,7 @@ impl Executor {
             at: now,
             reason: reason.to_string(),
             since: Some(old.map_or(now, |o| o.since.unwrap_or(o.at))),
+            target,
         };
         Ok(self.control.put(&key, &record).await?)
     }

@@ -530,6 +530,7 @@ pub fn drill_agents_busy(observed: &ObservedState) -> Vec<String> {
 pub fn pinned_backups(
     desired: Option<&DesiredState>,
     observed: &ObservedState,
+    now: DateTime<Utc>,
 ) -> BTreeSet<String> {
     let mut pinned: BTreeSet<String> = desired
         .into_iter()
@@ -539,8 +540,8 @@ pub fn pinned_backups(
             |(_, spec)| match restore_base(spec, &observed.backups, &observed.chunks) {
                 Ok((b, _)) => vec![b.name.clone()],
                 // A point-in-time restore still waiting (for slices, say): every base it
-                // could start from.
-                Err(_) => super::point_in_time::waiting_bases(spec, &observed.backups)
+                // could start from; none for a target in the future, which never starts.
+                Err(_) => super::point_in_time::waiting_bases(spec, &observed.backups, now)
                     .into_iter()
                     .map(|b| b.name.clone())
                     .collect(),
@@ -567,7 +568,7 @@ fn plan_retention(
     now: DateTime<Utc>,
     steps: &mut Vec<Step>,
 ) -> Vec<super::model::RetentionDecision> {
-    let pinned = pinned_backups(Some(desired), observed);
+    let pinned = pinned_backups(Some(desired), observed, now);
     let mut decisions = Vec::new();
     // A deletion that started (the catalog entry is marked) is finished, whatever the
     // policy says now: the backup is not restorable any more.

@@ -162,11 +162,11 @@ fn sharded_cut(target: &mut ReplayTarget, candidates: &[&BackupRecord]) -> Optio
 }
 
 /// Why a target is refused for being in the future (beyond a minute of clock skew).
+/// Only a wall-clock target is judged: a cluster time is copied from an oplog entry that
+/// exists, and a cluster's clock may run ahead of this host's.
 pub fn in_the_future(pit: &PointInTime, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
     let target = pit.target().ok()?;
-    let at = target
-        .wall
-        .or_else(|| chrono::DateTime::from_timestamp(i64::from(target.until.t), 0))?;
+    let at = target.wall?;
     let ahead = (at - now).num_seconds();
     (ahead > 60).then(|| {
         format!(
@@ -180,13 +180,15 @@ pub fn in_the_future(pit: &PointInTime, now: chrono::DateTime<chrono::Utc>) -> O
 /// The bases a point-in-time restore still waiting could start from: every good backup of
 /// its cluster (or the pinned one) that holds nothing after the target. Retention keeps
 /// them while it waits.
-pub fn waiting_bases<'a>(spec: &RestoreSpec, backups: &'a [BackupRecord]) -> Vec<&'a BackupRecord> {
-    let Some(target) = spec
-        .source
-        .point_in_time
-        .as_ref()
-        .and_then(|p| p.target().ok())
-    else {
+pub fn waiting_bases<'a>(
+    spec: &RestoreSpec,
+    backups: &'a [BackupRecord],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<&'a BackupRecord> {
+    let Some(pit) = spec.source.point_in_time.as_ref() else {
+        return Vec::new();
+    };
+    let (Ok(target), None) = (pit.target(), in_the_future(pit, now)) else {
         return Vec::new();
     };
     backups
@@ -534,14 +536,19 @@ mod tests {
     #[test]
     fn a_target_in_the_future_is_refused_and_a_waiting_restore_keeps_its_bases() {
         let now = chrono::DateTime::from_timestamp(1000, 0).unwrap();
+        let wall = |s: &str| PointInTime::Time(s.into());
         assert!(
-            in_the_future(&at(1030), now).is_none(),
-            "within the clock margin"
+            in_the_future(&wall("1970-01-01T00:17:10Z"), now).is_none(),
+            "within the margin"
         );
-        let e = in_the_future(&at(5000), now).unwrap();
+        let e = in_the_future(&wall("1970-01-01T01:23:20Z"), now).unwrap();
         assert!(e.contains("4000 s in the future"), "{e}");
+        assert!(
+            in_the_future(&at(5000), now).is_none(),
+            "a cluster time is not judged"
+        );
         let backups = vec![base("old", &[("rs", 95)]), base("new", &[("rs", 150)])];
-        let names: Vec<&str> = waiting_bases(&spec(at(140), None), &backups)
+        let names: Vec<&str> = waiting_bases(&spec(at(140), None), &backups, now)
             .iter()
             .map(|b| b.name.as_str())
             .collect();

@@ -75,6 +75,17 @@ impl RestoreRecords {
             _ => None,
         }
     }
+
+    /// The time the nodes' checks of a point-in-time restore's chunks add to its go bound.
+    pub fn check_allowance(&self) -> chrono::Duration {
+        match &self.op.command {
+            tidemark_schema::control::OpCommand::Restore {
+                point_in_time: Some(p),
+                ..
+            } => chrono::Duration::from_std(p.check_allowance()).unwrap_or_default(),
+            _ => chrono::Duration::zero(),
+        }
+    }
 }
 
 /// The id of the follow-up op of `restore_op` for one stage.

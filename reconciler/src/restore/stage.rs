@@ -165,7 +165,10 @@ fn undecided(
         blockers.push(format!("gate closed by {why}"));
     }
     blockers.extend(cancel.iter().cloned());
-    let bound = go_bound.min(r.op_go_bound().unwrap_or(go_bound));
+    // The op's bound includes the time the chunk checks may take; the reconciler's own
+    // `--go-timeout` (which may be shorter since) applies to the rest.
+    let allowance = r.check_allowance();
+    let bound = go_bound.min(r.op_go_bound().map_or(go_bound, |b| b - allowance)) + allowance;
     if gate.is_none() && now - r.op.created_at > bound {
         blockers.push(format!(
             "the restore was written at {} and was not ready to go within --go-timeout ({}s); \

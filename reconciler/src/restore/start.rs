@@ -81,7 +81,7 @@ pub async fn preflight(
     heartbeats: &[Heartbeat],
     now: DateTime<Utc>,
 ) -> Result<(), NotNow> {
-    if let Some(why) = declared_before_target(ex, plan).await {
+    if let Some(why) = declared_before_target(ex, plan).await? {
         return Err(NotNow::Refuse(why));
     }
     let mut wait = Vec::new();
@@ -239,25 +239,40 @@ const FUTURE_MARGIN_SECONDS: i64 = 60;
 /// A point-in-time restore that has waited since before its target: it was declared for a
 /// time to come (a wrong date or time zone, most often) and must not start by surprise
 /// when that time arrives. `None` when it may start.
-async fn declared_before_target(ex: &Executor, plan: &RestorePlan) -> Option<String> {
-    let target = plan.point_in_time.as_ref()?.target;
-    let at = target
-        .wall
-        .or_else(|| chrono::DateTime::<Utc>::from_timestamp(i64::from(target.until.t), 0))?;
+async fn declared_before_target(
+    ex: &Executor,
+    plan: &RestorePlan,
+) -> Result<Option<String>, NotNow> {
+    // Only a wall-clock target can be a mistyped time to come: a cluster time is copied
+    // from an oplog entry that exists (and a cluster's clock may run ahead of this host's).
+    let Some(target) = plan.point_in_time.as_ref().map(|p| p.target) else {
+        return Ok(None);
+    };
+    let Some(at) = target.wall else {
+        return Ok(None);
+    };
     let key = tidemark_schema::control::waiting_key(
         tidemark_schema::control::OneShotKind::Restore.key(),
         &plan.restore,
     );
-    let waiting: tidemark_schema::control::WaitingRecord = ex.control.get(&key).await.ok()??;
+    let waiting: Option<tidemark_schema::control::WaitingRecord> = ex
+        .control
+        .get(&key)
+        .await
+        .map_err(|e| NotNow::Wait(format!("control plane: {e}")))?;
+    // Waiting for another target (the Restore was edited since) is not waiting for this.
+    let Some(waiting) = waiting.filter(|w| w.target == Some(target)) else {
+        return Ok(None);
+    };
     let since = waiting.since.unwrap_or(waiting.at);
-    waited_since_before(since, at).then(|| {
+    Ok(waited_since_before(since, at).then(|| {
         format!(
             "its target {target} was in the future when the restore was first seen (waiting \
              since {}): a restore is never started when a time it was declared for comes; \
              correct the time and give the Restore a new name",
             since.to_rfc3339()
         )
-    })
+    }))
 }
 
 /// Whether waiting began before the target (beyond the clock margin).
@@ -393,6 +408,7 @@ pub async fn start(
     // Stamped after the checks, which HEAD every object and may take minutes on a large
     // backup: the op's age (its go timeout, its deadline) counts from its writing.
     let now = chrono::Utc::now().max(now);
+    let replay = plan.point_in_time.as_ref().map(|p| p.replay());
     let op = Op {
         id: op_id(now, "restore", &plan.restore),
         created_at: now,
@@ -423,8 +439,14 @@ pub async fn start(
             replica_set_map: plan.remap.clone(),
             sharding: plan.sharding.clone(),
             stop_waves: stop_waves(plan),
-            go_timeout_ms: Some(ex.go_timeout.num_milliseconds().max(0) as u64),
-            point_in_time: plan.point_in_time.as_ref().map(|p| p.replay()),
+            go_timeout_ms: Some(
+                (ex.go_timeout.num_milliseconds().max(0) as u64).saturating_add(
+                    replay
+                        .as_ref()
+                        .map_or(0, |r| r.check_allowance().as_millis() as u64),
+                ),
+            ),
+            point_in_time: replay,
         },
         deadline: Some(now + ex.op_deadline),
         epoch: None,

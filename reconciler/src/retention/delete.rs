@@ -63,7 +63,7 @@ pub async fn forget_backup(
         .applied
         .as_ref()
         .and_then(crate::run::desired_from_applied);
-    if crate::plan::pinned_backups(desired.as_ref(), &observed).contains(name) {
+    if crate::plan::pinned_backups(desired.as_ref(), &observed, chrono::Utc::now()).contains(name) {
         return Err(ExecError::Invalid(format!(
             "backup {name:?} is the source of a Restore that is pending or running; it cannot \
              be forgotten before that restore ends (or is removed from the desired state)"
@@ -123,7 +123,7 @@ pub async fn forget_backup(
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
         let again = tidemark_store::control::observe(&ex.control).await?;
-        pinned = crate::plan::pinned_backups(None, &again).contains(name);
+        pinned = crate::plan::pinned_backups(None, &again, chrono::Utc::now()).contains(name);
         if !pinned {
             break;
         }

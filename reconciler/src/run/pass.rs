@@ -703,7 +703,20 @@ impl<S: DesiredStateSource> Reconciler<S> {
             _ => None,
         };
         if let Some((kind, name, why)) = wait {
-            self.ex.waiting(kind, &name, &why, now).await?;
+            // What a point-in-time restore waits to reach: its waiting starts again when
+            // its target is changed.
+            let target = (kind == OneShotKind::Restore)
+                .then(|| {
+                    desired
+                        .restore(&name)?
+                        .source
+                        .point_in_time
+                        .as_ref()?
+                        .target()
+                        .ok()
+                })
+                .flatten();
+            self.ex.waiting(kind, &name, &why, target, now).await?;
             report.waiting.push(format!("{kind} {name}: {why}"));
         }
         Ok(())

@@ -283,6 +283,21 @@ impl From<&ChunkRecord> for ChunkRef {
     }
 }
 
+impl PointInTimeReplay {
+    /// The time each node may take, before `ready`, to download and check its chunks
+    /// (at a pessimistic 4 MiB/s, plus a minute): added to the restore's go timeout, so a
+    /// long oplog does not abort the restore at its gate.
+    pub fn check_allowance(&self) -> std::time::Duration {
+        let most: u64 = self
+            .chunks
+            .values()
+            .map(|c| c.iter().map(|c| c.stored_bytes).sum())
+            .max()
+            .unwrap_or(0);
+        std::time::Duration::from_secs(60 + most / (4 << 20))
+    }
+}
+
 /// The oplog replay of a point-in-time restore, carried by its op: after recovering the
 /// base, every node applies its replica set's chunks from the base's last write up to
 /// the target.

@@ -293,6 +293,9 @@ pub struct WaitingRecord {
     /// seen before its target was declared for a time to come, and is never started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<DateTime<Utc>>,
+    /// A point-in-time restore's target: `since` starts again when it is changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<super::ReplayTarget>,
 }
 
 /// `<backup>/backup.json` in the backup storage: the cluster-wide completion marker,

@@ -23,6 +23,16 @@ pub use moto::Moto;
 pub use proxy::{CountingProxy, Counts, HeaderDroppingProxy};
 
 /// A one-shot physical `Backup` document of `cluster` to `storage`, as YAML.
+/// A `BackupSchedule` named `pitr` that only slices `cluster`'s oplog into `storage`, one
+/// chunk per `span` (its cron never comes due in a test).
+pub fn pitr_schedule_yaml(cluster: &str, storage: &str, span: &str) -> String {
+    format!(
+        "apiVersion: tidemark/v1\nkind: BackupSchedule\nmetadata:\n  name: pitr\nspec:\n  \
+         cluster: {cluster}\n  storage: {storage}\n  type: physical\n  cron: \"0 0 1 1 *\"\n  \
+         pitr:\n    enabled: true\n    oplogSpan: {span}\n"
+    )
+}
+
 pub fn backup_yaml(name: &str, cluster: &str, storage: &str) -> String {
     format!(
         "apiVersion: tidemark/v1\nkind: Backup\nmetadata:\n  name: {name}\nspec:\n  cluster: \
