@@ -252,7 +252,7 @@ impl Replayer {
             .partition(|o| !skipped_namespace(o.get_str("ns").unwrap_or_default()));
         self.stats.skipped_namespace += skipped.len() as u64;
         for o in keep {
-            let size = o.to_vec().map_or(0, |v| v.len());
+            let size = bson_size(&o);
             if !self.batch.ops.is_empty()
                 && (self.batch.ops.len() >= MAX_BATCH_OPS
                     || self.batch_bytes + size > MAX_BATCH_BYTES)
@@ -421,6 +421,38 @@ fn acted_on(e: &Document, o: &Document, name: &str) -> Vec<String> {
         ("dropDatabase", _) => vec![format!("{db}.")],
         (_, Ok(coll)) => vec![format!("{db}.{coll}")],
         _ => Vec::new(),
+    }
+}
+
+/// The BSON size of a document, counted without serializing it (for the batch limit).
+fn bson_size(d: &Document) -> usize {
+    5 + d
+        .iter()
+        .map(|(k, v)| 2 + k.len() + value_size(v))
+        .sum::<usize>()
+}
+
+fn value_size(v: &Bson) -> usize {
+    match v {
+        Bson::Document(d) => bson_size(d),
+        Bson::Array(a) => {
+            5 + a
+                .iter()
+                .enumerate()
+                .map(|(i, v)| 2 + i.to_string().len() + value_size(v))
+                .sum::<usize>()
+        }
+        Bson::String(s) | Bson::Symbol(s) | Bson::JavaScriptCode(s) => 5 + s.len(),
+        Bson::Binary(b) => 5 + b.bytes.len(),
+        Bson::Boolean(_) => 1,
+        Bson::Int32(_) => 4,
+        Bson::Null | Bson::Undefined | Bson::MinKey | Bson::MaxKey => 0,
+        Bson::ObjectId(_) => 12,
+        Bson::Decimal128(_) => 16,
+        Bson::RegularExpression(r) => r.pattern.len() + r.options.len() + 2,
+        Bson::JavaScriptCodeWithScope(c) => 14 + c.code.len() + bson_size(&c.scope),
+        Bson::DbPointer(_) => 24,
+        Bson::Double(_) | Bson::Int64(_) | Bson::DateTime(_) | Bson::Timestamp(_) => 8,
     }
 }
 
@@ -723,6 +755,12 @@ mod tests {
         );
         assert_eq!(b[0].ops.len(), 1, "{b:?}");
         assert_eq!(r.stats.skipped_namespace, 2);
+    }
+
+    #[test]
+    fn sizes_are_counted_as_bson_writes_them() {
+        let d = doc! {"op": "i", "ns": "db.c", "o": {"_id": 1, "a": [1i64, "x", true, null], "t": ts(1, 2), "b": bson::Binary {subtype: bson::spec::BinarySubtype::Generic, bytes: vec![1, 2, 3]}, "f": 1.5}};
+        assert_eq!(bson_size(&d), d.to_vec().unwrap().len());
     }
 
     #[test]

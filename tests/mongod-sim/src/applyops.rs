@@ -102,6 +102,11 @@ pub async fn apply_ops(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Doc
     let log = g.should_log();
     let mut results: Vec<Bson> = Vec::new();
     let mut soft = 0;
+    // On a standalone (nothing replicates what is not yet journaled), one journal write
+    // for the batch, before it answers (see `Store::begin_group`).
+    if !log {
+        g.store.begin_group();
+    }
     for op in ops.iter().filter(|op| op.get_str("op").ok() != Some("n")) {
         match apply_entry(&mut g, log, op, mode) {
             Ok(Applied::Ok) => results.push(true.into()),
@@ -111,6 +116,7 @@ pub async fn apply_ops(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Doc
             }
             Err(e) => {
                 results.push(false.into());
+                g.store.end_group().map_err(journal_failed)?;
                 drop(g);
                 node.oplog_changed.notify_waiters();
                 return Ok(
@@ -119,6 +125,7 @@ pub async fn apply_ops(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Doc
             }
         }
     }
+    g.store.end_group().map_err(journal_failed)?;
     drop(g);
     node.oplog_changed.notify_waiters();
     let mut reply = doc! {"applied": results.len() as i32, "results": results};
@@ -135,6 +142,11 @@ pub async fn apply_ops(node: &Arc<Node>, db: &str, cmd: &Document) -> Result<Doc
         reply.insert("ok", 1.0);
     }
     Ok(reply)
+}
+
+/// A journal that cannot be written fails the command, as a full disk would.
+fn journal_failed(e: crate::storage::StorageError) -> CmdError {
+    CmdError::new(8, "UnknownError", format!("writing the journal: {e}"))
 }
 
 /// mongod's rendering of an entry in its messages.

@@ -172,9 +172,32 @@ pub struct Store {
     /// First journal file that the last checkpoint does not cover.
     journal_start: u64,
     slow_reads_ms: u64,
+    /// Records of one command, written to the journal file at once when it ends (see
+    /// [`Store::begin_group`]).
+    group: Option<Vec<u8>>,
 }
 
 impl Store {
+    /// Journal records from here on go to the file together, at [`Store::end_group`]: as
+    /// WiredTiger's log buffer takes each operation of a batch in memory and hands the
+    /// buffer to the OS once, not one write per operation. A `kill -9` inside the group
+    /// loses the group's records, as it would lose an unflushed log buffer; none is lost
+    /// once the command has answered.
+    pub fn begin_group(&mut self) {
+        self.group.get_or_insert_with(Vec::new);
+    }
+
+    pub fn end_group(&mut self) -> Result<(), StorageError> {
+        let Some(bytes) = self.group.take() else {
+            return Ok(());
+        };
+        let p = self
+            .dbpath
+            .join("journal")
+            .join(journal_name(self.journal_no));
+        self.journal.write_all(&bytes).map_err(io(&p))
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dbpath.join(name)
     }
@@ -219,6 +242,7 @@ impl Store {
                 journal_no: 1,
                 journal_start: 1,
                 slow_reads_ms,
+                group: None,
             };
             write_file(
                 &store.path("WiredTiger"),
@@ -403,6 +427,7 @@ impl Store {
             journal_no: next,
             journal_start,
             slow_reads_ms,
+            group: None,
         };
         store.slow();
         Ok((
@@ -428,6 +453,10 @@ impl Store {
         out.extend_from_slice(&crc.to_le_bytes());
         crate::crypt::apply(&journal_nonce(crc, body.len()), &mut body);
         out.extend_from_slice(&body);
+        if let Some(group) = self.group.as_mut() {
+            group.extend_from_slice(&out);
+            return Ok(());
+        }
         let p = self
             .dbpath
             .join("journal")
@@ -437,6 +466,12 @@ impl Store {
 
     /// Switches to a new journal file so the previous ones never change again.
     pub fn rotate_journal(&mut self) -> Result<(), StorageError> {
+        // A group's records belong to the file they were written after.
+        let grouping = self.group.is_some();
+        self.end_group()?;
+        if grouping {
+            self.begin_group();
+        }
         self.journal_no += 1;
         self.journal = Self::open_journal(&self.dbpath, self.journal_no)?;
         Ok(())
