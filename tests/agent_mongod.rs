@@ -135,3 +135,66 @@ fn a_leftover_standalone_is_found_without_its_pid_file_and_a_neighbour_is_never_
     )
     .unwrap();
 }
+
+/// An agent started before its mongod has joined a replica set (a systemd unit or a
+/// container started with mongod races it) waits, saying for what, and goes on once the
+/// node is a member: its heartbeat then names the set and the node.
+#[test]
+fn an_agent_started_before_its_node_joins_waits_and_then_reports() {
+    use std::process::{Command, Stdio};
+    let mongod = mongod_sim::harness::Standalone::start(&["--replSet", "late"]).unwrap();
+    let host = mongod.process.host();
+    let control = TempDir::new().unwrap();
+    let log = control.path().join("agent.log");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["agent", "--cluster", "c1", "--control"])
+        .arg(control.path())
+        .arg("--mongod-uri")
+        .arg(format!("mongodb://{host}/?directConnection=true"))
+        .arg("--dbpath")
+        .arg(mongod.dir.path().join("db"))
+        .arg("--mongod-bin")
+        .arg(binary().unwrap())
+        .args(["--heartbeat-interval", "1s", "--poll-interval", "200ms"])
+        .env("TIDEMARK_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let started = std::time::Instant::now();
+        while !f() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{what}; agent log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("the agent says it waits for the replica set", &|| {
+        std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("waiting for mongod to join a replica set"))
+    });
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "still running, not exited"
+    );
+    let r = mongod
+        .process
+        .command(
+            "admin",
+            bson::doc! {"replSetInitiate": {"_id": "late", "members": [{"_id": 0, "host": &host}]}},
+        )
+        .unwrap();
+    assert_eq!(r.get_f64("ok").unwrap_or(0.0), 1.0, "{r}");
+    let beat = control
+        .path()
+        .join(tidemark_schema::control::heartbeat_key("c1", "late", &host));
+    wait("a heartbeat under the replica set's name", &|| {
+        beat.exists()
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

@@ -33,23 +33,10 @@ pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, A
             slicing: Default::default(),
         });
     }
-    let (mut rs, mut id) = (cfg.replica_set.clone(), cfg.node_id.clone());
-    if rs.is_none() || id.is_none() {
-        let client = crate::mongod::MongodClient::connect(&cfg.mongod_uri).await?;
-        let facts = client.facts().await.map_err(|e| {
-            AgentError::Config(format!(
-                "{e}; while mongod is down, give --node-id and --replica-set"
-            ))
-        })?;
-        rs = rs.or(facts.replica_set);
-        id = id.or(Some(facts.me).filter(|m| !m.is_empty()));
-    }
-    let replica_set = rs.ok_or_else(|| {
-        AgentError::Config("mongod is not a replica-set member; give --replica-set".into())
-    })?;
-    let id = id.ok_or_else(|| {
-        AgentError::Config("cannot tell this node's host:port; give --node-id".into())
-    })?;
+    let (replica_set, id) = match (cfg.replica_set.clone(), cfg.node_id.clone()) {
+        (Some(rs), Some(id)) => (rs, id),
+        (rs, id) => wait_for_membership(&cfg, rs, id).await?,
+    };
     Ok(Node {
         cluster: cfg.cluster.clone(),
         cfg,
@@ -59,6 +46,45 @@ pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, A
         epochs: Default::default(),
         slicing: Default::default(),
     })
+}
+
+/// How often an agent started before its node asks mongod again.
+const MEMBERSHIP_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// This node's replica set and `host:port`, asked of mongod until it answers as a member:
+/// an agent started with its mongod (a systemd unit, a container beside it) races it, and
+/// waits, saying what for, rather than exiting. Flags given are taken as they are.
+async fn wait_for_membership(
+    cfg: &AgentConfig,
+    rs: Option<String>,
+    id: Option<String>,
+) -> Result<(String, String), AgentError> {
+    let mut said = String::new();
+    loop {
+        let why = match crate::mongod::MongodClient::connect(&cfg.mongod_uri).await {
+            Err(e) => format!("mongod to answer ({e})"),
+            Ok(client) => match client.facts().await {
+                Err(e) => format!("mongod to answer ({e})"),
+                Ok(facts) => {
+                    let rs = rs.clone().or(facts.replica_set);
+                    let id = id.clone().or(Some(facts.me).filter(|m| !m.is_empty()));
+                    match (rs, id) {
+                        (Some(rs), Some(id)) => return Ok((rs, id)),
+                        _ => "mongod to join a replica set (it is not a member yet: \
+                              replSetInitiate, or rs.add from the primary)"
+                            .to_string(),
+                    }
+                }
+            },
+        };
+        if why != said {
+            tracing::warn!(
+                "waiting for {why}; give --replica-set and --node-id to start without waiting"
+            );
+            said = why;
+        }
+        tokio::time::sleep(MEMBERSHIP_POLL).await;
+    }
 }
 
 /// How often the log lines of running ops go to the control plane.

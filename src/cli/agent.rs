@@ -140,9 +140,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitStatus> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let control = open_writable_control(&cfg.control)?;
-        let node = runner::identify(cfg, control)
-            .await
-            .context("identifying this node")?;
+        // A node that is not a member yet is waited for; a signal meanwhile stops it.
+        let node = tokio::select! {
+            node = runner::identify(cfg, control) => node.context("identifying this node")?,
+            _ = shutdown_signal() => return Ok(ExitStatus::Ok),
+        };
         runner::run(node, shutdown_signal()).await?;
         Ok(ExitStatus::Ok)
     })
