@@ -19,7 +19,7 @@ mod rig;
 #[path = "../tests/support/world.rs"]
 mod world;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bson::{Bson, Document, doc};
 use mongod_sim::harness::Standalone;
@@ -29,12 +29,7 @@ use tidemark_schema::control::ReplayTarget;
 use tidemark_schema::manifest::OpTime;
 use world::*;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use tidemark_testkit::env_or;
 
 fn optime(b: &Bson) -> OpTime {
     match b {
@@ -262,32 +257,9 @@ fn node_rates(w: &World, op: &str) -> Vec<f64> {
 
 /// Waits until a chunk record ends at or after `target`.
 fn wait_sliced(w: &World, target: OpTime) {
-    let dir = w
-        .rig
-        .control
-        .path()
-        .join("pitr/chunks")
-        .join(rig::CLUSTER)
-        .join("local")
-        .join(&w.rig.rs.name);
-    let started = Instant::now();
-    loop {
-        let newest = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.path()).ok()?).ok())
-            .filter_map(|c| serde_json::from_value::<OpTime>(c["last"].clone()).ok())
-            .max();
-        if newest.is_some_and(|n| n >= target) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the slices never reached {target}: newest {newest:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(w, "the slices to reach the target", || {
+        w.chunk_records().last().is_some_and(|c| c.last >= target)
+    });
 }
 
 fn main() {

@@ -29,12 +29,7 @@ use serde_json::Value;
 use tidemark_testkit::{CountingProxy, Counts, Moto};
 use world::*;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use tidemark_testkit::env_or;
 
 /// `tidemark list -o json`, straight to moto (not counted).
 fn list(w: &World, moto: &Moto) -> Value {

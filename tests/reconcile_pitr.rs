@@ -92,27 +92,6 @@ impl Drop for Writer {
     }
 }
 
-/// Every chunk record of the rig's cluster, oldest first.
-fn chunks(w: &World) -> Vec<ChunkRecord> {
-    let dir = w
-        .rig
-        .control
-        .path()
-        .join("pitr/chunks")
-        .join(rig::CLUSTER)
-        .join("local")
-        .join(&w.rig.rs.name);
-    let mut out: Vec<ChunkRecord> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort_by_key(|c| (c.first, c.last));
-    out
-}
-
 fn wait_chunks(
     w: &World,
     what: &str,
@@ -121,7 +100,7 @@ fn wait_chunks(
 ) -> Vec<ChunkRecord> {
     let started = Instant::now();
     loop {
-        let c = chunks(w);
+        let c = w.chunk_records();
         if f(&c) {
             return c;
         }
@@ -236,34 +215,16 @@ fn list(w: &World) -> Value {
 /// The reason `diff` gives for a point-in-time Restore to `target`, declared in a copy of
 /// the policies (so the running reconciler never sees it).
 fn restore_reason(w: &World, target: OpTime) -> String {
-    let preview = tempfile::TempDir::new().unwrap();
-    for e in std::fs::read_dir(w.policies.path()).unwrap().flatten() {
-        std::fs::copy(e.path(), preview.path().join(e.file_name())).unwrap();
-    }
-    std::fs::write(
-        preview.path().join("restore.yaml"),
-        format!(
-            "apiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: back\nspec:\n  \
-             cluster: {}\n  source:\n    pointInTime: {{t: {}, i: {}}}\n  fallbackEnabled: true\n",
-            rig::CLUSTER,
-            target.t,
-            target.i
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["diff", "-o", "json", "--policies"])
-        .arg(preview.path())
-        .arg("--control")
-        .arg(w.rig.control.path())
-        .output()
-        .unwrap();
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    let step = plan["plan"]["steps"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["name"] == "back"))
-        .cloned()
-        .unwrap_or_else(|| panic!("a step for the restore: {plan:#}"));
+    let yaml = format!(
+        "apiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: back\nspec:\n  \
+         cluster: {}\n  source:\n    pointInTime: {{t: {}, i: {}}}\n  fallbackEnabled: true\n",
+        rig::CLUSTER,
+        target.t,
+        target.i
+    );
+    let step = w
+        .preview_restore("back", &yaml)
+        .expect("a step for the restore");
     assert_eq!(step["action"], "blocked", "{step:#}");
     step["reason"].as_str().unwrap().to_string()
 }
@@ -364,7 +325,7 @@ fn a_rolled_over_oplog_is_a_recorded_gap_until_a_backup_bridges_it() {
     for i in 0..3 {
         w.rig.kill_agent(i);
     }
-    let held = chunks(&w).last().unwrap().last;
+    let held = w.chunk_records().last().unwrap().last;
     // Writes of 100 KiB at a time roll the 1 MiB oplog over while no slicer runs (the sim,
     // as mongod, truncates only behind the commit point and the last checkpoint).
     let started = Instant::now();
@@ -469,7 +430,7 @@ fn a_slicer_that_cannot_write_is_named_by_status_and_recovers() {
         error.contains("_pitr/"),
         "the error names the object: {error}"
     );
-    assert!(chunks(&w).is_empty());
+    assert!(w.chunk_records().is_empty());
     let text = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .arg("status")
         .env("TIDEMARK_CONTROL", &w.rig.control_url)

@@ -425,44 +425,15 @@ fn a_newer_base_without_oplog_gives_way_to_an_older_one_that_reaches_the_target(
     let _ = h;
     // `diff` says which base and why, before anything runs: asked of a copy of the
     // policies with the restore in it, so the running reconciler cannot start it first.
-    let preview = tempfile::TempDir::new().unwrap();
-    for e in std::fs::read_dir(w.policies.path()).unwrap().flatten() {
-        std::fs::copy(e.path(), preview.path().join(e.file_name())).unwrap();
-    }
-    let source = at_cluster_time(target);
-    std::fs::write(
-        preview.path().join("restore-older.yaml"),
-        restore_text("older", &source, ""),
-    )
-    .unwrap();
     // Blocked (a note) until the slices reach the target, then a start.
-    let started = Instant::now();
-    let reason = loop {
-        let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(["diff", "-o", "json", "--policies"])
-            .arg(preview.path())
-            .arg("--control")
-            .arg(w.rig.control.path())
-            .output()
-            .unwrap();
-        let plan: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let step = plan["plan"]["steps"]
-            .as_array()
-            .or(plan["steps"].as_array())
-            .and_then(|s| {
-                s.iter()
-                    .find(|s| s["name"] == "older" || s["restore"] == "older")
-            })
-            .cloned();
-        if let Some(s) = step.clone().filter(|s| s["action"] == "startRestore") {
-            break s["reason"].as_str().unwrap().to_string();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "a startRestore step: {step:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let source = at_cluster_time(target);
+    let yaml = restore_text("older", &source, "");
+    let mut step = None;
+    wait_until(&w, "a startRestore step in the preview", || {
+        step = w.preview_restore("older", &yaml);
+        step.as_ref().is_some_and(|s| s["action"] == "startRestore")
+    });
+    let reason = step.unwrap()["reason"].as_str().unwrap().to_string();
     assert!(
         reason.contains("backup \"newer\", cannot reach it")
             && reason.contains("backup \"base\" can"),
@@ -477,33 +448,50 @@ fn a_newer_base_without_oplog_gives_way_to_an_older_one_that_reaches_the_target(
     drop(other);
 }
 
+/// The object of the chunk holding `target`, once it is sliced.
+fn chunk_holding(w: &World, target: OpTime) -> String {
+    let mut object = None;
+    wait_until(w, "a chunk holding the target", || {
+        object = w
+            .chunk_records()
+            .into_iter()
+            .find(|c| c.first <= target && target < c.last)
+            .map(|c| c.object);
+        object.is_some()
+    });
+    object.unwrap()
+}
+
+#[test]
+fn a_missing_chunk_refuses_the_restore_before_any_op_is_written() {
+    let (w, h) = prepared("pitr-missing", None);
+    let object = chunk_holding(&w, h.target);
+    std::fs::remove_file(w.rig.storage_dir.path().join(&object)).unwrap();
+    let before = items_at(&w, w.rig.primary()).unwrap();
+    restore_yaml(&w, "undo", &at_cluster_time(h.target), "");
+    let v = w.wait_end("restore", "undo");
+    assert_eq!(v["status"], "error", "{v:#}\n{}", w.logs());
+    let d = w.describe("restore", "undo");
+    let reason = d["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("refused before touching any node")
+            && reason.contains(&format!("oplog chunk {object} is missing")),
+        "{d:#}"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            items_at(&w, i).as_ref(),
+            Some(&before),
+            "node {i} kept its data"
+        );
+    }
+}
+
 #[test]
 fn a_corrupt_chunk_refuses_the_restore_before_any_node_is_touched() {
     let (w, h) = prepared("pitr-corrupt", None);
-    // The chunk holding the target, once sliced: one byte flipped, its size kept.
-    let dir = w
-        .rig
-        .control
-        .path()
-        .join("pitr/chunks")
-        .join(rig::CLUSTER)
-        .join("local")
-        .join(&w.rig.rs.name);
-    let mut object = None;
-    wait_until(&w, "a chunk holding the target", || {
-        object = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.path()).ok()?).ok())
-            .find(|c| {
-                let at = |k: &str| serde_json::from_value::<OpTime>(c[k].clone()).unwrap();
-                at("first") <= h.target && h.target < at("last")
-            })
-            .map(|c| c["object"].as_str().unwrap().to_string());
-        object.is_some()
-    });
-    let object = object.unwrap();
+    // One byte flipped, its size kept: only the agents' check can see it.
+    let object = chunk_holding(&w, h.target);
     let path = w.rig.storage_dir.path().join(&object);
     let mut bytes = std::fs::read(&path).unwrap();
     let mid = bytes.len() / 2;

@@ -402,6 +402,51 @@ impl World {
         self.wait_end("restore", name)
     }
 
+    /// Every oplog-chunk record of the rig's replica set in storage `local`, oldest first.
+    pub fn chunk_records(&self) -> Vec<tidemark_schema::control::ChunkRecord> {
+        let dir = self
+            .rig
+            .control
+            .path()
+            .join("pitr/chunks")
+            .join(CLUSTER)
+            .join("local")
+            .join(&self.rig.rs.name);
+        let mut out: Vec<tidemark_schema::control::ChunkRecord> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by_key(|c| (c.first, c.last));
+        out
+    }
+
+    /// The plan step `tidemark diff -o json` gives for Restore `name`, declared as `yaml`
+    /// in a copy of the policies: the running reconciler never sees it. `None` when the
+    /// plan has no step for it.
+    pub fn preview_restore(&self, name: &str, yaml: &str) -> Option<Value> {
+        let preview = TempDir::new().unwrap();
+        for e in std::fs::read_dir(self.policies.path()).unwrap().flatten() {
+            std::fs::copy(e.path(), preview.path().join(e.file_name())).unwrap();
+        }
+        std::fs::write(preview.path().join(format!("restore-{name}.yaml")), yaml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["diff", "-o", "json", "--policies"])
+            .arg(preview.path())
+            .arg("--control")
+            .arg(self.rig.control.path())
+            .output()
+            .unwrap();
+        let plan: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        plan["plan"]["steps"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == name || s["restore"] == name)
+            .cloned()
+    }
+
     /// The restore op's id as `describe-restore` shows it, once there is one.
     pub fn op_of(&self, kind: &str, name: &str) -> String {
         let started = Instant::now();

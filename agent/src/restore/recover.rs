@@ -185,8 +185,9 @@ pub async fn recover(
     d.insert("truncatedAfter".into(), json!(last_write));
     // With a replay, the config is written after it: the replica set must not be
     // startable while it holds the base's data only.
-    let phase = match &replay {
-        None => PHASE,
+    // The phase the config is written in, and the message of its end.
+    let (phase, message) = match &replay {
+        None => (PHASE, format!("recovered to {last_write}")),
         Some(r) => {
             node.done(op, PHASE, format!("recovered to {last_write}"), d.clone())
                 .await?;
@@ -206,7 +207,15 @@ pub async fn recover(
             // Not made startable (the config) once the op was cancelled or decided; a
             // control plane that does not answer is asked again for a minute.
             node.still_wanted(op, Phase::Replay).await?;
-            Phase::Replay
+            let reached = stats.reached.unwrap_or(last_write);
+            (
+                Phase::Replay,
+                format!(
+                    "replayed the oplog from {last_write} up to {}: {} entries applied, reached \
+                     {reached}",
+                    r.target, stats.applied
+                ),
+            )
         }
     };
     node.running(
@@ -224,20 +233,6 @@ pub async fn recover(
     )
     .await;
     d.insert("standaloneStarts".into(), json!(starts));
-    let message = match (&replay, d.get("replay")) {
-        (Some(r), Some(stats)) => format!(
-            "replayed the oplog from {last_write} up to {}: {} entries applied, reached {}",
-            r.target,
-            stats["applied"],
-            stats["reached"]
-                .as_object()
-                .map_or_else(String::new, |o| format!(
-                    "Timestamp({}, {})",
-                    o["t"], o["i"]
-                ))
-        ),
-        _ => format!("recovered to {last_write}"),
-    };
     node.done(op, phase, message, d).await
 }
 

@@ -23,6 +23,14 @@ pub use moto::Moto;
 pub use proxy::{CountingProxy, Counts, HeaderDroppingProxy};
 
 /// A one-shot physical `Backup` document of `cluster` to `storage`, as YAML.
+/// A benchmark's setting from the environment, `default` when unset or unreadable.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A `BackupSchedule` named `pitr` that only slices `cluster`'s oplog into `storage`, one
 /// chunk per `span` (its cron never comes due in a test).
 pub fn pitr_schedule_yaml(cluster: &str, storage: &str, span: &str) -> String {
