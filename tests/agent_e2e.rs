@@ -173,6 +173,7 @@ fn community_mongod_refuses_a_physical_backup() {
             snapshot_command: None,
             hash_namespaces: Vec::new(),
             barrier: false,
+            incremental: None,
         },
         &[0],
     );
@@ -200,6 +201,7 @@ fn external_backup_waits_for_finish_then_writes_the_manifest() {
             snapshot_command: None,
             hash_namespaces: Vec::new(),
             barrier: false,
+            incremental: None,
         },
         &[0],
     );
@@ -423,6 +425,7 @@ fn external_backup_by_snapshot_command_then_external_restore() {
             snapshot_command: Some(vec!["sh".into(), "-c".into(), script]),
             hash_namespaces: Vec::new(),
             barrier: false,
+            incremental: None,
         },
         &[0],
     );

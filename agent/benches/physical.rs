@@ -186,6 +186,8 @@ async fn backup(
                     checksum: stored.checksum,
                     mode: 0o600,
                     object: Some(key),
+                    ranges: Vec::new(),
+                    blocks: Vec::new(),
                 })
             }
         })

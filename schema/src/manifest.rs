@@ -81,6 +81,55 @@ pub struct ReplicaSetManifest {
     /// Empty when the node could not tell (the backup is restorable all the same).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub collections: BTreeMap<String, CollectionSize>,
+    /// An incremental backup's link to its chain; `None` for full and external backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<ManifestIncrement>,
+}
+
+/// How an incremental backup of one replica set continues its chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestIncrement {
+    /// The `thisBackupName` the node's `$backupCursor` was opened with.
+    pub this_name: String,
+    /// The backup whose files this one holds the changes since; `None` for a base (whose
+    /// files are all full copies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The chain's first backup (this backup for a base).
+    pub base: String,
+    /// Bytes per tracked block: every `blocks` hash covers this much of its file.
+    pub block_size: u64,
+}
+
+/// One changed range of a file in an increment, stored as its own object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RangeEntry {
+    pub offset: u64,
+    pub length: u64,
+    /// Bytes of the object in storage (after compression).
+    pub stored_size: u64,
+    /// `blake3:<hex>` of the range's bytes.
+    pub checksum: String,
+    pub object: String,
+}
+
+impl RangeEntry {
+    /// The range as an object of its own, as storage checks and downloads objects.
+    pub fn as_file_entry(&self, path: &str) -> FileEntry {
+        FileEntry {
+            path: format!("{path} (range at {} B)", self.offset),
+            size: self.length,
+            stored_size: self.stored_size,
+            uncompressed_size: self.length,
+            checksum: self.checksum.clone(),
+            mode: 0,
+            object: Some(self.object.clone()),
+            ranges: Vec::new(),
+            blocks: Vec::new(),
+        }
+    }
 }
 
 /// A collection's size in a backup.
@@ -106,9 +155,20 @@ pub struct FileEntry {
     pub checksum: String,
     /// Unix permission bits.
     pub mode: u32,
-    /// Object key relative to the storage root; `None` for external backups.
+    /// Object key relative to the storage root; `None` for external backups, and in an
+    /// increment for a file rebuilt from the chain (its `ranges`, possibly none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
+    /// In an increment, a file without `object`: the ranges changed since the previous
+    /// backup of the chain, written over that backup's file at their offsets (after
+    /// which the file is cut to `size`). Empty: the file did not change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<RangeEntry>,
+    /// In an incremental chain: `blake3` (first 16 bytes, hex) of each block of the file
+    /// as it is at this backup, so that a file rebuilt from a chain is proved whole
+    /// without reading it back at backup time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +245,16 @@ pub fn unsafe_path_reason(path: &str) -> Option<&'static str> {
 }
 
 impl ReplicaSetManifest {
+    /// Whether `f` is rebuilt from the earlier backups of the chain plus its ranges
+    /// (rather than stored whole, or copied by a snapshot).
+    pub fn is_patch(&self, f: &FileEntry) -> bool {
+        f.object.is_none()
+            && self
+                .incremental
+                .as_ref()
+                .is_some_and(|i| i.source.is_some())
+    }
+
     /// Parses and validates a manifest read from storage.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
         let m: ReplicaSetManifest =
@@ -228,6 +298,9 @@ impl ReplicaSetManifest {
                 });
             }
         }
+        for f in &m.files {
+            check_increment_entry(&m, f)?;
+        }
         let uncompressed: u64 = m.files.iter().map(|f| f.uncompressed_size).sum();
         let stored: u64 = m.files.iter().map(|f| f.stored_size).sum();
         if uncompressed != m.uncompressed_bytes || stored != m.stored_bytes {
@@ -239,6 +312,77 @@ impl ReplicaSetManifest {
         }
         Ok(m)
     }
+}
+
+/// An increment's file entry: ranges in order, inside the file, on safe objects, adding
+/// up to the entry's sizes; and one block hash per block in a chain.
+fn check_increment_entry(m: &ReplicaSetManifest, f: &FileEntry) -> Result<(), ManifestError> {
+    let bad = |why: &'static str| ManifestError::UnsafePath {
+        path: f.path.clone(),
+        why,
+    };
+    let Some(inc) = &m.incremental else {
+        return match f.ranges.is_empty() {
+            true => Ok(()),
+            false => Err(bad("has ranges in a backup that is not incremental")),
+        };
+    };
+    if inc.block_size == 0 {
+        return Err(ManifestError::Totals("incremental block size is 0".into()));
+    }
+    if !f.ranges.is_empty() && (f.object.is_some() || inc.source.is_none()) {
+        return Err(bad("has ranges but is a full copy"));
+    }
+    let mut end = 0;
+    for r in &f.ranges {
+        if r.offset < end || r.length == 0 || r.offset + r.length > f.size {
+            return Err(bad(
+                "has ranges out of order, empty or past the file's size",
+            ));
+        }
+        if let Some(why) = unsafe_path_reason(&r.object) {
+            return Err(ManifestError::UnsafePath {
+                path: r.object.clone(),
+                why,
+            });
+        }
+        end = r.offset + r.length;
+    }
+    if m.is_patch(f) {
+        let length: u64 = f.ranges.iter().map(|r| r.length).sum();
+        let stored: u64 = f.ranges.iter().map(|r| r.stored_size).sum();
+        if length != f.uncompressed_size || stored != f.stored_size {
+            return Err(ManifestError::Totals(format!(
+                "{}: ranges sum to {length} B / {stored} B stored, the entry says {} / {}",
+                f.path, f.uncompressed_size, f.stored_size
+            )));
+        }
+    }
+    if f.blocks.len() as u64 != f.size.div_ceil(inc.block_size) {
+        return Err(ManifestError::Totals(format!(
+            "{}: {} block hashes for {} B in blocks of {} B",
+            f.path,
+            f.blocks.len(),
+            f.size,
+            inc.block_size
+        )));
+    }
+    Ok(())
+}
+
+/// The `thisBackupName` a node's `$backupCursor` gets for backup `backup`: WiredTiger
+/// takes it inside a configuration string, so only letters, digits and `_`, and a hash
+/// of the full name keeps two names that differ only in other characters apart.
+pub fn incremental_cursor_name(backup: &str) -> String {
+    use sha2::Digest;
+    let clean: String = backup
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(48)
+        .collect();
+    let hash = sha2::Sha256::digest(backup.as_bytes());
+    let hex: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("tm_{clean}_{hex}")
 }
 
 /// Storage layout of backups, relative to a `BackupStorage` URL.
@@ -257,12 +401,30 @@ pub mod layout {
 
     /// `<backup>/<rs>/files/<path>[.zst|.lz4]`.
     pub fn file_object_key(backup: &str, rs: &str, path: &str, compression: Compression) -> String {
-        let ext = match compression {
+        format!("{backup}/{rs}/files/{path}{}", extension(compression))
+    }
+
+    /// `<backup>/<rs>/ranges/<path>.<offset>-<length>[.zst|.lz4]`: one changed range of a
+    /// file in an increment.
+    pub fn range_object_key(
+        backup: &str,
+        rs: &str,
+        path: &str,
+        (offset, length): (u64, u64),
+        compression: Compression,
+    ) -> String {
+        format!(
+            "{backup}/{rs}/ranges/{path}.{offset}-{length}{}",
+            extension(compression)
+        )
+    }
+
+    fn extension(compression: Compression) -> &'static str {
+        match compression {
             Compression::Zstd => ".zst",
             Compression::Lz4 => ".lz4",
             Compression::None => "",
-        };
-        format!("{backup}/{rs}/files/{path}{ext}")
+        }
     }
 }
 

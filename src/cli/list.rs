@@ -72,6 +72,8 @@ fn backup_json(b: &BackupRecord) -> Value {
         "lastWriteOptimes": b.replica_sets.iter().map(|r| json!({"replicaSet": r.name, "optime": r.last_write_optime})).collect::<Vec<_>>(),
         "verification": b.verification.as_ref().map(|v| v.status),
         "deleting": b.deleting.is_some(),
+        "incremental": b.incremental,
+        "nodes": b.replica_sets.iter().map(|r| json!({"replicaSet": r.name, "node": r.node})).collect::<Vec<_>>(),
     })
 }
 
@@ -166,6 +168,9 @@ fn render(v: &Value) -> String {
                 None => String::new(),
             }
         ));
+        if let Some(link) = b["incremental"].as_object() {
+            out.push_str(&format!("    {}\n", chain_text(link)));
+        }
     }
     out.push_str("\nPITR timelines:\n");
     let timelines = v["timelines"].as_array().cloned().unwrap_or_default();
@@ -187,6 +192,22 @@ fn render(v: &Value) -> String {
         render_windows(&mut out, &t, "    ");
     }
     out
+}
+
+/// Where an incremental backup sits: `base of chain X` or `increment N of chain X, on Y`.
+fn chain_text(link: &serde_json::Map<String, Value>) -> String {
+    let base = text(&link["base"]);
+    match link.get("source").filter(|s| !s.is_null()) {
+        None => format!(
+            "base of chain {base} (blocks of {} MB)",
+            text(&link["blockSizeMB"])
+        ),
+        Some(source) => format!(
+            "increment {} of chain {base}, on {}",
+            text(&link["position"]),
+            text(source)
+        ),
+    }
 }
 
 /// The PITR lines of `status`.

@@ -9,6 +9,7 @@
 use serde_json::{Value, json};
 use tidemark_reconciler::plan::{
     DrillState, PitrState, ScheduleState, drill_state, observed_schedule_state, plan_slicing,
+    schedule_increment,
 };
 use tidemark_reconciler::run::desired_from_applied;
 use tidemark_schema::control::WaitingRecord;
@@ -90,6 +91,14 @@ pub async fn status(
         .map(|s| {
             let mut v = json!(s);
             v["lastGoodAgeSeconds"] = json!(s.last_good_at.map(|t| (now - t).num_seconds()));
+            // An incremental schedule: whether its next run continues the chain, and why.
+            if let Some(d) = desired.as_ref()
+                && let Some(spec) = d.schedule(&s.schedule)
+                && let Some(cluster) = d.cluster(&spec.cluster)
+                && let Some(next) = schedule_increment(spec, cluster, &observed, (now, dead_after))
+            {
+                v["nextIncremental"] = json!(next.plan);
+            }
             v
         })
         .collect();
@@ -264,6 +273,9 @@ fn render(v: &Value) -> String {
                 String::new()
             }
         ));
+        if let Some(why) = sc["nextIncremental"]["why"].as_str() {
+            out.push_str(&format!("    next run: {why}\n"));
+        }
         if let Some(missed) = sc["missedSlots"].as_array()
             && !missed.is_empty()
         {

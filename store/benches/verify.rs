@@ -71,6 +71,8 @@ fn make_object(root: &Path, i: usize, size: u64) -> FileEntry {
         checksum: format!("blake3:{}", hasher.finalize().to_hex()),
         mode: 0o600,
         object: Some(key),
+        ranges: Vec::new(),
+        blocks: Vec::new(),
     }
 }
 
@@ -180,6 +182,7 @@ fn main() {
         stored_bytes: stored,
         collection_hashes: Default::default(),
         unstable_hashes: Vec::new(),
+        incremental: None,
     };
     let marker = BackupMarker {
         backup: "bench".into(),

@@ -85,6 +85,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
             }],
             deleting: None,
             verification: None,
+            incremental: None,
         },
         Heartbeat {
             cluster: "prod".into(),

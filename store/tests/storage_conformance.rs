@@ -77,6 +77,8 @@ fn entry(path: &str, key: &str, stored: &StoredObject, mode: u32) -> FileEntry {
         checksum: stored.checksum.clone(),
         mode,
         object: Some(key.into()),
+        ranges: Vec::new(),
+        blocks: Vec::new(),
     }
 }
 
@@ -230,6 +232,7 @@ async fn conformance(store: &BackupStore, backend: &str) {
             stored_size: 6_000,
             uncompressed_size: 6_000,
             checksum: format!("blake3:{}", blake3::hash(b"other").to_hex()),
+            blocks: Vec::new(),
         },
         0o600,
     );

@@ -88,6 +88,8 @@ fn inner_restore_onto_tmpfs() {
             checksum: stored.checksum,
             mode: 0o600,
             object: Some(key.into()),
+            ranges: Vec::new(),
+            blocks: Vec::new(),
         };
         let dest = full.join("db/collection-1-1.wt");
         let err = store

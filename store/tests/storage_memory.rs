@@ -68,6 +68,8 @@ async fn a_large_file_streams_in_bounded_memory() {
         checksum: stored.checksum,
         mode: 0o600,
         object: Some(key.into()),
+        ranges: Vec::new(),
+        blocks: Vec::new(),
     };
     let dest = work.path().join("dbpath/collection-0-1.wt");
     store

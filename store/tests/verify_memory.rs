@@ -59,6 +59,8 @@ async fn read_data_of_a_gibibyte_stays_under_128_mib() {
         checksum: format!("blake3:{}", hasher.finalize().to_hex()),
         mode: 0o600,
         object: Some(key.into()),
+        ranges: Vec::new(),
+        blocks: Vec::new(),
     };
     let url = format!("file://{}", work.path().display());
     let store = BackupStore::from_store(

@@ -309,6 +309,7 @@ impl Rig {
                 snapshot_command: None,
                 hash_namespaces: Vec::new(),
                 barrier: false,
+                incremental: None,
             },
             &[from],
         );

@@ -10,11 +10,14 @@ use serde_json::json;
 use tidemark_schema::control::{Op, StorageTarget};
 use tidemark_schema::manifest::{FileEntry, layout};
 
+use super::increment::{self, Chain};
 use crate::error::AgentError;
 use crate::mongod::CursorFile;
 use crate::node::{Details, InPhase, Node, PhaseFailure};
-use crate::storage::BackupStore;
+use crate::storage::{BackupStore, Span};
 
+/// `chain`: an incremental backup's chain, which decides per file between a whole copy
+/// and its changed ranges.
 pub async fn copy_files(
     node: &Node,
     op: &Op,
@@ -22,6 +25,7 @@ pub async fn copy_files(
     backup: &str,
     files: &[CursorFile],
     storage: &StorageTarget,
+    chain: Option<&Chain>,
 ) -> Result<Vec<FileEntry>, PhaseFailure> {
     let total_bytes: u64 = files.iter().filter_map(|f| f.size).sum();
     let done_files = AtomicU64::new(0);
@@ -43,7 +47,7 @@ pub async fn copy_files(
             if stop.lock().expect("not poisoned").is_some() {
                 return Ok(None);
             }
-            let entry = match copy_one(node, store, backup, f, storage).await {
+            let entry = match copy_one(node, store, backup, f, storage, chain).await {
                 Ok(entry) => entry,
                 Err(e) => {
                     stop.lock()
@@ -124,6 +128,7 @@ async fn copy_one(
     backup: &str,
     f: &CursorFile,
     storage: &StorageTarget,
+    chain: Option<&Chain>,
 ) -> Result<FileEntry, AgentError> {
     let meta = tokio::fs::metadata(&f.path)
         .await
@@ -131,14 +136,25 @@ async fn copy_one(
     // Files listed with a size are copied up to it (later bytes belong to writes after the
     // checkpoint); extension journal files are copied as they are now.
     let limit = f.size.unwrap_or(meta.len());
+    if let Some(chain) = chain
+        && let increment::Copy::Patch(ranges) = increment::how(chain, f, limit)
+    {
+        return increment::copy_patch(node, store, (backup, storage), f, (limit, ranges), chain)
+            .await;
+    }
     let key = layout::file_object_key(backup, &node.replica_set, &f.relative, storage.compression);
+    let span = Span {
+        offset: 0,
+        end: limit,
+        block_size: chain.map(Chain::block_size),
+    };
     let stored = store
-        .upload_file(
+        .upload_span(
             &f.path,
             &key,
             storage.compression,
             storage.compression_level,
-            limit,
+            span,
         )
         .await?;
     use std::os::unix::fs::PermissionsExt;
@@ -150,5 +166,7 @@ async fn copy_one(
         checksum: stored.checksum,
         mode: meta.permissions().mode() & 0o7777,
         object: Some(key),
+        ranges: Vec::new(),
+        blocks: stored.blocks,
     })
 }

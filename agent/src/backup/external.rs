@@ -29,6 +29,8 @@ pub fn entries(files: &[CursorFile]) -> Result<Vec<FileEntry>, AgentError> {
                 checksum: String::new(),
                 mode: meta.permissions().mode() & 0o7777,
                 object: None,
+                ranges: Vec::new(),
+                blocks: Vec::new(),
             })
         })
         .collect()

@@ -21,6 +21,7 @@ pub struct Input<'a> {
     pub checkpoint: OpTime,
     pub last_write: OpTime,
     pub files: Vec<FileEntry>,
+    pub incremental: Option<tidemark_schema::manifest::ManifestIncrement>,
 }
 
 pub fn build(i: Input) -> ReplicaSetManifest {
@@ -39,7 +40,7 @@ pub fn build(i: Input) -> ReplicaSetManifest {
             .map(str::to_string),
         backup_type: i.backup_type,
         compression: match i.backup_type {
-            BackupType::Physical => i.compression,
+            BackupType::Physical | BackupType::Incremental => i.compression,
             BackupType::External => Compression::None,
         },
         started_at: i.started_at,
@@ -58,6 +59,7 @@ pub fn build(i: Input) -> ReplicaSetManifest {
         collection_hashes: BTreeMap::new(),
         unstable_hashes: Vec::new(),
         collections: BTreeMap::new(),
+        incremental: i.incremental,
     }
 }
 

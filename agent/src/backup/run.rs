@@ -8,7 +8,7 @@ use tidemark_schema::control::Phase;
 use tidemark_schema::control::{Op, OpCommand};
 use tidemark_schema::model::BackupType;
 
-use super::{copy, external, manifest};
+use super::{copy, external, increment, manifest};
 use crate::error::AgentError;
 use crate::mongod::{BackupCursor, CursorFile};
 use crate::node::{Details, InPhase, Node, PhaseFailure, j};
@@ -23,6 +23,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         snapshot_command,
         hash_namespaces,
         barrier,
+        incremental,
     } = &op.command
     else {
         unreachable!("dispatched on the command kind");
@@ -53,8 +54,17 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     };
     node.running(op, Phase::Cursor, "opening $backupCursor")
         .await?;
-    let cursor = BackupCursor::open(&client, node.cfg.cursor_keepalive)
+    let (chain, options) = match incremental {
+        Some(inc) => {
+            let store = BackupStore::open(storage).in_phase(Phase::Cursor)?;
+            let (chain, options) = increment::prepare(node, &client, &store, backup, inc).await?;
+            (Some(chain), options)
+        }
+        None => (None, bson::Document::new()),
+    };
+    let cursor = BackupCursor::open_with(&client, node.cfg.cursor_keepalive, options)
         .await
+        .map_err(|e| explain_cursor_error(e, chain.as_ref()))
         .in_phase(Phase::Cursor)?;
     let mut d = Details::new();
     d.insert("files".into(), json!(cursor.files.len()));
@@ -108,13 +118,16 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
             Ok((files, extra, Some(target)))
         };
         let entries = match backup_type {
-            BackupType::Physical => {
+            BackupType::Physical | BackupType::Incremental => {
+                let chain = chain.as_ref();
                 let mut entries =
-                    copy::copy_files(node, op, &store, backup, &cursor.files, storage).await?;
+                    copy::copy_files(node, op, &store, backup, &cursor.files, storage, chain)
+                        .await?;
                 let (_, extra, target) = extend(Vec::new()).await?;
                 extended = target;
                 if !extra.is_empty() {
-                    let added = copy::copy_files(node, op, &store, backup, &extra, storage).await?;
+                    let added =
+                        copy::copy_files(node, op, &store, backup, &extra, storage, chain).await?;
                     // A journal file listed again by the extension replaces its shorter copy.
                     entries.retain(|e| !added.iter().any(|a| a.path == e.path));
                     entries.extend(added);
@@ -168,6 +181,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         checkpoint: checkpoint.unwrap_or(last_write),
         last_write,
         files: entries,
+        incremental: chain.map(|c| c.link),
     });
     m.collection_hashes = collection_hashes;
     m.unstable_hashes = unstable_hashes;
@@ -201,6 +215,20 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         ),
         d,
     ))
+}
+
+/// A cursor refused for an increment: mongod's own words (`2: No such file or directory`
+/// when the source is unknown to this node) say little, so the reason is added.
+fn explain_cursor_error(
+    e: crate::mongod::MongodError,
+    chain: Option<&increment::Chain>,
+) -> AgentError {
+    match chain.and_then(|c| c.link.source.as_deref()) {
+        Some(source) => AgentError::Refused(format!(
+            "{e}: this node's block tracking does not know backup {source} any more (mongod              was restored, resynced, or its history moved on); the next backup of the chain              is a new base"
+        )),
+        None => e.into(),
+    }
 }
 
 /// Waits for the backup's common point (`extend.json`), written once every replica set's

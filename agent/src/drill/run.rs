@@ -63,11 +63,11 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         // slowest replica set's, each timed from its own download to its standalone
         // answering (a drill does them one after another only to bound its disk use).
         let mut rto = 0.0f64;
-        for m in &selected.manifests {
+        for (m, links) in selected.manifests.iter().zip(&selected.chains) {
             let rs_began = Instant::now();
             let rs_dir = dir.join(&m.replica_set);
             let scratch_node = scratch::scratch_node(node, &rs_dir).in_phase(Phase::Fetch)?;
-            fetch(&scratch_node, op, &selected.store, m).await?;
+            fetch(&scratch_node, op, &selected.store, links).await?;
             node.boundary(op, Phase::Fetch).await?;
             node.running(
                 op,

@@ -11,6 +11,9 @@ use crate::storage::BackupStore;
 pub struct Selected {
     pub store: BackupStore,
     pub manifests: Vec<ReplicaSetManifest>,
+    /// Per replica set (as `manifests`), the manifests a restore is built from: the
+    /// backup's chain, base first, for an increment; the manifest alone otherwise.
+    pub chains: Vec<Vec<ReplicaSetManifest>>,
 }
 
 pub async fn select(
@@ -21,6 +24,7 @@ pub async fn select(
 ) -> Result<Selected, AgentError> {
     let store = BackupStore::open(storage)?;
     let mut manifests = Vec::new();
+    let mut chains = Vec::new();
     for rs in replica_sets {
         let key = layout::rs_manifest_key(backup, rs);
         let bytes = read_object(&store, &key).await?.ok_or_else(|| {
@@ -32,13 +36,15 @@ pub async fn select(
         let m = ReplicaSetManifest::from_json(&bytes)
             .map_err(|e| AgentError::Refused(format!("{key}: {e}")))?;
         check_restorable(backup, &m, false)?;
+        chains.push(crate::restore::chain::links(&store, m.clone(), false).await?);
         manifests.push(m);
     }
     // Every replica set is restored one after the other, each removed before the next;
     // the largest must fit, with 10% to spare for the journal and mongod's own files.
+    // A file rebuilt from a chain ends at its final size, so that is what counts.
     let need = manifests
         .iter()
-        .map(|m| m.uncompressed_bytes)
+        .map(|m| m.files.iter().map(|f| f.size).sum::<u64>())
         .max()
         .unwrap_or(0);
     let need = need + need / 10;
@@ -51,7 +57,11 @@ pub async fn select(
             disk.available_bytes
         )));
     }
-    Ok(Selected { store, manifests })
+    Ok(Selected {
+        store,
+        manifests,
+        chains,
+    })
 }
 
 /// The phase a failure of `select` is reported in.

@@ -32,6 +32,10 @@ pub struct CursorFile {
     pub relative: String,
     /// The bytes to copy (`fileSize`); extension files carry none and are copied whole.
     pub size: Option<u64>,
+    /// An incremental cursor's changed ranges of the file (`offset`, `length`), in the
+    /// order listed; empty when it listed the file without a range (unchanged since the
+    /// source, or not an incremental cursor).
+    pub ranges: Vec<(u64, u64)>,
 }
 
 pub struct BackupCursor {
@@ -72,6 +76,16 @@ impl BackupCursor {
         client: &MongodClient,
         keepalive: Duration,
     ) -> Result<BackupCursor, MongodError> {
+        Self::open_with(client, keepalive, Document::new()).await
+    }
+
+    /// Opens the cursor with `$backupCursor`'s options (`incrementalBackup`,
+    /// `thisBackupName`, …) and reads the whole file list.
+    pub async fn open_with(
+        client: &MongodClient,
+        keepalive: Duration,
+        options: Document,
+    ) -> Result<BackupCursor, MongodError> {
         let err = |command: &str, e: mongodb::error::Error| MongodError::Command {
             node: client.node.clone(),
             command: command.to_string(),
@@ -85,7 +99,9 @@ impl BackupCursor {
         let reply = client
             .client()
             .database("admin")
-            .run_command(doc! {"aggregate": 1, "pipeline": [{"$backupCursor": {}}], "cursor": {}})
+            .run_command(
+                doc! {"aggregate": 1, "pipeline": [{"$backupCursor": options}], "cursor": {}},
+            )
             .session(&mut session)
             .await
             .map_err(|e| err("$backupCursor", e))?;
@@ -130,9 +146,15 @@ impl BackupCursor {
             checkpoint_timestamp: optime(meta.get("checkpointTimestamp")),
             dbpath,
         };
-        let files = iter
-            .map(|d| cursor_file(client, &metadata.dbpath, &d))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut files: Vec<CursorFile> = Vec::new();
+        for d in iter {
+            let f = cursor_file(client, &metadata.dbpath, &d)?;
+            // An incremental cursor lists a changed file once per changed block.
+            match files.last_mut() {
+                Some(last) if last.relative == f.relative => last.ranges.extend(f.ranges),
+                _ => files.push(f),
+            }
+        }
         let session = Arc::new(Mutex::new(session));
         let lost = Arc::new(std::sync::Mutex::new(None));
         let keepalive = (cursor_id != 0).then(|| {
@@ -324,14 +346,19 @@ fn cursor_file(
         })?
         .to_string_lossy()
         .replace('\\', "/");
-    let size = match d.get("fileSize") {
+    let number = |key: &str| match d.get(key) {
         Some(Bson::Int64(n)) => Some(*n as u64),
         Some(Bson::Int32(n)) => Some(*n as u64),
         _ => None,
     };
+    let ranges = match (number("offset"), number("length")) {
+        (Some(offset), Some(length)) if length > 0 => vec![(offset, length)],
+        _ => Vec::new(),
+    };
     Ok(CursorFile {
         path,
         relative,
-        size,
+        size: number("fileSize"),
+        ranges,
     })
 }

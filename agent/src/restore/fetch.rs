@@ -4,6 +4,7 @@
 
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
+use tidemark_schema::chain::{FilePlan, file_plans};
 use tidemark_schema::control::Op;
 use tidemark_schema::control::Phase;
 use tidemark_schema::manifest::ReplicaSetManifest;
@@ -16,28 +17,33 @@ pub async fn fetch(
     node: &Node,
     op: &Op,
     store: &BackupStore,
-    manifest: &ReplicaSetManifest,
+    links: &[ReplicaSetManifest],
 ) -> Result<(), PhaseFailure> {
     const PHASE: Phase = Phase::Fetch;
     let started_at = chrono::Utc::now();
     let started = std::time::Instant::now();
+    let manifest = links.last().expect("a chain is never empty");
+    let plans = file_plans(links)
+        .map_err(|e| AgentError::Refused(e.to_string()))
+        .in_phase(PHASE)?;
+    let stored: u64 = links.iter().map(|m| m.stored_bytes).sum();
     node.running(
         op,
         PHASE,
-        format!(
-            "downloading {} files ({} B)",
-            manifest.files.len(),
-            manifest.stored_bytes
-        ),
+        match links.len() {
+            1 => format!("downloading {} files ({stored} B)", manifest.files.len()),
+            n => format!(
+                "rebuilding {} files from a chain of {n} backups ({stored} B)",
+                manifest.files.len()
+            ),
+        },
     )
     .await?;
     let dbpath = &node.cfg.dbpath;
-    let download = futures::stream::iter(manifest.files.iter())
-        .map(|entry| async move {
+    let download = futures::stream::iter(plans.iter())
+        .map(|plan| async move {
             // Paths were validated when the manifest was read: relative, no `..`.
-            let dest = dbpath.join(&entry.path);
-            store
-                .download_file(entry, manifest.compression, &dest)
+            rebuild(store, links, plan, &dbpath.join(plan.path))
                 .await
                 .map_err(AgentError::from)
         })
@@ -65,12 +71,88 @@ pub async fn fetch(
         .in_phase(PHASE)?;
     let mut d = Details::new();
     d.insert("files".into(), json!(manifest.files.len()));
-    d.insert("bytes".into(), json!(manifest.uncompressed_bytes));
+    d.insert(
+        "bytes".into(),
+        json!(tidemark_schema::chain::uncompressed_bytes(links)),
+    );
+    if links.len() > 1 {
+        d.insert("chainLength".into(), json!(links.len()));
+    }
     // How long the data path took, durable, so the rest of a restore can be told apart.
     d.insert("startedAt".into(), json!(started_at));
     d.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
     node.done(op, PHASE, "every file downloaded and verified", d)
         .await
+}
+
+/// Restores one file: its newest full copy (checked against its blake3), then each later
+/// increment's ranges at their offsets, the file cut to that increment's size after each;
+/// a rebuilt file is then proved against the last backup's block hashes.
+async fn rebuild(
+    store: &BackupStore,
+    links: &[ReplicaSetManifest],
+    plan: &FilePlan<'_>,
+    dest: &std::path::Path,
+) -> Result<(), crate::storage::StorageError> {
+    use crate::storage::StorageError;
+    let (i, full) = plan.full;
+    store
+        .download_file(full, links[i].compression, dest)
+        .await?;
+    if plan.patches.is_empty() {
+        return Ok(());
+    }
+    let io = |op: &'static str| {
+        move |source: std::io::Error| StorageError::Io {
+            op,
+            path: dest.to_path_buf(),
+            source,
+        }
+    };
+    for (i, entry) in &plan.patches {
+        for range in &entry.ranges {
+            store
+                .download_range(plan.path, range, links[*i].compression, dest)
+                .await?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dest)
+            .map_err(io("cannot open"))?;
+        file.set_len(entry.size).map_err(io("cannot cut to size"))?;
+    }
+    let last = plan.last;
+    let block_size = links[0]
+        .incremental
+        .as_ref()
+        .map_or(1, |inc| inc.block_size);
+    let path = dest.to_path_buf();
+    let size = last.size;
+    let hashes = tokio::task::spawn_blocking(move || {
+        crate::storage::hash_blocks(&path, 0, size, block_size)
+    })
+    .await
+    .map_err(|e| io("hashing")(std::io::Error::other(e.to_string())))?
+    .map_err(io("cannot read back"))?;
+    if let Some(block) =
+        (0..last.blocks.len().max(hashes.len())).find(|&b| hashes.get(b) != last.blocks.get(b))
+    {
+        let backup = &links.last().expect("never empty").backup;
+        return Err(StorageError::Corrupt {
+            url: store.url().to_string(),
+            key: tidemark_schema::manifest::layout::rs_manifest_key(backup, &links[0].replica_set),
+            path: plan.path.to_string(),
+            why: format!(
+                "rebuilt from its chain, block {block} (at {} B) does not match backup                  {backup}'s hash",
+                block as u64 * block_size
+            ),
+        });
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::File::open(dest).map_err(io("cannot open"))?;
+    file.set_permissions(std::fs::Permissions::from_mode(last.mode & 0o7777))
+        .map_err(io("cannot set the mode of"))?;
+    Ok(())
 }
 
 /// How often a download reports its progress at most: every heartbeat, up to this.
@@ -87,7 +169,8 @@ async fn report_progress(
     started: std::time::Instant,
     finished: &std::sync::atomic::AtomicBool,
 ) {
-    let total = manifest.uncompressed_bytes;
+    // The files' final sizes: an increment's entries count only its changed bytes.
+    let total: u64 = manifest.files.iter().map(|f| f.size).sum();
     let tick = std::time::Duration::from_millis(50);
     let every = node.cfg.heartbeat_interval.min(PROGRESS_EVERY);
     loop {
@@ -102,8 +185,7 @@ async fn report_progress(
             .files
             .iter()
             .map(|f| {
-                std::fs::metadata(node.cfg.dbpath.join(&f.path))
-                    .map_or(0, |m| m.len().min(f.uncompressed_size))
+                std::fs::metadata(node.cfg.dbpath.join(&f.path)).map_or(0, |m| m.len().min(f.size))
             })
             .sum();
         let secs = started.elapsed().as_secs_f64().max(0.001);

@@ -1,10 +1,12 @@
 //! The physical restore of one node, one file per stage as pgBackRest lays it out:
-//! `validate` (pre-checks while mongod is up), `disk` (the fallback space rule), `stop`,
-//! `fallback` (move aside or wipe), `fetch` (download and verify), `recover` (the
-//! standalone starts), `replay` (a point-in-time restore's oplog), `finish`; `run` drives them and `actions` holds the follow-up
-//! instructions (revert, wipe, remove the fallback, start as a member).
+//! `validate` (pre-checks while mongod is up), `chain` (an increment's chain of
+//! manifests), `disk` (the fallback space rule), `stop`, `fallback` (move aside or wipe),
+//! `fetch` (download, rebuild and verify), `recover` (the standalone starts), `replay` (a
+//! point-in-time restore's oplog), `finish`; `run` drives them and `actions` holds the
+//! follow-up instructions (revert, wipe, remove the fallback, start as a member).
 
 mod actions;
+pub(crate) mod chain;
 mod disk;
 pub mod fallback;
 pub(crate) mod fetch;

@@ -53,7 +53,9 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     }
     // A node that is only stopped (it cannot decrypt) needs no room for a second copy.
     if *fallback_enabled && !stop_only {
-        disk::evaluate(node, op, checked.manifest.uncompressed_bytes).await?;
+        // An increment needs its whole chain written: PBM counts every link too.
+        let needed = tidemark_schema::chain::uncompressed_bytes(&checked.links);
+        disk::evaluate(node, op, needed).await?;
     }
     if *wait_for_go {
         node.done(
@@ -143,7 +145,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
     if *external {
         fetch::await_external_copy(node, op, &checked.manifest).await?;
     } else {
-        fetch::fetch(node, op, &checked.store, &checked.manifest).await?;
+        fetch::fetch(node, op, &checked.store, &checked.links).await?;
     }
     node.boundary(op, Phase::Fetch).await?;
     recover::recover(

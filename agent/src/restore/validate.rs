@@ -39,6 +39,9 @@ pub struct Checked {
     pub cmdline: bson::Document,
     pub captured: Captured,
     pub manifest: ReplicaSetManifest,
+    /// The manifests the restore is built from, base first, `manifest` last (one for a
+    /// full backup).
+    pub links: Vec<ReplicaSetManifest>,
     pub store: BackupStore,
     /// The `precheck` report's figures (the captured command line among them, which
     /// the follow-up start reads back): a later rewrite of that report keeps them.
@@ -110,7 +113,9 @@ pub async fn precheck(
         )))
         .in_phase(PHASE);
     }
-    check_restorable(backup, &manifest, external).in_phase(PHASE)?;
+    let links = super::chain::links(&store, manifest.clone(), external)
+        .await
+        .in_phase(PHASE)?;
     check_encryption(backup, &manifest, &cmdline, cannot_decrypt).in_phase(PHASE)?;
     // The files go back where the backup's layout puts them, and the node starts with
     // its own: the two must agree, or it restores and then cannot start.
@@ -160,14 +165,24 @@ pub async fn precheck(
     d.insert("backupFiles".into(), json!(manifest.files.len()));
     d.insert(
         "backupUncompressedBytes".into(),
-        json!(manifest.uncompressed_bytes),
+        json!(tidemark_schema::chain::uncompressed_bytes(&links)),
     );
+    if links.len() > 1 {
+        d.insert(
+            "chain".into(),
+            json!(links.iter().map(|m| &m.backup).collect::<Vec<_>>()),
+        );
+    }
     d.insert("lastWrite".into(), json!(manifest.last_write));
     node.done(
         op,
         PHASE,
         format!(
-            "backup {backup} is complete and matches mongod {}",
+            "backup {backup} is complete{} and matches mongod {}",
+            match links.len() {
+                1 => String::new(),
+                n => format!(" with its chain of {n} backups"),
+            },
             facts.version
         ),
         d.clone(),
@@ -178,6 +193,7 @@ pub async fn precheck(
         client,
         captured,
         manifest,
+        links,
         store,
         report: d,
     })
@@ -273,7 +289,7 @@ pub(crate) fn check_restorable(
         && let Some(f) = m
             .files
             .iter()
-            .find(|f| f.object.is_none() || !f.checksum.starts_with("blake3:"))
+            .find(|f| !m.is_patch(f) && (f.object.is_none() || !f.checksum.starts_with("blake3:")))
     {
         return Err(AgentError::Refused(format!(
             "backup {backup} lists {} without a stored object and checksum; nothing was touched",

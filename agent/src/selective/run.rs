@@ -86,7 +86,7 @@ pub async fn run(node: &Node, op: &Op) -> Result<(String, Details), PhaseFailure
         let m = &selected.manifests[0];
         let scratch_node =
             scratch::scratch_node(node, &dir.join(&m.replica_set)).in_phase(Phase::Fetch)?;
-        fetch(&scratch_node, op, &selected.store, m).await?;
+        fetch(&scratch_node, op, &selected.store, &selected.chains[0]).await?;
         ended_here(node, op, Phase::Fetch).await?;
         node.running(
             op,

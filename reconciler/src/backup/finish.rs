@@ -314,6 +314,7 @@ pub async fn advance(
             .verify
             .filter(|_| status == RunStatus::Done)
             .map(Verification::pending),
+        incremental: settings.incremental.clone(),
     };
     ex.control.put(&catalog_key(backup), &catalog).await?;
     ex.finish_record(record, status, result.reason, now).await

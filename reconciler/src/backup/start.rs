@@ -29,6 +29,9 @@ pub struct BackupSettings {
     /// would be refused by a mongod that signs its cluster times.
     #[serde(default)]
     pub sharded: bool,
+    /// An incremental backup's place in its chain, as planned (the catalog records it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<tidemark_schema::control::ChainLink>,
 }
 
 /// Starts backup `name` on the chosen nodes; `Ok(Some(reason))` when it must wait.
@@ -73,6 +76,13 @@ pub async fn start(
             hash_namespaces: settings.hash_namespaces.clone(),
             // A sharded cluster's replica sets restore to one cluster time.
             barrier: settings.sharded,
+            incremental: settings.incremental.as_ref().map(|l| {
+                tidemark_schema::control::IncrementalBackup {
+                    base: l.base.clone(),
+                    source: l.source.clone(),
+                    block_size_mb: l.block_size_mb,
+                }
+            }),
         },
         deadline: Some(now + ex.op_deadline),
         epoch: None,

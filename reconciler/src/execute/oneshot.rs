@@ -267,6 +267,7 @@ mod tests {
             replica_sets: Vec::new(),
             deleting,
             verification: None,
+            incremental: None,
         }
     }
 

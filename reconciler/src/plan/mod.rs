@@ -2,6 +2,7 @@
 //! declared and what the control plane holds to the steps that would converge them.
 //! Every step and every retention decision carries a human-readable reason.
 
+mod chain;
 mod chunk_retention;
 mod drills;
 mod model;
@@ -17,6 +18,9 @@ mod schedule;
 mod selective;
 mod timeline;
 
+pub use chain::{
+    ChainRules, ChainView, IncrementChoice, IncrementPlan, PlannedLink, plan_increment,
+};
 pub use drills::{
     DRILL_KIND, DrillRun, DrillState, drill_state, hash_namespaces, plan_drills,
     wanted_drill_record,
@@ -24,11 +28,13 @@ pub use drills::{
 pub use model::{
     Action, DiskCheck, NodeChoice, Plan, RestoreNode, RestorePlan, RetentionDecision, Step,
 };
-pub use nodes::{BACKUP_MAX_LAG_SECONDS, HEARTBEAT_DEAD_AFTER_SECONDS, choose_node};
+pub use nodes::{
+    BACKUP_MAX_LAG_SECONDS, HEARTBEAT_DEAD_AFTER_SECONDS, choose_node, why_not_eligible,
+};
 pub use pitr::{
     PitrState, PlannedStream, SlicerState, plan_slicing, replica_set_names, stuck_after,
 };
-pub use planner::{PlanSettings, pinned_backups, plan, plan_with};
+pub use planner::{PlanSettings, pinned_backups, plan, plan_with, schedule_increment};
 pub use point_in_time::{PointInTimePlan, ReplayPart, plan_point_in_time};
 pub use render::{human_bytes, render_plan};
 pub use restore::keys_known;

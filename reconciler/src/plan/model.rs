@@ -83,6 +83,9 @@ pub enum Action {
         /// The schedule whose slot this backup is; `None` for a one-shot `Backup`.
         #[serde(skip_serializing_if = "Option::is_none")]
         schedule: Option<String>,
+        /// An incremental backup: the chain it continues or starts, and why.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        incremental: Option<super::IncrementPlan>,
     },
     StartRestore(RestorePlan),
     /// A selective restore: collections copied into the running cluster by a drill agent.
@@ -204,6 +207,10 @@ pub struct RestorePlan {
     /// A point-in-time restore: the oplog replayed after the base.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub point_in_time: Option<Box<super::PointInTimePlan>>,
+    /// An increment's chain, base first, ending with `backup`: every one is downloaded
+    /// and counted in the fallback disk check. Empty for a full backup.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

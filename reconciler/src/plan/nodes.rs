@@ -32,6 +32,37 @@ pub fn heartbeats_of<'a>(
         .collect()
 }
 
+/// Why a node cannot take a backup now, by its heartbeat, or `None` when it can.
+pub fn why_not_eligible(
+    hb: &Heartbeat,
+    now: DateTime<Utc>,
+    dead_after: chrono::Duration,
+) -> Option<String> {
+    if !is_alive(hb, now, dead_after) {
+        Some(format!(
+            "last heartbeat {}s ago",
+            (now - hb.at).num_seconds()
+        ))
+    } else if !hb.healthy {
+        Some("agent unhealthy".to_string())
+    } else if hb.arbiter {
+        Some("arbiter".to_string())
+    } else if hb.delayed {
+        Some("delayed member".to_string())
+    } else if !hb.role.is_serving() {
+        Some(format!("state {}", hb.role))
+    } else if hb.lag_seconds >= BACKUP_MAX_LAG_SECONDS {
+        Some(format!(
+            "replication lag {:.0}s >= {BACKUP_MAX_LAG_SECONDS:.0}s",
+            hb.lag_seconds
+        ))
+    } else if !hb.backup_cursor {
+        Some(format!("{} mongod has no $backupCursor", hb.flavor))
+    } else {
+        None
+    }
+}
+
 /// Picks the node for one replica set, or explains why none qualifies (`Err`).
 pub fn choose_node(
     cluster: &str,
@@ -56,30 +87,7 @@ pub fn choose_node(
             rejected.push(format!("{member}: no heartbeat"));
             continue;
         };
-        let why_not = if !is_alive(hb, now, dead_after) {
-            Some(format!(
-                "last heartbeat {}s ago",
-                (now - hb.at).num_seconds()
-            ))
-        } else if !hb.healthy {
-            Some("agent unhealthy".to_string())
-        } else if hb.arbiter {
-            Some("arbiter".to_string())
-        } else if hb.delayed {
-            Some("delayed member".to_string())
-        } else if !hb.role.is_serving() {
-            Some(format!("state {}", hb.role))
-        } else if hb.lag_seconds >= BACKUP_MAX_LAG_SECONDS {
-            Some(format!(
-                "replication lag {:.0}s >= {BACKUP_MAX_LAG_SECONDS:.0}s",
-                hb.lag_seconds
-            ))
-        } else if !hb.backup_cursor {
-            Some(format!("{} mongod has no $backupCursor", hb.flavor))
-        } else {
-            None
-        };
-        if let Some(why) = why_not {
+        if let Some(why) = why_not_eligible(hb, now, dead_after) {
             rejected.push(format!("{member}: {why}"));
             continue;
         }

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::AppliedRevision;
 use tidemark_schema::control::OneShotKind;
-use tidemark_schema::model::{BackupScheduleSpec, Kind, Resource, scheduled_backup_name};
+use tidemark_schema::model::{
+    BackupScheduleSpec, BackupType, Kind, Resource, scheduled_backup_name,
+};
 use tidemark_schema::validate::{DesiredState, resource_from_canonical};
 
 use super::model::{Action, Plan, Step};
@@ -300,6 +302,63 @@ fn choose_nodes(
         .collect()
 }
 
+/// What an incremental schedule's next run would be: an increment of its chain (on the
+/// nodes holding its history) or a new base, with the reason (`diff`, `status`). `None`
+/// for other backup types.
+pub fn schedule_increment(
+    spec: &BackupScheduleSpec,
+    cluster: &tidemark_schema::model::ClusterSpec,
+    observed: &ObservedState,
+    at: At,
+) -> Option<super::IncrementChoice> {
+    if spec.backup_type != BackupType::Incremental {
+        return None;
+    }
+    let inc = spec.incremental.clone().unwrap_or_default();
+    let rules = super::ChainRules {
+        block_size_mb: Some(inc.block_size_mb()),
+        max_increments: Some(inc.max_increments()),
+        new_base_after: inc.new_base_after(),
+        force_base: false,
+    };
+    let view = chain_view(&spec.cluster, &spec.storage, cluster, observed, at);
+    Some(super::plan_increment(&rules, &view))
+}
+
+fn chain_view<'a>(
+    cluster_name: &'a str,
+    storage: &'a str,
+    cluster: &'a tidemark_schema::model::ClusterSpec,
+    observed: &'a ObservedState,
+    (now, dead_after): At,
+) -> super::ChainView<'a> {
+    super::ChainView {
+        cluster_name,
+        storage,
+        cluster,
+        backups: &observed.backups,
+        heartbeats: &observed.heartbeats,
+        now,
+        dead_after,
+    }
+}
+
+/// An incremental backup's chain; an increment runs on the nodes holding the chain's
+/// history, whatever the priorities say.
+fn pin_chain_nodes(
+    rules: &super::ChainRules,
+    view: &super::ChainView,
+    nodes: &mut [super::model::NodeChoice],
+) -> super::IncrementPlan {
+    let choice = super::plan_increment(rules, view);
+    for n in nodes.iter_mut() {
+        if let Some(pinned) = choice.pinned.get(&n.replica_set) {
+            *n = pinned.clone();
+        }
+    }
+    choice.plan
+}
+
 fn plan_backups(
     desired: &DesiredState,
     observed: &ObservedState,
@@ -331,7 +390,23 @@ fn plan_backups(
         }
         let choices = choose_nodes(&spec.cluster, cluster, observed, None, (now, dead_after));
         match choices {
-            Ok(nodes) => {
+            Ok(mut nodes) => {
+                let incremental = (spec.backup_type == BackupType::Incremental).then(|| {
+                    let rules = super::ChainRules {
+                        block_size_mb: spec.block_size_mb,
+                        max_increments: None,
+                        new_base_after: None,
+                        force_base: spec.base,
+                    };
+                    let view = chain_view(
+                        &spec.cluster,
+                        &spec.storage,
+                        cluster,
+                        observed,
+                        (now, dead_after),
+                    );
+                    pin_chain_nodes(&rules, &view, &mut nodes)
+                });
                 busy.insert(
                     spec.cluster.clone(),
                     format!("Backup {name:?} starts in this pass"),
@@ -344,6 +419,7 @@ fn plan_backups(
                         backup_type: spec.backup_type,
                         nodes,
                         schedule: None,
+                        incremental,
                     },
                     format!(
                         "new one-shot Backup: it has not run yet (the ledger has no record of {name:?})"
@@ -389,7 +465,18 @@ fn plan_slots(
                     (now, dead_after),
                 );
                 match choices {
-                    Ok(nodes) => {
+                    Ok(mut nodes) => {
+                        let incremental =
+                            schedule_increment(spec, cluster, observed, (now, dead_after)).map(
+                                |choice| {
+                                    for n in nodes.iter_mut() {
+                                        if let Some(pinned) = choice.pinned.get(&n.replica_set) {
+                                            *n = pinned.clone();
+                                        }
+                                    }
+                                    choice.plan
+                                },
+                            );
                         busy.insert(
                             spec.cluster.clone(),
                             format!("Backup {backup:?} starts in this pass"),
@@ -402,6 +489,7 @@ fn plan_slots(
                                 backup_type: spec.backup_type,
                                 nodes,
                                 schedule: Some(name.to_string()),
+                                incremental,
                             },
                             format!(
                                 "slot {} of schedule {name:?} ({} {}) is due and unclaimed{missed}",
@@ -538,7 +626,11 @@ pub fn pinned_backups(
         .filter(|(name, _)| already_ran(observed, Kind::Restore, name).is_none())
         .flat_map(
             |(_, spec)| match restore_base(spec, &observed.backups, &observed.chunks) {
-                Ok((b, _)) => vec![b.name.clone()],
+                // An increment needs its whole chain (retention keeps the links of kept
+                // backups anyway; this names them for `diff`).
+                Ok((b, _)) => super::chain::chain_of(b, &observed.backups)
+                    .map(|c| c.iter().map(|b| b.name.clone()).collect())
+                    .unwrap_or_else(|_| vec![b.name.clone()]),
                 // A point-in-time restore still waiting (for slices, say): every base it
                 // could start from; none for a target in the future, which never starts.
                 Err(_) => super::point_in_time::waiting_bases(spec, &observed.backups, now)
@@ -606,24 +698,34 @@ fn plan_retention(
             });
         }
     }
+    let mut scheduled = Vec::new();
     for (name, spec) in desired.schedules() {
-        for d in retention::decide(name, spec, &observed.backups, &pinned, now) {
-            if !d.keep
-                && let Some(b) = observed.backups.iter().find(|b| b.name == d.backup)
-            {
-                steps.push(step(
-                    Action::DeleteBackup {
-                        backup: b.name.clone(),
-                        schedule: name.to_string(),
-                        storage: b.storage.clone(),
-                        stored_bytes: b.stored_bytes(),
-                        started_at: b.started_at,
-                    },
-                    format!("retention of {name:?}: {}", d.reasons.join("; ")),
-                ));
-            }
-            decisions.push(d);
+        scheduled.extend(retention::decide(
+            name,
+            spec,
+            &observed.backups,
+            &pinned,
+            now,
+        ));
+    }
+    // A link of a chain stays while a kept backup is built on it, across schedules.
+    super::chain::keep_chains(&mut scheduled, &observed.backups);
+    for d in scheduled {
+        if !d.keep
+            && let Some(b) = observed.backups.iter().find(|b| b.name == d.backup)
+        {
+            steps.push(step(
+                Action::DeleteBackup {
+                    backup: b.name.clone(),
+                    schedule: d.schedule.clone(),
+                    storage: b.storage.clone(),
+                    stored_bytes: b.stored_bytes(),
+                    started_at: b.started_at,
+                },
+                format!("retention of {:?}: {}", d.schedule, d.reasons.join("; ")),
+            ));
         }
+        decisions.push(d);
     }
     decisions
 }

@@ -69,7 +69,22 @@ pub fn render_plan(plan: &Plan) -> String {
                 );
             }
         }
-        if let Action::RunBackup { nodes, .. } = &s.action {
+        if let Action::RunBackup {
+            nodes, incremental, ..
+        } = &s.action
+        {
+            if let Some(inc) = incremental {
+                let _ = writeln!(
+                    out,
+                    "    {}; blocks of {} MB{}",
+                    inc.why,
+                    inc.link.block_size_mb,
+                    inc.expected_bytes.map_or(String::new(), |b| format!(
+                        "; about {} to copy",
+                        human_bytes(b)
+                    ))
+                );
+            }
             for n in nodes {
                 let _ = writeln!(
                     out,
@@ -321,6 +336,15 @@ fn restore_details(out: &mut String, r: &RestorePlan) {
         let _ = writeln!(
             out,
             "    replica set {to} restores the backup's {from} (replicaSetRemap)"
+        );
+    }
+    if let Some((base, rest)) = r.chain.split_first() {
+        let _ = writeln!(
+            out,
+            "    incremental: rebuilt from base {base} and {} increment(s) ({}), every one \
+             downloaded and counted in the disk check",
+            rest.len(),
+            rest.join(", ")
         );
     }
     if let Some(p) = &r.point_in_time {

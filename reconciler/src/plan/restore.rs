@@ -106,6 +106,8 @@ pub fn plan_restore(
             backup.name
         ));
     }
+    // An increment restores through its whole chain, every link good.
+    let chain = super::chain::chain_of(backup, backups)?;
     let mut nodes = Vec::new();
     let mut skipped = Vec::new();
     let remap = remapping(spec, cluster, backup)?;
@@ -121,6 +123,14 @@ pub fn plan_restore(
                 holds(backup)
             ));
         };
+        // Summed over the chain: each link's objects are downloaded and written (PBM
+        // counts every increment in the disk check too).
+        let (stored, uncompressed) = chain
+            .iter()
+            .filter_map(|b| b.replica_sets.iter().find(|r| &r.name == source))
+            .fold((0, 0), |(s, u), r| {
+                (s + r.stored_bytes, u + r.uncompressed_bytes)
+            });
         let beats = heartbeats_of(heartbeats, &spec.cluster, &rs.name);
         let mut rs_nodes = Vec::new();
         for member in &rs.members {
@@ -172,7 +182,7 @@ pub fn plan_restore(
                 download_bytes: match (spec.external, cannot_decrypt.is_some()) {
                     (_, true) => 0,
                     (true, false) => 0,
-                    (false, false) => part.stored_bytes,
+                    (false, false) => stored,
                 } + match (&point_in_time, cannot_decrypt.is_some()) {
                     // The oplog is downloaded even after a snapshot's files were copied in.
                     (Some(p), false) => p.stored_bytes_of(source),
@@ -182,7 +192,7 @@ pub fn plan_restore(
                 disk: if cannot_decrypt.is_some() {
                     DiskCheck::NotNeeded
                 } else {
-                    disk_check(spec, hb, part.uncompressed_bytes, now, dead_after)
+                    disk_check(spec, hb, uncompressed, now, dead_after)
                 },
                 cannot_decrypt,
             });
@@ -240,6 +250,10 @@ pub fn plan_restore(
         remap,
         sharding,
         point_in_time,
+        chain: match chain.len() {
+            1 => Vec::new(),
+            _ => chain.iter().map(|b| b.name.clone()).collect(),
+        },
     })
 }
 

@@ -346,6 +346,7 @@ pub(super) mod tests {
                 .collect(),
             deleting: None,
             verification: None,
+            incremental: None,
         }
     }
 

@@ -135,6 +135,23 @@ pub async fn start_fresh_backup(
             .map(|d| crate::plan::hash_namespaces(d, schedule))
             .unwrap_or_default(),
         sharded: cluster.is_sharded(),
+        // Restored nodes hold no tracking history: an incremental schedule starts over.
+        incremental: (spec.backup_type == tidemark_schema::model::BackupType::Incremental).then(
+            || tidemark_schema::control::ChainLink {
+                base: name.clone(),
+                source: None,
+                position: 0,
+                block_size_mb: spec
+                    .incremental
+                    .as_ref()
+                    .map_or(tidemark_schema::model::DEFAULT_BLOCK_SIZE_MB, |i| {
+                        i.block_size_mb()
+                    }),
+                reason: Some(
+                    "new base: the cluster was just restored, its nodes hold no history".into(),
+                ),
+            },
+        ),
     };
     backup::start(ex, &name, settings, &nodes, now).await?;
     Ok(Progress::Running)

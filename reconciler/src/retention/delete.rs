@@ -69,6 +69,17 @@ pub async fn forget_backup(
              be forgotten before that restore ends (or is removed from the desired state)"
         )));
     }
+    // A restore of a later increment would need it: the chain is forgotten newest first.
+    if let Some(child) = observed.backups.iter().find(|b| {
+        b.deleting.is_none()
+            && b.incremental.as_ref().and_then(|l| l.source.as_deref()) == Some(name)
+    }) {
+        return Err(ExecError::Invalid(format!(
+            "backup {name:?} is a link of an incremental chain and backup {:?} is built on it; \
+             forget the chain's later backups first, newest first",
+            child.name
+        )));
+    }
     let ledger = observed
         .oneshots
         .get(&(

@@ -551,6 +551,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 backup_type,
                 nodes,
                 schedule,
+                incremental,
             } => {
                 let Some(spec) = desired.storage(storage) else {
                     return Ok(());
@@ -570,7 +571,11 @@ impl<S: DesiredStateSource> Reconciler<S> {
                         .map(|s| crate::plan::hash_namespaces(desired, s))
                         .unwrap_or_default(),
                     sharded: desired.cluster(cluster).is_some_and(|c| c.is_sharded()),
+                    incremental: incremental.as_ref().map(|p| p.link.named(name, &p.why)),
                 };
+                if let Some(p) = incremental {
+                    tracing::info!(backup = %name, why = %p.why, "incremental backup");
+                }
                 backup::start(&self.ex, name, settings, nodes, now)
                     .await?
                     .map(|w| (OneShotKind::Backup, name.clone(), w))

@@ -76,6 +76,9 @@ pub enum OpCommand {
         /// replica set restores to one cluster time.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         barrier: bool,
+        /// An incremental backup: the chain it starts or continues.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        incremental: Option<IncrementalBackup>,
     },
     /// Replace this node's data with a backup's.
     #[serde(rename_all = "camelCase")]
@@ -163,6 +166,21 @@ pub enum OpCommand {
         /// document. The agent reaches its primary through them.
         target: SelectiveTarget,
     },
+}
+
+/// What an incremental backup's node opens its `$backupCursor` with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IncrementalBackup {
+    /// The chain's base (the backup itself for a new base).
+    pub base: String,
+    /// The backup this one continues (`srcBackupName` is derived from it); `None` starts
+    /// a chain: the node's tracking history is cleared first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The chain's block size in MB.
+    #[serde(rename = "blockSizeMB")]
+    pub block_size_mb: u32,
 }
 
 /// The replica set a selective restore writes into.

@@ -482,6 +482,29 @@ pub struct BackupRecord {
     /// or failed. Only a passed one counts as good.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// An incremental backup's place in its chain; `None` for full and external backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<ChainLink>,
+}
+
+/// Where an incremental backup sits in its chain. A restore of it needs every backup from
+/// the base to it, so retention keeps those as long as it keeps this one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainLink {
+    /// The chain's first backup, a full copy (this backup's own name for a base).
+    pub base: String,
+    /// The backup this one holds the changes since; `None` for the base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// 0 for the base, 1 for its first increment, and so on.
+    pub position: u32,
+    /// The chain's block size in MB.
+    #[serde(rename = "blockSizeMB")]
+    pub block_size_mb: u32,
+    /// Why the planner continued the chain here or started a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A backup's verification after it completed (`verify: metadata | data`).

@@ -4,6 +4,7 @@ mod backup;
 mod cluster;
 mod drill;
 mod duration;
+mod incremental;
 mod meta;
 mod pitr;
 mod point_in_time;
@@ -18,6 +19,10 @@ pub use drill::{
     CollectionCheck, DrillChecks, RestoreDrillSpec, drill_run_name, namespace_problem,
 };
 pub use duration::{MaxAge, parse_max_age};
+pub use incremental::{
+    DEFAULT_BLOCK_SIZE_MB, DEFAULT_MAX_INCREMENTS, DEFAULT_NEW_BASE_AFTER, IncrementalSpec,
+    MAX_BLOCK_SIZE_MB, block_size_problem,
+};
 pub use meta::{API_VERSION, ApiVersion, Kind, Metadata, Object, Resource, name_problem};
 pub use pitr::{DEFAULT_OPLOG_SPAN, MAX_OPLOG_SPAN, MIN_OPLOG_SPAN, PitrSpec};
 pub use point_in_time::PointInTime;

@@ -16,6 +16,9 @@ pub enum BackupType {
     Physical,
     /// Snapshot-based: tidemark opens the cursor, the operator's snapshot copies the files.
     External,
+    /// Physical, copying only the blocks changed since the previous backup of its chain
+    /// (PSMDB's block tracking); a chain starts with a full copy, its base.
+    Incremental,
 }
 
 impl std::fmt::Display for BackupType {
@@ -23,6 +26,7 @@ impl std::fmt::Display for BackupType {
         f.write_str(match self {
             BackupType::Physical => "physical",
             BackupType::External => "external",
+            BackupType::Incremental => "incremental",
         })
     }
 }
@@ -62,6 +66,9 @@ pub struct BackupScheduleSpec {
     /// Point-in-time recovery: slice the cluster's oplog into this storage continuously.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pitr: Option<super::PitrSpec>,
+    /// `type: incremental` only: when a chain starts over, and its block size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<super::IncrementalSpec>,
 }
 
 impl BackupScheduleSpec {
@@ -278,6 +285,7 @@ mod tests {
             rpo: None,
             verify: None,
             pitr: None,
+            incremental: None,
         }
     }
 

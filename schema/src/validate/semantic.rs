@@ -44,6 +44,7 @@ pub fn check(docs: &[Document], out: &mut Vec<ValidationError>) {
                     &o.spec.storage,
                     out,
                 );
+                check_backup_incremental(doc, &o.spec, out);
             }
             Resource::Restore(o) => check_restore(doc, &o.spec, &index, out),
             Resource::RestoreDrill(o) => check_drill(doc, &o.spec, &index, out),
@@ -272,6 +273,7 @@ fn check_schedule(
         out.push(doc.error("spec.rpo", problem));
     }
     super::pitr::check_pitr(doc, spec, out);
+    check_schedule_incremental(doc, spec, out);
     if let Some(retention) = &spec.retention {
         let counts = [
             ("keepLast", retention.keep_last),
@@ -322,6 +324,69 @@ fn check_schedule(
                 out.push(doc.error(&field, format!("{score} is not a score >= 0")));
             }
         }
+    }
+}
+
+/// `base` and `blockSizeMB` belong to incremental backups only.
+fn check_backup_incremental(
+    doc: &Document,
+    spec: &crate::model::BackupSpec,
+    out: &mut Vec<ValidationError>,
+) {
+    let incremental = spec.backup_type == crate::model::BackupType::Incremental;
+    if spec.base && !incremental {
+        out.push(doc.error(
+            "spec.base",
+            format!(
+                "base applies to type: incremental only; this backup is {}",
+                spec.backup_type
+            ),
+        ));
+    }
+    if let Some(mb) = spec.block_size_mb {
+        if !incremental {
+            out.push(doc.error(
+                "spec.blockSizeMB",
+                format!(
+                    "blockSizeMB applies to type: incremental only; this backup is {}",
+                    spec.backup_type
+                ),
+            ));
+        } else if let Some(problem) = crate::model::block_size_problem(mb) {
+            out.push(doc.error("spec.blockSizeMB", problem));
+        }
+    }
+}
+
+/// `incremental:` belongs to `type: incremental`, with rules that can be applied.
+fn check_schedule_incremental(
+    doc: &Document,
+    spec: &BackupScheduleSpec,
+    out: &mut Vec<ValidationError>,
+) {
+    let Some(inc) = &spec.incremental else {
+        return;
+    };
+    if spec.backup_type != crate::model::BackupType::Incremental {
+        out.push(doc.error(
+            "spec.incremental",
+            format!(
+                "incremental settings apply to type: incremental only; this schedule takes {}                  backups",
+                spec.backup_type
+            ),
+        ));
+    }
+    if inc.max_increments == Some(0) {
+        out.push(doc.error(
+            "spec.incremental.maxIncrements",
+            "maxIncrements must be at least 1 (leave it out for the default, 24)",
+        ));
+    }
+    if let Some(Err(problem)) = inc.new_base_after.as_deref().map(parse_max_age) {
+        out.push(doc.error("spec.incremental.newBaseAfter", problem));
+    }
+    if let Some(problem) = inc.block_size_mb.and_then(crate::model::block_size_problem) {
+        out.push(doc.error("spec.incremental.blockSizeMB", problem));
     }
 }
 

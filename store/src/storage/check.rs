@@ -25,6 +25,7 @@ pub(crate) fn expectation(entry: &FileEntry) -> Result<Expect, String> {
             size: entry.uncompressed_size,
             blake3_hex: hex.to_ascii_lowercase(),
             mode: entry.mode,
+            at: None,
         }),
         _ => Err(format!(
             "the manifest's checksum {:?} is not blake3:<64 hex digits>",
@@ -113,11 +114,7 @@ impl BackupStore {
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
             let (reader, stream_failure) = ChannelReader::new(rx);
             let checker = {
-                let expect = Expect {
-                    size: expect.size,
-                    blake3_hex: expect.blake3_hex.clone(),
-                    mode: expect.mode,
-                };
+                let expect = expect.clone();
                 tokio::task::spawn_blocking(move || check_stream(reader, compression, &expect))
             };
             while let Some(item) = stream.next().await {

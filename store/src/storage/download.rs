@@ -41,11 +41,15 @@ pub(crate) enum WriteFailure {
     },
 }
 
-/// What the writing thread checks against.
+/// What the writing thread checks against, and where it writes.
+#[derive(Clone)]
 pub(crate) struct Expect {
     pub(crate) size: u64,
     pub(crate) blake3_hex: String,
     pub(crate) mode: u32,
+    /// `None`: the object is the whole file (created, mode set). `Some(offset)`: it is a
+    /// range written over an existing file at that offset (an increment's change).
+    pub(crate) at: Option<u64>,
 }
 
 impl BackupStore {
@@ -57,10 +61,36 @@ impl BackupStore {
         compression: Compression,
         dest: &Path,
     ) -> Result<(), StorageError> {
+        self.download_into(entry, compression, dest, None).await
+    }
+
+    /// Writes one changed range of an increment over `dest` at its offset, proving its
+    /// size and checksum; the file is neither created empty nor cut (the caller cuts it
+    /// to the increment's size once every range is in).
+    pub async fn download_range(
+        &self,
+        path: &str,
+        range: &tidemark_schema::manifest::RangeEntry,
+        compression: Compression,
+        dest: &Path,
+    ) -> Result<(), StorageError> {
+        let entry = range.as_file_entry(path);
+        self.download_into(&entry, compression, dest, Some(range.offset))
+            .await
+    }
+
+    async fn download_into(
+        &self,
+        entry: &FileEntry,
+        compression: Compression,
+        dest: &Path,
+        at: Option<u64>,
+    ) -> Result<(), StorageError> {
         let key = super::check::object_of(entry)?;
         let location = self.path(key)?;
         let corrupt = |why: String| self.corrupt(key, entry, why);
-        let expect = super::check::expectation(entry).map_err(corrupt)?;
+        let mut expect = super::check::expectation(entry).map_err(corrupt)?;
+        expect.at = at;
         if let Some(root) = &self.local_root {
             return self
                 .download_local(root, entry, key, compression, dest, &expect)
@@ -91,11 +121,7 @@ impl BackupStore {
         let (reader, stream_failure) = ChannelReader::new(rx);
         let writer = {
             let dest = dest.to_path_buf();
-            let expect = Expect {
-                size: expect.size,
-                blake3_hex: expect.blake3_hex.clone(),
-                mode: expect.mode,
-            };
+            let expect = expect.clone();
             tokio::task::spawn_blocking(move || write_file(reader, compression, &dest, &expect))
         };
         while let Some(item) = stream.next().await {
@@ -229,6 +255,9 @@ pub(crate) fn write_file<R: std::io::Read + Send + 'static>(
     if let Some(parent) = parent {
         std::fs::create_dir_all(parent).map_err(|e| io("cannot create directory", parent, e))?;
     }
+    if let Some(offset) = expect.at {
+        return write_range(reader, compression, dest, expect, offset);
+    }
     let file = File::create(dest).map_err(|e| {
         if is_disk_full(&e) {
             WriteFailure::DiskFull { written: 0 }
@@ -247,6 +276,41 @@ pub(crate) fn write_file<R: std::io::Read + Send + 'static>(
     // flushes the whole file system once after the last file (`sync_filesystem`), for the
     // directory entries, and reports nothing done before that flush succeeded.
     result
+}
+
+/// Writes a range over an existing file (created when the chain's full copy was empty)
+/// at `offset`; a failed range leaves the file to the restore's failure, which never
+/// starts a node on it.
+fn write_range<R: std::io::Read + Send + 'static>(
+    reader: R,
+    compression: Compression,
+    dest: &Path,
+    expect: &Expect,
+    offset: u64,
+) -> Result<(), WriteFailure> {
+    use std::io::{Seek, SeekFrom};
+    let io = |op: &'static str, source: std::io::Error| WriteFailure::Io {
+        op,
+        path: dest.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dest)
+        .map_err(|e| io("cannot open", e))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| io("cannot seek", e))?;
+    let write_err = |written: u64, e: std::io::Error| {
+        if is_disk_full(&e) {
+            WriteFailure::DiskFull { written }
+        } else {
+            io("cannot write", e)
+        }
+    };
+    let written = decode_and_check(reader, compression, &mut file, expect, write_err)?;
+    file.sync_data().map_err(|e| write_err(written, e))
 }
 
 fn fill_and_verify<R: std::io::Read + Send + 'static>(

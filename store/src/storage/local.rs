@@ -19,7 +19,7 @@ use super::codec::CHUNK;
 use super::download::{Expect, write_file};
 use super::error::StorageError;
 use super::open::BackupStore;
-use super::upload::{StoredObject, produce_into};
+use super::upload::{Span, StoredObject, produce_into};
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -51,12 +51,12 @@ impl BackupStore {
         key: &str,
         compression: Compression,
         level: Option<i32>,
-        limit: u64,
+        span: Span,
     ) -> Result<StoredObject, StorageError> {
         let dest = root.join(key);
         let src_owned = src.to_path_buf();
         tokio::task::spawn_blocking(move || {
-            upload_blocking(&src_owned, &dest, compression, level, limit)
+            upload_blocking(&src_owned, &dest, compression, level, span)
         })
         .await
         .map_err(|e| join_err(src, e))?
@@ -106,11 +106,7 @@ impl BackupStore {
         let file = self.open_local_object(root, key, entry)?;
         let reader = BufReader::with_capacity(CHUNK, file);
         let dest_owned = dest.to_path_buf();
-        let expect_owned = Expect {
-            size: expect.size,
-            blake3_hex: expect.blake3_hex.clone(),
-            mode: expect.mode,
-        };
+        let expect_owned = expect.clone();
         let written = tokio::task::spawn_blocking(move || {
             write_file(reader, compression, &dest_owned, &expect_owned)
         })
@@ -127,7 +123,7 @@ fn upload_blocking(
     dest: &Path,
     compression: Compression,
     level: Option<i32>,
-    limit: u64,
+    span: Span,
 ) -> Result<StoredObject, StorageError> {
     let io = |op: &'static str, path: &Path, source: std::io::Error| StorageError::Io {
         op,
@@ -151,7 +147,7 @@ fn upload_blocking(
             src.to_path_buf(),
             compression,
             level,
-            limit,
+            span,
             BufWriter::with_capacity(CHUNK, file),
         )?;
         // Flushed on this worker thread, overlapping the other files still being copied;
@@ -169,6 +165,7 @@ fn upload_blocking(
             stored_size: stored,
             uncompressed_size: produced.uncompressed,
             checksum: produced.checksum,
+            blocks: produced.blocks,
         })
     })();
     if result.is_err() {

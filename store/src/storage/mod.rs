@@ -3,6 +3,7 @@
 //! markers) the backup and restore pipelines need.
 
 mod blob;
+mod blocks;
 mod check;
 mod codec;
 mod delete;
@@ -15,9 +16,10 @@ mod retry;
 mod upload;
 
 pub use blob::{StoredBlob, compress, decompress};
+pub use blocks::{block_hash, hash_blocks};
 pub use delete::Deleted;
 pub use error::StorageError;
 pub use local::sync_filesystem;
 pub use open::BackupStore;
 pub use retry::RetryPolicy;
-pub use upload::{PART_SIZE, StoredObject};
+pub use upload::{PART_SIZE, Span, StoredObject};

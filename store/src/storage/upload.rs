@@ -39,12 +39,35 @@ pub struct StoredObject {
     pub uncompressed_size: u64,
     /// `blake3:<hex>` of the uncompressed bytes.
     pub checksum: String,
+    /// The block hashes of the bytes copied, when the span asked for them.
+    pub blocks: Vec<String>,
+}
+
+/// The bytes of a file one object holds: `[offset, end)`, hashed per block of
+/// `block_size` (counted from `offset`) when an incremental chain needs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub offset: u64,
+    pub end: u64,
+    pub block_size: Option<u64>,
+}
+
+impl Span {
+    /// The first `limit` bytes, without block hashes.
+    pub fn whole(limit: u64) -> Span {
+        Span {
+            offset: 0,
+            end: limit,
+            block_size: None,
+        }
+    }
 }
 
 /// What the reading thread reports once it has read and compressed everything.
 pub(crate) struct Produced {
     pub(crate) uncompressed: u64,
     pub(crate) checksum: String,
+    pub(crate) blocks: Vec<String>,
 }
 
 impl BackupStore {
@@ -58,14 +81,28 @@ impl BackupStore {
         level: Option<i32>,
         limit: u64,
     ) -> Result<StoredObject, StorageError> {
+        self.upload_span(src, key, compression, level, Span::whole(limit))
+            .await
+    }
+
+    /// Copies `span` of `src` to object `key`, compressed, with block hashes when the
+    /// span asks for them. A file shorter than the span's end is `ShortFile`.
+    pub async fn upload_span(
+        &self,
+        src: &Path,
+        key: &str,
+        compression: Compression,
+        level: Option<i32>,
+        span: Span,
+    ) -> Result<StoredObject, StorageError> {
         let location = self.path(key)?;
         if let Some(root) = &self.local_root {
             return self
-                .upload_local(root, src, key, compression, level, limit)
+                .upload_local(root, src, key, compression, level, span)
                 .await;
         }
         with_retries(&self.retry, &self.url, key, "upload", |_| {
-            self.upload_once(src, &location, key, compression, level, limit)
+            self.upload_once(src, &location, key, compression, level, span)
         })
         .await
     }
@@ -77,12 +114,12 @@ impl BackupStore {
         key: &str,
         compression: Compression,
         level: Option<i32>,
-        limit: u64,
+        span: Span,
     ) -> Result<StoredObject, Failure> {
         let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
         let src_owned = src.to_path_buf();
         let producer =
-            tokio::task::spawn_blocking(move || produce(src_owned, compression, level, limit, tx));
+            tokio::task::spawn_blocking(move || produce(src_owned, compression, level, span, tx));
         let store_err = |e: object_store::Error| classify(&self.url, key, "upload", e);
 
         // Gather up to one part: small objects (most of a dbPath) need a single request.
@@ -112,6 +149,7 @@ impl BackupStore {
                 stored_size: head_len as u64,
                 uncompressed_size: produced.uncompressed,
                 checksum: produced.checksum,
+                blocks: produced.blocks,
             });
         }
 
@@ -150,6 +188,7 @@ impl BackupStore {
                     stored_size: stored,
                     uncompressed_size: produced.uncompressed,
                     checksum: produced.checksum,
+                    blocks: produced.blocks,
                 })
             }
             (sent, produced) => {
@@ -183,27 +222,29 @@ async fn join_producer(
     }
 }
 
-/// Runs on a blocking thread: reads `limit` bytes of `src`, hashes them and sends them
-/// compressed through `tx`.
+/// Runs on a blocking thread: reads `span` of `src`, hashes it and sends it compressed
+/// through `tx`.
 pub(crate) fn produce(
     src: PathBuf,
     compression: Compression,
     level: Option<i32>,
-    limit: u64,
+    span: Span,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<Produced, StorageError> {
-    produce_into(src, compression, level, limit, ChannelWriter::new(tx)).map(|(p, _)| p)
+    produce_into(src, compression, level, span, ChannelWriter::new(tx)).map(|(p, _)| p)
 }
 
-/// Reads `limit` bytes of `src`, hashes them and writes them compressed into `sink`, which
-/// it hands back.
+/// Reads `span` of `src`, hashes it and writes it compressed into `sink`, which it hands
+/// back.
 pub(crate) fn produce_into<W: Write>(
     src: PathBuf,
     compression: Compression,
     level: Option<i32>,
-    limit: u64,
+    span: Span,
     sink: W,
 ) -> Result<(Produced, W), StorageError> {
+    use std::io::{Seek, SeekFrom};
+    let limit = span.end;
     let io = |op: &'static str, source: std::io::Error| StorageError::Io {
         op,
         path: src.clone(),
@@ -218,10 +259,13 @@ pub(crate) fn produce_into<W: Write>(
             expected: limit,
         });
     }
+    file.seek(SeekFrom::Start(span.offset))
+        .map_err(|e| io("cannot seek", e))?;
     let mut encoder = Encoder::new(compression, level, sink).map_err(|e| io("compressing", e))?;
     let mut hasher = blake3::Hasher::new();
+    let mut blocks = span.block_size.map(super::blocks::BlockHasher::new);
     let mut buf = vec![0u8; CHUNK];
-    let mut done = 0u64;
+    let mut done = span.offset;
     while done < limit {
         let want = (limit - done).min(CHUNK as u64) as usize;
         let n = read_full(&mut file, &mut buf[..want]).map_err(|e| io("cannot read", e))?;
@@ -234,6 +278,9 @@ pub(crate) fn produce_into<W: Write>(
             });
         }
         hasher.update(&buf[..n]);
+        if let Some(b) = blocks.as_mut() {
+            b.update(&buf[..n]);
+        }
         encoder
             .write_all(&buf[..n])
             .map_err(|e| io("compressing", e))?;
@@ -242,8 +289,11 @@ pub(crate) fn produce_into<W: Write>(
     let sink = encoder.finish().map_err(|e| io("compressing", e))?;
     Ok((
         Produced {
-            uncompressed: done,
+            uncompressed: done - span.offset,
             checksum: format!("blake3:{}", hasher.finalize().to_hex()),
+            blocks: blocks
+                .map(super::blocks::BlockHasher::finish)
+                .unwrap_or_default(),
         },
         sink,
     ))

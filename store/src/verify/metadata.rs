@@ -192,7 +192,23 @@ pub(crate) async fn check(
             v.external = true;
             continue;
         }
+        let patches = manifest
+            .incremental
+            .as_ref()
+            .is_some_and(|i| i.source.is_some());
+        if let Some(source) = manifest.incremental.as_ref().and_then(|i| i.source.clone()) {
+            v.source.get_or_insert(source);
+        }
         for entry in manifest.files {
+            if patches && entry.object.is_none() {
+                // An increment's changed file: each range is an object of its own.
+                objects.extend(entry.ranges.iter().map(|r| Checkable {
+                    replica_set: rs.clone(),
+                    compression: manifest.compression,
+                    entry: r.as_file_entry(&entry.path),
+                }));
+                continue;
+            }
             if entry.object.is_none() {
                 v.problem(
                     Some(rs),

@@ -70,6 +70,13 @@ pub struct Verified {
     /// the marker and manifests were checked.
     pub external: bool,
     pub problems: Vec<Problem>,
+    /// An increment's earlier backups, newest first down to its base: each checked at the
+    /// metadata level, its problems listed here with its name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
+    /// The backup an increment continues, as its manifests record it.
+    #[serde(skip)]
+    pub(crate) source: Option<String>,
 }
 
 impl Verified {
@@ -83,6 +90,8 @@ impl Verified {
             bytes_read: 0,
             external: false,
             problems: Vec::new(),
+            chain: Vec::new(),
+            source: None,
         }
     }
 

@@ -1,9 +1,12 @@
 //! PSMDB's `$backupCursor` and `$backupCursorExtend`: list the files to copy and keep them
 //! byte-stable (no checkpoint, journal rotated) until the cursor is closed or times out.
 
+use crate::backup_opts::BackupOptions;
+use crate::incr::{Listing, Refusal};
 use crate::node::{BackupState, CmdError, Inner, Node};
 use crate::options::Flavor;
 use crate::slog;
+use crate::storage::Store;
 use bson::{Bson, Document, Timestamp, doc};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,11 +27,13 @@ fn abs(p: &std::path::Path) -> String {
         .into_owned()
 }
 
-/// Opens the backup cursor: the metadata document first, then one document per file.
+/// Opens the backup cursor: the metadata document first, then the files to copy (see
+/// [`file_docs`]).
 pub fn open(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdError> {
     if node.opts.flavor == Flavor::Community {
         return Err(unrecognized("$backupCursor"));
     }
+    let o = BackupOptions::parse(cmd)?;
     let mut g = node.lock();
     if g.backup.is_some() {
         return Err(CmdError::new(
@@ -38,28 +43,21 @@ pub fn open(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdError> {
         ));
     }
     node.crash_point("backup-cursor-open");
+    if let Some(this) = &o.this_name {
+        g.store
+            .incr
+            .check(this, o.src_name.as_deref())
+            .map_err(refused)?;
+    }
     // Rotating makes every listed journal file final; later writes go to a new file.
     g.store.rotate_journal()?;
     let backup_id = bson::Binary {
         subtype: bson::spec::BinarySubtype::Uuid,
         bytes: bson::Uuid::new().bytes().to_vec(),
     };
-    let mut meta = doc! {"backupId": backup_id.clone(), "dbpath": abs(&node.opts.dbpath)};
-    if let (Some(start), Some(end)) = (g.oplog_start(), g.oplog_top()) {
-        meta.insert("oplogStart", doc! {"ts": start, "t": -1i64});
-        meta.insert("oplogEnd", doc! {"ts": end, "t": g.repl.term});
-        meta.insert("checkpointTimestamp", g.checkpoint_ts);
-    }
-    meta.insert("disableIncrementalBackup", false);
-    meta.insert("incrementalBackup", false);
-    meta.insert("blockSize", 16i64);
     let mut docs = VecDeque::new();
-    docs.push_back(doc! {"metadata": meta});
-    for (path, size) in g.store.backup_files() {
-        docs.push_back(
-            doc! {"filename": path.to_string_lossy().into_owned(), "fileSize": size as i64},
-        );
-    }
+    docs.push_back(doc! {"metadata": metadata(node, &g, &o, &backup_id)});
+    docs.extend(file_docs(&mut g.store, &o)?);
     let listed_journal_to = g.store.journal_no();
     let batch = cmd
         .get_document("cursor")
@@ -84,6 +82,93 @@ pub fn open(node: &Arc<Node>, cmd: &Document) -> Result<Document, CmdError> {
         doc! {"backupId": backup_id, "term": g.repl.term}
     );
     Ok(doc! {"cursor": {"firstBatch": first, "id": id, "ns": "admin.$cmd.aggregate"}, "ok": 1.0})
+}
+
+/// The first document. As PSMDB's, it copies the options asked for: `blockSize` is the one
+/// asked (default 16), even when tracking already runs with another.
+fn metadata(node: &Node, g: &Inner, o: &BackupOptions, backup_id: &bson::Binary) -> Document {
+    let mut meta = doc! {"backupId": backup_id.clone(), "dbpath": abs(&node.opts.dbpath)};
+    if let (Some(start), Some(end)) = (g.oplog_start(), g.oplog_top()) {
+        meta.insert("oplogStart", doc! {"ts": start, "t": -1i64});
+        meta.insert("oplogEnd", doc! {"ts": end, "t": g.repl.term});
+        meta.insert("checkpointTimestamp", g.checkpoint_ts);
+    }
+    meta.insert("disableIncrementalBackup", o.disable);
+    meta.insert("incrementalBackup", o.incremental);
+    meta.insert("blockSize", o.block_mb);
+    if let Some(this) = &o.this_name {
+        meta.insert("thisBackupName", this);
+    }
+    if let Some(src) = &o.src_name {
+        meta.insert("srcBackupName", src);
+    }
+    meta
+}
+
+/// The documents after the metadata, in the listing's order (data files sorted, then journal
+/// files): `{filename, fileSize}` for a full backup and for a file unchanged since the
+/// source; `{…, offset: 0, length: fileSize}` for a whole file (every file of a base, a
+/// WiredTiger file, a file the source does not know); one `{…, offset, length: blockSize}`
+/// per changed block otherwise. `disableIncrementalBackup` lists nothing. Registers
+/// `thisBackupName` once the listing is made.
+fn file_docs(store: &mut Store, o: &BackupOptions) -> Result<Vec<Document>, CmdError> {
+    if o.disable {
+        store.incr.disable(&store.dbpath)?;
+        return Ok(Vec::new());
+    }
+    let files = store.backup_files();
+    let block = store.incr.block_size() as i64;
+    let mut out = Vec::with_capacity(files.len());
+    let mut names = Vec::with_capacity(files.len());
+    for (path, size) in &files {
+        let filename = path.to_string_lossy().into_owned();
+        let name = path
+            .strip_prefix(&store.dbpath)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned();
+        let size = *size as i64;
+        let listing = match (&o.this_name, &o.src_name) {
+            (None, _) => Listing::Unchanged,
+            (Some(_), None) => Listing::Whole,
+            (Some(_), Some(src)) => store.incr.listing(src, &name),
+        };
+        match listing {
+            Listing::Unchanged => out.push(file_doc(&filename, size, 0, 0)),
+            Listing::Whole => out.push(file_doc(&filename, size, 0, size)),
+            Listing::Blocks(blocks) => out.extend(
+                blocks
+                    .into_iter()
+                    .map(|b| file_doc(&filename, size, b as i64 * block, block)),
+            ),
+        }
+        names.push(name);
+    }
+    if let Some(this) = &o.this_name {
+        let mb = o.block_mb as u64;
+        store
+            .incr
+            .register(&store.dbpath, this, o.src_name.as_deref(), mb, &names)?;
+    }
+    Ok(out)
+}
+
+/// mongod leaves out `offset` and `length` when both are 0.
+fn file_doc(filename: &str, size: i64, offset: i64, length: i64) -> Document {
+    let mut d = doc! {"filename": filename, "fileSize": size};
+    if offset != 0 || length != 0 {
+        d.insert("offset", offset);
+        d.insert("length", length);
+    }
+    d
+}
+
+fn refused(r: Refusal) -> CmdError {
+    // What WiredTiger's errors become in mongod's reply.
+    match r {
+        Refusal::NoSuchSource => CmdError::new(8, "UnknownError", "2: No such file or directory"),
+        Refusal::NameInUse => CmdError::new(2, "BadValue", "22: Invalid argument"),
+    }
 }
 
 /// Waits until we have applied `timestamp`, then returns the journal files written since the

@@ -3,6 +3,7 @@
 
 pub mod applyops;
 pub mod backup;
+pub mod backup_opts;
 pub mod catalog;
 pub mod client;
 pub mod commands;
@@ -12,6 +13,7 @@ pub mod crypt;
 pub mod ddl;
 pub mod diff;
 pub mod harness;
+pub mod incr;
 pub mod indexes;
 pub mod log;
 pub mod node;

@@ -403,7 +403,10 @@ impl Inner {
         if self.backup.is_some() || self.recovering_standalone {
             return Ok(false);
         }
-        let dirty = self.catalog.catalog_dirty || self.catalog.colls.values().any(|c| c.dirty);
+        // A backup ID registered since the last checkpoint is persisted by the next one.
+        let dirty = self.catalog.catalog_dirty
+            || self.store.incr.dirty()
+            || self.catalog.colls.values().any(|c| c.dirty);
         if !dirty {
             return Ok(false);
         }

@@ -2,6 +2,7 @@
 //! timestamped operations, `storage.bson` and `mongod.lock`.
 
 use crate::catalog::{Catalog, Collection, Stored};
+use crate::incr::Tracking;
 use bson::{Bson, Document, Timestamp, doc};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -39,8 +40,6 @@ pub fn crc32(data: &[u8]) -> u32 {
     crc32fast::hash(data)
 }
 
-/// Writes a checksummed list of documents through a temporary file and a rename, so a crash
-/// leaves either the old or the new file.
 /// The keystream nonce of a data file: its name, the same wherever the file is copied.
 fn file_nonce(path: &Path) -> String {
     path.file_name()
@@ -48,7 +47,14 @@ fn file_nonce(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Writes a checksummed list of documents through a temporary file and a rename, so a crash
+/// leaves either the old or the new file.
 pub fn write_file(path: &Path, docs: &[&Document]) -> Result<(), StorageError> {
+    write_bytes(path, &encode_file(path, docs)?)
+}
+
+/// The bytes [`write_file`] writes for `docs` at `path`.
+fn encode_file(path: &Path, docs: &[&Document]) -> Result<Vec<u8>, StorageError> {
     let mut payload = Vec::new();
     for d in docs {
         d.to_writer(&mut payload)
@@ -61,8 +67,12 @@ pub fn write_file(path: &Path, docs: &[&Document]) -> Result<(), StorageError> {
     // Encrypted at rest with --enableEncryption; the checksum is of the plain payload.
     crate::crypt::apply(file_nonce(path).as_bytes(), &mut payload);
     out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     let tmp = path.with_extension("wt.tmp");
-    fs::write(&tmp, &out).map_err(io(&tmp))?;
+    fs::write(&tmp, bytes).map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))
 }
 
@@ -175,6 +185,8 @@ pub struct Store {
     /// Records of one command, written to the journal file at once when it ends (see
     /// [`Store::begin_group`]).
     group: Option<Vec<u8>>,
+    /// Incremental-backup history: the IDs and the blocks modified since each.
+    pub incr: Tracking,
 }
 
 impl Store {
@@ -243,6 +255,7 @@ impl Store {
                 journal_start: 1,
                 slow_reads_ms,
                 group: None,
+                incr: Tracking::default(),
             };
             write_file(
                 &store.path("WiredTiger"),
@@ -428,6 +441,7 @@ impl Store {
             journal_start,
             slow_reads_ms,
             group: None,
+            incr: Tracking::load(dbpath)?,
         };
         store.slow();
         Ok((
@@ -498,7 +512,12 @@ impl Store {
             .filter(|e| e.path().is_file())
             .filter(|e| {
                 let n = e.file_name().to_string_lossy().into_owned();
-                n != "mongod.lock" && !n.ends_with(".tmp") && !n.starts_with('.')
+                // The incremental history is the node's own: a node restored from the
+                // listed files starts without one.
+                n != "mongod.lock"
+                    && n != crate::incr::STATE_FILE
+                    && !n.ends_with(".tmp")
+                    && !n.starts_with('.')
             })
             .filter_map(|e| e.metadata().ok().map(|m| (e.path(), m.len())))
             .collect();
@@ -513,55 +532,42 @@ impl Store {
     }
 
     /// Writes the checkpoint: dirty collection and index files, the catalog, sizes, metadata and
-    /// last the turtle, which commits it. Journal files it covers are then removed.
+    /// last the turtle, which commits it. Journal files it covers are then removed. With
+    /// incremental backups on, the history is written first with the names of the files about
+    /// to be rewritten (a crash amid them is then caught at start-up), and again at the end.
     pub fn checkpoint(&mut self, catalog: &mut Catalog, ts: Timestamp) -> Result<(), StorageError> {
         self.rotate_journal()?;
+        if self.incr.is_on() {
+            let mut pending: Vec<String> = catalog
+                .colls
+                .values()
+                .filter(|c| c.dirty)
+                .flat_map(|c| [format!("{}.wt", c.ident), format!("{}.wt", c.idx_ident)])
+                .collect();
+            pending.extend(["_mdb_catalog.wt".to_string(), "sizeStorer.wt".to_string()]);
+            self.incr.persist(&self.dbpath, &pending)?;
+        }
         for c in catalog.colls.values_mut().filter(|c| c.dirty) {
             let docs: Vec<&Document> = c.docs().collect();
-            write_file(&self.path(&format!("{}.wt", c.ident)), &docs)?;
+            self.write_tracked(&format!("{}.wt", c.ident), &docs)?;
             let ids: Vec<Document> = c
                 .docs()
                 .map(|d| doc! {"_id": d.get("_id").cloned().unwrap_or(Bson::Null)})
                 .collect();
-            write_file(
-                &self.path(&format!("{}.wt", c.idx_ident)),
+            self.write_tracked(
+                &format!("{}.wt", c.idx_ident),
                 &ids.iter().collect::<Vec<_>>(),
             )?;
             c.dirty = false;
         }
-        let entries: Vec<Document> = catalog
-            .colls
-            .iter()
-            .map(|(ns, c)| {
-                let mut entry = doc! {"ns": ns, "ident": &c.ident, "idxIdent": &c.idx_ident, "uuid": c.uuid.clone()};
-                if !c.options.is_empty() {
-                    entry.insert("options", c.options.clone());
-                }
-                if !c.indexes.is_empty() {
-                    entry.insert("indexes", c.indexes.clone());
-                }
-                // The oplog's top, so start-up finds it without reading the oplog.
-                if ns == crate::node::OPLOG_NS
-                    && let Some(last) = c.last()
-                {
-                    entry.insert("last", last.clone());
-                }
-                entry
-            })
-            .collect();
-        write_file(
-            &self.path("_mdb_catalog.wt"),
-            &entries.iter().collect::<Vec<_>>(),
-        )?;
+        let entries = catalog_entries(catalog);
+        self.write_tracked("_mdb_catalog.wt", &entries.iter().collect::<Vec<_>>())?;
         let sizes: Vec<Document> = catalog
             .colls
             .values()
             .map(|c| doc! {"ident": &c.ident, "numRecords": c.len() as i64, "dataSize": c.data_size() as i64})
             .collect();
-        write_file(
-            &self.path("sizeStorer.wt"),
-            &sizes.iter().collect::<Vec<_>>(),
-        )?;
+        self.write_tracked("sizeStorer.wt", &sizes.iter().collect::<Vec<_>>())?;
         let mut files: Vec<String> = catalog
             .colls
             .values()
@@ -588,9 +594,12 @@ impl Store {
             .collect();
         let dropped: Vec<String> = catalog.dropped.drain(..).collect();
         for ident in dropped.iter().filter(|i| !live.contains(i)) {
-            let _ = fs::remove_file(self.path(&format!("{ident}.wt")));
+            let name = format!("{ident}.wt");
+            let _ = fs::remove_file(self.path(&name));
+            self.incr.removed(&name);
         }
         catalog.catalog_dirty = false;
+        self.incr.persist(&self.dbpath, &[])?;
         for (p, _) in self.journal_files(self.journal_start, self.journal_no) {
             let _ = fs::remove_file(p);
         }
@@ -598,10 +607,43 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a dbPath file the incremental history tracks (named relative to the dbPath).
+    fn write_tracked(&mut self, name: &str, docs: &[&Document]) -> Result<(), StorageError> {
+        let path = self.path(name);
+        let bytes = encode_file(&path, docs)?;
+        write_bytes(&path, &bytes)?;
+        self.incr.wrote(name, &bytes);
+        Ok(())
+    }
+
     pub fn write_lock_file(&self, pid: Option<u32>) -> Result<(), StorageError> {
         let p = self.path("mongod.lock");
         fs::write(&p, pid.map(|p| format!("{p}\n")).unwrap_or_default()).map_err(io(&p))
     }
+}
+
+/// `_mdb_catalog.wt`'s entries: one per collection, with its idents, UUID, options, indexes.
+fn catalog_entries(catalog: &Catalog) -> Vec<Document> {
+    catalog
+        .colls
+        .iter()
+        .map(|(ns, c)| {
+            let mut entry = doc! {"ns": ns, "ident": &c.ident, "idxIdent": &c.idx_ident, "uuid": c.uuid.clone()};
+            if !c.options.is_empty() {
+                entry.insert("options", c.options.clone());
+            }
+            if !c.indexes.is_empty() {
+                entry.insert("indexes", c.indexes.clone());
+            }
+            // The oplog's top, so start-up finds it without reading the oplog.
+            if ns == crate::node::OPLOG_NS
+                && let Some(last) = c.last()
+            {
+                entry.insert("last", last.clone());
+            }
+            entry
+        })
+        .collect()
 }
 
 /// The keystream nonce of a journal record: its checksum and length (in its header).
