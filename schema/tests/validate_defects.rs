@@ -464,6 +464,38 @@ fn defects() -> Vec<Defect> {
             ],
         },
         Defect {
+            what: "two incremental chains of one cluster in two storages",
+            file: "d-incr-twice.yaml",
+            content: format!(
+                "{}---\n{}---\n{}",
+                storage("s3-other"),
+                SCHEDULE
+                    .replace("name: nightly", "name: d-incr-a")
+                    .replace("physical", "incremental"),
+                SCHEDULE
+                    .replace("name: nightly", "name: d-incr-b")
+                    .replace("physical", "incremental")
+                    .replace("storage: s3", "storage: s3-other")
+            )
+            .into_bytes(),
+            line: 30,
+            says: &[
+                "schedule \"d-incr-a\" already takes incremental backups of cluster \"prod\"",
+                "d-incr-twice.yaml:16",
+            ],
+        },
+        Defect {
+            what: "incremental settings on a physical schedule",
+            file: "d-incr-type.yaml",
+            content: format!(
+                "{}  incremental:\n    maxIncrements: 0\n",
+                schedule("d-incr-type")
+            )
+            .into_bytes(),
+            line: 15,
+            says: &["incremental settings apply to type: incremental only"],
+        },
+        Defect {
             what: "bad name",
             file: "d-name.yaml",
             content: cluster("Prod_1").into_bytes(),
@@ -549,7 +581,7 @@ fn several_errors_in_one_document_are_all_reported() {
     let text = SCHEDULE
         .replace("  timezone:", "  timeZone:")
         .replace("keepLast: 7", "keepLast: many")
-        .replace("type: physical", "type: incremental");
+        .replace("type: physical", "type: logical");
     let v = validate_files(&[SourceFile {
         path: "s.yaml".into(),
         bytes: text.into_bytes(),
@@ -562,7 +594,7 @@ fn several_errors_in_one_document_are_all_reported() {
         "{all}"
     );
     assert!(
-        all.contains("\"incremental\" is not one of physical, external"),
+        all.contains("\"logical\" is not one of physical, external, incremental"),
         "{all}"
     );
     assert!(

@@ -567,16 +567,5 @@ pub fn tree_hash(root: &Path, skip: Option<&str>) -> String {
 /// For benchmarks: mongod-sim is another package's binary, which `cargo bench` does not
 /// rebuild; built every time (a no-op when fresh) so no figure comes from a stale one.
 pub fn build_release_sim() {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "mongod-sim",
-            "--bin",
-            "mongod-sim",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "building mongod-sim");
+    tidemark_testkit::build_release_sim();
 }

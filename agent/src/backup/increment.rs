@@ -57,6 +57,15 @@ pub async fn prepare(
         }
         Some(source) => {
             let m = source_manifest(node, store, source).await.in_phase(PHASE)?;
+            let theirs = m.incremental.as_ref().map_or(0, |i| i.block_size);
+            if theirs != u64::from(inc.block_size_mb) << 20 {
+                return Err(AgentError::Refused(format!(
+                    "backup {source} tracks blocks of {theirs} B, this increment asks for \
+                     {} MB: a chain keeps one block size",
+                    inc.block_size_mb
+                )))
+                .in_phase(PHASE);
+            }
             let link = m.incremental.as_ref().expect("checked by source_manifest");
             options.insert("srcBackupName", link.this_name.clone());
             Some(m)

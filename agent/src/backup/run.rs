@@ -225,7 +225,9 @@ fn explain_cursor_error(
 ) -> AgentError {
     match chain.and_then(|c| c.link.source.as_deref()) {
         Some(source) => AgentError::Refused(format!(
-            "{e}: this node's block tracking does not know backup {source} any more (mongod              was restored, resynced, or its history moved on); the next backup of the chain              is a new base"
+            "{e}: this node's block tracking does not know backup {source} any more (mongod \
+             was restored, resynced, or its history moved on); the next backup of the chain \
+             is a new base"
         )),
         None => e.into(),
     }

@@ -143,7 +143,8 @@ async fn rebuild(
             key: tidemark_schema::manifest::layout::rs_manifest_key(backup, &links[0].replica_set),
             path: plan.path.to_string(),
             why: format!(
-                "rebuilt from its chain, block {block} (at {} B) does not match backup                  {backup}'s hash",
+                "rebuilt from its chain, block {block} (at {} B) does not match backup \
+                 {backup}'s hash",
                 block as u64 * block_size
             ),
         });

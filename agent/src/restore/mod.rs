@@ -6,10 +6,10 @@
 //! follow-up instructions (revert, wipe, remove the fallback, start as a member).
 
 mod actions;
-pub(crate) mod chain;
+pub mod chain;
 mod disk;
 pub mod fallback;
-pub(crate) mod fetch;
+pub mod fetch;
 pub(crate) mod recover;
 mod replay;
 mod run;

@@ -110,6 +110,21 @@ async fn cancelled(
         .await
 }
 
+/// Whether the backup an increment continues is still in the catalog, complete and not
+/// being deleted (nor failed verification): only then is the increment restorable.
+async fn source_intact(ex: &Executor, source: &str) -> Result<bool, ExecError> {
+    use tidemark_schema::control::VerificationStatus;
+    let record: Option<BackupRecord> = ex.control.get(&catalog_key(source)).await?;
+    Ok(record.is_some_and(|r| {
+        r.complete
+            && r.status == RunStatus::Done
+            && r.deleting.is_none()
+            && r.verification
+                .as_ref()
+                .is_none_or(|v| v.status != VerificationStatus::Failed)
+    }))
+}
+
 pub async fn advance(
     ex: &Executor,
     record: &OneShotRecord,
@@ -237,6 +252,17 @@ pub async fn advance(
                 last_write_optime: Some(manifest.last_write),
             });
         }
+    }
+    if let Some(source) = settings
+        .incremental
+        .as_ref()
+        .and_then(|l| l.source.as_ref())
+        && !source_intact(ex, source).await?
+    {
+        failures.push(format!(
+            "backup {source}, which this increment continues, is gone or no longer good (being \
+             deleted, or failed verification): the increment could not be restored"
+        ));
     }
     let reason = if failures.is_empty() {
         format!(

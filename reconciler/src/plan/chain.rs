@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tidemark_schema::control::{BackupRecord, ChainLink, Heartbeat};
+use tidemark_schema::control::{BackupRecord, ChainLink, Heartbeat, OneShotRecord};
 use tidemark_schema::model::{ClusterSpec, MaxAge};
 
 use super::model::NodeChoice;
@@ -78,6 +78,8 @@ pub struct ChainView<'a> {
     pub storage: &'a str,
     pub cluster: &'a ClusterSpec,
     pub backups: &'a [BackupRecord],
+    /// The ledger: a Restore of the cluster after the chain's last link wiped its history.
+    pub oneshots: &'a BTreeMap<(tidemark_schema::control::OneShotKind, String), OneShotRecord>,
     pub heartbeats: &'a [Heartbeat],
     pub now: DateTime<Utc>,
     pub dead_after: chrono::Duration,
@@ -140,14 +142,36 @@ fn continuation<'a>(rules: &ChainRules, v: &ChainView<'a>) -> Result<Continuatio
         return Err("the Backup declares base: true".into());
     }
     // Every incremental backup replaces a node's tracking history (WiredTiger keeps the
-    // last two), whatever its storage: only the newest attempt can be continued.
-    let last = v
-        .backups
-        .iter()
-        .filter(|b| b.cluster == v.cluster_name && b.incremental.is_some())
-        .max_by_key(|b| (b.started_at, b.name.as_str()))
+    // last two), whatever its storage: only the newest can be continued, and not after a
+    // later attempt failed. Ordered by the cluster's own clock (its last write).
+    let incremental = || {
+        v.backups
+            .iter()
+            .filter(|b| b.cluster == v.cluster_name && b.incremental.is_some())
+    };
+    let last = incremental()
+        .filter(|b| continuable(b))
+        .max_by(|a, b| a.recency().cmp(&b.recency()))
         .ok_or_else(|| format!("cluster {:?} has no incremental backup yet", v.cluster_name))?;
     let link = last.incremental.as_ref().expect("filtered");
+    // A failed attempt has no last write: it counts as later when it started after the
+    // last link did, or when it tried to continue it.
+    if let Some(failed) = incremental()
+        .filter(|b| !continuable(b) && b.deleting.is_none())
+        .filter(|b| {
+            b.started_at >= last.started_at
+                || b.incremental.as_ref().and_then(|l| l.source.as_deref()) == Some(&last.name)
+        })
+        .max_by_key(|b| b.started_at)
+    {
+        return Err(format!(
+            "the cluster's incremental backup {} after {} is not good ({}): its node may have \
+             moved its tracking history on",
+            failed.name,
+            last.name,
+            not_good(failed)
+        ));
+    }
     if last.storage != v.storage {
         return Err(format!(
             "the cluster's newest incremental backup, {}, went to storage {:?}: another \
@@ -155,12 +179,11 @@ fn continuation<'a>(rules: &ChainRules, v: &ChainView<'a>) -> Result<Continuatio
             last.name, last.storage
         ));
     }
-    if !last.is_good() {
+    if let Some(restore) = restored_after(v, last) {
         return Err(format!(
-            "the cluster's newest incremental backup, {}, is not good ({}): its node may have \
-             moved its tracking history on",
-            last.name,
-            not_good(last)
+            "Restore {restore:?} replaced the cluster's data after {}: its nodes hold no \
+             tracking history",
+            last.name
         ));
     }
     check_links(v, last)?;
@@ -198,6 +221,36 @@ fn continuation<'a>(rules: &ChainRules, v: &ChainView<'a>) -> Result<Continuatio
     Ok((last, link, pinned))
 }
 
+/// Whether a backup's nodes may be asked for the changes since it: complete, not being
+/// deleted, and not failed verification (a pending one may still pass; a restore needs it
+/// passed, and an increment of one that then fails is not restorable either).
+fn continuable(b: &BackupRecord) -> bool {
+    use tidemark_schema::control::{RunStatus, VerificationStatus};
+    b.complete
+        && b.status == RunStatus::Done
+        && b.deleting.is_none()
+        && b.verification
+            .as_ref()
+            .is_none_or(|v| v.status != VerificationStatus::Failed)
+}
+
+/// A whole-cluster Restore of the cluster that replaced the nodes' data after `last`.
+fn restored_after(v: &ChainView, last: &BackupRecord) -> Option<String> {
+    use tidemark_schema::control::{OneShotKind, RunStatus};
+    v.oneshots
+        .values()
+        .filter(|r| r.kind == OneShotKind::Restore && r.started_at > last.started_at)
+        .filter(|r| matches!(r.status, RunStatus::Done | RunStatus::PartlyDone))
+        .filter(|r| r.setting("cluster") == Some(v.cluster_name))
+        // A selective restore copies collections through the primary: no node's files move.
+        .find(|r| {
+            r.started_with
+                .as_ref()
+                .is_none_or(|s| s["settings"].get("namespaces").is_none())
+        })
+        .map(|r| r.name.clone())
+}
+
 fn not_good(b: &BackupRecord) -> String {
     if b.deleting.is_some() {
         "being deleted".into()
@@ -220,7 +273,7 @@ fn check_links(v: &ChainView, last: &BackupRecord) -> Result<(), String> {
             .find(|b| &b.name == source)
             .filter(|_| seen <= tidemark_schema::chain::MAX_CHAIN)
             .ok_or_else(|| format!("backup {source}, a link of {}'s chain, is gone", last.name))?;
-        if !prev.is_good() {
+        if !continuable(prev) {
             return Err(format!(
                 "backup {source}, a link of {}'s chain, is not good ({})",
                 last.name,

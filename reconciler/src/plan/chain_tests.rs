@@ -59,6 +59,15 @@ fn rules() -> ChainRules {
 }
 
 fn decide(backups: &[BackupRecord], beats: &[Heartbeat], rules: &ChainRules) -> IncrementChoice {
+    decide_after(backups, beats, rules, &BTreeMap::new())
+}
+
+fn decide_after(
+    backups: &[BackupRecord],
+    beats: &[Heartbeat],
+    rules: &ChainRules,
+    oneshots: &BTreeMap<(tidemark_schema::control::OneShotKind, String), OneShotRecord>,
+) -> IncrementChoice {
     let c = cluster();
     plan_increment(
         rules,
@@ -67,6 +76,7 @@ fn decide(backups: &[BackupRecord], beats: &[Heartbeat], rules: &ChainRules) -> 
             storage: "s",
             cluster: &c,
             backups,
+            oneshots,
             heartbeats: beats,
             now: at(3),
             dead_after: chrono::Duration::seconds(30),
@@ -204,4 +214,71 @@ fn a_restore_needs_every_link_and_names_a_missing_one() {
     let gone = vec![backups[0].clone(), backups[2].clone()];
     let why = chain_of(&gone[1], &gone).unwrap_err();
     assert!(why.contains("\"i1\"") && why.contains("broken"), "{why}");
+}
+
+#[test]
+fn a_restore_of_the_cluster_after_the_chain_starts_a_new_base() {
+    let restore: OneShotRecord = serde_json::from_value(serde_json::json!({
+        "kind": "Restore", "name": "undo", "opId": "op1", "startedAt": at(2) + chrono::Duration::minutes(1),
+        "status": "done", "message": "",
+        "startedWith": {"settings": {"cluster": "c", "backup": "i1"}},
+    }))
+    .unwrap();
+    let oneshots = BTreeMap::from([((restore.kind, restore.name.clone()), restore)]);
+    let why = decide_after(&chain(), &healthy(), &rules(), &oneshots)
+        .plan
+        .why;
+    assert!(why.contains("Restore \"undo\""), "{why}");
+}
+
+#[test]
+fn a_pending_verification_does_not_stop_the_chain() {
+    let mut pending = chain();
+    pending[2].verification = Some(tidemark_schema::control::Verification::pending(
+        tidemark_schema::model::VerifyLevel::Metadata,
+    ));
+    let choice = decide(&pending, &healthy(), &rules());
+    assert_eq!(
+        choice.plan.link.source.as_deref(),
+        Some("i2"),
+        "{}",
+        choice.plan.why
+    );
+}
+
+#[test]
+fn a_running_increment_pins_its_source_against_retention_and_forget() {
+    let running: OneShotRecord = serde_json::from_value(serde_json::json!({
+        "kind": "Backup", "name": "i3", "opId": "op3", "startedAt": at(3),
+        "status": "running", "message": "",
+        "startedWith": {"settings": {"cluster": "c", "incremental":
+            {"base": "b", "source": "i2", "position": 3, "blockSizeMB": 16}}},
+    }))
+    .unwrap();
+    let mut observed = crate::control::ObservedState {
+        backups: chain(),
+        ..Default::default()
+    };
+    observed
+        .oneshots
+        .insert((running.kind, running.name.clone()), running);
+    let pinned = crate::plan::pinned_backups(None, &observed, at(3));
+    assert!(pinned.contains("i2"), "{pinned:?}");
+}
+
+#[test]
+fn an_increment_whose_chain_lost_a_link_does_not_count_for_retention() {
+    let spec: tidemark_schema::model::BackupScheduleSpec =
+        serde_json::from_value(serde_json::json!({
+            "cluster": "c", "storage": "s", "type": "incremental", "cron": "0 * * * *",
+            "retention": {"keepLast": 1},
+        }))
+        .unwrap();
+    // i1 is gone: i2 restores nothing, so the base stays the newest restorable backup.
+    let backups = vec![chain()[0].clone(), chain()[2].clone()];
+    let decisions =
+        super::super::retention::decide("hourly", &spec, &backups, &Default::default(), at(3));
+    let base = decisions.iter().find(|d| d.backup == "b").unwrap();
+    assert!(base.keep, "{decisions:#?}");
+    assert!(decisions.iter().all(|d| d.backup != "i2"), "{decisions:#?}");
 }

@@ -337,6 +337,7 @@ fn chain_view<'a>(
         storage,
         cluster,
         backups: &observed.backups,
+        oneshots: &observed.oneshots,
         heartbeats: &observed.heartbeats,
         now,
         dead_after,
@@ -650,6 +651,19 @@ pub fn pinned_backups(
             })
             .filter_map(|r| r.setting("backup"))
             .map(str::to_string),
+    );
+    // A running increment builds on its source: deleting that (by retention or
+    // `forget-backup`) would leave a "good" increment nothing can restore.
+    pinned.extend(
+        observed
+            .oneshots
+            .values()
+            .filter(|r| r.kind == OneShotKind::Backup && !r.is_final())
+            .filter_map(|r| {
+                r.started_with.as_ref()?["settings"]["incremental"]["source"]
+                    .as_str()
+                    .map(str::to_string)
+            }),
     );
     pinned
 }

@@ -53,6 +53,7 @@ pub fn resolve_backup<'a>(
     backups
         .iter()
         .filter(|b| b.schedule.as_deref() == Some(schedule) && b.is_good())
+        .filter(|b| super::chain::chain_of(b, backups).is_ok())
         .max_by(|a, b| a.recency().cmp(&b.recency()))
         .ok_or_else(|| format!("schedule {schedule:?} has no good backup yet"))
 }

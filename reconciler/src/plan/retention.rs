@@ -89,6 +89,9 @@ pub fn decide(
                 && b.cluster == spec.cluster
                 && b.storage == spec.storage
                 && b.is_good()
+                // An increment whose chain lost a link restores nothing: it must not count
+                // as one of the newest and push restorable backups out.
+                && super::chain::chain_of(b, backups).is_ok()
         })
         .collect();
     // Newest first, by the data's own time.
@@ -138,7 +141,10 @@ pub fn decide(
                 ));
             }
             if pinned.contains(&b.name) {
-                reasons.push("source of a Restore that is pending or running".to_string());
+                reasons.push(
+                    "needed by a Restore, a drill or an increment that is pending or running"
+                        .to_string(),
+                );
             }
             let keep = !reasons.is_empty();
             if !keep {

@@ -65,8 +65,9 @@ pub async fn forget_backup(
         .and_then(crate::run::desired_from_applied);
     if crate::plan::pinned_backups(desired.as_ref(), &observed, chrono::Utc::now()).contains(name) {
         return Err(ExecError::Invalid(format!(
-            "backup {name:?} is the source of a Restore that is pending or running; it cannot \
-             be forgotten before that restore ends (or is removed from the desired state)"
+            "backup {name:?} is needed by a Restore, a drill or an increment that is pending or \
+             running; it cannot be forgotten before that ends (or the Restore is removed from \
+             the desired state)"
         )));
     }
     // A restore of a later increment would need it: the chain is forgotten newest first.

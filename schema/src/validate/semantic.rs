@@ -15,6 +15,7 @@ use crate::model::{
 pub fn check(docs: &[Document], out: &mut Vec<ValidationError>) {
     check_duplicates(docs, out);
     super::pitr::check_pitr_streams(docs, out);
+    check_incremental_chains(docs, out);
     let names = |kind: Kind| -> Vec<&str> {
         docs.iter()
             .filter(|d| d.kind() == kind)
@@ -327,6 +328,47 @@ fn check_schedule(
     }
 }
 
+/// Two incremental schedules of one cluster into different storages would each replace
+/// the other's block-tracking history on the nodes, so every run of both would be a full
+/// base: refused, naming the first.
+fn check_incremental_chains(docs: &[Document], out: &mut Vec<ValidationError>) {
+    let mut first: BTreeMap<&str, &Document> = BTreeMap::new();
+    for doc in docs {
+        let Resource::BackupSchedule(o) = &doc.resource else {
+            continue;
+        };
+        if o.spec.backup_type != crate::model::BackupType::Incremental {
+            continue;
+        }
+        match first.get(o.spec.cluster.as_str()) {
+            Some(earlier) => {
+                let Resource::BackupSchedule(e) = &earlier.resource else {
+                    continue;
+                };
+                if e.spec.storage != o.spec.storage {
+                    out.push(doc.error(
+                        "spec.storage",
+                        format!(
+                            "schedule {:?} already takes incremental backups of cluster {:?} into \
+                             storage {:?} ({}:{}); the nodes track changes for one chain at a \
+                             time, so two chains in two storages would make every run of both a \
+                             full base: use one storage, or type: physical here",
+                            earlier.name(),
+                            o.spec.cluster,
+                            e.spec.storage,
+                            earlier.file,
+                            earlier.pos("spec.storage").line
+                        ),
+                    ));
+                }
+            }
+            None => {
+                first.insert(&o.spec.cluster, doc);
+            }
+        }
+    }
+}
+
 /// `base` and `blockSizeMB` belong to incremental backups only.
 fn check_backup_incremental(
     doc: &Document,
@@ -371,7 +413,8 @@ fn check_schedule_incremental(
         out.push(doc.error(
             "spec.incremental",
             format!(
-                "incremental settings apply to type: incremental only; this schedule takes {}                  backups",
+                "incremental settings apply to type: incremental only; this schedule takes {} \
+                 backups",
                 spec.backup_type
             ),
         ));

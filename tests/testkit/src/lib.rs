@@ -47,3 +47,21 @@ pub fn backup_yaml(name: &str, cluster: &str, storage: &str) -> String {
          {cluster}\n  storage: {storage}\n  type: physical\n"
     )
 }
+
+/// For benchmarks: mongod-sim is another package's binary, which `cargo bench` does not
+/// rebuild; built every time (a no-op when fresh) so no figure comes from a stale one.
+pub fn build_release_sim() {
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "mongod-sim",
+                "--bin",
+                "mongod-sim",
+            ])
+            .status()
+            .unwrap();
+    assert!(status.success(), "building mongod-sim");
+}
