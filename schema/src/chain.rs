@@ -255,7 +255,7 @@ mod tests {
         let i1 = link("i1", Some("b"), vec![file("a.wt", false, &[])]);
         let i2 = link("i2", Some("i1"), vec![file("a.wt", false, &[])]);
         assert!(matches!(
-            check_links(&[i2.clone()]),
+            check_links(std::slice::from_ref(&i2)),
             Err(ChainError::MissingSource { .. })
         ));
         assert!(matches!(
