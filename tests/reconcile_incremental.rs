@@ -4,7 +4,9 @@
 //! two, then of three) leaves every node with exactly the data of that increment, with
 //! fallback, and with a node that fails its recovery (PartlyDone: it initial-syncs). When
 //! the chain's node stops for good, the next scheduled run is a new base on another node,
-//! and `status` and `diff` said why first; no increment is ever taken elsewhere.
+//! and `status` and `diff` said why first; no increment is ever taken elsewhere. A drill
+//! restores an increment on a scratch node, `tidemark list` shows where it sits in its
+//! chain, and a point-in-time restore starts from an increment and replays the oplog.
 
 #[path = "support/rig.rs"]
 mod rig;
@@ -376,5 +378,176 @@ fn when_the_chains_node_stops_for_good_the_next_run_is_a_new_base_elsewhere() {
             .find(|b| b["name"] == r["incremental"]["base"])
             .unwrap();
         assert_eq!(node_of(r), node_of(base), "{r:#}");
+    }
+}
+
+/// Every catalog record, oldest first.
+fn all_records(w: &World) -> Vec<Value> {
+    let dir = w.rig.control.path().join("catalog");
+    let mut out: Vec<Value> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a: &Value, b| a["startedAt"].as_str().cmp(&b["startedAt"].as_str()));
+    out
+}
+
+#[test]
+fn a_drill_restores_an_increment_and_list_shows_the_chain() {
+    let mut w = World::new("incd");
+    w.rig.insert(0..50);
+    for i in 0..3 {
+        w.rig.start_agent(i);
+    }
+    let scratch = tempfile::TempDir::new().unwrap();
+    let _drill_agent = w.drill_agent(scratch.path(), "drill-1", &[]);
+    w.write(
+        "schedule.yaml",
+        &format!(
+            "apiVersion: tidemark/v1\nkind: BackupSchedule\nmetadata:\n  name: every3s\n\
+             spec:\n  cluster: {}\n  storage: local\n  type: incremental\n  \
+             cron: \"*/3 * * * * *\"\n  incremental:\n    blockSizeMB: 1\n---\n\
+             apiVersion: tidemark/v1\nkind: RestoreDrill\nmetadata:\n  name: proof\nspec:\n  \
+             schedule: every3s\n  cron: \"*/2 * * * * *\"\n  checks:\n    collections:\n      \
+             - namespace: app.items\n        minDocuments: 50\n",
+            rig::CLUSTER
+        ),
+    );
+    w.start_reconciler();
+    // A drill run that passed on a backup that is an increment.
+    let started = Instant::now();
+    let backup = loop {
+        let records = all_records(&w);
+        let increments: Vec<&str> = records
+            .iter()
+            .filter(|r| r["incremental"]["source"].is_string())
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        let dir = w.rig.control.path().join("ledger/oneshots/restoredrill");
+        let passed = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|e| {
+                let r: Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+                let b = r["startedWith"]["settings"]["backup"].as_str()?.to_string();
+                (r["status"] == "done" && increments.contains(&b.as_str())).then_some(b)
+            });
+        if let Some(b) = passed {
+            break b;
+        }
+        assert!(
+            started.elapsed() < rig::LONG,
+            "no drill passed on an increment: {records:#?}\n{}",
+            w.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    // `tidemark list` shows where it sits.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["list", "-o", "json", "--control"])
+        .arg(w.rig.control.path())
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == backup.as_str())
+        .cloned()
+        .unwrap();
+    assert!(
+        entry["incremental"]["position"].as_u64().unwrap() >= 1,
+        "{entry:#}"
+    );
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["list", "--control"])
+        .arg(w.rig.control.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "increment {} of chain {}",
+            entry["incremental"]["position"],
+            entry["incremental"]["base"].as_str().unwrap()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_point_in_time_restore_starts_from_an_increment() {
+    let mut w = World::with_sim_args("incpit", &["--setParameter", "periodicNoopIntervalSecs=1"]);
+    w.rig.insert(0..50);
+    for i in 0..3 {
+        w.rig.start_agent(i);
+    }
+    w.write(
+        "schedule.yaml",
+        &format!(
+            "apiVersion: tidemark/v1\nkind: BackupSchedule\nmetadata:\n  name: pitr\nspec:\n  \
+             cluster: {}\n  storage: local\n  type: incremental\n  cron: \"0 0 1 1 *\"\n  \
+             incremental:\n    blockSizeMB: 1\n  pitr:\n    enabled: true\n    oplogSpan: 2s\n",
+            rig::CLUSTER
+        ),
+    );
+    w.start_reconciler();
+    take(&w, "b0", "  base: true\n  blockSizeMB: 1\n");
+    w.rig.insert(100..110);
+    let i1 = take(&w, "i1", "");
+    assert_eq!(i1["incremental"]["source"], "b0", "{i1:#}");
+    // Written after the increment, then the target, then a mistake.
+    w.rig.insert(200..210);
+    let p = w.rig.primary();
+    let r = w
+        .rig
+        .rs
+        .process(p)
+        .unwrap()
+        .command("app", doc! {"insert": "items", "documents": [{"_id": 211}]})
+        .unwrap();
+    let ts = r.get_timestamp("operationTime").expect("an operationTime");
+    w.rig
+        .rs
+        .process(p)
+        .unwrap()
+        .command(
+            "app",
+            doc! {"delete": "items", "deletes": [{"q": {}, "limit": 0}]},
+        )
+        .unwrap();
+    let target = tidemark_schema::manifest::OpTime {
+        t: ts.time,
+        i: ts.increment,
+    };
+    wait_until(&w, "the oplog sliced past the target", || {
+        w.chunk_records().iter().any(|c| c.last > target)
+    });
+    w.write(
+        "restore-undo.yaml",
+        &format!(
+            "apiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: undo\nspec:\n  \
+             cluster: {}\n  source:\n    pointInTime: {{t: {}, i: {}}}\n  \
+             fallbackEnabled: true\n  postRestore:\n    startNodes: true\n",
+            rig::CLUSTER,
+            target.t,
+            target.i
+        ),
+    );
+    let v = w.wait_end("restore", "undo");
+    assert_eq!(v["status"], "done", "{v:#}\n{}", w.logs());
+    let d = w.describe("restore", "undo");
+    let base = d["pointInTime"]["baseReason"].as_str().unwrap_or_default();
+    assert!(
+        base.contains("\"i1\""),
+        "the newest base before the target is the increment: {d:#}"
+    );
+    for i in 0..3 {
+        w.wait_ids(i, &items(&[0..50, 100..110, 200..210, 211..212]));
     }
 }
