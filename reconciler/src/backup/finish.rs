@@ -110,19 +110,26 @@ async fn cancelled(
         .await
 }
 
-/// Whether the backup an increment continues is still in the catalog, complete and not
-/// being deleted (nor failed verification): only then is the increment restorable.
-async fn source_intact(ex: &Executor, source: &str) -> Result<bool, ExecError> {
+/// Why the backup an increment continues cannot carry it (gone, being deleted, failed),
+/// or `None`: only an increment of an intact source is restorable.
+async fn source_problem(ex: &Executor, source: &str) -> Result<Option<String>, ExecError> {
     use tidemark_schema::control::VerificationStatus;
     let record: Option<BackupRecord> = ex.control.get(&catalog_key(source)).await?;
-    Ok(record.is_some_and(|r| {
-        r.complete
-            && r.status == RunStatus::Done
-            && r.deleting.is_none()
-            && r.verification
+    Ok(match record {
+        None => Some("is gone from the catalog".into()),
+        Some(r) if r.deleting.is_some() => Some("is being deleted".into()),
+        Some(r) if !r.complete || r.status != RunStatus::Done => {
+            Some(format!("ended with status {}", r.status))
+        }
+        Some(r)
+            if r.verification
                 .as_ref()
-                .is_none_or(|v| v.status != VerificationStatus::Failed)
-    }))
+                .is_some_and(|v| v.status == VerificationStatus::Failed) =>
+        {
+            Some("failed verification".into())
+        }
+        Some(_) => None,
+    })
 }
 
 pub async fn advance(
@@ -253,15 +260,18 @@ pub async fn advance(
             });
         }
     }
+    // Judged once, before the decision: an increment decided done stays done (its marker
+    // is then finished whatever its source does later), so no pass can fail it forever.
     if let Some(source) = settings
         .incremental
         .as_ref()
         .and_then(|l| l.source.as_ref())
-        && !source_intact(ex, source).await?
+        && !ex.control.exists(&result_key(&op.id)).await?
+        && let Some(why) = source_problem(ex, source).await?
     {
         failures.push(format!(
-            "backup {source}, which this increment continues, is gone or no longer good (being \
-             deleted, or failed verification): the increment could not be restored"
+            "backup {source}, which this increment continues, {why}: the increment could not \
+             be restored"
         ));
     }
     let reason = if failures.is_empty() {

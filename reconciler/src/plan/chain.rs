@@ -152,7 +152,12 @@ fn continuation<'a>(rules: &ChainRules, v: &ChainView<'a>) -> Result<Continuatio
     let last = incremental()
         .filter(|b| continuable(b))
         .max_by(|a, b| a.recency().cmp(&b.recency()))
-        .ok_or_else(|| format!("cluster {:?} has no incremental backup yet", v.cluster_name))?;
+        .ok_or_else(|| {
+            format!(
+                "cluster {:?} has no incremental backup to continue yet",
+                v.cluster_name
+            )
+        })?;
     let link = last.incremental.as_ref().expect("filtered");
     // A failed attempt has no last write: it counts as later when it started after the
     // last link did, or when it tried to continue it.
@@ -179,12 +184,8 @@ fn continuation<'a>(rules: &ChainRules, v: &ChainView<'a>) -> Result<Continuatio
             last.name, last.storage
         ));
     }
-    if let Some(restore) = restored_after(v, last) {
-        return Err(format!(
-            "Restore {restore:?} replaced the cluster's data after {}: its nodes hold no \
-             tracking history",
-            last.name
-        ));
+    if let Some(why) = history_cleared_after(v, last) {
+        return Err(why);
     }
     check_links(v, last)?;
     if let Some(max) = rules.max_increments
@@ -234,21 +235,54 @@ fn continuable(b: &BackupRecord) -> bool {
             .is_none_or(|v| v.status != VerificationStatus::Failed)
 }
 
-/// A whole-cluster Restore of the cluster that replaced the nodes' data after `last`.
-fn restored_after(v: &ChainView, last: &BackupRecord) -> Option<String> {
+/// What wiped the nodes' tracking history after `last`, by the ledger: a whole-cluster
+/// Restore that replaced their data (done, partly done, or failed without fallback), or a
+/// cancelled new base (its first step clears the history).
+fn history_cleared_after(v: &ChainView, last: &BackupRecord) -> Option<String> {
     use tidemark_schema::control::{OneShotKind, RunStatus};
-    v.oneshots
+    let settings = |r: &OneShotRecord| {
+        r.started_with
+            .as_ref()
+            .map_or(serde_json::Value::Null, |s| s["settings"].clone())
+    };
+    let after = v
+        .oneshots
         .values()
-        .filter(|r| r.kind == OneShotKind::Restore && r.started_at > last.started_at)
-        .filter(|r| matches!(r.status, RunStatus::Done | RunStatus::PartlyDone))
-        .filter(|r| r.setting("cluster") == Some(v.cluster_name))
-        // A selective restore copies collections through the primary: no node's files move.
-        .find(|r| {
-            r.started_with
-                .as_ref()
-                .is_none_or(|s| s["settings"].get("namespaces").is_none())
-        })
-        .map(|r| r.name.clone())
+        .filter(|r| r.started_at > last.started_at && r.setting("cluster") == Some(v.cluster_name));
+    for r in after {
+        let s = settings(r);
+        let cleared = match r.kind {
+            // A selective restore copies collections through the primary: no file moves.
+            OneShotKind::Restore if s.get("namespaces").is_some() => false,
+            OneShotKind::Restore => match r.status {
+                RunStatus::Done | RunStatus::PartlyDone => true,
+                // Reverted to the fallback with it, history and all; without, not.
+                RunStatus::Error => s["fallbackEnabled"] == serde_json::Value::Bool(false),
+                _ => false,
+            },
+            OneShotKind::Backup => {
+                r.status == RunStatus::Cancelled
+                    && s["incremental"].is_object()
+                    && s["incremental"]["source"].is_null()
+            }
+            OneShotKind::RestoreDrill => false,
+        };
+        if cleared {
+            return Some(match r.kind {
+                OneShotKind::Backup => format!(
+                    "new base {:?} was cancelled after {}, and its first step clears the \
+                     nodes' tracking history",
+                    r.name, last.name
+                ),
+                _ => format!(
+                    "Restore {:?} replaced the cluster's data after {}: its nodes hold no \
+                     tracking history",
+                    r.name, last.name
+                ),
+            });
+        }
+    }
+    None
 }
 
 fn not_good(b: &BackupRecord) -> String {
@@ -418,9 +452,11 @@ pub fn keep_chains(decisions: &mut [super::model::RetentionDecision], backups: &
         .map(|d| d.backup.clone())
         .collect();
     let mut needed: BTreeMap<String, String> = BTreeMap::new();
+    // Only backups that restore: one whose chain lost a link keeps nothing alive.
     for b in backups
         .iter()
         .filter(|b| b.is_good() && !deleting.contains(&b.name))
+        .filter(|b| chain_of(b, backups).is_ok())
     {
         let mut at = b;
         let mut steps = 0;

@@ -280,5 +280,26 @@ fn an_increment_whose_chain_lost_a_link_does_not_count_for_retention() {
         super::super::retention::decide("hourly", &spec, &backups, &Default::default(), at(3));
     let base = decisions.iter().find(|d| d.backup == "b").unwrap();
     assert!(base.keep, "{decisions:#?}");
-    assert!(decisions.iter().all(|d| d.backup != "i2"), "{decisions:#?}");
+    let broken = decisions.iter().find(|d| d.backup == "i2").unwrap();
+    assert!(!broken.keep, "{decisions:#?}");
+    assert!(
+        broken.reasons[0].contains("\"i1\"") && broken.reasons[0].contains("cannot be restored"),
+        "{broken:?}"
+    );
+}
+
+#[test]
+fn a_cancelled_base_clears_the_history_of_the_chain_before_it() {
+    let cancelled: OneShotRecord = serde_json::from_value(serde_json::json!({
+        "kind": "Backup", "name": "b2", "opId": "op2", "startedAt": at(2) + chrono::Duration::minutes(1),
+        "status": "cancelled", "message": "",
+        "startedWith": {"settings": {"cluster": "c", "incremental":
+            {"base": "b2", "position": 0, "blockSizeMB": 16}}},
+    }))
+    .unwrap();
+    let oneshots = BTreeMap::from([((cancelled.kind, cancelled.name.clone()), cancelled)]);
+    let why = decide_after(&chain(), &healthy(), &rules(), &oneshots)
+        .plan
+        .why;
+    assert!(why.contains("\"b2\" was cancelled"), "{why}");
 }

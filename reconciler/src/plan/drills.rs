@@ -190,6 +190,7 @@ fn choose(
         .iter()
         .filter(|b| b.schedule.as_deref() == Some(spec.schedule.as_str()))
         .filter(|b| b.is_good() && b.deleting.is_none())
+        .filter(|b| super::chain::chain_of(b, &observed.backups).is_ok())
         .max_by(|a, b| a.recency().cmp(&b.recency()))
         .ok_or_else(|| {
             format!(

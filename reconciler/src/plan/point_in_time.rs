@@ -93,6 +93,8 @@ pub fn plan_point_in_time<'a>(
         None => backups
             .iter()
             .filter(|b| b.cluster == spec.cluster && b.is_good())
+            // An increment whose chain lost a link restores nothing.
+            .filter(|b| super::chain::chain_of(b, backups).is_ok())
             .collect(),
     };
     candidates.sort_by(|a, b| b.recency().cmp(&a.recency()));

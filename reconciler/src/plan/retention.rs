@@ -127,60 +127,93 @@ pub fn decide(
             last = Some(bucket);
         }
     }
-    good.iter()
-        .zip(reasons)
-        .map(|(b, mut reasons)| {
-            let age = now - b.data_time();
-            if let Some(m) = &max_age
-                && age.to_std().map_or(true, |a| a < m.duration)
-            {
-                reasons.push(format!(
-                    "younger than maxAge {} (age {})",
+    let decided = good.iter().zip(reasons).map(|(b, mut reasons)| {
+        let age = now - b.data_time();
+        if let Some(m) = &max_age
+            && age.to_std().map_or(true, |a| a < m.duration)
+        {
+            reasons.push(format!(
+                "younger than maxAge {} (age {})",
+                m.text,
+                human_age(age)
+            ));
+        }
+        if pinned.contains(&b.name) {
+            reasons.push(
+                "needed by a Restore, a drill or an increment that is pending or running"
+                    .to_string(),
+            );
+        }
+        let keep = !reasons.is_empty();
+        if !keep {
+            let mut why = Vec::new();
+            if let Some(n) = retention.keep_last {
+                why.push(format!("beyond keepLast {n}"));
+            }
+            let calendar: Vec<&str> = tiers(retention)
+                .iter()
+                .filter(|t| t.count.is_some())
+                .map(|t| t.field)
+                .collect();
+            if !calendar.is_empty() {
+                why.push(format!(
+                    "not the newest of a period {} keeps",
+                    calendar.join("/")
+                ));
+            }
+            if let Some(m) = &max_age {
+                why.push(format!(
+                    "older than maxAge {} (age {})",
                     m.text,
                     human_age(age)
                 ));
             }
-            if pinned.contains(&b.name) {
-                reasons.push(
-                    "needed by a Restore, a drill or an increment that is pending or running"
-                        .to_string(),
-                );
-            }
-            let keep = !reasons.is_empty();
-            if !keep {
-                let mut why = Vec::new();
-                if let Some(n) = retention.keep_last {
-                    why.push(format!("beyond keepLast {n}"));
-                }
-                let calendar: Vec<&str> = tiers(retention)
-                    .iter()
-                    .filter(|t| t.count.is_some())
-                    .map(|t| t.field)
-                    .collect();
-                if !calendar.is_empty() {
-                    why.push(format!(
-                        "not the newest of a period {} keeps",
-                        calendar.join("/")
-                    ));
-                }
-                if let Some(m) = &max_age {
-                    why.push(format!(
-                        "older than maxAge {} (age {})",
-                        m.text,
-                        human_age(age)
-                    ));
-                }
-                reasons.push(format!("kept by no rule: {}", why.join("; ")));
-            }
-            RetentionDecision {
+            reasons.push(format!("kept by no rule: {}", why.join("; ")));
+        }
+        RetentionDecision {
+            backup: b.name.clone(),
+            schedule: schedule.to_string(),
+            keep,
+            reasons,
+            orphaned: false,
+        }
+    });
+    decided
+        .chain(broken(schedule, spec, backups, pinned))
+        .collect()
+}
+
+/// The schedule's increments that restore nothing because their chain lost a link: not
+/// counted above, and deleted (unless something running needs them), saying why.
+fn broken<'a>(
+    schedule: &'a str,
+    spec: &'a BackupScheduleSpec,
+    backups: &'a [BackupRecord],
+    pinned: &'a BTreeSet<String>,
+) -> impl Iterator<Item = RetentionDecision> + 'a {
+    backups
+        .iter()
+        .filter(move |b| {
+            b.schedule.as_deref() == Some(schedule)
+                && b.cluster == spec.cluster
+                && b.storage == spec.storage
+                && b.is_good()
+        })
+        .filter_map(move |b| {
+            let why = super::chain::chain_of(b, backups).err()?;
+            let keep = pinned.contains(&b.name);
+            Some(RetentionDecision {
                 backup: b.name.clone(),
                 schedule: schedule.to_string(),
                 keep,
-                reasons,
+                reasons: vec![if keep {
+                    format!("{why}; kept while something running needs it")
+                } else {
+                    format!("{why}: it cannot be restored")
+                }],
                 orphaned: false,
-            }
+            })
         })
-        .collect()
 }
 
 /// `41d 3h`, `5h 2m`, `40s`.

@@ -143,7 +143,8 @@ pub async fn forget_backup(
     if pinned {
         ex.control.put(&catalog_key(name), &record).await?;
         return Err(ExecError::Invalid(format!(
-            "a Restore started from backup {name:?} just now; nothing was deleted"
+            "a Restore, a drill or an increment started from backup {name:?} just now; nothing \
+             was deleted"
         )));
     }
     delete_backup(ex, &marked, &storage, "forgotten on request", now).await?;
