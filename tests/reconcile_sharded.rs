@@ -371,3 +371,77 @@ fn a_backup_restores_onto_a_cluster_with_other_replica_set_names_only_when_remap
         "the recovery point naming the old config server is gone"
     );
 }
+
+/// A sharded cluster's increment: every shard and the config server continue the chain
+/// on the node that took their part of the base, all extend to one cluster time, and a
+/// restore of the increment puts every replica set back to it.
+#[test]
+fn a_sharded_increment_meets_at_one_cluster_time_and_restores_every_replica_set() {
+    let (mut f, _one) = Fixture::new();
+    for k in 0..3 {
+        insert(f.set(k), 0..10);
+    }
+    f.start_reconciler();
+    let take = |f: &Fixture, name: &str, extra: &str| -> Value {
+        f.write(
+            &format!("backup-{name}.yaml"),
+            &format!(
+                "apiVersion: tidemark/v1\nkind: Backup\nmetadata:\n  name: {name}\nspec:\n  \
+                 cluster: {CLUSTER}\n  storage: local\n  type: incremental\n{extra}"
+            ),
+        );
+        let v = f.wait_end("backup", name);
+        assert_eq!(v["status"], "done", "{v:#}\n{}", f.logs());
+        let raw = std::fs::read(f.control.path().join(format!("catalog/{name}.json"))).unwrap();
+        serde_json::from_slice(&raw).unwrap()
+    };
+    let base = take(&f, "b0", "  base: true\n  blockSizeMB: 1\n");
+    for k in 0..3 {
+        insert(f.set(k), 10..20);
+    }
+    let inc = take(&f, "i1", "");
+    assert_eq!(inc["incremental"]["source"], "b0", "{inc:#}");
+    let parts = |r: &Value| -> Vec<(String, String, Value)> {
+        r["replicaSets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["node"].as_str().unwrap().to_string(),
+                    p["lastWriteOptime"].clone(),
+                )
+            })
+            .collect()
+    };
+    let (b, i) = (parts(&base), parts(&inc));
+    assert_eq!(i.len(), 3, "{inc:#}");
+    for (rs, node, _) in &i {
+        let held = b.iter().find(|(r, _, _)| r == rs).map(|(_, n, _)| n);
+        assert_eq!(
+            held,
+            Some(node),
+            "replica set {rs} continues on its base's node"
+        );
+    }
+    assert!(
+        i.windows(2).all(|w| w[0].2 == w[1].2),
+        "one cluster time: {i:?}"
+    );
+    // Written after the increment: gone after its restore.
+    for k in 0..3 {
+        insert(f.set(k), 20..30);
+    }
+    f.write(
+        "restore-r1.yaml",
+        &format!(
+            "apiVersion: tidemark/v1\nkind: Restore\nmetadata:\n  name: r1\nspec:\n  \
+             cluster: {CLUSTER}\n  source:\n    backup: i1\n  fallbackEnabled: true\n  \
+             postRestore:\n    startNodes: true\n"
+        ),
+    );
+    let v = f.wait_end("restore", "r1");
+    assert_eq!(v["status"], "done", "{v:#}\n{}", f.logs());
+    wait_all(&f, &[0..20, 0..20, 0..20]);
+}
