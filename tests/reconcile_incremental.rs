@@ -39,32 +39,13 @@ fn payload(id: i32, g: u32) -> String {
     s
 }
 
-fn primary_command(w: &World, db: &str, cmd: Document) -> Document {
-    let started = Instant::now();
-    loop {
-        let p = w.rig.primary();
-        let r = w
-            .rig
-            .rs
-            .process(p)
-            .unwrap()
-            .command(db, cmd.clone())
-            .unwrap();
-        if r.get_f64("ok").unwrap_or(0.0) == 1.0 {
-            return r;
-        }
-        assert!(started.elapsed() < rig::LONG, "{cmd}: {r}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn fill_big(w: &World) {
     for chunk in (0..DOCS).collect::<Vec<_>>().chunks(500) {
         let docs: Vec<Document> = chunk
             .iter()
             .map(|&i| doc! {"_id": i, "g": 0, "v": payload(i, 0)})
             .collect();
-        primary_command(w, "big", doc! {"insert": "docs", "documents": docs});
+        w.on_primary("big", doc! {"insert": "docs", "documents": docs});
     }
 }
 
@@ -74,7 +55,7 @@ fn change(w: &World, ids: std::ops::Range<i32>, g: i32) {
     let updates: Vec<Document> = ids
         .map(|i| doc! {"q": {"_id": i}, "u": {"$set": {"g": g, "v": payload(i, g as u32)}}})
         .collect();
-    primary_command(w, "big", doc! {"update": "docs", "updates": updates});
+    w.on_primary("big", doc! {"update": "docs", "updates": updates});
 }
 
 /// `(id, generation)` of every document of `big.docs` on node `i`, or `None`.
@@ -285,18 +266,7 @@ fn when_the_chains_node_stops_for_good_the_next_run_is_a_new_base_elsewhere() {
     w.write("schedule.yaml", &schedule(false));
     w.start_reconciler();
     // A base and an increment of it.
-    let records = |w: &World| -> Vec<Value> {
-        let dir = w.rig.control.path().join("catalog");
-        let mut out: Vec<Value> = std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort_by(|a: &Value, b| a["startedAt"].as_str().cmp(&b["startedAt"].as_str()));
-        out
-    };
+    let records = all_records;
     let good = |r: &Value| r["status"] == "done" && r["complete"] == true;
     let started = Instant::now();
     let chain_node = loop {
@@ -503,24 +473,12 @@ fn a_point_in_time_restore_starts_from_an_increment() {
     assert_eq!(i1["incremental"]["source"], "b0", "{i1:#}");
     // Written after the increment, then the target, then a mistake.
     w.rig.insert(200..210);
-    let p = w.rig.primary();
-    let r = w
-        .rig
-        .rs
-        .process(p)
-        .unwrap()
-        .command("app", doc! {"insert": "items", "documents": [{"_id": 211}]})
-        .unwrap();
+    let r = w.on_primary("app", doc! {"insert": "items", "documents": [{"_id": 211}]});
     let ts = r.get_timestamp("operationTime").expect("an operationTime");
-    w.rig
-        .rs
-        .process(p)
-        .unwrap()
-        .command(
-            "app",
-            doc! {"delete": "items", "deletes": [{"q": {}, "limit": 0}]},
-        )
-        .unwrap();
+    w.on_primary(
+        "app",
+        doc! {"delete": "items", "deletes": [{"q": {}, "limit": 0}]},
+    );
     let target = tidemark_schema::manifest::OpTime {
         t: ts.time,
         i: ts.increment,

@@ -17,28 +17,8 @@ use serde_json::Value;
 use tidemark_schema::control::{DRILL_REPLICA_SET, phase_key};
 use world::*;
 
-/// Runs `cmd` on the current primary; asks again when an election moved it in between.
 fn on_primary(w: &World, db: &str, cmd: Document) -> Document {
-    let name = cmd.keys().next().cloned().unwrap_or_default();
-    let started = std::time::Instant::now();
-    loop {
-        let p = w.rig.primary();
-        let reply = w
-            .rig
-            .rs
-            .process(p)
-            .unwrap()
-            .command(db, cmd.clone())
-            .unwrap();
-        if reply.get_f64("ok").unwrap_or(0.0) == 1.0 {
-            return reply;
-        }
-        assert!(
-            reply.get_i32("code").ok() == Some(10107) && started.elapsed() < rig::LONG,
-            "{name} on {db}: {reply}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    w.on_primary(db, cmd)
 }
 
 fn batch(reply: &Document) -> Vec<Document> {

@@ -35,19 +35,8 @@ const DOC: usize = 1 << 20;
 
 /// Document `id` at generation `g`: half random, half repeated.
 fn payload(id: u64, g: u64) -> Vec<u8> {
-    let mut x = 0x2545_f491_4f6c_dd1du64 ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (g << 32);
-    let mut out = vec![0u8; DOC];
-    for (j, chunk) in out.chunks_mut(8).enumerate() {
-        if j % 2 == 0 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes());
-        } else {
-            chunk.copy_from_slice(b"WTPAGE00");
-        }
-    }
-    out
+    let seed = 0x2545_f491_4f6c_dd1du64 ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (g << 32);
+    tidemark_testkit::half_random(seed, DOC)
 }
 
 fn bin(bytes: Vec<u8>) -> bson::Binary {

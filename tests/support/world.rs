@@ -592,6 +592,31 @@ pub fn wait_until(w: &World, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 impl World {
+    /// Runs `cmd` on the current primary through the harness; asks again while it answers
+    /// `NotWritablePrimary` (an election moved the primary in between).
+    pub fn on_primary(&self, db: &str, cmd: bson::Document) -> bson::Document {
+        let name = cmd.keys().next().cloned().unwrap_or_default();
+        let started = Instant::now();
+        loop {
+            let p = self.rig.primary();
+            let reply = self
+                .rig
+                .rs
+                .process(p)
+                .unwrap()
+                .command(db, cmd.clone())
+                .unwrap();
+            if reply.get_f64("ok").unwrap_or(0.0) == 1.0 {
+                return reply;
+            }
+            assert!(
+                reply.get_i32("code").ok() == Some(10107) && started.elapsed() < LONG,
+                "{name} on {db}: {reply}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Fills the primary with `bytes` of data (so that a backup's copy or a restore's
     /// download takes a moment), then waits for the set to settle: a fill that large may
     /// cost the primary its term.

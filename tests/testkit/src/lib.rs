@@ -65,3 +65,21 @@ pub fn build_release_sim() {
             .unwrap();
     assert!(status.success(), "building mongod-sim");
 }
+
+/// `len` bytes like WiredTiger pages for a benchmark: every other 8 bytes random (a
+/// xorshift from `seed`), the others repeated, so compression halves them.
+pub fn half_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = vec![0u8; len];
+    for (j, chunk) in out.chunks_mut(8).enumerate() {
+        if j % 2 == 0 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        } else {
+            chunk.copy_from_slice(&b"WTPAGE00"[..chunk.len()]);
+        }
+    }
+    out
+}
