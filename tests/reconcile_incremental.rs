@@ -159,11 +159,15 @@ fn chain_of_three(w: &mut World) -> Vec<(std::ops::Range<i32>, i32)> {
         w.rig.start_agent(i);
     }
     w.start_reconciler();
+    // Every member holds the writes before each backup, whichever member takes it (one
+    // lagging behind takes a consistent backup of an earlier point).
+    settled(w, &[], std::slice::from_ref(&(0..50)));
     let base = take(w, "b0", "  base: true\n  blockSizeMB: 1\n");
     assert!(base["incremental"]["source"].is_null(), "{base:#}");
     let changed = vec![(100..160, 1)];
     change(w, 100..160, 1);
     w.rig.insert(100..105);
+    settled(w, &changed, &[0..50, 100..105]);
     let i1 = take(w, "i1", "");
     assert_eq!(i1["incremental"]["source"], "b0", "{i1:#}");
     assert_eq!(i1["incremental"]["position"], 1, "{i1:#}");
@@ -182,6 +186,7 @@ fn chain_of_three(w: &mut World) -> Vec<(std::ops::Range<i32>, i32)> {
     changed.push((3000..3060, 2));
     change(w, 3000..3060, 2);
     w.rig.insert(200..205);
+    settled(w, &changed, &[0..50, 100..105, 200..205]);
     let i2 = take(w, "i2", "");
     assert_eq!(i2["incremental"]["source"], "i1", "{i2:#}");
     assert_eq!(node_of(&i2), node_of(&base));
@@ -189,6 +194,15 @@ fn chain_of_three(w: &mut World) -> Vec<(std::ops::Range<i32>, i32)> {
     change(w, 5000..5060, 3);
     w.rig.insert(300..305);
     changed
+}
+
+/// Waits until every member holds `changed` in `big.docs` and exactly `ids` in
+/// `app.items`.
+fn settled(w: &World, changed: &[(std::ops::Range<i32>, i32)], ids: &[std::ops::Range<i32>]) {
+    wait_generations(w, &expected(changed));
+    for i in 0..3 {
+        w.wait_ids(i, &items(ids));
+    }
 }
 
 fn items(upto: &[std::ops::Range<i32>]) -> Vec<i32> {

@@ -439,6 +439,35 @@ pub fn chain_of<'a>(
     Ok(chain)
 }
 
+/// Why `backup` can never be restored (a link of its chain is gone, being deleted, failed
+/// or failed verification), or `None`. A link whose verification is still pending is not
+/// a reason: the chain becomes restorable when it passes.
+pub fn broken_link(backup: &BackupRecord, backups: &[BackupRecord]) -> Option<String> {
+    let mut at = backup;
+    let mut steps = 0;
+    while let Some(source) = at.incremental.as_ref().and_then(|l| l.source.as_ref()) {
+        steps += 1;
+        if steps > tidemark_schema::chain::MAX_CHAIN {
+            return Some(format!("backup {:?}'s chain loops", backup.name));
+        }
+        let Some(prev) = backups.iter().find(|b| &b.name == source) else {
+            return Some(format!(
+                "backup {:?} is an increment of {source:?}, which is not in the catalog",
+                backup.name
+            ));
+        };
+        if !continuable(prev) {
+            return Some(format!(
+                "backup {:?} needs {source:?} (a link of its chain), which is not good ({})",
+                backup.name,
+                not_good(prev)
+            ));
+        }
+        at = prev;
+    }
+    None
+}
+
 /// Retention across chains: every link a kept backup needs is kept, whatever its own
 /// schedule's rules say, so a chain is never cut below a kept increment (and a base
 /// outlives its last kept increment). A link left to delete says where it sat.
@@ -452,11 +481,12 @@ pub fn keep_chains(decisions: &mut [super::model::RetentionDecision], backups: &
         .map(|d| d.backup.clone())
         .collect();
     let mut needed: BTreeMap<String, String> = BTreeMap::new();
-    // Only backups that restore: one whose chain lost a link keeps nothing alive.
+    // Every backup that restores, or will once a pending verification passes; one whose
+    // chain lost a link for good keeps nothing alive.
     for b in backups
         .iter()
-        .filter(|b| b.is_good() && !deleting.contains(&b.name))
-        .filter(|b| chain_of(b, backups).is_ok())
+        .filter(|b| continuable(b) && !deleting.contains(&b.name))
+        .filter(|b| broken_link(b, backups).is_none())
     {
         let mut at = b;
         let mut steps = 0;

@@ -303,3 +303,24 @@ fn a_cancelled_base_clears_the_history_of_the_chain_before_it() {
         .why;
     assert!(why.contains("\"b2\" was cancelled"), "{why}");
 }
+
+#[test]
+fn an_increment_whose_link_waits_for_verification_is_neither_counted_nor_deleted() {
+    let spec: tidemark_schema::model::BackupScheduleSpec =
+        serde_json::from_value(serde_json::json!({
+            "cluster": "c", "storage": "s", "type": "incremental", "cron": "0 * * * *",
+            "retention": {"keepLast": 1},
+        }))
+        .unwrap();
+    let mut backups = chain();
+    // The base's data check takes longer than its increments' checks.
+    backups[0].verification = Some(tidemark_schema::control::Verification::pending(
+        tidemark_schema::model::VerifyLevel::Data,
+    ));
+    let decisions =
+        super::super::retention::decide("hourly", &spec, &backups, &Default::default(), at(3));
+    assert!(
+        decisions.iter().all(|d| d.keep),
+        "nothing is deleted while the base is checked: {decisions:#?}"
+    );
+}

@@ -183,8 +183,9 @@ pub fn decide(
         .collect()
 }
 
-/// The schedule's increments that restore nothing because their chain lost a link: not
-/// counted above, and deleted (unless something running needs them), saying why.
+/// The schedule's increments that can never restore because their chain lost a link for
+/// good: not counted above, and deleted (unless something running needs them), saying
+/// why. One whose link only waits for its verification is neither counted nor deleted.
 fn broken<'a>(
     schedule: &'a str,
     spec: &'a BackupScheduleSpec,
@@ -200,7 +201,7 @@ fn broken<'a>(
                 && b.is_good()
         })
         .filter_map(move |b| {
-            let why = super::chain::chain_of(b, backups).err()?;
+            let why = super::chain::broken_link(b, backups)?;
             let keep = pinned.contains(&b.name);
             Some(RetentionDecision {
                 backup: b.name.clone(),
