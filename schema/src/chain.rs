@@ -17,6 +17,35 @@ pub struct FilePlan<'a> {
     pub last: &'a FileEntry,
 }
 
+impl FilePlan<'_> {
+    /// Which blocks of the rebuilt file must be read back and hashed to prove it: those a
+    /// range wrote, and those past the smallest size along the chain (cut, or grown back).
+    /// Every other block still holds the full copy's bytes, which its checksum proved on
+    /// download, so the full copy's hash of it stands for it.
+    pub fn dirty_blocks(&self, block_size: u64) -> Vec<bool> {
+        let block_size = block_size.max(1);
+        let n = self.last.size.div_ceil(block_size) as usize;
+        let smallest = self
+            .patches
+            .iter()
+            .map(|(_, e)| e.size)
+            .chain([self.full.1.size])
+            .min()
+            .unwrap_or(0);
+        let mut dirty: Vec<bool> = (0..n)
+            .map(|b| (b as u64 + 1) * block_size > smallest || self.full.1.blocks.get(b).is_none())
+            .collect();
+        for range in self.patches.iter().flat_map(|(_, e)| &e.ranges) {
+            let first = (range.offset / block_size) as usize;
+            let end = (range.offset + range.length).div_ceil(block_size) as usize;
+            for d in dirty.iter_mut().take(end).skip(first) {
+                *d = true;
+            }
+        }
+        dirty
+    }
+}
+
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum ChainError {
     #[error("an empty chain")]
@@ -247,6 +276,23 @@ mod tests {
             [2]
         );
         assert_eq!(uncompressed_bytes(&chain), 16 + 12 + 4);
+    }
+
+    #[test]
+    fn only_blocks_a_range_wrote_or_a_size_cut_are_read_back() {
+        // Blocks of 4 B; files of 8 B (two blocks), one range over the second block.
+        let chain = vec![
+            link("b", None, vec![file("a.wt", true, &[])]),
+            link("i1", Some("b"), vec![file("a.wt", false, &[(4, 4)])]),
+        ];
+        let plans = file_plans(&chain).unwrap();
+        assert_eq!(plans[0].dirty_blocks(4), [false, true]);
+        let mut cut = chain.clone();
+        cut[1].files[0].size = 6;
+        cut[1].files[0].ranges.clear();
+        cut[1].files[0].stored_size = 0;
+        let plans = file_plans(&cut).unwrap();
+        assert_eq!(plans[0].dirty_blocks(4), [false, true], "the cut block");
     }
 
     #[test]

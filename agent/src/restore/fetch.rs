@@ -87,7 +87,7 @@ pub async fn fetch(
 
 /// Restores one file: its newest full copy (checked against its blake3), then each later
 /// increment's ranges at their offsets, the file cut to that increment's size after each;
-/// a rebuilt file is then proved against the last backup's block hashes.
+/// a rebuilt file is then proved against the last backup's block hashes (`prove`).
 async fn rebuild(
     store: &BackupStore,
     links: &[ReplicaSetManifest],
@@ -122,33 +122,7 @@ async fn rebuild(
         file.set_len(entry.size).map_err(io("cannot cut to size"))?;
     }
     let last = plan.last;
-    let block_size = links[0]
-        .incremental
-        .as_ref()
-        .map_or(1, |inc| inc.block_size);
-    let path = dest.to_path_buf();
-    let size = last.size;
-    let hashes = tokio::task::spawn_blocking(move || {
-        crate::storage::hash_blocks(&path, 0, size, block_size)
-    })
-    .await
-    .map_err(|e| io("hashing")(std::io::Error::other(e.to_string())))?
-    .map_err(io("cannot read back"))?;
-    if let Some(block) =
-        (0..last.blocks.len().max(hashes.len())).find(|&b| hashes.get(b) != last.blocks.get(b))
-    {
-        let backup = &links.last().expect("never empty").backup;
-        return Err(StorageError::Corrupt {
-            url: store.url().to_string(),
-            key: tidemark_schema::manifest::layout::rs_manifest_key(backup, &links[0].replica_set),
-            path: plan.path.to_string(),
-            why: format!(
-                "rebuilt from its chain, block {block} (at {} B) does not match backup \
-                 {backup}'s hash",
-                block as u64 * block_size
-            ),
-        });
-    }
+    super::prove::prove(store.url(), links, plan, dest).await?;
     use std::os::unix::fs::PermissionsExt;
     let file = std::fs::File::open(dest).map_err(io("cannot open"))?;
     file.set_permissions(std::fs::Permissions::from_mode(last.mode & 0o7777))
