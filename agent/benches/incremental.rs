@@ -3,7 +3,8 @@
 //! lines, each the median of the rounds with its min–max beside it.
 //!
 //! `cargo bench -p tidemark-agent --bench incremental` (env `TIDEMARK_BENCH_GIB`, default
-//! 1; `TIDEMARK_BENCH_LINKS`, default 10; `TIDEMARK_BENCH_BLOCK_MB`, default 1).
+//! 1; `TIDEMARK_BENCH_LINKS`, default 10; `TIDEMARK_BENCH_BLOCK_MB`, default 1;
+//! `TIDEMARK_BENCH_ROUNDS`, default 5, the restore pairs).
 //!
 //! A one-member mongod-sim replica set holds `GIB` of 1 MiB documents, half random and
 //! half repeated (like WiredTiger pages). The agent's own backup pipeline
@@ -14,7 +15,7 @@
 //! target ≤ 0.03) and `incremental_seconds_vs_full_ratio` (target ≤ 0.1). Then the last
 //! increment (a chain of `LINKS` increments on its base) and the last full backup are each
 //! restored by the agent's restore data path (`restore::fetch`: download, rebuild, verify)
-//! into an empty directory, three times, each first in turn: `chain10_restore_vs_full_ratio`
+//! into an empty directory, `ROUNDS` times, each first in turn: `chain10_restore_vs_full_ratio`
 //! (target ≤ 1.3). The rebuilt collection file must equal the full backup's, byte for byte.
 
 use std::path::Path;
@@ -261,7 +262,7 @@ async fn main() {
     let last_full = format!("full{links}");
     let mut restore_ratio = Vec::new();
     let (chain_dir, full_dir) = (work.path().join("r-chain"), work.path().join("r-full"));
-    for round in 0..3 {
+    for round in 0..env_or("TIDEMARK_BENCH_ROUNDS", 5) {
         // Alternately first, so the page cache favours neither.
         let (chain_s, full_s) = if round % 2 == 0 {
             let c = restore(&n, &target, &previous, &chain_dir).await;
