@@ -123,11 +123,18 @@ async fn rebuild(
     }
     let last = plan.last;
     super::prove::prove(store.url(), links, plan, dest).await?;
-    use std::os::unix::fs::PermissionsExt;
-    let file = std::fs::File::open(dest).map_err(io("cannot open"))?;
-    file.set_permissions(std::fs::Permissions::from_mode(last.mode & 0o7777))
-        .map_err(io("cannot set the mode of"))?;
-    Ok(())
+    // Its mode, and one flush for all its ranges, on a blocking thread of its own, so the
+    // other files' downloads go on meanwhile.
+    let (path, mode) = (dest.to_path_buf(), last.mode & 0o7777);
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::PermissionsExt;
+        let file = std::fs::File::open(&path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.sync_data()
+    })
+    .await
+    .map_err(|e| io("flushing")(std::io::Error::other(e.to_string())))?
+    .map_err(io("cannot set the mode of or flush"))
 }
 
 /// How often a download reports its progress at most: every heartbeat, up to this.

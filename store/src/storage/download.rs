@@ -65,8 +65,8 @@ impl BackupStore {
     }
 
     /// Writes one changed range of an increment over `dest` at its offset, proving its
-    /// size and checksum; the file is neither created empty nor cut (the caller cuts it
-    /// to the increment's size once every range is in).
+    /// size and checksum; the file is neither created empty nor cut nor flushed (the
+    /// caller cuts it to the increment's size once every range is in, and flushes it).
     pub async fn download_range(
         &self,
         path: &str,
@@ -309,8 +309,9 @@ fn write_range<R: std::io::Read + Send + 'static>(
             io("cannot write", e)
         }
     };
-    let written = decode_and_check(reader, compression, &mut file, expect, write_err)?;
-    file.sync_data().map_err(|e| write_err(written, e))
+    // Not flushed here: a file takes one range of each increment, and one flush per range
+    // would cost a journal commit each; the caller flushes the rebuilt file once.
+    decode_and_check(reader, compression, &mut file, expect, write_err).map(|_| ())
 }
 
 fn fill_and_verify<R: std::io::Read + Send + 'static>(
