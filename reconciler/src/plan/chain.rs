@@ -187,7 +187,10 @@ fn continuation<'a>(rules: &ChainRules, v: &ChainView<'a>) -> Result<Continuatio
     if let Some(why) = history_cleared_after(v, last) {
         return Err(why);
     }
-    check_links(v, last)?;
+    // Every link back to the base still there and not failed.
+    if let Some(why) = broken_link(last, v.backups) {
+        return Err(why);
+    }
     if let Some(max) = rules.max_increments
         && link.position >= max
     {
@@ -293,30 +296,6 @@ fn not_good(b: &BackupRecord) -> String {
     } else {
         format!("status {:?}", b.status).to_lowercase()
     }
-}
-
-/// Every link from `last` back to its base is in the catalog and good.
-fn check_links(v: &ChainView, last: &BackupRecord) -> Result<(), String> {
-    let mut at = last;
-    let mut seen = 0;
-    while let Some(source) = at.incremental.as_ref().and_then(|l| l.source.as_ref()) {
-        seen += 1;
-        let prev = v
-            .backups
-            .iter()
-            .find(|b| &b.name == source)
-            .filter(|_| seen <= tidemark_schema::chain::MAX_CHAIN)
-            .ok_or_else(|| format!("backup {source}, a link of {}'s chain, is gone", last.name))?;
-        if !continuable(prev) {
-            return Err(format!(
-                "backup {source}, a link of {}'s chain, is not good ({})",
-                last.name,
-                not_good(prev)
-            ));
-        }
-        at = prev;
-    }
-    Ok(())
 }
 
 /// The node of each replica set that took the last link, if it can take the next one.

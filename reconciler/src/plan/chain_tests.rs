@@ -268,12 +268,7 @@ fn a_running_increment_pins_its_source_against_retention_and_forget() {
 
 #[test]
 fn an_increment_whose_chain_lost_a_link_does_not_count_for_retention() {
-    let spec: tidemark_schema::model::BackupScheduleSpec =
-        serde_json::from_value(serde_json::json!({
-            "cluster": "c", "storage": "s", "type": "incremental", "cron": "0 * * * *",
-            "retention": {"keepLast": 1},
-        }))
-        .unwrap();
+    let spec = keep_last_one();
     // i1 is gone: i2 restores nothing, so the base stays the newest restorable backup.
     let backups = vec![chain()[0].clone(), chain()[2].clone()];
     let decisions =
@@ -306,12 +301,7 @@ fn a_cancelled_base_clears_the_history_of_the_chain_before_it() {
 
 #[test]
 fn an_increment_whose_link_waits_for_verification_is_neither_counted_nor_deleted() {
-    let spec: tidemark_schema::model::BackupScheduleSpec =
-        serde_json::from_value(serde_json::json!({
-            "cluster": "c", "storage": "s", "type": "incremental", "cron": "0 * * * *",
-            "retention": {"keepLast": 1},
-        }))
-        .unwrap();
+    let spec = keep_last_one();
     let mut backups = chain();
     // The base's data check takes longer than its increments' checks.
     backups[0].verification = Some(tidemark_schema::control::Verification::pending(
@@ -323,4 +313,13 @@ fn an_increment_whose_link_waits_for_verification_is_neither_counted_nor_deleted
         decisions.iter().all(|d| d.keep),
         "nothing is deleted while the base is checked: {decisions:#?}"
     );
+}
+
+/// An hourly incremental schedule of `c` into `s` that keeps one backup.
+fn keep_last_one() -> tidemark_schema::model::BackupScheduleSpec {
+    serde_json::from_value(serde_json::json!({
+        "cluster": "c", "storage": "s", "type": "incremental", "cron": "0 * * * *",
+        "retention": {"keepLast": 1},
+    }))
+    .unwrap()
 }
