@@ -18,7 +18,7 @@ mod rig;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bson::doc;
 use chrono::{DateTime, Utc};
@@ -27,20 +27,10 @@ use tidemark_schema::control::{
     Heartbeat, OneShotRecord, Phase, PhaseReport, PhaseStatus, heartbeat_key, oneshot_key,
     phase_key,
 };
+use tidemark_testkit::wait_until;
 
 fn read<T: serde::de::DeserializeOwned>(control: &Path, key: &str) -> Option<T> {
     serde_json::from_slice(&std::fs::read(control.join(key)).ok()?).ok()
-}
-
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `median (min–max)` of seconds.

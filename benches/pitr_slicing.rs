@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bson::doc;
 use mongod_sim::client::BlockingConn;
 use serde_json::Value;
-use tidemark_testkit::{CountingProxy, Counts, Moto};
+use tidemark_testkit::{CountingProxy, Counts, Moto, s3_price};
 use world::*;
 
 use tidemark_testkit::env_or;
@@ -41,15 +41,6 @@ fn list(w: &World, moto: &Moto) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-fn with_endpoint(env: &[(&'static str, String)], endpoint: String) -> Vec<(&'static str, String)> {
-    env.iter()
-        .map(|(k, v)| match *k {
-            "AWS_ENDPOINT" => (*k, endpoint.clone()),
-            _ => (*k, v.clone()),
-        })
-        .collect()
-}
-
 fn per_hour(c: &Counts, secs: f64) -> Vec<(String, f64)> {
     c.iter()
         .map(|(k, n)| (k.clone(), *n as f64 * 3600.0 / secs))
@@ -57,17 +48,7 @@ fn per_hour(c: &Counts, secs: f64) -> Vec<(String, f64)> {
 }
 
 fn dollars(per_hour: &[(String, f64)]) -> f64 {
-    per_hour
-        .iter()
-        .map(|(k, n)| {
-            let price = if k == "get" || k == "head" {
-                0.0004
-            } else {
-                0.005
-            };
-            n / 1000.0 * price
-        })
-        .sum()
+    per_hour.iter().map(|(k, n)| n * s3_price(k)).sum()
 }
 
 fn main() {
@@ -83,8 +64,9 @@ fn main() {
     );
     w.rig.use_s3_control(&moto, "ctl");
     w.rig.use_s3(&moto, "backups");
-    w.rig.agent_env = with_endpoint(&moto.env(), agents_proxy.endpoint());
-    w.reconciler_env = with_endpoint(&moto.env(), reconciler_proxy.endpoint())
+    w.rig.agent_env = moto.env_via(agents_proxy.endpoint());
+    w.reconciler_env = moto
+        .env_via(reconciler_proxy.endpoint())
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();

@@ -81,6 +81,7 @@ fn node(rs: &ReplicaSet, control: &Path, dbpath: &Path) -> Node {
         replica_set: Some(rs.name.clone()),
         heartbeat_interval: Duration::from_secs(1),
         poll_interval: Duration::from_secs(1),
+        resync_interval: Duration::from_secs(600),
         parallel_files: 4,
         cursor_keepalive: Duration::from_secs(5),
         standalone_args: Vec::new(),
@@ -95,6 +96,7 @@ fn node(rs: &ReplicaSet, control: &Path, dbpath: &Path) -> Node {
         cfg,
         epochs: Default::default(),
         slicing: Default::default(),
+        doorbell: Default::default(),
     }
 }
 
@@ -171,6 +173,7 @@ async fn restore(n: &Node, target: &StorageTarget, name: &str, dest: &Path) -> f
         id: n.id.clone(),
         epochs: Default::default(),
         slicing: Default::default(),
+        doorbell: Default::default(),
     };
     let store = BackupStore::open(target).unwrap();
     let op = op(n, &format!("restore-{name}"), target, None);

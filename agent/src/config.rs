@@ -21,8 +21,14 @@ pub struct AgentConfig {
     pub node_id: Option<String>,
     /// The replica set; learned from mongod when absent (needed when mongod is down).
     pub replica_set: Option<String>,
+    /// The longest a heartbeat goes unwritten; a change of the node's facts (its role,
+    /// mongod down or up) is written at once.
     pub heartbeat_interval: Duration,
+    /// How often the doorbell record is read when the leader's long-poll does not
+    /// answer, and `ops/` listed when no leader rings at all.
     pub poll_interval: Duration,
+    /// How often `ops/` is listed though no ring came: the safety net under the doorbell.
+    pub resync_interval: Duration,
     /// Files copied at once during a backup.
     pub parallel_files: usize,
     /// How often the backup cursor is kept alive.
@@ -59,6 +65,7 @@ pub struct AgentFile {
     pub replica_set: Option<String>,
     pub heartbeat_interval: Option<String>,
     pub poll_interval: Option<String>,
+    pub resync_interval: Option<String>,
     pub parallel_files: Option<usize>,
     pub cursor_keepalive: Option<String>,
     pub standalone_args: Option<Vec<String>>,

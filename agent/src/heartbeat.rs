@@ -1,5 +1,5 @@
-//! The heartbeat: every few seconds, the node's facts and disk figures go to the control
-//! plane. The reconciler picks backup nodes and judges fallback room from them, and
+//! The heartbeat: the node's facts and disk figures go to the control plane at once when
+//! they change and at least every `--heartbeat-interval`. The reconciler picks backup nodes and judges fallback room from them, and
 //! declares an agent dead when they stop.
 
 use std::sync::Arc;
@@ -69,25 +69,80 @@ pub async fn beat(node: &Node, client: Option<&MongodClient>) -> Heartbeat {
         encryption_known: cmdline.is_some(),
         extra: Default::default(),
         slicing: node.slicing.all(),
+        interval_ms: u64::try_from(node.cfg.heartbeat_interval.as_millis()).ok(),
+        pickup: Some(node.doorbell.pickup()),
     }
 }
 
 /// The role a drill agent reports: it serves no mongod.
 pub const DRILL_ROLE: &str = "DRILL";
 
+/// How often the node is looked at between written beats: mongod and the disk are local,
+/// so looking costs no request; only a change, or `--heartbeat-interval`, is written.
+const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Beats until the task is dropped. Failures to write are logged, never fatal.
 pub async fn run(node: Arc<Node>) {
     // One client for the agent's life: the driver reconnects by itself while mongod is
     // down, so a new client (and its monitoring tasks) per beat would only add churn.
     let mut client: Option<MongodClient> = None;
+    let look = LOOK_EVERY.min(node.cfg.heartbeat_interval);
+    // What the last written beat said, and when it was written (this host's clock).
+    let mut written: Option<(Heartbeat, tokio::time::Instant)> = None;
     loop {
         if client.is_none() && node.cfg.drill_dir.is_none() {
             client = node.mongod().await.ok();
         }
         let hb = beat(&node, client.as_ref()).await;
-        if let Err(e) = node.control.heartbeat(&hb).await {
-            tracing::warn!(error = %e, "heartbeat not written");
+        let due = written.as_ref().is_none_or(|(last, at)| {
+            at.elapsed() + look / 2 >= node.cfg.heartbeat_interval || changed(last, &hb)
+        });
+        if due {
+            match node.control.heartbeat(&hb).await {
+                Ok(()) => written = Some((hb, tokio::time::Instant::now())),
+                Err(e) => tracing::warn!(error = %e, "heartbeat not written"),
+            }
         }
-        tokio::time::sleep(node.cfg.heartbeat_interval).await;
+        tokio::time::sleep(look).await;
     }
+}
+
+/// Whether a beat says something the reconciler decides on that the last written one did
+/// not: role, membership flags, versions, encryption, slicers, how it picks ops up. Not the time, the lag, the
+/// free space or a slicer's progress, which move all the time (they go with the next due
+/// beat).
+fn changed(last: &Heartbeat, now: &Heartbeat) -> bool {
+    let facts = |h: &Heartbeat| {
+        (
+            h.healthy,
+            h.role.clone(),
+            h.hidden,
+            h.delayed,
+            h.arbiter,
+            h.flavor.clone(),
+            h.mongod_version.clone(),
+            h.backup_cursor,
+            h.encryption_known,
+            h.pickup,
+        )
+    };
+    facts(last) != facts(now)
+        || serde_json::to_value(&last.encryption).ok() != serde_json::to_value(&now.encryption).ok()
+        || slicers(last) != slicers(now)
+}
+
+/// Which streams this node slices and whether each fails or stalls; not how far it got,
+/// which moves at every chunk.
+fn slicers(h: &Heartbeat) -> Vec<(&str, &str, Option<&str>, bool)> {
+    h.slicing
+        .iter()
+        .map(|s| {
+            (
+                s.schedule.as_str(),
+                s.storage.as_str(),
+                s.error.as_deref(),
+                s.stalled,
+            )
+        })
+        .collect()
 }

@@ -2,7 +2,7 @@
 //! plane, and carries out the ops addressed to its node: physical and external backups,
 //! restores with fallback and the disk check, and the follow-up instructions.
 //!
-//! - [`runner`]: the main loop and op dispatch;
+//! - [`runner`]: the main loop and op dispatch; [`doorbell`]: how it learns of new ops;
 //! - [`backup`], [`restore`] and [`drill`]: one folder per pipeline, one file per stage;
 //! - [`pitr`]: oplog slicing for point-in-time recovery, on the node the reconciler assigns;
 //! - [`mongod`]: the mongod seam (wire commands, the backup cursor, processes);
@@ -13,6 +13,7 @@ pub mod backup;
 pub mod config;
 pub mod control;
 pub mod disk;
+pub mod doorbell;
 pub mod drill;
 pub mod error;
 pub mod heartbeat;

@@ -57,6 +57,8 @@ pub struct Node {
     pub epochs: EpochFence,
     /// What each oplog slicer of this agent last did, for the heartbeat.
     pub slicing: crate::pitr::SlicerReports,
+    /// What the leader's doorbell said: wakes the ops loop and the slicing follower.
+    pub doorbell: crate::doorbell::Doorbell,
 }
 
 /// The highest fencing number this agent has seen. In memory: a restarted agent learns

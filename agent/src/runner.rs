@@ -31,6 +31,7 @@ pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, A
             id,
             epochs: Default::default(),
             slicing: Default::default(),
+            doorbell: Default::default(),
         });
     }
     let (replica_set, id) = match (cfg.replica_set.clone(), cfg.node_id.clone()) {
@@ -45,6 +46,7 @@ pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, A
         id,
         epochs: Default::default(),
         slicing: Default::default(),
+        doorbell: Default::default(),
     })
 }
 
@@ -90,15 +92,15 @@ async fn wait_for_membership(
 /// How often the log lines of running ops go to the control plane.
 const SHIP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// How long after an op the agent keeps looking for ops at the quick rate.
+/// How long after an op the agent keeps looking for ops at the quick rate, without
+/// waiting for a ring: the reconciler's follow-up comes within seconds.
 const FOLLOW_UP_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs until `stop` resolves.
 pub async fn run(
-    node: Node,
+    node: Arc<Node>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let node = Arc::new(node);
     // Held until this function returns: the process's life.
     let _drill_lock = match &node.cfg.drill_dir {
         Some(root) => Some(drill::lock(root).map_err(|e| AgentError::Config(e.to_string()))?),
@@ -117,6 +119,7 @@ pub async fn run(
     }
     tracing::info!(cluster = %node.cluster, rs = %node.replica_set, node = %node.id, "agent started");
     let beats = tokio::spawn(heartbeat::run(node.clone()));
+    let doorbell = tokio::spawn(crate::doorbell::run(node.clone()));
     // A drill agent serves no replica set: it has no oplog to slice.
     let slicing = node
         .cfg
@@ -141,6 +144,7 @@ pub async fn run(
         // within seconds: look quickly for a while, then fall back to the idle rate, which
         // is what costs list requests on a quiet cluster.
         let mut quick_until = tokio::time::Instant::now();
+        let mut rings = node.doorbell.subscribe();
         loop {
             match node.control.op_ids().await {
                 Ok(ids) => {
@@ -167,11 +171,17 @@ pub async fn run(
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list ops"),
             }
-            if tokio::time::Instant::now() < quick_until {
-                tokio::time::sleep(node.cfg.quick_poll()).await;
+            // The next look: at the doorbell's next ring, or on our own at the quick rate
+            // just after an op, every --poll-interval where no leader rings, and every
+            // --resync-interval otherwise (a ring lost on the way costs no more than that).
+            let period = if tokio::time::Instant::now() < quick_until {
+                node.cfg.quick_poll()
+            } else if !node.doorbell.rung() {
+                node.cfg.poll_interval
             } else {
-                tokio::time::sleep(node.cfg.poll_interval).await;
-            }
+                node.cfg.resync_interval
+            };
+            crate::doorbell::Doorbell::wait(&mut rings, period).await;
         }
     };
     tokio::select! {
@@ -179,6 +189,7 @@ pub async fn run(
         _ = stop => {}
     }
     beats.abort();
+    doorbell.abort();
     shipper.abort();
     if let Some(s) = slicing {
         s.abort();

@@ -11,6 +11,7 @@ use tidemark_agent::runner;
 use super::args::AgentArgs;
 use super::exit::ExitStatus;
 use super::writable::open_writable_control;
+use crate::serve::{AgentMetrics, Endpoints, serve};
 
 fn duration(
     flag: Option<String>,
@@ -78,14 +79,20 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         heartbeat_interval: duration(
             args.heartbeat_interval,
             file.heartbeat_interval,
-            Duration::from_secs(5),
+            Duration::from_secs(60),
             "heartbeat-interval",
         )?,
         poll_interval: duration(
             args.poll_interval,
             file.poll_interval,
-            Duration::from_secs(1),
+            Duration::from_secs(5),
             "poll-interval",
+        )?,
+        resync_interval: duration(
+            args.resync_interval,
+            file.resync_interval,
+            Duration::from_secs(600),
+            "resync-interval",
         )?,
         parallel_files: args.parallel_files.or(file.parallel_files).unwrap_or(4),
         cursor_keepalive: duration(
@@ -125,6 +132,7 @@ fn camel(flag: &str) -> String {
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitStatus> {
+    let metrics = args.metrics;
     let cfg = config(args)?;
     match &cfg.drill_dir {
         Some(dir) => {
@@ -145,6 +153,15 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitStatus> {
             node = runner::identify(cfg, control) => node.context("identifying this node")?,
             _ = shutdown_signal() => return Ok(ExitStatus::Ok),
         };
+        let node = std::sync::Arc::new(node);
+        if let Some(addr) = metrics {
+            let agent_metrics = std::sync::Arc::new(AgentMetrics::new(node.clone()));
+            serve(Endpoints {
+                agent_metrics: Some((addr, agent_metrics)),
+                ..Default::default()
+            })
+            .await?;
+        }
         runner::run(node, shutdown_signal()).await?;
         Ok(ExitStatus::Ok)
     })

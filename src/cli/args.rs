@@ -207,10 +207,22 @@ pub struct AgentArgs {
     /// A YAML file with any of these settings (camelCase); flags and env win over it.
     #[arg(long, env = "TIDEMARK_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The longest a heartbeat goes unwritten (default 60s); a change of role or of
+    /// mongod's state is written at once. An agent counts as lost after the reconciler's
+    /// --dead-after or three of these, whichever is longer.
     #[arg(long, env = "TIDEMARK_HEARTBEAT_INTERVAL")]
     pub heartbeat_interval: Option<String>,
+    /// How often the doorbell record is read when the leader's long-poll does not answer
+    /// (default 5s); ops/ is listed this often when no leader rings at all.
     #[arg(long, env = "TIDEMARK_POLL_INTERVAL")]
     pub poll_interval: Option<String>,
+    /// How often ops/ is listed though no ring came (default 10m).
+    #[arg(long, env = "TIDEMARK_RESYNC_INTERVAL")]
+    pub resync_interval: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics: the control-plane requests this
+    /// agent made, and whether it hears the leader's doorbell.
+    #[arg(long, env = "TIDEMARK_AGENT_METRICS")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Files copied or downloaded at once.
     #[arg(long, env = "TIDEMARK_PARALLEL_FILES")]
     pub parallel_files: Option<usize>,
@@ -253,20 +265,32 @@ pub struct ReconcileArgs {
     #[arg(long, env = "TIDEMARK_GO_TIMEOUT", default_value = "5m", value_parser = parse_fine)]
     pub go_timeout: std::time::Duration,
     /// Reconcilers sharing a control plane elect one leader; another takes over once the
-    /// leader's renewals stopped for this long.
-    #[arg(long, env = "TIDEMARK_LEASE_TTL", default_value = "15s", value_parser = parse_fine)]
+    /// leader's renewals stopped for this long. The leader renews every third of it (one
+    /// write each), which is most of what an idle reconciler costs.
+    #[arg(long, env = "TIDEMARK_LEASE_TTL", default_value = "90s", value_parser = parse_fine)]
     pub lease_ttl: std::time::Duration,
     /// How long an ended operation keeps its working records (op, reports, log chunks)
     /// before they are compacted into one archive object in the ledger.
     #[arg(long, env = "TIDEMARK_KEEP_OPS", default_value = "7d", value_parser = parse_fine)]
     pub keep_ops: std::time::Duration,
+    /// How often a pass reads the control plane at rest (nothing running, waiting or
+    /// slicing) when nothing wakes it sooner: a source change, a push webhook, a schedule
+    /// or drill coming due.
+    #[arg(long, env = "TIDEMARK_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_fine)]
+    pub resync_interval: std::time::Duration,
     /// Serve Prometheus metrics at http://ADDR/metrics (say 127.0.0.1:9464).
     #[arg(long, env = "TIDEMARK_METRICS")]
     pub metrics: Option<std::net::SocketAddr>,
-    /// Accept push webhooks (GitHub, GitLab, Gitea) at http://ADDR/webhook: a signed push
-    /// starts a fetch and a pass at once. The secret comes from TIDEMARK_WEBHOOK_SECRET.
+    /// Serve the agents' doorbell at http://ADDR/v1/doorbell/CLUSTER while leading (agents
+    /// then wait there instead of polling the control plane), and, with
+    /// TIDEMARK_WEBHOOK_SECRET set, push webhooks (GitHub, GitLab, Gitea) at
+    /// http://ADDR/webhook: a signed push starts a fetch and a pass at once.
     #[arg(long, env = "TIDEMARK_LISTEN")]
     pub listen: Option<std::net::SocketAddr>,
+    /// The URL agents reach --listen at (say http://reconciler-1.internal:8080), when
+    /// --listen is 0.0.0.0 or behind a proxy.
+    #[arg(long, env = "TIDEMARK_ADVERTISE", requires = "listen")]
+    pub advertise: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -332,7 +356,8 @@ pub struct SourceArgs {
     /// Subdirectory of the repository holding the policies.
     #[arg(long, env = "TIDEMARK_GIT_PATH", requires = "git")]
     pub path: Option<String>,
-    /// How often to fetch (git) and to run a pass without a change (reconcile), e.g. 30s, 5m.
+    /// How often to fetch (git), e.g. 30s, 5m; `reconcile` also runs passes this often while
+    /// oplog slicing goes on.
     #[arg(long, env = "TIDEMARK_GIT_INTERVAL", default_value = "60s", value_parser = parse_interval)]
     pub interval: std::time::Duration,
     /// Where git clones are cached (default: $XDG_CACHE_HOME/tidemark or ~/.cache/tidemark).

@@ -135,7 +135,7 @@ pub(crate) async fn describe(
         let hb = beats
             .iter()
             .find(|h| h.replica_set == t.replica_set && h.node == t.node);
-        let lost = fin.is_none() && hb.is_none_or(|h| now - h.at > dead_after);
+        let lost = fin.is_none() && hb.is_none_or(|h| h.is_lost(now, dead_after));
         let verdict = result.as_ref().and_then(|r| {
             r.nodes
                 .iter()

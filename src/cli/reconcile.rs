@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tidemark_reconciler::execute::Executor;
+use tidemark_reconciler::execute::{Bell, Executor};
 use tidemark_reconciler::run::{LoopOptions, Reconciler, run_loop};
 use tidemark_store::control::{Lease, Standing};
 
@@ -12,7 +12,7 @@ use super::args::ReconcileArgs;
 use super::diff::open_source;
 use super::exit::ExitStatus;
 use super::writable::open_writable_control;
-use crate::serve::{Endpoints, Metrics, Webhook, serve};
+use crate::serve::{Doorbell, Endpoints, Metrics, Webhook, serve};
 
 /// This process among reconcilers: host, pid and a random tag (a restarted process is a
 /// new candidate, never the old holder).
@@ -27,9 +27,27 @@ fn holder_id() -> String {
     format!("{host}/{}/{tag:08x}", std::process::id())
 }
 
+/// The address agents are told to wait at: `--advertise`, else `--listen` when it names
+/// one host, else this host's name with the port of `--listen`.
+fn doorbell_url(args: &ReconcileArgs) -> Option<String> {
+    let listen = args.listen?;
+    if let Some(url) = &args.advertise {
+        return Some(url.trim_end_matches('/').to_string());
+    }
+    if !listen.ip().is_unspecified() {
+        return Some(format!("http://{listen}"));
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    Some(format!("http://{host}:{}", listen.port()))
+}
+
 pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
     let source = open_source(&args.source)?;
-    let control = open_writable_control(&args.control)?;
+    // Listed records are read again only when they changed: at rest, a pass costs its
+    // listings.
+    let control = open_writable_control(&args.control)?.with_read_cache();
     let ex = Executor {
         control: control.clone(),
         dead_after: chrono::Duration::from_std(args.dead_after)?,
@@ -37,8 +55,15 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
         go_timeout: chrono::Duration::from_std(args.go_timeout)?,
         // Storage credentials come from this process's environment, as the agents' do.
         storage_env: tidemark_reconciler::execute::storage_env_from_process(),
+        bell: Default::default(),
     };
-    let lease = Arc::new(Lease::new(control.clone(), holder_id(), args.lease_ttl));
+    let holder = holder_id();
+    let doorbell_url = doorbell_url(&args);
+    let mut ex = ex;
+    ex.bell = Bell::new(doorbell_url.clone(), holder.clone());
+    let lease = Arc::new(
+        Lease::new(control.clone(), holder, args.lease_ttl).with_doorbell(doorbell_url.clone()),
+    );
     tracing::info!(source = %source.describe(), control = %args.control, holder = %lease.holder(), "starting reconciler");
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -117,36 +142,51 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
                 m.record_pass(report, dead_after, chrono::Utc::now())
             }));
         }
-        let webhook = match args.listen {
-            Some(addr) => {
-                // Trimmed: a secret read from a file usually ends in a newline.
-                let secret = std::env::var("TIDEMARK_WEBHOOK_SECRET")
-                    .ok()
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "--listen needs the webhook secret in TIDEMARK_WEBHOOK_SECRET \
-                             (the one configured on the git server's webhook)"
-                        )
-                    })?;
-                Some((
-                    addr,
-                    Webhook {
-                        secret,
-                        // Without --ref the source follows the remote's default branch,
-                        // whatever its name: then any push wakes it.
-                        branch: args.source.reference.clone(),
-                        wake: wake.clone(),
-                    },
-                ))
+        // Trimmed: a secret read from a file usually ends in a newline.
+        let secret = std::env::var("TIDEMARK_WEBHOOK_SECRET")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        let webhook = match (args.listen, secret) {
+            (Some(addr), Some(secret)) => Some((
+                addr,
+                Webhook {
+                    secret,
+                    // Without --ref the source follows the remote's default branch,
+                    // whatever its name: then any push wakes it.
+                    branch: args.source.reference.clone(),
+                    wake: wake.clone(),
+                },
+            )),
+            (Some(addr), None) => {
+                tracing::info!(%addr, "no TIDEMARK_WEBHOOK_SECRET: the push webhook is off (the doorbell is served)");
+                None
             }
-            None => None,
+            _ => None,
         };
-        serve(Endpoints { metrics, webhook }).await?;
+        let doorbell = args.listen.map(|addr| {
+            (
+                addr,
+                Doorbell {
+                    bell: rec.ex.bell.clone(),
+                    standing: standing.clone(),
+                },
+            )
+        });
+        if let Some(url) = &doorbell_url {
+            tracing::info!(%url, "agents wait for this reconciler's doorbell here while it leads");
+        }
+        serve(Endpoints {
+            metrics,
+            webhook,
+            doorbell,
+            agent_metrics: None,
+        })
+        .await?;
         let renewals = tokio::spawn(renew(lease.clone(), standing));
         let opts = LoopOptions {
             interval: args.source.interval,
+            resync: args.resync_interval,
             follow_interval: args.follow_interval,
             // A follower looks again soon: it must act within a TTL of a takeover.
             follower_interval: (args.lease_ttl / 3).max(Duration::from_millis(100)),

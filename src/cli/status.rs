@@ -12,7 +12,7 @@ use tidemark_reconciler::plan::{
     schedule_increment,
 };
 use tidemark_reconciler::run::desired_from_applied;
-use tidemark_schema::control::WaitingRecord;
+use tidemark_schema::control::{Pickup, WaitingRecord};
 use tidemark_store::control::{ControlPlane, lease, observe};
 
 use super::args::{OutputFormat, StatusArgs};
@@ -64,6 +64,7 @@ pub async fn status(
             "acquiredAt": l.acquired_at,
             "ttlMs": l.ttl_ms,
             "renewedAt": r.as_ref().map(|r| r.at),
+            "doorbell": l.doorbell,
             "released": r.as_ref().is_some_and(|r| r.released),
         })
     });
@@ -75,8 +76,9 @@ pub async fn status(
             json!({
                 "cluster": h.cluster, "replicaSet": h.replica_set, "node": h.node,
                 "role": h.role, "healthy": h.healthy, "lastHeartbeat": h.at,
-                "ageSeconds": age, "alive": now - h.at <= dead_after,
+                "ageSeconds": age, "alive": !h.is_lost(now, dead_after),
                 "mongodVersion": h.mongod_version,
+                "pickup": h.pickup,
             })
         })
         .collect();
@@ -205,7 +207,7 @@ fn render(v: &Value) -> String {
     let mut out = String::new();
     match v["leader"].as_object() {
         Some(l) => out.push_str(&format!(
-            "leader: {} (epoch {}, renewed {}{})\n",
+            "leader: {} (epoch {}, renewed {}{}{})\n",
             s(&l["holder"]),
             s(&l["epoch"]),
             s(&l["renewedAt"]),
@@ -213,6 +215,10 @@ fn render(v: &Value) -> String {
                 ", released"
             } else {
                 ""
+            },
+            match l["doorbell"].as_str() {
+                Some(url) => format!(", doorbell {url}"),
+                None => String::new(),
             }
         )),
         None => out.push_str("leader: none (no reconciler has run against this control plane)\n"),
@@ -235,8 +241,11 @@ fn render(v: &Value) -> String {
     }
     out.push_str("\nagents:\n");
     for a in v["agents"].as_array().into_iter().flatten() {
+        let pickup = serde_json::from_value::<Pickup>(a["pickup"].clone())
+            .map(|p| format!(", {}", p.describe()))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "  {}/{}/{}  {}  {}  heartbeat {:.0}s ago\n",
+            "  {}/{}/{}  {}  {}  heartbeat {:.0}s ago{pickup}\n",
             s(&a["cluster"]),
             s(&a["replicaSet"]),
             s(&a["node"]),

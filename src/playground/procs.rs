@@ -96,6 +96,8 @@ pub fn start_reconciler(layout: &Layout, policies: &Path) -> anyhow::Result<Proc
             layout.control().display().to_string(),
             "--interval".into(),
             "5s".into(),
+            "--resync-interval".into(),
+            "5s".into(),
             "--dead-after".into(),
             "15s".into(),
             "--lease-ttl".into(),

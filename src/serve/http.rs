@@ -1,5 +1,6 @@
-//! The HTTP side of `reconcile`: `GET /metrics` on `--metrics ADDR`, `POST /webhook` on
-//! `--listen ADDR` (one server when both name the same address), on axum.
+//! The HTTP side of `reconcile` and `agent`: `GET /metrics` on `--metrics ADDR`; on
+//! `--listen ADDR` the agents' doorbell (`GET /v1/doorbell/{cluster}`) and `POST /webhook`
+//! (one server when both name the same address), on axum.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
+use super::agent_metrics::AgentMetrics;
+use super::doorbell::{Doorbell, wait};
 use super::metrics::Metrics;
 use super::webhook::{Verdict, verify};
 
@@ -26,9 +29,13 @@ pub struct Webhook {
 }
 
 /// The endpoints to serve, each on its address.
+#[derive(Default)]
 pub struct Endpoints {
     pub metrics: Option<(SocketAddr, Arc<Metrics>)>,
     pub webhook: Option<(SocketAddr, Webhook)>,
+    pub doorbell: Option<(SocketAddr, Doorbell)>,
+    /// An agent's metrics (`agent --metrics ADDR`).
+    pub agent_metrics: Option<(SocketAddr, Arc<AgentMetrics>)>,
 }
 
 async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
@@ -38,6 +45,16 @@ async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         m.encode(chrono::Utc::now()),
+    )
+}
+
+async fn agent_metrics(State(m): State<Arc<AgentMetrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
     )
 }
 
@@ -89,6 +106,22 @@ pub async fn serve(e: Endpoints) -> anyhow::Result<()> {
                 .route("/webhook", post(webhook))
                 .layer(DefaultBodyLimit::max(25 << 20))
                 .with_state(w),
+        );
+    }
+    if let Some((addr, d)) = e.doorbell {
+        add(
+            addr,
+            Router::new()
+                .route("/v1/doorbell/{cluster}", get(wait))
+                .with_state(d),
+        );
+    }
+    if let Some((addr, m)) = e.agent_metrics {
+        add(
+            addr,
+            Router::new()
+                .route("/metrics", get(agent_metrics))
+                .with_state(m),
         );
     }
     for (addr, router) in routers {

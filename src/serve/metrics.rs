@@ -88,6 +88,7 @@ pub struct Metrics {
     drill_rto: Family<DrillLabels, FloatGauge>,
     drill_rpo: Family<DrillLabels, FloatGauge>,
     pitr: super::pitr_metrics::PitrMetrics,
+    control: super::control_metrics::ControlRequestMetrics,
     seen: Mutex<Seen>,
 }
 
@@ -116,6 +117,7 @@ impl Metrics {
             drill_rto: Family::default(),
             drill_rpo: Family::default(),
             pitr: Default::default(),
+            control: Default::default(),
             seen: Mutex::new(Seen::default()),
             registry: Registry::default(),
         };
@@ -186,6 +188,7 @@ impl Metrics {
             m.drill_rpo.clone(),
         );
         m.pitr.register(&mut registry);
+        m.control.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -358,6 +361,7 @@ impl Metrics {
             self.age.get_or_create(labels).set(age.max(0.0));
         }
         self.pitr.set_lags(now);
+        self.control.sync();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

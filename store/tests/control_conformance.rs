@@ -111,6 +111,8 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
             encryption_known: false,
             extra: Default::default(),
             slicing: Vec::new(),
+            interval_ms: None,
+            pickup: None,
         },
     )
 }

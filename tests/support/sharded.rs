@@ -266,6 +266,7 @@ impl Fixture {
             .arg("--control")
             .arg(self.control.path())
             .args(["--interval", "1s", "--follow-interval", "300ms"])
+            .args(["--resync-interval", "1s"])
             .args(["--dead-after", "5s", "--lease-ttl", "2s"])
             .env("TIDEMARK_LOG", "info")
             .stdin(Stdio::null())

@@ -137,6 +137,7 @@ impl World {
             .arg(&self.rig.control_url)
             .envs(self.rig.agent_env.iter().map(|(k, v)| (*k, v.as_str())))
             .args(["--interval", &self.interval])
+            .args(["--resync-interval", &self.interval])
             .args([
                 "--follow-interval",
                 "300ms",

@@ -92,6 +92,7 @@ pub fn scratch_node(node: &Node, dbpath: &Path) -> Result<Node, AgentError> {
         id: node.id.clone(),
         epochs: Default::default(),
         slicing: Default::default(),
+        doorbell: Default::default(),
     })
 }
 

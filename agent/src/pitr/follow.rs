@@ -1,4 +1,4 @@
-//! Following the replica set's slicing assignment: one GET per beat, a slicer task per
+//! Following the replica set's slicing assignment: one GET at each ring of the doorbell, a slicer task per
 //! stream assigned to this node, told to stop when the stream goes elsewhere. A stream is
 //! its schedule and its storage: a schedule moved to another storage is a new timeline,
 //! sliced by a new task from that storage's own chain.
@@ -17,6 +17,7 @@ pub async fn run(node: Arc<Node>) {
     let key = slicing_key(&node.cluster, &node.replica_set);
     let mut running: BTreeMap<String, (watch::Sender<Option<SliceStream>>, JoinHandle<()>)> =
         BTreeMap::new();
+    let mut rings = node.doorbell.subscribe();
     loop {
         match node.control.get::<SlicingAssignment>(&key).await {
             Ok(assignment) => {
@@ -58,7 +59,13 @@ pub async fn run(node: Arc<Node>) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the slicing assignment"),
         }
-        tokio::time::sleep(node.cfg.heartbeat_interval).await;
+        // The leader rings after it changes the assignment; where no leader rings, look
+        // every heartbeat interval as before.
+        let period = match node.doorbell.rung() {
+            true => node.cfg.resync_interval,
+            false => node.cfg.heartbeat_interval,
+        };
+        crate::doorbell::Doorbell::wait(&mut rings, period).await;
     }
 }
 

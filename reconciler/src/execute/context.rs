@@ -35,6 +35,8 @@ pub struct Executor {
     /// The environment backup storage is opened with: credentials and endpoints
     /// ([`storage_env_from_process`]), or moto's in tests.
     pub storage_env: Vec<(String, String)>,
+    /// Rung after each write agents must act on (see `bell.rs`).
+    pub bell: super::Bell,
 }
 
 /// Never the storage environment's values: they are credentials.
@@ -137,7 +139,7 @@ impl Executor {
                     .collect();
                 let lost = heartbeat
                     .as_ref()
-                    .is_none_or(|h| now - h.at > self.dead_after);
+                    .is_none_or(|h| h.is_lost(now, self.dead_after));
                 NodeView {
                     replica_set: t.replica_set.clone(),
                     node: t.node.clone(),

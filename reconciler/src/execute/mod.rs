@@ -2,10 +2,12 @@
 //! and follows running operations. It keeps nothing in memory: every call re-reads the
 //! records it needs, so a restarted or a second reconciler continues where one stopped.
 
+mod bell;
 mod context;
 mod oneshot;
 mod single;
 
+pub use bell::Bell;
 pub use context::{
     ExecError, Executor, NodeView, Progress, storage_env_from_process, storage_target, who,
 };

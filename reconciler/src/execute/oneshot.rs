@@ -68,6 +68,7 @@ impl Executor {
                 return Ok(true);
             }
             self.control.create(&op_key(&op.id), op).await?;
+            self.ring(&op.cluster).await;
         }
         self.control.delete(&waiting_key(kind.key(), name)).await?;
         tracing::info!(%kind, name, op = %op.id, refused = refused.is_some(), "started");
@@ -110,6 +111,7 @@ impl Executor {
             return Err(ExecError::Invalid(why));
         }
         self.control.create(&op_key(&op.id), &op).await?;
+        self.ring(&op.cluster).await;
         tracing::warn!(op = %op.id, "wrote the op of a one-shot whose start was interrupted");
         Ok(op)
     }
@@ -249,6 +251,7 @@ mod tests {
             op_deadline: chrono::Duration::hours(1),
             go_timeout: chrono::Duration::minutes(5),
             storage_env: Vec::new(),
+            bell: Default::default(),
         }
     }
 

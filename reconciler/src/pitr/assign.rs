@@ -11,6 +11,7 @@ pub async fn set_slicing(ex: &Executor, wanted: &SlicingAssignment) -> Result<()
     let key = slicing_key(&wanted.cluster, &wanted.replica_set);
     if wanted.streams.is_empty() {
         ex.control.delete(&key).await?;
+        ex.ring(&wanted.cluster).await;
         tracing::info!(cluster = %wanted.cluster, rs = %wanted.replica_set, "slicing stopped");
         return Ok(());
     }
@@ -19,6 +20,7 @@ pub async fn set_slicing(ex: &Executor, wanted: &SlicingAssignment) -> Result<()
         ..wanted.clone()
     };
     ex.control.put(&key, &record).await?;
+    ex.ring(&record.cluster).await;
     for s in &record.streams {
         tracing::info!(
             cluster = %record.cluster,

@@ -203,7 +203,7 @@ fn choose(
         .heartbeats
         .iter()
         .filter(|h| h.cluster == cluster && h.replica_set == DRILL_REPLICA_SET)
-        .filter(|h| now - h.at <= dead_after)
+        .filter(|h| !h.is_lost(now, dead_after))
         .map(|h| h.node.as_str())
         .filter(|n| spec.agent.as_deref().is_none_or(|want| want == *n))
         .collect();

@@ -16,7 +16,7 @@ pub const HEARTBEAT_DEAD_AFTER_SECONDS: i64 = 240;
 /// Whether a heartbeat is recent enough to trust: younger than `dead_after` (the
 /// reconciler's `--dead-after`, so planning and executing agree on who is alive).
 pub fn is_alive(hb: &Heartbeat, now: DateTime<Utc>, dead_after: chrono::Duration) -> bool {
-    now - hb.at < dead_after
+    now - hb.at < hb.dead_after(dead_after)
 }
 
 /// The heartbeats of one replica set, by node.

@@ -85,7 +85,7 @@ pub fn plan_selective(
     let alive: Vec<&str> = heartbeats
         .iter()
         .filter(|h| h.cluster == spec.cluster && h.replica_set == DRILL_REPLICA_SET)
-        .filter(|h| now - h.at <= dead_after)
+        .filter(|h| !h.is_lost(now, dead_after))
         .map(|h| h.node.as_str())
         .collect();
     let agent = alive

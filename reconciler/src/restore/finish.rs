@@ -56,6 +56,8 @@ pub async fn write_step(
     if ex.control.create(&op_key(&id), &step_op).await? == Created::New {
         tracing::info!(op = %id, "follow-up step written");
     }
+    // Also when it existed: the pass that wrote it may have stopped before ringing.
+    ex.ring(&step_op.cluster).await;
     Ok(())
 }
 

@@ -124,6 +124,7 @@ pub async fn stage_now(
         op_deadline: chrono::Duration::hours(1),
         go_timeout: chrono::Duration::MAX,
         storage_env: Vec::new(),
+        bell: Default::default(),
     };
     let Some(op) = ex.control.op(&record.op_id).await? else {
         return Ok(None);

@@ -118,12 +118,12 @@ pub async fn preflight(
             wait.push(format!("{}: no agent has reported", n.node));
             continue;
         };
-        if now - hb.at > ex.dead_after {
+        if hb.is_lost(now, ex.dead_after) {
             wait.push(format!(
                 "{}: agent silent since {} (dead after {}s)",
                 n.node,
                 hb.at.to_rfc3339(),
-                ex.dead_after.num_seconds()
+                hb.dead_after(ex.dead_after).num_seconds()
             ));
             continue;
         }

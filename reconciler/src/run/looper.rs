@@ -11,13 +11,48 @@ use crate::source::DesiredStateSource;
 
 #[derive(Clone, Debug)]
 pub struct LoopOptions {
+    /// How often the source is polled (git), and passes run while oplog slicing goes on.
     pub interval: Duration,
+    /// How often a pass runs at rest (nothing running, waiting or slicing) when nothing
+    /// wakes it: a source change, a push webhook, a schedule or drill coming due.
+    pub resync: Duration,
     /// Operations in flight are followed this often, even without a source change.
     pub follow_interval: Duration,
     /// While another reconciler leads, look this often whether this one leads now.
     pub follower_interval: Duration,
     /// Set (by a push webhook) to run the next pass now, fetching first.
     pub wake: Option<Arc<AtomicBool>>,
+}
+
+/// How long to wait after a pass: a follower looks again soon (it must act within a TTL
+/// of a takeover); operations in flight are followed closely; slicing is followed every
+/// `interval`; at rest the control plane is read every `resync`, or when the next
+/// schedule or drill comes due.
+fn next_wait(
+    report: &PassReport,
+    opts: &LoopOptions,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Duration {
+    if report.following.is_some() {
+        return opts.follower_interval;
+    }
+    if !report.running.is_empty() || !report.waiting.is_empty() {
+        return opts.follow_interval;
+    }
+    let slicing = report
+        .observed
+        .as_ref()
+        .is_some_and(|o| !o.slicing.is_empty());
+    let rest = match slicing {
+        true => opts.interval.min(opts.resync),
+        false => opts.resync,
+    };
+    // A second past the due time: the slot is due by then on the pass's clock too. A due
+    // time already past (a schedule the planner passed over) does not shorten the wait.
+    match report.next_due.and_then(|due| (due - now).to_std().ok()) {
+        Some(until) if !until.is_zero() => rest.min(until + Duration::from_secs(1)),
+        _ => rest,
+    }
 }
 
 /// Runs passes until `stop` is set (checked between passes, never inside one, so a
@@ -54,16 +89,9 @@ pub async fn run_loop<S: DesiredStateSource>(
                 for e in &report.errors {
                     tracing::error!(error = %e, "pass step failed; retrying next pass");
                 }
-                let busy = !report.running.is_empty() || !report.waiting.is_empty();
-                let following = report.following.is_some();
+                let wait = next_wait(&report, opts, chrono::Utc::now());
                 last = report;
-                if following {
-                    opts.follower_interval
-                } else if busy {
-                    opts.follow_interval
-                } else {
-                    opts.interval
-                }
+                wait
             }
             Err(e) => {
                 failures += 1;
@@ -88,14 +116,16 @@ pub async fn run_loop<S: DesiredStateSource>(
                 break;
             }
             let slice = (until - Instant::now()).min(Duration::from_millis(200));
-            let changed = match &changes {
+            let signalled = match &changes {
                 Some(c) => tokio::task::block_in_place(|| c.wait(slice)),
                 None => {
                     tokio::time::sleep(slice).await;
                     false
                 }
             };
-            if changed {
+            // A signal (a file event, the git interval) only says "look": the source is
+            // read here, and the control plane only when a new revision came.
+            if signalled && tokio::task::block_in_place(|| rec.follower.check()) {
                 tracing::info!("the source changed");
                 break;
             }

@@ -38,6 +38,9 @@ pub struct PassReport {
     pub following: Option<String>,
     /// What the pass saw at its end (when it led), for metrics.
     pub observed: Option<Arc<ObservedState>>,
+    /// The next time a schedule or a drill comes due: the loop runs a pass then even when
+    /// nothing else wakes it.
+    pub next_due: Option<DateTime<Utc>>,
 }
 
 /// What the loop calls after every pass.
@@ -226,6 +229,15 @@ pub fn desired_from_applied(
     v.is_valid().then_some(v.state)
 }
 
+/// How often ended ops are compacted at most.
+const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Writes and deletions this process made in the control plane so far.
+fn writes() -> u64 {
+    use tidemark_store::control::{RequestKind, control_requests};
+    control_requests().get(RequestKind::Put) + control_requests().get(RequestKind::Delete)
+}
+
 impl<S: DesiredStateSource> Reconciler<S> {
     pub fn new(source: S, ex: Executor) -> Self {
         Reconciler {
@@ -322,6 +334,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             }
         }
         let mut observed = observe_with(&self.ex.control, &self.chunks).await?;
+        let written_before = writes();
         report.errors.extend(observed.warnings.iter().cloned());
         if self.follower.current().is_none()
             && self.fallback.is_none()
@@ -336,6 +349,12 @@ impl<S: DesiredStateSource> Reconciler<S> {
             .current()
             .or(self.fallback.as_ref().map(|(r, s)| (r.as_str(), s)));
         report.revision = desired.map(|(r, _)| r.to_string());
+        // A new leader tells every cluster's agents where it listens (and that they should
+        // look once); a ring whose record failed is written again.
+        let clusters: std::collections::BTreeSet<String> = desired
+            .map(|(_, s)| s.clusters().map(|(name, _)| name.to_string()).collect())
+            .unwrap_or_default();
+        self.ex.ring_owed(&clusters).await;
         if let Some((_, desired)) = desired {
             // Before the sync drops the records of deleted drills: their waits go too.
             let had_drills = !observed.drills.is_empty();
@@ -344,6 +363,12 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 dead_after: self.ex.dead_after,
             };
             let plan = plan_with(desired, &observed, now, settings);
+            report.next_due = plan
+                .schedules
+                .iter()
+                .filter_map(|s| s.next_run)
+                .chain(plan.drills.iter().filter_map(|d| d.next_run))
+                .min();
             if let Err(e) = clear_superseded_waits(&self.ex, &plan.schedules).await {
                 report.errors.push(e.to_string());
             }
@@ -360,8 +385,13 @@ impl<S: DesiredStateSource> Reconciler<S> {
             }
         }
         // Every one-shot that has not ended, whatever the desired state says now: deleting
-        // or editing a Restore never stops or undoes one that started.
-        let observed = observe_with(&self.ex.control, &self.chunks).await?;
+        // or editing a Restore never stops or undoes one that started. Read again only if
+        // this pass wrote something since: at rest the first reading is still the truth,
+        // and a second costs a listing of every prefix.
+        let observed = match writes() == written_before {
+            true => observed,
+            false => observe_with(&self.ex.control, &self.chunks).await?,
+        };
         report.observed = Some(Arc::new(observed.clone()));
         if let Err(e) =
             crate::pitr::write_indexes(&self.ex, &observed.chunks, &mut self.chunk_indexes).await
@@ -436,12 +466,13 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 report.errors.push(format!("{kind} {name}: {e}"));
             }
         }
-        // At most once a minute (or once per `keep_ops`, when that is shorter).
+        // At most every ten minutes (or once per `keep_ops`, when that is shorter): each
+        // round lists ops/, logs/ and the retry records, and ended ops wait days anyway.
         let every = self
             .keep_ops
             .to_std()
             .unwrap_or_default()
-            .min(std::time::Duration::from_secs(60));
+            .min(COMPACT_EVERY);
         if self.last_compaction.is_some_and(|t| t.elapsed() < every) {
             return Ok(());
         }
@@ -458,7 +489,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             Err(e) => report.errors.push(format!("compacting ended ops: {e}")),
         }
         // Retry records nobody here is failing on: a leader changed, or another reconciler
-        // ended the one-shot. Once a minute at most, with the compaction.
+        // ended the one-shot. With the compaction.
         if let Err(e) = self.sweep_retries(&observed).await {
             report.errors.push(format!("sweeping retry records: {e}"));
         }

@@ -9,6 +9,8 @@ pub struct Follower<S> {
     source: S,
     current: Option<(String, DesiredState)>,
     last_seen: Option<String>,
+    /// What [`Follower::check`] found, for the next [`Follower::poll`] to report.
+    pending: Option<PollOutcome>,
 }
 
 #[derive(Debug)]
@@ -32,6 +34,7 @@ impl<S: DesiredStateSource> Follower<S> {
             source,
             current: None,
             last_seen: None,
+            pending: None,
         }
     }
 
@@ -44,8 +47,27 @@ impl<S: DesiredStateSource> Follower<S> {
         self.current.as_ref().map(|(r, s)| (r.as_str(), s))
     }
 
+    /// Loads the source between passes: whether a new revision came (or the source
+    /// failed), which the next [`Follower::poll`] then reports as its own outcome. Lets
+    /// the loop follow git at its interval without reading the control plane each time.
+    pub fn check(&mut self) -> bool {
+        if self.pending.is_some() {
+            return true;
+        }
+        match self.poll() {
+            PollOutcome::Unchanged => false,
+            other => {
+                self.pending = Some(other);
+                true
+            }
+        }
+    }
+
     /// Loads the source; applies the revision if it is new and valid.
     pub fn poll(&mut self) -> PollOutcome {
+        if let Some(outcome) = self.pending.take() {
+            return outcome;
+        }
         let revision = match self.source.load() {
             Ok(r) => r,
             Err(e) => return PollOutcome::SourceFailed(e),

@@ -1,6 +1,7 @@
 //! The control plane: object-storage keys every tidemark process agrees on, and the
 //! records stored under them. See `docs/control-plane.md` for the layout and write order.
 
+mod doorbell;
 mod keys;
 mod logs;
 mod ops;
@@ -8,6 +9,7 @@ mod pitr;
 mod records;
 mod selective;
 
+pub use doorbell::*;
 pub use keys::*;
 pub use logs::*;
 pub use ops::*;

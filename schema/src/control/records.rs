@@ -265,6 +265,10 @@ pub struct LeaseRecord {
     pub acquired_at: DateTime<Utc>,
     /// A candidate takes over once renewals stopped for this long.
     pub ttl_ms: u64,
+    /// Where the holder's agents wait for its doorbell (`reconcile --listen`), if it
+    /// serves one: shown by `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doorbell: Option<String>,
 }
 
 /// `lease/<epoch>/renewed.json`: rewritten by the holder only, every third of the TTL.
@@ -604,7 +608,8 @@ impl BackupRecord {
     }
 }
 
-/// `agents/<cluster>/<rs>/<node>.json`: rewritten every few seconds by each agent.
+/// `agents/<cluster>/<rs>/<node>.json`: rewritten by each agent when its node's facts
+/// change and at least every `--heartbeat-interval`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Heartbeat {
@@ -644,6 +649,55 @@ pub struct Heartbeat {
     /// The oplog slicers this agent runs, each with its newest chunk and last error.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slicing: Vec<super::SlicerReport>,
+    /// The agent's `--heartbeat-interval` in milliseconds: the longest it stays silent
+    /// while nothing changes (see [`Heartbeat::dead_after`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    /// How the agent learns of new ops right now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pickup: Option<Pickup>,
+}
+
+/// How an agent learns of new ops (see `docs/control-cost.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Pickup {
+    /// It waits on the leader's doorbell: no request until a ring.
+    Doorbell,
+    /// It reads the doorbell record every `--poll-interval`: the leader serves no
+    /// doorbell, or it does not answer.
+    Record,
+    /// It lists `ops/` every `--poll-interval`: no leader rings its cluster.
+    Listing,
+}
+
+impl Pickup {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Pickup::Doorbell => "waits on the doorbell",
+            Pickup::Record => "reads the doorbell record",
+            Pickup::Listing => "lists ops/",
+        }
+    }
+}
+
+impl Heartbeat {
+    /// How long this agent may be silent before it counts as lost: the reconciler's
+    /// `--dead-after`, or three of the agent's own heartbeat intervals when that is
+    /// longer, so that an agent told to beat rarely is never lost between two beats.
+    pub fn dead_after(&self, dead_after: chrono::Duration) -> chrono::Duration {
+        let beats = self
+            .interval_ms
+            .and_then(|ms| i64::try_from(ms.saturating_mul(3)).ok())
+            .map(chrono::Duration::milliseconds)
+            .unwrap_or_default();
+        dead_after.max(beats)
+    }
+
+    /// Whether the agent has been silent longer than [`Heartbeat::dead_after`] allows.
+    pub fn is_lost(&self, now: DateTime<Utc>, dead_after: chrono::Duration) -> bool {
+        now - self.at > self.dead_after(dead_after)
+    }
 }
 
 /// Figures of the file system that holds the dbPath, in bytes.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tidemark_schema::control::{
@@ -20,6 +20,7 @@ use tidemark_schema::control::{
 };
 
 use super::error::ControlError;
+use super::read_cache::{self, ReadCache};
 use crate::storage::{BackupStore, StorageError};
 
 /// An opened control plane. Cheap to clone.
@@ -35,6 +36,8 @@ pub struct ControlPlane {
     ///
     /// [`Lease::valid_until`]: super::Lease::valid_until
     until: Option<LeaseClock>,
+    /// Set by [`ControlPlane::with_read_cache`]: listed records are read only when changed.
+    cache: Option<ReadCache>,
 }
 
 /// The instant until which a leader may write, shared by its lease and its writers.
@@ -69,9 +72,10 @@ impl ControlPlane {
     pub fn from_store(url: &str, store: Arc<dyn ObjectStore>) -> ControlPlane {
         ControlPlane {
             url: url.to_string(),
-            store: Some(BackupStore::from_store(url, store)),
+            store: Some(BackupStore::from_store(url, store).counted()),
             fence: None,
             until: None,
+            cache: None,
         }
     }
 
@@ -94,6 +98,7 @@ impl ControlPlane {
                             store: None,
                             fence: None,
                             until: None,
+                            cache: None,
                         });
                     }
                     std::fs::create_dir_all(&path)
@@ -117,13 +122,26 @@ impl ControlPlane {
             compression_level: None,
             options: Default::default(),
         };
-        let store = BackupStore::open(&target).map_err(|e| bad(e.to_string()))?;
+        let store = BackupStore::open(&target)
+            .map_err(|e| bad(e.to_string()))?
+            .counted();
         Ok(ControlPlane {
             url: url.to_string(),
             store: Some(store),
             fence: None,
             until: None,
+            cache: None,
         })
+    }
+
+    /// The same control plane, keeping what [`all`](Self::all) and
+    /// [`all_lenient`](Self::all_lenient) read, so that listing a prefix again reads only
+    /// the records that changed since. For a long-lived reader.
+    pub fn with_read_cache(self) -> ControlPlane {
+        ControlPlane {
+            cache: Some(ReadCache::default()),
+            ..self
+        }
     }
 
     /// The URL as given.
@@ -319,16 +337,22 @@ impl ControlPlane {
 
     /// Every key under `prefix` (whole path segments), sorted. A missing prefix is empty.
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, ControlError> {
+        let metas = self.listing(prefix).await?;
+        Ok(metas.into_iter().map(|m| m.location.to_string()).collect())
+    }
+
+    /// Every object under `prefix`, sorted by key, with what the listing said of it.
+    async fn listing(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ControlError> {
         let Some(store) = &self.store else {
             return Ok(Vec::new());
         };
-        let listed: Result<Vec<_>, _> = store
+        let listed: Result<Vec<ObjectMeta>, _> = store
             .object_store()
             .list(Some(&Path::from(prefix)))
             .try_collect()
             .await;
-        let mut keys: Vec<String> = match listed {
-            Ok(metas) => metas.into_iter().map(|m| m.location.to_string()).collect(),
+        let mut metas = match listed {
+            Ok(metas) => metas,
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
             Err(e) => {
                 return Err(ControlError::List {
@@ -338,25 +362,72 @@ impl ControlPlane {
                 });
             }
         };
-        keys.sort();
-        Ok(keys)
+        metas.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(metas)
     }
 
-    async fn json_keys(&self, prefix: &str) -> Result<Vec<String>, ControlError> {
-        let mut keys = self.keys(prefix).await?;
-        keys.retain(|k| k.ends_with(".json"));
-        Ok(keys)
+    /// Every `*.json` object under `prefix`, sorted, with what its listing said of it.
+    async fn json_listing(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ControlError> {
+        let mut metas = self.listing(prefix).await?;
+        metas.retain(|m| m.location.as_ref().ends_with(".json"));
+        Ok(metas)
     }
 
-    /// Every `*.json` record under `prefix`, parsed, in key order. Read 32 at a time: on
-    /// S3 each is a request, and a control plane holds thousands.
-    pub async fn all<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, ControlError> {
-        let keys = self.json_keys(prefix).await?;
-        let read: Vec<Option<T>> = futures::stream::iter(keys.iter())
-            .map(|k| self.get::<T>(k))
+    /// One listed record: from the read cache when its version is the one read before.
+    async fn read_listed<T: DeserializeOwned>(
+        &self,
+        meta: &ObjectMeta,
+    ) -> Result<Option<T>, ControlError> {
+        let (Some(cache), Some(store)) = (&self.cache, &self.store) else {
+            return self.get(meta.location.as_ref()).await;
+        };
+        let key = meta.location.as_ref();
+        let version = read_cache::version(meta);
+        let bytes = match cache.get(key, &version) {
+            Some(bytes) => bytes,
+            None => match store.get_bytes(key).await.map_err(|e| self.storage(e))? {
+                Some(bytes) => {
+                    cache.put(key, version, bytes.clone());
+                    bytes
+                }
+                None => return Ok(None),
+            },
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ControlError::Corrupt {
+                url: self.url.clone(),
+                key: key.to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Reads every record listed under `prefix`, 32 at a time (on S3 each is a request,
+    /// and a control plane holds thousands), and forgets cached records no longer there.
+    async fn read_all<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<Result<Option<T>, ControlError>>, ControlError> {
+        let metas = self.json_listing(prefix).await?;
+        let read = futures::stream::iter(metas.iter())
+            .map(|m| self.read_listed::<T>(m))
             .buffered(READ_AHEAD)
-            .try_collect()
-            .await?;
+            .collect()
+            .await;
+        if let Some(cache) = &self.cache {
+            let listed: Vec<String> = metas.iter().map(|m| m.location.to_string()).collect();
+            cache.keep_only(prefix, &listed);
+        }
+        Ok(read)
+    }
+
+    /// Every `*.json` record under `prefix`, parsed, in key order.
+    pub async fn all<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, ControlError> {
+        let read: Vec<Option<T>> = self
+            .read_all(prefix)
+            .await?
+            .into_iter()
+            .collect::<Result<_, _>>()?;
         Ok(read.into_iter().flatten().collect())
     }
 
@@ -367,12 +438,7 @@ impl ControlPlane {
         &self,
         prefix: &str,
     ) -> Result<(Vec<T>, Vec<String>), ControlError> {
-        let keys = self.json_keys(prefix).await?;
-        let read: Vec<Result<Option<T>, ControlError>> = futures::stream::iter(keys.iter())
-            .map(|k| self.get::<T>(k))
-            .buffered(READ_AHEAD)
-            .collect()
-            .await;
+        let read = self.read_all::<T>(prefix).await?;
         let (mut out, mut warnings) = (Vec::new(), Vec::new());
         for r in read {
             match r {

@@ -49,7 +49,14 @@ pub struct Lease {
     /// Until when this process may act as leader: set by every tick that leaves it
     /// leading, cleared by every other outcome.
     until: LeaseClock,
+    /// The long-poll address this process serves, written into the epochs it creates.
+    doorbell: Option<String>,
+    /// When the last tick began (this process's monotonic clock).
+    last_tick: Mutex<Option<Instant>>,
 }
+
+/// How often the holder's renewal also lists the epochs.
+const FULL_LOOK_EVERY: u64 = 8;
 
 impl Lease {
     pub fn new(control: ControlPlane, holder: String, ttl: Duration) -> Lease {
@@ -60,6 +67,16 @@ impl Lease {
             seen: Mutex::new(None),
             mine: Mutex::new(None),
             until: LeaseClock::default(),
+            doorbell: None,
+            last_tick: Mutex::new(None),
+        }
+    }
+
+    /// The same, announcing `url` as this process's doorbell in the epochs it creates.
+    pub fn with_doorbell(self, url: Option<String>) -> Lease {
+        Lease {
+            doorbell: url,
+            ..self
         }
     }
 
@@ -98,6 +115,33 @@ impl Lease {
     }
 
     async fn tick_inner(&self) -> Result<Standing, ControlError> {
+        // The holder renews with one write, not a listing and two reads: at rest this is
+        // most of what a reconciler asks the control plane. Every few renewals it lists
+        // the epochs too: a later epoch needs this process's renewals to have stopped for
+        // a whole TTL (a pause), its writes are refused by the fence meanwhile, and this
+        // look makes it follow.
+        // A tick that comes late (this process was paused, stopped, starved) always looks:
+        // a pause is what lets another process take over.
+        let late = {
+            let mut last = self.last_tick.lock().expect("not poisoned");
+            let late = last.is_none_or(|t| t.elapsed() > self.ttl / 2);
+            *last = Some(Instant::now());
+            late
+        };
+        let known = *self.mine.lock().expect("not poisoned");
+        if let Some((epoch, seq)) = known {
+            if !late && (seq + 1) % FULL_LOOK_EVERY != 0 {
+                return self.renew_known(epoch, seq + 1).await;
+            }
+            match highest_epoch(&self.control).await? {
+                Some(highest) if highest == epoch => {
+                    return self.renew_known(epoch, seq + 1).await;
+                }
+                Some(highest) if highest > epoch => return self.tick_follower_of(highest).await,
+                // Our epoch is gone: the control plane was emptied. Start over below.
+                _ => *self.mine.lock().expect("not poisoned") = None,
+            }
+        }
         let Some(current) = current(&self.control).await? else {
             return self.try_take(1).await;
         };
@@ -117,22 +161,7 @@ impl Lease {
                     stored.map_or(1, |r| r.seq + 1)
                 }
             };
-            *self.mine.lock().expect("not poisoned") = Some((current.epoch, next));
-            let renewal = LeaseRenewal {
-                seq: next,
-                at: Utc::now(),
-                released: false,
-            };
-            self.control
-                .put(&lease_renewal_key(current.epoch), &renewal)
-                .await?;
-            // A later epoch may have been created while we renewed: that one leads.
-            if self.control.exists(&lease_key(current.epoch + 1)).await? {
-                return self.tick_follower_of(current.epoch + 1).await;
-            }
-            return Ok(Standing::Leader {
-                epoch: current.epoch,
-            });
+            return self.renew_known(current.epoch, next).await;
         }
         *self.mine.lock().expect("not poisoned") = None;
         let renewal: Option<LeaseRenewal> =
@@ -167,6 +196,20 @@ impl Lease {
         })
     }
 
+    /// Writes renewal `seq` of `epoch`, which this process holds.
+    async fn renew_known(&self, epoch: u64, seq: u64) -> Result<Standing, ControlError> {
+        *self.mine.lock().expect("not poisoned") = Some((epoch, seq));
+        let renewal = LeaseRenewal {
+            seq,
+            at: Utc::now(),
+            released: false,
+        };
+        self.control
+            .put(&lease_renewal_key(epoch), &renewal)
+            .await?;
+        Ok(Standing::Leader { epoch })
+    }
+
     async fn tick_follower_of(&self, epoch: u64) -> Result<Standing, ControlError> {
         *self.mine.lock().expect("not poisoned") = None;
         let holder = self
@@ -185,6 +228,7 @@ impl Lease {
             holder: self.holder.clone(),
             acquired_at: Utc::now(),
             ttl_ms: self.ttl.as_millis() as u64,
+            doorbell: self.doorbell.clone(),
         };
         match self.control.create(&lease_key(epoch), &record).await? {
             Created::New => {
@@ -224,17 +268,21 @@ impl Lease {
     }
 }
 
-/// The highest epoch's record, if any epoch exists.
-pub async fn current(control: &ControlPlane) -> Result<Option<LeaseRecord>, ControlError> {
+/// The highest epoch created, if any: one listing.
+async fn highest_epoch(control: &ControlPlane) -> Result<Option<u64>, ControlError> {
     let epochs = control.keys(LEASE_PREFIX).await?;
-    let Some(latest) = epochs
+    Ok(epochs
         .iter()
         .filter_map(|k| {
             let name = k.strip_prefix(LEASE_PREFIX)?.strip_prefix('/')?;
             name.strip_suffix(".json")?.parse::<u64>().ok()
         })
-        .max()
-    else {
+        .max())
+}
+
+/// The highest epoch's record, if any epoch exists.
+pub async fn current(control: &ControlPlane) -> Result<Option<LeaseRecord>, ControlError> {
+    let Some(latest) = highest_epoch(control).await? else {
         return Ok(None);
     };
     control.get(&lease_key(latest)).await

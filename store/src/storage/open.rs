@@ -137,7 +137,18 @@ impl BackupStore {
         }
     }
 
-    /// Replaces the whole-object retry policy.
+    /// The same store, its requests counted in [`control_requests`]: for the control
+    /// plane, whose request rate at rest is what an idle fleet costs.
+    ///
+    /// [`control_requests`]: crate::control::control_requests
+    pub(crate) fn counted(mut self) -> BackupStore {
+        self.store = Arc::new(crate::control::CountingStore::new(
+            self.store,
+            crate::control::control_requests(),
+        ));
+        self
+    }
+
     /// Removes the empty directories a local store leaves below `prefix` once its objects
     /// are deleted (an object store has no directories: nothing to do).
     pub fn remove_empty_dirs(&self, prefix: &str) {

@@ -20,9 +20,26 @@ pub fn spread(v: &[f64]) -> String {
     )
 }
 pub use moto::Moto;
-pub use proxy::{CountingProxy, Counts, HeaderDroppingProxy};
+pub use proxy::{CountingProxy, Counts, HeaderDroppingProxy, s3_price};
 
 /// A one-shot physical `Backup` document of `cluster` to `storage`, as YAML.
+/// Polls `f` every 20 ms until it gives a value, for at most `timeout`; panics naming
+/// `what` after that.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A benchmark's setting from the environment, `default` when unset or unreadable.
 pub fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -82,6 +82,17 @@ impl Moto {
         ]
     }
 
+    /// The same environment, reaching moto through `endpoint` (a counting proxy, say).
+    pub fn env_via(&self, endpoint: String) -> Vec<(&'static str, String)> {
+        self.env()
+            .into_iter()
+            .map(|(k, v)| match k {
+                "AWS_ENDPOINT" => (k, endpoint.clone()),
+                _ => (k, v),
+            })
+            .collect()
+    }
+
     /// An object_store client for `bucket` (created first), configured on the builder so
     /// parallel tests never race on process-wide environment variables.
     pub fn store(&self, bucket: &str) -> AmazonS3 {

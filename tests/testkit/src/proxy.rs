@@ -37,6 +37,15 @@ impl HeaderDroppingProxy {
 /// Requests by kind (`list`, `get`, `put`, `head`, `delete`, `post`).
 pub type Counts = std::collections::BTreeMap<String, u64>;
 
+/// S3's list price of one request of `kind`, in dollars: GET and HEAD $0.0004 per 1,000,
+/// every other kind (PUT, LIST, POST, DELETE billed as the first tier) $0.005 per 1,000.
+pub fn s3_price(kind: &str) -> f64 {
+    match kind {
+        "get" | "head" => 0.0004 / 1000.0,
+        _ => 0.005 / 1000.0,
+    }
+}
+
 /// Counts every request it forwards whose request line contains `filter` (a key prefix,
 /// say), by S3 request kind.
 pub struct CountingProxy {

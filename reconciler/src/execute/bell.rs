@@ -1,0 +1,190 @@
+//! The doorbell, leader side: after the leader writes something a cluster's agents must
+//! act on (an op, a slicing assignment) it rings that cluster. A ring changes the
+//! cluster's token in memory, which answers the agents waiting on the leader's long-poll
+//! endpoint at once, and rewrites `doorbell/<cluster>.json`, which agents that cannot
+//! reach the leader read instead of listing `ops/`. The ring carries no authority: agents
+//! then read the control plane as always. A ring comes after the write it announces, so
+//! an agent woken by it always finds what woke it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use tidemark_schema::control::{DoorbellAnswer, DoorbellRecord, doorbell_key};
+use tokio::sync::watch;
+
+use super::context::Executor;
+
+/// The leader's tokens, one per cluster. Cheap to clone; one per reconciler process.
+#[derive(Clone, Debug)]
+pub struct Bell {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The long-poll address announced to agents, if this process serves one.
+    url: Option<String>,
+    holder: String,
+    /// Tells tokens of two processes with the same epoch apart (a control plane that was
+    /// emptied and started again at epoch 1).
+    tag: String,
+    state: Mutex<State>,
+    /// Bumped at every ring: long-polls wait on it.
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The epoch the rings below were made in; a new epoch starts every count over.
+    epoch: u64,
+    rings: BTreeMap<String, u64>,
+    /// Clusters whose record could not be written yet: rewritten next pass.
+    unwritten: BTreeSet<String>,
+    /// The epoch in which every cluster was announced.
+    announced: Option<u64>,
+}
+
+impl Default for Bell {
+    fn default() -> Self {
+        Bell::new(None, String::new())
+    }
+}
+
+impl Bell {
+    /// A bell announcing `url` (or no address) on behalf of `holder`.
+    pub fn new(url: Option<String>, holder: String) -> Bell {
+        let tag = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| format!("{:08x}", d.subsec_nanos() ^ std::process::id()))
+            .unwrap_or_default();
+        Bell {
+            inner: Arc::new(Inner {
+                url,
+                holder,
+                tag,
+                state: Mutex::default(),
+                changed: watch::channel(0).0,
+            }),
+        }
+    }
+
+    /// The cluster's current token in `epoch`: what a long-poll answers.
+    pub fn answer(&self, cluster: &str, epoch: u64) -> DoorbellAnswer {
+        let state = self.inner.state.lock().expect("not poisoned");
+        let rings = match state.epoch == epoch {
+            true => state.rings.get(cluster).copied().unwrap_or_default(),
+            false => 0,
+        };
+        DoorbellAnswer {
+            token: format!("{epoch}.{}.{rings}", self.inner.tag),
+            epoch,
+        }
+    }
+
+    /// Wakes at every ring.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
+    }
+
+    /// Counts one ring of `cluster` in `epoch` and returns the record to write.
+    fn bump(&self, cluster: &str, epoch: u64) -> DoorbellRecord {
+        {
+            let mut state = self.inner.state.lock().expect("not poisoned");
+            if state.epoch != epoch {
+                *state = State {
+                    epoch,
+                    ..State::default()
+                };
+            }
+            *state.rings.entry(cluster.to_string()).or_default() += 1;
+        }
+        self.inner.changed.send_modify(|n| *n += 1);
+        DoorbellRecord {
+            token: self.answer(cluster, epoch).token,
+            url: self.inner.url.clone(),
+            epoch,
+            holder: self.inner.holder.clone(),
+            at: Utc::now(),
+        }
+    }
+
+    /// The clusters to ring this pass beyond what it writes: every cluster once per
+    /// epoch (agents then learn the new leader's address and token), and those whose
+    /// record could not be written.
+    fn owed(&self, epoch: u64, clusters: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut state = self.inner.state.lock().expect("not poisoned");
+        let mut owed = std::mem::take(&mut state.unwritten);
+        if state.announced != Some(epoch) {
+            state.announced = Some(epoch);
+            owed.extend(clusters.iter().cloned());
+        }
+        owed
+    }
+
+    fn unwritten(&self, cluster: &str) {
+        let mut state = self.inner.state.lock().expect("not poisoned");
+        state.unwritten.insert(cluster.to_string());
+    }
+}
+
+impl Executor {
+    /// Rings `cluster`: call after the write its agents must see. Only a leader rings
+    /// (a handle without an epoch, the CLI's, does nothing); a record that cannot be
+    /// written is logged and written again next pass, never an error of the step.
+    pub async fn ring(&self, cluster: &str) {
+        let Some(epoch) = self.control.epoch() else {
+            return;
+        };
+        let record = self.bell.bump(cluster, epoch);
+        if let Err(e) = self.control.put(&doorbell_key(cluster), &record).await {
+            tracing::warn!(cluster, error = %e, "the doorbell record was not written; again next pass");
+            self.bell.unwritten(cluster);
+        }
+    }
+
+    /// Rings what a pass owes beyond its own writes (see [`Bell::owed`]).
+    pub async fn ring_owed(&self, clusters: &BTreeSet<String>) {
+        let Some(epoch) = self.control.epoch() else {
+            return;
+        };
+        for cluster in self.bell.owed(epoch, clusters) {
+            self.ring(&cluster).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ring_changes_the_token_of_its_cluster_only() {
+        let bell = Bell::new(None, "me".into());
+        let (a, b) = (bell.answer("a", 3), bell.answer("b", 3));
+        let record = bell.bump("a", 3);
+        assert_eq!(record.token, bell.answer("a", 3).token);
+        assert_ne!(bell.answer("a", 3).token, a.token);
+        assert_eq!(bell.answer("b", 3).token, b.token);
+    }
+
+    #[test]
+    fn a_new_epoch_gives_every_cluster_a_token_no_agent_has_seen() {
+        let bell = Bell::new(None, "me".into());
+        bell.bump("a", 3);
+        let before = bell.answer("a", 3).token;
+        assert_ne!(bell.answer("a", 4).token, before);
+        assert_ne!(bell.answer("b", 4).token, bell.answer("b", 3).token);
+    }
+
+    #[test]
+    fn every_cluster_is_owed_a_ring_once_per_epoch() {
+        let bell = Bell::new(None, "me".into());
+        let all: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
+        assert_eq!(bell.owed(1, &all), all);
+        assert!(bell.owed(1, &all).is_empty());
+        bell.unwritten("b");
+        assert_eq!(bell.owed(1, &all), ["b".to_string()].into());
+        assert_eq!(bell.owed(2, &all), all);
+    }
+}
