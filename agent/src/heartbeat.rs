@@ -146,3 +146,47 @@ fn slicers(h: &Heartbeat) -> Vec<(&str, &str, Option<&str>, bool)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat() -> Heartbeat {
+        serde_json::from_value(serde_json::json!({
+            "cluster": "c1", "replicaSet": "rs0", "node": "a:1", "at": "2026-12-04T12:00:00Z",
+            "agentVersion": "test", "healthy": true, "role": "SECONDARY",
+            "flavor": "psmdb", "mongodVersion": "7.0.14", "backupCursor": true,
+            "lagSeconds": 0.5,
+            "slicing": [{"schedule": "s", "storage": "st", "at": "2026-12-04T12:00:00Z"}],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn time_lag_space_and_slicing_progress_wait_for_the_next_due_beat() {
+        let mut later = beat();
+        later.at += chrono::Duration::seconds(5);
+        later.lag_seconds = 3.0;
+        later.disk = Some(tidemark_schema::control::DiskFacts {
+            total_bytes: 10,
+            used_bytes: 5,
+            available_bytes: 5,
+        });
+        later.slicing[0].newest = Some(Default::default());
+        later.slicing[0].at = later.at;
+        assert!(!changed(&beat(), &later));
+    }
+
+    #[test]
+    fn a_new_role_a_failing_slicer_or_another_pickup_is_written_at_once() {
+        let mut down = beat();
+        down.role = MemberRole::Down;
+        assert!(changed(&beat(), &down));
+        let mut failing = beat();
+        failing.slicing[0].error = Some("storage refused".into());
+        assert!(changed(&beat(), &failing));
+        let mut listening = beat();
+        listening.pickup = Some(tidemark_schema::control::Pickup::Doorbell);
+        assert!(changed(&beat(), &listening));
+    }
+}

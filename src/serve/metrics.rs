@@ -69,6 +69,10 @@ struct Seen {
     /// One-shots already counted (or ended before this process first looked).
     ended: BTreeSet<(String, String)>,
     first_pass_done: bool,
+    /// The agents' heartbeats as the last pass read them, judged alive or dead at scrape
+    /// time against `dead_after`.
+    heartbeats: Vec<tidemark_schema::control::Heartbeat>,
+    dead_after: chrono::Duration,
 }
 
 pub struct Metrics {
@@ -212,7 +216,7 @@ impl Metrics {
                 seen.last_good.clear();
                 self.last_good_bytes.clear();
                 self.last_good_time.clear();
-                self.agents.clear();
+                seen.heartbeats.clear();
                 self.applied.clear();
                 self.drill_passed.clear();
                 self.drill_time.clear();
@@ -230,30 +234,17 @@ impl Metrics {
                 })
                 .set(1);
         }
-        self.agents.clear();
         // Drill agents serve no node: counting them would hide a dead node behind an
-        // "alive < N" alert. Their health shows in the drills' own series.
-        for hb in observed
+        // "alive < N" alert. Their health shows in the drills' own series. Judged at
+        // scrape time: at rest passes are minutes apart, and an agent that stopped beating
+        // must show dead once it is, not at the next pass.
+        seen.heartbeats = observed
             .heartbeats
             .iter()
             .filter(|h| h.replica_set != tidemark_schema::control::DRILL_REPLICA_SET)
-        {
-            // Both series for every cluster, so "alive < 3" sees a 0 rather than nothing.
-            for state in ["alive", "dead"] {
-                let _ = self.agents.get_or_create(&AgentLabels {
-                    cluster: hb.cluster.clone(),
-                    state: state.into(),
-                });
-            }
-            let age = now - hb.at;
-            let state = if age < dead_after { "alive" } else { "dead" };
-            self.agents
-                .get_or_create(&AgentLabels {
-                    cluster: hb.cluster.clone(),
-                    state: state.into(),
-                })
-                .inc();
-        }
+            .cloned()
+            .collect();
+        seen.dead_after = dead_after;
         seen.last_good.clear();
         self.last_good_bytes.clear();
         self.last_good_time.clear();
@@ -361,6 +352,26 @@ impl Metrics {
             self.age.get_or_create(labels).set(age.max(0.0));
         }
         self.pitr.set_lags(now);
+        self.agents.clear();
+        for hb in &seen.heartbeats {
+            // Both series for every cluster, so "alive < 3" sees a 0 rather than nothing.
+            for state in ["alive", "dead"] {
+                let _ = self.agents.get_or_create(&AgentLabels {
+                    cluster: hb.cluster.clone(),
+                    state: state.into(),
+                });
+            }
+            let state = match hb.is_lost(now, seen.dead_after) {
+                true => "dead",
+                false => "alive",
+            };
+            self.agents
+                .get_or_create(&AgentLabels {
+                    cluster: hb.cluster.clone(),
+                    state: state.into(),
+                })
+                .inc();
+        }
         self.control.sync();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

@@ -133,3 +133,69 @@ pub async fn run_loop<S: DesiredStateSource>(
     }
     last
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> LoopOptions {
+        LoopOptions {
+            interval: Duration::from_secs(60),
+            resync: Duration::from_secs(600),
+            follow_interval: Duration::from_millis(250),
+            follower_interval: Duration::from_secs(30),
+            wake: None,
+        }
+    }
+
+    fn now() -> chrono::DateTime<chrono::Utc> {
+        "2026-12-04T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn at_rest_a_pass_waits_for_the_resync_or_the_next_due_time() {
+        let idle = PassReport::default();
+        assert_eq!(next_wait(&idle, &opts(), now()), Duration::from_secs(600));
+        let due = PassReport {
+            next_due: Some(now() + chrono::Duration::seconds(90)),
+            ..Default::default()
+        };
+        assert_eq!(next_wait(&due, &opts(), now()), Duration::from_secs(91));
+        // A due time already past (a slot the planner passed over) is no reason to spin.
+        let past = PassReport {
+            next_due: Some(now() - chrono::Duration::seconds(5)),
+            ..Default::default()
+        };
+        assert_eq!(next_wait(&past, &opts(), now()), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn work_in_flight_is_followed_closely_and_slicing_every_interval() {
+        let busy = PassReport {
+            running: vec!["backup b1".into()],
+            ..Default::default()
+        };
+        assert_eq!(next_wait(&busy, &opts(), now()), Duration::from_millis(250));
+        let slicing = PassReport {
+            observed: Some(Arc::new(tidemark_store::control::ObservedState {
+                slicing: vec![tidemark_schema::control::SlicingAssignment {
+                    cluster: "c1".into(),
+                    replica_set: "rs0".into(),
+                    streams: Vec::new(),
+                    epoch: None,
+                }],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(next_wait(&slicing, &opts(), now()), Duration::from_secs(60));
+        let following = PassReport {
+            following: Some("another leads".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            next_wait(&following, &opts(), now()),
+            Duration::from_secs(30)
+        );
+    }
+}

@@ -90,3 +90,26 @@ impl<S: DesiredStateSource> Follower<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::DirSource;
+
+    const CLUSTER: &str = "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: c1\nspec:\n  replicaSets:\n    - name: rs0\n      members: [\"h:1\"]\n";
+
+    #[test]
+    fn a_revision_found_between_passes_is_applied_by_the_next_poll_once() {
+        let dir = tempfile::TempDir::new().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+        let mut f = Follower::new(DirSource::new(dir.path()));
+        assert!(f.check(), "a first revision is news");
+        assert!(f.check(), "still news until a pass takes it");
+        assert!(matches!(f.poll(), PollOutcome::Applied { .. }));
+        assert!(matches!(f.poll(), PollOutcome::Unchanged));
+        assert!(!f.check(), "nothing new");
+        std::fs::write(dir.path().join("c.yaml"), CLUSTER.replace("h:1", "h:2")).unwrap();
+        assert!(f.check());
+        assert!(matches!(f.poll(), PollOutcome::Applied { .. }));
+    }
+}

@@ -744,4 +744,30 @@ mod tests {
         assert!(roomy.allows_fallback(749));
         assert!(!roomy.allows_fallback(750));
     }
+
+    fn beat(age_s: i64, interval_ms: Option<u64>, now: DateTime<Utc>) -> Heartbeat {
+        let mut hb: Heartbeat = serde_json::from_value(serde_json::json!({
+            "cluster": "c1", "replicaSet": "rs0", "node": "a:1",
+            "at": now - chrono::Duration::seconds(age_s),
+            "agentVersion": "test", "healthy": true, "role": "SECONDARY",
+            "flavor": "psmdb", "mongodVersion": "7.0.14", "backupCursor": true,
+        }))
+        .unwrap();
+        hb.interval_ms = interval_ms;
+        hb
+    }
+
+    #[test]
+    fn an_agent_beating_rarely_is_lost_after_three_of_its_intervals_not_before() {
+        let now: DateTime<Utc> = "2026-12-04T12:00:00Z".parse().unwrap();
+        let dead_after = chrono::Duration::seconds(240);
+        // Beating every 60 s: the reconciler's 240 s rule.
+        assert!(!beat(239, Some(60_000), now).is_lost(now, dead_after));
+        assert!(beat(241, Some(60_000), now).is_lost(now, dead_after));
+        // Beating every 5 min: three of them, 15 min.
+        assert!(!beat(600, Some(300_000), now).is_lost(now, dead_after));
+        assert!(beat(901, Some(300_000), now).is_lost(now, dead_after));
+        // An agent that does not say its interval: the reconciler's rule.
+        assert!(beat(241, None, now).is_lost(now, dead_after));
+    }
 }
