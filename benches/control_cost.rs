@@ -3,7 +3,8 @@
 //! and one `tidemark reconcile`, every interval at its default, with the control plane on
 //! S3 (moto) behind a proxy that counts every request by kind.
 //!
-//! `cargo bench --bench control_cost` (idle window `TIDEMARK_BENCH_IDLE_S`, default 300;
+//! `cargo bench --bench control_cost` (idle window `TIDEMARK_BENCH_IDLE_S`, default 1200:
+//! two of every 10-minute period at rest;
 //! pickup rounds `TIDEMARK_BENCH_ROUNDS`, default 5, `TIDEMARK_BENCH_GAP_S` apart, default
 //! 32). Prints `name: value` lines:
 //! - `idle_requests_per_node_hour` (target ≤ 150) and `idle_dollars_per_node_month` at S3
@@ -140,7 +141,7 @@ fn diff(after: &Counts, before: &Counts) -> Counts {
 
 fn main() {
     rig::build_release_sim();
-    let idle = env_or("TIDEMARK_BENCH_IDLE_S", 300);
+    let idle = env_or("TIDEMARK_BENCH_IDLE_S", 1200);
     let rounds = env_or("TIDEMARK_BENCH_ROUNDS", 5) as usize;
     let moto = Moto::start();
     let proxy = CountingProxy::start(moto.port, "/ctl");

@@ -97,6 +97,7 @@ fn node(rs: &ReplicaSet, control: &Path, dbpath: &Path) -> Node {
         epochs: Default::default(),
         slicing: Default::default(),
         doorbell: Default::default(),
+        working: Default::default(),
     }
 }
 
@@ -174,6 +175,7 @@ async fn restore(n: &Node, target: &StorageTarget, name: &str, dest: &Path) -> f
         epochs: Default::default(),
         slicing: Default::default(),
         doorbell: Default::default(),
+        working: Default::default(),
     };
     let store = BackupStore::open(target).unwrap();
     let op = op(n, &format!("restore-{name}"), target, None);

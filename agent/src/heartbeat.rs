@@ -94,9 +94,14 @@ pub async fn run(node: Arc<Node>) {
             client = node.mongod().await.ok();
         }
         let hb = beat(&node, client.as_ref()).await;
-        let due = written.as_ref().is_none_or(|(last, at)| {
-            at.elapsed() + look / 2 >= node.cfg.heartbeat_interval || changed(last, &hb)
-        });
+        // While an op runs here, every look is written: the reconciler follows it.
+        let every = match node.working.load(std::sync::atomic::Ordering::Relaxed) {
+            true => look,
+            false => node.cfg.heartbeat_interval,
+        };
+        let due = written
+            .as_ref()
+            .is_none_or(|(last, at)| at.elapsed() + look / 2 >= every || changed(last, &hb));
         if due {
             match node.control.heartbeat(&hb).await {
                 Ok(()) => written = Some((hb, tokio::time::Instant::now())),
@@ -108,7 +113,8 @@ pub async fn run(node: Arc<Node>) {
 }
 
 /// Whether a beat says something the reconciler decides on that the last written one did
-/// not: role, membership flags, versions, encryption, slicers, how it picks ops up. Not the time, the lag, the
+/// not: role, membership flags, versions, encryption, slicers, how it picks ops up, a lag
+/// past what backups allow. Not the time, the lag, the
 /// free space or a slicer's progress, which move all the time (they go with the next due
 /// beat).
 fn changed(last: &Heartbeat, now: &Heartbeat) -> bool {
@@ -124,6 +130,8 @@ fn changed(last: &Heartbeat, now: &Heartbeat) -> bool {
             h.backup_cursor,
             h.encryption_known,
             h.pickup,
+            // The planner passes over a node lagging this much: crossing it is news.
+            h.lag_seconds >= tidemark_schema::control::BACKUP_MAX_LAG_SECONDS,
         )
     };
     facts(last) != facts(now)
@@ -188,5 +196,8 @@ mod tests {
         let mut listening = beat();
         listening.pickup = Some(tidemark_schema::control::Pickup::Doorbell);
         assert!(changed(&beat(), &listening));
+        let mut lagging = beat();
+        lagging.lag_seconds = 25.0;
+        assert!(changed(&beat(), &lagging));
     }
 }

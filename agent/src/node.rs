@@ -59,6 +59,9 @@ pub struct Node {
     pub slicing: crate::pitr::SlicerReports,
     /// What the leader's doorbell said: wakes the ops loop and the slicing follower.
     pub doorbell: crate::doorbell::Doorbell,
+    /// Set while an op runs here: heartbeats then go at every look, as the reconciler
+    /// follows the op closely.
+    pub working: std::sync::atomic::AtomicBool,
 }
 
 /// The highest fencing number this agent has seen. In memory: a restarted agent learns

@@ -32,6 +32,7 @@ pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, A
             epochs: Default::default(),
             slicing: Default::default(),
             doorbell: Default::default(),
+            working: Default::default(),
         });
     }
     let (replica_set, id) = match (cfg.replica_set.clone(), cfg.node_id.clone()) {
@@ -47,6 +48,7 @@ pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, A
         epochs: Default::default(),
         slicing: Default::default(),
         doorbell: Default::default(),
+        working: Default::default(),
     })
 }
 
@@ -146,6 +148,9 @@ pub async fn run(
         let mut quick_until = tokio::time::Instant::now();
         let mut rings = node.doorbell.subscribe();
         loop {
+            // Set when something could not be read or was not ready: the ring that woke
+            // this look is used up, so look again at --poll-interval, not at the resync.
+            let mut again = false;
             match node.control.op_ids().await {
                 Ok(ids) => {
                     for id in ids {
@@ -162,21 +167,25 @@ pub async fn run(
                             }
                             // Its author is still writing it: look again next time, and
                             // meanwhile go on with the others.
-                            Ok(Seen::NotReady) => {}
+                            Ok(Seen::NotReady) => again = true,
                             Err(e) => {
                                 tracing::warn!(op = %id, error = %e, "op not handled; will retry");
+                                again = true;
                             }
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot list ops"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list ops");
+                    again = true;
+                }
             }
             // The next look: at the doorbell's next ring, or on our own at the quick rate
             // just after an op, every --poll-interval where no leader rings, and every
             // --resync-interval otherwise (a ring lost on the way costs no more than that).
             let period = if tokio::time::Instant::now() < quick_until {
                 node.cfg.quick_poll()
-            } else if !node.doorbell.rung() {
+            } else if again || !node.doorbell.rung() {
                 node.cfg.poll_interval
             } else {
                 node.cfg.resync_interval
@@ -443,9 +452,12 @@ async fn control_plane_reset(node: &Node, seen: u64, epoch: Option<u64>) -> bool
 /// plane with it: the last of them before the final report, so a reader that sees the
 /// outcome has every line.
 pub async fn execute(node: &Node, op: &Op) -> Result<(), AgentError> {
+    use std::sync::atomic::Ordering;
+    node.working.store(true, Ordering::Relaxed);
     let outcome = execute_logged(node, op)
         .instrument(oplog::op_span(&op.id))
         .await;
+    node.working.store(false, Ordering::Relaxed);
     // Every line before the final report, so a reader that sees the outcome has them all:
     // a few tries while the control plane refuses, then the report goes regardless.
     for _ in 0..3 {

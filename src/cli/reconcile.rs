@@ -58,7 +58,8 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
         bell: Default::default(),
     };
     let holder = holder_id();
-    let doorbell_url = doorbell_url(&args);
+    // One pass serves nothing: agents must not be sent to a doorbell that is gone.
+    let doorbell_url = doorbell_url(&args).filter(|_| !args.once);
     let mut ex = ex;
     ex.bell = Bell::new(doorbell_url.clone(), holder.clone());
     let lease = Arc::new(
@@ -170,6 +171,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
                 Doorbell {
                     bell: rec.ex.bell.clone(),
                     standing: standing.clone(),
+                    until: lease.valid_until(),
                 },
             )
         });

@@ -13,13 +13,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tidemark_reconciler::execute::Bell;
-use tidemark_store::control::Standing;
+use tidemark_store::control::{LeaseClock, Standing};
 
-/// What the endpoint needs: the bell and whether this process leads, and in which epoch.
+/// What the endpoint needs: the bell and whether this process leads, in which epoch, and
+/// until when its last renewal lets it.
 #[derive(Clone)]
 pub struct Doorbell {
     pub bell: Bell,
     pub standing: Arc<Mutex<Option<Standing>>>,
+    pub until: LeaseClock,
 }
 
 #[derive(Deserialize)]
@@ -33,9 +35,17 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 const LONGEST_WAIT: Duration = Duration::from_secs(60);
 
 impl Doorbell {
+    /// The epoch this process leads in, while its lease is valid: a leader whose renewals
+    /// stall (the control plane unreachable from it) stops answering as one, so that its
+    /// agents go to the record, where a new leader's address will appear.
     fn epoch(&self) -> Option<u64> {
+        let valid = self
+            .until
+            .lock()
+            .expect("not poisoned")
+            .is_some_and(|t| std::time::Instant::now() < t);
         match self.standing.lock().expect("not poisoned").as_ref() {
-            Some(Standing::Leader { epoch }) => Some(*epoch),
+            Some(Standing::Leader { epoch }) if valid => Some(*epoch),
             _ => None,
         }
     }
@@ -72,5 +82,28 @@ pub async fn wait(
             .saturating_duration_since(tokio::time::Instant::now())
             .min(Duration::from_secs(1));
         let _ = tokio::time::timeout(slice, rings.changed()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doorbell(until: Option<std::time::Instant>) -> Doorbell {
+        Doorbell {
+            bell: Bell::default(),
+            standing: Arc::new(Mutex::new(Some(Standing::Leader { epoch: 7 }))),
+            until: Arc::new(Mutex::new(until)),
+        }
+    }
+
+    #[test]
+    fn a_leader_whose_renewals_lapsed_does_not_answer_as_one() {
+        let later = std::time::Instant::now() + Duration::from_secs(30);
+        assert_eq!(doorbell(Some(later)).epoch(), Some(7));
+        // Renewals failing (the store out of its reach): another may lead by now.
+        assert_eq!(doorbell(None).epoch(), None);
+        let past = std::time::Instant::now() - Duration::from_millis(1);
+        assert_eq!(doorbell(Some(past)).epoch(), None);
     }
 }

@@ -69,10 +69,12 @@ struct Seen {
     /// One-shots already counted (or ended before this process first looked).
     ended: BTreeSet<(String, String)>,
     first_pass_done: bool,
-    /// The agents' heartbeats as the last pass read them, judged alive or dead at scrape
-    /// time against `dead_after`.
+    /// The agents' heartbeats as the last pass read them, judged alive or dead as of that
+    /// pass against `dead_after`.
     heartbeats: Vec<tidemark_schema::control::Heartbeat>,
     dead_after: chrono::Duration,
+    /// When the pass that read `heartbeats` ran.
+    judged_at: DateTime<Utc>,
 }
 
 pub struct Metrics {
@@ -235,9 +237,10 @@ impl Metrics {
                 .set(1);
         }
         // Drill agents serve no node: counting them would hide a dead node behind an
-        // "alive < N" alert. Their health shows in the drills' own series. Judged at
-        // scrape time: at rest passes are minutes apart, and an agent that stopped beating
-        // must show dead once it is, not at the next pass.
+        // "alive < N" alert. Their health shows in the drills' own series. Judged as of
+        // the pass that read them (at rest, `--resync-interval` apart): judged at scrape
+        // time, beats not read since would make live agents look dead.
+        seen.judged_at = now;
         seen.heartbeats = observed
             .heartbeats
             .iter()
@@ -361,7 +364,7 @@ impl Metrics {
                     state: state.into(),
                 });
             }
-            let state = match hb.is_lost(now, seen.dead_after) {
+            let state = match hb.is_lost(seen.judged_at, seen.dead_after) {
                 true => "dead",
                 false => "alive",
             };

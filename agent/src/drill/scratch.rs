@@ -93,6 +93,7 @@ pub fn scratch_node(node: &Node, dbpath: &Path) -> Result<Node, AgentError> {
         epochs: Default::default(),
         slicing: Default::default(),
         doorbell: Default::default(),
+        working: Default::default(),
     })
 }
 

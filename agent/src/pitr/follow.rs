@@ -19,6 +19,8 @@ pub async fn run(node: Arc<Node>) {
         BTreeMap::new();
     let mut rings = node.doorbell.subscribe();
     loop {
+        // A read that failed is tried again at --poll-interval: the ring is used up.
+        let mut again = false;
         match node.control.get::<SlicingAssignment>(&key).await {
             Ok(assignment) => {
                 let mine: BTreeMap<String, SliceStream> = assignment
@@ -57,13 +59,17 @@ pub async fn run(node: Arc<Node>) {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the slicing assignment"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the slicing assignment");
+                again = true;
+            }
         }
         // The leader rings after it changes the assignment; where no leader rings, look
         // every heartbeat interval as before.
-        let period = match node.doorbell.rung() {
-            true => node.cfg.resync_interval,
-            false => node.cfg.heartbeat_interval,
+        let period = match (again, node.doorbell.rung()) {
+            (true, _) => node.cfg.poll_interval,
+            (false, true) => node.cfg.resync_interval,
+            (false, false) => node.cfg.heartbeat_interval,
         };
         crate::doorbell::Doorbell::wait(&mut rings, period).await;
     }

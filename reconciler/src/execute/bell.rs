@@ -45,6 +45,18 @@ struct State {
     announced: Option<u64>,
 }
 
+impl State {
+    /// Starts every count over when `epoch` is new: tokens of a new epoch are new.
+    fn enter(&mut self, epoch: u64) {
+        if self.epoch != epoch {
+            *self = State {
+                epoch,
+                ..State::default()
+            };
+        }
+    }
+}
+
 impl Default for Bell {
     fn default() -> Self {
         Bell::new(None, String::new())
@@ -91,12 +103,7 @@ impl Bell {
     fn bump(&self, cluster: &str, epoch: u64) -> DoorbellRecord {
         {
             let mut state = self.inner.state.lock().expect("not poisoned");
-            if state.epoch != epoch {
-                *state = State {
-                    epoch,
-                    ..State::default()
-                };
-            }
+            state.enter(epoch);
             *state.rings.entry(cluster.to_string()).or_default() += 1;
         }
         self.inner.changed.send_modify(|n| *n += 1);
@@ -114,8 +121,10 @@ impl Bell {
     /// record could not be written.
     fn owed(&self, epoch: u64, clusters: &BTreeSet<String>) -> BTreeSet<String> {
         let mut state = self.inner.state.lock().expect("not poisoned");
+        state.enter(epoch);
         let mut owed = std::mem::take(&mut state.unwritten);
-        if state.announced != Some(epoch) {
+        // Not before there is something to announce (a first pass without a revision).
+        if state.announced != Some(epoch) && !clusters.is_empty() {
             state.announced = Some(epoch);
             owed.extend(clusters.iter().cloned());
         }
@@ -181,7 +190,11 @@ mod tests {
     fn every_cluster_is_owed_a_ring_once_per_epoch() {
         let bell = Bell::new(None, "me".into());
         let all: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
-        assert_eq!(bell.owed(1, &all), all);
+        assert!(bell.owed(1, &BTreeSet::new()).is_empty());
+        assert_eq!(bell.owed(1, &all), all, "announced once there is a cluster");
+        // The rings of the announcement do not start the epoch over.
+        bell.bump("a", 1);
+        bell.bump("b", 1);
         assert!(bell.owed(1, &all).is_empty());
         bell.unwritten("b");
         assert_eq!(bell.owed(1, &all), ["b".to_string()].into());

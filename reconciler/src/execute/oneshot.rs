@@ -67,8 +67,10 @@ impl Executor {
                 self.control.delete(&waiting_key(kind.key(), name)).await?;
                 return Ok(true);
             }
-            self.control.create(&op_key(&op.id), op).await?;
+            // Rung whatever the write said: one that failed may still have landed.
+            let written = self.control.create(&op_key(&op.id), op).await;
             self.ring(&op.cluster).await;
+            written?;
         }
         self.control.delete(&waiting_key(kind.key(), name)).await?;
         tracing::info!(%kind, name, op = %op.id, refused = refused.is_some(), "started");
@@ -110,8 +112,9 @@ impl Executor {
                 .await?;
             return Err(ExecError::Invalid(why));
         }
-        self.control.create(&op_key(&op.id), &op).await?;
+        let written = self.control.create(&op_key(&op.id), &op).await;
         self.ring(&op.cluster).await;
+        written?;
         tracing::warn!(op = %op.id, "wrote the op of a one-shot whose start was interrupted");
         Ok(op)
     }

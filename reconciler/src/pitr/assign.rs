@@ -10,8 +10,9 @@ use crate::execute::{ExecError, Executor};
 pub async fn set_slicing(ex: &Executor, wanted: &SlicingAssignment) -> Result<(), ExecError> {
     let key = slicing_key(&wanted.cluster, &wanted.replica_set);
     if wanted.streams.is_empty() {
-        ex.control.delete(&key).await?;
+        let deleted = ex.control.delete(&key).await;
         ex.ring(&wanted.cluster).await;
+        deleted?;
         tracing::info!(cluster = %wanted.cluster, rs = %wanted.replica_set, "slicing stopped");
         return Ok(());
     }
@@ -19,8 +20,10 @@ pub async fn set_slicing(ex: &Executor, wanted: &SlicingAssignment) -> Result<()
         epoch: ex.control.epoch(),
         ..wanted.clone()
     };
-    ex.control.put(&key, &record).await?;
+    // Rung whatever the write said: one that failed may still have landed.
+    let written = ex.control.put(&key, &record).await;
     ex.ring(&record.cluster).await;
+    written?;
     for s in &record.streams {
         tracing::info!(
             cluster = %record.cluster,

@@ -8,8 +8,7 @@ use tidemark_schema::model::ReplicaSetSpec;
 
 use super::model::NodeChoice;
 
-/// PBM never picks a node lagging this much or more.
-pub const BACKUP_MAX_LAG_SECONDS: f64 = 21.0;
+pub use tidemark_schema::control::BACKUP_MAX_LAG_SECONDS;
 /// A heartbeat older than this means the agent is dead (PBM: 240 s).
 pub const HEARTBEAT_DEAD_AFTER_SECONDS: i64 = 240;
 

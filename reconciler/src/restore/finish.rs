@@ -53,11 +53,13 @@ pub async fn write_step(
         deadline: Some(now + ex.op_deadline),
         epoch: ex.control.epoch(),
     };
-    if ex.control.create(&op_key(&id), &step_op).await? == Created::New {
+    // Rung whatever the write said (one that failed may have landed), and when the step
+    // existed: the pass that wrote it may have stopped before ringing.
+    let written = ex.control.create(&op_key(&id), &step_op).await;
+    ex.ring(&step_op.cluster).await;
+    if written? == Created::New {
         tracing::info!(op = %id, "follow-up step written");
     }
-    // Also when it existed: the pass that wrote it may have stopped before ringing.
-    ex.ring(&step_op.cluster).await;
     Ok(())
 }
 

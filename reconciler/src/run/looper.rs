@@ -47,10 +47,15 @@ fn next_wait(
         true => opts.interval.min(opts.resync),
         false => opts.resync,
     };
-    // A second past the due time: the slot is due by then on the pass's clock too. A due
-    // time already past (a schedule the planner passed over) does not shorten the wait.
-    match report.next_due.and_then(|due| (due - now).to_std().ok()) {
-        Some(until) if !until.is_zero() => rest.min(until + Duration::from_secs(1)),
+    // A second past the due time: the slot is due by then on the pass's clock too. The
+    // planner gives a time after the pass began, which a long pass may have reached
+    // already: then the next pass runs in a second. One long past (a clock that jumped
+    // back) is no reason to spin.
+    match report.next_due {
+        Some(due) if now - due < chrono::Duration::seconds(60) => {
+            let until = (due - now).to_std().unwrap_or_default();
+            rest.min(until + Duration::from_secs(1))
+        }
         _ => rest,
     }
 }
@@ -125,7 +130,10 @@ pub async fn run_loop<S: DesiredStateSource>(
             };
             // A signal (a file event, the git interval) only says "look": the source is
             // read here, and the control plane only when a new revision came.
-            if signalled && tokio::task::block_in_place(|| rec.follower.check()) {
+            if signalled
+                && last.following.is_none()
+                && tokio::task::block_in_place(|| rec.follower.check())
+            {
                 tracing::info!("the source changed");
                 break;
             }
@@ -161,9 +169,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(next_wait(&due, &opts(), now()), Duration::from_secs(91));
-        // A due time already past (a slot the planner passed over) is no reason to spin.
-        let past = PassReport {
+        // Reached during a long pass: the next pass comes a second later.
+        let reached = PassReport {
             next_due: Some(now() - chrono::Duration::seconds(5)),
+            ..Default::default()
+        };
+        assert_eq!(next_wait(&reached, &opts(), now()), Duration::from_secs(1));
+        // Long past (the clock jumped back): no reason to spin.
+        let past = PassReport {
+            next_due: Some(now() - chrono::Duration::seconds(3600)),
             ..Default::default()
         };
         assert_eq!(next_wait(&past, &opts(), now()), Duration::from_secs(600));

@@ -283,10 +283,12 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 }
                 Some(Standing::Follower { epoch, holder }) => {
                     report.following = Some(format!("{holder} leads (epoch {epoch})"));
+                    self.follower.forget_seen();
                     return Ok(report);
                 }
                 None => {
                     report.following = Some("the lease has not been read yet".into());
+                    self.follower.forget_seen();
                     return Ok(report);
                 }
             }
@@ -351,9 +353,19 @@ impl<S: DesiredStateSource> Reconciler<S> {
         report.revision = desired.map(|(r, _)| r.to_string());
         // A new leader tells every cluster's agents where it listens (and that they should
         // look once); a ring whose record failed is written again.
-        let clusters: std::collections::BTreeSet<String> = desired
+        // Clusters of one-shots still running count too: a restore goes on after its
+        // cluster left the desired state.
+        let mut clusters: std::collections::BTreeSet<String> = desired
             .map(|(_, s)| s.clusters().map(|(name, _)| name.to_string()).collect())
             .unwrap_or_default();
+        clusters.extend(
+            observed
+                .oneshots
+                .values()
+                .filter(|r| !r.is_final())
+                .filter_map(|r| r.started_with.as_ref()?["op"]["cluster"].as_str())
+                .map(str::to_string),
+        );
         self.ex.ring_owed(&clusters).await;
         if let Some((_, desired)) = desired {
             // Before the sync drops the records of deleted drills: their waits go too.

@@ -63,6 +63,15 @@ impl<S: DesiredStateSource> Follower<S> {
         }
     }
 
+    /// Forgets what [`Follower::check`] found and what was seen, so that the next
+    /// [`Follower::poll`] reads the source afresh and reports its revision again: for a
+    /// process that does not lead, whose first leading pass must act on the newest
+    /// revision, not on one found while it followed.
+    pub fn forget_seen(&mut self) {
+        self.pending = None;
+        self.last_seen = None;
+    }
+
     /// Loads the source; applies the revision if it is new and valid.
     pub fn poll(&mut self) -> PollOutcome {
         if let Some(outcome) = self.pending.take() {
@@ -111,5 +120,28 @@ mod tests {
         std::fs::write(dir.path().join("c.yaml"), CLUSTER.replace("h:1", "h:2")).unwrap();
         assert!(f.check());
         assert!(matches!(f.poll(), PollOutcome::Applied { .. }));
+    }
+
+    #[test]
+    fn a_process_that_followed_reads_the_source_afresh_when_it_leads() {
+        let dir = tempfile::TempDir::new().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+        let mut f = Follower::new(DirSource::new(dir.path()));
+        assert!(f.check());
+        // It follows; the source moves on meanwhile.
+        f.forget_seen();
+        std::fs::write(dir.path().join("c.yaml"), CLUSTER.replace("h:1", "h:2")).unwrap();
+        let PollOutcome::Applied { revision } = f.poll() else {
+            panic!("the newest revision is applied");
+        };
+        let (current, _) = f.current().unwrap();
+        assert_eq!(current, revision);
+        assert!(
+            f.current()
+                .unwrap()
+                .1
+                .clusters()
+                .any(|(_, c)| c.replica_sets[0].members == ["h:2"])
+        );
     }
 }

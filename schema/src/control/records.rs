@@ -658,6 +658,10 @@ pub struct Heartbeat {
     pub pickup: Option<Pickup>,
 }
 
+/// PBM never picks a node lagging this much or more (seconds): the planner passes over it,
+/// and an agent writes its heartbeat at once when its lag crosses it.
+pub const BACKUP_MAX_LAG_SECONDS: f64 = 21.0;
+
 /// How an agent learns of new ops (see `docs/control-cost.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

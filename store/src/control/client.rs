@@ -385,9 +385,15 @@ impl ControlPlane {
         let version = read_cache::version(meta);
         let bytes = match cache.get(key, &version) {
             Some(bytes) => bytes,
-            None => match store.get_bytes(key).await.map_err(|e| self.storage(e))? {
-                Some(bytes) => {
-                    cache.put(key, version, bytes.clone());
+            // Kept under the version the read returned, not the listing's: the object may
+            // have been rewritten in between.
+            None => match store
+                .get_versioned(key)
+                .await
+                .map_err(|e| self.storage(e))?
+            {
+                Some((bytes, read)) => {
+                    cache.put(key, read_cache::version(&read), bytes.clone());
                     bytes
                 }
                 None => return Ok(None),
@@ -483,6 +489,9 @@ impl ControlPlane {
     /// Deletes one object; a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), ControlError> {
         let store = self.writable(key).await?;
+        if let Some(cache) = &self.cache {
+            cache.forget(key);
+        }
         self.within_lease(key, async {
             match store.object_store().delete(&Path::from(key)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -43,6 +43,11 @@ impl ReadCache {
         records.insert(key.to_string(), (version, bytes));
     }
 
+    /// Forgets a deleted record.
+    pub fn forget(&self, key: &str) {
+        self.records.lock().expect("not poisoned").remove(key);
+    }
+
     /// Forgets what was under `prefix` and is no longer listed there.
     pub fn keep_only(&self, prefix: &str, listed: &[String]) {
         let mut records = self.records.lock().expect("not poisoned");

@@ -95,6 +95,28 @@ impl BackupStore {
         .await
     }
 
+    /// Like [`get_bytes`](Self::get_bytes), with what the store said of the object read
+    /// (its ETag, time and size): what a reader keeps the bytes under.
+    pub async fn get_versioned(
+        &self,
+        key: &str,
+    ) -> Result<Option<(bytes::Bytes, object_store::ObjectMeta)>, StorageError> {
+        let location = self.path(key)?;
+        with_retries(&self.retry, &self.url, key, "read", |_| async {
+            let got = match self.store.get(&location).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(classify(&self.url, key, "read", e)),
+            };
+            let meta = got.meta.clone();
+            got.bytes()
+                .await
+                .map(|b| Some((b, meta)))
+                .map_err(|e| classify(&self.url, key, "read", e))
+        })
+        .await
+    }
+
     /// Whether an object exists at `key`.
     pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         let location = self.path(key)?;
