@@ -80,19 +80,7 @@ impl BackupStore {
     /// Reads the bytes of a small object (a manifest, a marker); `None` when it does not
     /// exist.
     pub async fn get_bytes(&self, key: &str) -> Result<Option<bytes::Bytes>, StorageError> {
-        let location = self.path(key)?;
-        with_retries(&self.retry, &self.url, key, "read", |_| async {
-            let got = match self.store.get(&location).await {
-                Ok(got) => got,
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(classify(&self.url, key, "read", e)),
-            };
-            got.bytes()
-                .await
-                .map(Some)
-                .map_err(|e| classify(&self.url, key, "read", e))
-        })
-        .await
+        Ok(self.get_versioned(key).await?.map(|(bytes, _)| bytes))
     }
 
     /// Like [`get_bytes`](Self::get_bytes), with what the store said of the object read
