@@ -147,6 +147,9 @@ pub async fn run(
         // is what costs list requests on a quiet cluster.
         let mut quick_until = tokio::time::Instant::now();
         let mut rings = node.doorbell.subscribe();
+        // When each op not yet ready to be read was first seen so.
+        let mut not_ready: std::collections::BTreeMap<String, tokio::time::Instant> =
+            Default::default();
         loop {
             // Set when something could not be read or was not ready: the ring that woke
             // this look is used up, so look again at --poll-interval, not at the resync.
@@ -159,15 +162,24 @@ pub async fn run(
                         }
                         match consider(&node, &id).await {
                             Ok(Seen::Handled) => {
+                                not_ready.remove(&id);
                                 handled.insert(id);
                             }
                             Ok(Seen::Ran) => {
+                                not_ready.remove(&id);
                                 handled.insert(id);
                                 quick_until = tokio::time::Instant::now() + FOLLOW_UP_WINDOW;
                             }
                             // Its author is still writing it: look again next time, and
-                            // meanwhile go on with the others.
-                            Ok(Seen::NotReady) => again = true,
+                            // meanwhile go on with the others. Soon only for a while: a
+                            // directory that never gets its op.json (a stray one) must
+                            // not keep every agent listing.
+                            Ok(Seen::NotReady) => {
+                                let since = *not_ready
+                                    .entry(id)
+                                    .or_insert_with(tokio::time::Instant::now);
+                                again |= since.elapsed() < FOLLOW_UP_WINDOW;
+                            }
                             Err(e) => {
                                 tracing::warn!(op = %id, error = %e, "op not handled; will retry");
                                 again = true;

@@ -9,8 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tidemark_schema::control::{DoorbellAnswer, DoorbellRecord, doorbell_key};
+use tidemark_schema::validate::DesiredState;
+use tidemark_store::control::ObservedState;
 use tokio::sync::watch;
 
 use super::context::Executor;
@@ -39,11 +41,17 @@ struct State {
     /// The epoch the rings below were made in; a new epoch starts every count over.
     epoch: u64,
     rings: BTreeMap<String, u64>,
-    /// Clusters whose record could not be written yet: rewritten next pass.
+    /// Clusters whose record could not be written yet, or whose write the ring followed
+    /// failed (it may land later): rung again next pass.
     unwritten: BTreeSet<String>,
-    /// The epoch in which every cluster was announced.
-    announced: Option<u64>,
+    /// The clusters announced in this epoch.
+    announced: BTreeSet<String>,
+    /// When each cluster was last rung (this process's clock).
+    rung_at: BTreeMap<String, std::time::Instant>,
 }
+
+/// How often a cluster with an operation just started is rung again.
+const RING_FRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl State {
     /// Starts every count over when `epoch` is new: tokens of a new epoch are new.
@@ -105,6 +113,9 @@ impl Bell {
             let mut state = self.inner.state.lock().expect("not poisoned");
             state.enter(epoch);
             *state.rings.entry(cluster.to_string()).or_default() += 1;
+            state
+                .rung_at
+                .insert(cluster.to_string(), std::time::Instant::now());
         }
         self.inner.changed.send_modify(|n| *n += 1);
         DoorbellRecord {
@@ -116,19 +127,41 @@ impl Bell {
         }
     }
 
-    /// The clusters to ring this pass beyond what it writes: every cluster once per
-    /// epoch (agents then learn the new leader's address and token), and those whose
-    /// record could not be written.
-    fn owed(&self, epoch: u64, clusters: &BTreeSet<String>) -> BTreeSet<String> {
+    /// The clusters to ring this pass beyond what it writes: each cluster once per epoch,
+    /// when it first appears (agents then learn the new leader's address and token);
+    /// those whose record or announced write failed; and, every few seconds, those with
+    /// an operation just started (`fresh`), whose agents must not miss it for a whole
+    /// resync whatever happened to a ring.
+    fn owed(
+        &self,
+        epoch: u64,
+        clusters: &BTreeSet<String>,
+        fresh: &BTreeSet<String>,
+    ) -> BTreeSet<String> {
         let mut state = self.inner.state.lock().expect("not poisoned");
         state.enter(epoch);
         let mut owed = std::mem::take(&mut state.unwritten);
-        // Not before there is something to announce (a first pass without a revision).
-        if state.announced != Some(epoch) && !clusters.is_empty() {
-            state.announced = Some(epoch);
-            owed.extend(clusters.iter().cloned());
+        for cluster in clusters {
+            if state.announced.insert(cluster.clone()) {
+                owed.insert(cluster.clone());
+            }
+        }
+        for cluster in fresh {
+            let due = state
+                .rung_at
+                .get(cluster)
+                .is_none_or(|at| at.elapsed() >= RING_FRESH_EVERY);
+            if due {
+                owed.insert(cluster.clone());
+            }
         }
         owed
+    }
+
+    /// Rings `cluster` again next pass: a write its ring followed reported an error, and
+    /// may land after agents looked.
+    pub fn again_next_pass(&self, cluster: &str) {
+        self.unwritten(cluster);
     }
 
     fn unwritten(&self, cluster: &str) {
@@ -153,14 +186,44 @@ impl Executor {
     }
 
     /// Rings what a pass owes beyond its own writes (see [`Bell::owed`]).
-    pub async fn ring_owed(&self, clusters: &BTreeSet<String>) {
+    pub async fn ring_owed(&self, clusters: &BTreeSet<String>, fresh: &BTreeSet<String>) {
         let Some(epoch) = self.control.epoch() else {
             return;
         };
-        for cluster in self.bell.owed(epoch, clusters) {
+        for cluster in self.bell.owed(epoch, clusters, fresh) {
             self.ring(&cluster).await;
         }
     }
+}
+
+/// The clusters a pass may owe a ring (see [`Bell::owed`]): every cluster of the desired
+/// state and of a one-shot still running (a restore goes on after its cluster left the
+/// desired state); and, of those, the ones with a one-shot started within the last
+/// minute, rung again every few seconds so that its agents never wait a whole resync for
+/// it, whatever became of a ring.
+pub fn clusters_to_ring(
+    desired: Option<&DesiredState>,
+    observed: &ObservedState,
+    now: DateTime<Utc>,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut clusters: BTreeSet<String> = desired
+        .map(|s| s.clusters().map(|(name, _)| name.to_string()).collect())
+        .unwrap_or_default();
+    let mut fresh = BTreeSet::new();
+    for record in observed.oneshots.values().filter(|r| !r.is_final()) {
+        let Some(cluster) = record
+            .started_with
+            .as_ref()
+            .and_then(|s| s["op"]["cluster"].as_str())
+        else {
+            continue;
+        };
+        clusters.insert(cluster.to_string());
+        if now - record.started_at < chrono::Duration::seconds(60) {
+            fresh.insert(cluster.to_string());
+        }
+    }
+    (clusters, fresh)
 }
 
 #[cfg(test)]
@@ -189,15 +252,28 @@ mod tests {
     #[test]
     fn every_cluster_is_owed_a_ring_once_per_epoch() {
         let bell = Bell::new(None, "me".into());
+        let none = BTreeSet::new();
+        let a: BTreeSet<String> = ["a".to_string()].into();
         let all: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
-        assert!(bell.owed(1, &BTreeSet::new()).is_empty());
-        assert_eq!(bell.owed(1, &all), all, "announced once there is a cluster");
+        assert!(bell.owed(1, &none, &none).is_empty());
+        assert_eq!(bell.owed(1, &a, &none), a, "announced once it appears");
         // The rings of the announcement do not start the epoch over.
         bell.bump("a", 1);
+        assert_eq!(bell.owed(1, &all, &none), ["b".to_string()].into());
         bell.bump("b", 1);
-        assert!(bell.owed(1, &all).is_empty());
-        bell.unwritten("b");
-        assert_eq!(bell.owed(1, &all), ["b".to_string()].into());
-        assert_eq!(bell.owed(2, &all), all);
+        assert!(bell.owed(1, &all, &none).is_empty());
+        bell.again_next_pass("b");
+        assert_eq!(bell.owed(1, &all, &none), ["b".to_string()].into());
+        assert_eq!(bell.owed(2, &all, &none), all);
+    }
+
+    #[test]
+    fn a_cluster_with_a_fresh_operation_is_rung_again_every_few_seconds() {
+        let bell = Bell::new(None, "me".into());
+        let a: BTreeSet<String> = ["a".to_string()].into();
+        bell.bump("a", 1);
+        assert!(bell.owed(1, &a, &a).len() == 1, "announced");
+        bell.bump("a", 1);
+        assert!(bell.owed(1, &a, &a).is_empty(), "just rung");
     }
 }

@@ -7,7 +7,7 @@ mod context;
 mod oneshot;
 mod single;
 
-pub use bell::Bell;
+pub use bell::{Bell, clusters_to_ring};
 pub use context::{
     ExecError, Executor, NodeView, Progress, storage_env_from_process, storage_target, who,
 };

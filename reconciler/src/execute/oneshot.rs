@@ -70,6 +70,9 @@ impl Executor {
             // Rung whatever the write said: one that failed may still have landed.
             let written = self.control.create(&op_key(&op.id), op).await;
             self.ring(&op.cluster).await;
+            if written.is_err() {
+                self.bell.again_next_pass(&op.cluster);
+            }
             written?;
         }
         self.control.delete(&waiting_key(kind.key(), name)).await?;
@@ -114,6 +117,9 @@ impl Executor {
         }
         let written = self.control.create(&op_key(&op.id), &op).await;
         self.ring(&op.cluster).await;
+        if written.is_err() {
+            self.bell.again_next_pass(&op.cluster);
+        }
         written?;
         tracing::warn!(op = %op.id, "wrote the op of a one-shot whose start was interrupted");
         Ok(op)

@@ -12,6 +12,9 @@ pub async fn set_slicing(ex: &Executor, wanted: &SlicingAssignment) -> Result<()
     if wanted.streams.is_empty() {
         let deleted = ex.control.delete(&key).await;
         ex.ring(&wanted.cluster).await;
+        if deleted.is_err() {
+            ex.bell.again_next_pass(&wanted.cluster);
+        }
         deleted?;
         tracing::info!(cluster = %wanted.cluster, rs = %wanted.replica_set, "slicing stopped");
         return Ok(());
@@ -23,6 +26,9 @@ pub async fn set_slicing(ex: &Executor, wanted: &SlicingAssignment) -> Result<()
     // Rung whatever the write said: one that failed may still have landed.
     let written = ex.control.put(&key, &record).await;
     ex.ring(&record.cluster).await;
+    if written.is_err() {
+        ex.bell.again_next_pass(&record.cluster);
+    }
     written?;
     for s in &record.streams {
         tracing::info!(

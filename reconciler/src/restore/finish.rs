@@ -57,6 +57,9 @@ pub async fn write_step(
     // existed: the pass that wrote it may have stopped before ringing.
     let written = ex.control.create(&op_key(&id), &step_op).await;
     ex.ring(&step_op.cluster).await;
+    if written.is_err() {
+        ex.bell.again_next_pass(&step_op.cluster);
+    }
     if written? == Created::New {
         tracing::info!(op = %id, "follow-up step written");
     }

@@ -260,8 +260,9 @@ impl<S: DesiredStateSource> Reconciler<S> {
     pub async fn pass(&mut self, now: DateTime<Utc>) -> Result<PassReport, ExecError> {
         let mut report = PassReport::default();
         let unfenced = self.ex.clone();
-        if let Some(standing) = &self.standing {
-            match standing.lock().expect("not poisoned").clone() {
+        if let Some(standing) = self.standing.clone() {
+            let now_standing = standing.lock().expect("not poisoned").clone();
+            match now_standing {
                 Some(Standing::Leader { .. })
                     if self.lease_until.as_ref().is_some_and(|u| {
                         u.lock()
@@ -273,6 +274,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     // started or deleted until a renewal succeeds again.
                     report.following =
                         Some("this reconciler's lease was not renewed in time".into());
+                    self.forget_desired();
                     return Ok(report);
                 }
                 Some(Standing::Leader { epoch }) => {
@@ -283,12 +285,12 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 }
                 Some(Standing::Follower { epoch, holder }) => {
                     report.following = Some(format!("{holder} leads (epoch {epoch})"));
-                    self.follower.forget_seen();
+                    self.forget_desired();
                     return Ok(report);
                 }
                 None => {
                     report.following = Some("the lease has not been read yet".into());
-                    self.follower.forget_seen();
+                    self.forget_desired();
                     return Ok(report);
                 }
             }
@@ -296,6 +298,14 @@ impl<S: DesiredStateSource> Reconciler<S> {
         let result = self.pass_leading(now, &mut report).await;
         self.ex = unfenced;
         result.map(|()| report)
+    }
+
+    /// Forgets every desired state this process held: while it does not lead, another
+    /// process may apply newer revisions, and the next pass that leads must start from
+    /// the source (or the ledger), not from what this one saw before.
+    fn forget_desired(&mut self) {
+        self.follower.forget_seen();
+        self.fallback = None;
     }
 
     async fn pass_leading(
@@ -308,17 +318,19 @@ impl<S: DesiredStateSource> Reconciler<S> {
             PollOutcome::Unchanged => {}
             PollOutcome::Applied { revision } => {
                 let (_, state) = self.follower.current().expect("just applied");
-                self.ex
-                    .control
-                    .put(
-                        APPLIED_KEY,
-                        &tidemark_schema::control::AppliedRevision {
-                            epoch: self.ex.control.epoch(),
-                            ..state.to_applied(&revision, now)
-                        },
-                    )
-                    .await?;
-                self.attempted(&revision, Vec::new(), now).await?;
+                let applied = tidemark_schema::control::AppliedRevision {
+                    epoch: self.ex.control.epoch(),
+                    ..state.to_applied(&revision, now)
+                };
+                let recorded = match self.ex.control.put(APPLIED_KEY, &applied).await {
+                    Ok(()) => self.attempted(&revision, Vec::new(), now).await,
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = recorded {
+                    // Not in the ledger: the next pass takes the revision up again.
+                    self.forget_desired();
+                    return Err(e);
+                }
                 tracing::info!(%revision, "applied");
             }
             PollOutcome::Rejected { revision, errors } => {
@@ -327,7 +339,10 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 for e in &errors {
                     tracing::error!("{e}");
                 }
-                self.attempted(&revision, errors, now).await?;
+                if let Err(e) = self.attempted(&revision, errors, now).await {
+                    self.follower.forget_seen_revision();
+                    return Err(e);
+                }
             }
             PollOutcome::SourceFailed(e) => {
                 report
@@ -353,20 +368,9 @@ impl<S: DesiredStateSource> Reconciler<S> {
         report.revision = desired.map(|(r, _)| r.to_string());
         // A new leader tells every cluster's agents where it listens (and that they should
         // look once); a ring whose record failed is written again.
-        // Clusters of one-shots still running count too: a restore goes on after its
-        // cluster left the desired state.
-        let mut clusters: std::collections::BTreeSet<String> = desired
-            .map(|(_, s)| s.clusters().map(|(name, _)| name.to_string()).collect())
-            .unwrap_or_default();
-        clusters.extend(
-            observed
-                .oneshots
-                .values()
-                .filter(|r| !r.is_final())
-                .filter_map(|r| r.started_with.as_ref()?["op"]["cluster"].as_str())
-                .map(str::to_string),
-        );
-        self.ex.ring_owed(&clusters).await;
+        let (clusters, fresh) =
+            crate::execute::clusters_to_ring(desired.map(|(_, s)| s), &observed, now);
+        self.ex.ring_owed(&clusters, &fresh).await;
         if let Some((_, desired)) = desired {
             // Before the sync drops the records of deleted drills: their waits go too.
             let had_drills = !observed.drills.is_empty();

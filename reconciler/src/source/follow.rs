@@ -63,11 +63,20 @@ impl<S: DesiredStateSource> Follower<S> {
         }
     }
 
-    /// Forgets what [`Follower::check`] found and what was seen, so that the next
-    /// [`Follower::poll`] reads the source afresh and reports its revision again: for a
-    /// process that does not lead, whose first leading pass must act on the newest
-    /// revision, not on one found while it followed.
+    /// Forgets what [`Follower::check`] found, what was seen and what was in force, so
+    /// that the next [`Follower::poll`] reads the source afresh and reports its revision
+    /// again: for a process that does not lead, whose first leading pass must act on the
+    /// newest valid revision (or the ledger's), never on one it held before another
+    /// process led; and after a revision's ledger record could not be written.
     pub fn forget_seen(&mut self) {
+        self.pending = None;
+        self.last_seen = None;
+        self.current = None;
+    }
+
+    /// Forgets only which revision was seen last, so that the next poll reports it again
+    /// (its refusal could not be recorded); what is in force stays.
+    pub fn forget_seen_revision(&mut self) {
         self.pending = None;
         self.last_seen = None;
     }
@@ -130,6 +139,7 @@ mod tests {
         assert!(f.check());
         // It follows; the source moves on meanwhile.
         f.forget_seen();
+        assert!(f.current().is_none(), "nothing it held stays in force");
         std::fs::write(dir.path().join("c.yaml"), CLUSTER.replace("h:1", "h:2")).unwrap();
         let PollOutcome::Applied { revision } = f.poll() else {
             panic!("the newest revision is applied");

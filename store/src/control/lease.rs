@@ -122,9 +122,14 @@ impl Lease {
         // look makes it follow.
         // A tick that comes late (this process was paused, stopped, starved) always looks:
         // a pause is what lets another process take over.
-        // So does one after a tick that failed: renewals that failed for a TTL let another
-        // process take over just the same.
-        let failed = self.until.lock().expect("not poisoned").is_none();
+        // So does one after a tick that failed or whose validity ran out: renewals that
+        // failed for a TTL let another process take over just the same.
+        // A renewal that timed out leaves `until` set but past: that counts too.
+        let failed = self
+            .until
+            .lock()
+            .expect("not poisoned")
+            .is_none_or(|t| Instant::now() >= t);
         let late = {
             let mut last = self.last_tick.lock().expect("not poisoned");
             let late = last.is_none_or(|t| t.elapsed() > self.ttl / 2);
