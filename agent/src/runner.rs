@@ -156,6 +156,7 @@ pub async fn run(
             let mut again = false;
             match node.control.op_ids().await {
                 Ok(ids) => {
+                    not_ready.retain(|id, _| ids.contains(id));
                     for id in ids {
                         if handled.contains(&id) {
                             continue;

@@ -219,7 +219,11 @@ pub fn clusters_to_ring(
             continue;
         };
         clusters.insert(cluster.to_string());
-        if now - record.started_at < chrono::Duration::seconds(60) {
+        // A start stamped ahead of this clock (another host's) is not fresh: its first
+        // ring and this epoch's announcement cover it, and it must not ring for as long
+        // as the clocks disagree.
+        let age = now - record.started_at;
+        if age >= chrono::Duration::zero() && age < chrono::Duration::seconds(60) {
             fresh.insert(cluster.to_string());
         }
     }

@@ -313,6 +313,8 @@ impl<S: DesiredStateSource> Reconciler<S> {
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<(), ExecError> {
+        // Whether this pass may plan: not when the revision it took up is not in the ledger.
+        let mut plan = true;
         let outcome = tokio::task::block_in_place(|| self.follower.poll());
         match outcome {
             PollOutcome::Unchanged => {}
@@ -326,12 +328,18 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     Ok(()) => self.attempted(&revision, Vec::new(), now).await,
                     Err(e) => Err(e.into()),
                 };
-                if let Err(e) = recorded {
-                    // Not in the ledger: the next pass takes the revision up again.
-                    self.forget_desired();
-                    return Err(e);
+                match recorded {
+                    Ok(()) => tracing::info!(%revision, "applied"),
+                    Err(e) => {
+                        // Not in the ledger: the next pass takes the revision up again, and
+                        // this one plans nothing, but still moves running operations on.
+                        self.forget_desired();
+                        report
+                            .errors
+                            .push(format!("recording revision {revision} in the ledger: {e}"));
+                        plan = false;
+                    }
                 }
-                tracing::info!(%revision, "applied");
             }
             PollOutcome::Rejected { revision, errors } => {
                 let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -341,7 +349,9 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 }
                 if let Err(e) = self.attempted(&revision, errors, now).await {
                     self.follower.forget_seen_revision();
-                    return Err(e);
+                    report
+                        .errors
+                        .push(format!("recording the refusal of revision {revision}: {e}"));
                 }
             }
             PollOutcome::SourceFailed(e) => {
@@ -371,7 +381,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
         let (clusters, fresh) =
             crate::execute::clusters_to_ring(desired.map(|(_, s)| s), &observed, now);
         self.ex.ring_owed(&clusters, &fresh).await;
-        if let Some((_, desired)) = desired {
+        if let Some((_, desired)) = desired.filter(|_| plan) {
             // Before the sync drops the records of deleted drills: their waits go too.
             let had_drills = !observed.drills.is_empty();
             sync_schedules(&self.ex, desired, &mut observed, now).await?;
