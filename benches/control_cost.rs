@@ -201,12 +201,15 @@ fn main() {
     // Rounds more than 30 s apart: an agent looks on its own for 30 s after an op, and
     // the figure is about one that was idle.
     let gap = Duration::from_secs(env_or("TIDEMARK_BENCH_GAP_S", 32));
-    let push: Vec<f64> = (0..rounds)
-        .map(|k| {
-            std::thread::sleep(gap);
-            pickup(&rig, &reader, policies.path(), &format!("p{k}"))
-        })
-        .collect();
+    let measure = |prefix: &str| -> Vec<f64> {
+        (0..rounds)
+            .map(|k| {
+                std::thread::sleep(gap);
+                pickup(&rig, &reader, policies.path(), &format!("{prefix}{k}"))
+            })
+            .collect()
+    };
+    let push = measure("p");
     let (p50, p99, range) = percentiles(push);
     println!("op_pickup_ms_push: p50 {p50:.0}, p99 {p99:.0} ({range})");
     println!("op_pickup_ms_push_p50_vs_target_ratio: {:.2}", p50 / 300.0);
@@ -215,12 +218,7 @@ fn main() {
     let _ = leader.kill();
     let _ = leader.wait();
     leader = reconciler(&rig, policies.path(), None, "reconciler-2.log");
-    let fallback: Vec<f64> = (0..rounds)
-        .map(|k| {
-            std::thread::sleep(gap);
-            pickup(&rig, &reader, policies.path(), &format!("f{k}"))
-        })
-        .collect();
+    let fallback = measure("f");
     let (p50, p99, range) = percentiles(fallback);
     println!("op_pickup_ms_fallback: p50 {p50:.0}, p99 {p99:.0} ({range})");
     println!(

@@ -605,3 +605,49 @@ fn an_agent_restarted_while_waiting_for_go_closes_the_gate_before_it_refuses() {
     assert!(rig.report(&op, 0, "stop").is_none(), "nothing touched");
     assert_eq!(rig.ids_on(0), (0..4).collect::<Vec<_>>());
 }
+
+/// The `pickup` node 0's last heartbeat reports.
+fn pickup(rig: &Rig) -> Option<String> {
+    let key = tidemark_schema::control::heartbeat_key(CLUSTER, &rig.rs.name, &rig.node(0));
+    let hb: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rig.control.path().join(key)).ok()?).ok()?;
+    hb["pickup"].as_str().map(str::to_string)
+}
+
+fn wait_pickup(rig: &Rig, want: &str) {
+    let started = std::time::Instant::now();
+    while pickup(rig).as_deref() != Some(want) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "pickup {want:?}, got {:?}\n{}",
+            pickup(rig),
+            rig.agent_log(0)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_corrupt_doorbell_record_makes_the_agent_list_ops_and_no_op_waits() {
+    let mut rig = Rig::new("bellrot", 1, &[]);
+    rig.insert(0..10);
+    // A leader rang once: the agent trusts the doorbell and lists ops/ only at its
+    // resync (10 min by default).
+    let key = tidemark_schema::control::doorbell_key(CLUSTER);
+    let path = rig.control.path().join(&key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let record =
+        serde_json::json!({"token": "1.x.1", "epoch": 1, "holder": "h", "at": chrono::Utc::now()});
+    std::fs::write(&path, record.to_string()).unwrap();
+    rig.start_agent(0);
+    wait_pickup(&rig, "record");
+    // Then the record rots: the agent must not wait a resync for the next op.
+    std::fs::write(&path, b"{\"token\": ").unwrap();
+    wait_pickup(&rig, "listing");
+    rig.backup("after-rot", 0, Compression::Zstd);
+    assert!(
+        rig.agent_log(0).contains("cannot read the doorbell record"),
+        "{}",
+        rig.agent_log(0)
+    );
+}

@@ -9,8 +9,8 @@
 //! as the record names another address. Either way a changed token only wakes the loops
 //! that read the control plane: nothing heard here is acted on as such.
 //!
-//! No record at all (no leader of this version ever rang) keeps the old way: the ops
-//! loop lists `ops/` every `--poll-interval`.
+//! No record at all (no leader of this version ever rang), or one that cannot be read,
+//! keeps the old way: the ops loop lists `ops/` every `--poll-interval`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -74,6 +74,14 @@ impl Doorbell {
         }
     }
 
+    /// Records whether a leader rings; when that stops being so, the loops waiting for a
+    /// ring (up to a resync) are woken to look on their own from now on.
+    fn set_rung(&self, rung: bool) {
+        if self.rung.swap(rung, Ordering::Relaxed) && !rung {
+            self.wake();
+        }
+    }
+
     fn wake(&self) {
         self.wakes.send_modify(|n| *n += 1);
     }
@@ -96,12 +104,18 @@ pub async fn run(node: std::sync::Arc<Node>) {
         let record = match node.control.get::<DoorbellRecord>(&key).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the doorbell record");
+                // Unreadable (corrupt, or the store refusing): trust no ring until it
+                // reads again, and list ops/ every --poll-interval meanwhile, as with no
+                // leader ringing at all.
+                if bell.rung() {
+                    tracing::warn!(error = %e, "cannot read the doorbell record; listing ops/ instead");
+                }
+                bell.set_rung(false);
                 tokio::time::sleep(node.cfg.poll_interval).await;
                 continue;
             }
         };
-        bell.rung.store(record.is_some(), Ordering::Relaxed);
+        bell.set_rung(record.is_some());
         let Some(record) = record else {
             tokio::time::sleep(node.cfg.poll_interval).await;
             continue;

@@ -38,24 +38,23 @@ pub struct Endpoints {
     pub agent_metrics: Option<(SocketAddr, Arc<AgentMetrics>)>,
 }
 
-async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+/// An exposition text, as Prometheus asks for it.
+fn openmetrics(text: String) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        m.encode(chrono::Utc::now()),
+        text,
     )
 }
 
+async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    openmetrics(m.encode(chrono::Utc::now()))
+}
+
 async fn agent_metrics(State(m): State<Arc<AgentMetrics>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        m.encode(),
-    )
+    openmetrics(m.encode())
 }
 
 async fn webhook(State(w): State<Webhook>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
