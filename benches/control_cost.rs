@@ -72,6 +72,8 @@ fn reconciler(rig: &Rig, policies: &std::path::Path, listen: Option<u16>, log: &
     cmd.args(["reconcile", "--policies"])
         .arg(policies)
         .args(["--control", &rig.control_url])
+        .arg("--signing-key-file")
+        .arg(&tidemark_testkit::test_keys().private)
         .envs(rig.agent_env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("TIDEMARK_LOG", "info")
         .stdin(Stdio::null())

@@ -181,6 +181,8 @@ fn main() {
         .arg(policies.path())
         .arg("--control")
         .arg(rig.control.path())
+        .arg("--signing-key-file")
+        .arg(&tidemark_testkit::test_keys().private)
         .env("TIDEMARK_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -76,6 +76,7 @@ fn main() -> ExitCode {
         Command::CancelRestore(args) => cli::cancel::run(args, "restore"),
         Command::Logs(args) => cli::logs::run(args),
         Command::List(args) => cli::list::run(args),
+        Command::Keygen(args) => cli::keys::keygen(args),
         Command::Playground(args) => cli::playground::run(args),
         Command::Verify(args) => cli::verify::run(args),
         Command::Schema => {

@@ -364,11 +364,7 @@ fn a_restore_waiting_for_go_touches_nothing_until_go_and_an_abort_leaves_the_nod
     // Go: the restore proceeds.
     let op = restore(&mut rig);
     wait_ready(&rig, &op);
-    let go = rig
-        .control
-        .path()
-        .join(tidemark_schema::control::go_key(&op));
-    std::fs::write(go, b"{}").unwrap();
+    rig.open_gate(&op);
     rig.wait_done(&op, 0);
     let start = rig.op(
         OpCommand::StartMongod {

@@ -156,6 +156,8 @@ fn an_agent_started_before_its_node_joins_waits_and_then_reports() {
         .arg("--mongod-bin")
         .arg(binary().unwrap())
         .args(["--heartbeat-interval", "1s", "--poll-interval", "200ms"])
+        .arg("--trusted-keys")
+        .arg(&tidemark_testkit::test_keys().public)
         .env("TIDEMARK_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

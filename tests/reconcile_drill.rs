@@ -90,6 +90,7 @@ fn a_drill_proves_the_newest_backup_on_a_scratch_node_and_a_corrupt_one_fails_by
         .arg("--drill-dir")
         .arg(scratch.path())
         .args(["--node-id", "drill-2", "--mongod-bin", "/bin/false"])
+        .arg("--insecure-accept-unsigned")
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

@@ -183,6 +183,20 @@ fn one_collection_comes_back_renamed_replaced_or_merged_and_no_node_stops() {
     let mut agent = w.drill_agent(scratch.path(), "drill-1", &[]);
     let before = w.uptimes();
     let backup_time: Vec<i32> = (0..50).collect();
+    // The preview plans on a live drill agent: wait for its first heartbeat.
+    let beat = w
+        .rig
+        .control
+        .path()
+        .join(format!("agents/{}/_drill/drill-1.json", rig::CLUSTER));
+    let started = std::time::Instant::now();
+    while !beat.exists() {
+        assert!(
+            started.elapsed() < rig::LONG,
+            "no heartbeat from the drill agent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     // The preview: what is copied, from which backup, and its size in the backup.
     let preview = tempfile::TempDir::new().unwrap();

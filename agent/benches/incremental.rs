@@ -87,6 +87,7 @@ fn node(rs: &ReplicaSet, control: &Path, dbpath: &Path) -> Node {
         standalone_args: Vec::new(),
         mongod_timeout: Duration::from_secs(30),
         drill_dir: None,
+        trust: tidemark_agent::trust::TrustSetting::AcceptUnsigned,
     };
     Node {
         control: ControlPlane::open_writable(&cfg.control).unwrap(),
@@ -98,6 +99,7 @@ fn node(rs: &ReplicaSet, control: &Path, dbpath: &Path) -> Node {
         slicing: Default::default(),
         doorbell: Default::default(),
         working: Default::default(),
+        trust: std::sync::Arc::new(tidemark_agent::trust::Trust::accept_unsigned()),
     }
 }
 
@@ -176,6 +178,7 @@ async fn restore(n: &Node, target: &StorageTarget, name: &str, dest: &Path) -> f
         slicing: Default::default(),
         doorbell: Default::default(),
         working: Default::default(),
+        trust: n.trust.clone(),
     };
     let store = BackupStore::open(target).unwrap();
     let op = op(n, &format!("restore-{name}"), target, None);

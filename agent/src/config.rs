@@ -40,6 +40,9 @@ pub struct AgentConfig {
     /// Set for a drill agent: it serves no mongod node and restores drills into scratch
     /// dbPaths under this directory.
     pub drill_dir: Option<PathBuf>,
+    /// Whose signatures it acts on (`--trusted-keys`), or anything
+    /// (`--insecure-accept-unsigned`).
+    pub trust: crate::trust::TrustSetting,
 }
 
 impl AgentConfig {
@@ -71,6 +74,8 @@ pub struct AgentFile {
     pub standalone_args: Option<Vec<String>>,
     pub mongod_timeout: Option<String>,
     pub drill_dir: Option<PathBuf>,
+    pub trusted_keys: Option<Vec<PathBuf>>,
+    pub insecure_accept_unsigned: Option<bool>,
 }
 
 impl AgentFile {

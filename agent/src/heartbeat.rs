@@ -71,6 +71,7 @@ pub async fn beat(node: &Node, client: Option<&MongodClient>) -> Heartbeat {
         slicing: node.slicing.all(),
         interval_ms: u64::try_from(node.cfg.heartbeat_interval.as_millis()).ok(),
         pickup: Some(node.doorbell.pickup()),
+        trust: Some(node.trust.facts()),
     }
 }
 
@@ -137,6 +138,8 @@ fn changed(last: &Heartbeat, now: &Heartbeat) -> bool {
     facts(last) != facts(now)
         || serde_json::to_value(&last.encryption).ok() != serde_json::to_value(&now.encryption).ok()
         || slicers(last) != slicers(now)
+        // A refusal, or keys read again: an operator must see it now.
+        || last.trust != now.trust
 }
 
 /// Which streams this node slices and whether each fails or stalls; not how far it got,

@@ -24,4 +24,5 @@ pub mod pitr;
 pub mod restore;
 pub mod runner;
 pub mod selective;
+pub mod trust;
 pub use tidemark_store::storage;

@@ -13,6 +13,14 @@ use crate::mongod::{MongodClient, MongodError};
 pub type Details = BTreeMap<String, serde_json::Value>;
 
 /// How a wait for a key ended, when it did not end with the op.
+/// Why a wait ended without its key.
+enum Ended {
+    /// The op ended (its result, an abort, compaction, or a closed gate).
+    ByAuthor(String),
+    /// The key arrived, but not sealed by a trusted key.
+    Untrusted(String),
+}
+
 enum Waited {
     Arrived(serde_json::Value),
     TimedOut,
@@ -62,6 +70,8 @@ pub struct Node {
     /// Set while an op runs here: heartbeats then go at every look, as the reconciler
     /// follows the op closely.
     pub working: std::sync::atomic::AtomicBool,
+    /// Whose signatures this agent acts on; shared with the scratch nodes of drills.
+    pub trust: std::sync::Arc<crate::trust::Trust>,
 }
 
 /// The highest fencing number this agent has seen. In memory: a restarted agent learns
@@ -307,9 +317,15 @@ impl Node {
             match self.ended_or_arrived(&op.id, &result, &abort, key).await {
                 Ok(None) => {}
                 Ok(Some(Ok(value))) => return Ok(Waited::Arrived(value)),
-                Ok(Some(Err(why))) => {
+                Ok(Some(Err(Ended::ByAuthor(why)))) => {
                     return Err(AgentError::Refused(format!(
                         "the op was ended while waiting for {what}: {why}"
+                    )));
+                }
+                Ok(Some(Err(Ended::Untrusted(why)))) => {
+                    return Err(AgentError::Refused(format!(
+                        "{key} is not from a trusted reconciler: {why}; nothing was done \
+                         after it"
                     )));
                 }
                 Err(e) => {
@@ -325,18 +341,35 @@ impl Node {
         }
     }
 
-    /// One look: `Some(Ok)` when `key` arrived open, `Some(Err(why))` when the op ended.
+    /// Looks for `key` until it arrives open, and returns it as it was read (and, when
+    /// the reconciler signs it, checked): acting on what was checked, not on a second read.
+    pub async fn wait_for_value(
+        &self,
+        op: &Op,
+        key: &str,
+        what: &str,
+    ) -> Result<serde_json::Value, AgentError> {
+        match self.wait_until(op, key, what, None).await? {
+            Waited::Arrived(value) => Ok(value),
+            Waited::TimedOut => unreachable!("no deadline was given"),
+        }
+    }
+
+    /// One look: `Some(Ok)` when `key` arrived open, `Some(Err(_))` when the op ended or
+    /// what arrived is not trusted.
     async fn ended_or_arrived(
         &self,
         op_id: &str,
         result: &str,
         abort: &str,
         key: &str,
-    ) -> Result<Option<Result<serde_json::Value, String>>, AgentError> {
+    ) -> Result<Option<Result<serde_json::Value, Ended>>, AgentError> {
         // An end (result or abort) wins over the awaited key: two reconcilers racing may
         // write both, and a node must then stay untouched.
         if self.control.exists(result).await? || self.control.exists(abort).await? {
-            return Ok(Some(Err("its result.json or abort.json exists".into())));
+            return Ok(Some(Err(Ended::ByAuthor(
+                "its result.json or abort.json exists".into(),
+            ))));
         }
         // Compacted (op.json goes first): ended long ago.
         if !self
@@ -344,14 +377,23 @@ impl Node {
             .exists(&tidemark_schema::control::op_key(op_id))
             .await?
         {
-            return Ok(Some(Err("its op.json is gone (compacted)".into())));
+            return Ok(Some(Err(Ended::ByAuthor(
+                "its op.json is gone (compacted)".into(),
+            ))));
         }
         let Some(v) = self.control.get::<serde_json::Value>(key).await? else {
             return Ok(None);
         };
+        // Closing a gate only ever stops a node, and agents close gates themselves: a
+        // closed gate is obeyed unsigned. Anything that lets a node go on must be signed,
+        // but for `finish.json`, which the operator's own command writes.
         Ok(Some(match tidemark_schema::control::Gate::read(&v) {
-            Ok(()) => Ok(v),
-            Err(why) => Err(format!("{key} closed: {why}")),
+            Err(why) => Err(Ended::ByAuthor(format!("{key} closed: {why}"))),
+            Ok(()) if key == tidemark_schema::control::finish_key(op_id) => Ok(v),
+            Ok(()) => match self.trust.check(key, &v) {
+                Ok(()) => Ok(v),
+                Err(refusal) => Err(Ended::Untrusted(refusal.to_string())),
+            },
         }))
     }
 

@@ -18,6 +18,10 @@ use tracing::Instrument;
 
 /// Works out this node's identity: from the flags, else from mongod itself.
 pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, AgentError> {
+    let trust = std::sync::Arc::new(
+        crate::trust::Trust::new(cfg.trust.clone())
+            .map_err(|e| AgentError::Config(e.to_string()))?,
+    );
     if cfg.drill_dir.is_some() {
         // A drill agent belongs to no replica set; its name is what drills choose it by.
         let id = cfg.node_id.clone().ok_or_else(|| {
@@ -33,6 +37,7 @@ pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, A
             slicing: Default::default(),
             doorbell: Default::default(),
             working: Default::default(),
+            trust: trust.clone(),
         });
     }
     let (replica_set, id) = match (cfg.replica_set.clone(), cfg.node_id.clone()) {
@@ -49,6 +54,7 @@ pub async fn identify(cfg: AgentConfig, control: ControlPlane) -> Result<Node, A
         slicing: Default::default(),
         doorbell: Default::default(),
         working: Default::default(),
+        trust,
     })
 }
 
@@ -245,6 +251,19 @@ async fn consider(node: &Node, id: &str) -> Result<Seen, AgentError> {
         Err(e) => return unreadable(node, id, &raw, e).await.map(|_| Seen::Handled),
     };
     if !node.targets_me(&op) {
+        return Ok(Seen::Handled);
+    }
+    // Before anything reads the op's epoch or acts on it: an unsigned op's epoch must not
+    // even raise the fence.
+    let key = tidemark_schema::control::op_key(id);
+    if let Err(refusal) = node.trust.check(&key, &raw) {
+        node.finish_for(
+            id,
+            Some(Phase::Precheck),
+            format!("refused {key}: {refusal}; nothing was done"),
+            Details::new(),
+        )
+        .await?;
         return Ok(Seen::Handled);
     }
     if op.id != id {

@@ -25,6 +25,7 @@ async fn a_failing_one_shot_waits_longer_after_each_failure() {
         go_timeout: Duration::minutes(5),
         storage_env: Vec::new(),
         bell: Default::default(),
+        signer: None,
     };
     let t0: DateTime<Utc> = "2026-03-10T12:00:00Z".parse().unwrap();
     // A running backup whose op is gone and whose record cannot rebuild it: every try of

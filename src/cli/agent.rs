@@ -7,6 +7,7 @@ use anyhow::Context;
 use tidemark_agent::config::{AgentConfig, AgentFile, parse_duration};
 use tidemark_agent::mongod::redact_uri;
 use tidemark_agent::runner;
+use tidemark_agent::trust::TrustSetting;
 
 use super::args::AgentArgs;
 use super::exit::ExitStatus;
@@ -58,6 +59,12 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             args.dbpath.or(file.dbpath),
         ),
     };
+    let trusted_keys = if args.trusted_keys.is_empty() {
+        file.trusted_keys.clone().unwrap_or_default()
+    } else {
+        args.trusted_keys.clone()
+    };
+    let insecure = args.insecure_accept_unsigned || file.insecure_accept_unsigned.unwrap_or(false);
     Ok(AgentConfig {
         drill_dir,
         control: args
@@ -112,7 +119,33 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             Duration::from_secs(300),
             "mongod-timeout",
         )?,
+        // Last: the settings a node cannot run without are named first.
+        trust: trust(trusted_keys, insecure)?,
     })
+}
+
+/// Exactly one of the two: an agent that trusts nothing by accident would refuse every
+/// op, and one that trusts anything must have been told so.
+fn trust(keys: Vec<std::path::PathBuf>, insecure: bool) -> anyhow::Result<TrustSetting> {
+    match (keys.is_empty(), insecure) {
+        (false, false) => Ok(TrustSetting::Keys(keys)),
+        (true, true) => {
+            tracing::warn!(
+                "--insecure-accept-unsigned: this agent acts on any op, so anyone who can \
+                 write the control plane can stop and wipe this node"
+            );
+            Ok(TrustSetting::AcceptUnsigned)
+        }
+        (false, true) => anyhow::bail!(
+            "--trusted-keys and --insecure-accept-unsigned contradict each other; give one"
+        ),
+        (true, false) => anyhow::bail!(
+            "give --trusted-keys FILE (the reconciler's public key, from `tidemark keygen`; \
+             or TIDEMARK_TRUSTED_KEYS, or `trustedKeys` in the config file) so that this \
+             agent acts only on signed ops; or --insecure-accept-unsigned for a playground \
+             or a test"
+        ),
+    }
 }
 
 fn camel(flag: &str) -> String {

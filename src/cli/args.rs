@@ -63,6 +63,9 @@ pub enum Command {
     /// Every backup (status, type, size, last write, verification) and, per cluster, the
     /// windows a point-in-time restore can reach, split at every gap (PBM's `pbm list`).
     List(ListArgs),
+    /// Make the ed25519 key pair that signs what the reconciler tells agents: the private
+    /// key for `reconcile`, the public key for every agent's --trusted-keys.
+    Keygen(KeygenArgs),
 }
 
 #[derive(Args, Debug)]
@@ -238,6 +241,16 @@ pub struct AgentArgs {
     /// or --dbpath).
     #[arg(long, env = "TIDEMARK_DRILL_DIR")]
     pub drill_dir: Option<PathBuf>,
+    /// A file of OpenSSH public keys (`ssh-ed25519 AAAA… comment`, one per line) whose
+    /// signatures this agent acts on; repeat it, or put several keys in a file, to rotate
+    /// keys. Files are read again when they change. Ops, gates and slicing assignments
+    /// signed by any other key, or unsigned, are refused and reported in the heartbeat.
+    #[arg(long, env = "TIDEMARK_TRUSTED_KEYS", value_delimiter = ',')]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Act on unsigned ops: anyone who can write the control plane can then stop and wipe
+    /// this node. For playgrounds and tests only.
+    #[arg(long, env = "TIDEMARK_INSECURE_ACCEPT_UNSIGNED")]
+    pub insecure_accept_unsigned: bool,
 }
 
 #[derive(Args, Debug)]
@@ -291,6 +304,23 @@ pub struct ReconcileArgs {
     /// --listen is 0.0.0.0 or behind a proxy.
     #[arg(long, env = "TIDEMARK_ADVERTISE", requires = "listen")]
     pub advertise: Option<String>,
+    /// The ed25519 private key (OpenSSH format, from `tidemark keygen` or `ssh-keygen -t
+    /// ed25519`) that signs every op, gate and slicing assignment. Or give the key itself
+    /// in TIDEMARK_SIGNING_KEY. Without either, records are written unsigned and agents
+    /// refuse them unless started with --insecure-accept-unsigned.
+    #[arg(long, env = "TIDEMARK_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Where the private key goes; the public key goes to the same path with `.pub`.
+    /// Neither is overwritten.
+    #[arg(long, default_value = "tidemark-signing")]
+    pub out: PathBuf,
+    /// The public key's comment.
+    #[arg(long, default_value = "tidemark reconciler")]
+    pub comment: String,
 }
 
 #[derive(Args, Debug)]

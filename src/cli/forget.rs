@@ -17,6 +17,7 @@ pub fn run(args: ForgetArgs) -> anyhow::Result<ExitStatus> {
         // Storage credentials come from this process's environment, as the agents' do.
         storage_env: tidemark_reconciler::execute::storage_env_from_process(),
         bell: Default::default(),
+        signer: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -8,6 +8,7 @@ pub mod diff;
 mod exit;
 pub mod finish;
 pub mod forget;
+pub mod keys;
 pub mod list;
 pub mod logs;
 pub mod playground;

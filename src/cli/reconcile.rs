@@ -45,6 +45,16 @@ fn doorbell_url(args: &ReconcileArgs) -> Option<String> {
 
 pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
     let source = open_source(&args.source)?;
+    let signer = super::keys::load_signer(args.signing_key_file.as_deref())?;
+    match &signer {
+        Some(s) => {
+            tracing::info!(key = %s.fingerprint(), "signing ops, gates and slicing assignments")
+        }
+        None => tracing::warn!(
+            "no signing key (TIDEMARK_SIGNING_KEY or --signing-key-file): ops are written \
+             unsigned, and agents refuse them unless started with --insecure-accept-unsigned"
+        ),
+    }
     // Listed records are read again only when they changed: at rest, a pass costs its
     // listings.
     let control = open_writable_control(&args.control)?.with_read_cache();
@@ -56,6 +66,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
         // Storage credentials come from this process's environment, as the agents' do.
         storage_env: tidemark_reconciler::execute::storage_env_from_process(),
         bell: Default::default(),
+        signer: signer.map(Arc::new),
     };
     let holder = holder_id();
     // One pass serves nothing: agents must not be sent to a doorbell that is gone.

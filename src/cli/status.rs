@@ -79,6 +79,7 @@ pub async fn status(
                 "ageSeconds": age, "alive": !h.is_lost(now, dead_after),
                 "mongodVersion": h.mongod_version,
                 "pickup": h.pickup,
+                "trust": h.trust,
             })
         })
         .collect();
@@ -259,6 +260,7 @@ fn render(v: &Value) -> String {
             },
             a["ageSeconds"].as_f64().unwrap_or_default()
         ));
+        out.push_str(&trust_lines(&a["trust"]));
     }
     out.push_str("\nschedules:\n");
     for sc in v["schedules"].as_array().into_iter().flatten() {
@@ -384,6 +386,34 @@ fn render(v: &Value) -> String {
     }
     for w in v["warnings"].as_array().into_iter().flatten() {
         out.push_str(&format!("warning: {}\n", s(w)));
+    }
+    out
+}
+
+/// What an agent's heartbeat says about signatures, when it says anything worth a look:
+/// it acts on unsigned ops, it refused records, or its key file cannot be read.
+fn trust_lines(trust: &Value) -> String {
+    let Ok(t) = serde_json::from_value::<tidemark_schema::control::TrustFacts>(trust.clone())
+    else {
+        return String::new();
+    };
+    let mut out = String::new();
+    if t.accepts_unsigned {
+        out.push_str("      INSECURE: acts on unsigned ops (--insecure-accept-unsigned)\n");
+    }
+    if let Some(last) = &t.last_refused {
+        out.push_str(&format!(
+            "      REFUSED {} untrusted record(s); the last, {} at {}: {}\n",
+            t.refused_count,
+            last.key,
+            last.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            last.reason
+        ));
+    }
+    if let Some(e) = &t.keys_error {
+        out.push_str(&format!(
+            "      trusted keys cannot be read again (the keys read before stay): {e}\n"
+        ));
     }
     out
 }

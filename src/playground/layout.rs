@@ -41,6 +41,20 @@ impl Layout {
         self.root.join("control")
     }
 
+    /// The playground's own signing key (the public key beside it, `.pub`): made on the
+    /// first run, so the agents act only on what this playground's reconciler signed.
+    pub fn signing_key(&self) -> PathBuf {
+        self.root.join("signing-key")
+    }
+
+    /// Makes the key pair unless an earlier run did.
+    pub fn ensure_signing_key(&self) -> anyhow::Result<()> {
+        if !self.signing_key().exists() {
+            crate::cli::keys::write_key_pair(&self.signing_key(), "tidemark playground")?;
+        }
+        Ok(())
+    }
+
     pub fn backups(&self) -> PathBuf {
         self.root.join("backups")
     }

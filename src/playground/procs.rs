@@ -27,6 +27,12 @@ fn spawn(layout: &Layout, name: &str, args: &[String]) -> anyhow::Result<Proc> {
             "TIDEMARK_LOG",
             std::env::var("TIDEMARK_LOG").unwrap_or("info".into()),
         )
+        // The playground signs with its own key: a key or trust setting of the user's
+        // shell would contradict the flags given here.
+        .env_remove(crate::cli::keys::SIGNING_KEY_VAR)
+        .env_remove("TIDEMARK_SIGNING_KEY_FILE")
+        .env_remove("TIDEMARK_TRUSTED_KEYS")
+        .env_remove("TIDEMARK_INSECURE_ACCEPT_UNSIGNED")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
@@ -73,6 +79,8 @@ pub fn start_agent(
         s(&"1s"),
         s(&"--poll-interval"),
         s(&"500ms"),
+        s(&"--trusted-keys"),
+        format!("{}.pub", layout.signing_key().display()),
     ];
     if broken {
         args.push(
@@ -102,6 +110,8 @@ pub fn start_reconciler(layout: &Layout, policies: &Path) -> anyhow::Result<Proc
             "15s".into(),
             "--lease-ttl".into(),
             "5s".into(),
+            "--signing-key-file".into(),
+            layout.signing_key().display().to_string(),
         ],
     )
 }

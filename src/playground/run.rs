@@ -172,6 +172,7 @@ async fn start(
     if layout.write_starter_policies(&policies, &named, s.sharded, &s.cron)? {
         println!("wrote starter policies to {}", shown(&policies));
     }
+    layout.ensure_signing_key()?;
     for (i, p) in ports.iter().enumerate() {
         let broken = s.break_node == Some(i);
         let set = topology::set_of(&sets, i);

@@ -113,6 +113,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
             slicing: Vec::new(),
             interval_ms: None,
             pickup: None,
+            trust: None,
         },
     )
 }

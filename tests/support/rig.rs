@@ -137,6 +137,8 @@ impl Rig {
             .arg("--mongod-bin")
             .arg(binary().expect("cargo builds mongod-sim for the workspace tests"))
             .args(["--node-id", &self.node(i), "--replica-set", &self.rs.name])
+            .arg("--trusted-keys")
+            .arg(&tidemark_testkit::test_keys().public)
             .envs(self.agent_env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("TIDEMARK_LOG", "info")
             .stdin(Stdio::null())
@@ -189,6 +191,14 @@ impl Rig {
 
     /// Writes an op for `targets`, as the reconciler would; returns its id.
     pub fn op(&mut self, command: OpCommand, targets: &[usize]) -> String {
+        let op = self.new_op(command, targets);
+        let key = op_key(&op.id);
+        self.write_record(&key, &tidemark_testkit::test_keys().signer.seal(&key, &op));
+        op.id
+    }
+
+    /// An op for `targets` with a fresh id, not written yet.
+    pub fn new_op(&mut self, command: OpCommand, targets: &[usize]) -> Op {
         self.seq += 1;
         let now = chrono::Utc::now();
         let id = format!(
@@ -197,8 +207,8 @@ impl Rig {
             self.seq,
             command.name()
         );
-        let op = Op {
-            id: id.clone(),
+        Op {
+            id,
             created_at: now,
             cluster: CLUSTER.into(),
             targets: targets
@@ -211,11 +221,24 @@ impl Rig {
             command,
             deadline: None,
             epoch: None,
-        };
-        let path = self.control.path().join(op_key(&id));
+        }
+    }
+
+    /// Writes `value` at control-plane `key` as it is (sealed or not).
+    pub fn write_record(&self, key: &str, value: &serde_json::Value) {
+        let path = self.control.path().join(key);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, serde_json::to_vec_pretty(&op).unwrap()).unwrap();
-        id
+        std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+    }
+
+    /// Opens op's gate as the reconciler does: sealed.
+    pub fn open_gate(&self, op: &str) {
+        let key = tidemark_schema::control::go_key(op);
+        let gate = tidemark_schema::control::Gate::go(chrono::Utc::now(), None);
+        self.write_record(
+            &key,
+            &tidemark_testkit::test_keys().signer.seal(&key, &gate),
+        );
     }
 
     pub fn report_of_last_backup_extended(&self) -> bool {
@@ -300,39 +323,48 @@ impl Rig {
         compression: Compression,
         extend_to: Option<OpTime>,
     ) -> PhaseReport {
-        let op = self.op(
-            OpCommand::Backup {
-                backup: name.into(),
-                storage: self.storage(compression),
-                backup_type: BackupType::Physical,
-                extend_to,
-                snapshot_command: None,
-                hash_namespaces: Vec::new(),
-                barrier: false,
-                incremental: None,
-            },
-            &[from],
-        );
+        let mut command = self.backup_command(name, compression);
+        if let OpCommand::Backup { extend_to: e, .. } = &mut command {
+            *e = extend_to;
+        }
+        let op = self.op(command, &[from]);
         self.wait_done(&op, from)
     }
 
+    /// A physical backup `name` into the rig's storage.
+    pub fn backup_command(&self, name: &str, compression: Compression) -> OpCommand {
+        OpCommand::Backup {
+            backup: name.into(),
+            storage: self.storage(compression),
+            backup_type: BackupType::Physical,
+            extend_to: None,
+            snapshot_command: None,
+            hash_namespaces: Vec::new(),
+            barrier: false,
+            incremental: None,
+        }
+    }
+
     pub fn restore_op(&mut self, backup: &str, fallback: bool, targets: &[usize]) -> String {
-        self.op(
-            OpCommand::Restore {
-                backup: backup.into(),
-                storage: self.storage(Compression::Zstd),
-                fallback_enabled: fallback,
-                external: false,
-                wait_for_go: false,
-                cannot_decrypt: Vec::new(),
-                replica_set_map: Default::default(),
-                sharding: None,
-                stop_waves: Vec::new(),
-                go_timeout_ms: None,
-                point_in_time: None,
-            },
-            targets,
-        )
+        let command = self.restore_command(backup, fallback);
+        self.op(command, targets)
+    }
+
+    /// A restore of `backup` from the rig's storage, without a gate.
+    pub fn restore_command(&self, backup: &str, fallback: bool) -> OpCommand {
+        OpCommand::Restore {
+            backup: backup.into(),
+            storage: self.storage(Compression::Zstd),
+            fallback_enabled: fallback,
+            external: false,
+            wait_for_go: false,
+            cannot_decrypt: Vec::new(),
+            replica_set_map: Default::default(),
+            sharding: None,
+            stop_waves: Vec::new(),
+            go_timeout_ms: None,
+            point_in_time: None,
+        }
     }
 
     /// The timestamp of the newest oplog entry on the primary.

@@ -42,6 +42,8 @@ pub fn agent(control: &Path, rs: &ReplicaSet, i: usize, extra: &[&str]) -> Child
         .arg("--mongod-bin")
         .arg(binary().unwrap())
         .args(["--node-id", &rs.host(i), "--replica-set", &rs.name])
+        .arg("--trusted-keys")
+        .arg(&tidemark_testkit::test_keys().public)
         .args(["--heartbeat-interval", "1s", "--poll-interval", "200ms"])
         .args(["--cursor-keepalive", "1s", "--mongod-timeout", "60s"])
         .args([
@@ -263,6 +265,8 @@ impl Fixture {
         let reconciler = Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .args(["reconcile", "--policies"])
             .arg(self.policies.path())
+            .arg("--signing-key-file")
+            .arg(&tidemark_testkit::test_keys().private)
             .arg("--control")
             .arg(self.control.path())
             .args(["--interval", "1s", "--follow-interval", "300ms"])

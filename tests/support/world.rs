@@ -135,6 +135,8 @@ impl World {
         }
         cmd.arg("--control")
             .arg(&self.rig.control_url)
+            .arg("--signing-key-file")
+            .arg(&tidemark_testkit::test_keys().private)
             .envs(self.rig.agent_env.iter().map(|(k, v)| (*k, v.as_str())))
             .args(["--interval", &self.interval])
             .args(["--resync-interval", &self.interval])
@@ -534,6 +536,8 @@ impl World {
             )
             .args(["--heartbeat-interval", "1s", "--poll-interval", "200ms"])
             .args(["--mongod-timeout", "60s"])
+            .arg("--trusted-keys")
+            .arg(&tidemark_testkit::test_keys().public)
             .envs(self.rig.agent_env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("TIDEMARK_LOG", "info")
             .stdin(Stdio::null())

@@ -246,14 +246,12 @@ async fn common_point(
         "waiting for the cluster time every replica set extends to",
     )
     .await?;
-    node.wait_for(op, &key, "the common cluster time")
+    let value = node
+        .wait_for_value(op, &key, "the common cluster time")
         .await
         .in_phase(Phase::Extend)?;
-    node.control
-        .get::<tidemark_schema::control::ExtendTarget>(&key)
-        .await
-        .map_err(crate::error::AgentError::from)
-        .and_then(|t| t.ok_or_else(|| crate::error::AgentError::Refused(format!("{key} vanished"))))
+    serde_json::from_value(value)
+        .map_err(|e| crate::error::AgentError::Refused(format!("{key}: {e}")))
         .in_phase(Phase::Extend)
 }
 

@@ -94,6 +94,7 @@ pub fn scratch_node(node: &Node, dbpath: &Path) -> Result<Node, AgentError> {
         slicing: Default::default(),
         doorbell: Default::default(),
         working: Default::default(),
+        trust: node.trust.clone(),
     })
 }
 

@@ -21,7 +21,13 @@ pub async fn run(node: Arc<Node>) {
     loop {
         // A read that failed is tried again at --poll-interval: the ring is used up.
         let mut again = false;
-        match node.control.get::<SlicingAssignment>(&key).await {
+        match read_assignment(&node, &key).await {
+            // Not from the reconciler: logged and counted; the slicers go on as they were.
+            Err(Unread::Untrusted) => {}
+            Err(Unread::Failed(e)) => {
+                tracing::warn!(error = %e, "cannot read the slicing assignment");
+                again = true;
+            }
             Ok(assignment) => {
                 let mine: BTreeMap<String, SliceStream> = assignment
                     .into_iter()
@@ -59,10 +65,6 @@ pub async fn run(node: Arc<Node>) {
                     }
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the slicing assignment");
-                again = true;
-            }
         }
         // The leader rings after it changes the assignment; where no leader rings, look
         // every heartbeat interval as before.
@@ -73,6 +75,28 @@ pub async fn run(node: Arc<Node>) {
         };
         crate::doorbell::Doorbell::wait(&mut rings, period).await;
     }
+}
+
+enum Unread {
+    Untrusted,
+    Failed(String),
+}
+
+/// The assignment, checked against the trusted keys: it names the storage the oplog is
+/// copied to, so one written by anyone else must never be followed.
+async fn read_assignment(node: &Node, key: &str) -> Result<Option<SlicingAssignment>, Unread> {
+    let Some(value) = node
+        .control
+        .get::<serde_json::Value>(key)
+        .await
+        .map_err(|e| Unread::Failed(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    node.trust
+        .check(key, &value)
+        .map_err(|_| Unread::Untrusted)?;
+    serde_json::from_value(value).map_err(|e| Unread::Failed(format!("{key}: {e}")))
 }
 
 /// A running slicer's key: its schedule and its storage.

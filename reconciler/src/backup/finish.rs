@@ -81,7 +81,7 @@ async fn common_point(
         cluster_time,
         at: now,
     };
-    ex.control.create(&key, &t).await?;
+    ex.control.create(&key, &ex.sealed(&key, &t)).await?;
     tracing::info!(op = %op.id, %target, "common cluster time of the backup");
     Ok(())
 }
@@ -144,7 +144,7 @@ pub async fn advance(
     };
     // Once decided, the decision stands: a lost agent that comes back after an Error was
     // written (and, seeing it, does nothing) must not make the backup wait forever.
-    let decided: Option<OpResult> = ex.control.get(&result_key(&op.id)).await?;
+    let decided: Option<OpResult> = ex.own(&result_key(&op.id)).await?;
     let views = ex.views(&op, now).await?;
     match &decided {
         Some(r) if r.status == RunStatus::Cancelled => {
@@ -182,7 +182,7 @@ pub async fn advance(
         && let OpCommand::Backup { barrier: true, .. } = &op.command
     {
         common_point(ex, &op, &views, now).await?;
-        decided = ex.control.get(&result_key(&op.id)).await?;
+        decided = ex.own(&result_key(&op.id)).await?;
     }
     if decided.is_none() && !views.iter().all(|v| v.settled()) {
         return Ok(Progress::Running);

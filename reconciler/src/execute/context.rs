@@ -19,6 +19,13 @@ pub enum ExecError {
     Storage(#[from] StorageError),
     #[error("{0}")]
     Invalid(String),
+    /// A record the reconciler reads back as its own is not sealed by its key: someone
+    /// else wrote or edited it. Nothing is derived from it.
+    #[error(
+        "{key} is not sealed by this reconciler's key ({why}): someone else wrote or \
+             edited it, so nothing is done from it"
+    )]
+    Untrusted { key: String, why: String },
 }
 
 /// Settings and handles of one reconciler.
@@ -37,6 +44,10 @@ pub struct Executor {
     pub storage_env: Vec<(String, String)>,
     /// Rung after each write agents must act on (see `bell.rs`).
     pub bell: super::Bell,
+    /// Seals every record an agent acts on (ops, gates, common points, slicing
+    /// assignments); `None` writes them unsealed, which agents refuse unless started with
+    /// `--insecure-accept-unsigned`.
+    pub signer: Option<std::sync::Arc<tidemark_schema::control::signature::Signer>>,
 }
 
 /// Never the storage environment's values: they are credentials.
@@ -117,6 +128,43 @@ impl NodeView {
 }
 
 impl Executor {
+    /// `record` as it is written at `key`: sealed when this process has a signing key.
+    pub fn sealed<T: serde::Serialize>(&self, key: &str, record: &T) -> serde_json::Value {
+        match &self.signer {
+            Some(signer) => signer.seal(key, record),
+            None => serde_json::to_value(record).expect("control records serialize"),
+        }
+    }
+
+    /// A record this reconciler wrote, read back: refused unless it carries this
+    /// process's own seal (when it has a key). Results, ops and assignments decide what is
+    /// signed next, so a forged one must not be signed for.
+    pub async fn own<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, ExecError> {
+        let Some(value) = self.control.get::<serde_json::Value>(key).await? else {
+            return Ok(None);
+        };
+        if let Some(signer) = &self.signer
+            && let Err(refusal) = signer.verify_own(key, &value)
+        {
+            tracing::error!(record = key, reason = %refusal, "a record not sealed by this reconciler");
+            return Err(ExecError::Untrusted {
+                key: key.to_string(),
+                why: refusal.to_string(),
+            });
+        }
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| ExecError::Invalid(format!("{key}: {e}")))
+    }
+
+    /// The op `id`, read back as this reconciler's own.
+    pub async fn own_op(&self, id: &str) -> Result<Option<Op>, ExecError> {
+        self.own(&tidemark_schema::control::op_key(id)).await
+    }
+
     /// Every target of `op` with its reports and whether its agent is lost.
     pub async fn views(&self, op: &Op, now: DateTime<Utc>) -> Result<Vec<NodeView>, ExecError> {
         let reports = self.control.op_reports(&op.id).await?;
@@ -155,13 +203,35 @@ impl Executor {
     pub async fn decide_once(&self, mut result: OpResult) -> Result<OpResult, ExecError> {
         result.epoch = self.control.epoch();
         let key = result_key(&result.op_id);
-        match self.control.create(&key, &result).await? {
-            Created::New => Ok(result),
-            Created::Existed => self
-                .control
-                .get(&key)
-                .await?
-                .ok_or_else(|| ExecError::Invalid(format!("{key} vanished after it existed"))),
+        match self
+            .control
+            .create(&key, &self.sealed(&key, &result))
+            .await?
+        {
+            Created::New => return Ok(result),
+            Created::Existed => {}
+        }
+        match self.own::<OpResult>(&key).await {
+            Ok(Some(existing)) => Ok(existing),
+            Ok(None) => Err(ExecError::Invalid(format!(
+                "{key} vanished after it existed"
+            ))),
+            // Written by someone without the key: it decides nothing. Ours replaces it
+            // (agents that saw it only stopped; a result never makes a node act).
+            Err(ExecError::Untrusted { .. }) => {
+                self.control.delete(&key).await?;
+                match self
+                    .control
+                    .create(&key, &self.sealed(&key, &result))
+                    .await?
+                {
+                    Created::New => Ok(result),
+                    Created::Existed => self.own::<OpResult>(&key).await?.ok_or_else(|| {
+                        ExecError::Invalid(format!("{key} vanished after it existed"))
+                    }),
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -53,8 +53,10 @@ impl Executor {
             epoch: self.control.epoch(),
             ..op.clone()
         };
+        // Sealed, so that an interrupted start is finished only with the op this
+        // reconciler made, never one someone wrote into the ledger record.
         if let Some(with) = record.started_with.as_mut() {
-            with["op"] = json!(op);
+            with["op"] = self.sealed(&op_key(&op.id), op);
         }
         let key = oneshot_key(kind.key(), name);
         if self.control.create(&key, &record).await? == Created::Existed {
@@ -68,7 +70,8 @@ impl Executor {
                 return Ok(true);
             }
             // Rung whatever the write said: one that failed may still have landed.
-            let written = self.control.create(&op_key(&op.id), op).await;
+            let key = op_key(&op.id);
+            let written = self.control.create(&key, &self.sealed(&key, op)).await;
             self.ring(&op.cluster).await;
             if written.is_err() {
                 self.bell.again_next_pass(&op.cluster);
@@ -83,7 +86,7 @@ impl Executor {
     /// The op of a one-shot; written now from the ledger record when a crash came between
     /// the record and the op.
     pub async fn op_of(&self, record: &OneShotRecord) -> Result<Op, ExecError> {
-        if let Some(op) = self.control.op(&record.op_id).await? {
+        if let Some(op) = self.own_op(&record.op_id).await? {
             return Ok(op);
         }
         // Never write the op of a one-shot that has ended (its op may be compacted away):
@@ -95,10 +98,24 @@ impl Executor {
                 record.kind, record.name, record.op_id
             )));
         }
-        let op: Op = record
+        let stored = record
             .started_with
             .as_ref()
-            .and_then(|s| serde_json::from_value::<Op>(s["op"].clone()).ok())
+            .map(|s| s["op"].clone())
+            .unwrap_or_default();
+        if let Some(signer) = &self.signer
+            && let Err(refusal) = signer.verify_own(&op_key(&record.op_id), &stored)
+        {
+            return Err(ExecError::Untrusted {
+                key: format!(
+                    "the op held by ledger record {} {:?}",
+                    record.kind, record.name
+                ),
+                why: refusal.to_string(),
+            });
+        }
+        let op: Op = serde_json::from_value::<Op>(stored)
+            .ok()
             // Written now by this leader, under its epoch: agents that saw it refuse lower.
             .map(|op| Op {
                 epoch: self.control.epoch().or(op.epoch),
@@ -115,7 +132,8 @@ impl Executor {
                 .await?;
             return Err(ExecError::Invalid(why));
         }
-        let written = self.control.create(&op_key(&op.id), &op).await;
+        let key = op_key(&op.id);
+        let written = self.control.create(&key, &self.sealed(&key, &op)).await;
         self.ring(&op.cluster).await;
         if written.is_err() {
             self.bell.again_next_pass(&op.cluster);
@@ -249,7 +267,7 @@ impl Executor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tidemark_schema::control::OpCommand;
+    use tidemark_schema::control::{OpCommand, OpResult};
     use tidemark_schema::model::BackupType;
     use tidemark_store::control::ControlPlane;
 
@@ -261,6 +279,7 @@ mod tests {
             go_timeout: chrono::Duration::minutes(5),
             storage_env: Vec::new(),
             bell: Default::default(),
+            signer: None,
         }
     }
 
@@ -347,5 +366,87 @@ mod tests {
         .await
         .unwrap();
         assert!(ex.control.exists(&op_key(&op.id)).await.unwrap());
+    }
+
+    /// A writer of the bucket edits a running one-shot's ledger record (or writes one)
+    /// so that its op, missing from `ops/`, is theirs: the reconciler must not write and
+    /// seal it for them. Its own interrupted start is still finished.
+    #[tokio::test]
+    async fn an_op_someone_put_in_a_ledger_record_is_never_written_nor_sealed() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let ex = Executor {
+            signer: Some(std::sync::Arc::new(
+                tidemark_schema::control::signature::Signer::generate(),
+            )),
+            ..executor(dir.path())
+        };
+        let now = Utc::now();
+        let ours = restore_op(now);
+        assert!(
+            ex.start_oneshot(OneShotKind::Restore, "r1", &ours, json!({}), None, now)
+                .await
+                .unwrap()
+        );
+        let key = oneshot_key("restore", "r1");
+        let mut record: OneShotRecord = ex.control.get(&key).await.unwrap().unwrap();
+        // Crash between the record and the op: the op is written again, sealed.
+        ex.control.delete(&op_key(&ours.id)).await.unwrap();
+        assert_eq!(ex.op_of(&record).await.unwrap().id, ours.id);
+        let written: serde_json::Value = ex.control.get(&op_key(&ours.id)).await.unwrap().unwrap();
+        assert!(
+            ex.signer
+                .as_ref()
+                .unwrap()
+                .verify_own(&op_key(&ours.id), &written)
+                .is_ok()
+        );
+        // The attacker's version: same id, a command of their choosing, no seal of ours.
+        ex.control.delete(&op_key(&ours.id)).await.unwrap();
+        let theirs = Op {
+            command: OpCommand::WipeForInitialSync {
+                restore_op: "x".into(),
+            },
+            ..ours.clone()
+        };
+        record.started_with.as_mut().unwrap()["op"] = json!(theirs);
+        ex.control.put(&key, &record).await.unwrap();
+        let err = ex.op_of(&record).await.unwrap_err();
+        assert!(matches!(err, ExecError::Untrusted { .. }), "{err}");
+        assert!(!ex.control.exists(&op_key(&ours.id)).await.unwrap());
+    }
+
+    /// A `result.json` someone wrote before the reconciler decided: it decides nothing,
+    /// and the reconciler's own (sealed) result replaces it.
+    #[tokio::test]
+    async fn a_result_someone_else_wrote_is_replaced_by_the_reconcilers_own() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let signer = tidemark_schema::control::signature::Signer::generate();
+        let ex = Executor {
+            signer: Some(std::sync::Arc::new(signer.clone())),
+            ..executor(dir.path())
+        };
+        let key = tidemark_schema::control::result_key("op1");
+        let forged =
+            json!({"opId": "op1", "status": "error", "decidedAt": Utc::now(), "reason": "forged"});
+        ex.control.put(&key, &forged).await.unwrap();
+        let ours = OpResult {
+            op_id: "op1".into(),
+            status: RunStatus::Done,
+            decided_at: Utc::now(),
+            reason: "every node done".into(),
+            nodes: Vec::new(),
+            epoch: None,
+        };
+        let decided = ex.decide_once(ours).await.unwrap();
+        assert_eq!(decided.status, RunStatus::Done);
+        let stored: serde_json::Value = ex.control.get(&key).await.unwrap().unwrap();
+        assert!(signer.verify_own(&key, &stored).is_ok(), "{stored}");
+        assert!(matches!(
+            ex.own::<OpResult>(&key).await,
+            Ok(Some(OpResult {
+                status: RunStatus::Done,
+                ..
+            }))
+        ));
     }
 }

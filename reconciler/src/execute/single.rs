@@ -36,7 +36,7 @@ impl Executor {
         now: DateTime<Utc>,
     ) -> Result<Single, ExecError> {
         let op = self.op_of(record).await?;
-        let decided: Option<OpResult> = self.control.get(&result_key(&op.id)).await?;
+        let decided: Option<OpResult> = self.own(&result_key(&op.id)).await?;
         let view = self
             .views(&op, now)
             .await?

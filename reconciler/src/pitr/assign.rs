@@ -21,10 +21,11 @@ pub async fn set_slicing(ex: &Executor, wanted: &SlicingAssignment) -> Result<()
     }
     let record = SlicingAssignment {
         epoch: ex.control.epoch(),
+        seal: None,
         ..wanted.clone()
     };
     // Rung whatever the write said: one that failed may still have landed.
-    let written = ex.control.put(&key, &record).await;
+    let written = ex.control.put(&key, &ex.sealed(&key, &record)).await;
     ex.ring(&record.cluster).await;
     if written.is_err() {
         ex.bell.again_next_pass(&record.cluster);
@@ -41,4 +42,76 @@ pub async fn set_slicing(ex: &Executor, wanted: &SlicingAssignment) -> Result<()
         );
     }
     Ok(())
+}
+
+/// Slicing assignments not sealed by this reconciler's key are as good as absent: agents
+/// refuse them, so the plan must write its own (after a key rotation, once signing is
+/// turned on, or over one someone else wrote).
+pub fn forget_foreign_assignments(
+    ex: &Executor,
+    observed: &mut tidemark_store::control::ObservedState,
+) {
+    let Some(signer) = &ex.signer else {
+        return;
+    };
+    observed.slicing.retain(|a| {
+        let key = tidemark_schema::control::slicing_key(&a.cluster, &a.replica_set);
+        let value = serde_json::to_value(a).unwrap_or_default();
+        match signer.verify_own(&key, &value) {
+            Ok(()) => true,
+            Err(refusal) => {
+                tracing::warn!(record = %key, reason = %refusal, "slicing assignment not sealed by this reconciler; writing it again");
+                false
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_schema::control::signature::Signer;
+    use tidemark_store::control::{ControlPlane, ObservedState};
+
+    /// After a key rotation, once signing is turned on, or over a record someone else
+    /// wrote: the assignment counts as absent, so the plan writes a sealed one.
+    #[test]
+    fn an_assignment_without_this_reconcilers_seal_counts_as_absent() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let signer = Signer::generate();
+        let ex = Executor {
+            control: ControlPlane::open_writable(dir.path().to_str().unwrap()).unwrap(),
+            dead_after: chrono::Duration::seconds(5),
+            op_deadline: chrono::Duration::hours(1),
+            go_timeout: chrono::Duration::minutes(5),
+            storage_env: Vec::new(),
+            bell: Default::default(),
+            signer: Some(std::sync::Arc::new(signer.clone())),
+        };
+        let assignment = |rs: &str| SlicingAssignment {
+            cluster: "c1".into(),
+            replica_set: rs.into(),
+            streams: Vec::new(),
+            epoch: Some(3),
+            seal: None,
+        };
+        // As `observe` reads them back: the seal kept in `seal`.
+        let read = |value: serde_json::Value| -> SlicingAssignment {
+            serde_json::from_value(value).unwrap()
+        };
+        let ours = read(signer.seal(&slicing_key("c1", "rs0"), &assignment("rs0")));
+        let rotated = read(Signer::generate().seal(&slicing_key("c1", "rs1"), &assignment("rs1")));
+        let unsigned = assignment("rs2");
+        let mut observed = ObservedState {
+            slicing: vec![ours, rotated, unsigned],
+            ..Default::default()
+        };
+        forget_foreign_assignments(&ex, &mut observed);
+        let kept: Vec<&str> = observed
+            .slicing
+            .iter()
+            .map(|a| a.replica_set.as_str())
+            .collect();
+        assert_eq!(kept, ["rs0"]);
+    }
 }

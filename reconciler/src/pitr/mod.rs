@@ -5,6 +5,6 @@ mod assign;
 mod chunks;
 mod index;
 
-pub use assign::set_slicing;
+pub use assign::{forget_foreign_assignments, set_slicing};
 pub use chunks::delete_chunks;
 pub use index::{Written, write_indexes};

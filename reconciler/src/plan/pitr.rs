@@ -201,6 +201,7 @@ fn assignment_of<'a>(
         replica_set: rs.to_string(),
         streams: Vec::new(),
         epoch: None,
+        seal: None,
     });
     all.last_mut().expect("just pushed")
 }

@@ -55,7 +55,8 @@ pub async fn write_step(
     };
     // Rung whatever the write said (one that failed may have landed), and when the step
     // existed: the pass that wrote it may have stopped before ringing.
-    let written = ex.control.create(&op_key(&id), &step_op).await;
+    let key = op_key(&id);
+    let written = ex.control.create(&key, &ex.sealed(&key, &step_op)).await;
     ex.ring(&step_op.cluster).await;
     if written.is_err() {
         ex.bell.again_next_pass(&step_op.cluster);

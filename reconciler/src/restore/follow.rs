@@ -38,7 +38,8 @@ pub async fn advance(
             | RestoreStage::FreshBackupRunning { .. } => return Ok(Progress::Running),
             RestoreStage::OpenGate => {
                 let gate = Gate::go(now, ex.control.epoch());
-                if ex.control.create(&go_key(&r.op.id), &gate).await? == Created::New {
+                let key = go_key(&r.op.id);
+                if ex.control.create(&key, &ex.sealed(&key, &gate)).await? == Created::New {
                     tracing::info!(op = %r.op.id, "every node is ready: go");
                 }
                 // Opened, or closed first by an agent: the next stage says which.

@@ -125,8 +125,9 @@ pub async fn stage_now(
         go_timeout: chrono::Duration::MAX,
         storage_env: Vec::new(),
         bell: Default::default(),
+        signer: None,
     };
-    let Some(op) = ex.control.op(&record.op_id).await? else {
+    let Some(op) = ex.own_op(&record.op_id).await? else {
         return Ok(None);
     };
     // A selective restore has no gate, waves or decision: no stage, only its agent's
@@ -145,7 +146,7 @@ async fn load_with(
     now: DateTime<Utc>,
 ) -> Result<RestoreRecords, ExecError> {
     let settings: RestoreSettings = Executor::settings_of(record)?;
-    let progress = match ex.control.get::<OpResult>(&result_key(&op.id)).await? {
+    let progress = match ex.own::<OpResult>(&result_key(&op.id)).await? {
         None => {
             let views = ex.views(&op, now).await?;
             let gate = ex
@@ -221,7 +222,7 @@ async fn load_step(
     now: DateTime<Utc>,
 ) -> Result<StepRecords, ExecError> {
     let id = step_op_id(restore_op, remedy);
-    let op = ex.control.op(&id).await?;
+    let op = ex.own_op(&id).await?;
     let Some(step_op) = &op else {
         return Ok(StepRecords {
             remedy,
@@ -230,7 +231,7 @@ async fn load_step(
             views: Vec::new(),
         });
     };
-    let result = ex.control.get::<OpResult>(&result_key(&id)).await?;
+    let result = ex.own::<OpResult>(&result_key(&id)).await?;
     // Reports matter while the step runs, and after it for a node closed as lost (its
     // agent may have finished the step since) or a result without verdicts.
     let needs_views = result.as_ref().is_none_or(|r| {

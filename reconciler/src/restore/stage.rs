@@ -245,6 +245,12 @@ fn decided(
                 n.remedies.contains(&step.remedy)
                     && !closed.stuck.contains(&n.node)
                     && !held(&n.replica_set)
+                    // Only a node the restore itself targeted is ever wiped, reverted or
+                    // started: a result naming any other node is not acted on for it.
+                    && r.op
+                        .targets
+                        .iter()
+                        .any(|t| t.replica_set == n.replica_set && t.node == n.node)
             })
             .map(|n| OpTarget {
                 replica_set: n.replica_set.clone(),

@@ -851,3 +851,30 @@ fn after_the_decision() {
     r.record.status = RunStatus::Cancelled;
     assert_eq!(stage(&r, BOUND, now()), Ended(RunStatus::Cancelled));
 }
+
+/// A result naming a node the restore never targeted (forged, or from a bug) gets no
+/// follow-up step for that node: only the restore's own targets are ever wiped.
+#[test]
+fn a_follow_up_step_only_ever_targets_the_restores_own_nodes() {
+    use NodeFate::*;
+    use Remedy::*;
+    let outsider = "other:27017";
+    let result = result(
+        RunStatus::Error,
+        vec![
+            verdict(NODES[2], Failed, &[Wipe]),
+            NodeVerdict {
+                node: outsider.into(),
+                ..verdict(NODES[2], Failed, &[Wipe])
+            },
+        ],
+    );
+    let got = after(settings(true, false), result, steps(vec![]), vec![], None);
+    assert_eq!(
+        got,
+        RestoreStage::WriteStep {
+            remedy: Wipe,
+            targets: vec![targets()[2].clone()]
+        }
+    );
+}

@@ -196,6 +196,7 @@ mod tests {
                     replica_set: "rs0".into(),
                     streams: Vec::new(),
                     epoch: None,
+                    seal: None,
                 }],
                 ..Default::default()
             })),

@@ -361,6 +361,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             }
         }
         let mut observed = observe_with(&self.ex.control, &self.chunks).await?;
+        crate::pitr::forget_foreign_assignments(&self.ex, &mut observed);
         let written_before = writes();
         report.errors.extend(observed.warnings.iter().cloned());
         if self.follower.current().is_none()
@@ -416,7 +417,11 @@ impl<S: DesiredStateSource> Reconciler<S> {
         // and a second costs a listing of every prefix.
         let observed = match writes() == written_before {
             true => observed,
-            false => observe_with(&self.ex.control, &self.chunks).await?,
+            false => {
+                let mut again = observe_with(&self.ex.control, &self.chunks).await?;
+                crate::pitr::forget_foreign_assignments(&self.ex, &mut again);
+                again
+            }
         };
         report.observed = Some(Arc::new(observed.clone()));
         if let Err(e) =

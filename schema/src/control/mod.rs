@@ -8,6 +8,7 @@ mod ops;
 mod pitr;
 mod records;
 mod selective;
+pub mod signature;
 
 pub use doorbell::*;
 pub use keys::*;

@@ -28,6 +28,10 @@ pub struct SlicingAssignment {
     /// The epoch of the reconciler that wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// Its seal as read (see `signature.rs`), kept so that the reconciler can tell its own
+    /// assignment from one someone else wrote; never set when writing.
+    #[serde(default, rename = "signature", skip_serializing_if = "Option::is_none")]
+    pub seal: Option<serde_json::Value>,
 }
 
 /// One slicing stream: a replica set's oplog into one storage.

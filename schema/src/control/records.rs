@@ -656,6 +656,40 @@ pub struct Heartbeat {
     /// How the agent learns of new ops right now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pickup: Option<Pickup>,
+    /// Which signatures the agent accepts, and the last record it refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustFacts>,
+}
+
+/// What an agent trusts (see `docs/trust.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustFacts {
+    /// Started with `--insecure-accept-unsigned`: it acts on any record.
+    #[serde(default)]
+    pub accepts_unsigned: bool,
+    /// The fingerprints (`SHA256:…`) of the keys it trusts now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// How many records it refused since it started.
+    #[serde(default)]
+    pub refused_count: u64,
+    /// The last record it refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refused: Option<RefusedRecord>,
+    /// Why its `--trusted-keys` file could not be read again (the keys read before stay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_error: Option<String>,
+}
+
+/// A control record an agent refused to act on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedRecord {
+    /// Its object key, such as `ops/<id>/op.json`.
+    pub key: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
 }
 
 /// PBM never picks a node lagging this much or more (seconds): the planner passes over it,

@@ -4,6 +4,7 @@
 mod git;
 mod moto;
 mod proxy;
+mod signing;
 
 pub use git::commit_and_push;
 
@@ -21,6 +22,7 @@ pub fn spread(v: &[f64]) -> String {
 }
 pub use moto::Moto;
 pub use proxy::{CountingProxy, Counts, HeaderDroppingProxy, s3_price};
+pub use signing::{TestKeys, test_keys};
 
 /// A one-shot physical `Backup` document of `cluster` to `storage`, as YAML.
 /// Polls `f` every 20 ms until it gives a value, for at most `timeout`; panics naming
