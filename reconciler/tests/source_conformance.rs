@@ -138,6 +138,7 @@ impl Fixture for GitFixture {
                 path: (!self.subdir.is_empty()).then(|| self.subdir.to_string()),
                 interval: Duration::from_millis(100),
                 cache_dir: self.cache.path().to_path_buf(),
+                allowed_signers: None,
             })
             .unwrap(),
         )
@@ -305,6 +306,7 @@ fn git_errors_are_clear() {
         path: path.map(str::to_string),
         interval: Duration::from_secs(60),
         cache_dir: f.cache.path().to_path_buf(),
+        allowed_signers: None,
     };
     let err = GitSource::new(opts(f.url(), Some("release-9"), None))
         .unwrap()

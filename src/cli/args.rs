@@ -393,6 +393,14 @@ pub struct SourceArgs {
     /// Where git clones are cached (default: $XDG_CACHE_HOME/tidemark or ~/.cache/tidemark).
     #[arg(long, env = "TIDEMARK_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Apply only commits signed (SSH signatures, `git config gpg.format ssh`) by a key
+    /// of --allowed-signers; any other commit is refused and the last good revision stays.
+    #[arg(long, env = "TIDEMARK_VERIFY_COMMITS", requires_all = ["git", "allowed_signers"])]
+    pub verify_commits: bool,
+    /// The allowed signers, in git's format (`principal ssh-ed25519 AAAA…` per line, as
+    /// `gpg.ssh.allowedSignersFile`); read again at every fetch.
+    #[arg(long, env = "TIDEMARK_ALLOWED_SIGNERS", requires = "verify_commits")]
+    pub allowed_signers: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -16,6 +16,13 @@ use super::exit::ExitStatus;
 
 pub fn run(args: DiffArgs) -> anyhow::Result<ExitStatus> {
     let (description, revision) = load_source(&args.source)?;
+    if let Some(why) = &revision.refused {
+        anyhow::bail!(
+            "revision {} of {description} is refused: {why}; the reconciler would keep the \
+             last applied revision in force",
+            short(&revision.id)
+        );
+    }
     let validation = validate_files(&revision.files);
     if !validation.is_valid() {
         for e in &validation.errors {
@@ -158,6 +165,7 @@ pub fn open_source(args: &SourceArgs) -> anyhow::Result<Box<dyn DesiredStateSour
             path: args.path.clone(),
             interval: args.interval,
             cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
+            allowed_signers: args.allowed_signers.clone().filter(|_| args.verify_commits),
         })?),
         (None, None) => anyhow::bail!("give --policies DIR or --git URL"),
     })

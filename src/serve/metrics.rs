@@ -55,6 +55,12 @@ struct RevisionLabels {
     revision: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    revision: String,
+    reason: String,
+}
+
 fn duration_histogram() -> Histogram {
     // 1 s to about 9 h: a one-node backup of a few MiB to a large restore.
     Histogram::new(exponential_buckets(1.0, 2.0, 16))
@@ -86,6 +92,7 @@ pub struct Metrics {
     durations: Family<KindLabels, Histogram, fn() -> Histogram>,
     agents: Family<AgentLabels, Gauge>,
     applied: Family<RevisionLabels, Gauge>,
+    refused: Family<RefusedLabels, Gauge>,
     passes: Counter,
     pass_errors: Counter,
     leader: Gauge,
@@ -115,6 +122,7 @@ impl Metrics {
             durations: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             agents: Family::default(),
             applied: Family::default(),
+            refused: Family::default(),
             passes: Counter::default(),
             pass_errors: Counter::default(),
             leader: Gauge::default(),
@@ -161,6 +169,11 @@ impl Metrics {
             "applied_revision_info",
             "The desired-state revision in force (the value is always 1)",
             m.applied.clone(),
+        );
+        registry.register(
+            "refused_revision_info",
+            "The newest revision refused (it does not validate, or its commit is not signed by an allowed signer) while an older one stays in force, with the first reason (the value is always 1)",
+            m.refused.clone(),
         );
         registry.register("passes", "Reconcile passes run", m.passes.clone());
         registry.register(
@@ -220,6 +233,7 @@ impl Metrics {
                 self.last_good_time.clear();
                 seen.heartbeats.clear();
                 self.applied.clear();
+                self.refused.clear();
                 self.drill_passed.clear();
                 self.drill_time.clear();
                 self.drill_rto.clear();
@@ -233,6 +247,19 @@ impl Metrics {
             self.applied
                 .get_or_create(&RevisionLabels {
                     revision: revision.clone(),
+                })
+                .set(1);
+        }
+        // The ledger's last attempt, while it is not the revision in force.
+        self.refused.clear();
+        if let Some(attempted) = &observed.attempted
+            && report.revision.as_ref() != Some(&attempted.revision)
+            && let Some(first) = attempted.errors.first()
+        {
+            self.refused
+                .get_or_create(&RefusedLabels {
+                    revision: attempted.revision.clone(),
+                    reason: first.chars().take(200).collect(),
                 })
                 .set(1);
         }

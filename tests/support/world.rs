@@ -93,6 +93,19 @@ impl World {
         tidemark_testkit::commit_and_push(repo, bare.path(), message)
     }
 
+    /// [`World::commit`], signed with `key` (an SSH signature, as `git commit -S` makes
+    /// with `gpg.format ssh`).
+    pub fn commit_signed(
+        &self,
+        message: &str,
+        key: &tidemark_testkit::ssh_key::PrivateKey,
+    ) -> String {
+        let Source::Git { repo, bare, .. } = &self.source else {
+            panic!("commit needs a git world");
+        };
+        tidemark_testkit::commit_and_push_signed(repo, bare.path(), message, Some(key))
+    }
+
     /// One `tidemark reconcile --once` pass with `extra` flags, logging to `log` in the
     /// control directory; returns its exit code.
     pub fn reconcile_once(&self, log: &str, extra: &[&str]) -> i32 {

@@ -103,6 +103,7 @@ impl DesiredStateSource for DirSource {
         collect(&self.root, &self.root, &mut files).map_err(|e| self.io_err(e))?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(Revision {
+            refused: None,
             id: content_hash(&files),
             files,
         })

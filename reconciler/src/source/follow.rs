@@ -94,6 +94,12 @@ impl<S: DesiredStateSource> Follower<S> {
             return PollOutcome::Unchanged;
         }
         self.last_seen = Some(revision.id.clone());
+        if let Some(why) = revision.refused {
+            return PollOutcome::Rejected {
+                revision: revision.id,
+                errors: vec![ValidationError::whole(why)],
+            };
+        }
         let validation = validate_files(&revision.files);
         if validation.is_valid() {
             self.current = Some((revision.id.clone(), validation.state));

@@ -24,6 +24,9 @@ pub struct GitOptions {
     pub interval: Duration,
     /// Where clones are cached.
     pub cache_dir: PathBuf,
+    /// `--verify-commits --allowed-signers FILE`: only commits signed by a key of FILE
+    /// are applied. The file is read at every load, so a new signer needs no restart.
+    pub allowed_signers: Option<PathBuf>,
 }
 
 pub struct GitSource {
@@ -139,6 +142,39 @@ impl GitSource {
                 known.join(", ")
             },
         })
+    }
+
+    /// Whether commit `oid` is signed by an allowed signer: `Ok(Ok(principals))`, or
+    /// `Ok(Err(why))` for a commit that must not be applied.
+    fn verify(
+        &self,
+        repo: &Repository,
+        oid: git2::Oid,
+        allowed: &Path,
+    ) -> Result<Result<String, String>, SourceError> {
+        let signers = super::signed::AllowedSigners::read(allowed).map_err(|e| self.err(e))?;
+        let extracted = match repo.extract_signature(&oid, None) {
+            Ok((sig, data)) => Some((sig.as_str().unwrap_or_default().to_string(), data.to_vec())),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+            Err(e) => {
+                return Err(SourceError::BrokenCommit {
+                    url: self.options.url.clone(),
+                    commit: oid.to_string(),
+                    message: e.message().to_string(),
+                });
+            }
+        };
+        let verdict = signers.verify(
+            &oid.to_string(),
+            extracted.as_ref().map(|(s, d)| (s.as_str(), d.as_slice())),
+        );
+        match &verdict {
+            Ok(principals) => {
+                tracing::info!(commit = %oid, signer = %principals, "signed commit verified")
+            }
+            Err(why) => tracing::error!(commit = %oid, "{why}"),
+        }
+        Ok(verdict)
     }
 
     fn read_commit(
@@ -260,10 +296,20 @@ impl DesiredStateSource for GitSource {
         let repo = self.open_or_init()?;
         let default_branch = self.fetch(&repo)?;
         let oid = self.resolve(&repo, default_branch)?;
+        if let Some(path) = &self.options.allowed_signers
+            && let Err(why) = self.verify(&repo, oid, path)?
+        {
+            return Ok(Revision {
+                id: oid.to_string(),
+                files: Vec::new(),
+                refused: Some(why),
+            });
+        }
         let files = self.read_commit(&repo, oid)?;
         Ok(Revision {
             id: oid.to_string(),
             files,
+            refused: None,
         })
     }
 

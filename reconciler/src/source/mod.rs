@@ -5,8 +5,10 @@ mod dir;
 mod follow;
 mod git;
 mod seam;
+mod signed;
 
 pub use dir::DirSource;
 pub use follow::{Follower, PollOutcome};
 pub use git::{GitOptions, GitSource};
 pub use seam::{Changes, DesiredStateSource, Revision, SourceError};
+pub use signed::AllowedSigners;

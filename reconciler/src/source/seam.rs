@@ -11,6 +11,9 @@ use tidemark_schema::validate::SourceFile;
 pub struct Revision {
     pub id: String,
     pub files: Vec<SourceFile>,
+    /// Why this revision must not be applied whatever its files say (a commit that is
+    /// not signed by an allowed signer); its files are then not read.
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,19 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
+    /// An error of the revision as a whole (an unsigned commit), tied to no file.
+    pub fn whole(message: impl Into<String>) -> Self {
+        ValidationError {
+            file: String::new(),
+            line: 0,
+            column: 0,
+            kind: None,
+            name: None,
+            field: String::new(),
+            message: message.into(),
+        }
+    }
+
     pub fn at(file: &str, pos: Pos, message: impl Into<String>) -> Self {
         ValidationError {
             file: file.to_string(),
@@ -37,7 +50,9 @@ impl ValidationError {
 
 impl std::fmt::Display for ValidationError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.file.is_empty() {
+            write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        }
         match (&self.kind, &self.name) {
             (Some(k), Some(n)) => write!(f, "{k} {n:?}: ")?,
             (Some(k), None) => write!(f, "{k}: ")?,

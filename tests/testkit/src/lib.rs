@@ -6,7 +6,7 @@ mod moto;
 mod proxy;
 mod signing;
 
-pub use git::commit_and_push;
+pub use git::{commit_and_push, commit_and_push_signed};
 
 /// `median (min–max min–max)` of a benchmark figure over its rounds, as every benchmark
 /// prints it.
@@ -102,3 +102,4 @@ pub fn half_random(seed: u64, len: usize) -> Vec<u8> {
     }
     out
 }
+pub use ssh_key;
