@@ -112,6 +112,11 @@ fn a_restore_cancelled_after_go_with_fallback_puts_every_node_back_byte_for_byte
         let r = w.rig.wait_final(&revert, i);
         assert_eq!(r.phase.as_str(), "done", "node {i}: {r:?}");
     }
+    // The revert says it came from the operator's cancel, and who ran it.
+    let step = w.control_json(&format!("ops/{revert}/op.json")).unwrap();
+    let command = step["cause"]["command"].as_str().unwrap_or_default();
+    assert!(command.starts_with("cancel-restore by "), "{step:#}");
+    assert_eq!(step["cause"]["document"], "Restore/r1", "{step:#}");
     let after: Vec<String> = (0..3)
         .map(|i| tree_hash(&w.rig.rs.dbpath(i), Some(".tidemark-fallback")))
         .collect();

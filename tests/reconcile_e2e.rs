@@ -64,6 +64,61 @@ fn backup_then_restore_is_done_on_every_node_with_start_nodes() {
             .any(|l| l.contains(&format!("{}/{}", w.rig.rs.name, w.rig.node(1)))),
         "text names rs/node: {text}"
     );
+    audit_trail(w, &v);
+}
+
+/// Each op says what caused it, and `describe-*` shows it; so does an operator's
+/// `forget-backup`, with the user and host that ran it.
+fn audit_trail(w: &World, restore: &Value) {
+    let (status, _) = w.status();
+    let applied = status["revisions"]["applied"]["revision"].clone();
+    let cause = &restore["cause"];
+    assert_eq!(cause["document"], "Restore/r1", "{restore:#}");
+    assert_eq!(cause["revision"], applied, "{restore:#}");
+    assert!(!cause["reason"].as_str().unwrap().is_empty(), "{restore:#}");
+    let op = restore["opId"].as_str().unwrap();
+    let start = w.control_json(&format!("ops/{op}.start/op.json")).unwrap();
+    assert!(
+        start["cause"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("Start after restore op {op}")),
+        "{start:#}"
+    );
+    let backup = w.describe("backup", "b1");
+    assert_eq!(backup["cause"]["document"], "Backup/b1", "{backup:#}");
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["describe-restore", "r1", "--control"])
+        .arg(w.rig.control.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("  cause:   Restore/r1, revision "), "{text}");
+
+    let forget = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["forget-backup", "b1", "--control"])
+        .arg(w.rig.control.path())
+        .envs(w.rig.agent_env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("USER", "dba-on-call")
+        .output()
+        .unwrap();
+    assert!(
+        forget.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forget.stderr)
+    );
+    let forgotten = w.describe("backup", "b1");
+    assert_eq!(
+        forgotten["forgotten"]["command"], "forget-backup",
+        "{forgotten:#}"
+    );
+    assert!(
+        forgotten["forgotten"]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("dba-on-call@"),
+        "{forgotten:#}"
+    );
 }
 
 #[test]

@@ -137,6 +137,7 @@ fn op(n: &Node, name: &str, target: &StorageTarget, inc: Option<IncrementalBacku
         },
         deadline: None,
         epoch: None,
+        cause: None,
     }
 }
 

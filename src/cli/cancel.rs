@@ -93,7 +93,7 @@ async fn request(
             r.status, r.reason
         ))));
     }
-    let who = who_runs_this();
+    let who = super::who::who_runs_this();
     let op = control.op(&record.op_id).await?;
     if tidemark_reconciler::selective::is_selective(&record) {
         let req = CancelRequest {
@@ -204,15 +204,4 @@ async fn outcome(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// `user@host`, for the request's audit trail.
-fn who_runs_this() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown-user".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown-host".into());
-    format!("{user}@{host}")
 }

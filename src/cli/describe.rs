@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tidemark_schema::control::{
-    BackupRecord, CancelRequest, NodeFate, OneShotRecord, OpArchive, OpResult, Phase, PhaseStatus,
-    Remedy, Retry, RunStatus, WaitingRecord, archive_key, cancel_key, catalog_key, oneshot_key,
-    result_key, retry_key, waiting_key,
+    BackupRecord, CancelRequest, FinishSignal, NodeFate, OneShotRecord, OpArchive, OpCause,
+    OpResult, Phase, PhaseStatus, Remedy, Retry, RunStatus, WaitingRecord, archive_key, cancel_key,
+    catalog_key, finish_key, oneshot_key, result_key, retry_key, waiting_key,
 };
 use tidemark_store::control::ControlPlane;
 
@@ -225,6 +225,10 @@ pub(crate) async fn describe(
         "verification": verification,
         "data": data,
         "opId": record.op_id,
+        // The audit trail: what made the reconciler write the op, and operators' commands.
+        "cause": op.as_ref().and_then(|o| o.cause.clone()),
+        "finish": control.get::<FinishSignal>(&finish_key(&record.op_id)).await.ok().flatten(),
+        "forgotten": record.forgotten,
         "startedAt": record.started_at,
         "finishedAt": record.finished_at,
         "decision": result.as_ref().map(|r| json!({"status": r.status, "reason": r.reason, "at": r.decided_at})),
@@ -404,6 +408,26 @@ fn render(view: &Value) -> String {
     if !view["opId"].is_null() {
         out.push_str(&format!("  op:      {}\n", s(&view["opId"])));
         out.push_str(&format!("  started: {}\n", s(&view["startedAt"])));
+    }
+    if let Ok(cause) = serde_json::from_value::<OpCause>(view["cause"].clone()) {
+        out.push_str(&format!("  cause:   {cause}\n"));
+    }
+    if let Some(f) = view["finish"].as_object() {
+        out.push_str(&format!(
+            "  finish:  signalled by {} at {}\n",
+            f.get("by")
+                .and_then(Value::as_str)
+                .unwrap_or("an unknown user"),
+            f.get("at").and_then(Value::as_str).unwrap_or_default()
+        ));
+    }
+    if let Some(f) = view["forgotten"].as_object() {
+        out.push_str(&format!(
+            "  forgotten: by {} at {} ({})\n",
+            f.get("by").and_then(Value::as_str).unwrap_or_default(),
+            f.get("at").and_then(Value::as_str).unwrap_or_default(),
+            f.get("command").and_then(Value::as_str).unwrap_or_default()
+        ));
     }
     if !view["finishedAt"].is_null() {
         out.push_str(&format!("  ended:   {}\n", s(&view["finishedAt"])));

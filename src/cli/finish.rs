@@ -25,6 +25,7 @@ pub fn run(args: FinishArgs) -> anyhow::Result<ExitStatus> {
         let signal = FinishSignal {
             op_id: args.op_id.clone(),
             at: chrono::Utc::now(),
+            by: Some(super::who::who_runs_this()),
         };
         match control.create(&key, &signal).await? {
             Created::New => println!("op {}: finish signalled", args.op_id),

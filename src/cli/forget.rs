@@ -25,6 +25,7 @@ pub fn run(args: ForgetArgs) -> anyhow::Result<ExitStatus> {
     let record = runtime.block_on(tidemark_reconciler::retention::forget_backup(
         &ex,
         &args.name,
+        &super::who::who_runs_this(),
         chrono::Utc::now(),
     ))?;
     println!(

@@ -16,6 +16,7 @@ pub mod reconcile;
 pub mod status;
 pub mod validate;
 pub mod verify;
+mod who;
 mod writable;
 
 pub use args::{Cli, Command};

@@ -59,6 +59,7 @@ fn records() -> (OneShotRecord, BackupRecord, Heartbeat) {
             epoch: None,
             drill: None,
             selective: None,
+            forgotten: None,
         },
         BackupRecord {
             name: "nightly-20260301T010000Z".into(),

@@ -221,6 +221,7 @@ impl Rig {
             command,
             deadline: None,
             epoch: None,
+            cause: None,
         }
     }
 

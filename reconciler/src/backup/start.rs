@@ -32,6 +32,9 @@ pub struct BackupSettings {
     /// An incremental backup's place in its chain, as planned (the catalog records it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<tidemark_schema::control::ChainLink>,
+    /// What made the reconciler start it; copied into its op.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<tidemark_schema::control::OpCause>,
 }
 
 /// Starts backup `name` on the chosen nodes; `Ok(Some(reason))` when it must wait.
@@ -86,6 +89,7 @@ pub async fn start(
         },
         deadline: Some(now + ex.op_deadline),
         epoch: None,
+        cause: settings.cause.clone(),
     };
     let settings =
         serde_json::to_value(&settings).map_err(|e| ExecError::Invalid(e.to_string()))?;

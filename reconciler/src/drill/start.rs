@@ -20,6 +20,9 @@ pub struct DrillSettings {
     pub storage: StorageTarget,
     pub replica_sets: Vec<String>,
     pub checks: DrillChecks,
+    /// What made the reconciler start it; copied into its op.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<tidemark_schema::control::OpCause>,
 }
 
 /// Records run `run` and writes its op. Returns false when another pass came first.
@@ -46,6 +49,7 @@ pub async fn start(
         },
         deadline: Some(now + ex.op_deadline),
         epoch: None,
+        cause: settings.cause.clone(),
     };
     let settings =
         serde_json::to_value(&settings).map_err(|e| ExecError::Invalid(e.to_string()))?;

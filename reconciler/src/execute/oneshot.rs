@@ -46,6 +46,7 @@ impl Executor {
             epoch: None,
             drill: None,
             selective: None,
+            forgotten: None,
         };
         let mut record = record;
         record.epoch = self.control.epoch();
@@ -313,6 +314,7 @@ mod tests {
             },
             deadline: None,
             epoch: None,
+            cause: None,
         }
     }
 

@@ -52,6 +52,7 @@ pub async fn write_step(
         command,
         deadline: Some(now + ex.op_deadline),
         epoch: ex.control.epoch(),
+        cause: Some(step_cause(r, remedy)),
     };
     // Rung whatever the write said (one that failed may have landed), and when the step
     // existed: the pass that wrote it may have stopped before ringing.
@@ -160,7 +161,27 @@ pub async fn start_fresh_backup(
                 ),
             },
         ),
+        cause: Some(tidemark_schema::control::OpCause {
+            reason: format!(
+                "postRestore.freshBackup of restore {:?} (op {})",
+                r.record.name, r.op.id
+            ),
+            ..r.op.cause.clone().unwrap_or_default()
+        }),
     };
     backup::start(ex, &name, settings, &nodes, now).await?;
     Ok(Progress::Running)
+}
+
+/// A follow-up step is caused by its restore: the restore's revision and document, why
+/// this step, and the cancel that led to it, if one did.
+fn step_cause(r: &RestoreRecords, remedy: Remedy) -> tidemark_schema::control::OpCause {
+    tidemark_schema::control::OpCause {
+        reason: format!("{remedy:?} after restore op {}", r.op.id),
+        command: r
+            .cancel
+            .as_ref()
+            .map(|c| format!("cancel-restore by {} at {}", c.by, c.at.to_rfc3339())),
+        ..r.op.cause.clone().unwrap_or_default()
+    }
 }

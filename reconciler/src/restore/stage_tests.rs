@@ -99,6 +99,7 @@ fn settings(fallback: bool, start_nodes: bool) -> RestoreSettings {
         start_nodes,
         fresh_backup: None,
         point_in_time: None,
+        cause: None,
     }
 }
 
@@ -144,6 +145,7 @@ fn records(settings: RestoreSettings, progress: Progressed) -> RestoreRecords {
             },
             deadline: None,
             epoch: Some(1),
+            cause: None,
         },
         settings,
         cancel: None,
@@ -419,6 +421,7 @@ fn step_op(remedy: Remedy, nodes: &[&str]) -> Op {
         },
         deadline: None,
         epoch: None,
+        cause: None,
     }
 }
 

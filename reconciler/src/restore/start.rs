@@ -32,6 +32,9 @@ pub struct RestoreSettings {
     /// A point-in-time restore: the target its nodes replay to, and why its base.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub point_in_time: Option<PointInTimeSettings>,
+    /// What made the reconciler start it; copied into its op.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<tidemark_schema::control::OpCause>,
 }
 
 /// What `describe-restore` shows of a point-in-time restore.
@@ -450,6 +453,7 @@ pub async fn start(
         },
         deadline: Some(now + ex.op_deadline),
         epoch: None,
+        cause: settings.cause.clone(),
     };
     let settings_json =
         serde_json::to_value(&settings).map_err(|e| ExecError::Invalid(e.to_string()))?;

@@ -49,6 +49,7 @@ pub async fn delete_backup(
 pub async fn forget_backup(
     ex: &Executor,
     name: &str,
+    by: &str,
     now: DateTime<Utc>,
 ) -> Result<BackupRecord, ExecError> {
     let observed = tidemark_store::control::observe(&ex.control).await?;
@@ -147,6 +148,17 @@ pub async fn forget_backup(
              was deleted"
         )));
     }
-    delete_backup(ex, &marked, &storage, "forgotten on request", now).await?;
+    let reason = format!("forgotten on request (forget-backup by {by})");
+    delete_backup(ex, &marked, &storage, &reason, now).await?;
+    // The ledger record stays (the name stays claimed): it keeps who deleted the backup.
+    ex.record(&tidemark_schema::control::OneShotRecord {
+        forgotten: Some(tidemark_schema::control::OperatorCommand {
+            command: "forget-backup".into(),
+            by: by.to_string(),
+            at: now,
+        }),
+        ..ledger.clone()
+    })
+    .await?;
     Ok(record)
 }

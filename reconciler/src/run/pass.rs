@@ -382,7 +382,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
         let (clusters, fresh) =
             crate::execute::clusters_to_ring(desired.map(|(_, s)| s), &observed, now);
         self.ex.ring_owed(&clusters, &fresh).await;
-        if let Some((_, desired)) = desired.filter(|_| plan) {
+        if let Some((revision, desired)) = desired.filter(|_| plan) {
             // Before the sync drops the records of deleted drills: their waits go too.
             let had_drills = !observed.drills.is_empty();
             sync_schedules(&self.ex, desired, &mut observed, now).await?;
@@ -404,7 +404,14 @@ impl<S: DesiredStateSource> Reconciler<S> {
             }
             for step in &plan.steps {
                 if let Err(e) = self
-                    .start(desired, &step.action, &step.reason, &observed, now, report)
+                    .start(
+                        (revision, desired),
+                        &step.action,
+                        &step.reason,
+                        &observed,
+                        now,
+                        report,
+                    )
                     .await
                 {
                     report.errors.push(e.to_string());
@@ -594,10 +601,11 @@ impl<S: DesiredStateSource> Reconciler<S> {
         Ok(self.ex.control.put(ATTEMPTED_KEY, &record).await?)
     }
 
-    /// Carries out one plan step that starts something.
+    /// Carries out one plan step that starts something; the ops it writes say so
+    /// (`cause`: the revision, the document, the step's reason).
     async fn start(
         &self,
-        desired: &DesiredState,
+        (revision, desired): (&str, &DesiredState),
         action: &Action,
         reason: &str,
         observed: &ObservedState,
@@ -605,6 +613,14 @@ impl<S: DesiredStateSource> Reconciler<S> {
         report: &mut PassReport,
     ) -> Result<(), ExecError> {
         let heartbeats = &observed.heartbeats;
+        let cause = |kind: &str, name: &str| {
+            Some(tidemark_schema::control::OpCause {
+                revision: Some(revision.to_string()),
+                document: Some(format!("{kind}/{name}")),
+                reason: reason.to_string(),
+                command: None,
+            })
+        };
         let wait = match action {
             Action::RunBackup {
                 backup: name,
@@ -634,6 +650,10 @@ impl<S: DesiredStateSource> Reconciler<S> {
                         .unwrap_or_default(),
                     sharded: desired.cluster(cluster).is_some_and(|c| c.is_sharded()),
                     incremental: incremental.as_ref().map(|p| p.link.named(name, &p.why)),
+                    cause: match schedule {
+                        Some(s) => cause("BackupSchedule", s),
+                        None => cause("Backup", name),
+                    },
                 };
                 if let Some(p) = incremental {
                     tracing::info!(backup = %name, why = %p.why, "incremental backup");
@@ -664,6 +684,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                         .point_in_time
                         .as_ref()
                         .map(|p| restore::PointInTimeSettings::of(p)),
+                    cause: cause("Restore", &p.restore),
                 };
                 restore::start(&self.ex, p, settings, backup, heartbeats, now)
                     .await?
@@ -677,7 +698,8 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     return Ok(());
                 };
                 let rename_to = spec.rename_to.clone().unwrap_or_default();
-                crate::selective::start(&self.ex, p, rename_to, storage, now).await?;
+                let cause = cause("Restore", &p.restore).unwrap_or_default();
+                crate::selective::start(&self.ex, p, rename_to, storage, cause, now).await?;
                 None
             }
             Action::DeleteBackup {
@@ -734,6 +756,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     storage: storage_target(storage_spec),
                     replica_sets: replica_sets.clone(),
                     checks: spec.checks.clone(),
+                    cause: cause("RestoreDrill", drill),
                 };
                 crate::drill::start(&self.ex, run, settings, now).await?;
                 None

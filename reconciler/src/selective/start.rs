@@ -28,6 +28,7 @@ pub async fn start(
     p: &SelectivePlan,
     rename_to: std::collections::BTreeMap<String, String>,
     storage: StorageTarget,
+    cause: tidemark_schema::control::OpCause,
     now: DateTime<Utc>,
 ) -> Result<bool, ExecError> {
     let namespaces: Vec<String> = p.namespaces.iter().map(|n| n.source.clone()).collect();
@@ -51,6 +52,7 @@ pub async fn start(
         },
         deadline: Some(now + ex.op_deadline),
         epoch: None,
+        cause: Some(cause),
     };
     let settings = SelectiveSettings {
         cluster: p.cluster.clone(),

@@ -28,6 +28,49 @@ pub struct Op {
     /// are told apart from the new leader's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// What made the reconciler write it (`describe-*` shows it). Signed with the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<OpCause>,
+}
+
+/// The audit trail of an op: the desired-state revision and document it came from, the
+/// plan step's reason (a schedule's names its slot), and an operator's command behind it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpCause {
+    /// The revision in force: a git commit id, or the policy directory's content hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The document behind it: `Backup/adhoc-1`, `BackupSchedule/nightly`, `Restore/r1`,
+    /// `RestoreDrill/weekly`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<String>,
+    /// The plan step's reason, as `diff` shows it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// An operator's command behind it: `cancel-restore by user@host at …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+}
+
+impl std::fmt::Display for OpCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(d) = &self.document {
+            parts.push(d.clone());
+        }
+        if let Some(r) = &self.revision {
+            parts.push(format!("revision {}", &r[..r.len().min(19)]));
+        }
+        if let Some(c) = &self.command {
+            parts.push(c.clone());
+        }
+        write!(f, "{}", parts.join(", "))?;
+        if !self.reason.is_empty() {
+            write!(f, ": {}", self.reason)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -395,6 +438,9 @@ pub struct PhaseReport {
 pub struct FinishSignal {
     pub op_id: String,
     pub at: DateTime<Utc>,
+    /// `user@host` of whoever ran the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 pub fn finish_key(op_id: &str) -> String {

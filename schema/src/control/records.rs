@@ -164,6 +164,19 @@ pub struct OneShotRecord {
     /// Selective restores: what happened to each collection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selective: Option<super::SelectiveOutcome>,
+    /// A backup deleted by `forget-backup`: by whom and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgotten: Option<OperatorCommand>,
+}
+
+/// An operator's command, for the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorCommand {
+    pub command: String,
+    /// `user@host`.
+    pub by: String,
+    pub at: DateTime<Utc>,
 }
 
 /// A one-shot's step that failed, and when the reconciler tries it again (each failure
