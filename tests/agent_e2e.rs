@@ -221,10 +221,9 @@ fn external_backup_waits_for_finish_then_writes_the_manifest() {
 
     rig.finish("backup-finish", &op);
     // The signal keeps who gave it, for the audit trail.
-    let signal: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(rig.control.path().join(finish_key(&op))).unwrap(),
-    )
-    .unwrap();
+    let signal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rig.control.path().join(finish_key(&op))).unwrap())
+            .unwrap();
     assert!(signal["by"].as_str().unwrap().contains('@'), "{signal}");
     rig.wait_done(&op, 0);
     let m = rig.manifest("snap1");

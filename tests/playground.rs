@@ -113,9 +113,65 @@ impl Drop for Cleanup {
     }
 }
 
+/// A distinctive secret in every variable tidemark reads that may hold a credential:
+/// storage credentials for every cloud, the webhook secret, a signing key, a MongoDB URI
+/// with a password. None of them may appear in anything tidemark writes or prints.
+const SECRET: &str = "TMSECRETq7Zx";
+
+fn secrets() -> Vec<(String, String)> {
+    [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "GOOGLE_SERVICE_ACCOUNT_KEY",
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_STORAGE_SAS_KEY",
+        "TIDEMARK_WEBHOOK_SECRET",
+        "TIDEMARK_SIGNING_KEY",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, k)| (k.to_string(), format!("{SECRET}{i}")))
+    .chain([(
+        "TIDEMARK_MONGOD_URI".to_string(),
+        format!("mongodb://admin:{SECRET}uri@127.0.0.1:1/"),
+    )])
+    .collect()
+}
+
+/// Every file under `dir` (binary ones too) that holds the secret.
+fn files_with_secret(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .is_ok_and(|b| b.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()))
+            {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).unwrap();
+    body
+}
+
 fn start_playground(home: &Path, out: &Path, base: u16, extra: &[&str]) -> Child {
     let pg = tidemark()
         .current_dir(home)
+        .envs(secrets())
         .args([
             "playground",
             "--sim",
@@ -182,7 +238,12 @@ fn the_playground_backs_up_restores_and_stops_cleanly() {
     let _cleanup = Cleanup(home.path().to_path_buf());
     let out_path = home.path().join("playground.out");
     let base = free_base();
-    let mut pg = start_playground(home.path(), &out_path, base, &[]);
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut pg = start_playground(home.path(), &out_path, base, &["--metrics", &metrics]);
     let dir = home.path().join(".tidemark");
     let control = dir.join("control");
     let banner = std::fs::read_to_string(&out_path).unwrap();
@@ -307,6 +368,37 @@ fn the_playground_backs_up_restores_and_stops_cleanly() {
         }
     }
 
+    // The whole run, backup and restore included: no secret of the environment in
+    // what tidemark printed as JSON, served as metrics, logged or stored.
+    let mut printed = vec![
+        String::from_utf8_lossy(&described.stdout).into_owned(),
+        scrape(&metrics),
+    ];
+    for args in [
+        &["status", "-o", "json"][..],
+        &["list", "-o", "json"],
+        &["logs", "-o", "json"],
+        &["describe-backup", &backup, "-o", "json"],
+    ] {
+        let out = tidemark()
+            .args(args)
+            .arg("--control")
+            .arg(&control)
+            .envs(secrets())
+            .output()
+            .unwrap();
+        printed.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        printed.push(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    assert!(
+        printed[1].contains("tidemark_passes_total"),
+        "metrics served: {}",
+        printed[1]
+    );
+    for text in &printed {
+        assert!(!text.contains(SECRET), "a secret in the output: {text}");
+    }
+
     // Ctrl-C: every process goes, and the playground exits 0.
     let (code, stderr) = sigint_and_wait(&mut pg, &out_path);
     assert_eq!(code, Some(0), "{stderr}");
@@ -314,6 +406,9 @@ fn the_playground_backs_up_restores_and_stops_cleanly() {
     assert!(left.is_empty(), "processes left over: {left:#?}");
     let out = std::fs::read_to_string(&out_path).unwrap();
     assert!(out.contains("stopped; the data stays in"), "{out}");
+    // Logs, control plane, backups, dbPaths, the playground's own output.
+    let leaked = files_with_secret(home.path());
+    assert!(leaked.is_empty(), "secrets written to {leaked:#?}");
 
     // Again on the same directory: the data is there. Then SIGKILL: its processes stay.
     let mut pg = start_playground(home.path(), &out_path, base, &[]);

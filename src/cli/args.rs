@@ -101,6 +101,9 @@ pub struct PlaygroundArgs {
     /// --nodes members each (nodes numbered across them, config server first).
     #[arg(long)]
     pub sharded: bool,
+    /// Serve the reconciler's Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug)]

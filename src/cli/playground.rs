@@ -14,6 +14,7 @@ pub fn run(args: PlaygroundArgs) -> anyhow::Result<ExitStatus> {
         stop_leftovers: args.stop_leftovers,
         break_node: args.break_node,
         sharded: args.sharded,
+        metrics: args.metrics,
     })?;
     Ok(ExitStatus::Ok)
 }

@@ -92,28 +92,32 @@ pub fn start_agent(
 }
 
 /// The reconciler, watching `policies`.
-pub fn start_reconciler(layout: &Layout, policies: &Path) -> anyhow::Result<Proc> {
-    spawn(
-        layout,
-        "reconciler",
-        &[
-            "reconcile".into(),
-            "--policies".into(),
-            policies.display().to_string(),
-            "--control".into(),
-            layout.control().display().to_string(),
-            "--interval".into(),
-            "5s".into(),
-            "--resync-interval".into(),
-            "5s".into(),
-            "--dead-after".into(),
-            "15s".into(),
-            "--lease-ttl".into(),
-            "5s".into(),
-            "--signing-key-file".into(),
-            layout.signing_key().display().to_string(),
-        ],
-    )
+pub fn start_reconciler(
+    layout: &Layout,
+    policies: &Path,
+    metrics: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Proc> {
+    let mut args: Vec<String> = vec![
+        "reconcile".into(),
+        "--policies".into(),
+        policies.display().to_string(),
+        "--control".into(),
+        layout.control().display().to_string(),
+        "--interval".into(),
+        "5s".into(),
+        "--resync-interval".into(),
+        "5s".into(),
+        "--dead-after".into(),
+        "15s".into(),
+        "--lease-ttl".into(),
+        "5s".into(),
+        "--signing-key-file".into(),
+        layout.signing_key().display().to_string(),
+    ];
+    if let Some(addr) = metrics {
+        args.extend(["--metrics".into(), addr.to_string()]);
+    }
+    spawn(layout, "reconciler", &args)
 }
 
 /// Stops `pids`: `first` (if any), then up to `grace` for them to exit, then SIGKILL.

@@ -28,6 +28,8 @@ pub struct Settings {
     pub break_node: Option<usize>,
     /// A sharded cluster: a config server and two shards, `nodes` members each.
     pub sharded: bool,
+    /// Where the reconciler serves its metrics.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 pub fn run(s: Settings) -> anyhow::Result<()> {
@@ -180,7 +182,7 @@ async fn start(
             layout, mongod, &set.name, i, *p, broken,
         )?);
     }
-    children.push(procs::start_reconciler(layout, &policies)?);
+    children.push(procs::start_reconciler(layout, &policies, s.metrics)?);
     print_banner(layout, &policies, &named);
     Ok(())
 }
