@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => cli::validate::run(args),
         Command::Diff(args) => cli::diff::run(args),
         Command::Agent(args) => cli::agent::run(*args),
-        Command::Reconcile(args) => cli::reconcile::run(args),
+        Command::Reconcile(args) => cli::reconcile::run(*args),
         Command::DescribeBackup(args) => cli::describe::run(args, "backup"),
         Command::DescribeRestore(args) => cli::describe::run(args, "restore"),
         Command::BackupFinish(args) => cli::finish::run(args),

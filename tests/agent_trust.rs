@@ -161,7 +161,7 @@ fn trusted_keys_rotate_without_restarting_the_agent() {
     assert_eq!(r.phase, Phase::Error);
     assert!(
         r.message.contains(&format!(
-            "signed by key {}, which this agent does not trust",
+            "signed by key {}, which is not a trusted key here",
             old.fingerprint()
         )),
         "{}",

@@ -12,7 +12,6 @@ use crate::mongod::{MongodClient, MongodError};
 
 pub type Details = BTreeMap<String, serde_json::Value>;
 
-/// How a wait for a key ended, when it did not end with the op.
 /// Why a wait ended without its key.
 enum Ended {
     /// The op ended (its result, an abort, compaction, or a closed gate).
@@ -21,6 +20,7 @@ enum Ended {
     Untrusted(String),
 }
 
+/// How a wait for a key ended, when it did not end with the op.
 enum Waited {
     Arrived(serde_json::Value),
     TimedOut,

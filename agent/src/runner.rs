@@ -253,19 +253,6 @@ async fn consider(node: &Node, id: &str) -> Result<Seen, AgentError> {
     if !node.targets_me(&op) {
         return Ok(Seen::Handled);
     }
-    // Before anything reads the op's epoch or acts on it: an unsigned op's epoch must not
-    // even raise the fence.
-    let key = tidemark_schema::control::op_key(id);
-    if let Err(refusal) = node.trust.check(&key, &raw) {
-        node.finish_for(
-            id,
-            Some(Phase::Precheck),
-            format!("refused {key}: {refusal}; nothing was done"),
-            Details::new(),
-        )
-        .await?;
-        return Ok(Seen::Handled);
-    }
     if op.id != id {
         // A copied or hand-edited op: its reports would go under another op's key.
         node.finish_for(
@@ -281,7 +268,7 @@ async fn consider(node: &Node, id: &str) -> Result<Seen, AgentError> {
         .await?;
         return Ok(Seen::Handled);
     }
-    run_if_needed(node, &op).await
+    run_if_needed(node, &op, &raw).await
 }
 
 /// An op this agent cannot read (say, a command of a newer reconciler): if it names this
@@ -314,7 +301,7 @@ async fn unreadable(
     .await
 }
 
-async fn run_if_needed(node: &Node, op: &Op) -> Result<Seen, AgentError> {
+async fn run_if_needed(node: &Node, op: &Op, raw: &serde_json::Value) -> Result<Seen, AgentError> {
     let id = op.id.as_str();
     if node
         .control
@@ -428,6 +415,20 @@ async fn run_if_needed(node: &Node, op: &Op) -> Result<Seen, AgentError> {
             .finish_for(id, Some(failed), message, details)
             .await
             .map(|_| Seen::Ran);
+    }
+    // A new op: checked before anything reads its epoch or acts on it (an unsigned op's
+    // epoch must not even raise the fence). An op that ended, or that this node began
+    // before a restart, was judged when it began; it is closed above as it stands.
+    let key = tidemark_schema::control::op_key(id);
+    if let Err(refusal) = node.trust.check(&key, raw) {
+        node.finish_for(
+            id,
+            Some(Phase::Precheck),
+            format!("refused {key}: {refusal}; nothing was done"),
+            Details::new(),
+        )
+        .await?;
+        return Ok(Seen::Handled);
     }
     if let Some(deadline) = op.deadline
         && chrono::Utc::now() > deadline

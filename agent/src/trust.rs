@@ -19,8 +19,10 @@ pub enum TrustSetting {
     AcceptUnsigned,
 }
 
-/// What a file looked like when it was last read: a change of any of these reads it again.
-type Stamp = Option<(std::time::SystemTime, u64, u64)>;
+/// What a file looked like when it was last read (modified, changed, size, inode): a
+/// change of any of these reads it again. The change time moves on every write, even one
+/// that keeps the size and lands within the modification time's granularity.
+type Stamp = Option<(std::time::SystemTime, (i64, i64), u64, u64)>;
 
 #[derive(Debug)]
 struct State {
@@ -77,11 +79,21 @@ impl Trust {
         match state.keys.check(key, record) {
             Ok(_) => Ok(()),
             Err(refusal) => {
+                // The same record refused again (a slicing assignment read at every ring):
+                // counted and logged once, so the heartbeat does not change at every look.
+                let reason = refusal.to_string();
+                if state
+                    .last_refused
+                    .as_ref()
+                    .is_some_and(|r| r.key == key && r.reason == reason)
+                {
+                    return Err(refusal);
+                }
                 tracing::error!(record = key, reason = %refusal, "refused an untrusted control record");
                 state.refused_count += 1;
                 state.last_refused = Some(RefusedRecord {
                     key: key.to_string(),
-                    reason: refusal.to_string(),
+                    reason,
                     at: Utc::now(),
                 });
                 Err(refusal)
@@ -108,7 +120,12 @@ impl Trust {
 fn stamp(path: &std::path::Path) -> Stamp {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len(), m.ino()))
+    Some((
+        m.modified().ok()?,
+        (m.ctime(), m.ctime_nsec()),
+        m.len(),
+        m.ino(),
+    ))
 }
 
 fn read_all(paths: &[PathBuf]) -> Result<(Vec<Stamp>, TrustedKeys), String> {

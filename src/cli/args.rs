@@ -30,7 +30,7 @@ pub enum Command {
     /// Run the node agent next to one mongod.
     Agent(Box<AgentArgs>),
     /// Run the reconciler: follow the desired state and drive the agents until they agree.
-    Reconcile(ReconcileArgs),
+    Reconcile(Box<ReconcileArgs>),
     /// Show a backup: its status, and per replica set and node the phase and outcome.
     DescribeBackup(DescribeArgs),
     /// Show a restore: its status, and per replica set and node the phase and outcome.
@@ -313,6 +313,11 @@ pub struct ReconcileArgs {
     /// refuse them unless started with --insecure-accept-unsigned.
     #[arg(long, env = "TIDEMARK_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
+    /// After a key rotation: the public keys this reconciler signed with before (one
+    /// `ssh-ed25519 AAAA…` line each), so that operations they sealed are still followed
+    /// to their end.
+    #[arg(long, env = "TIDEMARK_PREVIOUS_SIGNING_KEYS")]
+    pub previous_signing_keys: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use tidemark_schema::control::signature::Signer;
+use tidemark_schema::control::signature::{Signer, TrustedKeys};
 
 use super::args::KeygenArgs;
 use super::exit::ExitStatus;
@@ -14,9 +14,32 @@ use super::exit::ExitStatus;
 /// variables, not files). Never logged, never passed on to a child process.
 pub const SIGNING_KEY_VAR: &str = "TIDEMARK_SIGNING_KEY";
 
-/// The reconciler's signing key, from `TIDEMARK_SIGNING_KEY` or the file; `None` when
-/// neither is given. Both at once is an error: which one signs must never be a guess.
-pub fn load_signer(file: Option<&Path>) -> anyhow::Result<Option<Signer>> {
+/// The reconciler's signing key, from `TIDEMARK_SIGNING_KEY` or the file, with the public
+/// keys it signed with before (`--previous-signing-keys`); `None` when no key is given.
+pub fn load_signer(file: Option<&Path>, previous: Option<&Path>) -> anyhow::Result<Option<Signer>> {
+    let signer = load_key(file)?;
+    let (Some(signer), Some(path)) = (signer.clone(), previous) else {
+        if previous.is_some() {
+            anyhow::bail!("--previous-signing-keys needs a signing key to go with it");
+        }
+        return Ok(signer);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--previous-signing-keys {}", path.display()))?;
+    let keys = TrustedKeys::parse(&text).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!(
+            "--previous-signing-keys {}: {}",
+            path.display(),
+            lines.join("; ")
+        )
+    })?;
+    Ok(Some(signer.with_previous(keys)))
+}
+
+/// Both `TIDEMARK_SIGNING_KEY` and a file is an error: which one signs must never be a
+/// guess.
+fn load_key(file: Option<&Path>) -> anyhow::Result<Option<Signer>> {
     let from_env = std::env::var(SIGNING_KEY_VAR)
         .ok()
         .filter(|v| !v.trim().is_empty());
@@ -27,8 +50,7 @@ pub fn load_signer(file: Option<&Path>) -> anyhow::Result<Option<Signer>> {
         ),
         (Some(text), None) => {
             // SAFETY: called from `reconcile` before its runtime starts, while this
-            // process has one thread. Removed so that neither /proc/<pid>/environ nor a
-            // child process holds the key.
+            // process has one thread. Removed so that no child process inherits the key.
             unsafe { std::env::remove_var(SIGNING_KEY_VAR) };
             Signer::from_openssh(&text)
                 .map(Some)

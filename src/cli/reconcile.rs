@@ -45,7 +45,10 @@ fn doorbell_url(args: &ReconcileArgs) -> Option<String> {
 
 pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
     let source = open_source(&args.source)?;
-    let signer = super::keys::load_signer(args.signing_key_file.as_deref())?;
+    let signer = super::keys::load_signer(
+        args.signing_key_file.as_deref(),
+        args.previous_signing_keys.as_deref(),
+    )?;
     match &signer {
         Some(s) => {
             tracing::info!(key = %s.fingerprint(), "signing ops, gates and slicing assignments")

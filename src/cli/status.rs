@@ -412,7 +412,7 @@ fn trust_lines(trust: &Value) -> String {
     }
     if let Some(e) = &t.keys_error {
         out.push_str(&format!(
-            "      trusted keys cannot be read again (the keys read before stay): {e}\n"
+            "      trusted keys cannot be read again, so no key is trusted and every record is refused: {e}\n"
         ));
     }
     out

@@ -47,10 +47,24 @@ impl Layout {
         self.root.join("signing-key")
     }
 
-    /// Makes the key pair unless an earlier run did.
+    /// Makes the key pair unless an earlier run did. A pair left broken by a crash
+    /// between its two writes is made again: it is this playground's own, nothing else
+    /// trusts it.
     pub fn ensure_signing_key(&self) -> anyhow::Result<()> {
-        if !self.signing_key().exists() {
-            crate::cli::keys::write_key_pair(&self.signing_key(), "tidemark playground")?;
+        let private = self.signing_key();
+        let public = PathBuf::from(format!("{}.pub", private.display()));
+        let whole = std::fs::read_to_string(&private)
+            .ok()
+            .and_then(|text| tidemark_schema::control::signature::Signer::from_openssh(&text).ok())
+            .zip(std::fs::read_to_string(&public).ok())
+            .is_some_and(|(signer, text)| {
+                tidemark_schema::control::signature::TrustedKeys::parse(&text)
+                    .is_ok_and(|keys| keys.fingerprints() == [signer.fingerprint()])
+            });
+        if !whole {
+            let _ = std::fs::remove_file(&private);
+            let _ = std::fs::remove_file(&public);
+            crate::cli::keys::write_key_pair(&private, "tidemark playground")?;
         }
         Ok(())
     }

@@ -138,13 +138,13 @@ pub async fn advance(
     now: DateTime<Utc>,
 ) -> Result<Progress, ExecError> {
     let op = ex.op_of(record).await?;
-    let settings: BackupSettings = Executor::settings_of(record)?;
+    let settings: BackupSettings = ex.own_settings(record)?;
     let OpCommand::Backup { backup, .. } = &op.command else {
         return Err(ExecError::Invalid(format!("{}: not a backup op", op.id)));
     };
     // Once decided, the decision stands: a lost agent that comes back after an Error was
     // written (and, seeing it, does nothing) must not make the backup wait forever.
-    let decided: Option<OpResult> = ex.own(&result_key(&op.id)).await?;
+    let decided: Option<OpResult> = ex.own_result(&op.id).await?;
     let views = ex.views(&op, now).await?;
     match &decided {
         Some(r) if r.status == RunStatus::Cancelled => {
@@ -182,7 +182,7 @@ pub async fn advance(
         && let OpCommand::Backup { barrier: true, .. } = &op.command
     {
         common_point(ex, &op, &views, now).await?;
-        decided = ex.own(&result_key(&op.id)).await?;
+        decided = ex.own_result(&op.id).await?;
     }
     if decided.is_none() && !views.iter().all(|v| v.settled()) {
         return Ok(Progress::Running);

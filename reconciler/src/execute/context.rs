@@ -22,8 +22,9 @@ pub enum ExecError {
     /// A record the reconciler reads back as its own is not sealed by its key: someone
     /// else wrote or edited it. Nothing is derived from it.
     #[error(
-        "{key} is not sealed by this reconciler's key ({why}): someone else wrote or \
-             edited it, so nothing is done from it"
+        "{key} is not sealed by this reconciler's key ({why}): written or edited by \
+         someone without it, or sealed by a key this reconciler no longer holds (give that \
+         key's public half in --previous-signing-keys); nothing is done from it"
     )]
     Untrusted { key: String, why: String },
 }
@@ -158,6 +159,34 @@ impl Executor {
         serde_json::from_value(value)
             .map(Some)
             .map_err(|e| ExecError::Invalid(format!("{key}: {e}")))
+    }
+
+    /// Whether a record read as `T` (its seal kept in a `seal` field) carries this
+    /// reconciler's seal; always true without a key. The ledger's applied revision is
+    /// fallen back to only then: planning from someone else's documents would have this
+    /// process seal ops for them.
+    pub fn is_own<T: serde::Serialize>(&self, key: &str, record: &T) -> bool {
+        let Some(signer) = &self.signer else {
+            return true;
+        };
+        let value = serde_json::to_value(record).unwrap_or_default();
+        match signer.verify_own(key, &value) {
+            Ok(()) => true,
+            Err(refusal) => {
+                tracing::error!(record = key, reason = %refusal, "a record not sealed by this reconciler is not used");
+                false
+            }
+        }
+    }
+
+    /// The result of op `id` when this reconciler (or an earlier leader with its key)
+    /// decided it. One someone else wrote decides nothing: it reads as absent, and
+    /// [`Executor::decide_once`] replaces it.
+    pub async fn own_result(&self, id: &str) -> Result<Option<OpResult>, ExecError> {
+        match self.own(&result_key(id)).await {
+            Err(ExecError::Untrusted { .. }) => Ok(None),
+            other => other,
+        }
     }
 
     /// The op `id`, read back as this reconciler's own.

@@ -56,8 +56,12 @@ impl Executor {
         };
         // Sealed, so that an interrupted start is finished only with the op this
         // reconciler made, never one someone wrote into the ledger record.
+        // The settings too: follow-up decisions (fallback, partly done, start nodes) are
+        // taken from them, and sealed again as steps.
         if let Some(with) = record.started_with.as_mut() {
             with["op"] = self.sealed(&op_key(&op.id), op);
+            let settings = with["settings"].clone();
+            with["settings"] = self.sealed(&settings_key(kind, name), &settings);
         }
         let key = oneshot_key(kind.key(), name);
         if self.control.create(&key, &record).await? == Created::Existed {
@@ -105,6 +109,7 @@ impl Executor {
             .map(|s| s["op"].clone())
             .unwrap_or_default();
         if let Some(signer) = &self.signer
+            && !stored.is_null()
             && let Err(refusal) = signer.verify_own(&op_key(&record.op_id), &stored)
         {
             return Err(ExecError::Untrusted {
@@ -216,6 +221,28 @@ impl Executor {
     }
 
     /// The settings a one-shot was started with.
+    /// [`Executor::settings_of`], read back only when they carry this reconciler's seal.
+    pub fn own_settings<T: serde::de::DeserializeOwned>(
+        &self,
+        record: &OneShotRecord,
+    ) -> Result<T, ExecError> {
+        if let Some(signer) = &self.signer {
+            let stored = record
+                .started_with
+                .as_ref()
+                .map(|s| s["settings"].clone())
+                .unwrap_or_default();
+            let key = settings_key(record.kind, &record.name);
+            if let Err(refusal) = signer.verify_own(&key, &stored) {
+                return Err(ExecError::Untrusted {
+                    key,
+                    why: refusal.to_string(),
+                });
+            }
+        }
+        Self::settings_of(record)
+    }
+
     pub fn settings_of<T: serde::de::DeserializeOwned>(
         record: &OneShotRecord,
     ) -> Result<T, ExecError> {
@@ -263,6 +290,12 @@ impl Executor {
         };
         Ok(self.control.put(&key, &record).await?)
     }
+}
+
+/// What a one-shot's settings are sealed under: its ledger key and `#settings`, so that a
+/// seal cannot be moved between records nor between a record's op and its settings.
+fn settings_key(kind: OneShotKind, name: &str) -> String {
+    format!("{}#settings", oneshot_key(kind.key(), name))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! agent's view, and the decision taken once from its final report.
 
 use chrono::{DateTime, Utc};
-use tidemark_schema::control::{OneShotRecord, Op, OpResult, RunStatus, result_key};
+use tidemark_schema::control::{OneShotRecord, Op, OpResult, RunStatus};
 
 use super::context::{ExecError, Executor, NodeView, Progress};
 
@@ -36,7 +36,7 @@ impl Executor {
         now: DateTime<Utc>,
     ) -> Result<Single, ExecError> {
         let op = self.op_of(record).await?;
-        let decided: Option<OpResult> = self.own(&result_key(&op.id)).await?;
+        let decided: Option<OpResult> = self.own_result(&op.id).await?;
         let view = self
             .views(&op, now)
             .await?

@@ -44,27 +44,35 @@ pub async fn set_slicing(ex: &Executor, wanted: &SlicingAssignment) -> Result<()
     Ok(())
 }
 
-/// Slicing assignments not sealed by this reconciler's key are as good as absent: agents
-/// refuse them, so the plan must write its own (after a key rotation, once signing is
-/// turned on, or over one someone else wrote).
-pub fn forget_foreign_assignments(
+/// Slicing assignments not sealed by this reconciler's key (after a key rotation, once
+/// signing is turned on, or written by someone else) are deleted: agents that trust the
+/// key refuse them, agents that still trust an older key would follow them. The plan then
+/// writes a sealed one for every replica set still sliced, this same pass.
+pub async fn forget_foreign_assignments(
     ex: &Executor,
     observed: &mut tidemark_store::control::ObservedState,
-) {
+) -> Result<(), ExecError> {
     let Some(signer) = &ex.signer else {
-        return;
+        return Ok(());
     };
+    let mut foreign = Vec::new();
     observed.slicing.retain(|a| {
-        let key = tidemark_schema::control::slicing_key(&a.cluster, &a.replica_set);
+        let key = slicing_key(&a.cluster, &a.replica_set);
         let value = serde_json::to_value(a).unwrap_or_default();
         match signer.verify_own(&key, &value) {
             Ok(()) => true,
             Err(refusal) => {
-                tracing::warn!(record = %key, reason = %refusal, "slicing assignment not sealed by this reconciler; writing it again");
+                tracing::warn!(record = %key, reason = %refusal, "slicing assignment not sealed by this reconciler; deleted, written again if still wanted");
+                foreign.push((key, a.cluster.clone()));
                 false
             }
         }
     });
+    for (key, cluster) in foreign {
+        ex.control.delete(&key).await?;
+        ex.ring(&cluster).await;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -75,8 +83,8 @@ mod tests {
 
     /// After a key rotation, once signing is turned on, or over a record someone else
     /// wrote: the assignment counts as absent, so the plan writes a sealed one.
-    #[test]
-    fn an_assignment_without_this_reconcilers_seal_counts_as_absent() {
+    #[tokio::test]
+    async fn an_assignment_without_this_reconcilers_seal_is_deleted() {
         let dir = tempfile::TempDir::new().unwrap();
         let signer = Signer::generate();
         let ex = Executor {
@@ -102,16 +110,25 @@ mod tests {
         let ours = read(signer.seal(&slicing_key("c1", "rs0"), &assignment("rs0")));
         let rotated = read(Signer::generate().seal(&slicing_key("c1", "rs1"), &assignment("rs1")));
         let unsigned = assignment("rs2");
+        for a in [&ours, &rotated, &unsigned] {
+            let key = slicing_key("c1", &a.replica_set);
+            ex.control.put(&key, a).await.unwrap();
+        }
         let mut observed = ObservedState {
             slicing: vec![ours, rotated, unsigned],
             ..Default::default()
         };
-        forget_foreign_assignments(&ex, &mut observed);
+        forget_foreign_assignments(&ex, &mut observed)
+            .await
+            .unwrap();
         let kept: Vec<&str> = observed
             .slicing
             .iter()
             .map(|a| a.replica_set.as_str())
             .collect();
         assert_eq!(kept, ["rs0"]);
+        assert!(ex.control.exists(&slicing_key("c1", "rs0")).await.unwrap());
+        assert!(!ex.control.exists(&slicing_key("c1", "rs1")).await.unwrap());
+        assert!(!ex.control.exists(&slicing_key("c1", "rs2")).await.unwrap());
     }
 }

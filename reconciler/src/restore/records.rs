@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use tidemark_schema::control::{
     CancelRequest, Gate, Heartbeat, OneShotRecord, Op, OpCommand, OpResult, Remedy, go_key,
-    oneshot_key, result_key,
+    oneshot_key,
 };
 
 use super::decide::STAGES;
@@ -145,8 +145,8 @@ async fn load_with(
     op: Op,
     now: DateTime<Utc>,
 ) -> Result<RestoreRecords, ExecError> {
-    let settings: RestoreSettings = Executor::settings_of(record)?;
-    let progress = match ex.own::<OpResult>(&result_key(&op.id)).await? {
+    let settings: RestoreSettings = ex.own_settings(record)?;
+    let progress = match ex.own_result(&op.id).await? {
         None => {
             let views = ex.views(&op, now).await?;
             let gate = ex
@@ -231,7 +231,7 @@ async fn load_step(
             views: Vec::new(),
         });
     };
-    let result = ex.own::<OpResult>(&result_key(&id)).await?;
+    let result = ex.own_result(&id).await?;
     // Reports matter while the step runs, and after it for a node closed as lost (its
     // agent may have finished the step since) or a result without verdicts.
     let needs_views = result.as_ref().is_none_or(|r| {

@@ -324,7 +324,8 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     epoch: self.ex.control.epoch(),
                     ..state.to_applied(&revision, now)
                 };
-                let recorded = match self.ex.control.put(APPLIED_KEY, &applied).await {
+                let sealed = self.ex.sealed(APPLIED_KEY, &applied);
+                let recorded = match self.ex.control.put(APPLIED_KEY, &sealed).await {
                     Ok(()) => self.attempted(&revision, Vec::new(), now).await,
                     Err(e) => Err(e.into()),
                 };
@@ -361,12 +362,13 @@ impl<S: DesiredStateSource> Reconciler<S> {
             }
         }
         let mut observed = observe_with(&self.ex.control, &self.chunks).await?;
-        crate::pitr::forget_foreign_assignments(&self.ex, &mut observed);
+        crate::pitr::forget_foreign_assignments(&self.ex, &mut observed).await?;
         let written_before = writes();
         report.errors.extend(observed.warnings.iter().cloned());
         if self.follower.current().is_none()
             && self.fallback.is_none()
             && let Some(applied) = &observed.applied
+            && self.ex.is_own(APPLIED_KEY, applied)
             && let Some(state) = desired_from_applied(applied)
         {
             tracing::warn!(revision = %applied.revision, "the source has no valid revision; keeping the ledger's applied revision in force");
@@ -426,7 +428,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             true => observed,
             false => {
                 let mut again = observe_with(&self.ex.control, &self.chunks).await?;
-                crate::pitr::forget_foreign_assignments(&self.ex, &mut again);
+                crate::pitr::forget_foreign_assignments(&self.ex, &mut again).await?;
                 again
             }
         };

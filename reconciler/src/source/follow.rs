@@ -11,6 +11,10 @@ pub struct Follower<S> {
     last_seen: Option<String>,
     /// What [`Follower::check`] found, for the next [`Follower::poll`] to report.
     pending: Option<PollOutcome>,
+    /// The last revision the source refused as a whole (an unsigned commit), and why:
+    /// reported once, and looked at again at every poll, since the refusal may be lifted
+    /// (a signer added) without a new commit.
+    last_refused: Option<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -35,6 +39,7 @@ impl<S: DesiredStateSource> Follower<S> {
             current: None,
             last_seen: None,
             pending: None,
+            last_refused: None,
         }
     }
 
@@ -72,6 +77,7 @@ impl<S: DesiredStateSource> Follower<S> {
         self.pending = None;
         self.last_seen = None;
         self.current = None;
+        self.last_refused = None;
     }
 
     /// Forgets only which revision was seen last, so that the next poll reports it again
@@ -79,6 +85,7 @@ impl<S: DesiredStateSource> Follower<S> {
     pub fn forget_seen_revision(&mut self) {
         self.pending = None;
         self.last_seen = None;
+        self.last_refused = None;
     }
 
     /// Loads the source; applies the revision if it is new and valid.
@@ -93,13 +100,19 @@ impl<S: DesiredStateSource> Follower<S> {
         if self.last_seen.as_deref() == Some(revision.id.as_str()) {
             return PollOutcome::Unchanged;
         }
-        self.last_seen = Some(revision.id.clone());
         if let Some(why) = revision.refused {
+            let refusal = (revision.id.clone(), why.clone());
+            if self.last_refused.as_ref() == Some(&refusal) {
+                return PollOutcome::Unchanged;
+            }
+            self.last_refused = Some(refusal);
             return PollOutcome::Rejected {
                 revision: revision.id,
                 errors: vec![ValidationError::whole(why)],
             };
         }
+        self.last_refused = None;
+        self.last_seen = Some(revision.id.clone());
         let validation = validate_files(&revision.files);
         if validation.is_valid() {
             self.current = Some((revision.id.clone(), validation.state));
@@ -118,9 +131,43 @@ impl<S: DesiredStateSource> Follower<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::DirSource;
+    use crate::source::{DirSource, Revision};
 
     const CLUSTER: &str = "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: c1\nspec:\n  replicaSets:\n    - name: rs0\n      members: [\"h:1\"]\n";
+
+    /// A source whose next revision the test sets.
+    struct Scripted(std::sync::Arc<std::sync::Mutex<Revision>>);
+
+    impl DesiredStateSource for Scripted {
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+        fn load(&mut self) -> Result<Revision, SourceError> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+        fn changes(&self) -> Result<crate::source::Changes, SourceError> {
+            unreachable!("not watched")
+        }
+    }
+
+    /// A commit refused (its signer not listed yet) is reported once, then applied as
+    /// soon as it verifies, with no new commit.
+    #[test]
+    fn a_refused_revision_is_reported_once_and_applied_once_it_verifies() {
+        let next = std::sync::Arc::new(std::sync::Mutex::new(Revision {
+            id: "c1".into(),
+            files: vec![tidemark_schema::validate::SourceFile {
+                path: "c.yaml".into(),
+                bytes: CLUSTER.as_bytes().to_vec(),
+            }],
+            refused: Some("commit c1 is signed by key SHA256:x, which is not in allowed".into()),
+        }));
+        let mut f = Follower::new(Scripted(next.clone()));
+        assert!(matches!(f.poll(), PollOutcome::Rejected { .. }));
+        assert!(matches!(f.poll(), PollOutcome::Unchanged), "reported once");
+        next.lock().unwrap().refused = None;
+        assert!(matches!(f.poll(), PollOutcome::Applied { revision } if revision == "c1"));
+    }
 
     #[test]
     fn a_revision_found_between_passes_is_applied_by_the_next_poll_once() {

@@ -32,13 +32,23 @@ pub struct GitOptions {
 pub struct GitSource {
     options: GitOptions,
     url: String,
+    /// With `--verify-commits`: the last tip that verified, which every later tip must
+    /// descend from (a ref moved back to an older signed commit is a rollback, refused),
+    /// and the last verdict, logged only when it changes.
+    verified: Option<git2::Oid>,
+    last_verdict: Option<(git2::Oid, Result<String, String>)>,
 }
 
 impl GitSource {
     /// Checks the URL's form; nothing is fetched until `load`.
     pub fn new(options: GitOptions) -> Result<Self, SourceError> {
         let url = normalize_url(&options.url)?;
-        Ok(GitSource { options, url })
+        Ok(GitSource {
+            options,
+            url,
+            verified: None,
+            last_verdict: None,
+        })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> SourceError {
@@ -147,7 +157,7 @@ impl GitSource {
     /// Whether commit `oid` is signed by an allowed signer: `Ok(Ok(principals))`, or
     /// `Ok(Err(why))` for a commit that must not be applied.
     fn verify(
-        &self,
+        &mut self,
         repo: &Repository,
         oid: git2::Oid,
         allowed: &Path,
@@ -164,15 +174,31 @@ impl GitSource {
                 });
             }
         };
-        let verdict = signers.verify(
+        let mut verdict = signers.verify(
             &oid.to_string(),
             extracted.as_ref().map(|(s, d)| (s.as_str(), d.as_slice())),
         );
-        match &verdict {
-            Ok(principals) => {
-                tracing::info!(commit = %oid, signer = %principals, "signed commit verified")
+        if verdict.is_ok()
+            && let Some(prev) = self.verified
+            && prev != oid
+            && !repo.graph_descendant_of(oid, prev).unwrap_or(false)
+        {
+            verdict = Err(format!(
+                "commit {oid} does not descend from {prev}, the last signed commit taken: a \
+                 ref moved back is refused; undo a change with a new signed commit"
+            ));
+        }
+        if verdict.is_ok() {
+            self.verified = Some(oid);
+        }
+        if self.last_verdict.as_ref() != Some(&(oid, verdict.clone())) {
+            match &verdict {
+                Ok(principals) => {
+                    tracing::info!(commit = %oid, signer = %principals, "signed commit verified")
+                }
+                Err(why) => tracing::error!(commit = %oid, "{why}"),
             }
-            Err(why) => tracing::error!(commit = %oid, "{why}"),
+            self.last_verdict = Some((oid, verdict.clone()));
         }
         Ok(verdict)
     }
@@ -296,8 +322,8 @@ impl DesiredStateSource for GitSource {
         let repo = self.open_or_init()?;
         let default_branch = self.fetch(&repo)?;
         let oid = self.resolve(&repo, default_branch)?;
-        if let Some(path) = &self.options.allowed_signers
-            && let Err(why) = self.verify(&repo, oid, path)?
+        if let Some(path) = self.options.allowed_signers.clone()
+            && let Err(why) = self.verify(&repo, oid, &path)?
         {
             return Ok(Revision {
                 id: oid.to_string(),

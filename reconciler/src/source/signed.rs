@@ -90,28 +90,31 @@ impl AllowedSigners {
             .map_err(|e| format!("commit {short}: its signature cannot be read: {e}"))?;
         let key = PublicKey::from(sig.public_key().clone());
         let fingerprint = key.fingerprint(HashAlg::Sha256);
-        let Some(signer) = self
+        let listed: Vec<&Signer> = self
             .signers
             .iter()
-            .find(|s| s.key.key_data() == key.key_data())
-        else {
+            .filter(|s| s.key.key_data() == key.key_data())
+            .collect();
+        let Some(first) = listed.first() else {
             return Err(format!(
                 "commit {short} is signed by key {fingerprint}, which is not in {}",
                 self.path.display()
             ));
         };
-        if signer
-            .namespaces
-            .as_ref()
-            .is_some_and(|n| !n.iter().any(|n| n == GIT_NAMESPACE))
-        {
+        // A key may have several lines (one for files, one for git): any allowing git.
+        let for_git = listed.iter().find(|s| {
+            s.namespaces
+                .as_ref()
+                .is_none_or(|n| n.iter().any(|n| n == GIT_NAMESPACE))
+        });
+        let Some(signer) = for_git else {
             return Err(format!(
                 "commit {short} is signed by {} ({fingerprint}), whose line in {} does not \
                  allow the \"git\" namespace",
-                signer.principals,
+                first.principals,
                 self.path.display()
             ));
-        }
+        };
         if sig.namespace() != GIT_NAMESPACE {
             return Err(format!(
                 "commit {short}: its signature is for namespace {:?}, not \"git\"",
@@ -167,24 +170,17 @@ fn split_token(line: &str) -> (&str, &str) {
     }
 }
 
+/// The options before the key: `name` or `name=value` / `name="value"`, separated by
+/// commas outside quotes; names are case-insensitive, as OpenSSH reads them.
 fn namespaces(options: &str) -> Result<Option<Vec<String>>, String> {
-    if options.is_empty() {
-        return Ok(None);
-    }
     let mut found = None;
-    let mut rest = options;
-    while !rest.is_empty() {
-        let (name, after) = rest.split_once('=').unwrap_or((rest, ""));
-        let name = name.trim_start_matches(',').trim();
-        let (value, after) = match after.strip_prefix('"') {
-            Some(q) => {
-                let end = q.find('"').ok_or("an option's quote is not closed")?;
-                (&q[..end], &q[end + 1..])
+    for option in split_options(options)? {
+        let (name, value) = option.split_once('=').unwrap_or((&option, ""));
+        match name.trim().to_ascii_lowercase().as_str() {
+            "namespaces" => {
+                let value = value.trim().trim_matches('"');
+                found = Some(value.split(',').map(|s| s.trim().to_string()).collect());
             }
-            None => after.split_once(',').unwrap_or((after, "")),
-        };
-        match name {
-            "namespaces" => found = Some(value.split(',').map(|s| s.trim().to_string()).collect()),
             "" => {}
             other => {
                 return Err(format!(
@@ -192,9 +188,29 @@ fn namespaces(options: &str) -> Result<Option<Vec<String>>, String> {
                 ));
             }
         }
-        rest = after.trim_start_matches(',').trim();
     }
     Ok(found)
+}
+
+fn split_options(options: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in options.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    if quoted {
+        return Err("an option's quote is not closed".into());
+    }
+    out.push(current);
+    Ok(out.into_iter().filter(|o| !o.trim().is_empty()).collect())
 }
 
 #[cfg(test)]
@@ -216,6 +232,16 @@ mod tests {
             signers.signers[1].namespaces,
             Some(vec!["git".to_string(), "file".to_string()])
         );
+    }
+
+    #[test]
+    fn options_split_at_commas_outside_quotes_and_names_ignore_case() {
+        assert_eq!(
+            namespaces("NAMESPACES=\"git,file\"").unwrap(),
+            Some(vec!["git".to_string(), "file".to_string()])
+        );
+        let err = namespaces("cert-authority,namespaces=\"git\"").unwrap_err();
+        assert!(err.contains("\"cert-authority\""), "{err}");
     }
 
     #[test]

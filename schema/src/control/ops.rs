@@ -60,7 +60,10 @@ impl std::fmt::Display for OpCause {
             parts.push(d.clone());
         }
         if let Some(r) = &self.revision {
-            parts.push(format!("revision {}", &r[..r.len().min(19)]));
+            parts.push(format!(
+                "revision {}",
+                r.chars().take(19).collect::<String>()
+            ));
         }
         if let Some(c) = &self.command {
             parts.push(c.clone());

@@ -19,6 +19,10 @@ pub struct AppliedRevision {
     /// The fencing number of the leader that wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// Its seal as read: a reconciler with a key falls back to this revision only when it
+    /// carries its own seal (see `signature.rs`); never set when writing.
+    #[serde(default, rename = "signature", skip_serializing_if = "Option::is_none")]
+    pub seal: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -690,7 +694,7 @@ pub struct TrustFacts {
     /// The last record it refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refused: Option<RefusedRecord>,
-    /// Why its `--trusted-keys` file could not be read again (the keys read before stay).
+    /// Why its `--trusted-keys` file could not be read again (it then trusts no key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys_error: Option<String>,
 }

@@ -37,7 +37,7 @@ pub struct Seal {
 pub enum Refusal {
     #[error("it carries no signature")]
     Unsigned,
-    #[error("it is signed by key {fingerprint}, which this agent does not trust")]
+    #[error("it is signed by key {fingerprint}, which is not a trusted key here")]
     UnknownKey { fingerprint: String },
     #[error(
         "its signature by key {fingerprint} does not match its content: a signed field was \
@@ -66,6 +66,9 @@ pub enum KeyError {
 pub struct Signer {
     key: PrivateKey,
     fingerprint: String,
+    /// Public keys this reconciler signed with before a rotation: what they sealed is
+    /// still read back as its own until those operations end.
+    previous: TrustedKeys,
 }
 
 impl std::fmt::Debug for Signer {
@@ -91,7 +94,11 @@ impl Signer {
             return Err(KeyError::Algorithm(key.algorithm().to_string()));
         }
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        Ok(Signer { key, fingerprint })
+        Ok(Signer {
+            key,
+            fingerprint,
+            previous: TrustedKeys::default(),
+        })
     }
 
     /// A new random key pair.
@@ -99,7 +106,11 @@ impl Signer {
         let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519)
             .expect("ed25519 key generation does not fail");
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        Signer { key, fingerprint }
+        Signer {
+            key,
+            fingerprint,
+            previous: TrustedKeys::default(),
+        }
     }
 
     /// The private key in OpenSSH form, for a file only its owner reads.
@@ -121,13 +132,19 @@ impl Signer {
         &self.fingerprint
     }
 
-    /// Whether `record`, read at `key`, carries this key's own seal: the reconciler
-    /// re-reads what it wrote (ops, results, assignments) and must not take a record
-    /// someone else wrote or edited for its own.
+    /// The same signer, also reading back as its own what `previous` keys sealed.
+    pub fn with_previous(self, previous: TrustedKeys) -> Signer {
+        Signer { previous, ..self }
+    }
+
+    /// Whether `record`, read at `key`, carries this reconciler's seal (or a previous
+    /// key's): the reconciler re-reads what it wrote (ops, results, assignments) and must
+    /// not take a record someone else wrote or edited for its own.
     pub fn verify_own(&self, key: &str, record: &serde_json::Value) -> Result<(), Refusal> {
         let own = TrustedKeys {
             keys: vec![(self.fingerprint.clone(), self.key.public_key().clone())],
-        };
+        }
+        .merge(self.previous.clone());
         own.check(key, record).map(|_| ())
     }
 

@@ -140,6 +140,7 @@ impl DesiredState {
                 })
                 .collect(),
             epoch: None,
+            seal: None,
         }
     }
 }
