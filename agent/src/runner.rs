@@ -312,7 +312,10 @@ async fn run_if_needed(node: &Node, op: &Op, raw: &serde_json::Value) -> Result<
         // Decided without us (this agent was away past --dead-after): a selective restore
         // we began may have left staging collections in the running cluster; dropped now,
         // and our final report says so.
-        if matches!(op.command, OpCommand::SelectiveRestore { .. }) {
+        // Only for an op it trusts: this connects to the hosts the op names.
+        if matches!(op.command, OpCommand::SelectiveRestore { .. })
+            && node.trust.check(&op_key_of(id), raw).is_ok()
+        {
             let reports = node
                 .control
                 .reports(id, &node.replica_set, &node.id)
@@ -371,7 +374,9 @@ async fn run_if_needed(node: &Node, op: &Op, raw: &serde_json::Value) -> Result<
         );
         // A selective restore's copies live in staging collections of the running
         // cluster: dropped now, and the state of each target said.
-        let message = if matches!(op.command, OpCommand::SelectiveRestore { .. }) {
+        let message = if matches!(op.command, OpCommand::SelectiveRestore { .. })
+            && node.trust.check(&op_key_of(id), raw).is_ok()
+        {
             format!(
                 "{message}{}",
                 crate::selective::after_restart(op, &reports).await
@@ -419,7 +424,7 @@ async fn run_if_needed(node: &Node, op: &Op, raw: &serde_json::Value) -> Result<
     // A new op: checked before anything reads its epoch or acts on it (an unsigned op's
     // epoch must not even raise the fence). An op that ended, or that this node began
     // before a restart, was judged when it began; it is closed above as it stands.
-    let key = tidemark_schema::control::op_key(id);
+    let key = op_key_of(id);
     if let Err(refusal) = node.trust.check(&key, raw) {
         node.finish_for(
             id,
@@ -535,4 +540,8 @@ async fn execute_logged(node: &Node, op: &Op) -> Result<(String, Details), Phase
         Err(failure) => tracing::error!(op = %op.id, %failure, "op failed"),
     }
     outcome
+}
+
+fn op_key_of(id: &str) -> String {
+    tidemark_schema::control::op_key(id)
 }

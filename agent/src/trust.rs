@@ -31,6 +31,8 @@ struct State {
     keys_error: Option<String>,
     refused_count: u64,
     last_refused: Option<RefusedRecord>,
+    /// The last refusal counted (record, reason): the same one again is not counted.
+    repeat: Option<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -59,6 +61,7 @@ impl Trust {
                 keys_error: None,
                 refused_count: 0,
                 last_refused: None,
+                repeat: None,
             }),
         })
     }
@@ -77,18 +80,22 @@ impl Trust {
         let mut state = self.state.lock().expect("trust state");
         reload_if_changed(paths, &mut state);
         match state.keys.check(key, record) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // Trusted now: a later refusal of the same record is news again.
+                if state.last_refused.as_ref().is_some_and(|r| r.key == key) {
+                    state.repeat = None;
+                }
+                Ok(())
+            }
             Err(refusal) => {
                 // The same record refused again (a slicing assignment read at every ring):
                 // counted and logged once, so the heartbeat does not change at every look.
                 let reason = refusal.to_string();
-                if state
-                    .last_refused
-                    .as_ref()
-                    .is_some_and(|r| r.key == key && r.reason == reason)
-                {
+                let this = (key.to_string(), reason.clone());
+                if state.repeat.as_ref() == Some(&this) {
                     return Err(refusal);
                 }
+                state.repeat = Some(this);
                 tracing::error!(record = key, reason = %refusal, "refused an untrusted control record");
                 state.refused_count += 1;
                 state.last_refused = Some(RefusedRecord {

@@ -47,24 +47,30 @@ impl Layout {
         self.root.join("signing-key")
     }
 
-    /// Makes the key pair unless an earlier run did. A pair left broken by a crash
-    /// between its two writes is made again: it is this playground's own, nothing else
-    /// trusts it.
+    /// Makes the key pair unless an earlier run did. A private key that cannot be read is
+    /// made again (it is this playground's own, nothing else trusts it); a missing or
+    /// wrong public half is written again from it.
     pub fn ensure_signing_key(&self) -> anyhow::Result<()> {
+        use tidemark_schema::control::signature::{Signer, TrustedKeys};
         let private = self.signing_key();
         let public = PathBuf::from(format!("{}.pub", private.display()));
-        let whole = std::fs::read_to_string(&private)
+        let signer = std::fs::read_to_string(&private)
             .ok()
-            .and_then(|text| tidemark_schema::control::signature::Signer::from_openssh(&text).ok())
-            .zip(std::fs::read_to_string(&public).ok())
-            .is_some_and(|(signer, text)| {
-                tidemark_schema::control::signature::TrustedKeys::parse(&text)
-                    .is_ok_and(|keys| keys.fingerprints() == [signer.fingerprint()])
-            });
-        if !whole {
+            .and_then(|text| Signer::from_openssh(&text).ok());
+        let Some(signer) = signer else {
             let _ = std::fs::remove_file(&private);
             let _ = std::fs::remove_file(&public);
             crate::cli::keys::write_key_pair(&private, "tidemark playground")?;
+            return Ok(());
+        };
+        // The private key is what earlier runs sealed with: kept; its public half is
+        // written again when it is missing or does not match.
+        let matches = std::fs::read_to_string(&public).is_ok_and(|text| {
+            TrustedKeys::parse(&text)
+                .is_ok_and(|keys| keys.fingerprints() == [signer.fingerprint()])
+        });
+        if !matches {
+            std::fs::write(&public, signer.public_openssh("tidemark playground") + "\n")?;
         }
         Ok(())
     }

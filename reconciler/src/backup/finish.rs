@@ -12,7 +12,7 @@ use tidemark_schema::manifest::{ReplicaSetManifest, layout};
 use tidemark_store::storage::BackupStore;
 
 use super::start::BackupSettings;
-use crate::execute::{ExecError, Executor, NodeView, Progress, who};
+use crate::execute::{ExecError, Executor, NodeView, Progress, ResultRecord, who};
 
 /// The barrier of a backup of several replica sets: once every node has opened its
 /// cursor, the highest `oplogEnd` among them becomes the point every one extends to
@@ -144,7 +144,27 @@ pub async fn advance(
     };
     // Once decided, the decision stands: a lost agent that comes back after an Error was
     // written (and, seeing it, does nothing) must not make the backup wait forever.
-    let decided: Option<OpResult> = ex.own_result(&op.id).await?;
+    let decided: Option<OpResult> = match ex.result_of(&op.id).await? {
+        ResultRecord::Own(r) => Some(r),
+        ResultRecord::Absent => None,
+        // Agents stop on seeing any result, so this backup can no longer finish: it is
+        // decided failed now (ours replaces the other), rather than waiting forever.
+        ResultRecord::Foreign(why) => Some(
+            ex.decide_once(OpResult {
+                op_id: op.id.clone(),
+                status: RunStatus::Error,
+                decided_at: now,
+                reason: format!(
+                    "ops/{}/result.json was not written by this reconciler ({why}); agents \
+                     stop on seeing one, so the backup cannot finish",
+                    op.id
+                ),
+                nodes: Vec::new(),
+                epoch: None,
+            })
+            .await?,
+        ),
+    };
     let views = ex.views(&op, now).await?;
     match &decided {
         Some(r) if r.status == RunStatus::Cancelled => {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use tidemark_schema::control::signature::Refusal;
 use tidemark_schema::control::{
     Heartbeat, OneShotRecord, Op, OpResult, PhaseReport, RunStatus, oneshot_key, result_key,
 };
@@ -27,6 +28,16 @@ pub enum ExecError {
          key's public half in --previous-signing-keys); nothing is done from it"
     )]
     Untrusted { key: String, why: String },
+}
+
+/// An op's `result.json` as the reconciler reads it back.
+#[derive(Debug)]
+pub enum ResultRecord {
+    Absent,
+    /// Decided by this reconciler (or an earlier one with its key).
+    Own(OpResult),
+    /// Unsealed or edited, and why: it decides nothing, and agents that saw it stopped.
+    Foreign(String),
 }
 
 /// Settings and handles of one reconciler.
@@ -180,13 +191,41 @@ impl Executor {
     }
 
     /// The result of op `id` when this reconciler (or an earlier leader with its key)
-    /// decided it. One someone else wrote decides nothing: it reads as absent, and
-    /// [`Executor::decide_once`] replaces it.
+    /// decided it. One unsealed or edited decides nothing: it reads as absent, and
+    /// [`Executor::decide_once`] replaces it. One sealed by a key this process does not
+    /// know is an error, never replaced: another reconciler of a rolling key rotation may
+    /// have decided it.
     pub async fn own_result(&self, id: &str) -> Result<Option<OpResult>, ExecError> {
-        match self.own(&result_key(id)).await {
-            Err(ExecError::Untrusted { .. }) => Ok(None),
-            other => other,
+        Ok(match self.result_of(id).await? {
+            ResultRecord::Own(r) => Some(r),
+            ResultRecord::Absent | ResultRecord::Foreign(_) => None,
+        })
+    }
+
+    /// What `ops/<id>/result.json` holds, as [`Executor::own_result`] judges it.
+    pub async fn result_of(&self, id: &str) -> Result<ResultRecord, ExecError> {
+        let key = result_key(id);
+        let Some(value) = self.control.get::<serde_json::Value>(&key).await? else {
+            return Ok(ResultRecord::Absent);
+        };
+        if let Some(signer) = &self.signer {
+            match signer.verify_own(&key, &value) {
+                Ok(()) => {}
+                Err(refusal @ Refusal::UnknownKey { .. }) => {
+                    return Err(ExecError::Untrusted {
+                        key,
+                        why: refusal.to_string(),
+                    });
+                }
+                Err(refusal) => {
+                    tracing::error!(record = %key, reason = %refusal, "a result not sealed by this reconciler decides nothing");
+                    return Ok(ResultRecord::Foreign(refusal.to_string()));
+                }
+            }
         }
+        serde_json::from_value(value)
+            .map(ResultRecord::Own)
+            .map_err(|e| ExecError::Invalid(format!("{key}: {e}")))
     }
 
     /// The op `id`, read back as this reconciler's own.
@@ -240,27 +279,27 @@ impl Executor {
             Created::New => return Ok(result),
             Created::Existed => {}
         }
-        match self.own::<OpResult>(&key).await {
-            Ok(Some(existing)) => Ok(existing),
-            Ok(None) => Err(ExecError::Invalid(format!(
+        if let Some(existing) = self.own_result(&result.op_id).await? {
+            return Ok(existing);
+        }
+        if !self.control.exists(&key).await? {
+            return Err(ExecError::Invalid(format!(
                 "{key} vanished after it existed"
-            ))),
-            // Written by someone without the key: it decides nothing. Ours replaces it
-            // (agents that saw it only stopped; a result never makes a node act).
-            Err(ExecError::Untrusted { .. }) => {
-                self.control.delete(&key).await?;
-                match self
-                    .control
-                    .create(&key, &self.sealed(&key, &result))
-                    .await?
-                {
-                    Created::New => Ok(result),
-                    Created::Existed => self.own::<OpResult>(&key).await?.ok_or_else(|| {
-                        ExecError::Invalid(format!("{key} vanished after it existed"))
-                    }),
-                }
-            }
-            Err(e) => Err(e),
+            )));
+        }
+        // Unsealed or edited: it decides nothing. Ours replaces it (agents that saw it
+        // only stopped; a result never makes a node act). Another leader doing the same
+        // at once is fenced: only one of two epochs can still write.
+        self.control.delete(&key).await?;
+        match self
+            .control
+            .create(&key, &self.sealed(&key, &result))
+            .await?
+        {
+            Created::New => Ok(result),
+            Created::Existed => self.own_result(&result.op_id).await?.ok_or_else(|| {
+                ExecError::Invalid(format!("{key} is not sealed by this reconciler"))
+            }),
         }
     }
 

@@ -9,6 +9,7 @@ mod single;
 
 pub use bell::{Bell, clusters_to_ring};
 pub use context::{
-    ExecError, Executor, NodeView, Progress, storage_env_from_process, storage_target, who,
+    ExecError, Executor, NodeView, Progress, ResultRecord, storage_env_from_process,
+    storage_target, who,
 };
 pub use single::Single;

@@ -44,10 +44,11 @@ pub async fn set_slicing(ex: &Executor, wanted: &SlicingAssignment) -> Result<()
     Ok(())
 }
 
-/// Slicing assignments not sealed by this reconciler's key (after a key rotation, once
-/// signing is turned on, or written by someone else) are deleted: agents that trust the
-/// key refuse them, agents that still trust an older key would follow them. The plan then
-/// writes a sealed one for every replica set still sliced, this same pass.
+/// Slicing assignments not sealed by this reconciler's current key (after a key rotation,
+/// once signing is turned on, or written by someone else) are deleted: agents that trust
+/// the key refuse them, agents that still trust an older key would follow them. Called
+/// only by a pass that plans: the plan then writes a sealed one for every replica set
+/// still sliced, this same pass.
 pub async fn forget_foreign_assignments(
     ex: &Executor,
     observed: &mut tidemark_store::control::ObservedState,
@@ -59,7 +60,7 @@ pub async fn forget_foreign_assignments(
     observed.slicing.retain(|a| {
         let key = slicing_key(&a.cluster, &a.replica_set);
         let value = serde_json::to_value(a).unwrap_or_default();
-        match signer.verify_own(&key, &value) {
+        match signer.verify_current(&key, &value) {
             Ok(()) => true,
             Err(refusal) => {
                 tracing::warn!(record = %key, reason = %refusal, "slicing assignment not sealed by this reconciler; deleted, written again if still wanted");

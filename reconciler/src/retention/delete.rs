@@ -121,24 +121,6 @@ pub async fn forget_backup(
                 "backup {name:?}: its ledger record holds no storage settings"
             ))
         })?;
-    // Who asked goes into the ledger record the name keeps, before anything is deleted
-    // (a crash after the deletion must not lose it), from a fresh read; taken back if the
-    // deletion is refused below.
-    let ledger_key = tidemark_schema::control::oneshot_key("backup", name);
-    let fresh: tidemark_schema::control::OneShotRecord = ex
-        .control
-        .get(&ledger_key)
-        .await?
-        .unwrap_or_else(|| ledger.clone());
-    let requested = tidemark_schema::control::OneShotRecord {
-        forgotten: Some(tidemark_schema::control::OperatorCommand {
-            command: "forget-backup".into(),
-            by: by.to_string(),
-            at: now,
-        }),
-        ..fresh.clone()
-    };
-    ex.control.put(&ledger_key, &requested).await?;
     // Mark first, then look again: a restore the reconciler started from this backup
     // between our read and the mark must win, and the mark is taken back.
     let marked = BackupRecord {
@@ -161,12 +143,29 @@ pub async fn forget_backup(
     }
     if pinned {
         ex.control.put(&catalog_key(name), &record).await?;
-        ex.control.put(&ledger_key, &fresh).await?;
         return Err(ExecError::Invalid(format!(
             "a Restore, a drill or an increment started from backup {name:?} just now; nothing \
              was deleted"
         )));
     }
+    // Who asked goes into the ledger record the name keeps, before anything is deleted
+    // (a crash after the deletion must not lose it), from a fresh read, once the deletion
+    // is certain.
+    let ledger_key = tidemark_schema::control::oneshot_key("backup", name);
+    let fresh: tidemark_schema::control::OneShotRecord = ex
+        .control
+        .get(&ledger_key)
+        .await?
+        .unwrap_or_else(|| ledger.clone());
+    let requested = tidemark_schema::control::OneShotRecord {
+        forgotten: Some(tidemark_schema::control::OperatorCommand {
+            command: "forget-backup".into(),
+            by: by.to_string(),
+            at: now,
+        }),
+        ..fresh
+    };
+    ex.control.put(&ledger_key, &requested).await?;
     let reason = format!("forgotten on request (forget-backup by {by})");
     delete_backup(ex, &marked, &storage, &reason, now).await?;
     Ok(record)

@@ -362,7 +362,6 @@ impl<S: DesiredStateSource> Reconciler<S> {
             }
         }
         let mut observed = observe_with(&self.ex.control, &self.chunks).await?;
-        crate::pitr::forget_foreign_assignments(&self.ex, &mut observed).await?;
         let written_before = writes();
         report.errors.extend(observed.warnings.iter().cloned());
         if self.follower.current().is_none()
@@ -385,6 +384,9 @@ impl<S: DesiredStateSource> Reconciler<S> {
             crate::execute::clusters_to_ring(desired.map(|(_, s)| s), &observed, now);
         self.ex.ring_owed(&clusters, &fresh).await;
         if let Some((revision, desired)) = desired.filter(|_| plan) {
+            if let Err(e) = crate::pitr::forget_foreign_assignments(&self.ex, &mut observed).await {
+                report.errors.push(e.to_string());
+            }
             // Before the sync drops the records of deleted drills: their waits go too.
             let had_drills = !observed.drills.is_empty();
             sync_schedules(&self.ex, desired, &mut observed, now).await?;
@@ -426,11 +428,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
         // and a second costs a listing of every prefix.
         let observed = match writes() == written_before {
             true => observed,
-            false => {
-                let mut again = observe_with(&self.ex.control, &self.chunks).await?;
-                crate::pitr::forget_foreign_assignments(&self.ex, &mut again).await?;
-                again
-            }
+            false => observe_with(&self.ex.control, &self.chunks).await?,
         };
         report.observed = Some(Arc::new(observed.clone()));
         if let Err(e) =
@@ -547,11 +545,17 @@ impl<S: DesiredStateSource> Reconciler<S> {
         level: tidemark_schema::model::VerifyLevel,
         report: &mut PassReport,
     ) {
+        // Only settings this reconciler sealed: a storage someone wrote into the ledger
+        // record would have the verification read (and judge) another bucket.
         let from_ledger = observed
             .oneshots
             .get(&(OneShotKind::Backup, backup.to_string()))
-            .and_then(|r| r.started_with.as_ref())
-            .and_then(|s| serde_json::from_value(s["settings"]["storage"].clone()).ok());
+            .and_then(|r| {
+                self.ex
+                    .own_settings::<crate::backup::BackupSettings>(r)
+                    .ok()
+            })
+            .map(|s| s.storage);
         let declared = observed
             .backups
             .iter()

@@ -181,12 +181,25 @@ impl GitSource {
         if verdict.is_ok()
             && let Some(prev) = self.verified
             && prev != oid
-            && !repo.graph_descendant_of(oid, prev).unwrap_or(false)
         {
-            verdict = Err(format!(
-                "commit {oid} does not descend from {prev}, the last signed commit taken: a \
-                 ref moved back is refused; undo a change with a new signed commit"
-            ));
+            match repo.graph_descendant_of(oid, prev) {
+                Ok(true) => {}
+                Ok(false) => {
+                    verdict = Err(format!(
+                        "commit {oid} does not descend from {prev}, the last signed commit this \
+                         process took: a ref moved back is refused (undo a change with a new \
+                         signed commit; if the history was rewritten on purpose, restart the \
+                         reconcilers)"
+                    ));
+                }
+                Err(e) => {
+                    verdict = Err(format!(
+                        "commit {oid}: cannot tell whether it descends from {prev}, the last \
+                         signed commit this process took: {}",
+                        e.message()
+                    ));
+                }
+            }
         }
         if verdict.is_ok() {
             self.verified = Some(oid);

@@ -148,6 +148,15 @@ impl Signer {
         own.check(key, record).map(|_| ())
     }
 
+    /// Whether `record` carries the current key's seal (not a previous one's): records
+    /// rewritten freely, such as slicing assignments, are sealed again after a rotation.
+    pub fn verify_current(&self, key: &str, record: &serde_json::Value) -> Result<(), Refusal> {
+        let current = TrustedKeys {
+            keys: vec![(self.fingerprint.clone(), self.key.public_key().clone())],
+        };
+        current.check(key, record).map(|_| ())
+    }
+
     /// `record` as JSON with its seal for object key `key`.
     pub fn seal<T: Serialize>(&self, key: &str, record: &T) -> serde_json::Value {
         let mut value = serde_json::to_value(record).expect("control records serialize");
