@@ -438,22 +438,11 @@ fn external_backup_by_snapshot_command_then_external_restore() {
     }
     rig.insert(100..103);
 
-    let restore = rig.op(
-        OpCommand::Restore {
-            backup: "snap1".into(),
-            storage: rig.storage(Compression::Zstd),
-            fallback_enabled: false,
-            external: true,
-            wait_for_go: false,
-            cannot_decrypt: Vec::new(),
-            replica_set_map: Default::default(),
-            sharding: None,
-            stop_waves: Vec::new(),
-            go_timeout_ms: None,
-            point_in_time: None,
-        },
-        &[0],
-    );
+    let mut command = rig.restore_command("snap1", false);
+    if let OpCommand::Restore { external, .. } = &mut command {
+        *external = true;
+    }
+    let restore = rig.op(command, &[0]);
     rig.wait_phase(&restore, 0, &["copyReady"]);
     assert!(
         rig.report(&restore, 0, "done").is_none(),
