@@ -164,19 +164,8 @@ fn community_mongod_refuses_a_physical_backup() {
     }
     let mut rig = Rig::new("com", 1, &["--sim-flavor", "community"]);
     rig.start_agent(0);
-    let op = rig.op(
-        OpCommand::Backup {
-            backup: "b1".into(),
-            storage: rig.storage(Compression::Zstd),
-            backup_type: BackupType::Physical,
-            extend_to: None,
-            snapshot_command: None,
-            hash_namespaces: Vec::new(),
-            barrier: false,
-            incremental: None,
-        },
-        &[0],
-    );
+    let command = rig.backup_command("b1", Compression::Zstd);
+    let op = rig.op(command, &[0]);
     let r = rig.wait_final(&op, 0);
     assert_eq!(r.phase, Phase::Error);
     assert!(r.message.contains("no $backupCursor"), "{}", r.message);

@@ -99,7 +99,6 @@ pub async fn run(node: std::sync::Arc<Node>) {
     let http = reqwest::Client::new();
     let mut seen: Option<String> = None;
     let mut failed: Option<(String, tokio::time::Instant)> = None;
-    let mut said = String::new();
     loop {
         let record = match node.control.get::<DoorbellRecord>(&key).await {
             Ok(r) => r,
@@ -130,15 +129,11 @@ pub async fn run(node: std::sync::Arc<Node>) {
                 .is_none_or(|(u, at)| u != *url || at.elapsed() >= CHANNEL_RETRY)
         });
         if let Some(url) = retry.cloned() {
-            if said != url {
-                tracing::info!(%url, "waiting for the leader's doorbell");
-                said = url.clone();
-            }
+            tracing::info!(%url, "waiting for the leader's doorbell");
             let why = listen(&http, &url, &node.cluster, &mut seen, bell).await;
             bell.connected.store(false, Ordering::Relaxed);
             tracing::warn!(%url, %why, every = ?node.cfg.poll_interval, "the leader's doorbell does not answer; reading the doorbell record instead");
             failed = Some((url, tokio::time::Instant::now()));
-            said.clear();
             continue;
         }
         tokio::time::sleep(node.cfg.poll_interval).await;

@@ -135,6 +135,11 @@ fn stamp(path: &std::path::Path) -> Stamp {
     ))
 }
 
+/// The keys of OpenSSH public-key files; an error names the file and every bad line.
+pub fn read_key_files(paths: &[PathBuf]) -> Result<TrustedKeys, String> {
+    read_all(paths).map(|(_, keys)| keys)
+}
+
 fn read_all(paths: &[PathBuf]) -> Result<(Vec<Stamp>, TrustedKeys), String> {
     let mut keys = TrustedKeys::default();
     let mut stamps = Vec::new();

@@ -2,10 +2,11 @@
 //! or `--signing-key-file`) and the agents' trusted public keys.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use tidemark_schema::control::signature::{Signer, TrustedKeys};
+use tidemark_schema::control::signature::Signer;
 
 use super::args::KeygenArgs;
 use super::exit::ExitStatus;
@@ -17,24 +18,17 @@ pub const SIGNING_KEY_VAR: &str = "TIDEMARK_SIGNING_KEY";
 /// The reconciler's signing key, from `TIDEMARK_SIGNING_KEY` or the file, with the public
 /// keys it signed with before (`--previous-signing-keys`); `None` when no key is given.
 pub fn load_signer(file: Option<&Path>, previous: Option<&Path>) -> anyhow::Result<Option<Signer>> {
-    let signer = load_key(file)?;
-    let (Some(signer), Some(path)) = (signer.clone(), previous) else {
-        if previous.is_some() {
-            anyhow::bail!("--previous-signing-keys needs a signing key to go with it");
+    match (load_key(file)?, previous) {
+        (signer, None) => Ok(signer),
+        (None, Some(_)) => {
+            anyhow::bail!("--previous-signing-keys needs a signing key to go with it")
         }
-        return Ok(signer);
-    };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--previous-signing-keys {}", path.display()))?;
-    let keys = TrustedKeys::parse(&text).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        anyhow::anyhow!(
-            "--previous-signing-keys {}: {}",
-            path.display(),
-            lines.join("; ")
-        )
-    })?;
-    Ok(Some(signer.with_previous(keys)))
+        (Some(signer), Some(path)) => {
+            let keys = tidemark_agent::trust::read_key_files(&[path.to_path_buf()])
+                .map_err(|e| anyhow::anyhow!("--previous-signing-keys {e}"))?;
+            Ok(Some(signer.with_previous(keys)))
+        }
+    }
 }
 
 /// Both `TIDEMARK_SIGNING_KEY` and a file is an error: which one signs must never be a
@@ -75,7 +69,7 @@ pub fn write_key_pair(path: &Path, comment: &str) -> anyhow::Result<(Signer, Pat
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode_owner_only()
+        .mode(0o600)
         .open(path)
         .with_context(|| format!("{}: not overwritten", path.display()))?;
     file.write_all(signer.to_openssh().as_bytes())
@@ -88,17 +82,6 @@ pub fn write_key_pair(path: &Path, comment: &str) -> anyhow::Result<(Signer, Pat
         .and_then(|mut f| f.write_all(format!("{}\n", signer.public_openssh(comment)).as_bytes()))
         .with_context(|| format!("{}: not overwritten", public.display()))?;
     Ok((signer, public))
-}
-
-trait OwnerOnly {
-    fn mode_owner_only(&mut self) -> &mut Self;
-}
-
-impl OwnerOnly for std::fs::OpenOptions {
-    fn mode_owner_only(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
-    }
 }
 
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitStatus> {

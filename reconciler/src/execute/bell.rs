@@ -211,11 +211,7 @@ pub fn clusters_to_ring(
         .unwrap_or_default();
     let mut fresh = BTreeSet::new();
     for record in observed.oneshots.values().filter(|r| !r.is_final()) {
-        let Some(cluster) = record
-            .started_with
-            .as_ref()
-            .and_then(|s| s["op"]["cluster"].as_str())
-        else {
+        let Some(cluster) = record.cluster() else {
             continue;
         };
         clusters.insert(cluster.to_string());
@@ -279,5 +275,16 @@ mod tests {
         assert!(bell.owed(1, &a, &a).len() == 1, "announced");
         bell.bump("a", 1);
         assert!(bell.owed(1, &a, &a).is_empty(), "just rung");
+        // The last ring was longer ago than the period: owed again while fresh, not after.
+        {
+            let mut state = bell.inner.state.lock().unwrap();
+            let at = state.rung_at.get_mut("a").unwrap();
+            *at = at.checked_sub(RING_FRESH_EVERY).unwrap();
+        }
+        assert_eq!(bell.owed(1, &a, &a).len(), 1, "rung again after the period");
+        assert!(
+            bell.owed(1, &a, &BTreeSet::new()).is_empty(),
+            "no longer fresh: not rung again"
+        );
     }
 }

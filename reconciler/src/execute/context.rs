@@ -158,18 +158,25 @@ impl Executor {
         let Some(value) = self.control.get::<serde_json::Value>(key).await? else {
             return Ok(None);
         };
-        if let Some(signer) = &self.signer
-            && let Err(refusal) = signer.verify_own(key, &value)
-        {
-            tracing::error!(record = key, reason = %refusal, "a record not sealed by this reconciler");
-            return Err(ExecError::Untrusted {
-                key: key.to_string(),
-                why: refusal.to_string(),
-            });
-        }
+        self.check_own(key, &value)?;
         serde_json::from_value(value)
             .map(Some)
             .map_err(|e| ExecError::Invalid(format!("{key}: {e}")))
+    }
+
+    /// `record`, read at (or stored for) `key`, carries this process's own seal; always
+    /// true without a key.
+    pub fn check_own(&self, key: &str, record: &serde_json::Value) -> Result<(), ExecError> {
+        let Some(signer) = &self.signer else {
+            return Ok(());
+        };
+        signer.verify_own(key, record).map_err(|refusal| {
+            tracing::error!(record = key, reason = %refusal, "a record not sealed by this reconciler");
+            ExecError::Untrusted {
+                key: key.to_string(),
+                why: refusal.to_string(),
+            }
+        })
     }
 
     /// Whether a record read as `T` (its seal kept in a `seal` field) carries this
@@ -177,17 +184,8 @@ impl Executor {
     /// fallen back to only then: planning from someone else's documents would have this
     /// process seal ops for them.
     pub fn is_own<T: serde::Serialize>(&self, key: &str, record: &T) -> bool {
-        let Some(signer) = &self.signer else {
-            return true;
-        };
         let value = serde_json::to_value(record).unwrap_or_default();
-        match signer.verify_own(key, &value) {
-            Ok(()) => true,
-            Err(refusal) => {
-                tracing::error!(record = key, reason = %refusal, "a record not sealed by this reconciler is not used");
-                false
-            }
-        }
+        self.check_own(key, &value).is_ok()
     }
 
     /// The result of op `id` when this reconciler (or an earlier leader with its key)
@@ -279,13 +277,14 @@ impl Executor {
             Created::New => return Ok(result),
             Created::Existed => {}
         }
-        if let Some(existing) = self.own_result(&result.op_id).await? {
-            return Ok(existing);
-        }
-        if !self.control.exists(&key).await? {
-            return Err(ExecError::Invalid(format!(
-                "{key} vanished after it existed"
-            )));
+        match self.result_of(&result.op_id).await? {
+            ResultRecord::Own(existing) => return Ok(existing),
+            ResultRecord::Absent => {
+                return Err(ExecError::Invalid(format!(
+                    "{key} vanished after it existed"
+                )));
+            }
+            ResultRecord::Foreign(_) => {}
         }
         // Unsealed or edited: it decides nothing. Ours replaces it (agents that saw it
         // only stopped; a result never makes a node act). Another leader doing the same

@@ -108,17 +108,18 @@ impl Executor {
             .as_ref()
             .map(|s| s["op"].clone())
             .unwrap_or_default();
-        if let Some(signer) = &self.signer
-            && !stored.is_null()
-            && let Err(refusal) = signer.verify_own(&op_key(&record.op_id), &stored)
-        {
-            return Err(ExecError::Untrusted {
-                key: format!(
-                    "the op held by ledger record {} {:?}",
-                    record.kind, record.name
-                ),
-                why: refusal.to_string(),
-            });
+        if !stored.is_null() {
+            self.check_own(&op_key(&record.op_id), &stored)
+                .map_err(|e| match e {
+                    ExecError::Untrusted { why, .. } => ExecError::Untrusted {
+                        key: format!(
+                            "the op held by ledger record {} {:?}",
+                            record.kind, record.name
+                        ),
+                        why,
+                    },
+                    other => other,
+                })?;
         }
         let op: Op = serde_json::from_value::<Op>(stored)
             .ok()
@@ -226,20 +227,12 @@ impl Executor {
         &self,
         record: &OneShotRecord,
     ) -> Result<T, ExecError> {
-        if let Some(signer) = &self.signer {
-            let stored = record
-                .started_with
-                .as_ref()
-                .map(|s| s["settings"].clone())
-                .unwrap_or_default();
-            let key = settings_key(record.kind, &record.name);
-            if let Err(refusal) = signer.verify_own(&key, &stored) {
-                return Err(ExecError::Untrusted {
-                    key,
-                    why: refusal.to_string(),
-                });
-            }
-        }
+        let stored = record
+            .started_with
+            .as_ref()
+            .map(|s| s["settings"].clone())
+            .unwrap_or_default();
+        self.check_own(&settings_key(record.kind, &record.name), &stored)?;
         Self::settings_of(record)
     }
 

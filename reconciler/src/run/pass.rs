@@ -362,7 +362,6 @@ impl<S: DesiredStateSource> Reconciler<S> {
             }
         }
         let mut observed = observe_with(&self.ex.control, &self.chunks).await?;
-        let written_before = writes();
         report.errors.extend(observed.warnings.iter().cloned());
         if self.follower.current().is_none()
             && self.fallback.is_none()
@@ -383,6 +382,8 @@ impl<S: DesiredStateSource> Reconciler<S> {
         let (clusters, fresh) =
             crate::execute::clusters_to_ring(desired.map(|(_, s)| s), &observed, now);
         self.ex.ring_owed(&clusters, &fresh).await;
+        // Counted from here: doorbell records are not what `observe` reads.
+        let written_before = writes();
         if let Some((revision, desired)) = desired.filter(|_| plan) {
             if let Err(e) = crate::pitr::forget_foreign_assignments(&self.ex, &mut observed).await {
                 report.errors.push(e.to_string());

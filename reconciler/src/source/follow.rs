@@ -74,10 +74,8 @@ impl<S: DesiredStateSource> Follower<S> {
     /// newest valid revision (or the ledger's), never on one it held before another
     /// process led; and after a revision's ledger record could not be written.
     pub fn forget_seen(&mut self) {
-        self.pending = None;
-        self.last_seen = None;
+        self.forget_seen_revision();
         self.current = None;
-        self.last_refused = None;
     }
 
     /// Forgets only which revision was seen last, so that the next poll reports it again

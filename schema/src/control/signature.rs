@@ -12,7 +12,6 @@
 //! id. Keys are OpenSSH keys, so `ssh-keygen -t ed25519` makes them as well as
 //! `tidemark keygen` does.
 
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 
@@ -255,10 +254,15 @@ impl TrustedKeys {
                 fingerprint: printable(&seal.key),
             });
         };
-        let blob = base64::engine::general_purpose::STANDARD
-            .decode(seal.sig.as_bytes())
-            .map_err(|e| Refusal::Malformed(e.to_string()))?;
-        let sig = SshSig::from_pem(base64_to_armor(&blob))
+        // Whoever wrote the record chose this text: only base64 goes into the armor.
+        if !seal
+            .sig
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        {
+            return Err(Refusal::Malformed("the signature is not base64".into()));
+        }
+        let sig = SshSig::from_pem(base64_to_armor(&seal.sig))
             .map_err(|e| Refusal::Malformed(e.to_string()))?;
         let mut unsealed = record.clone();
         if let Some(map) = unsealed.as_object_mut() {
@@ -322,8 +326,8 @@ fn armor_to_base64(pem: &str) -> String {
         .collect::<String>()
 }
 
-fn base64_to_armor(blob: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(blob);
+/// The armor back around a seal's base64 (PEM decoding checks it is base64).
+fn base64_to_armor(b64: &str) -> String {
     let mut out = String::from("-----BEGIN SSH SIGNATURE-----\n");
     for chunk in b64.as_bytes().chunks(70) {
         out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
@@ -379,6 +383,31 @@ mod tests {
             })
         );
         assert_eq!(keys.check("k", &op), Err(Refusal::Unsigned));
+    }
+
+    #[test]
+    fn a_seal_that_cannot_be_read_and_a_key_that_is_not_one_are_named() {
+        let signer = Signer::generate();
+        let keys = trusted(&[&signer]);
+        let mut sealed = signer.seal("k", &json!({"id": "x"}));
+        // A character across the armor's 70-byte lines, a blob too short, none at all.
+        let straddling = format!("{}\u{e9}", "A".repeat(69));
+        for sig in [straddling.as_str(), "QUJD", ""] {
+            sealed["signature"]["sig"] = json!(sig);
+            assert!(
+                matches!(keys.check("k", &sealed), Err(Refusal::Malformed(_))),
+                "{sig:?}"
+            );
+        }
+        sealed["signature"] = json!("a string");
+        assert!(matches!(
+            keys.check("k", &sealed),
+            Err(Refusal::Malformed(_))
+        ));
+        assert!(matches!(
+            Signer::from_openssh("-----BEGIN OPENSSH PRIVATE KEY-----\nnope\n"),
+            Err(KeyError::Private(_))
+        ));
     }
 
     #[test]

@@ -51,6 +51,11 @@ impl ReadCache {
     /// Forgets what was under `prefix` and is no longer listed there.
     pub fn keep_only(&self, prefix: &str, listed: &[String]) {
         let mut records = self.records.lock().expect("not poisoned");
-        records.retain(|k, _| !k.starts_with(prefix) || listed.binary_search(k).is_ok());
+        // By whole path segments: `agents/c1` is not a prefix of `agents/c10/…`.
+        let dir = format!("{}/", prefix.trim_end_matches('/'));
+        records.retain(|k, _| {
+            let under = k == prefix || k.starts_with(&dir);
+            !under || listed.binary_search(k).is_ok()
+        });
     }
 }

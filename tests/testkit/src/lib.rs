@@ -24,7 +24,6 @@ pub use moto::Moto;
 pub use proxy::{CountingProxy, Counts, HeaderDroppingProxy, s3_price};
 pub use signing::{TestKeys, test_keys};
 
-/// A one-shot physical `Backup` document of `cluster` to `storage`, as YAML.
 /// Polls `f` every 20 ms until it gives a value, for at most `timeout`; panics naming
 /// `what` after that.
 pub fn wait_until<T>(
@@ -60,6 +59,7 @@ pub fn pitr_schedule_yaml(cluster: &str, storage: &str, span: &str) -> String {
     )
 }
 
+/// A one-shot physical `Backup` document of `cluster` to `storage`, as YAML.
 pub fn backup_yaml(name: &str, cluster: &str, storage: &str) -> String {
     format!(
         "apiVersion: tidemark/v1\nkind: Backup\nmetadata:\n  name: {name}\nspec:\n  cluster: \
