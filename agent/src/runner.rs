@@ -474,7 +474,14 @@ async fn run_if_needed(node: &Node, op: &Op, raw: &serde_json::Value) -> Result<
 /// `seen` (its lease record is gone): the fence then starts over from `epoch`, or every
 /// op of the new control plane would be refused until the agent restarts.
 async fn control_plane_reset(node: &Node, seen: u64, epoch: Option<u64>) -> bool {
-    let key = tidemark_schema::control::lease_key(seen);
+    use tidemark_schema::control::{PARTITIONS_KEY, PartitionsRecord, lease_key_in, lease_prefix};
+    // The epochs of this node's cluster are those of its partition's lease.
+    let partitions = match node.control.get::<PartitionsRecord>(PARTITIONS_KEY).await {
+        Ok(record) => record.map_or(1, |r| r.partitions),
+        Err(_) => return false,
+    };
+    let partition = tidemark_schema::control::partition_of(&node.cluster, partitions);
+    let key = lease_key_in(&lease_prefix(partition), seen);
     if !matches!(node.control.exists(&key).await, Ok(false)) {
         return false;
     }

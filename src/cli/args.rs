@@ -285,6 +285,12 @@ pub struct ReconcileArgs {
     /// write each), which is most of what an idle reconciler costs.
     #[arg(long, env = "TIDEMARK_LEASE_TTL", default_value = "90s", value_parser = parse_fine)]
     pub lease_ttl: std::time::Duration,
+    /// Split the fleet into this many partitions by a hash of the cluster name, each with
+    /// its own lease, so that several reconcilers share the clusters (each cluster led by
+    /// exactly one). Every reconciler of a control plane must give the same number; with
+    /// 1, one reconciler leads everything and the others stand by.
+    #[arg(long, env = "TIDEMARK_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
     /// How long an ended operation keeps its working records (op, reports, log chunks)
     /// before they are compacted into one archive object in the ledger.
     #[arg(long, env = "TIDEMARK_KEEP_OPS", default_value = "7d", value_parser = parse_fine)]

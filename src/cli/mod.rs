@@ -9,6 +9,7 @@ mod exit;
 pub mod finish;
 pub mod forget;
 pub mod keys;
+mod leaders;
 pub mod list;
 pub mod logs;
 pub mod playground;

@@ -1,12 +1,12 @@
 //! `tidemark reconcile`: the long-running reconciler, or one pass with `--once`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tidemark_reconciler::execute::{Bell, Executor};
 use tidemark_reconciler::run::{LoopOptions, Reconciler, run_loop};
-use tidemark_store::control::{Lease, Standing};
+use tidemark_store::control::Leadership;
 
 use super::args::ReconcileArgs;
 use super::diff::open_source;
@@ -76,44 +76,47 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
     let doorbell_url = doorbell_url(&args).filter(|_| !args.once);
     let mut ex = ex;
     ex.bell = Bell::new(doorbell_url.clone(), holder.clone());
-    let lease = Arc::new(
-        Lease::new(control.clone(), holder, args.lease_ttl).with_doorbell(doorbell_url.clone()),
-    );
-    tracing::info!(source = %source.describe(), control = %args.control, holder = %lease.holder(), "starting reconciler");
+    // A single pass shares nothing: it takes every vacant partition it can.
+    let leadership = Arc::new(Leadership::new(
+        &control,
+        &holder,
+        args.lease_ttl,
+        args.partitions,
+        doorbell_url.clone(),
+        !args.once,
+    ));
+    tracing::info!(source = %source.describe(), control = %args.control, holder = %leadership.holder(), partitions = args.partitions, "starting reconciler");
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         // Before any lease, ledger or gate is written: all of them are create-once.
-        control.prove_create_if_absent(lease.holder()).await?;
-        let standing = Arc::new(Mutex::new(None));
+        control.prove_create_if_absent(leadership.holder()).await?;
+        Leadership::agree(&control, leadership.holder(), args.partitions).await?;
         let mut rec = Reconciler::new(source, ex);
-        rec.standing = Some(standing.clone());
-        rec.lease_until = Some(lease.valid_until());
+        rec.leadership = Some(leadership.clone());
         rec.keep_ops = chrono::Duration::from_std(args.keep_ops)?;
         if args.once {
-            // One pass needs the lease: wait for it up to a TTL and a bit (a holder that
+            // One pass needs a lease: wait for one up to a TTL and a bit (a holder that
             // stopped renewing is taken over after one TTL).
             let deadline = std::time::Instant::now() + args.lease_ttl + args.lease_ttl / 2;
-            let now_standing = loop {
-                let s = lease.tick().await?;
-                if matches!(s, Standing::Leader { .. }) || std::time::Instant::now() >= deadline
+            loop {
+                leadership.tick().await;
+                if leadership.led().len() == args.partitions as usize
+                    || std::time::Instant::now() >= deadline
                 {
-                    break s;
+                    break;
                 }
                 tokio::time::sleep(args.lease_ttl / 4).await;
-            };
-            if let Standing::Follower { epoch, holder } = &now_standing {
-                eprintln!("another reconciler leads ({holder}, epoch {epoch}); nothing done");
+            }
+            if leadership.led().is_empty() {
+                eprintln!("{}; nothing done", leadership.followed());
                 return Ok(ExitStatus::NotLeader);
             }
-            *standing.lock().expect("not poisoned") = Some(now_standing);
-            let renewals = tokio::spawn(renew(lease.clone(), standing.clone()));
+            let renewals = tokio::spawn(renew(leadership.clone()));
             let report = rec.pass(chrono::Utc::now()).await;
             // Verifications the pass started run beside it; exiting would kill them.
             rec.verifier.wait_all().await;
             renewals.abort();
-            if let Err(e) = lease.release().await {
-                tracing::warn!(error = %e, "cannot release the lease; the next reconciler waits one TTL");
-            }
+            leadership.release_all().await;
             let report = report?;
             for line in &report.finished {
                 println!("finished: {line}");
@@ -184,8 +187,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
                 addr,
                 Doorbell {
                     bell: rec.ex.bell.clone(),
-                    standing: standing.clone(),
-                    until: lease.valid_until(),
+                    leadership: leadership.clone(),
                 },
             )
         });
@@ -199,7 +201,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
             agent_metrics: None,
         })
         .await?;
-        let renewals = tokio::spawn(renew(lease.clone(), standing));
+        let renewals = tokio::spawn(renew(leadership.clone()));
         let opts = LoopOptions {
             interval: args.source.interval,
             resync: args.resync_interval,
@@ -210,58 +212,23 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
         };
         run_loop(&mut rec, &opts, stop).await;
         renewals.abort();
-        if let Err(e) = lease.release().await {
-            tracing::warn!(error = %e, "cannot release the lease; the next reconciler waits one TTL");
-        }
+        leadership.release_all().await;
         Ok(ExitStatus::Ok)
     })
 }
 
-/// Renews (or contends for) the lease every third of its TTL, independent of passes, so a
-/// long pass never lets it lapse. A failed renewal makes this process a follower at once:
-/// better to pause than to act on a lease that may have run out; a slow one leaves the
-/// lease's validity to gate the writes.
-/// It runs until aborted, after the last pass: stopping it earlier would let the lease
+/// Renews (or contends for) every partition's lease every third of the TTL, independent
+/// of passes, so a long pass never lets one lapse (see `Leadership::tick`).
+/// It runs until aborted, after the last pass: stopping it earlier would let a lease
 /// lapse under a pass still writing.
-async fn renew(lease: Arc<Lease>, standing: Arc<Mutex<Option<Standing>>>) {
-    let every = (lease.ttl() / 3).max(Duration::from_millis(50));
+async fn renew(leadership: Arc<Leadership>) {
+    let every = (leadership.ttl() / 3).max(Duration::from_millis(50));
     // At a fixed rate, not a sleep after each tick: a slow tick must not push the next
-    // one (and the lease's validity) back.
+    // one (and the leases' validity) back.
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         ticks.tick().await;
-        // A renewal that is merely slow (the store busy behind a restore's flushes) keeps
-        // the standing as it was: every write is gated by the lease's own validity (two
-        // thirds of a TTL after the last renewal that succeeded), so a leader whose
-        // renewals stall stops writing on time without also pausing for a follower's
-        // interval each time one renewal is late. A renewal that fails, or finds another
-        // leader, makes this process a follower at once.
-        let now = match tokio::time::timeout(every, lease.tick()).await {
-            Err(_) => {
-                tracing::warn!(after = ?every, "a lease renewal is slow; acting only while the last one is valid");
-                continue;
-            }
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot renew or read the lease; not acting until it can");
-                Standing::Follower {
-                    epoch: 0,
-                    holder: format!("unknown (the lease cannot be read: {e})"),
-                }
-            }
-        };
-        {
-            let mut current = standing.lock().expect("not poisoned");
-            if current.as_ref() != Some(&now) {
-                match &now {
-                    Standing::Leader { epoch } => tracing::info!(epoch, "this reconciler leads"),
-                    Standing::Follower { epoch, holder } => {
-                        tracing::info!(epoch, %holder, "another reconciler leads; following")
-                    }
-                }
-            }
-            *current = Some(now);
-        }
+        leadership.tick().await;
     }
 }

@@ -68,6 +68,7 @@ pub async fn status(
             "released": r.as_ref().is_some_and(|r| r.released),
         })
     });
+    let partitions = super::leaders::leaders(control, &observed).await?;
     let agents: Vec<Value> = observed
         .heartbeats
         .iter()
@@ -182,6 +183,7 @@ pub async fn status(
         "control": control.url(),
         "now": now,
         "leader": leader,
+        "partitions": partitions,
         "revisions": {
             "applied": observed.applied.as_ref().map(|a| json!({"revision": a.revision, "appliedAt": a.applied_at})),
             "attempted": observed.attempted.as_ref().map(|a| json!({"revision": a.revision, "attemptedAt": a.attempted_at, "errors": a.errors})),
@@ -224,6 +226,7 @@ fn render(v: &Value) -> String {
         )),
         None => out.push_str("leader: none (no reconciler has run against this control plane)\n"),
     }
+    super::leaders::render(v, &mut out);
     let rev = &v["revisions"];
     out.push_str(&format!(
         "applied revision: {}\n",

@@ -4,7 +4,7 @@
 //! default, at most 60 s), with the token either way. A reconciler that does not lead
 //! answers 503, and the agent falls back to the doorbell record in the control plane.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -13,15 +13,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tidemark_reconciler::execute::Bell;
-use tidemark_store::control::{LeaseClock, Standing};
+use tidemark_store::control::Leadership;
 
-/// What the endpoint needs: the bell and whether this process leads, in which epoch, and
-/// until when its last renewal lets it.
+/// What the endpoint needs: the bell, and which partitions this process leads, in which
+/// epochs, and until when their last renewals let it.
 #[derive(Clone)]
 pub struct Doorbell {
     pub bell: Bell,
-    pub standing: Arc<Mutex<Option<Standing>>>,
-    pub until: LeaseClock,
+    pub leadership: Arc<Leadership>,
 }
 
 #[derive(Deserialize)]
@@ -35,19 +34,13 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 const LONGEST_WAIT: Duration = Duration::from_secs(60);
 
 impl Doorbell {
-    /// The epoch this process leads in, while its lease is valid: a leader whose renewals
-    /// stall (the control plane unreachable from it) stops answering as one, so that its
-    /// agents go to the record, where a new leader's address will appear.
-    fn epoch(&self) -> Option<u64> {
-        let valid = self
-            .until
-            .lock()
-            .expect("not poisoned")
-            .is_some_and(|t| std::time::Instant::now() < t);
-        match self.standing.lock().expect("not poisoned").as_ref() {
-            Some(Standing::Leader { epoch }) if valid => Some(*epoch),
-            _ => None,
-        }
+    /// The epoch this process leads `cluster`'s partition in, while its lease is valid: a
+    /// leader whose renewals stall (the control plane unreachable from it) stops
+    /// answering as one, so that its agents go to the record, where a new leader's
+    /// address will appear; so does one that leads other partitions only.
+    fn epoch(&self, cluster: &str) -> Option<u64> {
+        self.leadership
+            .leading(self.leadership.partition_of(cluster))
     }
 }
 
@@ -63,10 +56,10 @@ pub async fn wait(
     let deadline = tokio::time::Instant::now() + wait;
     let mut rings = d.bell.subscribe();
     loop {
-        let Some(epoch) = d.epoch() else {
+        let Some(epoch) = d.epoch(&cluster) else {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "this reconciler does not lead: read the doorbell record\n",
+                "this reconciler does not lead this cluster: read the doorbell record\n",
             )
                 .into_response();
         };
@@ -88,22 +81,25 @@ pub async fn wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tidemark_store::control::ControlPlane;
 
-    fn doorbell(until: Option<std::time::Instant>) -> Doorbell {
-        Doorbell {
-            bell: Bell::default(),
-            standing: Arc::new(Mutex::new(Some(Standing::Leader { epoch: 7 }))),
-            until: Arc::new(Mutex::new(until)),
-        }
-    }
-
-    #[test]
-    fn a_leader_whose_renewals_lapsed_does_not_answer_as_one() {
-        let later = std::time::Instant::now() + Duration::from_secs(30);
-        assert_eq!(doorbell(Some(later)).epoch(), Some(7));
-        // Renewals failing (the store out of its reach): another may lead by now.
-        assert_eq!(doorbell(None).epoch(), None);
-        let past = std::time::Instant::now() - Duration::from_millis(1);
-        assert_eq!(doorbell(Some(past)).epoch(), None);
+    #[tokio::test]
+    async fn only_the_leader_of_a_clusters_partition_answers_for_it() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let control = ControlPlane::open_writable(dir.path().to_str().unwrap()).unwrap();
+        let ttl = Duration::from_secs(30);
+        let leader = Arc::new(Leadership::new(&control, "a", ttl, 1, None, true));
+        let other = Arc::new(Leadership::new(&control, "b", ttl, 1, None, true));
+        leader.tick().await;
+        other.tick().await;
+        let answers = |l: &Arc<Leadership>| {
+            Doorbell {
+                bell: Bell::default(),
+                leadership: l.clone(),
+            }
+            .epoch("prod")
+        };
+        assert_eq!(answers(&leader), Some(1));
+        assert_eq!(answers(&other), None, "b follows");
     }
 }

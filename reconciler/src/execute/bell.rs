@@ -36,32 +36,40 @@ struct Inner {
     changed: watch::Sender<u64>,
 }
 
+/// The rings of every cluster, each in the epoch of its partition's lease.
 #[derive(Debug, Default)]
 struct State {
+    clusters: BTreeMap<String, ClusterBell>,
+}
+
+#[derive(Debug, Default)]
+struct ClusterBell {
     /// The epoch the rings below were made in; a new epoch starts every count over.
     epoch: u64,
-    rings: BTreeMap<String, u64>,
-    /// Clusters whose record could not be written yet, or whose write the ring followed
-    /// failed (it may land later): rung again next pass.
-    unwritten: BTreeSet<String>,
-    /// The clusters announced in this epoch.
-    announced: BTreeSet<String>,
-    /// When each cluster was last rung (this process's clock).
-    rung_at: BTreeMap<String, std::time::Instant>,
+    rings: u64,
+    /// Its record could not be written yet, or the write its ring followed failed (it
+    /// may land later): rung again next pass.
+    unwritten: bool,
+    /// Announced in this epoch.
+    announced: bool,
+    /// When it was last rung (this process's clock).
+    rung_at: Option<std::time::Instant>,
 }
 
 /// How often a cluster with an operation just started is rung again.
 const RING_FRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl State {
-    /// Starts every count over when `epoch` is new: tokens of a new epoch are new.
-    fn enter(&mut self, epoch: u64) {
-        if self.epoch != epoch {
-            *self = State {
+    /// The cluster's bell, started over when `epoch` is new: tokens of a new epoch are new.
+    fn enter(&mut self, cluster: &str, epoch: u64) -> &mut ClusterBell {
+        let bell = self.clusters.entry(cluster.to_string()).or_default();
+        if bell.epoch != epoch {
+            *bell = ClusterBell {
                 epoch,
-                ..State::default()
+                ..ClusterBell::default()
             };
         }
+        bell
     }
 }
 
@@ -92,10 +100,11 @@ impl Bell {
     /// The cluster's current token in `epoch`: what a long-poll answers.
     pub fn answer(&self, cluster: &str, epoch: u64) -> DoorbellAnswer {
         let state = self.inner.state.lock().expect("not poisoned");
-        let rings = match state.epoch == epoch {
-            true => state.rings.get(cluster).copied().unwrap_or_default(),
-            false => 0,
-        };
+        let rings = state
+            .clusters
+            .get(cluster)
+            .filter(|b| b.epoch == epoch)
+            .map_or(0, |b| b.rings);
         DoorbellAnswer {
             token: format!("{epoch}.{}.{rings}", self.inner.tag),
             epoch,
@@ -111,11 +120,9 @@ impl Bell {
     fn bump(&self, cluster: &str, epoch: u64) -> DoorbellRecord {
         {
             let mut state = self.inner.state.lock().expect("not poisoned");
-            state.enter(epoch);
-            *state.rings.entry(cluster.to_string()).or_default() += 1;
-            state
-                .rung_at
-                .insert(cluster.to_string(), std::time::Instant::now());
+            let bell = state.enter(cluster, epoch);
+            bell.rings += 1;
+            bell.rung_at = Some(std::time::Instant::now());
         }
         self.inner.changed.send_modify(|n| *n += 1);
         DoorbellRecord {
@@ -139,19 +146,16 @@ impl Bell {
         fresh: &BTreeSet<String>,
     ) -> BTreeSet<String> {
         let mut state = self.inner.state.lock().expect("not poisoned");
-        state.enter(epoch);
-        let mut owed = std::mem::take(&mut state.unwritten);
+        let mut owed = BTreeSet::new();
         for cluster in clusters {
-            if state.announced.insert(cluster.clone()) {
-                owed.insert(cluster.clone());
-            }
-        }
-        for cluster in fresh {
-            let due = state
-                .rung_at
-                .get(cluster)
-                .is_none_or(|at| at.elapsed() >= RING_FRESH_EVERY);
-            if due {
+            let bell = state.enter(cluster, epoch);
+            let unwritten = std::mem::take(&mut bell.unwritten);
+            let unannounced = !std::mem::replace(&mut bell.announced, true);
+            let fresh_due = fresh.contains(cluster)
+                && bell
+                    .rung_at
+                    .is_none_or(|at| at.elapsed() >= RING_FRESH_EVERY);
+            if unwritten || unannounced || fresh_due {
                 owed.insert(cluster.clone());
             }
         }
@@ -166,7 +170,9 @@ impl Bell {
 
     fn unwritten(&self, cluster: &str) {
         let mut state = self.inner.state.lock().expect("not poisoned");
-        state.unwritten.insert(cluster.to_string());
+        if let Some(bell) = state.clusters.get_mut(cluster) {
+            bell.unwritten = true;
+        }
     }
 }
 
@@ -278,7 +284,13 @@ mod tests {
         // The last ring was longer ago than the period: owed again while fresh, not after.
         {
             let mut state = bell.inner.state.lock().unwrap();
-            let at = state.rung_at.get_mut("a").unwrap();
+            let at = state
+                .clusters
+                .get_mut("a")
+                .unwrap()
+                .rung_at
+                .as_mut()
+                .unwrap();
             *at = at.checked_sub(RING_FRESH_EVERY).unwrap();
         }
         assert_eq!(bell.owed(1, &a, &a).len(), 1, "rung again after the period");

@@ -51,6 +51,7 @@ pub async fn set_slicing(ex: &Executor, wanted: &SlicingAssignment) -> Result<()
 /// still sliced, this same pass.
 pub async fn forget_foreign_assignments(
     ex: &Executor,
+    leading: &std::collections::BTreeMap<String, Executor>,
     observed: &mut tidemark_store::control::ObservedState,
 ) -> Result<(), ExecError> {
     let Some(signer) = &ex.signer else {
@@ -70,6 +71,10 @@ pub async fn forget_foreign_assignments(
         }
     });
     for (key, cluster) in foreign {
+        // Left for the leader of its partition to delete (it is ignored here either way).
+        let Some(ex) = leading.get(&cluster) else {
+            continue;
+        };
         ex.control.delete(&key).await?;
         ex.ring(&cluster).await;
     }
@@ -119,7 +124,8 @@ mod tests {
             slicing: vec![ours, rotated, unsigned],
             ..Default::default()
         };
-        forget_foreign_assignments(&ex, &mut observed)
+        let leading = [("c1".to_string(), ex.clone())].into();
+        forget_foreign_assignments(&ex, &leading, &mut observed)
             .await
             .unwrap();
         let kept: Vec<&str> = observed

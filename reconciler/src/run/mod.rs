@@ -3,8 +3,10 @@
 //! one-shot waits after a failing step).
 
 pub mod backoff;
+mod bookkeeping;
 mod looper;
 mod pass;
+mod scope;
 
 pub use looper::{LoopOptions, run_loop};
 pub use pass::{PassReport, Reconciler, desired_from_applied};

@@ -5,19 +5,19 @@
 //! after a restart.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tidemark_schema::control::schedule_key;
 use tidemark_schema::control::{APPLIED_KEY, ATTEMPTED_KEY, AttemptedRevision};
 use tidemark_schema::model::Kind;
 use tidemark_schema::validate::{DesiredState, SourceFile, validate_files};
-use tidemark_store::control::{ChunkCache, LeaseClock, ObservedState, Standing, observe_with};
+use tidemark_store::control::{ChunkCache, Leadership, ObservedState, observe_with};
 
 use super::backoff;
+use super::bookkeeping::{clear_drill_waits, clear_superseded_waits, show_retry, sync_schedules};
 use crate::backup::{self, BackupSettings};
 use crate::execute::{ExecError, Executor, Progress, storage_target};
-use crate::plan::{Action, PlanSettings, plan_with, wanted_record};
+use crate::plan::{Action, PlanSettings, plan_with};
 use crate::restore::{self, RestoreSettings};
 use crate::source::{DesiredStateSource, Follower, PollOutcome};
 use tidemark_schema::control::{OneShotKind, Retry, retry_key};
@@ -49,12 +49,10 @@ pub type PassHook = Box<dyn Fn(&PassReport) + Send + Sync>;
 pub struct Reconciler<S> {
     pub follower: Follower<S>,
     pub ex: Executor,
-    /// Where this process stands among reconcilers sharing the control plane; `None`
-    /// acts without a lease (a caller that is the only writer by construction).
-    pub standing: Option<Arc<Mutex<Option<Standing>>>>,
-    /// Until when the lease lets this process write (see `Lease::valid_until`); with
-    /// `standing`, every write of a pass is refused past it.
-    pub lease_until: Option<LeaseClock>,
+    /// Which partitions of the fleet this process leads among reconcilers sharing the
+    /// control plane; `None` acts without a lease (a caller that is the only writer by
+    /// construction). Every write for a cluster goes through its partition's fence.
+    pub leadership: Option<Arc<Leadership>>,
     /// How long an ended op keeps its working records before they are compacted into the
     /// ledger's archive.
     pub keep_ops: chrono::Duration,
@@ -74,137 +72,6 @@ pub struct Reconciler<S> {
     chunks: ChunkCache,
     /// The chunk-index summaries this process wrote, to rewrite only what changed.
     chunk_indexes: crate::pitr::Written,
-}
-
-/// Shows a one-shot's backoff in `ledger/retry/<kind>/<name>.json` for `describe-*` and
-/// `status`, or removes it. Its own key, written only by the leader's loop: rewriting the
-/// ledger record instead could race another reconciler finishing it and make an ended
-/// one-shot run again. Best effort: the backoff itself is kept in memory.
-async fn show_retry(
-    ex: &Executor,
-    kind: OneShotKind,
-    name: &str,
-    retry: Option<&Retry>,
-) -> Result<(), ExecError> {
-    let key = retry_key(kind.key(), name);
-    match retry {
-        Some(r) => ex.control.put(&key, r).await?,
-        None => ex.control.delete(&key).await?,
-    }
-    Ok(())
-}
-
-/// Brings every declared schedule's and drill's ledger record up to date (see
-/// `wanted_record`), and removes the records of those no longer declared, so that one
-/// declared again later owes nothing from before.
-async fn sync_schedules(
-    ex: &Executor,
-    desired: &DesiredState,
-    observed: &mut ObservedState,
-    now: DateTime<Utc>,
-) -> Result<(), ExecError> {
-    for (name, spec) in desired.schedules() {
-        if let Some(mut record) = wanted_record(name, spec, observed.schedules.get(name), now) {
-            record.epoch = ex.control.epoch();
-            ex.control.put(&schedule_key(name), &record).await?;
-            tracing::info!(schedule = name, since = %record.since, "schedule recorded");
-            observed.schedules.insert(name.to_string(), record);
-        }
-    }
-    for (name, spec) in desired.drills() {
-        if let Some(mut record) =
-            crate::plan::wanted_drill_record(name, spec, observed.drills.get(name), now)
-        {
-            record.epoch = ex.control.epoch();
-            ex.control
-                .put(&tidemark_schema::control::drill_key(name), &record)
-                .await?;
-            tracing::info!(drill = name, since = %record.since, "drill recorded");
-            observed.drills.insert(name.to_string(), record);
-        }
-    }
-    let gone: Vec<String> = observed
-        .drills
-        .keys()
-        .filter(|n| desired.drill(n).is_none())
-        .cloned()
-        .collect();
-    for name in gone {
-        ex.control
-            .delete(&tidemark_schema::control::drill_key(&name))
-            .await?;
-        observed.drills.remove(&name);
-    }
-    let gone: Vec<String> = observed
-        .schedules
-        .keys()
-        .filter(|n| desired.schedule(n).is_none())
-        .cloned()
-        .collect();
-    for name in gone {
-        ex.control.delete(&schedule_key(&name)).await?;
-        observed.schedules.remove(&name);
-    }
-    Ok(())
-}
-
-/// A slot that waited (its cluster busy) and was then overtaken by a newer slot is missed,
-/// not waiting: its waiting record goes, so `status` and `describe-backup` stop showing it.
-async fn clear_superseded_waits(
-    ex: &Executor,
-    schedules: &[crate::plan::ScheduleState],
-) -> Result<(), ExecError> {
-    if schedules.is_empty() {
-        return Ok(()); // no listing on every pass of a control plane without schedules
-    }
-    let waiting = ex.control.keys("ledger/waiting/backup").await?;
-    for s in schedules {
-        let prefix = format!("ledger/waiting/backup/{}-", s.schedule);
-        for key in &waiting {
-            let Some(stamp) = key
-                .strip_prefix(&prefix)
-                .and_then(|k| k.strip_suffix(".json"))
-            else {
-                continue;
-            };
-            // Only this schedule's slot names (another schedule may share the prefix).
-            let is_slot = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").is_ok();
-            let current = s
-                .due_backup
-                .as_deref()
-                .is_some_and(|due| key.ends_with(&format!("/{due}.json")));
-            if is_slot && !current {
-                ex.control.delete(key).await?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A drill run's waiting record stays only while that run is its drill's due one: a run
-/// overtaken by the next slot, and every run of a drill suspended or deleted, is not
-/// waiting any more.
-async fn clear_drill_waits(
-    ex: &Executor,
-    drills: &[crate::plan::DrillState],
-    had_drills: bool,
-) -> Result<(), ExecError> {
-    if drills.is_empty() && !had_drills {
-        return Ok(()); // no listing on every pass of a control plane without drills
-    }
-    let prefix = format!("ledger/waiting/{}/", crate::plan::DRILL_KIND.key());
-    for key in ex.control.keys(prefix.trim_end_matches('/')).await? {
-        let Some(run) = key
-            .strip_prefix(&prefix)
-            .and_then(|k| k.strip_suffix(".json"))
-        else {
-            continue;
-        };
-        if !drills.iter().any(|d| d.due_run.as_deref() == Some(run)) {
-            ex.control.delete(&key).await?;
-        }
-    }
-    Ok(())
 }
 
 /// Rebuilds the desired state recorded in `ledger/applied.json` (its canonical YAML).
@@ -243,8 +110,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
         Reconciler {
             follower: Follower::new(source),
             ex,
-            standing: None,
-            lease_until: None,
+            leadership: None,
             on_pass: None,
             verifier: backup::Verifier::default(),
             keep_ops: chrono::Duration::days(7),
@@ -259,45 +125,40 @@ impl<S: DesiredStateSource> Reconciler<S> {
     /// One pass. Errors of single steps are collected, never fatal to the pass.
     pub async fn pass(&mut self, now: DateTime<Utc>) -> Result<PassReport, ExecError> {
         let mut report = PassReport::default();
-        let unfenced = self.ex.clone();
-        if let Some(standing) = self.standing.clone() {
-            let now_standing = standing.lock().expect("not poisoned").clone();
-            match now_standing {
-                Some(Standing::Leader { .. })
-                    if self.lease_until.as_ref().is_some_and(|u| {
-                        u.lock()
-                            .expect("not poisoned")
-                            .is_none_or(|t| std::time::Instant::now() >= t)
-                    }) =>
-                {
-                    // Renewals stalled: another reconciler may lead by now. Nothing is
-                    // started or deleted until a renewal succeeds again.
-                    report.following =
-                        Some("this reconciler's lease was not renewed in time".into());
-                    self.forget_desired();
-                    return Ok(report);
-                }
-                Some(Standing::Leader { epoch }) => {
-                    self.ex.control = match &self.lease_until {
-                        Some(until) => self.ex.control.fenced_until(epoch, until.clone()),
-                        None => self.ex.control.fenced(epoch),
-                    };
-                }
-                Some(Standing::Follower { epoch, holder }) => {
-                    report.following = Some(format!("{holder} leads (epoch {epoch})"));
-                    self.forget_desired();
-                    return Ok(report);
-                }
-                None => {
-                    report.following = Some("the lease has not been read yet".into());
-                    self.forget_desired();
-                    return Ok(report);
-                }
-            }
+        if let Some(leadership) = &self.leadership
+            && leadership.led().is_empty()
+        {
+            // Leading nothing (or renewals stalled: another reconciler may lead by now):
+            // nothing is started or deleted until a lease is held again.
+            report.following = Some(leadership.followed());
+            self.forget_desired();
+            return Ok(report);
         }
-        let result = self.pass_leading(now, &mut report).await;
-        self.ex = unfenced;
-        result.map(|()| report)
+        self.pass_leading(now, &mut report).await.map(|()| report)
+    }
+
+    /// The executor writing as the leader of `cluster`'s partition (partition 0 for what
+    /// belongs to no cluster), if this process leads it now.
+    fn ex_for(&self, cluster: Option<&str>) -> Option<Executor> {
+        let Some(leadership) = &self.leadership else {
+            return Some(self.ex.clone());
+        };
+        let partition = cluster.map_or(0, |c| leadership.partition_of(c));
+        let control = leadership.fenced(&self.ex.control, partition)?;
+        Some(Executor {
+            control,
+            ..self.ex.clone()
+        })
+    }
+
+    /// Whether this process leads `cluster`'s partition now.
+    fn leads(&self, cluster: Option<&str>) -> bool {
+        match &self.leadership {
+            None => true,
+            Some(l) => l
+                .leading(cluster.map_or(0, |c| l.partition_of(c)))
+                .is_some(),
+        }
     }
 
     /// Forgets every desired state this process held: while it does not lead, another
@@ -315,20 +176,15 @@ impl<S: DesiredStateSource> Reconciler<S> {
     ) -> Result<(), ExecError> {
         // Whether this pass may plan: not when the revision it took up is not in the ledger.
         let mut plan = true;
+        // The ledger's revision records belong to no cluster: partition 0's leader writes
+        // them, and a process leading other partitions only plans with what it read.
+        let fleet = self.ex_for(None);
         let outcome = tokio::task::block_in_place(|| self.follower.poll());
         match outcome {
             PollOutcome::Unchanged => {}
+            PollOutcome::Applied { .. } if fleet.is_none() => {}
             PollOutcome::Applied { revision } => {
-                let (_, state) = self.follower.current().expect("just applied");
-                let applied = tidemark_schema::control::AppliedRevision {
-                    epoch: self.ex.control.epoch(),
-                    ..state.to_applied(&revision, now)
-                };
-                let sealed = self.ex.sealed(APPLIED_KEY, &applied);
-                let recorded = match self.ex.control.put(APPLIED_KEY, &sealed).await {
-                    Ok(()) => self.attempted(&revision, Vec::new(), now).await,
-                    Err(e) => Err(e.into()),
-                };
+                let recorded = self.record_applied(&revision, now).await;
                 match recorded {
                     Ok(()) => tracing::info!(%revision, "applied"),
                     Err(e) => {
@@ -348,7 +204,11 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 for e in &errors {
                     tracing::error!("{e}");
                 }
-                if let Err(e) = self.attempted(&revision, errors, now).await {
+                let recorded = match &fleet {
+                    Some(fleet) => self.attempted(fleet, &revision, errors, now).await,
+                    None => Ok(()),
+                };
+                if let Err(e) = recorded {
                     self.follower.forget_seen_revision();
                     report
                         .errors
@@ -377,20 +237,48 @@ impl<S: DesiredStateSource> Reconciler<S> {
             .current()
             .or(self.fallback.as_ref().map(|(r, s)| (r.as_str(), s)));
         report.revision = desired.map(|(r, _)| r.to_string());
+        // Partition 0 came to this process after the revision was taken up elsewhere (or
+        // its leader died before recording it): the ledger catches up.
+        if let (Some(_), Some((revision, _))) = (&fleet, self.follower.current())
+            && observed.applied.as_ref().map(|a| a.revision.as_str()) != Some(revision)
+        {
+            let revision = revision.to_string();
+            if let Err(e) = self.record_applied(&revision, now).await {
+                report
+                    .errors
+                    .push(format!("recording revision {revision} in the ledger: {e}"));
+            }
+        }
         // A new leader tells every cluster's agents where it listens (and that they should
         // look once); a ring whose record failed is written again.
         let (clusters, fresh) =
             crate::execute::clusters_to_ring(desired.map(|(_, s)| s), &observed, now);
-        self.ex.ring_owed(&clusters, &fresh).await;
+        for cluster in &clusters {
+            if let Some(ex) = self.ex_for(Some(cluster)) {
+                let one = [cluster.clone()].into();
+                let fresh = fresh.intersection(&one).cloned().collect();
+                ex.ring_owed(&one, &fresh).await;
+            }
+        }
         // Counted from here: doorbell records are not what `observe` reads.
         let written_before = writes();
         if let Some((revision, desired)) = desired.filter(|_| plan) {
-            if let Err(e) = crate::pitr::forget_foreign_assignments(&self.ex, &mut observed).await {
+            // The executors of the clusters whose slicing this process may rewrite.
+            let leading: BTreeMap<String, Executor> = observed
+                .slicing
+                .iter()
+                .filter_map(|a| Some((a.cluster.clone(), self.ex_for(Some(&a.cluster))?)))
+                .collect();
+            if let Err(e) =
+                crate::pitr::forget_foreign_assignments(&self.ex, &leading, &mut observed).await
+            {
                 report.errors.push(e.to_string());
             }
             // Before the sync drops the records of deleted drills: their waits go too.
             let had_drills = !observed.drills.is_empty();
-            sync_schedules(&self.ex, desired, &mut observed, now).await?;
+            if let Some(fleet) = &fleet {
+                sync_schedules(fleet, desired, &mut observed, now).await?;
+            }
             let settings = PlanSettings {
                 dead_after: self.ex.dead_after,
             };
@@ -401,15 +289,23 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 .filter_map(|s| s.next_run)
                 .chain(plan.drills.iter().filter_map(|d| d.next_run))
                 .min();
-            if let Err(e) = clear_superseded_waits(&self.ex, &plan.schedules).await {
-                report.errors.push(e.to_string());
-            }
-            if let Err(e) = clear_drill_waits(&self.ex, &plan.drills, had_drills).await {
-                report.errors.push(e.to_string());
+            if let Some(fleet) = &fleet {
+                if let Err(e) = clear_superseded_waits(fleet, &plan.schedules).await {
+                    report.errors.push(e.to_string());
+                }
+                if let Err(e) = clear_drill_waits(fleet, &plan.drills, had_drills).await {
+                    report.errors.push(e.to_string());
+                }
             }
             for step in &plan.steps {
+                // Only the steps of clusters whose partition this process leads.
+                let cluster = super::scope::step_cluster(&step.action, desired, &observed);
+                let Some(ex) = self.ex_for(cluster.as_deref()) else {
+                    continue;
+                };
                 if let Err(e) = self
                     .start(
+                        &ex,
                         (revision, desired),
                         &step.action,
                         &step.reason,
@@ -432,8 +328,9 @@ impl<S: DesiredStateSource> Reconciler<S> {
             false => observe_with(&self.ex.control, &self.chunks).await?,
         };
         report.observed = Some(Arc::new(observed.clone()));
-        if let Err(e) =
-            crate::pitr::write_indexes(&self.ex, &observed.chunks, &mut self.chunk_indexes).await
+        if let Some(fleet) = &fleet
+            && let Err(e) =
+                crate::pitr::write_indexes(fleet, &observed.chunks, &mut self.chunk_indexes).await
         {
             report
                 .errors
@@ -441,69 +338,19 @@ impl<S: DesiredStateSource> Reconciler<S> {
         }
         let desired = desired.map(|(_, s)| s);
         for ((kind, name), record) in &observed.oneshots {
-            let key = (*kind, name.clone());
-            if record.is_final() {
-                // Ended (here or by another reconciler) while its step was failing.
-                if self.backoff.contains_key(&key) {
-                    match show_retry(&self.ex, *kind, name, None).await {
-                        Ok(()) => drop(self.backoff.remove(&key)),
-                        Err(e) => report.errors.push(format!("{kind} {name}: {e}")),
-                    }
-                }
+            // Only the one-shots of clusters whose partition this process leads.
+            let Some(ex) = self.ex_for(record.cluster()) else {
                 continue;
-            }
-            if let Some(retry) = self
-                .backoff
-                .get(&key)
-                .filter(|r| !backoff::due(Some(r), now))
-            {
-                report.running.push(format!(
-                    "{kind} {name} (failed {} time(s); next try at {})",
-                    retry.failures,
-                    retry.next_at.to_rfc3339()
-                ));
-                continue;
-            }
-            let progress = match kind {
-                OneShotKind::Restore if crate::selective::is_selective(record) => {
-                    crate::selective::advance(&self.ex, record, now).await
-                }
-                OneShotKind::Restore => restore::advance(&self.ex, record, desired, now).await,
-                OneShotKind::Backup => backup::advance(&self.ex, record, now).await,
-                OneShotKind::RestoreDrill => crate::drill::advance(&self.ex, record, now).await,
             };
-            let outcome = match &progress {
-                Ok(_) => None,
-                Err(e) => Some(e.to_string()),
+            let step = OneShotStep {
+                ex: &ex,
+                kind: *kind,
+                name,
+                record,
+                desired,
+                now,
             };
-            match progress {
-                Ok(Progress::Running) => report.running.push(format!("{kind} {name}")),
-                Ok(Progress::Finished(s)) => report.finished.push(format!("{kind} {name}: {s}")),
-                Err(e) => {
-                    report.running.push(format!("{kind} {name}"));
-                    report.errors.push(format!("{kind} {name}: {e}"));
-                }
-            }
-            let shown = match outcome {
-                Some(e) => {
-                    let retry = backoff::failed(self.backoff.get(&key), e, now);
-                    tracing::warn!(%kind, %name, failures = retry.failures, next = %retry.next_at, error = %retry.error, "one-shot step failed; backing off");
-                    let shown = show_retry(&self.ex, *kind, name, Some(&retry)).await;
-                    self.backoff.insert(key, retry);
-                    shown
-                }
-                None if self.backoff.contains_key(&key) => {
-                    let shown = show_retry(&self.ex, *kind, name, None).await;
-                    if shown.is_ok() {
-                        self.backoff.remove(&key);
-                    }
-                    shown
-                }
-                None => Ok(()),
-            };
-            if let Err(e) = shown {
-                report.errors.push(format!("{kind} {name}: {e}"));
-            }
+            step.advance(&mut self.backoff, report).await;
         }
         // At most every ten minutes (or once per `keep_ops`, when that is shorter): each
         // round lists ops/, logs/ and the retry records, and ended ops wait days anyway.
@@ -512,24 +359,21 @@ impl<S: DesiredStateSource> Reconciler<S> {
             .to_std()
             .unwrap_or_default()
             .min(COMPACT_EVERY);
-        if self.last_compaction.is_some_and(|t| t.elapsed() < every) {
+        let Some(fleet) =
+            fleet.filter(|_| self.last_compaction.is_none_or(|t| t.elapsed() >= every))
+        else {
             return Ok(());
-        }
+        };
         self.last_compaction = Some(std::time::Instant::now());
-        match crate::retention::compact_ops(
-            &self.ex,
-            observed.oneshots.values(),
-            self.keep_ops,
-            now,
-        )
-        .await
+        match crate::retention::compact_ops(&fleet, observed.oneshots.values(), self.keep_ops, now)
+            .await
         {
             Ok(c) => report.errors.extend(c.errors),
             Err(e) => report.errors.push(format!("compacting ended ops: {e}")),
         }
         // Retry records nobody here is failing on: a leader changed, or another reconciler
         // ended the one-shot. With the compaction.
-        if let Err(e) = self.sweep_retries(&observed).await {
+        if let Err(e) = self.sweep_retries(&fleet, &observed).await {
             report.errors.push(format!("sweeping retry records: {e}"));
         }
         Ok(())
@@ -540,6 +384,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
     /// holds it (the desired state may have moved on), else as declared now.
     fn verify(
         &self,
+        ex: &Executor,
         desired: &DesiredState,
         observed: &ObservedState,
         backup: &str,
@@ -565,9 +410,9 @@ impl<S: DesiredStateSource> Reconciler<S> {
             .map(storage_target);
         match from_ledger.or(declared) {
             Some(target) => self.verifier.spawn(
-                self.ex.control.clone(),
+                ex.control.clone(),
                 target,
-                self.ex.storage_env.clone(),
+                ex.storage_env.clone(),
                 backup.to_string(),
                 level,
             ),
@@ -577,8 +422,12 @@ impl<S: DesiredStateSource> Reconciler<S> {
         }
     }
 
-    async fn sweep_retries(&self, observed: &ObservedState) -> Result<(), ExecError> {
-        for key in self.ex.control.keys("ledger/retry/").await? {
+    async fn sweep_retries(
+        &self,
+        fleet: &Executor,
+        observed: &ObservedState,
+    ) -> Result<(), ExecError> {
+        for key in fleet.control.keys("ledger/retry/").await? {
             let failing = self.backoff.keys().any(|(kind, name)| {
                 key == retry_key(kind.key(), name)
                     && observed
@@ -586,15 +435,38 @@ impl<S: DesiredStateSource> Reconciler<S> {
                         .get(&(*kind, name.clone()))
                         .is_some_and(|r| !r.is_final())
             });
-            if !failing {
-                self.ex.control.delete(&key).await?;
+            // A one-shot still running in a partition another reconciler leads shows that
+            // one's backoff, not this one's.
+            let elsewhere = observed.oneshots.values().any(|r| {
+                key == retry_key(r.kind.key(), &r.name) && !r.is_final() && !self.leads(r.cluster())
+            });
+            if !failing && !elsewhere {
+                fleet.control.delete(&key).await?;
             }
         }
         Ok(())
     }
 
+    /// Records `revision` as applied (with its documents) and as the last attempted.
+    async fn record_applied(&self, revision: &str, now: DateTime<Utc>) -> Result<(), ExecError> {
+        let Some(fleet) = self.ex_for(None) else {
+            return Ok(());
+        };
+        let Some((_, state)) = self.follower.current() else {
+            return Ok(());
+        };
+        let applied = tidemark_schema::control::AppliedRevision {
+            epoch: fleet.control.epoch(),
+            ..state.to_applied(revision, now)
+        };
+        let sealed = fleet.sealed(APPLIED_KEY, &applied);
+        fleet.control.put(APPLIED_KEY, &sealed).await?;
+        self.attempted(&fleet, revision, Vec::new(), now).await
+    }
+
     async fn attempted(
         &self,
+        ex: &Executor,
         revision: &str,
         errors: Vec<String>,
         now: DateTime<Utc>,
@@ -603,15 +475,16 @@ impl<S: DesiredStateSource> Reconciler<S> {
             revision: revision.to_string(),
             attempted_at: now,
             errors,
-            epoch: self.ex.control.epoch(),
+            epoch: ex.control.epoch(),
         };
-        Ok(self.ex.control.put(ATTEMPTED_KEY, &record).await?)
+        Ok(ex.control.put(ATTEMPTED_KEY, &record).await?)
     }
 
     /// Carries out one plan step that starts something; the ops it writes say so
     /// (`cause`: the revision, the document, the step's reason).
     async fn start(
         &self,
+        ex: &Executor,
         (revision, desired): (&str, &DesiredState),
         action: &Action,
         reason: &str,
@@ -665,7 +538,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 if let Some(p) = incremental {
                     tracing::info!(backup = %name, why = %p.why, "incremental backup");
                 }
-                backup::start(&self.ex, name, settings, nodes, now)
+                backup::start(ex, name, settings, nodes, now)
                     .await?
                     .map(|w| (OneShotKind::Backup, name.clone(), w))
             }
@@ -693,7 +566,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                         .map(|p| restore::PointInTimeSettings::of(p)),
                     cause: cause("Restore", &p.restore),
                 };
-                restore::start(&self.ex, p, settings, backup, heartbeats, now)
+                restore::start(ex, p, settings, backup, heartbeats, now)
                     .await?
                     .map(|w| (OneShotKind::Restore, p.restore.clone(), w))
             }
@@ -706,7 +579,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 };
                 let rename_to = spec.rename_to.clone().unwrap_or_default();
                 let cause = cause("Restore", &p.restore).unwrap_or_default();
-                crate::selective::start(&self.ex, p, rename_to, storage, cause, now).await?;
+                crate::selective::start(ex, p, rename_to, storage, cause, now).await?;
                 None
             }
             Action::DeleteBackup {
@@ -721,14 +594,8 @@ impl<S: DesiredStateSource> Reconciler<S> {
                          no longer declared; it is kept"
                     )));
                 };
-                crate::retention::delete_backup(
-                    &self.ex,
-                    record,
-                    &storage_target(spec),
-                    reason,
-                    now,
-                )
-                .await?;
+                crate::retention::delete_backup(ex, record, &storage_target(spec), reason, now)
+                    .await?;
                 report
                     .finished
                     .push(format!("deleted backup {backup}: {reason}"));
@@ -765,15 +632,15 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     checks: spec.checks.clone(),
                     cause: cause("RestoreDrill", drill),
                 };
-                crate::drill::start(&self.ex, run, settings, now).await?;
+                crate::drill::start(ex, run, settings, now).await?;
                 None
             }
             Action::VerifyBackup { backup, level, .. } => {
-                self.verify(desired, observed, backup, *level, report);
+                self.verify(ex, desired, observed, backup, *level, report);
                 None
             }
             Action::SetSlicing { assignment, .. } => {
-                crate::pitr::set_slicing(&self.ex, assignment).await?;
+                crate::pitr::set_slicing(ex, assignment).await?;
                 None
             }
             Action::DeleteChunks {
@@ -786,9 +653,8 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     return Ok(());
                 };
                 let target = storage_target(spec);
-                let n =
-                    crate::pitr::delete_chunks(&self.ex, &target, records, after_deleting, reason)
-                        .await?;
+                let n = crate::pitr::delete_chunks(ex, &target, records, after_deleting, reason)
+                    .await?;
                 report
                     .finished
                     .push(format!("deleted {n} oplog chunk(s): {reason}"));
@@ -813,7 +679,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                         .ok()
                 })
                 .flatten();
-            self.ex.waiting(kind, &name, &why, target, now).await?;
+            ex.waiting(kind, &name, &why, target, now).await?;
             report.waiting.push(format!("{kind} {name}: {why}"));
         }
         Ok(())
@@ -835,5 +701,87 @@ impl<S: DesiredStateSource> Reconciler<S> {
         Ok(record
             .filter(|r| r.deleting.is_none())
             .and_then(|r| desired.storage(&r.storage).map(storage_target)))
+    }
+}
+
+/// One one-shot not ended yet, advanced by a pass with its partition's executor.
+struct OneShotStep<'a> {
+    ex: &'a Executor,
+    kind: OneShotKind,
+    name: &'a str,
+    record: &'a tidemark_schema::control::OneShotRecord,
+    desired: Option<&'a DesiredState>,
+    now: DateTime<Utc>,
+}
+
+impl OneShotStep<'_> {
+    /// Moves the one-shot on one step, or waits out its backoff; a failing step backs off
+    /// (kube-rs's error policy) and is shown in its retry record.
+    async fn advance(
+        &self,
+        retries: &mut BTreeMap<(OneShotKind, String), Retry>,
+        report: &mut PassReport,
+    ) {
+        let (kind, name, record, desired, now) =
+            (self.kind, self.name, self.record, self.desired, self.now);
+        let key = (kind, name.to_string());
+        if record.is_final() {
+            // Ended (here or by another reconciler) while its step was failing.
+            if retries.contains_key(&key) {
+                match show_retry(self.ex, kind, name, None).await {
+                    Ok(()) => drop(retries.remove(&key)),
+                    Err(e) => report.errors.push(format!("{kind} {name}: {e}")),
+                }
+            }
+            return;
+        }
+        if let Some(retry) = retries.get(&key).filter(|r| !backoff::due(Some(r), now)) {
+            report.running.push(format!(
+                "{kind} {name} (failed {} time(s); next try at {})",
+                retry.failures,
+                retry.next_at.to_rfc3339()
+            ));
+            return;
+        }
+        let progress = match kind {
+            OneShotKind::Restore if crate::selective::is_selective(record) => {
+                crate::selective::advance(self.ex, record, now).await
+            }
+            OneShotKind::Restore => restore::advance(self.ex, record, desired, now).await,
+            OneShotKind::Backup => backup::advance(self.ex, record, now).await,
+            OneShotKind::RestoreDrill => crate::drill::advance(self.ex, record, now).await,
+        };
+        let outcome = match &progress {
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        match progress {
+            Ok(Progress::Running) => report.running.push(format!("{kind} {name}")),
+            Ok(Progress::Finished(s)) => report.finished.push(format!("{kind} {name}: {s}")),
+            Err(e) => {
+                report.running.push(format!("{kind} {name}"));
+                report.errors.push(format!("{kind} {name}: {e}"));
+            }
+        }
+        let shown = match outcome {
+            Some(e) => {
+                let retry = backoff::failed(retries.get(&key), e, now);
+                tracing::warn!(%kind, %name, failures = retry.failures, next = %retry.next_at, error = %retry.error, "one-shot step failed; backing off");
+                let shown = show_retry(self.ex, kind, name, Some(&retry)).await;
+                retries.insert(key, retry);
+                shown
+            }
+            None if retries.contains_key(&key) => {
+                let shown = show_retry(self.ex, kind, name, None).await;
+                if shown.is_ok() {
+                    retries.remove(&key);
+                }
+                shown
+            }
+            None => Ok(()),
+        };
+        if let Err(e) = shown {
+            report.errors.push(format!("{kind} {name}: {e}"));
+        }
     }
 }

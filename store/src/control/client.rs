@@ -32,6 +32,8 @@ pub struct ControlPlane {
     store: Option<BackupStore>,
     /// The epoch a leader writes as: every write is refused once a later epoch exists.
     fence: Option<u64>,
+    /// Where the fencing lease lives (`lease` unless [`ControlPlane::fenced_in`] said).
+    fence_prefix: Option<String>,
     /// Until when the leader's last renewal lets it write (see [`Lease::valid_until`]).
     ///
     /// [`Lease::valid_until`]: super::Lease::valid_until
@@ -74,6 +76,7 @@ impl ControlPlane {
             url: url.to_string(),
             store: Some(BackupStore::from_store(url, store).counted()),
             fence: None,
+            fence_prefix: None,
             until: None,
             cache: None,
         }
@@ -97,6 +100,7 @@ impl ControlPlane {
                             url: url.to_string(),
                             store: None,
                             fence: None,
+                            fence_prefix: None,
                             until: None,
                             cache: None,
                         });
@@ -129,6 +133,7 @@ impl ControlPlane {
             url: url.to_string(),
             store: Some(store),
             fence: None,
+            fence_prefix: None,
             until: None,
             cache: None,
         })
@@ -205,6 +210,16 @@ impl ControlPlane {
         }
     }
 
+    /// The same for the lease under `prefix` (one partition of a shared fleet).
+    pub fn fenced_in(&self, prefix: &str, epoch: u64, until: LeaseClock) -> ControlPlane {
+        ControlPlane {
+            fence: Some(epoch),
+            fence_prefix: Some(prefix.to_string()),
+            until: Some(until),
+            ..self.clone()
+        }
+    }
+
     /// Whether this handle may still write as its leader: the same checks a write makes
     /// (lease valid, no later epoch), for work outside the control plane that must only
     /// happen while leading (deleting a backup's objects).
@@ -234,7 +249,11 @@ impl ControlPlane {
             }
         }
         if let Some(epoch) = self.fence {
-            let next = tidemark_schema::control::lease_key(epoch + 1);
+            let prefix = self
+                .fence_prefix
+                .as_deref()
+                .unwrap_or(tidemark_schema::control::LEASE_PREFIX);
+            let next = tidemark_schema::control::lease_key_in(prefix, epoch + 1);
             if store.exists(&next).await.map_err(|e| self.storage(e))? {
                 return Err(ControlError::Deposed {
                     url: self.url.clone(),
@@ -339,6 +358,16 @@ impl ControlPlane {
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, ControlError> {
         let metas = self.listing(prefix).await?;
         Ok(metas.into_iter().map(|m| m.location.to_string()).collect())
+    }
+
+    /// Every key under `prefix` with its version as the listing gives it (ETag, else
+    /// modification time and size): a record rewritten shows a new version.
+    pub async fn versions(&self, prefix: &str) -> Result<Vec<(String, String)>, ControlError> {
+        let metas = self.listing(prefix).await?;
+        Ok(metas
+            .iter()
+            .map(|m| (m.location.to_string(), read_cache::version(m)))
+            .collect())
     }
 
     /// Every object under `prefix`, sorted by key, with what the listing said of it.

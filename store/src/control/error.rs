@@ -43,6 +43,17 @@ pub enum ControlError {
          cannot lead on it: the lease, the ledger and restore gates rely on it"
     )]
     NoCreateIfAbsent { url: String, key: String },
+    /// This reconciler was started with another partition count than the control plane's.
+    #[error(
+        "control plane {url} is split into {stored} partition(s) ({key}, written by {by}), but this reconciler was started with --partitions {wanted}: every reconciler of a control plane must use the same count, or two of them could lead one cluster (to change it, stop them all and delete {key})"
+    )]
+    Partitions {
+        url: String,
+        key: String,
+        by: String,
+        stored: u32,
+        wanted: u32,
+    },
     /// A leader's write refused because a later epoch exists: another reconciler leads.
     #[error(
         "control plane {url}: not writing {key:?}: this reconciler led epoch {epoch}, and a later epoch exists (another reconciler leads now)"

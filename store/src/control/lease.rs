@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tidemark_schema::control::{
-    LEASE_PREFIX, LeaseRecord, LeaseRenewal, lease_key, lease_renewal_key,
+    LEASE_PREFIX, LeaseRecord, LeaseRenewal, lease_key_in, lease_renewal_key_in,
 };
 
 use super::client::{ControlPlane, Created, LeaseClock};
@@ -43,6 +43,8 @@ pub struct Lease {
     control: ControlPlane,
     holder: String,
     ttl: Duration,
+    /// Where this lease's records live (`lease` for partition 0, see `lease_prefix`).
+    prefix: String,
     seen: Mutex<Option<Seen>>,
     /// The epoch this process holds and its next renewal number.
     mine: Mutex<Option<(u64, u64)>>,
@@ -64,6 +66,7 @@ impl Lease {
             control,
             holder,
             ttl,
+            prefix: LEASE_PREFIX.to_string(),
             seen: Mutex::new(None),
             mine: Mutex::new(None),
             until: LeaseClock::default(),
@@ -78,6 +81,19 @@ impl Lease {
             doorbell: url,
             ..self
         }
+    }
+
+    /// The same lease for one partition of the fleet (`lease_prefix(partition)`).
+    pub fn in_partition(self, partition: u32) -> Lease {
+        Lease {
+            prefix: tidemark_schema::control::lease_prefix(partition),
+            ..self
+        }
+    }
+
+    /// Where this lease's records live, for [`ControlPlane::fenced_in`].
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Until when this process may act as leader, for [`ControlPlane::fenced_until`]: two
@@ -102,10 +118,18 @@ impl Lease {
     /// Renews the lease if this process holds it, or takes it over if its holder stopped
     /// renewing for a TTL. Call it every third of the TTL.
     pub async fn tick(&self) -> Result<Standing, ControlError> {
+        self.tick_with(&|_| true).await
+    }
+
+    /// [`Lease::tick`], taking a vacant lease (none yet, released, or its holder silent
+    /// for a TTL) only if `may_take` agrees: partitions of a shared fleet go
+    /// to the member that rendezvous hashing names, not to whoever looks first. A holder
+    /// keeps renewing what it holds whatever `may_take` says (see [`Lease::release`]).
+    pub async fn tick_with(&self, may_take: &MayTake<'_>) -> Result<Standing, ControlError> {
         let began = Instant::now();
         // Whatever happens below, this process may not act past what it had, and if the
         // tick fails or leaves it a follower, not at all.
-        let outcome = self.tick_inner().await;
+        let outcome = self.tick_inner(may_take).await;
         let mut until = self.until.lock().expect("not poisoned");
         match &outcome {
             Ok(Standing::Leader { .. }) => *until = Some(began + self.ttl * 2 / 3),
@@ -114,7 +138,7 @@ impl Lease {
         outcome
     }
 
-    async fn tick_inner(&self) -> Result<Standing, ControlError> {
+    async fn tick_inner(&self, may_take: &MayTake<'_>) -> Result<Standing, ControlError> {
         // The holder renews with one write, not a listing and two reads: at rest this is
         // most of what a reconciler asks the control plane. Every few renewals it lists
         // the epochs too: a later epoch needs this process's renewals to have stopped for
@@ -141,7 +165,7 @@ impl Lease {
             if !late && (seq + 1) % FULL_LOOK_EVERY != 0 {
                 return self.renew_known(epoch, seq + 1).await;
             }
-            match highest_epoch(&self.control).await? {
+            match highest_epoch(&self.control, &self.prefix).await? {
                 Some(highest) if highest == epoch => {
                     return self.renew_known(epoch, seq + 1).await;
                 }
@@ -150,8 +174,14 @@ impl Lease {
                 _ => *self.mine.lock().expect("not poisoned") = None,
             }
         }
-        let Some(current) = current(&self.control).await? else {
-            return self.try_take(1).await;
+        let Some(current) = current(&self.control, &self.prefix).await? else {
+            return match may_take(Vacated::Never) {
+                true => self.try_take(1).await,
+                false => Ok(Standing::Follower {
+                    epoch: 0,
+                    holder: String::new(),
+                }),
+            };
         };
         if current.holder == self.holder {
             let known = *self.mine.lock().expect("not poisoned");
@@ -161,10 +191,12 @@ impl Lease {
                 // holder id): carry on from the stored renewal's number, so candidates see
                 // it change.
                 _ => {
-                    let stored: Option<LeaseRenewal> =
-                        self.control.get(&lease_renewal_key(current.epoch)).await?;
+                    let stored: Option<LeaseRenewal> = self
+                        .control
+                        .get(&lease_renewal_key_in(&self.prefix, current.epoch))
+                        .await?;
                     if stored.as_ref().is_some_and(|r| r.released) {
-                        return self.try_take(current.epoch + 1).await;
+                        return self.take_vacant(&current, may_take).await;
                     }
                     stored.map_or(1, |r| r.seq + 1)
                 }
@@ -172,10 +204,12 @@ impl Lease {
             return self.renew_known(current.epoch, next).await;
         }
         *self.mine.lock().expect("not poisoned") = None;
-        let renewal: Option<LeaseRenewal> =
-            self.control.get(&lease_renewal_key(current.epoch)).await?;
+        let renewal: Option<LeaseRenewal> = self
+            .control
+            .get(&lease_renewal_key_in(&self.prefix, current.epoch))
+            .await?;
         if renewal.as_ref().is_some_and(|r| r.released) {
-            return self.try_take(current.epoch + 1).await;
+            return self.take_vacant(&current, may_take).await;
         }
         let seq = renewal.map(|r| r.seq);
         let expired = {
@@ -195,12 +229,33 @@ impl Lease {
             }
         };
         if expired {
-            tracing::warn!(epoch = current.epoch, holder = %current.holder, ttl = ?self.ttl, "the leader stopped renewing its lease; taking over");
+            if !may_take(Vacated::Expired(&current.holder)) {
+                return Ok(Standing::Follower {
+                    epoch: current.epoch,
+                    holder: current.holder,
+                });
+            }
+            tracing::warn!(epoch = current.epoch, holder = %current.holder, lease = %self.prefix, ttl = ?self.ttl, "the leader stopped renewing its lease; taking over");
             return self.try_take(current.epoch + 1).await;
         }
         Ok(Standing::Follower {
             epoch: current.epoch,
             holder: current.holder,
+        })
+    }
+
+    /// Takes the epoch after `current`, which was released, if `may_take` agrees.
+    async fn take_vacant(
+        &self,
+        current: &LeaseRecord,
+        may_take: &MayTake<'_>,
+    ) -> Result<Standing, ControlError> {
+        if may_take(Vacated::Released(&current.holder)) {
+            return self.try_take(current.epoch + 1).await;
+        }
+        Ok(Standing::Follower {
+            epoch: current.epoch,
+            holder: current.holder.clone(),
         })
     }
 
@@ -213,7 +268,7 @@ impl Lease {
             released: false,
         };
         self.control
-            .put(&lease_renewal_key(epoch), &renewal)
+            .put(&lease_renewal_key_in(&self.prefix, epoch), &renewal)
             .await?;
         Ok(Standing::Leader { epoch })
     }
@@ -222,7 +277,7 @@ impl Lease {
         *self.mine.lock().expect("not poisoned") = None;
         let holder = self
             .control
-            .get::<LeaseRecord>(&lease_key(epoch))
+            .get::<LeaseRecord>(&lease_key_in(&self.prefix, epoch))
             .await?
             .map(|r| r.holder)
             .unwrap_or_default();
@@ -238,7 +293,11 @@ impl Lease {
             ttl_ms: self.ttl.as_millis() as u64,
             doorbell: self.doorbell.clone(),
         };
-        match self.control.create(&lease_key(epoch), &record).await? {
+        match self
+            .control
+            .create(&lease_key_in(&self.prefix, epoch), &record)
+            .await?
+        {
             Created::New => {
                 *self.mine.lock().expect("not poisoned") = Some((epoch, 0));
                 *self.seen.lock().expect("not poisoned") = None;
@@ -248,9 +307,9 @@ impl Lease {
                     released: false,
                 };
                 self.control
-                    .put(&lease_renewal_key(epoch), &renewal)
+                    .put(&lease_renewal_key_in(&self.prefix, epoch), &renewal)
                     .await?;
-                tracing::info!(epoch, holder = %self.holder, "leading");
+                tracing::info!(epoch, holder = %self.holder, lease = %self.prefix, "leading");
                 Ok(Standing::Leader { epoch })
             }
             Created::Existed => self.tick_follower_of(epoch).await,
@@ -258,9 +317,10 @@ impl Lease {
     }
 
     /// Hands leadership over at once (a clean stop): candidates need not wait for the TTL.
+    /// The next tick renews nothing: it takes the lease again only if `may_take` agrees.
     pub async fn release(&self) -> Result<(), ControlError> {
         *self.until.lock().expect("not poisoned") = None;
-        let Some((epoch, seq)) = *self.mine.lock().expect("not poisoned") else {
+        let Some((epoch, seq)) = self.mine.lock().expect("not poisoned").take() else {
             return Ok(());
         };
         let renewal = LeaseRenewal {
@@ -269,40 +329,67 @@ impl Lease {
             released: true,
         };
         self.control
-            .put(&lease_renewal_key(epoch), &renewal)
+            .put(&lease_renewal_key_in(&self.prefix, epoch), &renewal)
             .await?;
-        tracing::info!(epoch, "released the lease");
+        tracing::info!(epoch, lease = %self.prefix, "released the lease");
         Ok(())
     }
 }
 
-/// The highest epoch created, if any: one listing.
-async fn highest_epoch(control: &ControlPlane) -> Result<Option<u64>, ControlError> {
-    let epochs = control.keys(LEASE_PREFIX).await?;
+/// Decides whether a vacant lease may be taken, given how it became vacant.
+pub type MayTake<'a> = dyn Fn(Vacated<'_>) -> bool + Send + Sync + 'a;
+
+/// How a lease became free to take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vacated<'a> {
+    /// No epoch was ever created.
+    Never,
+    /// Its holder handed it over (a clean stop, or a partition moving to another member).
+    Released(&'a str),
+    /// Its holder stopped renewing for a whole TTL.
+    Expired(&'a str),
+}
+
+/// The highest epoch created under `prefix`, if any: one listing.
+async fn highest_epoch(control: &ControlPlane, prefix: &str) -> Result<Option<u64>, ControlError> {
+    let epochs = control.keys(prefix).await?;
     Ok(epochs
         .iter()
         .filter_map(|k| {
-            let name = k.strip_prefix(LEASE_PREFIX)?.strip_prefix('/')?;
+            let name = k.strip_prefix(prefix)?.strip_prefix('/')?;
             name.strip_suffix(".json")?.parse::<u64>().ok()
         })
         .max())
 }
 
-/// The highest epoch's record, if any epoch exists.
-pub async fn current(control: &ControlPlane) -> Result<Option<LeaseRecord>, ControlError> {
-    let Some(latest) = highest_epoch(control).await? else {
+/// The highest epoch's record under `prefix`, if any epoch exists.
+pub async fn current(
+    control: &ControlPlane,
+    prefix: &str,
+) -> Result<Option<LeaseRecord>, ControlError> {
+    let Some(latest) = highest_epoch(control, prefix).await? else {
         return Ok(None);
     };
-    control.get(&lease_key(latest)).await
+    control.get(&lease_key_in(prefix, latest)).await
 }
 
-/// The highest epoch's record and its last renewal, for `status`.
+/// The highest epoch's record and its last renewal of partition 0, for `status`.
 pub async fn describe(
     control: &ControlPlane,
 ) -> Result<Option<(LeaseRecord, Option<LeaseRenewal>)>, ControlError> {
-    let Some(record) = current(control).await? else {
+    describe_in(control, LEASE_PREFIX).await
+}
+
+/// The same for the lease under `prefix`.
+pub async fn describe_in(
+    control: &ControlPlane,
+    prefix: &str,
+) -> Result<Option<(LeaseRecord, Option<LeaseRenewal>)>, ControlError> {
+    let Some(record) = current(control, prefix).await? else {
         return Ok(None);
     };
-    let renewal = control.get(&lease_renewal_key(record.epoch)).await?;
+    let renewal = control
+        .get(&lease_renewal_key_in(prefix, record.epoch))
+        .await?;
     Ok(Some((record, renewal)))
 }

@@ -4,7 +4,9 @@ mod chunks;
 mod client;
 mod counting;
 mod error;
+mod leadership;
 pub mod lease;
+mod members;
 mod observe;
 mod read_cache;
 
@@ -12,5 +14,7 @@ pub use chunks::ChunkCache;
 pub use client::{ControlPlane, Created, LeaseClock, is_report_key};
 pub use counting::{CountingStore, RequestCounts, RequestKind, control_requests};
 pub use error::ControlError;
-pub use lease::{Lease, Standing};
+pub use leadership::Leadership;
+pub use lease::{Lease, Standing, Vacated};
+pub use members::{MemberState, Members};
 pub use observe::{ObservedState, observe, observe_with};

@@ -1,0 +1,151 @@
+//! Partitions of the fleet, run against every control-plane backend (a local directory
+//! and a real S3 API on moto): one reconciler alone leads every partition; three share
+//! them, each partition led by exactly one at every moment; one that stops ticking (as a
+//! `kill -9` leaves it) loses its partitions to the others within the lease time; a
+//! reconciler that disagrees on the partition count is refused; a partition's fence
+//! refuses a deposed leader's writes without touching the other partitions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tidemark_store::control::{ControlError, ControlPlane, Leadership};
+use tidemark_testkit::Moto;
+
+const TTL: Duration = Duration::from_millis(900);
+const PARTITIONS: u32 = 12;
+
+fn leaders(all: &[&Leadership], p: u32) -> Vec<String> {
+    all.iter()
+        .filter(|l| l.leading(p).is_some())
+        .map(|l| l.holder().to_string())
+        .collect()
+}
+
+/// Ticks every member of `all` once, then checks that no partition has two leaders.
+async fn round(all: &[&Leadership]) {
+    for l in all {
+        l.tick().await;
+    }
+    for p in 0..PARTITIONS {
+        let who = leaders(all, p);
+        assert!(who.len() <= 1, "partition {p} led by {who:?}");
+    }
+}
+
+/// Rounds every third of the TTL until `done` holds, for at most `within`.
+async fn until(
+    all: &[&Leadership],
+    what: &str,
+    within: Duration,
+    done: impl Fn(&[&Leadership]) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        round(all).await;
+        if done(all) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(TTL / 3).await;
+    }
+}
+
+fn every_partition_led(all: &[&Leadership]) -> bool {
+    (0..PARTITIONS).all(|p| leaders(all, p).len() == 1)
+}
+
+async fn conformance(control: ControlPlane) {
+    // Alone, one reconciler leads every partition.
+    let solo = Leadership::new(&control, "solo", TTL, 4, None, true);
+    solo.tick().await;
+    assert_eq!(solo.led(), [0, 1, 2, 3]);
+    solo.release_all().await;
+
+    let a = Leadership::new(&control, "host/1/a", TTL, PARTITIONS, None, true);
+    let b = Leadership::new(&control, "host/2/b", TTL, PARTITIONS, None, true);
+    let c = Leadership::new(&control, "host/3/c", TTL, PARTITIONS, None, true);
+    let all = [&a, &b, &c];
+    // Each of the three ends up leading some partitions, every partition exactly one.
+    until(
+        &all,
+        "three members share the partitions",
+        TTL * 12,
+        |all| every_partition_led(all) && all.iter().all(|l| !l.led().is_empty()),
+    )
+    .await;
+    let of_c = c.led();
+    eprintln!("a {:?} b {:?} c {:?}", a.led(), b.led(), c.led());
+
+    // A fence of one partition: a write as c's leader goes through.
+    let p = of_c[0];
+    let writer = c.fenced(&control, p).expect("c leads it");
+    writer.put("ledger/probe.json", &1).await.unwrap();
+
+    // c stops ticking (kill -9): only a and b tick from here. They lead its partitions
+    // within the lease time, and never while c's own lease still lets it write (each
+    // round checks that no partition has two leaders, c included).
+    let took = until(&[&a, &b], "c's partitions move", TTL * 4, |all| {
+        of_c.iter().all(|p| leaders(all, *p).len() == 1)
+    })
+    .await;
+    for p in &of_c {
+        assert!(leaders(&[&a, &b, &c], *p).len() == 1);
+    }
+    eprintln!(
+        "c's {} partition(s) moved after {took:?} (lease {TTL:?})",
+        of_c.len()
+    );
+    assert!(took < TTL * 3, "took {took:?}");
+    assert!(c.leading(p).is_none(), "c's lease lapsed");
+    // c's writes are refused: its lease lapsed, and a later epoch exists.
+    let e = writer.put("ledger/probe.json", &2).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ControlError::LeaseLapsed { .. } | ControlError::Deposed { .. }
+        ),
+        "{e}"
+    );
+    let stored: i32 = control.get("ledger/probe.json").await.unwrap().unwrap();
+    assert_eq!(stored, 1);
+
+    // A clean stop of b hands its partitions to a at once (no TTL's wait).
+    b.release_all().await;
+    until(&[&a], "a leads everything", TTL * 2, |all| {
+        all[0].led().len() == PARTITIONS as usize
+    })
+    .await;
+
+    // Another count is refused, naming both.
+    Leadership::agree(&control, "a", PARTITIONS).await.unwrap();
+    let e = Leadership::agree(&control, "d", 3).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ControlError::Partitions {
+                stored: PARTITIONS,
+                wanted: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--partitions 3"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_on_a_local_directory() {
+    let dir = TempDir::new().unwrap();
+    conformance(ControlPlane::open_writable(dir.path().to_str().unwrap()).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_on_s3() {
+    let moto = Moto::start();
+    conformance(ControlPlane::from_store(
+        "s3://partitions",
+        Arc::new(moto.store("partitions")),
+    ))
+    .await;
+}
