@@ -68,7 +68,9 @@ fn reconciler(logs: &Path, control: &Path, policies: &Path, i: usize) -> Child {
         .arg(control)
         .arg("--signing-key-file")
         .arg(&tidemark_testkit::test_keys().private)
-        .args(["--interval", "2s", "--resync-interval", "2s"])
+        // At rest a pass runs only when something wakes it (a source change, a partition
+        // coming to this process): a resync would hide a missed wake.
+        .args(["--interval", "2s", "--resync-interval", "5m"])
         .args(["--follow-interval", "300ms", "--dead-after", "5s"])
         .args(["--lease-ttl", "2s", "--partitions", "8"])
         .env("TIDEMARK_LOG", "info")
@@ -253,6 +255,23 @@ fn three_reconcilers_share_ten_clusters_and_a_killed_ones_clusters_move_within_t
         theirs.len()
     );
     assert!(took < TTL * 3, "took {took:?}");
+    // The new leaders act for their new clusters at once, with nothing else waking them:
+    // each announces itself on the cluster's doorbell record in its epoch.
+    let now = cluster_leaders(&status(ctl));
+    wait_for(
+        "the new leaders ring their clusters' doorbells",
+        10,
+        ctl,
+        || {
+            theirs.iter().all(|c| {
+                let path = ctl.join(format!("doorbell/{c}.json"));
+                std::fs::read(path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .is_some_and(|d| d["epoch"].as_u64() == Some(now[c].1))
+            })
+        },
+    );
 
     // A second backup of every cluster, under the survivors.
     backups(policies.path(), "second");

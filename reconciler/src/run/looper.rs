@@ -108,9 +108,17 @@ pub async fn run_loop<S: DesiredStateSource>(
             }
         };
         tracing::debug!(elapsed = ?started.elapsed(), "pass");
-        // Sleep until the next pass, waking at once on a source change or on stop.
+        // Sleep until the next pass, waking at once on a source change, on stop, or when
+        // the partitions this process leads change: one taken over may have operations
+        // in flight, which must not wait for a resync.
+        let led = |rec: &Reconciler<S>| rec.leadership.as_ref().map(|l| l.led());
+        let led_after_pass = led(rec);
         let until = Instant::now() + wait;
         while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+            if led(rec) != led_after_pass {
+                tracing::info!("the partitions this reconciler leads changed");
+                break;
+            }
             if opts
                 .wake
                 .as_ref()
