@@ -111,6 +111,13 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
                 eprintln!("{}; nothing done", leadership.followed());
                 return Ok(ExitStatus::NotLeader);
             }
+            if leadership.led().len() < args.partitions as usize {
+                eprintln!(
+                    "{}; this pass acts only for partition(s) {:?}",
+                    leadership.followed(),
+                    leadership.led()
+                );
+            }
             let renewals = tokio::spawn(renew(leadership.clone()));
             let report = rec.pass(chrono::Utc::now()).await;
             // Verifications the pass started run beside it; exiting would kill them.

@@ -134,6 +134,63 @@ async fn conformance(control: ControlPlane) {
     assert!(e.to_string().contains("--partitions 3"), "{e}");
 }
 
+/// A leader handing a partition over to a member that joined stops writing at once, but
+/// releases the lease only once its last renewal's validity ran out: a write it had under
+/// way cannot land after the next leader's.
+async fn handover(control: ControlPlane) {
+    let a = Leadership::new(&control, "host/1/a", TTL, 4, None, true);
+    a.tick().await;
+    assert_eq!(a.led(), [0, 1, 2, 3]);
+    let writers: Vec<ControlPlane> = (0..4).map(|p| a.fenced(&control, p).unwrap()).collect();
+    let b = Leadership::new(&control, "host/2/b", TTL, 4, None, true);
+    let started = Instant::now();
+    loop {
+        round(&[&a, &b]).await;
+        let handed: Vec<u32> = (0..4).filter(|p| a.leading(*p).is_none()).collect();
+        if let Some(p) = handed.first() {
+            // Decided this tick: refused at once, released not yet.
+            let e = writers[*p as usize]
+                .put("ledger/probe.json", &1)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, ControlError::LeaseLapsed { .. }), "{e}");
+            let prefix = tidemark_schema::control::lease_prefix(*p);
+            let renewal: tidemark_schema::control::LeaseRenewal = control
+                .get(&tidemark_schema::control::lease_renewal_key_in(&prefix, 1))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(!renewal.released, "released before a's writes ran out");
+            break;
+        }
+        assert!(
+            started.elapsed() < TTL * 12,
+            "a never handed a partition to b"
+        );
+        tokio::time::sleep(TTL / 3).await;
+    }
+    until(&[&a, &b], "b leads its share", TTL * 6, |all| {
+        !all[1].led().is_empty() && (0..4).all(|p| leaders(all, p).len() == 1)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handover_on_a_local_directory() {
+    let dir = TempDir::new().unwrap();
+    handover(ControlPlane::open_writable(dir.path().to_str().unwrap()).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handover_on_s3() {
+    let moto = Moto::start();
+    handover(ControlPlane::from_store(
+        "s3://handover",
+        Arc::new(moto.store("handover")),
+    ))
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_on_a_local_directory() {
     let dir = TempDir::new().unwrap();

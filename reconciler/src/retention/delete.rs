@@ -24,6 +24,17 @@ pub async fn delete_backup(
             ..record.clone()
         };
         ex.control.put(&key, &marked).await?;
+        // Mark first, then look again: a restore another partition's leader started from
+        // this backup since our plan (a restore records itself, then reads the catalog)
+        // either shows now and wins, or sees the mark and refuses.
+        let again = tidemark_store::control::observe(&ex.control).await?;
+        if crate::plan::pinned_backups(None, &again, now).contains(&record.name) {
+            ex.control.put(&key, record).await?;
+            return Err(ExecError::Invalid(format!(
+                "backup {:?} kept: a restore, a drill or an increment started from it just now",
+                record.name
+            )));
+        }
     }
     // The mark may be an earlier pass's (an interrupted deletion): check once more that
     // this process still leads before any object goes.
@@ -169,4 +180,60 @@ pub async fn forget_backup(
     let reason = format!("forgotten on request (forget-backup by {by})");
     delete_backup(ex, &marked, &storage, &reason, now).await?;
     Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_schema::control::{OneShotRecord, oneshot_key};
+    use tidemark_store::control::ControlPlane;
+
+    /// Retention in one partition must not delete a backup that a restore in another
+    /// partition (its plan made from another reading) has just started from.
+    #[tokio::test]
+    async fn a_backup_a_restore_just_started_from_is_kept_and_unmarked() {
+        let (dir, storage) = (
+            tempfile::TempDir::new().unwrap(),
+            tempfile::TempDir::new().unwrap(),
+        );
+        let ex = Executor {
+            control: ControlPlane::open_writable(dir.path().to_str().unwrap()).unwrap(),
+            dead_after: chrono::Duration::seconds(5),
+            op_deadline: chrono::Duration::hours(1),
+            go_timeout: chrono::Duration::minutes(5),
+            storage_env: Vec::new(),
+            bell: Default::default(),
+            signer: None,
+        };
+        let record: BackupRecord = serde_json::from_value(serde_json::json!({
+            "name": "b1", "cluster": "prod", "storage": "s3", "schedule": "nightly",
+            "type": "physical", "status": "done", "complete": true,
+            "startedAt": "2026-12-01T01:00:00Z", "replicaSets": [],
+        }))
+        .unwrap();
+        ex.control.put(&catalog_key("b1"), &record).await.unwrap();
+        // What the other partition's leader wrote first: the restore's ledger record.
+        let restore: OneShotRecord = serde_json::from_value(serde_json::json!({
+            "kind": "Restore", "name": "to-staging", "opId": "op1",
+            "startedAt": "2026-12-05T01:00:00Z", "status": "running",
+            "startedWith": {"op": {"cluster": "staging"}, "settings": {"backup": "b1"}},
+        }))
+        .unwrap();
+        ex.control
+            .put(&oneshot_key("restore", "to-staging"), &restore)
+            .await
+            .unwrap();
+        let target = StorageTarget {
+            url: format!("file://{}", storage.path().display()),
+            compression: tidemark_schema::model::Compression::None,
+            compression_level: None,
+            options: Default::default(),
+        };
+        let e = delete_backup(&ex, &record, &target, "keepLast 1", Utc::now())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("started from it just now"), "{e}");
+        let kept: BackupRecord = ex.control.get(&catalog_key("b1")).await.unwrap().unwrap();
+        assert_eq!(kept.deleting, None, "the mark is taken back");
+    }
 }

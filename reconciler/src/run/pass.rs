@@ -96,6 +96,11 @@ pub fn desired_from_applied(
     v.is_valid().then_some(v.state)
 }
 
+/// The revision `ledger/applied.json` holds, if any.
+fn applied_revision(observed: &ObservedState) -> Option<&str> {
+    observed.applied.as_ref().map(|a| a.revision.as_str())
+}
+
 /// How often ended ops are compacted at most.
 const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -223,24 +228,36 @@ impl<S: DesiredStateSource> Reconciler<S> {
         }
         let mut observed = observe_with(&self.ex.control, &self.chunks).await?;
         report.errors.extend(observed.warnings.iter().cloned());
-        if self.follower.current().is_none()
-            && self.fallback.is_none()
+        // Partition 0's leader takes revisions up from the source and records them; the
+        // leaders of other partitions act on the recorded one, so every leader plans with
+        // one revision (and the schedule records partition 0 keeps for it).
+        let ledger_only = fleet.is_none();
+        let from_ledger = match ledger_only {
+            true => self.fallback.as_ref().map(|(r, _)| r.as_str()) != applied_revision(&observed),
+            false => self.follower.current().is_none() && self.fallback.is_none(),
+        };
+        if from_ledger
             && let Some(applied) = &observed.applied
             && self.ex.is_own(APPLIED_KEY, applied)
             && let Some(state) = desired_from_applied(applied)
         {
-            tracing::warn!(revision = %applied.revision, "the source has no valid revision; keeping the ledger's applied revision in force");
+            if !ledger_only {
+                tracing::warn!(revision = %applied.revision, "the source has no valid revision; keeping the ledger's applied revision in force");
+            }
             self.fallback = Some((applied.revision.clone(), state));
         }
-        let desired = self
-            .follower
-            .current()
-            .or(self.fallback.as_ref().map(|(r, s)| (r.as_str(), s)));
+        let desired = match ledger_only {
+            true => self.fallback.as_ref().map(|(r, s)| (r.as_str(), s)),
+            false => self
+                .follower
+                .current()
+                .or(self.fallback.as_ref().map(|(r, s)| (r.as_str(), s))),
+        };
         report.revision = desired.map(|(r, _)| r.to_string());
         // Partition 0 came to this process after the revision was taken up elsewhere (or
         // its leader died before recording it): the ledger catches up.
         if let (Some(_), Some((revision, _))) = (&fleet, self.follower.current())
-            && observed.applied.as_ref().map(|a| a.revision.as_str()) != Some(revision)
+            && applied_revision(&observed) != Some(revision)
         {
             let revision = revision.to_string();
             if let Err(e) = self.record_applied(&revision, now).await {
@@ -276,8 +293,12 @@ impl<S: DesiredStateSource> Reconciler<S> {
             }
             // Before the sync drops the records of deleted drills: their waits go too.
             let had_drills = !observed.drills.is_empty();
-            if let Some(fleet) = &fleet {
-                sync_schedules(fleet, desired, &mut observed, now).await?;
+            // A failure here (partition 0 handed over mid-pass, say) leaves the other
+            // partitions' steps to run.
+            if let Some(fleet) = &fleet
+                && let Err(e) = sync_schedules(fleet, desired, &mut observed, now).await
+            {
+                report.errors.push(format!("recording schedules: {e}"));
             }
             let settings = PlanSettings {
                 dead_after: self.ex.dead_after,
@@ -304,15 +325,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     continue;
                 };
                 if let Err(e) = self
-                    .start(
-                        &ex,
-                        (revision, desired),
-                        &step.action,
-                        &step.reason,
-                        &observed,
-                        now,
-                        report,
-                    )
+                    .start(&ex, (revision, desired), step, &observed, now, report)
                     .await
                 {
                     report.errors.push(e.to_string());
@@ -338,8 +351,19 @@ impl<S: DesiredStateSource> Reconciler<S> {
         }
         let desired = desired.map(|(_, s)| s);
         for ((kind, name), record) in &observed.oneshots {
-            // Only the one-shots of clusters whose partition this process leads.
-            let Some(ex) = self.ex_for(record.cluster()) else {
+            // Only the one-shots of clusters whose partition this process leads; one whose
+            // cluster cannot be told is left alone (its writes would carry another
+            // partition's epoch).
+            let cluster = record.cluster().or(record.setting("cluster"));
+            if cluster.is_none() && self.leadership.as_ref().is_some_and(|l| l.partitions() > 1) {
+                report.errors.push(format!(
+                    "{kind} {name}: its ledger record names no cluster; not followed"
+                ));
+                continue;
+            }
+            let Some(ex) = self.ex_for(cluster) else {
+                // Another reconciler follows it now, with its own backoff.
+                self.backoff.remove(&(*kind, name.clone()));
                 continue;
             };
             let step = OneShotStep {
@@ -486,12 +510,12 @@ impl<S: DesiredStateSource> Reconciler<S> {
         &self,
         ex: &Executor,
         (revision, desired): (&str, &DesiredState),
-        action: &Action,
-        reason: &str,
+        step: &crate::plan::Step,
         observed: &ObservedState,
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<(), ExecError> {
+        let (action, reason) = (&step.action, step.reason.as_str());
         let heartbeats = &observed.heartbeats;
         let cause = |kind: &str, name: &str| {
             Some(tidemark_schema::control::OpCause {

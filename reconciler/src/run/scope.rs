@@ -47,9 +47,12 @@ pub fn step_cluster(
 /// document, a schedule's slot (`<schedule>-<stamp>`) by its schedule, a drill's run
 /// (`<drill>-<stamp>`) by the schedule it drills.
 fn oneshot_cluster(kind: &str, name: &str, desired: &DesiredState) -> Option<String> {
+    // `<name>-<stamp>`: the stamp holds no `-`, so schedule `db` never claims the slots
+    // of schedule `db-eu`.
     let slot_of = |prefix: &str| {
         name.strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('-'))
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|stamp| !stamp.is_empty() && !stamp.contains('-'))
     };
     match Kind::parse(kind)? {
         Kind::Backup => desired.backup(name).map(|b| b.cluster.clone()).or_else(|| {
@@ -127,5 +130,10 @@ spec: {cluster: east, storage: s3, type: physical}
             "a schedule's slot"
         );
         assert_eq!(step_cluster(&blocked("Backup", "nightlyx-1"), &d, &o), None);
+        // Another schedule whose name starts with this one's is not this one's slot.
+        assert_eq!(
+            step_cluster(&blocked("Backup", "nightly-eu-20261204T010000Z"), &d, &o),
+            None
+        );
     }
 }

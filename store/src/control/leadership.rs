@@ -27,6 +27,13 @@ pub struct Leadership {
     /// lease is this process's to take.
     members: Option<Members>,
     standing: Mutex<Vec<Option<Standing>>>,
+    /// Partitions being handed over, and when their lease is released: once the last
+    /// renewal's validity has run out, so that no write of this process still in flight
+    /// can land after the next leader's.
+    handovers: Mutex<BTreeMap<u32, Instant>>,
+    /// Set while the control plane records another partition count (see `check_count`).
+    mismatch: std::sync::atomic::AtomicBool,
+    control: ControlPlane,
     ticks: AtomicU64,
 }
 
@@ -60,6 +67,9 @@ impl Leadership {
             standing: Mutex::new(vec![None; leases.len()]),
             leases,
             members,
+            handovers: Mutex::new(BTreeMap::new()),
+            mismatch: Default::default(),
+            control: control.clone(),
             ticks: AtomicU64::new(0),
         }
     }
@@ -123,7 +133,7 @@ impl Leadership {
         let every = (self.ttl / 3).max(Duration::from_millis(50));
         let n = self.ticks.fetch_add(1, Ordering::SeqCst);
         if let Some(members) = &self.members
-            && n % MEMBER_EVERY == 0
+            && n.is_multiple_of(MEMBER_EVERY)
         {
             match tokio::time::timeout(every, members.tick()).await {
                 Ok(Ok(())) => {}
@@ -132,10 +142,29 @@ impl Leadership {
                 }
                 Err(_) => tracing::warn!("the membership look is slow"),
             }
+            self.check_count().await;
         }
         let live = self.live();
         let rounds = (0..self.partitions()).map(|p| self.tick_partition(p, &live, every));
         futures::future::join_all(rounds).await;
+    }
+
+    /// Stops leading anything while the control plane records another partition count
+    /// than this process's (the record deleted and made again by a reconciler started
+    /// with another count): two counts would put one cluster in two partitions.
+    async fn check_count(&self) {
+        let stored = match self.control.get::<PartitionsRecord>(PARTITIONS_KEY).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the partition count");
+                return;
+            }
+        };
+        let wrong = stored.filter(|r| r.partitions != self.partitions());
+        if let Some(r) = &wrong {
+            tracing::error!(stored = r.partitions, ours = self.partitions(), by = %r.by, "the control plane now records another partition count; leading nothing until it is this one again");
+        }
+        self.mismatch.store(wrong.is_some(), Ordering::SeqCst);
     }
 
     fn live(&self) -> BTreeMap<String, MemberState> {
@@ -147,6 +176,22 @@ impl Leadership {
 
     async fn tick_partition(&self, p: u32, live: &BTreeMap<String, MemberState>, every: Duration) {
         let lease = &self.leases[p as usize];
+        let handing = self
+            .handovers
+            .lock()
+            .expect("not poisoned")
+            .get(&p)
+            .copied();
+        if let Some(at) = handing {
+            if Instant::now() < at {
+                return; // still letting this process's last writes end
+            }
+            if let Err(e) = lease.release().await {
+                tracing::warn!(partition = p, error = %e, "cannot release the partition's lease; it passes after one TTL");
+            }
+            self.handovers.lock().expect("not poisoned").remove(&p);
+            return;
+        }
         let owner = owner_of(p, live.keys().map(String::as_str));
         let leading = matches!(self.standing(p), Some(Standing::Leader { .. }));
         // Hand a partition over only to a member seen renewing: a record left behind by
@@ -160,9 +205,9 @@ impl Leadership {
                 to = owner,
                 "handing the partition over to the member that should lead it"
             );
-            if let Err(e) = lease.release().await {
-                tracing::warn!(partition = p, error = %e, "cannot release the partition's lease; it passes after one TTL");
-            }
+            // No new write from now (the fence sees no validity), and the lease is released
+            // only once the writes already under way have run out of it.
+            let until = lease.valid_until().lock().expect("not poisoned").take();
             self.set(
                 p,
                 Standing::Follower {
@@ -170,6 +215,10 @@ impl Leadership {
                     holder: owner.to_string(),
                 },
             );
+            self.handovers
+                .lock()
+                .expect("not poisoned")
+                .insert(p, until.unwrap_or_else(Instant::now));
             return;
         }
         let may_take = |vacated: Vacated<'_>| {
@@ -232,6 +281,9 @@ impl Leadership {
 
     /// The epoch this process leads partition `p` in, while its lease lets it write.
     pub fn leading(&self, p: u32) -> Option<u64> {
+        if self.mismatch.load(Ordering::SeqCst) {
+            return None;
+        }
         let Some(Standing::Leader { epoch }) = self.standing(p) else {
             return None;
         };
@@ -259,7 +311,7 @@ impl Leadership {
 
     /// Who leads, as this process last saw it: for a pass that leads nothing.
     pub fn followed(&self) -> String {
-        let all = self.standing.lock().expect("not poisoned");
+        let all = self.standing.lock().expect("not poisoned").clone();
         if let [Some(Standing::Follower { epoch, holder })] = all.as_slice()
             && !holder.is_empty()
         {
@@ -269,6 +321,9 @@ impl Leadership {
         for (p, s) in all.iter().enumerate() {
             let who = match s {
                 Some(Standing::Follower { holder, .. }) if !holder.is_empty() => holder.clone(),
+                Some(Standing::Leader { .. }) if self.leading(p as u32).is_some() => {
+                    "this reconciler".into()
+                }
                 Some(Standing::Leader { .. }) => {
                     "this reconciler (its lease not renewed in time)".into()
                 }

@@ -46,6 +46,9 @@ pub struct Lease {
     /// Where this lease's records live (`lease` for partition 0, see `lease_prefix`).
     prefix: String,
     seen: Mutex<Option<Seen>>,
+    /// A vacant lease this process declined to take (see [`Lease::tick_with`]), and since
+    /// when.
+    vacant: Mutex<Option<Seen>>,
     /// The epoch this process holds and its next renewal number.
     mine: Mutex<Option<(u64, u64)>>,
     /// Until when this process may act as leader: set by every tick that leaves it
@@ -68,6 +71,7 @@ impl Lease {
             ttl,
             prefix: LEASE_PREFIX.to_string(),
             seen: Mutex::new(None),
+            vacant: Mutex::new(None),
             mine: Mutex::new(None),
             until: LeaseClock::default(),
             doorbell: None,
@@ -175,7 +179,7 @@ impl Lease {
             }
         }
         let Some(current) = current(&self.control, &self.prefix).await? else {
-            return match may_take(Vacated::Never) {
+            return match may_take(Vacated::Never) || self.abandoned(0, None) {
                 true => self.try_take(1).await,
                 false => Ok(Standing::Follower {
                     epoch: 0,
@@ -195,8 +199,8 @@ impl Lease {
                         .control
                         .get(&lease_renewal_key_in(&self.prefix, current.epoch))
                         .await?;
-                    if stored.as_ref().is_some_and(|r| r.released) {
-                        return self.take_vacant(&current, may_take).await;
+                    if let Some(r) = stored.as_ref().filter(|r| r.released) {
+                        return self.take_vacant(&current, r.seq, may_take).await;
                     }
                     stored.map_or(1, |r| r.seq + 1)
                 }
@@ -208,8 +212,8 @@ impl Lease {
             .control
             .get(&lease_renewal_key_in(&self.prefix, current.epoch))
             .await?;
-        if renewal.as_ref().is_some_and(|r| r.released) {
-            return self.take_vacant(&current, may_take).await;
+        if let Some(r) = renewal.as_ref().filter(|r| r.released) {
+            return self.take_vacant(&current, r.seq, may_take).await;
         }
         let seq = renewal.map(|r| r.seq);
         let expired = {
@@ -229,7 +233,7 @@ impl Lease {
             }
         };
         if expired {
-            if !may_take(Vacated::Expired(&current.holder)) {
+            if !may_take(Vacated::Expired(&current.holder)) && !self.abandoned(current.epoch, seq) {
                 return Ok(Standing::Follower {
                     epoch: current.epoch,
                     holder: current.holder,
@@ -248,15 +252,41 @@ impl Lease {
     async fn take_vacant(
         &self,
         current: &LeaseRecord,
+        seq: u64,
         may_take: &MayTake<'_>,
     ) -> Result<Standing, ControlError> {
-        if may_take(Vacated::Released(&current.holder)) {
+        if may_take(Vacated::Released(&current.holder)) || self.abandoned(current.epoch, Some(seq))
+        {
             return self.try_take(current.epoch + 1).await;
         }
         Ok(Standing::Follower {
             epoch: current.epoch,
             holder: current.holder.clone(),
         })
+    }
+
+    /// Whether the lease has stayed vacant, as (`epoch`, renewal `seq`), for a whole TTL
+    /// since this process first declined it: the process that should have taken it did
+    /// not (gone, or failing to write), and any candidate may then, racing for the epoch.
+    fn abandoned(&self, epoch: u64, seq: Option<u64>) -> bool {
+        let mut vacant = self.vacant.lock().expect("not poisoned");
+        match vacant.as_ref() {
+            Some(v) if v.epoch == epoch && v.seq == seq => {
+                let long = v.since.elapsed() >= self.ttl;
+                if long {
+                    tracing::warn!(epoch, lease = %self.prefix, ttl = ?self.ttl, "the lease stayed vacant for a TTL; taking it");
+                }
+                long
+            }
+            _ => {
+                *vacant = Some(Seen {
+                    epoch,
+                    seq,
+                    since: Instant::now(),
+                });
+                false
+            }
+        }
     }
 
     /// Writes renewal `seq` of `epoch`, which this process holds.

@@ -67,6 +67,21 @@ impl Members {
         };
         self.control.put(&member_key(&self.holder), &record).await?;
         let listed = self.control.versions(MEMBERS_PREFIX).await?;
+        for holder in self.note(listed) {
+            match self.control.delete(&member_key(&holder)).await {
+                Ok(()) => {
+                    tracing::info!(%holder, "removed the membership record of a reconciler gone for long")
+                }
+                Err(e) => {
+                    tracing::warn!(%holder, error = %e, "cannot remove a stale membership record")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a listing of the members' records in; returns those gone for long.
+    fn note(&self, listed: Vec<(String, String)>) -> Vec<String> {
         let mut seen = self.seen.lock().expect("not poisoned");
         let mut now_listed = BTreeMap::new();
         for (key, version) in listed {
@@ -94,8 +109,15 @@ impl Members {
             };
             now_listed.insert(holder.to_string(), entry);
         }
+        // Records left by processes killed long ago: gone for four times the dead-after,
+        // removed (best effort), so `reconcilers/` does not grow with every crash.
+        let stale: Vec<String> = now_listed
+            .iter()
+            .filter(|(h, s)| *h != &self.holder && s.since.elapsed() >= self.dead_after * 4)
+            .map(|(h, _)| h.clone())
+            .collect();
         *seen = now_listed;
-        Ok(())
+        stale
     }
 
     /// The members that count now, this process always among them.
