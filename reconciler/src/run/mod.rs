@@ -1,9 +1,11 @@
-//! The reconcile loop: `pass` (load, observe, plan, execute, follow) and `looper` (when
-//! passes run, backoff after a failed one, and the stop signal) and `backoff` (per
-//! one-shot waits after a failing step).
+//! The reconcile loop: `pass` (load, observe, plan, execute, follow), `looper` (when
+//! passes run, backoff after a failed one, and the stop signal), `backoff` (per one-shot
+//! waits after a failing step), `follow` (one one-shot's step), `bookkeeping` (schedule
+//! records and waits) and `scope` (which cluster, so which partition, a step acts on).
 
 pub mod backoff;
 mod bookkeeping;
+mod follow;
 mod looper;
 mod pass;
 mod scope;

@@ -13,10 +13,10 @@ use tidemark_schema::model::Kind;
 use tidemark_schema::validate::{DesiredState, SourceFile, validate_files};
 use tidemark_store::control::{ChunkCache, Leadership, ObservedState, observe_with};
 
-use super::backoff;
-use super::bookkeeping::{clear_drill_waits, clear_superseded_waits, show_retry, sync_schedules};
+use super::bookkeeping::{clear_drill_waits, clear_superseded_waits, sync_schedules};
+use super::follow::OneShotStep;
 use crate::backup::{self, BackupSettings};
-use crate::execute::{ExecError, Executor, Progress, storage_target};
+use crate::execute::{ExecError, Executor, storage_target};
 use crate::plan::{Action, PlanSettings, plan_with};
 use crate::restore::{self, RestoreSettings};
 use crate::source::{DesiredStateSource, Follower, PollOutcome};
@@ -245,6 +245,16 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 tracing::warn!(revision = %applied.revision, "the source has no valid revision; keeping the ledger's applied revision in force");
             }
             self.fallback = Some((applied.revision.clone(), state));
+        }
+        // A revision the source has and the ledger not yet: looked at again soon, as
+        // partition 0's leader records it in its next pass.
+        if ledger_only
+            && let Some((revision, _)) = self.follower.current()
+            && applied_revision(&observed) != Some(revision)
+        {
+            report.waiting.push(format!(
+                "revision {revision}: waiting for the leader of partition 0 to record it"
+            ));
         }
         let desired = match ledger_only {
             true => self.fallback.as_ref().map(|(r, s)| (r.as_str(), s)),
@@ -725,87 +735,5 @@ impl<S: DesiredStateSource> Reconciler<S> {
         Ok(record
             .filter(|r| r.deleting.is_none())
             .and_then(|r| desired.storage(&r.storage).map(storage_target)))
-    }
-}
-
-/// One one-shot not ended yet, advanced by a pass with its partition's executor.
-struct OneShotStep<'a> {
-    ex: &'a Executor,
-    kind: OneShotKind,
-    name: &'a str,
-    record: &'a tidemark_schema::control::OneShotRecord,
-    desired: Option<&'a DesiredState>,
-    now: DateTime<Utc>,
-}
-
-impl OneShotStep<'_> {
-    /// Moves the one-shot on one step, or waits out its backoff; a failing step backs off
-    /// (kube-rs's error policy) and is shown in its retry record.
-    async fn advance(
-        &self,
-        retries: &mut BTreeMap<(OneShotKind, String), Retry>,
-        report: &mut PassReport,
-    ) {
-        let (kind, name, record, desired, now) =
-            (self.kind, self.name, self.record, self.desired, self.now);
-        let key = (kind, name.to_string());
-        if record.is_final() {
-            // Ended (here or by another reconciler) while its step was failing.
-            if retries.contains_key(&key) {
-                match show_retry(self.ex, kind, name, None).await {
-                    Ok(()) => drop(retries.remove(&key)),
-                    Err(e) => report.errors.push(format!("{kind} {name}: {e}")),
-                }
-            }
-            return;
-        }
-        if let Some(retry) = retries.get(&key).filter(|r| !backoff::due(Some(r), now)) {
-            report.running.push(format!(
-                "{kind} {name} (failed {} time(s); next try at {})",
-                retry.failures,
-                retry.next_at.to_rfc3339()
-            ));
-            return;
-        }
-        let progress = match kind {
-            OneShotKind::Restore if crate::selective::is_selective(record) => {
-                crate::selective::advance(self.ex, record, now).await
-            }
-            OneShotKind::Restore => restore::advance(self.ex, record, desired, now).await,
-            OneShotKind::Backup => backup::advance(self.ex, record, now).await,
-            OneShotKind::RestoreDrill => crate::drill::advance(self.ex, record, now).await,
-        };
-        let outcome = match &progress {
-            Ok(_) => None,
-            Err(e) => Some(e.to_string()),
-        };
-        match progress {
-            Ok(Progress::Running) => report.running.push(format!("{kind} {name}")),
-            Ok(Progress::Finished(s)) => report.finished.push(format!("{kind} {name}: {s}")),
-            Err(e) => {
-                report.running.push(format!("{kind} {name}"));
-                report.errors.push(format!("{kind} {name}: {e}"));
-            }
-        }
-        let shown = match outcome {
-            Some(e) => {
-                let retry = backoff::failed(retries.get(&key), e, now);
-                tracing::warn!(%kind, %name, failures = retry.failures, next = %retry.next_at, error = %retry.error, "one-shot step failed; backing off");
-                let shown = show_retry(self.ex, kind, name, Some(&retry)).await;
-                retries.insert(key, retry);
-                shown
-            }
-            None if retries.contains_key(&key) => {
-                let shown = show_retry(self.ex, kind, name, None).await;
-                if shown.is_ok() {
-                    retries.remove(&key);
-                }
-                shown
-            }
-            None => Ok(()),
-        };
-        if let Err(e) = shown {
-            report.errors.push(format!("{kind} {name}: {e}"));
-        }
     }
 }
