@@ -483,3 +483,27 @@ fn forget_backup_refuses_unknown_and_pinned_backups_and_deletes_the_rest() {
     assert!(!c.join("catalog/b1.json").exists());
     assert!(c.join("ledger/oneshots/backup/b1.json").exists());
 }
+
+/// A lease that cannot be read is a failure (exit 1, naming the record), not another
+/// reconciler leading (exit 4, which scripts take as harmless).
+#[test]
+fn once_on_an_unreadable_lease_exits_1_naming_it() {
+    let (control, policies) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    std::fs::create_dir_all(control.path().join("lease")).unwrap();
+    std::fs::write(control.path().join("lease/000000000001.json"), "{not json").unwrap();
+    std::fs::write(
+        policies.path().join("c.yaml"),
+        "apiVersion: tidemark/v1\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  replicaSets:\n    - name: rs0\n      members: [\"h:1\"]\n",
+    )
+    .unwrap();
+    let once = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["reconcile", "--once", "--lease-ttl", "300ms", "--control"])
+        .arg(control.path())
+        .arg("--policies")
+        .arg(policies.path())
+        .output()
+        .unwrap();
+    let stderr = text(&once.stderr);
+    assert_eq!(once.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lease/000000000001.json"), "{stderr}");
+}

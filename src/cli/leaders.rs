@@ -14,6 +14,10 @@ pub async fn leaders(control: &ControlPlane, observed: &ObservedState) -> anyhow
         .get::<PartitionsRecord>(PARTITIONS_KEY)
         .await?
         .map_or(1, |r| r.partitions);
+    if count <= 1 {
+        // One lease, which `leader` shows: nothing more to read.
+        return Ok(json!({ "count": 1, "leases": [], "reconcilers": [] }));
+    }
     let mut clusters: std::collections::BTreeSet<String> = observed
         .heartbeats
         .iter()

@@ -108,6 +108,11 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
                 tokio::time::sleep(args.lease_ttl / 4).await;
             }
             if leadership.led().is_empty() {
+                // A lease that cannot be read is a failure, not another leader.
+                let errors = leadership.lease_errors();
+                if !errors.is_empty() {
+                    anyhow::bail!("cannot read or take the lease: {}", errors.join("; "));
+                }
                 eprintln!("{}; nothing done", leadership.followed());
                 return Ok(ExitStatus::NotLeader);
             }

@@ -206,3 +206,39 @@ async fn partitions_on_s3() {
     ))
     .await;
 }
+
+/// A reconciler of a version without partitions holds the single lease: starting with
+/// partitions is refused, naming it, until it stops (a clean stop releases the lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_leader_without_partitions_refuses_partitioning() {
+    use tidemark_schema::control::{LeaseRecord, LeaseRenewal, lease_key, lease_renewal_key};
+    let dir = TempDir::new().unwrap();
+    let control = ControlPlane::open_writable(dir.path().to_str().unwrap()).unwrap();
+    let old = LeaseRecord {
+        epoch: 1,
+        holder: "old-host/7/a".into(),
+        acquired_at: chrono::Utc::now(),
+        ttl_ms: 90_000,
+        doorbell: None,
+        partitions: None,
+    };
+    control.put(&lease_key(1), &old).await.unwrap();
+    let renewal = |released| LeaseRenewal {
+        seq: 3,
+        at: chrono::Utc::now(),
+        released,
+    };
+    control
+        .put(&lease_renewal_key(1), &renewal(false))
+        .await
+        .unwrap();
+    let e = Leadership::agree(&control, "new", 8).await.unwrap_err();
+    assert!(matches!(e, ControlError::UnpartitionedLeader { .. }), "{e}");
+    assert!(e.to_string().contains("old-host/7/a"), "{e}");
+    // Alone, one partition is the single lease as before: nothing to refuse.
+    control
+        .put(&lease_renewal_key(1), &renewal(true))
+        .await
+        .unwrap();
+    Leadership::agree(&control, "new", 8).await.unwrap();
+}

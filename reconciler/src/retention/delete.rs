@@ -27,8 +27,7 @@ pub async fn delete_backup(
         // Mark first, then look again: a restore another partition's leader started from
         // this backup since our plan (a restore records itself, then reads the catalog)
         // either shows now and wins, or sees the mark and refuses.
-        let again = tidemark_store::control::observe(&ex.control).await?;
-        if crate::plan::pinned_backups(None, &again, now).contains(&record.name) {
+        if pinned_after_mark(ex, &record.name).await? {
             ex.control.put(&key, record).await?;
             return Err(ExecError::Invalid(format!(
                 "backup {:?} kept: a restore, a drill or an increment started from it just now",
@@ -52,6 +51,23 @@ pub async fn delete_backup(
         "deleted backup"
     );
     Ok(())
+}
+
+/// Whether a restore, a drill or an increment that has not ended uses backup `name`, read
+/// after the backup was marked for deletion. A restore recorded between the caller's read
+/// and the mark reads the catalog next and ends refused on seeing the mark: it is given a
+/// moment to do so, rather than both giving up.
+async fn pinned_after_mark(ex: &Executor, name: &str) -> Result<bool, ExecError> {
+    for attempt in 0..4 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let again = tidemark_store::control::observe(&ex.control).await?;
+        if !crate::plan::pinned_backups(None, &again, Utc::now()).contains(name) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// `tidemark forget-backup`: a deliberate deletion, refused while any restore that has not
@@ -139,20 +155,7 @@ pub async fn forget_backup(
         ..record.clone()
     };
     ex.control.put(&catalog_key(name), &marked).await?;
-    // A restore recorded between our read and the mark reads the catalog next and ends
-    // refused on seeing the mark: give it a moment to do so, rather than both giving up.
-    let mut pinned = true;
-    for attempt in 0..4 {
-        if attempt > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
-        let again = tidemark_store::control::observe(&ex.control).await?;
-        pinned = crate::plan::pinned_backups(None, &again, chrono::Utc::now()).contains(name);
-        if !pinned {
-            break;
-        }
-    }
-    if pinned {
+    if pinned_after_mark(ex, name).await? {
         ex.control.put(&catalog_key(name), &record).await?;
         return Err(ExecError::Invalid(format!(
             "a Restore, a drill or an increment started from backup {name:?} just now; nothing \

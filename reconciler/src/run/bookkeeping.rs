@@ -139,3 +139,75 @@ pub(super) async fn clear_drill_waits(
     }
     Ok(())
 }
+
+/// Leaves out of what a pass plans with the schedule and drill records it could not bring
+/// up to date (another process keeps them, or the write failed): a record written for an
+/// older spec (another cron or time zone, a suspension since lifted) would have the new
+/// spec owe every slot since that record's start. Without a record nothing is owed yet.
+pub(super) fn drop_stale_records(
+    desired: &DesiredState,
+    observed: &mut ObservedState,
+    now: DateTime<Utc>,
+) {
+    observed.schedules.retain(|name, record| {
+        desired
+            .schedule(name)
+            .is_none_or(|spec| wanted_record(name, spec, Some(record), now).is_none())
+    });
+    observed.drills.retain(|name, record| {
+        desired.drill(name).is_none_or(|spec| {
+            crate::plan::wanted_drill_record(name, spec, Some(record), now).is_none()
+        })
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_schema::validate::{SourceFile, validate_files};
+
+    /// A schedule resumed (or re-timed) whose record partition 0's leader has not
+    /// rewritten yet owes nothing from before: its old record is left out of the plan.
+    #[test]
+    fn a_record_written_for_an_older_spec_is_left_out() {
+        let yaml = "\
+apiVersion: tidemark/v1
+kind: BackupSchedule
+metadata: {name: nightly}
+spec: {cluster: c, storage: s, type: physical, cron: '0 1 * * *'}
+---
+apiVersion: tidemark/v1
+kind: BackupSchedule
+metadata: {name: hourly}
+spec: {cluster: c, storage: s, type: physical, cron: '0 * * * *'}
+";
+        let desired = validate_files(&[SourceFile {
+            path: "s.yaml".into(),
+            bytes: yaml.as_bytes().to_vec(),
+        }])
+        .state;
+        let now: DateTime<Utc> = "2026-12-05T03:00:00Z".parse().unwrap();
+        let record =
+            |name: &str, cron: &str, suspended: bool| tidemark_schema::control::ScheduleRecord {
+                schedule: name.into(),
+                since: "2026-11-01T00:00:00Z".parse().unwrap(),
+                cron: cron.into(),
+                timezone: "UTC".into(),
+                suspended,
+                epoch: None,
+            };
+        let mut observed = ObservedState::default();
+        observed
+            .schedules
+            .insert("nightly".into(), record("nightly", "0 1 * * *", true));
+        observed
+            .schedules
+            .insert("hourly".into(), record("hourly", "0 * * * *", false));
+        observed
+            .schedules
+            .insert("gone".into(), record("gone", "0 * * * *", false));
+        drop_stale_records(&desired, &mut observed, now);
+        let kept: Vec<&String> = observed.schedules.keys().collect();
+        assert_eq!(kept, ["gone", "hourly"], "nightly was recorded suspended");
+    }
+}

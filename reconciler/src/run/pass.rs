@@ -13,7 +13,9 @@ use tidemark_schema::model::Kind;
 use tidemark_schema::validate::{DesiredState, SourceFile, validate_files};
 use tidemark_store::control::{ChunkCache, Leadership, ObservedState, observe_with};
 
-use super::bookkeeping::{clear_drill_waits, clear_superseded_waits, sync_schedules};
+use super::bookkeeping::{
+    clear_drill_waits, clear_superseded_waits, drop_stale_records, sync_schedules,
+};
 use super::follow::OneShotStep;
 use crate::backup::{self, BackupSettings};
 use crate::execute::{ExecError, Executor, storage_target};
@@ -72,6 +74,8 @@ pub struct Reconciler<S> {
     chunks: ChunkCache,
     /// The chunk-index summaries this process wrote, to rewrite only what changed.
     chunk_indexes: crate::pitr::Written,
+    /// Whether the last pass led partition 0 (the ledger's revision records).
+    led_fleet: bool,
 }
 
 /// Rebuilds the desired state recorded in `ledger/applied.json` (its canonical YAML).
@@ -124,6 +128,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
             chunks: ChunkCache::default(),
             chunk_indexes: Default::default(),
             backoff: BTreeMap::new(),
+            led_fleet: false,
         }
     }
 
@@ -184,6 +189,12 @@ impl<S: DesiredStateSource> Reconciler<S> {
         // The ledger's revision records belong to no cluster: partition 0's leader writes
         // them, and a process leading other partitions only plans with what it read.
         let fleet = self.ex_for(None);
+        // Partition 0 just came to this process: the revision in force is taken up again,
+        // so that it (or its refusal) is recorded by the ledger's new writer.
+        if fleet.is_some() && !self.led_fleet {
+            self.follower.forget_seen_revision();
+        }
+        self.led_fleet = fleet.is_some();
         let outcome = tokio::task::block_in_place(|| self.follower.poll());
         match outcome {
             PollOutcome::Unchanged => {}
@@ -232,30 +243,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
         // leaders of other partitions act on the recorded one, so every leader plans with
         // one revision (and the schedule records partition 0 keeps for it).
         let ledger_only = fleet.is_none();
-        let from_ledger = match ledger_only {
-            true => self.fallback.as_ref().map(|(r, _)| r.as_str()) != applied_revision(&observed),
-            false => self.follower.current().is_none() && self.fallback.is_none(),
-        };
-        if from_ledger
-            && let Some(applied) = &observed.applied
-            && self.ex.is_own(APPLIED_KEY, applied)
-            && let Some(state) = desired_from_applied(applied)
-        {
-            if !ledger_only {
-                tracing::warn!(revision = %applied.revision, "the source has no valid revision; keeping the ledger's applied revision in force");
-            }
-            self.fallback = Some((applied.revision.clone(), state));
-        }
-        // A revision the source has and the ledger not yet: looked at again soon, as
-        // partition 0's leader records it in its next pass.
-        if ledger_only
-            && let Some((revision, _)) = self.follower.current()
-            && applied_revision(&observed) != Some(revision)
-        {
-            report.waiting.push(format!(
-                "revision {revision}: waiting for the leader of partition 0 to record it"
-            ));
-        }
+        let look_again = self.follow_ledger(ledger_only, &observed, report);
         let desired = match ledger_only {
             true => self.fallback.as_ref().map(|(r, s)| (r.as_str(), s)),
             false => self
@@ -304,11 +292,19 @@ impl<S: DesiredStateSource> Reconciler<S> {
             // Before the sync drops the records of deleted drills: their waits go too.
             let had_drills = !observed.drills.is_empty();
             // A failure here (partition 0 handed over mid-pass, say) leaves the other
-            // partitions' steps to run.
-            if let Some(fleet) = &fleet
-                && let Err(e) = sync_schedules(fleet, desired, &mut observed, now).await
-            {
-                report.errors.push(format!("recording schedules: {e}"));
+            // partitions' steps to run, without the records it could not bring up to date.
+            let synced = match &fleet {
+                Some(fleet) => match sync_schedules(fleet, desired, &mut observed, now).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        report.errors.push(format!("recording schedules: {e}"));
+                        false
+                    }
+                },
+                None => false,
+            };
+            if !synced {
+                drop_stale_records(desired, &mut observed, now);
             }
             let settings = PlanSettings {
                 dead_after: self.ex.dead_after,
@@ -341,6 +337,10 @@ impl<S: DesiredStateSource> Reconciler<S> {
                     report.errors.push(e.to_string());
                 }
             }
+        }
+        if look_again {
+            let soon = now + chrono::Duration::seconds(3);
+            report.next_due = Some(report.next_due.map_or(soon, |due| due.min(soon)));
         }
         // Every one-shot that has not ended, whatever the desired state says now: deleting
         // or editing a Restore never stops or undoes one that started. Read again only if
@@ -479,6 +479,48 @@ impl<S: DesiredStateSource> Reconciler<S> {
             }
         }
         Ok(())
+    }
+
+    /// Keeps `fallback` at the ledger's applied revision where this pass plans with it:
+    /// always when leading other partitions than 0, and for partition 0's leader while its
+    /// source has no valid revision. Returns whether the source holds a revision the
+    /// ledger does not yet, which partition 0's leader records in its next pass.
+    fn follow_ledger(
+        &mut self,
+        ledger_only: bool,
+        observed: &ObservedState,
+        report: &mut PassReport,
+    ) -> bool {
+        let held = self.fallback.as_ref().map(|(r, _)| r.as_str());
+        if held != applied_revision(observed)
+            && (ledger_only || self.follower.current().is_none())
+            && let Some(applied) = &observed.applied
+        {
+            let usable = self
+                .ex
+                .is_own(APPLIED_KEY, applied)
+                .then(|| desired_from_applied(applied))
+                .flatten();
+            match usable {
+                Some(state) => {
+                    if !ledger_only {
+                        tracing::warn!(revision = %applied.revision, "the source has no valid revision; keeping the ledger's applied revision in force");
+                    }
+                    self.fallback = Some((applied.revision.clone(), state));
+                }
+                None => report.errors.push(format!(
+                    "the ledger's applied revision {} is not sealed by this reconciler's key or \
+                     does not validate; planning with {}",
+                    applied.revision,
+                    held.unwrap_or("no revision")
+                )),
+            }
+        }
+        ledger_only
+            && self
+                .follower
+                .current()
+                .is_some_and(|(r, _)| applied_revision(observed) != Some(r))
     }
 
     /// Records `revision` as applied (with its documents) and as the last attempted.

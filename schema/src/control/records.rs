@@ -286,6 +286,10 @@ pub struct LeaseRecord {
     /// serves one: shown by `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doorbell: Option<String>,
+    /// The partition count of the holder (absent: a version without partitions, whose
+    /// single lease leads every cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
 }
 
 /// `lease/<epoch>/renewed.json`: rewritten by the holder only, every third of the TTL.

@@ -54,6 +54,15 @@ pub enum ControlError {
         stored: u32,
         wanted: u32,
     },
+    /// A reconciler that predates partitions leads through the single lease.
+    #[error(
+        "control plane {url} is led by {holder} through the single lease, with no {key}: a reconciler of a version without partitions leads every cluster. Stop every reconciler (a clean stop releases the lease), then start them all with the same --partitions"
+    )]
+    UnpartitionedLeader {
+        url: String,
+        holder: String,
+        key: String,
+    },
     /// A leader's write refused because a later epoch exists: another reconciler leads.
     #[error(
         "control plane {url}: not writing {key:?}: this reconciler led epoch {epoch}, and a later epoch exists (another reconciler leads now)"

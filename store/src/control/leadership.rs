@@ -33,6 +33,8 @@ pub struct Leadership {
     handovers: Mutex<BTreeMap<u32, Instant>>,
     /// Set while the control plane records another partition count (see `check_count`).
     mismatch: std::sync::atomic::AtomicBool,
+    /// The last tick's error per partition whose lease could not be read or renewed.
+    errors: Mutex<BTreeMap<u32, String>>,
     control: ControlPlane,
     ticks: AtomicU64,
 }
@@ -55,7 +57,7 @@ impl Leadership {
             .map(|p| {
                 Lease::new(control.clone(), holder.to_string(), ttl)
                     .with_doorbell(doorbell.clone())
-                    .in_partition(p)
+                    .in_partition(p, partitions.max(1))
             })
             .collect::<Vec<_>>();
         // Two and a half membership periods: one late write is not a departure.
@@ -69,6 +71,7 @@ impl Leadership {
             members,
             handovers: Mutex::new(BTreeMap::new()),
             mismatch: Default::default(),
+            errors: Mutex::new(BTreeMap::new()),
             control: control.clone(),
             ticks: AtomicU64::new(0),
         }
@@ -86,6 +89,20 @@ impl Leadership {
             created_at: Utc::now(),
             by: holder.to_string(),
         };
+        // A reconciler of a version without partitions holds the single lease (no record,
+        // a live epoch): it leads every cluster, so none may be led from another lease.
+        if partitions > 1
+            && !control.exists(PARTITIONS_KEY).await?
+            && let Some((lease, renewal)) = super::lease::describe(control).await?
+            && lease.partitions.is_none()
+            && !renewal.is_some_and(|r| r.released)
+        {
+            return Err(ControlError::UnpartitionedLeader {
+                url: control.url().to_string(),
+                holder: lease.holder,
+                key: PARTITIONS_KEY.to_string(),
+            });
+        }
         if control.create(PARTITIONS_KEY, &record).await? == Created::New {
             return Ok(());
         }
@@ -132,9 +149,16 @@ impl Leadership {
     pub async fn tick(&self) {
         let every = (self.ttl / 3).max(Duration::from_millis(50));
         let n = self.ticks.fetch_add(1, Ordering::SeqCst);
-        if let Some(members) = &self.members
-            && n.is_multiple_of(MEMBER_EVERY)
-        {
+        // Beside the renewals, never before them: a slow membership look must not push a
+        // renewal past its lease's validity.
+        let membership = async {
+            let Some(members) = self
+                .members
+                .as_ref()
+                .filter(|_| n.is_multiple_of(MEMBER_EVERY))
+            else {
+                return;
+            };
             match tokio::time::timeout(every, members.tick()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -142,11 +166,39 @@ impl Leadership {
                 }
                 Err(_) => tracing::warn!("the membership look is slow"),
             }
-            self.check_count().await;
+            if tokio::time::timeout(every, self.check_count())
+                .await
+                .is_err()
+            {
+                tracing::warn!("reading the partition count is slow");
+            }
+        };
+        if self.mismatch.load(Ordering::SeqCst) {
+            // Nothing held while the counts disagree: the others lead without waiting.
+            for lease in &self.leases {
+                if let Err(e) = lease.release().await {
+                    tracing::warn!(error = %e, "cannot release a lease");
+                }
+            }
+            membership.await;
+            return;
         }
         let live = self.live();
         let rounds = (0..self.partitions()).map(|p| self.tick_partition(p, &live, every));
-        futures::future::join_all(rounds).await;
+        tokio::join!(membership, futures::future::join_all(rounds));
+    }
+
+    /// Why the last tick could not read or renew a partition's lease, for each such one.
+    pub fn lease_errors(&self) -> Vec<String> {
+        self.errors
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|(p, e)| match self.partitions() {
+                1 => e.clone(),
+                _ => format!("partition {p}: {e}"),
+            })
+            .collect()
     }
 
     /// Stops leading anything while the control plane records another partition count
@@ -186,10 +238,13 @@ impl Leadership {
             if Instant::now() < at {
                 return; // still letting this process's last writes end
             }
-            if let Err(e) = lease.release().await {
-                tracing::warn!(partition = p, error = %e, "cannot release the partition's lease; it passes after one TTL");
+            match lease.release().await {
+                Ok(()) => drop(self.handovers.lock().expect("not poisoned").remove(&p)),
+                // Tried again next tick; meanwhile nothing is written for the partition.
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "cannot release the partition's lease; trying again")
+                }
             }
-            self.handovers.lock().expect("not poisoned").remove(&p);
             return;
         }
         let owner = owner_of(p, live.keys().map(String::as_str));
@@ -215,10 +270,13 @@ impl Leadership {
                     holder: owner.to_string(),
                 },
             );
+            // A third of a TTL more, as a takeover after expiry keeps: a request already
+            // sent when the validity ran out may still land until then.
+            let release_at = until.unwrap_or_else(Instant::now) + self.ttl / 3;
             self.handovers
                 .lock()
                 .expect("not poisoned")
-                .insert(p, until.unwrap_or_else(Instant::now));
+                .insert(p, release_at);
             return;
         }
         let may_take = |vacated: Vacated<'_>| {
@@ -240,8 +298,15 @@ impl Leadership {
                 tracing::warn!(partition = p, after = ?every, "a lease renewal is slow; acting only while the last one is valid");
                 return;
             }
-            Ok(Ok(s)) => s,
+            Ok(Ok(s)) => {
+                self.errors.lock().expect("not poisoned").remove(&p);
+                s
+            }
             Ok(Err(e)) => {
+                self.errors
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(p, e.to_string());
                 tracing::error!(partition = p, error = %e, "cannot renew or read the lease; not acting for its clusters until it can");
                 Standing::Follower {
                     epoch: 0,

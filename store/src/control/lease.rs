@@ -45,6 +45,8 @@ pub struct Lease {
     ttl: Duration,
     /// Where this lease's records live (`lease` for partition 0, see `lease_prefix`).
     prefix: String,
+    /// How many partitions the fleet has, written into the epochs this process creates.
+    partitions: u32,
     seen: Mutex<Option<Seen>>,
     /// A vacant lease this process declined to take (see [`Lease::tick_with`]), and since
     /// when.
@@ -70,6 +72,7 @@ impl Lease {
             holder,
             ttl,
             prefix: LEASE_PREFIX.to_string(),
+            partitions: 1,
             seen: Mutex::new(None),
             vacant: Mutex::new(None),
             mine: Mutex::new(None),
@@ -87,10 +90,11 @@ impl Lease {
         }
     }
 
-    /// The same lease for one partition of the fleet (`lease_prefix(partition)`).
-    pub fn in_partition(self, partition: u32) -> Lease {
+    /// The same lease for one partition of `partitions` (`lease_prefix(partition)`).
+    pub fn in_partition(self, partition: u32, partitions: u32) -> Lease {
         Lease {
             prefix: tidemark_schema::control::lease_prefix(partition),
+            partitions,
             ..self
         }
     }
@@ -322,6 +326,7 @@ impl Lease {
             acquired_at: Utc::now(),
             ttl_ms: self.ttl.as_millis() as u64,
             doorbell: self.doorbell.clone(),
+            partitions: Some(self.partitions),
         };
         match self
             .control
@@ -358,9 +363,16 @@ impl Lease {
             at: Utc::now(),
             released: true,
         };
-        self.control
+        if let Err(e) = self
+            .control
             .put(&lease_renewal_key_in(&self.prefix, epoch), &renewal)
-            .await?;
+            .await
+        {
+            // Still held: a later release tries again (and no tick renews it meanwhile
+            // unless the caller decides so).
+            *self.mine.lock().expect("not poisoned") = Some((epoch, seq));
+            return Err(e);
+        }
         tracing::info!(epoch, lease = %self.prefix, "released the lease");
         Ok(())
     }
