@@ -139,6 +139,23 @@ impl NodeView {
     }
 }
 
+#[cfg(test)]
+impl Executor {
+    /// A leaderless executor on a control plane in `dir`, with short test timeouts.
+    pub(crate) fn on_directory(dir: &std::path::Path) -> Executor {
+        Executor {
+            control: tidemark_store::control::ControlPlane::open_writable(dir.to_str().unwrap())
+                .unwrap(),
+            dead_after: chrono::Duration::seconds(5),
+            op_deadline: chrono::Duration::hours(1),
+            go_timeout: chrono::Duration::minutes(5),
+            storage_env: Vec::new(),
+            bell: Default::default(),
+            signer: None,
+        }
+    }
+}
+
 impl Executor {
     /// `record` as it is written at `key`: sealed when this process has a signing key.
     pub fn sealed<T: serde::Serialize>(&self, key: &str, record: &T) -> serde_json::Value {

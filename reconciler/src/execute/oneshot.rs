@@ -296,18 +296,9 @@ mod tests {
     use super::*;
     use tidemark_schema::control::{OpCommand, OpResult};
     use tidemark_schema::model::BackupType;
-    use tidemark_store::control::ControlPlane;
 
     fn executor(dir: &std::path::Path) -> Executor {
-        Executor {
-            control: ControlPlane::open_writable(dir.to_str().unwrap()).unwrap(),
-            dead_after: chrono::Duration::seconds(5),
-            op_deadline: chrono::Duration::hours(1),
-            go_timeout: chrono::Duration::minutes(5),
-            storage_env: Vec::new(),
-            bell: Default::default(),
-            signer: None,
-        }
+        Executor::on_directory(dir)
     }
 
     fn catalog_entry(deleting: Option<DateTime<Utc>>) -> BackupRecord {

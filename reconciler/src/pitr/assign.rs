@@ -85,7 +85,7 @@ pub async fn forget_foreign_assignments(
 mod tests {
     use super::*;
     use tidemark_schema::control::signature::Signer;
-    use tidemark_store::control::{ControlPlane, ObservedState};
+    use tidemark_store::control::ObservedState;
 
     /// After a key rotation, once signing is turned on, or over a record someone else
     /// wrote: the assignment counts as absent, so the plan writes a sealed one.
@@ -94,13 +94,8 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let signer = Signer::generate();
         let ex = Executor {
-            control: ControlPlane::open_writable(dir.path().to_str().unwrap()).unwrap(),
-            dead_after: chrono::Duration::seconds(5),
-            op_deadline: chrono::Duration::hours(1),
-            go_timeout: chrono::Duration::minutes(5),
-            storage_env: Vec::new(),
-            bell: Default::default(),
             signer: Some(std::sync::Arc::new(signer.clone())),
+            ..Executor::on_directory(dir.path())
         };
         let assignment = |rs: &str| SlicingAssignment {
             cluster: "c1".into(),

@@ -189,7 +189,6 @@ pub async fn forget_backup(
 mod tests {
     use super::*;
     use tidemark_schema::control::{OneShotRecord, oneshot_key};
-    use tidemark_store::control::ControlPlane;
 
     /// Retention in one partition must not delete a backup that a restore in another
     /// partition (its plan made from another reading) has just started from.
@@ -199,15 +198,7 @@ mod tests {
             tempfile::TempDir::new().unwrap(),
             tempfile::TempDir::new().unwrap(),
         );
-        let ex = Executor {
-            control: ControlPlane::open_writable(dir.path().to_str().unwrap()).unwrap(),
-            dead_after: chrono::Duration::seconds(5),
-            op_deadline: chrono::Duration::hours(1),
-            go_timeout: chrono::Duration::minutes(5),
-            storage_env: Vec::new(),
-            bell: Default::default(),
-            signer: None,
-        };
+        let ex = Executor::on_directory(dir.path());
         let record: BackupRecord = serde_json::from_value(serde_json::json!({
             "name": "b1", "cluster": "prod", "storage": "s3", "schedule": "nightly",
             "type": "physical", "status": "done", "complete": true,
