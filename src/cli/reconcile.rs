@@ -127,7 +127,9 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
             let report = rec.pass(chrono::Utc::now()).await;
             // Verifications the pass started run beside it; exiting would kill them.
             rec.verifier.wait_all().await;
+            // Ended before the release: a tick still running could renew after it.
             renewals.abort();
+            let _ = renewals.await;
             leadership.release_all().await;
             let report = report?;
             for line in &report.finished {
@@ -224,6 +226,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitStatus> {
         };
         run_loop(&mut rec, &opts, stop).await;
         renewals.abort();
+        let _ = renewals.await;
         leadership.release_all().await;
         Ok(ExitStatus::Ok)
     })

@@ -208,7 +208,8 @@ async fn partitions_on_s3() {
 }
 
 /// A reconciler of a version without partitions holds the single lease: starting with
-/// partitions is refused, naming it, until it stops (a clean stop releases the lease).
+/// partitions is refused, naming it, while it renews; once it is gone (killed without
+/// releasing, or stopped cleanly) partitions start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_leader_without_partitions_refuses_partitioning() {
     use tidemark_schema::control::{LeaseRecord, LeaseRenewal, lease_key, lease_renewal_key};
@@ -218,27 +219,107 @@ async fn a_live_leader_without_partitions_refuses_partitioning() {
         epoch: 1,
         holder: "old-host/7/a".into(),
         acquired_at: chrono::Utc::now(),
-        ttl_ms: 90_000,
+        ttl_ms: 900,
         doorbell: None,
         partitions: None,
     };
     control.put(&lease_key(1), &old).await.unwrap();
-    let renewal = |released| LeaseRenewal {
-        seq: 3,
+    let renewal = |seq, released| LeaseRenewal {
+        seq,
         at: chrono::Utc::now(),
         released,
     };
     control
-        .put(&lease_renewal_key(1), &renewal(false))
+        .put(&lease_renewal_key(1), &renewal(0, false))
         .await
         .unwrap();
+    // The old leader renews every third of its TTL meanwhile.
+    let renewer = {
+        let control = control.clone();
+        tokio::spawn(async move {
+            for seq in 1.. {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                control
+                    .put(&lease_renewal_key(1), &renewal(seq, false))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
     let e = Leadership::agree(&control, "new", 8).await.unwrap_err();
-    assert!(matches!(e, ControlError::UnpartitionedLeader { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ControlError::LeaderOfOtherCount {
+                count: 1,
+                wanted: 8,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("old-host/7/a"), "{e}");
-    // Alone, one partition is the single lease as before: nothing to refuse.
+    // Killed without releasing: after one of its TTLs without a renewal, partitions start.
+    renewer.abort();
+    let _ = renewer.await;
+    let started = Instant::now();
+    Leadership::agree(&control, "new", 8).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "waited its TTL"
+    );
+    // With one partition the single lease is the same as before: nothing to refuse.
+    let other = TempDir::new().unwrap();
+    let control = ControlPlane::open_writable(other.path().to_str().unwrap()).unwrap();
+    control.put(&lease_key(1), &old).await.unwrap();
     control
-        .put(&lease_renewal_key(1), &renewal(true))
+        .put(&lease_renewal_key(1), &renewal(0, false))
         .await
         .unwrap();
-    Leadership::agree(&control, "new", 8).await.unwrap();
+    Leadership::agree(&control, "new", 1).await.unwrap();
+}
+
+/// A running member that finds another partition count recorded hands every lease over
+/// and leaves the membership (others then stop handing it partitions), until it agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_count_is_no_longer_recorded_leads_nothing() {
+    use tidemark_schema::control::{PARTITIONS_KEY, PartitionsRecord, member_key};
+    let dir = TempDir::new().unwrap();
+    let control = ControlPlane::open_writable(dir.path().to_str().unwrap()).unwrap();
+    Leadership::agree(&control, "a", 4).await.unwrap();
+    let a = Leadership::new(&control, "host/1/a", TTL, 4, None, true);
+    round(&[&a]).await;
+    assert_eq!(a.led(), [0, 1, 2, 3]);
+    assert!(control.exists(&member_key("host/1/a")).await.unwrap());
+    let other = PartitionsRecord {
+        partitions: 6,
+        created_at: chrono::Utc::now(),
+        by: "b".into(),
+    };
+    control.put(PARTITIONS_KEY, &other).await.unwrap();
+    until(&[&a], "a hands everything over", TTL * 6, |all| {
+        all[0].led().is_empty()
+    })
+    .await;
+    until(
+        &[&a],
+        "a leaves the membership and releases",
+        TTL * 6,
+        |_| {
+            let rt = tokio::runtime::Handle::current();
+            let (member, released) = tokio::task::block_in_place(|| {
+                rt.block_on(async {
+                    let member = control.exists(&member_key("host/1/a")).await.unwrap();
+                    let renewal: tidemark_schema::control::LeaseRenewal = control
+                        .get(&tidemark_schema::control::lease_renewal_key(1))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    (member, renewal.released)
+                })
+            });
+            !member && released
+        },
+    )
+    .await;
 }

@@ -303,13 +303,21 @@ impl<S: DesiredStateSource> Reconciler<S> {
                 },
                 None => false,
             };
-            if !synced {
-                drop_stale_records(desired, &mut observed, now);
-            }
+            // Planned without them; what the pass reports (metrics) keeps what it read.
+            let unsynced;
+            let for_plan = match synced {
+                true => &observed,
+                false => {
+                    let mut trimmed = observed.clone();
+                    drop_stale_records(desired, &mut trimmed, now);
+                    unsynced = trimmed;
+                    &unsynced
+                }
+            };
             let settings = PlanSettings {
                 dead_after: self.ex.dead_after,
             };
-            let plan = plan_with(desired, &observed, now, settings);
+            let plan = plan_with(desired, for_plan, now, settings);
             report.next_due = plan
                 .schedules
                 .iter()

@@ -54,13 +54,16 @@ pub enum ControlError {
         stored: u32,
         wanted: u32,
     },
-    /// A reconciler that predates partitions leads through the single lease.
+    /// Another count's reconciler (or one of a version without partitions, which counts
+    /// as one) still renews the lease of partition 0, and no count is recorded.
     #[error(
-        "control plane {url} is led by {holder} through the single lease, with no {key}: a reconciler of a version without partitions leads every cluster. Stop every reconciler (a clean stop releases the lease), then start them all with the same --partitions"
+        "control plane {url} is led by {holder} with {count} partition(s) (it still renews lease/, and there is no {key}), but this reconciler was started with --partitions {wanted}: stop every reconciler (a clean stop releases the lease), then start them all with the same --partitions"
     )]
-    UnpartitionedLeader {
+    LeaderOfOtherCount {
         url: String,
         holder: String,
+        count: u32,
+        wanted: u32,
         key: String,
     },
     /// A leader's write refused because a later epoch exists: another reconciler leads.

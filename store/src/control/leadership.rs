@@ -89,17 +89,20 @@ impl Leadership {
             created_at: Utc::now(),
             by: holder.to_string(),
         };
-        // A reconciler of a version without partitions holds the single lease (no record,
-        // a live epoch): it leads every cluster, so none may be led from another lease.
-        if partitions > 1
-            && !control.exists(PARTITIONS_KEY).await?
+        // No record, and `lease/` held with another count (a version without partitions
+        // counts as one): its holder leads clusters this count would put elsewhere. While
+        // it still renews, nothing starts.
+        if !control.exists(PARTITIONS_KEY).await?
             && let Some((lease, renewal)) = super::lease::describe(control).await?
-            && lease.partitions.is_none()
-            && !renewal.is_some_and(|r| r.released)
+            && lease.partitions.unwrap_or(1) != partitions
+            && !renewal.as_ref().is_some_and(|r| r.released)
+            && still_renewed(control, &lease, renewal.map(|r| r.seq)).await?
         {
-            return Err(ControlError::UnpartitionedLeader {
+            return Err(ControlError::LeaderOfOtherCount {
                 url: control.url().to_string(),
                 holder: lease.holder,
+                count: lease.partitions.unwrap_or(1),
+                wanted: partitions,
                 key: PARTITIONS_KEY.to_string(),
             });
         }
@@ -149,43 +152,46 @@ impl Leadership {
     pub async fn tick(&self) {
         let every = (self.ttl / 3).max(Duration::from_millis(50));
         let n = self.ticks.fetch_add(1, Ordering::SeqCst);
-        // Beside the renewals, never before them: a slow membership look must not push a
-        // renewal past its lease's validity.
-        let membership = async {
-            let Some(members) = self
-                .members
-                .as_ref()
-                .filter(|_| n.is_multiple_of(MEMBER_EVERY))
-            else {
-                return;
-            };
-            match tokio::time::timeout(every, members.tick()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot write or list the reconcilers' membership")
-                }
-                Err(_) => tracing::warn!("the membership look is slow"),
-            }
-            if tokio::time::timeout(every, self.check_count())
-                .await
-                .is_err()
-            {
-                tracing::warn!("reading the partition count is slow");
-            }
-        };
-        if self.mismatch.load(Ordering::SeqCst) {
-            // Nothing held while the counts disagree: the others lead without waiting.
-            for lease in &self.leases {
-                if let Err(e) = lease.release().await {
-                    tracing::warn!(error = %e, "cannot release a lease");
-                }
-            }
-            membership.await;
-            return;
+        let look = self.members.is_some() && n.is_multiple_of(MEMBER_EVERY);
+        // The first look comes before any lease is taken (a new member must know the
+        // others, or it takes every vacant partition); later ones run beside the
+        // renewals, never before them, so that a slow look cannot delay a renewal.
+        if look && n == 0 {
+            self.membership(every).await;
         }
         let live = self.live();
         let rounds = (0..self.partitions()).map(|p| self.tick_partition(p, &live, every));
-        tokio::join!(membership, futures::future::join_all(rounds));
+        match look && n != 0 {
+            true => drop(tokio::join!(
+                self.membership(every),
+                futures::future::join_all(rounds)
+            )),
+            false => drop(futures::future::join_all(rounds).await),
+        }
+    }
+
+    /// Rewrites this member's record and lists the others, and reads the partition count
+    /// again; all within one renewal interval. A member whose count disagrees leaves the
+    /// membership, so that nobody hands it partitions it would not take.
+    async fn membership(&self, every: Duration) {
+        let Some(members) = &self.members else {
+            return;
+        };
+        let look = async {
+            if !self.mismatch.load(Ordering::SeqCst)
+                && let Err(e) = members.tick().await
+            {
+                tracing::warn!(error = %e, "cannot write or list the reconcilers' membership");
+            }
+            if self.check_count().await
+                && let Err(e) = members.leave().await
+            {
+                tracing::warn!(error = %e, "cannot remove this reconciler's membership record");
+            }
+        };
+        if tokio::time::timeout(every, look).await.is_err() {
+            tracing::warn!("the membership look is slow");
+        }
     }
 
     /// Why the last tick could not read or renew a partition's lease, for each such one.
@@ -204,19 +210,21 @@ impl Leadership {
     /// Stops leading anything while the control plane records another partition count
     /// than this process's (the record deleted and made again by a reconciler started
     /// with another count): two counts would put one cluster in two partitions.
-    async fn check_count(&self) {
+    /// Returns whether the counts just came to disagree.
+    async fn check_count(&self) -> bool {
         let stored = match self.control.get::<PartitionsRecord>(PARTITIONS_KEY).await {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the partition count");
-                return;
+                return false;
             }
         };
         let wrong = stored.filter(|r| r.partitions != self.partitions());
         if let Some(r) = &wrong {
             tracing::error!(stored = r.partitions, ours = self.partitions(), by = %r.by, "the control plane now records another partition count; leading nothing until it is this one again");
         }
-        self.mismatch.store(wrong.is_some(), Ordering::SeqCst);
+        let was = self.mismatch.swap(wrong.is_some(), Ordering::SeqCst);
+        wrong.is_some() && !was
     }
 
     fn live(&self) -> BTreeMap<String, MemberState> {
@@ -249,6 +257,13 @@ impl Leadership {
         }
         let owner = owner_of(p, live.keys().map(String::as_str));
         let leading = matches!(self.standing(p), Some(Standing::Leader { .. }));
+        // While the counts disagree nothing is held: every lease is handed over.
+        if self.mismatch.load(Ordering::SeqCst) {
+            if leading {
+                self.hand_over(p, "nobody (the partition counts disagree)");
+            }
+            return;
+        }
         // Hand a partition over only to a member seen renewing: a record left behind by
         // a killed process must not draw partitions away from the living.
         if leading
@@ -260,23 +275,7 @@ impl Leadership {
                 to = owner,
                 "handing the partition over to the member that should lead it"
             );
-            // No new write from now (the fence sees no validity), and the lease is released
-            // only once the writes already under way have run out of it.
-            let until = lease.valid_until().lock().expect("not poisoned").take();
-            self.set(
-                p,
-                Standing::Follower {
-                    epoch: 0,
-                    holder: owner.to_string(),
-                },
-            );
-            // A third of a TTL more, as a takeover after expiry keeps: a request already
-            // sent when the validity ran out may still land until then.
-            let release_at = until.unwrap_or_else(Instant::now) + self.ttl / 3;
-            self.handovers
-                .lock()
-                .expect("not poisoned")
-                .insert(p, release_at);
+            self.hand_over(p, owner);
             return;
         }
         let may_take = |vacated: Vacated<'_>| {
@@ -296,6 +295,10 @@ impl Leadership {
         let now = match tokio::time::timeout(every, lease.tick_with(&may_take)).await {
             Err(_) => {
                 tracing::warn!(partition = p, after = ?every, "a lease renewal is slow; acting only while the last one is valid");
+                self.errors
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(p, format!("no answer within {every:?}"));
                 return;
             }
             Ok(Ok(s)) => {
@@ -315,6 +318,30 @@ impl Leadership {
             }
         };
         self.set(p, now);
+    }
+
+    /// Stops writing for partition `p` at once (the fence sees no validity) and releases
+    /// its lease a third of a TTL after the last renewal's validity, the margin a takeover
+    /// after expiry keeps: a request already sent when the validity ran out may still
+    /// land until then.
+    fn hand_over(&self, p: u32, to: &str) {
+        let until = self.leases[p as usize]
+            .valid_until()
+            .lock()
+            .expect("not poisoned")
+            .take();
+        self.set(
+            p,
+            Standing::Follower {
+                epoch: 0,
+                holder: to.to_string(),
+            },
+        );
+        let release_at = until.unwrap_or_else(Instant::now) + self.ttl / 3;
+        self.handovers
+            .lock()
+            .expect("not poisoned")
+            .insert(p, release_at);
     }
 
     fn set(&self, p: u32, now: Standing) {
@@ -419,4 +446,27 @@ impl Leadership {
             tracing::warn!(error = %e, "cannot remove this reconciler's membership record");
         }
     }
+}
+
+/// Whether `lease`'s holder still renews it: its renewal number changes within one of its
+/// TTLs (a holder killed without releasing never does).
+async fn still_renewed(
+    control: &ControlPlane,
+    lease: &tidemark_schema::control::LeaseRecord,
+    seq: Option<u64>,
+) -> Result<bool, ControlError> {
+    let ttl = Duration::from_millis(lease.ttl_ms);
+    tracing::info!(holder = %lease.holder, ?ttl, "the lease is held with another partition count; watching up to its TTL whether it is still renewed");
+    let started = Instant::now();
+    while started.elapsed() < ttl {
+        tokio::time::sleep((ttl / 6).max(Duration::from_millis(50))).await;
+        let key = tidemark_schema::control::lease_renewal_key(lease.epoch);
+        let now: Option<tidemark_schema::control::LeaseRenewal> = control.get(&key).await?;
+        match now {
+            Some(r) if r.released => return Ok(false),
+            Some(r) if Some(r.seq) != seq => return Ok(true),
+            _ => {}
+        }
+    }
+    Ok(false)
 }
