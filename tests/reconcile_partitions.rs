@@ -190,9 +190,12 @@ fn three_reconcilers_share_ten_clusters_and_a_killed_ones_clusters_move_within_t
     for (i, rs) in sets.iter().enumerate() {
         agents.0.push(agent(ctl, ctl, &format!("c{i}"), rs));
     }
-    let mut recs: Vec<Child> = (0..3)
-        .map(|i| reconciler(ctl, ctl, policies.path(), i))
-        .collect();
+    // Killed on every way out of the test, a failed assertion included.
+    let mut recs = Procs(
+        (0..3)
+            .map(|i| reconciler(ctl, ctl, policies.path(), i))
+            .collect(),
+    );
 
     // Every cluster's first backup, each led by exactly one reconciler, more than one
     // of the three leading.
@@ -236,10 +239,11 @@ fn three_reconcilers_share_ten_clusters_and_a_killed_ones_clusters_move_within_t
         .map(|(h, c)| (h.clone(), c.clone()))
         .unwrap();
     let at = recs
+        .0
         .iter()
         .position(|c| c.id() == pid_of(&victim))
         .expect("the victim is one of ours");
-    let mut killed = recs.remove(at);
+    let mut killed = recs.0.remove(at);
     killed.kill().unwrap();
     killed.wait().unwrap();
     let before = leaders.clone();
@@ -281,10 +285,7 @@ fn three_reconcilers_share_ten_clusters_and_a_killed_ones_clusters_move_within_t
     let now = cluster_leaders(&status(ctl));
     assert_eq!(now.len(), CLUSTERS, "{now:?}");
     assert!(now.values().all(|(h, _)| *h != victim), "{now:?}");
-    for mut c in recs {
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
+    drop(recs);
 
     // One op per backup, and per cluster the epochs never go back in creation order.
     let mut per_backup: BTreeMap<String, usize> = BTreeMap::new();

@@ -77,6 +77,9 @@ pub async fn run_loop<S: DesiredStateSource>(
     let mut last = PassReport::default();
     while !stop.load(Ordering::SeqCst) {
         let started = Instant::now();
+        // Taken before the pass: a partition gained while it ran was not acted on by it.
+        let led = |rec: &Reconciler<S>| rec.leadership.as_ref().map(|l| l.led());
+        let led_before_pass = led(rec);
         let outcome = rec.pass(chrono::Utc::now()).await;
         if let Some(hook) = &rec.on_pass {
             match &outcome {
@@ -111,11 +114,9 @@ pub async fn run_loop<S: DesiredStateSource>(
         // Sleep until the next pass, waking at once on a source change, on stop, or when
         // the partitions this process leads change: one taken over may have operations
         // in flight, which must not wait for a resync.
-        let led = |rec: &Reconciler<S>| rec.leadership.as_ref().map(|l| l.led());
-        let led_after_pass = led(rec);
         let until = Instant::now() + wait;
         while !stop.load(Ordering::SeqCst) && Instant::now() < until {
-            if led(rec) != led_after_pass {
+            if led(rec) != led_before_pass {
                 tracing::info!("the partitions this reconciler leads changed");
                 break;
             }

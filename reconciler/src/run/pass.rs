@@ -76,6 +76,8 @@ pub struct Reconciler<S> {
     chunk_indexes: crate::pitr::Written,
     /// Whether the last pass led partition 0 (the ledger's revision records).
     led_fleet: bool,
+    /// The partitions this pass leads, with their epochs, as it started.
+    led_at_start: BTreeMap<u32, u64>,
 }
 
 /// Rebuilds the desired state recorded in `ledger/applied.json` (its canonical YAML).
@@ -129,14 +131,23 @@ impl<S: DesiredStateSource> Reconciler<S> {
             chunk_indexes: Default::default(),
             backoff: BTreeMap::new(),
             led_fleet: false,
+            led_at_start: BTreeMap::new(),
         }
     }
 
     /// One pass. Errors of single steps are collected, never fatal to the pass.
     pub async fn pass(&mut self, now: DateTime<Utc>) -> Result<PassReport, ExecError> {
         let mut report = PassReport::default();
+        // What this pass may act for: the partitions led, in their epochs, as it starts.
+        // One gained meanwhile waits for the next pass (the loop runs it at once); one
+        // lost, even if taken again, is not written for.
+        self.led_at_start = self
+            .leadership
+            .as_ref()
+            .map(|l| l.led_epochs())
+            .unwrap_or_default();
         if let Some(leadership) = &self.leadership
-            && leadership.led().is_empty()
+            && self.led_at_start.is_empty()
         {
             // Leading nothing (or renewals stalled: another reconciler may lead by now):
             // nothing is started or deleted until a lease is held again.
@@ -154,7 +165,8 @@ impl<S: DesiredStateSource> Reconciler<S> {
             return Some(self.ex.clone());
         };
         let partition = cluster.map_or(0, |c| leadership.partition_of(c));
-        let control = leadership.fenced(&self.ex.control, partition)?;
+        let epoch = *self.led_at_start.get(&partition)?;
+        let control = leadership.fenced_in_epoch(&self.ex.control, partition, epoch)?;
         Some(Executor {
             control,
             ..self.ex.clone()
@@ -163,12 +175,7 @@ impl<S: DesiredStateSource> Reconciler<S> {
 
     /// Whether this process leads `cluster`'s partition now.
     fn leads(&self, cluster: Option<&str>) -> bool {
-        match &self.leadership {
-            None => true,
-            Some(l) => l
-                .leading(cluster.map_or(0, |c| l.partition_of(c)))
-                .is_some(),
-        }
+        self.ex_for(cluster).is_some()
     }
 
     /// Forgets every desired state this process held: while it does not lead, another

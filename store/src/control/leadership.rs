@@ -394,6 +394,26 @@ impl Leadership {
             .map(|epoch| control.fenced_in(lease.prefix(), epoch, lease.valid_until()))
     }
 
+    /// `control` writing as the leader of partition `p` in `epoch`, if this process still
+    /// leads it in that epoch: a pass acts only for what it led when it read the state.
+    pub fn fenced_in_epoch(
+        &self,
+        control: &ControlPlane,
+        p: u32,
+        epoch: u64,
+    ) -> Option<ControlPlane> {
+        let lease = &self.leases[p as usize];
+        (self.leading(p) == Some(epoch))
+            .then(|| control.fenced_in(lease.prefix(), epoch, lease.valid_until()))
+    }
+
+    /// The partitions this process leads now, with their epochs.
+    pub fn led_epochs(&self) -> BTreeMap<u32, u64> {
+        (0..self.partitions())
+            .filter_map(|p| Some((p, self.leading(p)?)))
+            .collect()
+    }
+
     /// The partitions this process may write for now.
     pub fn led(&self) -> Vec<u32> {
         (0..self.partitions())
