@@ -108,7 +108,12 @@ mod tests {
     fn partitions_are_fixed_forever_and_spread_clusters() {
         // These values are what every tidemark computes: changing them would let two
         // versions lead one cluster from two partitions.
-        assert_eq!(partition_of("prod", 8), partition_of("prod", 8));
+        let pinned: Vec<u32> = ["prod", "staging", "c0", "c1"]
+            .iter()
+            .map(|c| partition_of(c, 8))
+            .collect();
+        assert_eq!(pinned, [3, 0, 5, 2]);
+        assert_eq!(owner_of(3, ["r1", "r2", "r3"]), Some("r2"));
         let spread: std::collections::BTreeSet<u32> =
             (0..40).map(|i| partition_of(&format!("c{i}"), 8)).collect();
         assert_eq!(spread.len(), 8, "{spread:?}");
