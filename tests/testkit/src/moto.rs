@@ -13,8 +13,21 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Starts moto on a free port and waits until it answers.
+    /// Starts moto on a free port and waits until it answers. The port is free when
+    /// picked, not when moto binds it: a test running beside this one (another moto, a
+    /// mongod-sim) may take it meanwhile and answer in moto's place while this moto fails
+    /// to bind and exits. So the wait is for this very process to listen, and a moto that
+    /// exits is started again on another port.
     pub fn start() -> Moto {
+        for _ in 0..5 {
+            if let Some(moto) = Self::try_start() {
+                return moto;
+            }
+        }
+        panic!("moto_server did not start on any of 5 ports");
+    }
+
+    fn try_start() -> Option<Moto> {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -36,12 +49,15 @@ impl Moto {
             .expect("python3 is needed to run moto_server");
         let mut moto = Moto { child, port };
         let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !listens(moto.child.id(), port) {
             if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!(
+                // Another process took the port first, or moto is not installed.
+                assert!(
+                    TcpStream::connect(("127.0.0.1", port)).is_ok(),
                     "moto_server exited ({status}): install it with \
                      python3 -m pip install 'moto[server]' (scripts/test does)"
                 );
+                return None;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -49,7 +65,7 @@ impl Moto {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        moto
+        Some(moto)
     }
 
     pub fn endpoint(&self) -> String {
@@ -119,4 +135,33 @@ impl Drop for Moto {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`: the listening
+/// socket's inode in `/proc/net/tcp` is one of the process's open files.
+fn listens(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return TcpStream::connect(("127.0.0.1", port)).is_ok();
+    };
+    let wanted = format!(":{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local address, state 0A (LISTEN), inode
+            (fields.get(1)?.ends_with(&wanted) && *fields.get(3)? == "0A")
+                .then(|| fields.get(9).map(|s| s.to_string()))?
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| {
+            inodes
+                .iter()
+                .any(|inode| target.to_string_lossy() == format!("socket:[{inode}]"))
+        })
+    })
 }
